@@ -1,0 +1,25 @@
+//! Sluice: an Envoy xDS control plane for grayscale (canary) releases, without istiod.
+//!
+//! ```text
+//!  source (files) ──▶ Store (Model) ──debounce──▶ translate ──▶ Snapshot ──watch──▶ one task per Envoy stream
+//!                                                                                      │ ACK/NACK
+//!                              admin HTTP (/readyz, /debug/syncz, config_dump) ◀── proxy registry
+//! ```
+//! See ARCHITECTURE.md for the map.
+
+pub mod admin;
+pub mod bootstrap;
+pub mod cli;
+pub mod envoy_json;
+pub mod harness;
+pub mod model;
+pub mod source;
+pub mod store;
+pub mod translate;
+pub mod xds;
+
+/// Sluice's own gRPC API (`proto/sluice/v1`), compiled by build.rs.
+pub mod proto {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("sluice.v1");
+}

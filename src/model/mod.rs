@@ -1,0 +1,84 @@
+//! The model: plain data that every source fills and `translate` reads.
+//!
+//! ```text
+//!  file source (YAML) ─┐
+//!  kube watchers ──────┼─▶ Model { services, endpoints, policies } ─▶ translate ─▶ Envoy resources
+//!  release API ────────┘
+//! ```
+//!
+//! Sources resolve selection themselves: a [`Model`] holds, per service, the endpoints that back it, with the
+//! target port already resolved per service port and the workload's labels (the version label among them). So
+//! `translate` never matches selectors, and an endpoint change touches one service's entry only.
+
+mod policy;
+mod proxy;
+mod service;
+
+pub use policy::*;
+pub use proxy::{InterceptionMode, ProxyInfo};
+pub use service::{Endpoint, Service, ServicePort, TargetPort};
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Names an object: `namespace/name`. Ordered, so models iterate deterministically.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ObjectKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectKey {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self { namespace: namespace.into(), name: name.into() }
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Everything Sluice knows about the mesh at one moment.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Model {
+    pub services: BTreeMap<ObjectKey, Service>,
+    /// Endpoints per service (the key is the service's key). A service without an entry has no endpoints.
+    pub endpoints: BTreeMap<ObjectKey, Vec<Endpoint>>,
+    pub policies: BTreeMap<ObjectKey, ReleasePolicy>,
+}
+
+/// The domain Kubernetes services live under; part of every FQDN and cluster name.
+pub const CLUSTER_DOMAIN: &str = "cluster.local";
+
+impl Model {
+    /// The release policy that governs a service, if any. With several, the first by name wins (sources reject
+    /// a second policy for the same service, so this is only a tie-break).
+    pub fn policy_for(&self, service: &ObjectKey) -> Option<&ReleasePolicy> {
+        self.policies
+            .values()
+            .find(|p| p.namespace == service.namespace && p.spec.service == service.name)
+    }
+
+    /// Endpoints of one service (empty when it has none).
+    pub fn endpoints_of(&self, service: &ObjectKey) -> &[Endpoint] {
+        self.endpoints.get(service).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// The keys of services whose endpoints differ between `self` and `other`: the fast path re-derives only
+    /// their load assignments.
+    pub fn services_with_changed_endpoints(&self, other: &Model) -> Vec<ObjectKey> {
+        let mut keys: Vec<ObjectKey> = self
+            .endpoints
+            .keys()
+            .chain(other.endpoints.keys())
+            .filter(|k| self.endpoints.get(*k) != other.endpoints.get(*k))
+            .cloned()
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+}

@@ -1,0 +1,44 @@
+//! What Sluice knows about one connected proxy, from its Envoy `Node`.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+/// How a proxy captures traffic, which decides the listeners it gets.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum InterceptionMode {
+    /// One HTTP listener bound at this address routes every visible service by Host header (no iptables).
+    Listen(SocketAddr),
+    /// Istio-style: an outbound capture listener on 15001 and an inbound one on 15006.
+    Intercept,
+    /// A proxyless gRPC client: asks LDS by name (`reviews.default.svc.cluster.local:9080`) and needs API
+    /// listeners holding an HttpConnectionManager with RDS.
+    Proxyless,
+}
+
+/// The facts about a proxy that config depends on. Parsed from node metadata by the xDS layer.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ProxyInfo {
+    /// Envoy's node id.
+    pub id: String,
+    /// The namespace the proxy runs in: short service names resolve here.
+    pub namespace: String,
+    pub mode: InterceptionMode,
+    /// The labels of the workload this proxy fronts (for `sourceLabels` rules).
+    pub labels: BTreeMap<String, String>,
+    /// Ports the proxy's own workload serves (intercept mode's inbound listener).
+    pub inbound_ports: Vec<u16>,
+}
+
+impl ProxyInfo {
+    /// A proxy in listen mode, as tests and harnesses use.
+    pub fn listening(id: &str, namespace: &str, addr: SocketAddr) -> Self {
+        Self {
+            id: id.into(),
+            namespace: namespace.into(),
+            mode: InterceptionMode::Listen(addr),
+            labels: BTreeMap::new(),
+            inbound_ports: Vec::new(),
+        }
+    }
+}
