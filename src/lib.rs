@@ -11,7 +11,7 @@ pub mod admin;
 pub mod bootstrap;
 pub mod cli;
 pub mod envoy_json;
-pub mod harness;
+pub mod server;
 pub mod model;
 pub mod source;
 pub mod store;

@@ -1,1 +1,56 @@
-//! Admin HTTP.
+//! The admin HTTP port (loopback by default): health, readiness, and what each proxy holds.
+//!
+//! | path | answers |
+//! |---|---|
+//! | `GET /healthz` | 200 while the process serves |
+//! | `GET /readyz` | 200 once every source has loaded and the first snapshot is published; 503 and why before |
+//! | `GET /debug/syncz` | per proxy stream: node id, connected since, per type sent/ACKed version, last NACK |
+//! | `GET /debug/config_dump?proxy=ID` | what proxy ID holds (ACKed), as Envoy JSON |
+//! | `GET /debug/config` | Sluice's effective configuration |
+
+mod debug;
+
+use crate::store::Store;
+use crate::xds::{Registry, Snapshot};
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::get;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// What the admin handlers read.
+#[derive(Clone)]
+pub struct AdminState {
+    pub store: Store,
+    pub registry: Registry,
+    pub snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
+    pub config: serde_json::Value,
+}
+
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/debug/syncz", get(debug::syncz))
+        .route("/debug/config_dump", get(debug::config_dump))
+        .route("/debug/config", get(debug::config))
+        .with_state(state)
+}
+
+async fn readyz(axum::extract::State(s): axum::extract::State<AdminState>) -> (StatusCode, &'static str) {
+    if !s.store.is_ready() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: waiting for sources to load\n");
+    }
+    if s.snapshots.borrow().is_none() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: first snapshot not published\n");
+    }
+    (StatusCode::OK, "ready\n")
+}
+
+/// Serves the router until `shutdown` resolves.
+pub async fn serve(listener: TcpListener, state: AdminState, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
+    if let Err(e) = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await {
+        tracing::error!(error = %e, "admin server failed");
+    }
+}

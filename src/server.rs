@@ -1,0 +1,176 @@
+//! Sluice in one process: binds the xDS and admin ports, publishes snapshots, serves until shut down.
+//!
+//! This is also the library API for integration-test harnesses: start Sluice on `127.0.0.1:0`, set or edit the
+//! model through [`Sluice::store`], and await [`Sluice::wait_acked`] ("proxy X holds the current config").
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use sluice::server::{Options, Sluice};
+//! let sluice = Sluice::start(Options::local()).await?;
+//! sluice.store().update(|model| { /* add services, endpoints, policies */ });
+//! sluice.wait_acked("proxy-1", std::time::Duration::from_secs(5)).await?;
+//! # Ok(()) }
+//! ```
+
+use crate::admin::{self, AdminState};
+use crate::store::Store;
+use crate::xds::{Limits, Registry, Snapshot, StreamCtx, Xds, publisher};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+/// Where and how to serve.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Options {
+    pub xds_addr: SocketAddr,
+    /// `None`: no admin port.
+    pub admin_addr: Option<SocketAddr>,
+    /// Shortest time between two snapshots; changes within it are coalesced.
+    pub min_push_interval: Duration,
+    pub limits: Limits,
+}
+
+impl Options {
+    /// Both ports on `127.0.0.1:0`, for tests and harnesses.
+    pub fn local() -> Self {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self { xds_addr: any, admin_addr: Some(any), min_push_interval: Duration::from_millis(10), limits: Limits::default() }
+    }
+}
+
+/// A running Sluice. Dropping it without [`Sluice::shutdown`] aborts its tasks.
+pub struct Sluice {
+    store: Store,
+    registry: Registry,
+    snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
+    xds_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    stop: Option<oneshot::Sender<()>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("binding {what} on {addr}: {source}")]
+    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+}
+
+impl Sluice {
+    /// Starts with an empty store.
+    pub async fn start(options: Options) -> Result<Self, StartError> {
+        Self::start_with(options, Store::new(), serde_json::Value::Null).await
+    }
+
+    /// Starts on a store that sources (already registered on it) fill. `config` is the effective configuration,
+    /// served at `/debug/config`.
+    pub async fn start_with(options: Options, store: Store, config: serde_json::Value) -> Result<Self, StartError> {
+        let bind = |what, addr| async move {
+            TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
+        };
+        let xds_listener = bind("xDS", options.xds_addr).await?;
+        let admin_listener = match options.admin_addr {
+            Some(a) => Some(bind("admin", a).await?),
+            None => None,
+        };
+        let xds_addr = xds_listener.local_addr().map_err(|source| StartError::Bind {
+            what: "xDS",
+            addr: options.xds_addr,
+            source,
+        })?;
+        let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
+        let registry = Registry::new();
+        let snapshots = publisher::spawn(store.clone(), options.min_push_interval);
+        let ctx = StreamCtx { snapshots: snapshots.clone(), registry: registry.clone(), limits: options.limits };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let stopped = futures::FutureExt::shared(async move {
+            let _ = stopped.await;
+        });
+        let mut tasks = vec![tokio::spawn(serve_xds(xds_listener, Xds::new(ctx), stopped.clone()))];
+        if let Some(listener) = admin_listener {
+            let state = AdminState { store: store.clone(), registry: registry.clone(), snapshots: snapshots.clone(), config };
+            tasks.push(tokio::spawn(admin::serve(listener, state, stopped)));
+        }
+        tracing::info!(%xds_addr, admin_addr = ?admin_addr, "sluice serving");
+        Ok(Self { store, registry, snapshots, xds_addr, admin_addr, stop: Some(stop), tasks })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub fn xds_addr(&self) -> SocketAddr {
+        self.xds_addr
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// The newest published snapshot, if any.
+    pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        self.snapshots.borrow().clone()
+    }
+
+    /// Waits until the store's current model is published; returns that snapshot's version.
+    pub async fn wait_published(&self, timeout: Duration) -> Result<u64, WaitTimeout> {
+        let model = self.store.model();
+        let mut rx = self.snapshots.clone();
+        let found = tokio::time::timeout(timeout, rx.wait_for(|s| s.as_ref().is_some_and(|s| Arc::ptr_eq(&s.model, &model))));
+        match found.await {
+            Ok(Ok(s)) => Ok(s.as_ref().map(|s| s.version).unwrap_or_default()),
+            _ => Err(WaitTimeout(format!("the current model was not published within {timeout:?}"))),
+        }
+    }
+
+    /// Waits until proxy `node_id` holds the config of the store's current model (every subscribed type ACKed).
+    pub async fn wait_acked(&self, node_id: &str, timeout: Duration) -> Result<u64, WaitTimeout> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let version = self.wait_published(timeout).await?;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.registry.wait_synced(node_id, version, left).await.map_err(|e| WaitTimeout(e.to_string()))?;
+        Ok(version)
+    }
+
+    /// Stops serving and waits for the servers to finish.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for Sluice {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("timed out: {0}")]
+pub struct WaitTimeout(pub String);
+
+async fn serve_xds(listener: TcpListener, xds: Xds, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
+    let routes = xds.add_to(tonic::service::RoutesBuilder::default()).routes();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let result = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "xDS server failed");
+    }
+}

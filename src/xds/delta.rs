@@ -1,0 +1,140 @@
+//! Incremental (Delta) xDS: responses carry only what changed, and `removed_resources`.
+
+use super::resource::{Resource, TypeKind};
+use super::session::{Inflight, Session};
+use super::stream::Protocol;
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as WireResource,
+};
+use std::sync::Arc;
+
+pub(crate) struct Delta;
+
+impl Protocol for Delta {
+    type Req = DeltaDiscoveryRequest;
+    type Resp = DeltaDiscoveryResponse;
+    const NAME: &'static str = "delta";
+
+    fn node(req: &DeltaDiscoveryRequest) -> Option<&Node> {
+        req.node.as_ref()
+    }
+
+    fn type_url(req: &DeltaDiscoveryRequest) -> &str {
+        &req.type_url
+    }
+
+    fn name_count(req: &DeltaDiscoveryRequest) -> usize {
+        req.resource_names_subscribe.len() + req.resource_names_unsubscribe.len() + req.initial_resource_versions.len()
+    }
+
+    fn handle(s: &mut Session, kind: TypeKind, req: DeltaDiscoveryRequest) {
+        let st = s.state(kind);
+        let first = !st.subscribed;
+        if first {
+            st.subscribed = true;
+            st.known.extend(req.initial_resource_versions);
+            st.wildcard = kind.is_wildcard() && req.resource_names_subscribe.is_empty();
+        }
+        for name in req.resource_names_subscribe {
+            if name == "*" {
+                st.wildcard = true;
+                continue;
+            }
+            if !first {
+                st.known.remove(&name); // the proxy does not hold it: send it even if unchanged
+            }
+            st.absent_told.remove(&name);
+            st.names.insert(name);
+        }
+        for name in req.resource_names_unsubscribe {
+            if name == "*" {
+                st.wildcard = false;
+                continue;
+            }
+            st.names.remove(&name);
+            st.absent_told.remove(&name);
+            if !st.wildcard {
+                st.known.remove(&name);
+                st.held.remove(&name);
+                st.sent.remove(&name);
+            }
+        }
+        if req.response_nonce.is_empty() {
+            return;
+        }
+        if st.inflight.as_ref().is_some_and(|i| i.nonce == req.response_nonce) {
+            match req.error_detail {
+                Some(e) => s.nack(kind, e.message),
+                None => s.ack(kind),
+            }
+        } else {
+            tracing::debug!(type = kind.short(), nonce = %req.response_nonce, "stale nonce ignored");
+        }
+    }
+
+    fn push(s: &mut Session, kind: TypeKind) -> Option<DeltaDiscoveryResponse> {
+        let st = &s.types[kind.index()];
+        if !st.subscribed || st.inflight.is_some() {
+            return None;
+        }
+        let desired = s.desired(kind);
+        let system_version = s.snapshot.as_ref().map(|s| s.version.to_string())?;
+        let st = s.state(kind);
+        // Resources a reconnecting proxy already holds at the current version count as held.
+        for (name, r) in &desired {
+            if st.known.get(name) == Some(&r.version) && !st.held.contains_key(name) {
+                st.held.insert(name.clone(), r.clone());
+                st.sent.insert(name.clone(), r.clone());
+            }
+        }
+        let updates: Vec<Arc<Resource>> =
+            desired.values().filter(|r| st.known.get(&r.name) != Some(&r.version)).cloned().collect();
+        let mut removals: Vec<String> = st.known.keys().filter(|n| !desired.contains_key(*n)).cloned().collect();
+        removals.extend(
+            st.names
+                .iter()
+                .filter(|n| !desired.contains_key(*n) && !st.known.contains_key(*n) && !st.absent_told.contains(*n))
+                .cloned(),
+        );
+        let first_answer = st.sent_version.is_none() && st.wildcard;
+        if updates.is_empty() && removals.is_empty() && !first_answer {
+            return None;
+        }
+        let mut will_hold = st.held.clone();
+        for r in &updates {
+            st.known.insert(r.name.clone(), r.version.clone());
+            st.sent.insert(r.name.clone(), r.clone());
+            will_hold.insert(r.name.clone(), r.clone());
+        }
+        for name in &removals {
+            st.known.remove(name);
+            st.sent.remove(name);
+            will_hold.remove(name);
+            if st.names.contains(name) {
+                st.absent_told.insert(name.clone());
+            }
+        }
+        let nonce = s.next_nonce();
+        let st = s.state(kind);
+        st.last_nonce = Some(nonce.clone());
+        st.sent_version = Some(system_version.clone());
+        st.inflight = Some(Inflight { nonce: nonce.clone(), version: system_version.clone(), set: will_hold });
+        Some(DeltaDiscoveryResponse {
+            system_version_info: system_version,
+            resources: updates
+                .iter()
+                .map(|r| WireResource {
+                    name: r.name.clone(),
+                    version: r.version.clone(),
+                    resource: Some(r.to_any()),
+                    ..Default::default()
+                })
+                .collect(),
+            type_url: kind.type_url().to_string(),
+            removed_resources: removals,
+            nonce,
+            ..Default::default()
+        })
+    }
+}

@@ -1,0 +1,137 @@
+//! Envoy `Node` → [`ProxyInfo`]: the node metadata keys `sluice bootstrap` writes, read back.
+
+use crate::model::{InterceptionMode, ProxyInfo};
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+use std::collections::BTreeMap;
+
+/// The namespace the proxy runs in (default `default`).
+pub const META_NAMESPACE: &str = "NAMESPACE";
+/// The workload's labels, a map of strings.
+pub const META_LABELS: &str = "LABELS";
+/// `ip:port`: the proxy binds one HTTP listener there (no iptables).
+pub const META_LISTEN: &str = "SLUICE_LISTEN";
+/// Comma-separated ports the proxy's own workload serves (intercept mode).
+pub const META_INBOUND_PORTS: &str = "INBOUND_PORTS";
+/// `grpc` marks a proxyless gRPC client (as Istio's `GENERATOR`).
+pub const META_GENERATOR: &str = "GENERATOR";
+
+/// A node the server cannot serve, named with the field at fault.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NodeError {
+    #[error("the first request on a stream must carry `node`")]
+    Missing,
+    #[error("node.id must not be empty")]
+    NoId,
+    #[error("node.id is longer than {0} bytes")]
+    IdTooLong(usize),
+    #[error("node.metadata.{key}: {message}")]
+    Metadata { key: &'static str, message: String },
+}
+
+/// Longest node id accepted (Kubernetes pod name + namespace fit easily).
+pub const MAX_NODE_ID: usize = 512;
+
+pub fn proxy_info(node: Option<&Node>) -> Result<ProxyInfo, NodeError> {
+    let node = node.ok_or(NodeError::Missing)?;
+    if node.id.is_empty() {
+        return Err(NodeError::NoId);
+    }
+    if node.id.len() > MAX_NODE_ID {
+        return Err(NodeError::IdTooLong(MAX_NODE_ID));
+    }
+    let empty = Struct::default();
+    let meta = node.metadata.as_ref().unwrap_or(&empty);
+    let namespace = string(meta, META_NAMESPACE).unwrap_or("default").to_string();
+    let mode = if let Some(listen) = string(meta, META_LISTEN) {
+        let addr = listen.parse().map_err(|e| NodeError::Metadata {
+            key: META_LISTEN,
+            message: format!("`{listen}` is not ip:port ({e})"),
+        })?;
+        InterceptionMode::Listen(addr)
+    } else if string(meta, META_GENERATOR) == Some("grpc") || node.user_agent_name.starts_with("gRPC") {
+        InterceptionMode::Proxyless
+    } else {
+        InterceptionMode::Intercept
+    };
+    Ok(ProxyInfo { id: node.id.clone(), namespace, mode, labels: labels(meta), inbound_ports: inbound_ports(meta)? })
+}
+
+fn field<'a>(meta: &'a Struct, key: &str) -> Option<&'a Kind> {
+    meta.fields.get(key).and_then(|v: &Value| v.kind.as_ref())
+}
+
+fn string<'a>(meta: &'a Struct, key: &str) -> Option<&'a str> {
+    match field(meta, key) {
+        Some(Kind::StringValue(s)) if !s.is_empty() => Some(s),
+        _ => None,
+    }
+}
+
+fn labels(meta: &Struct) -> BTreeMap<String, String> {
+    let Some(Kind::StructValue(s)) = field(meta, META_LABELS) else { return BTreeMap::new() };
+    s.fields
+        .iter()
+        .filter_map(|(k, v)| match &v.kind {
+            Some(Kind::StringValue(s)) => Some((k.clone(), s.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn inbound_ports(meta: &Struct) -> Result<Vec<u16>, NodeError> {
+    let Some(list) = string(meta, META_INBOUND_PORTS) else { return Ok(Vec::new()) };
+    let mut ports = list
+        .split(',')
+        .map(|p| p.trim())
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| NodeError::Metadata {
+                key: META_INBOUND_PORTS,
+                message: format!("`{p}` is not a port"),
+            })
+        })
+        .collect::<Result<Vec<u16>, _>>()?;
+    ports.sort_unstable();
+    ports.dedup();
+    Ok(ports)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(meta: &[(&str, Kind)]) -> Node {
+        let fields = meta.iter().map(|(k, v)| (k.to_string(), Value { kind: Some(v.clone()) })).collect();
+        Node { id: "p1".into(), metadata: Some(Struct { fields }), ..Default::default() }
+    }
+
+    #[test]
+    fn listen_mode_and_namespace_come_from_metadata() {
+        let n = node(&[
+            (META_NAMESPACE, Kind::StringValue("shop".into())),
+            (META_LISTEN, Kind::StringValue("127.0.0.1:15080".into())),
+            (META_INBOUND_PORTS, Kind::StringValue("9080, 9081".into())),
+        ]);
+        let p = proxy_info(Some(&n)).unwrap();
+        assert_eq!(p.namespace, "shop");
+        assert_eq!(p.mode, InterceptionMode::Listen("127.0.0.1:15080".parse().unwrap()));
+        assert_eq!(p.inbound_ports, vec![9080, 9081]);
+    }
+
+    #[test]
+    fn bad_metadata_names_the_key() {
+        let n = node(&[(META_LISTEN, Kind::StringValue("nope".into()))]);
+        let err = proxy_info(Some(&n)).unwrap_err().to_string();
+        assert!(err.starts_with("node.metadata.SLUICE_LISTEN: `nope` is not ip:port"), "{err}");
+        assert_eq!(proxy_info(None).unwrap_err(), NodeError::Missing);
+    }
+
+    #[test]
+    fn grpc_clients_are_proxyless_and_defaults_apply() {
+        let mut n = node(&[]);
+        n.user_agent_name = "gRPC Python".into();
+        let p = proxy_info(Some(&n)).unwrap();
+        assert_eq!((p.namespace.as_str(), p.mode), ("default", InterceptionMode::Proxyless));
+    }
+}

@@ -1,0 +1,176 @@
+//! The registry of connected proxies: what each was sent, what it ACKed, its last NACK. Streams write it; the
+//! admin port (`/debug/syncz`, config dumps), release status and test harnesses read it.
+
+use super::resource::{ResourceSet, TypeKind};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio::sync::watch;
+
+/// The sync state of one type on one stream.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TypeStatus {
+    /// Version of the last response sent (SotW `version_info`; Delta: the snapshot version).
+    pub sent: Option<String>,
+    /// Version the proxy last accepted.
+    pub acked: Option<String>,
+    /// A response is waiting for the proxy's ACK or NACK.
+    pub pending: bool,
+    pub last_nack: Option<Nack>,
+    /// How many resources of this type the proxy holds.
+    pub resources: usize,
+    #[serde(skip)]
+    pub held: ResourceSet,
+}
+
+/// A rejected response, kept until a later response of that type is accepted.
+#[derive(Clone, Debug, Serialize)]
+pub struct Nack {
+    pub version: String,
+    pub reason: String,
+    #[serde(with = "unix_secs")]
+    pub at: SystemTime,
+}
+
+/// One connected stream (a proxy may have one per type on the non-aggregated services).
+#[derive(Clone, Debug, Serialize)]
+pub struct ProxyStatus {
+    pub node_id: String,
+    pub stream: u64,
+    pub protocol: &'static str,
+    #[serde(with = "unix_secs")]
+    pub connected_since: SystemTime,
+    pub types: BTreeMap<TypeKind, TypeStatus>,
+    /// The newest snapshot version this proxy holds in full (every subscribed type ACKed, nothing held back).
+    pub synced_version: Option<u64>,
+}
+
+#[derive(Clone, Default)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    streams: Mutex<BTreeMap<u64, ProxyStatus>>,
+    changed: watch::Sender<u64>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers a stream; it is removed when the returned guard drops.
+    pub fn connect(&self, node_id: &str, protocol: &'static str) -> StreamGuard {
+        let id = self.inner.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let status = ProxyStatus {
+            node_id: node_id.to_string(),
+            stream: id,
+            protocol,
+            connected_since: SystemTime::now(),
+            types: BTreeMap::new(),
+            synced_version: None,
+        };
+        self.lock().insert(id, status);
+        self.bump();
+        StreamGuard { registry: self.clone(), id }
+    }
+
+    /// Every connected stream's status, ordered by node id then stream.
+    pub fn list(&self) -> Vec<ProxyStatus> {
+        let mut all: Vec<ProxyStatus> = self.lock().values().cloned().collect();
+        all.sort_by(|a, b| (&a.node_id, a.stream).cmp(&(&b.node_id, b.stream)));
+        all
+    }
+
+    /// The streams of one node.
+    pub fn get(&self, node_id: &str) -> Vec<ProxyStatus> {
+        self.lock().values().filter(|s| s.node_id == node_id).cloned().collect()
+    }
+
+    /// Connected streams and, of those, how many hold snapshot `version` (or newer) in full.
+    pub fn acked_count(&self, version: u64) -> (usize, usize) {
+        let streams = self.lock();
+        let total = streams.len();
+        let acked = streams.values().filter(|s| s.synced_version.is_some_and(|v| v >= version)).count();
+        (acked, total)
+    }
+
+    /// Waits until `node_id` is connected and holds snapshot `version` (or newer) in full.
+    pub async fn wait_synced(&self, node_id: &str, version: u64, timeout: Duration) -> Result<(), WaitError> {
+        let mut rx = self.inner.changed.subscribe();
+        let check = |reg: &Registry| reg.get(node_id).iter().any(|s| s.synced_version.is_some_and(|v| v >= version));
+        tokio::time::timeout(timeout, async {
+            loop {
+                if check(self) {
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await
+        .map_err(|_| WaitError { node_id: node_id.to_string(), version, state: self.get(node_id) })
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.changed.subscribe()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, ProxyStatus>> {
+        self.inner.streams.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn bump(&self) {
+        self.inner.changed.send_modify(|n| *n += 1);
+    }
+}
+
+/// A proxy did not reach a version in time; carries what it did have.
+#[derive(Debug, thiserror::Error)]
+#[error("proxy {node_id} did not ACK snapshot {version} in time; its streams: {state:?}")]
+pub struct WaitError {
+    pub node_id: String,
+    pub version: u64,
+    pub state: Vec<ProxyStatus>,
+}
+
+/// Owned by a stream task: updates its entry, removes it on drop.
+pub struct StreamGuard {
+    registry: Registry,
+    id: u64,
+}
+
+impl StreamGuard {
+    pub fn update(&self, edit: impl FnOnce(&mut ProxyStatus)) {
+        if let Some(s) = self.registry.lock().get_mut(&self.id) {
+            edit(s);
+        }
+        self.registry.bump();
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.registry.lock().remove(&self.id);
+        self.registry.bump();
+    }
+}
+
+mod unix_secs {
+    use serde::Serializer;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        s.serialize_f64(secs)
+    }
+}

@@ -1,0 +1,159 @@
+//! The tonic services: ADS (SotW and Delta) and the per-type CDS/EDS/LDS/RDS services, on one gRPC server.
+
+use super::delta::Delta;
+use super::resource::TypeKind;
+use super::sotw::Sotw;
+use super::stream::{Protocol, StreamCtx, run};
+use envoy_types::pb::envoy::service::cluster::v3::cluster_discovery_service_server::{
+    ClusterDiscoveryService, ClusterDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use envoy_types::pb::envoy::service::endpoint::v3::endpoint_discovery_service_server::{
+    EndpointDiscoveryService, EndpointDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::listener::v3::listener_discovery_service_server::{
+    ListenerDiscoveryService, ListenerDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::route::v3::route_discovery_service_server::{
+    RouteDiscoveryService, RouteDiscoveryServiceServer,
+};
+use std::pin::Pin;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Largest request Sluice decodes (a DiscoveryRequest with many names, or a NACK with a long error).
+pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+/// Largest response Sluice encodes (a whole CDS or EDS set).
+pub const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
+
+type Out<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
+
+/// Every xDS service, sharing one [`StreamCtx`].
+#[derive(Clone)]
+pub struct Xds {
+    ctx: StreamCtx,
+}
+
+impl Xds {
+    pub fn new(ctx: StreamCtx) -> Self {
+        Self { ctx }
+    }
+
+    fn spawn<P: Protocol>(&self, inbound: Streaming<P::Req>, only: Option<TypeKind>) -> Out<P::Resp> {
+        // At most one response per type is in flight, so 8 slots never fill: a stalled proxy holds no more.
+        let (tx, rx) = mpsc::channel(8);
+        tokio::spawn(run::<P>(self.ctx.clone(), inbound, tx, only));
+        Box::pin(ReceiverStream::new(rx))
+    }
+
+    /// Adds every xDS service to a tonic router.
+    pub fn add_to(self, router: tonic::service::RoutesBuilder) -> tonic::service::RoutesBuilder {
+        let mut router = router;
+        router
+            .add_service(limit(AggregatedDiscoveryServiceServer::new(self.clone())))
+            .add_service(ClusterDiscoveryServiceServer::new(self.clone()))
+            .add_service(EndpointDiscoveryServiceServer::new(self.clone()))
+            .add_service(ListenerDiscoveryServiceServer::new(self.clone()))
+            .add_service(RouteDiscoveryServiceServer::new(self));
+        router
+    }
+}
+
+fn limit<T>(s: AggregatedDiscoveryServiceServer<T>) -> AggregatedDiscoveryServiceServer<T>
+where
+    T: AggregatedDiscoveryService,
+{
+    s.max_decoding_message_size(MAX_REQUEST_BYTES).max_encoding_message_size(MAX_RESPONSE_BYTES)
+}
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for Xds {
+    type StreamAggregatedResourcesStream = Out<DiscoveryResponse>;
+    type DeltaAggregatedResourcesStream = Out<DeltaDiscoveryResponse>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        req: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        Ok(Response::new(self.spawn::<Sotw>(req.into_inner(), None)))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        req: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        Ok(Response::new(self.spawn::<Delta>(req.into_inner(), None)))
+    }
+}
+
+/// Implements one per-type service: SotW and Delta streams restricted to `$kind`; no unary fetch.
+macro_rules! per_type_service {
+    ($trait:ident, $kind:expr, $stream:ident, $delta:ident, $fetch:ident, $sotw_ty:ident, $delta_ty:ident) => {
+        #[tonic::async_trait]
+        impl $trait for Xds {
+            type $sotw_ty = Out<DiscoveryResponse>;
+            type $delta_ty = Out<DeltaDiscoveryResponse>;
+
+            async fn $stream(
+                &self,
+                req: Request<Streaming<DiscoveryRequest>>,
+            ) -> Result<Response<Self::$sotw_ty>, Status> {
+                Ok(Response::new(self.spawn::<Sotw>(req.into_inner(), Some($kind))))
+            }
+
+            async fn $delta(
+                &self,
+                req: Request<Streaming<DeltaDiscoveryRequest>>,
+            ) -> Result<Response<Self::$delta_ty>, Status> {
+                Ok(Response::new(self.spawn::<Delta>(req.into_inner(), Some($kind))))
+            }
+
+            async fn $fetch(&self, _: Request<DiscoveryRequest>) -> Result<Response<DiscoveryResponse>, Status> {
+                Err(Status::unimplemented("REST/unary fetch is not served; use a gRPC stream"))
+            }
+        }
+    };
+}
+
+per_type_service!(
+    ClusterDiscoveryService,
+    TypeKind::Cluster,
+    stream_clusters,
+    delta_clusters,
+    fetch_clusters,
+    StreamClustersStream,
+    DeltaClustersStream
+);
+per_type_service!(
+    EndpointDiscoveryService,
+    TypeKind::Endpoint,
+    stream_endpoints,
+    delta_endpoints,
+    fetch_endpoints,
+    StreamEndpointsStream,
+    DeltaEndpointsStream
+);
+per_type_service!(
+    ListenerDiscoveryService,
+    TypeKind::Listener,
+    stream_listeners,
+    delta_listeners,
+    fetch_listeners,
+    StreamListenersStream,
+    DeltaListenersStream
+);
+per_type_service!(
+    RouteDiscoveryService,
+    TypeKind::Route,
+    stream_routes,
+    delta_routes,
+    fetch_routes,
+    StreamRoutesStream,
+    DeltaRoutesStream
+);

@@ -1,0 +1,238 @@
+//! One xDS stream's protocol state, shared by the SotW and Delta adapters.
+//!
+//! Per type the session tracks the subscription, what the proxy holds (ACKed), the one response in flight, and
+//! what it was last sent. Each push computes, per type in order CDS → EDS → LDS → RDS, the *desired* set:
+//!
+//! ```text
+//!  target(kind)  = the snapshot view ∩ the subscription
+//!  desired(CDS)  = target ∪ clusters still named by routes/listeners the proxy holds or is being sent (break last)
+//!  desired(EDS)  = target ∪ assignments of those retained clusters
+//!  desired(LDS|RDS): each resource whose clusters the proxy has ACKed with their endpoints; otherwise the version
+//!                    last sent, or nothing yet (make first)
+//! ```
+//! At most one response per type is in flight: the next waits for the ACK or NACK, which also coalesces bursts and
+//! bounds what a proxy that stops reading can make Sluice hold. A NACK keeps the proxy's last good set and is never
+//! answered by re-sending the same content: only a new snapshot (different content) sends again.
+
+use super::registry::{Nack, StreamGuard, TypeStatus};
+use super::resource::{ResourceSet, TypeKind};
+use super::snapshot::{Snapshot, View};
+use crate::model::ProxyInfo;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+#[derive(Debug)]
+pub(crate) struct Inflight {
+    pub nonce: String,
+    pub version: String,
+    /// What the proxy will hold once it ACKs.
+    pub set: ResourceSet,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct TypeState {
+    pub subscribed: bool,
+    pub wildcard: bool,
+    /// The stream named resources at some point (so an empty list now means "none", not wildcard).
+    pub ever_named: bool,
+    pub names: BTreeSet<String>,
+    /// ACKed: what the proxy has applied.
+    pub held: ResourceSet,
+    pub inflight: Option<Inflight>,
+    /// The latest nonce sent; a request naming another one is stale.
+    pub last_nonce: Option<String>,
+    /// The last set sent (SotW: the last response; Delta: everything the proxy was sent and still has).
+    pub sent: ResourceSet,
+    pub acked_version: Option<String>,
+    pub sent_version: Option<String>,
+    pub last_nack: Option<Nack>,
+    /// SotW: a newly named resource must be (re)sent even if unchanged.
+    pub force: bool,
+    /// SotW: the version a reconnecting proxy says it holds; not re-sent if it is still current.
+    pub resume_version: Option<String>,
+    /// Delta: name → version the proxy has (from `initial_resource_versions`, then from what it was sent).
+    pub known: BTreeMap<String, String>,
+    /// Delta: subscribed names already reported absent in `removed_resources`.
+    pub absent_told: BTreeSet<String>,
+}
+
+impl TypeState {
+    /// Whether the subscription covers `name`.
+    pub fn wants(&self, name: &str) -> bool {
+        self.wildcard || self.names.contains(name)
+    }
+}
+
+pub(crate) struct Session {
+    pub proxy: ProxyInfo,
+    pub types: [TypeState; 4],
+    /// Set on the per-type (non-aggregated) services: one type only, and no cross-type ordering.
+    pub only: Option<TypeKind>,
+    pub snapshot: Option<Arc<Snapshot>>,
+    view: Option<View>,
+    nonce: u64,
+    guard: StreamGuard,
+}
+
+impl Session {
+    pub fn new(proxy: ProxyInfo, only: Option<TypeKind>, guard: StreamGuard) -> Self {
+        Self { proxy, types: Default::default(), only, snapshot: None, view: None, nonce: 0, guard }
+    }
+
+    pub fn set_snapshot(&mut self, snapshot: Arc<Snapshot>) {
+        self.view = Some(snapshot.view(&self.proxy));
+        self.snapshot = Some(snapshot);
+    }
+
+    pub fn state(&mut self, kind: TypeKind) -> &mut TypeState {
+        &mut self.types[kind.index()]
+    }
+
+    pub fn next_nonce(&mut self) -> String {
+        self.nonce += 1;
+        self.nonce.to_string()
+    }
+
+    /// The view ∩ the subscription, before ordering holds anything back.
+    pub fn target(&self, kind: TypeKind) -> ResourceSet {
+        let (Some(view), st) = (&self.view, &self.types[kind.index()]) else { return ResourceSet::new() };
+        if st.wildcard {
+            return view.get(kind).clone();
+        }
+        st.names.iter().filter_map(|n| view.get(kind).get(n).map(|r| (n.clone(), r.clone()))).collect()
+    }
+
+    /// What to offer the proxy now, with make-before-break applied (see the module doc).
+    pub fn desired(&self, kind: TypeKind) -> ResourceSet {
+        let mut set = self.target(kind);
+        if self.only.is_some() {
+            return set;
+        }
+        match kind {
+            TypeKind::Cluster | TypeKind::Endpoint => {
+                let retained = self.retained_clusters();
+                let st = &self.types[kind.index()];
+                let names: Vec<String> = match kind {
+                    TypeKind::Cluster => retained.into_iter().collect(),
+                    _ => self.cluster_eds_names(&retained),
+                };
+                for name in names.into_iter().filter(|n| st.wants(n)) {
+                    if let Some(old) = st.sent.get(&name).or_else(|| st.held.get(&name)) {
+                        set.entry(name).or_insert_with(|| old.clone());
+                    }
+                }
+            }
+            TypeKind::Listener | TypeKind::Route => {
+                let ready = self.ready_clusters();
+                let st = &self.types[kind.index()];
+                set.retain(|_, r| r.refs.iter().all(|c| ready.contains(c.as_str())));
+                for (name, old) in st.sent.iter().chain(st.held.iter()) {
+                    if st.wants(name) && !set.contains_key(name) && self.target_has(kind, name) {
+                        set.insert(name.clone(), old.clone());
+                    }
+                }
+            }
+        }
+        set
+    }
+
+    fn target_has(&self, kind: TypeKind, name: &str) -> bool {
+        self.view.as_ref().is_some_and(|v| v.get(kind).contains_key(name))
+    }
+
+    /// Clusters the proxy may route to: ACKed, and (for EDS clusters) with their assignment ACKed.
+    fn ready_clusters(&self) -> BTreeSet<&str> {
+        let eds = &self.types[TypeKind::Endpoint.index()].held;
+        self.types[TypeKind::Cluster.index()]
+            .held
+            .values()
+            .filter(|c| c.refs.iter().all(|r| eds.contains_key(r)))
+            .map(|c| c.name.as_str())
+            .collect()
+    }
+
+    /// Clusters not in the new set that a held or in-flight route or listener still names.
+    fn retained_clusters(&self) -> BTreeSet<String> {
+        let cds_target = self.target(TypeKind::Cluster);
+        let mut out = BTreeSet::new();
+        for kind in [TypeKind::Listener, TypeKind::Route] {
+            let st = &self.types[kind.index()];
+            let inflight = st.inflight.iter().flat_map(|i| i.set.values());
+            for r in st.held.values().chain(inflight) {
+                out.extend(r.refs.iter().filter(|c| !cds_target.contains_key(*c)).cloned());
+            }
+        }
+        out
+    }
+
+    /// The assignment names of the given clusters (from what the proxy was sent).
+    fn cluster_eds_names(&self, clusters: &BTreeSet<String>) -> Vec<String> {
+        let st = &self.types[TypeKind::Cluster.index()];
+        clusters
+            .iter()
+            .filter_map(|c| st.sent.get(c).or_else(|| st.held.get(c)))
+            .flat_map(|c| c.refs.iter().cloned())
+            .collect()
+    }
+
+    /// The proxy accepted the response with `nonce`.
+    pub fn ack(&mut self, kind: TypeKind) {
+        let st = self.state(kind);
+        if let Some(inflight) = st.inflight.take() {
+            st.held = inflight.set;
+            st.acked_version = Some(inflight.version);
+            st.last_nack = None;
+        }
+    }
+
+    /// The proxy rejected the response in flight; it keeps its last good set, and we do not re-send this content.
+    pub fn nack(&mut self, kind: TypeKind, reason: String) {
+        let proxy = self.proxy.id.clone();
+        let st = self.state(kind);
+        if let Some(inflight) = st.inflight.take() {
+            tracing::warn!(proxy = %proxy, type = kind.short(), version = %inflight.version, %reason, "NACK");
+            st.last_nack = Some(Nack { version: inflight.version, reason, at: SystemTime::now() });
+        }
+    }
+
+    /// True when every subscribed type holds its full target and nothing is in flight.
+    pub fn synced(&self) -> bool {
+        self.view.is_some()
+            && TypeKind::ALL.into_iter().all(|k| {
+                let st = &self.types[k.index()];
+                !st.subscribed || (st.inflight.is_none() && same_versions(&st.held, &self.target(k)))
+            })
+    }
+
+    /// Publishes this stream's state to the registry.
+    pub fn report(&self) {
+        let synced = self.synced().then(|| self.snapshot.as_ref().map(|s| s.version)).flatten();
+        let types: BTreeMap<TypeKind, TypeStatus> = TypeKind::ALL
+            .into_iter()
+            .filter(|k| self.types[k.index()].subscribed)
+            .map(|k| {
+                let st = &self.types[k.index()];
+                let status = TypeStatus {
+                    sent: st.sent_version.clone(),
+                    acked: st.acked_version.clone(),
+                    pending: st.inflight.is_some(),
+                    last_nack: st.last_nack.clone(),
+                    resources: st.held.len(),
+                    held: st.held.clone(),
+                };
+                (k, status)
+            })
+            .collect();
+        self.guard.update(|s| {
+            s.types = types;
+            if synced.is_some() {
+                s.synced_version = synced;
+            }
+        });
+    }
+}
+
+fn same_versions(a: &ResourceSet, b: &ResourceSet) -> bool {
+    a.len() == b.len() && a.iter().zip(b.iter()).all(|((na, ra), (nb, rb))| na == nb && ra.version == rb.version)
+}

@@ -1,0 +1,104 @@
+//! State-of-the-world xDS: every response carries the full set of its type (as requested).
+
+use super::resource::{TypeKind, set_version};
+use super::session::{Inflight, Session};
+use super::stream::Protocol;
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use std::collections::BTreeSet;
+
+pub(crate) struct Sotw;
+
+impl Protocol for Sotw {
+    type Req = DiscoveryRequest;
+    type Resp = DiscoveryResponse;
+    const NAME: &'static str = "sotw";
+
+    fn node(req: &DiscoveryRequest) -> Option<&Node> {
+        req.node.as_ref()
+    }
+
+    fn type_url(req: &DiscoveryRequest) -> &str {
+        &req.type_url
+    }
+
+    fn name_count(req: &DiscoveryRequest) -> usize {
+        req.resource_names.len()
+    }
+
+    fn handle(s: &mut Session, kind: TypeKind, req: DiscoveryRequest) {
+        let st = s.state(kind);
+        if !req.response_nonce.is_empty() {
+            if st.last_nonce.as_deref() != Some(req.response_nonce.as_str()) {
+                tracing::debug!(type = kind.short(), nonce = %req.response_nonce, "stale nonce ignored");
+                return;
+            }
+            if st.inflight.as_ref().is_some_and(|i| i.nonce == req.response_nonce) {
+                match req.error_detail {
+                    Some(e) => s.nack(kind, e.message),
+                    None => s.ack(kind),
+                }
+            }
+        } else if !st.subscribed && !req.version_info.is_empty() {
+            st.resume_version = Some(req.version_info.clone());
+        }
+        subscribe(s, kind, req.resource_names);
+    }
+
+    fn push(s: &mut Session, kind: TypeKind) -> Option<DiscoveryResponse> {
+        let st = &s.types[kind.index()];
+        if !st.subscribed || st.inflight.is_some() {
+            return None;
+        }
+        let desired = s.desired(kind);
+        if !st.wildcard && desired.is_empty() {
+            return None; // named, but none exists yet: answered when they appear
+        }
+        let version = set_version(desired.iter().map(|(n, r)| (n.as_str(), r.version.as_str())));
+        let st = s.state(kind);
+        if st.resume_version.take().as_deref() == Some(version.as_str()) {
+            // A reconnecting proxy already holds exactly this: nothing to send.
+            st.held = desired.clone();
+            st.sent = desired;
+            st.sent_version = Some(version.clone());
+            st.acked_version = Some(version);
+            return None;
+        }
+        if st.sent_version.as_deref() == Some(version.as_str()) && !st.force {
+            return None;
+        }
+        let nonce = s.next_nonce();
+        let resp = DiscoveryResponse {
+            version_info: version.clone(),
+            resources: desired.values().map(|r| r.to_any()).collect(),
+            type_url: kind.type_url().to_string(),
+            nonce: nonce.clone(),
+            ..Default::default()
+        };
+        let st = s.state(kind);
+        st.force = false;
+        st.last_nonce = Some(nonce.clone());
+        st.sent_version = Some(version.clone());
+        st.sent = desired.clone();
+        st.inflight = Some(Inflight { nonce, version, set: desired });
+        Some(resp)
+    }
+}
+
+/// SotW requests carry the whole subscription each time.
+fn subscribe(s: &mut Session, kind: TypeKind, names: Vec<String>) {
+    let st = s.state(kind);
+    let mut names: BTreeSet<String> = names.into_iter().collect();
+    let star = names.remove("*");
+    st.wildcard = star || (kind.is_wildcard() && names.is_empty() && !st.ever_named);
+    st.ever_named |= !names.is_empty();
+    if names.iter().any(|n| !st.names.contains(n)) {
+        st.force = true;
+    }
+    if !st.wildcard {
+        st.held.retain(|n, _| names.contains(n));
+        st.sent.retain(|n, _| names.contains(n));
+    }
+    st.names = names;
+    st.subscribed = true;
+}

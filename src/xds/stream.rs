@@ -1,0 +1,141 @@
+//! The stream driver: one task per Envoy stream, generic over the wire protocol (SotW or Delta).
+//!
+//! ```text
+//!  requests ──▶ P::handle (subscriptions, ACK/NACK) ─┐
+//!                                                    ├─▶ P::push per type, CDS → EDS → LDS → RDS ──▶ responses
+//!  snapshot watch (new config) ──▶ session.view ─────┘                 └─▶ registry (syncz, ACK waits)
+//! ```
+//! No config is sent before the first snapshot exists, and the first snapshot waits for every source to load.
+
+use super::node;
+use super::registry::Registry;
+use super::resource::TypeKind;
+use super::session::Session;
+use super::snapshot::Snapshot;
+use envoy_types::pb::envoy::config::core::v3::Node;
+use futures::StreamExt;
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+use tonic::{Status, Streaming};
+
+/// What every stream task needs; cheap to clone.
+#[derive(Clone)]
+pub struct StreamCtx {
+    pub snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
+    pub registry: Registry,
+    pub limits: Limits,
+}
+
+/// Explicit bounds on what one request may ask.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct Limits {
+    /// Resource names in one request (subscribe + unsubscribe + initial versions).
+    pub max_names_per_request: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_names_per_request: 20_000 }
+    }
+}
+
+/// One wire protocol's request handling and response building.
+pub(crate) trait Protocol: Send + 'static {
+    type Req: prost::Message + Default + Send + 'static;
+    type Resp: Send + 'static;
+    const NAME: &'static str;
+    fn node(req: &Self::Req) -> Option<&Node>;
+    fn type_url(req: &Self::Req) -> &str;
+    fn name_count(req: &Self::Req) -> usize;
+    /// Applies one request: subscription changes, ACK or NACK.
+    fn handle(session: &mut Session, kind: TypeKind, req: Self::Req);
+    /// The response to send for `kind` now, if any.
+    fn push(session: &mut Session, kind: TypeKind) -> Option<Self::Resp>;
+}
+
+/// Runs one stream to its end. `only` restricts it to one type (the per-type services).
+pub(crate) async fn run<P: Protocol>(
+    mut ctx: StreamCtx,
+    mut inbound: Streaming<P::Req>,
+    tx: mpsc::Sender<Result<P::Resp, Status>>,
+    only: Option<TypeKind>,
+) {
+    let first = match inbound.next().await {
+        Some(Ok(req)) => req,
+        Some(Err(status)) => return tracing::debug!(%status, "stream ended before its first request"),
+        None => return,
+    };
+    let proxy = match node::proxy_info(P::node(&first)) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "refusing stream");
+            let _ = tx.send(Err(Status::invalid_argument(e.to_string()))).await;
+            return;
+        }
+    };
+    let span = tracing::info_span!("xds", proxy = %proxy.id, protocol = P::NAME);
+    let _enter = span.enter();
+    tracing::info!(namespace = %proxy.namespace, mode = ?proxy.mode, "connected");
+    let guard = ctx.registry.connect(&proxy.id, P::NAME);
+    let mut session = Session::new(proxy, only, guard);
+    if let Some(s) = ctx.snapshots.borrow_and_update().clone() {
+        session.set_snapshot(s);
+    }
+    let mut next = Some(first);
+    loop {
+        if let Some(req) = next.take()
+            && let Err(status) = apply::<P>(&mut session, &ctx.limits, req)
+        {
+            let _ = tx.send(Err(status)).await;
+            return;
+        }
+        for kind in TypeKind::ALL {
+            if let Some(resp) = P::push(&mut session, kind) {
+                tracing::debug!(type = kind.short(), "push");
+                if tx.send(Ok(resp)).await.is_err() {
+                    return;
+                }
+            }
+        }
+        session.report();
+        tokio::select! {
+            msg = inbound.next() => match msg {
+                Some(Ok(req)) => next = Some(req),
+                Some(Err(status)) => return tracing::info!(%status, "stream closed"),
+                None => return tracing::info!("stream closed by proxy"),
+            },
+            changed = ctx.snapshots.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                if let Some(s) = ctx.snapshots.borrow_and_update().clone() {
+                    session.set_snapshot(s);
+                }
+            }
+        }
+    }
+}
+
+fn apply<P: Protocol>(session: &mut Session, limits: &Limits, req: P::Req) -> Result<(), Status> {
+    if P::name_count(&req) > limits.max_names_per_request {
+        return Err(Status::resource_exhausted(format!(
+            "request names {} resources; the limit is {} (--max-names-per-request)",
+            P::name_count(&req),
+            limits.max_names_per_request
+        )));
+    }
+    let url = P::type_url(&req);
+    let kind = match (TypeKind::from_type_url(url), session.only) {
+        (Some(k), Some(only)) if k != only => {
+            return Err(Status::invalid_argument(format!("type_url {url} on the {} service", only.short())));
+        }
+        (Some(k), _) => k,
+        (None, Some(only)) if url.is_empty() => only,
+        (None, _) => {
+            tracing::debug!(type_url = %url, "ignoring a type Sluice does not serve");
+            return Ok(());
+        }
+    };
+    P::handle(session, kind, req);
+    Ok(())
+}

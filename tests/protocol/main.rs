@@ -1,0 +1,361 @@
+//! Protocol tests: the real server on 127.0.0.1:0 and tonic clients that play Envoy.
+
+mod client;
+
+use client::{CDS, Delta, EDS, LDS, RDS, Sotw, names};
+use sluice::model::*;
+use sluice::server::{Options, Sluice};
+use sluice::xds::TypeKind;
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+const QUIET: Duration = Duration::from_millis(400);
+
+fn cluster(subset: &str, svc: &str) -> String {
+    format!("outbound|9080|{subset}|{svc}.default.svc.cluster.local")
+}
+
+fn add_service(m: &mut Model, name: &str) {
+    let port = ServicePort { name: "http".into(), port: 9080, target_port: TargetPort::Number(9080), app_protocol: None };
+    let svc = Service { name: name.into(), namespace: "default".into(), ports: vec![port], selector: BTreeMap::new() };
+    m.services.insert(ObjectKey::new("default", name), svc);
+}
+
+fn add_endpoint(m: &mut Model, svc: &str, version: &str, port: u16) {
+    let labels = BTreeMap::from([("app".to_string(), svc.to_string()), ("version".to_string(), version.to_string())]);
+    let ep = Endpoint {
+        name: format!("{svc}-{version}-{port}"),
+        address: "127.0.0.1".into(),
+        ports: BTreeMap::from([(9080, port)]),
+        labels,
+        ready: true,
+        terminating: false,
+    };
+    m.endpoints.entry(ObjectKey::new("default", svc)).or_default().push(ep);
+}
+
+fn set_policy(m: &mut Model, canary: &str, weight: u32, phase: Phase) {
+    let spec = ReleasePolicySpec {
+        service: "reviews".into(),
+        stable: "v1".into(),
+        canary: canary.into(),
+        traffic: Traffic { canary_weight: weight, ..Default::default() },
+        ..Default::default()
+    };
+    let state = ReleaseState { phase, ..Default::default() };
+    let p = ReleasePolicy { name: "reviews-rel".into(), namespace: "default".into(), spec, state };
+    m.policies.insert(ObjectKey::new("default", "reviews-rel"), p);
+}
+
+/// reviews (v1, v3) and ratings (v1): 5 clusters (two catch-alls, three subsets).
+fn bookinfo() -> Model {
+    let mut m = Model::default();
+    add_service(&mut m, "reviews");
+    add_endpoint(&mut m, "reviews", "v1", 19082);
+    add_endpoint(&mut m, "reviews", "v3", 19084);
+    add_service(&mut m, "ratings");
+    add_endpoint(&mut m, "ratings", "v1", 19085);
+    m
+}
+
+async fn start(model: Model) -> Sluice {
+    let s = Sluice::start(Options::local()).await.expect("start sluice");
+    s.store().set_model(model);
+    s.wait_published(Duration::from_secs(5)).await.expect("published");
+    s
+}
+
+async fn publish(s: &Sluice, edit: impl FnOnce(&mut Model)) {
+    s.store().update(edit);
+    s.wait_published(Duration::from_secs(5)).await.expect("published");
+}
+
+/// Subscribes like Envoy (CDS, EDS for its clusters, LDS, RDS for its route) and ACKs each step.
+async fn sync_like_envoy(c: &mut Sotw) -> Vec<String> {
+    c.send(CDS, &[], "", "", None).await;
+    let cds = c.recv().await;
+    c.ack(&cds, &[]).await;
+    let clusters = names(&cds);
+    let eds_names: Vec<&str> = clusters.iter().map(String::as_str).collect();
+    c.send(EDS, &eds_names, "", "", None).await;
+    let eds = c.recv().await;
+    c.ack(&eds, &eds_names).await;
+    c.send(LDS, &[], "", "", None).await;
+    let lds = c.recv().await;
+    c.ack(&lds, &[]).await;
+    c.send(RDS, &["sluice-listen"], "", "", None).await;
+    let rds = c.recv().await;
+    assert_eq!(names(&rds), vec!["sluice-listen"]);
+    c.ack(&rds, &["sluice-listen"]).await;
+    clusters
+}
+
+#[tokio::test]
+async fn wildcard_cds_and_lds_get_everything_and_unchanged_config_is_not_resent() {
+    let s = start(bookinfo()).await;
+    let mut c = Sotw::connect(s.xds_addr(), "p1").await;
+    c.send(CDS, &[], "", "", None).await;
+    let cds = c.recv().await;
+    let mut got = names(&cds);
+    got.sort();
+    let mut want = vec![cluster("", "ratings"), cluster("v1", "ratings"), cluster("", "reviews"), cluster("v1", "reviews"), cluster("v3", "reviews")];
+    want.sort();
+    assert_eq!(got, want);
+    c.ack(&cds, &[]).await;
+    c.send(LDS, &[], "", "", None).await;
+    let lds = c.recv().await;
+    assert_eq!(names(&lds).len(), 1, "listen mode has one listener");
+    c.ack(&lds, &[]).await;
+
+    // An endpoint-only change leaves clusters and listeners as they are: nothing is sent on CDS or LDS.
+    publish(&s, |m| add_endpoint(m, "reviews", "v1", 19090)).await;
+    assert!(c.try_recv(QUIET).await.is_none(), "unchanged CDS/LDS must not be re-sent");
+
+    // A new service changes CDS: the full set comes again, with the new clusters.
+    publish(&s, |m| {
+        add_service(m, "details");
+        add_endpoint(m, "details", "v1", 19081);
+    })
+    .await;
+    let next = c.recv().await;
+    assert_eq!(next.type_url, CDS);
+    assert_eq!(names(&next).len(), 7);
+    assert_ne!(next.version_info, cds.version_info);
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn nack_keeps_last_good_is_not_resent_and_shows_in_syncz() {
+    let s = start(bookinfo()).await;
+    let mut c = Sotw::connect(s.xds_addr(), "p-nack").await;
+    c.send(CDS, &[], "", "", None).await;
+    let good = c.recv().await;
+    c.ack(&good, &[]).await;
+
+    publish(&s, |m| add_service(m, "details")).await;
+    let bad = c.recv().await;
+    // NACK: error_detail present, version_info the last good one.
+    c.send(CDS, &[], &good.version_info, &bad.nonce, Some("cluster details: invalid")).await;
+    assert!(c.try_recv(QUIET).await.is_none(), "a NACKed version must not be re-sent");
+
+    let status = &s.registry().get("p-nack")[0].types[&TypeKind::Cluster];
+    assert_eq!(status.acked.as_deref(), Some(good.version_info.as_str()), "the last good version stays");
+    let nack = status.last_nack.as_ref().expect("NACK recorded");
+    assert_eq!(nack.reason, "cluster details: invalid");
+    assert_eq!(nack.version, bad.version_info);
+    let syncz = http_get(s.admin_addr().unwrap(), "/debug/syncz").await;
+    assert!(syncz.contains("cluster details: invalid"), "syncz shows the NACK reason: {syncz}");
+
+    // New config is sent again, and its ACK clears the NACK.
+    publish(&s, |m| add_endpoint(m, "details", "v2", 19083)).await;
+    let fixed = c.recv().await;
+    assert_ne!(fixed.version_info, bad.version_info);
+    c.ack(&fixed, &[]).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let status = &s.registry().get("p-nack")[0].types[&TypeKind::Cluster];
+    assert!(status.last_nack.is_none());
+    assert_eq!(status.acked.as_deref(), Some(fixed.version_info.as_str()));
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stale_nonce_is_ignored() {
+    let s = start(bookinfo()).await;
+    let mut c = Sotw::connect(s.xds_addr(), "p-stale").await;
+    c.send(CDS, &[], "", "", None).await;
+    let first = c.recv().await;
+    c.ack(&first, &[]).await;
+    publish(&s, |m| add_service(m, "details")).await;
+    let second = c.recv().await;
+    // A NACK that names the older nonce is stale: it must not count against the response in flight.
+    c.send(CDS, &[], &first.version_info, &first.nonce, Some("late complaint")).await;
+    c.send(CDS, &[], &first.version_info, "no-such-nonce", Some("bogus")).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let status = s.registry().get("p-stale")[0].types[&TypeKind::Cluster].clone();
+    assert!(status.last_nack.is_none(), "stale NACKs are ignored");
+    assert!(status.pending, "the newest response is still waiting for its ACK");
+    c.ack(&second, &[]).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let status = s.registry().get("p-stale")[0].types[&TypeKind::Cluster].clone();
+    assert_eq!(status.acked.as_deref(), Some(second.version_info.as_str()));
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn named_eds_answers_known_names_and_later_the_ones_that_appear() {
+    let s = start(bookinfo()).await;
+    let mut c = Sotw::connect(s.xds_addr(), "p-eds").await;
+    let v1 = cluster("v1", "reviews");
+    let v2 = cluster("v2", "reviews");
+    c.send(EDS, &[&v1, &v2], "", "", None).await;
+    let r = c.recv().await;
+    assert_eq!(names(&r), vec![v1.clone()], "only the name that exists");
+    c.ack(&r, &[&v1, &v2]).await;
+    assert!(c.try_recv(QUIET).await.is_none());
+
+    publish(&s, |m| add_endpoint(m, "reviews", "v2", 19083)).await;
+    let r = c.recv().await;
+    let mut got = names(&r);
+    got.sort();
+    assert_eq!(got, vec![v1.clone(), v2.clone()], "the later name is sent when it appears");
+
+    // A newly requested name is sent even though nothing changed.
+    c.ack(&r, &[&v1, &v2]).await;
+    let rv = cluster("v1", "ratings");
+    c.send(EDS, &[&v1, &v2, &rv], &r.version_info, &r.nonce, None).await;
+    let r = c.recv().await;
+    assert!(names(&r).contains(&rv));
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn named_rds_and_make_before_break_on_finalize() {
+    let mut m = bookinfo();
+    set_policy(&mut m, "v3", 2000, Phase::Progressing);
+    let s = start(m).await;
+    let mut c = Sotw::connect(s.xds_addr(), "p-order").await;
+    let clusters = sync_like_envoy(&mut c).await;
+    assert!(clusters.contains(&cluster("v1", "reviews")));
+    s.wait_acked("p-order", Duration::from_secs(5)).await.expect("in sync");
+
+    // Finalize to v3: v1's subset cluster goes away, but only after routes stop naming it.
+    publish(&s, |m| set_policy(m, "v3", 2000, Phase::Finalized)).await;
+    let first = c.recv().await;
+    assert_eq!(first.type_url, RDS, "routes change first; clusters are removed only after");
+    c.ack(&first, &["sluice-listen"]).await;
+    let second = c.recv().await;
+    assert_eq!(second.type_url, CDS);
+    assert!(!names(&second).contains(&cluster("v1", "reviews")), "v1's cluster is removed after the route ACK");
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn routes_wait_until_new_clusters_and_endpoints_are_acked() {
+    let mut m = bookinfo();
+    set_policy(&mut m, "v3", 2000, Phase::Progressing);
+    let s = start(m).await;
+    let mut c = Sotw::connect(s.xds_addr(), "p-make").await;
+    let clusters = sync_like_envoy(&mut c).await;
+
+    // A new canary version: its cluster must be ACKed with its endpoints before a route names it.
+    publish(&s, |m| {
+        add_endpoint(m, "reviews", "v4", 19086);
+        set_policy(m, "v4", 5000, Phase::Progressing);
+    })
+    .await;
+    let cds = c.recv().await;
+    assert_eq!(cds.type_url, CDS);
+    let v4 = cluster("v4", "reviews");
+    assert!(names(&cds).contains(&v4));
+    assert!(c.try_recv(QUIET).await.is_none(), "no route may name v4 before its cluster is ACKed");
+    c.ack(&cds, &[]).await;
+    let mut eds_names: Vec<String> = clusters.clone();
+    eds_names.push(v4.clone());
+    let refs: Vec<&str> = eds_names.iter().map(String::as_str).collect();
+    let old_eds_nonce = {
+        // Envoy asks for the new cluster's endpoints (the request carries the last EDS nonce it saw).
+        let status = s.registry().get("p-make")[0].types[&TypeKind::Endpoint].clone();
+        status.acked.unwrap()
+    };
+    let _ = old_eds_nonce;
+    c.send(EDS, &refs, "", "", None).await;
+    let eds = c.recv().await;
+    assert_eq!(eds.type_url, EDS);
+    assert!(c.try_recv(QUIET).await.is_none(), "routes wait for the EDS ACK too");
+    c.ack(&eds, &refs).await;
+    let rds = c.recv().await;
+    assert_eq!(rds.type_url, RDS, "now the route may name v4");
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn delta_reconnect_with_initial_versions_gets_only_what_changed() {
+    let s = start(bookinfo()).await;
+    let mut d = Delta::connect(s.xds_addr(), "p-delta").await;
+    d.subscribe(CDS, &[], HashMap::new()).await;
+    let r = d.recv().await;
+    assert_eq!(r.resources.len(), 5);
+    assert!(r.removed_resources.is_empty());
+    d.reply(&r, None).await;
+    let held: HashMap<String, String> = r.resources.iter().map(|x| (x.name.clone(), x.version.clone())).collect();
+    drop(d);
+
+    // While disconnected: details appears, ratings goes.
+    publish(&s, |m| {
+        add_service(m, "details");
+        add_endpoint(m, "details", "v1", 19081);
+        m.services.remove(&ObjectKey::new("default", "ratings"));
+        m.endpoints.remove(&ObjectKey::new("default", "ratings"));
+    })
+    .await;
+    let mut d = Delta::connect(s.xds_addr(), "p-delta").await;
+    d.subscribe(CDS, &[], held).await;
+    let r = d.recv().await;
+    let mut sent: Vec<String> = r.resources.iter().map(|x| x.name.clone()).collect();
+    sent.sort();
+    assert_eq!(sent, vec![cluster("", "details"), cluster("v1", "details")], "only the new clusters");
+    let mut removed = r.removed_resources.clone();
+    removed.sort();
+    assert_eq!(removed, vec![cluster("", "ratings"), cluster("v1", "ratings")]);
+    d.reply(&r, None).await;
+    assert!(d.try_recv(QUIET).await.is_none());
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn delta_unknown_names_are_reported_removed_then_sent_when_they_appear() {
+    let s = start(bookinfo()).await;
+    let mut d = Delta::connect(s.xds_addr(), "p-delta-eds").await;
+    let v2 = cluster("v2", "reviews");
+    d.subscribe(EDS, &[&v2], HashMap::new()).await;
+    let r = d.recv().await;
+    assert!(r.resources.is_empty());
+    assert_eq!(r.removed_resources, vec![v2.clone()]);
+    d.reply(&r, None).await;
+    publish(&s, |m| add_endpoint(m, "reviews", "v2", 19083)).await;
+    let r = d.recv().await;
+    assert_eq!(r.resources.iter().map(|x| x.name.clone()).collect::<Vec<_>>(), vec![v2]);
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn sotw_and_delta_clients_share_one_server() {
+    let s = start(bookinfo()).await;
+    let mut a = Sotw::connect(s.xds_addr(), "p-sotw").await;
+    let mut b = Delta::connect(s.xds_addr(), "p-delta2").await;
+    a.send(CDS, &[], "", "", None).await;
+    b.subscribe(CDS, &[], HashMap::new()).await;
+    let ra = a.recv().await;
+    let rb = b.recv().await;
+    assert_eq!(names(&ra).len(), rb.resources.len());
+    a.ack(&ra, &[]).await;
+    b.reply(&rb, None).await;
+    publish(&s, |m| add_service(m, "details")).await;
+    assert_eq!(names(&a.recv().await).len(), 6);
+    let rb = b.recv().await;
+    assert_eq!(rb.resources.len(), 1, "delta sends only the new cluster");
+    assert_eq!(s.registry().list().len(), 2);
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stream_without_node_is_refused_with_a_reason() {
+    let s = start(bookinfo()).await;
+    let mut client = envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient::connect(format!("http://{}", s.xds_addr())).await.unwrap();
+    let req = envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest { type_url: CDS.into(), ..Default::default() };
+    let mut rx = client.stream_aggregated_resources(tokio_stream::iter(vec![req])).await.unwrap().into_inner();
+    let err = rx.message().await.expect_err("refused");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("node"), "{}", err.message());
+    s.shutdown().await;
+}
+
+/// A plain HTTP/1.0 GET on the admin port.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("admin port");
+    conn.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()).await.unwrap();
+    let mut out = String::new();
+    conn.read_to_string(&mut out).await.unwrap();
+    out
+}
