@@ -123,8 +123,10 @@ fn typed<T: DeserializeOwned>(doc: &Doc, label: &str, out: &mut Parsed) -> Optio
 /// A serde_yaml error, its document-relative line turned into a file line.
 fn yaml_error(doc: &Doc, object: &str, err: &serde_yaml::Error) -> LoadError {
     let (line, field, message) = split_yaml_error(err);
+    // libyaml may place an error at the end of input, one line past the last; keep it on the document's lines.
+    let last_line = doc.start_line + doc.text.lines().count().max(1) - 1;
     let line = match line {
-        Some(l) => doc.start_line + l - 1,
+        Some(l) => (doc.start_line + l.max(1) - 1).min(last_line),
         None => doc.error("", &field, "").line,
     };
     LoadError { file: doc.file.to_string(), line, object: object.to_string(), field, message }
