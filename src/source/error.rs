@@ -22,16 +22,16 @@ impl fmt::Display for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let Self { file, line, object, field, message } = self;
         match line {
-        0 => write!(f, "{file}: ")?,
-        n => write!(f, "{file}:{n}: ")?,
-    }
-    if !object.is_empty() {
-        write!(f, "{object}: ")?;
-    }
-    if !field.is_empty() {
-        write!(f, "{field}: ")?;
-    }
-    f.write_str(message)
+            0 => write!(f, "{file}: ")?,
+            n => write!(f, "{file}:{n}: ")?,
+        }
+        if !object.is_empty() {
+            write!(f, "{object}: ")?;
+        }
+        if !field.is_empty() {
+            write!(f, "{field}: ")?;
+        }
+        f.write_str(message)
     }
 }
 
@@ -41,13 +41,13 @@ pub struct LoadErrors(pub Vec<LoadError>);
 
 impl fmt::Display for LoadErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-    for (i, e) in self.0.iter().enumerate() {
-        if i > 0 {
-            f.write_str("\n")?;
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
         }
-        write!(f, "{e}")?;
-    }
-    Ok(())
+        Ok(())
     }
 }
 
@@ -109,7 +109,9 @@ mod tests {
     #[test]
     fn positions_are_stripped() {
         assert_eq!(
-            strip_positions("did not find expected key at line 5 column 3, while parsing a block mapping at line 3 column 1"),
+            strip_positions(
+                "did not find expected key at line 5 column 3, while parsing a block mapping at line 3 column 1"
+            ),
             "did not find expected key, while parsing a block mapping"
         );
         assert_eq!(strip_positions("bad at position 7"), "bad");

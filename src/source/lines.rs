@@ -88,9 +88,8 @@ fn line_has_key(line: &str, key: &str) -> bool {
         let rest = &code[at + key.len()..];
         let rest = rest.strip_prefix(['"', '\'']).unwrap_or(rest);
         let starts_ok = matches!(before, None | Some(' ' | '\t' | '{' | ',' | '"' | '\'' | '-'));
-        let colon_ok = rest
-            .strip_prefix(':')
-            .is_some_and(|after| after.is_empty() || after.starts_with(char::is_whitespace));
+        let colon_ok =
+            rest.strip_prefix(':').is_some_and(|after| after.is_empty() || after.starts_with(char::is_whitespace));
         starts_ok && colon_ok
     })
 }
