@@ -313,3 +313,14 @@ fn validate_reports_counts_or_every_error() {
     assert_eq!(source::validate_command(&[bad]), ExitCode::FAILURE);
     assert_eq!(source::validate_command(&[bookinfo()]), ExitCode::SUCCESS);
 }
+
+#[test]
+fn the_readme_example_error_is_what_users_see() {
+    let text = std::fs::read_to_string(bookinfo()).unwrap().replace("canaryWeight: 2000", "canaryWeight: 20000");
+    let err = source::parse_str(&text, "config/bookinfo.yaml").unwrap_err();
+    let expected = "config/bookinfo.yaml:134: ReleasePolicy default/reviews-v3: spec.traffic.canaryWeight: \
+                    must be between 0 and 10000";
+    assert_eq!(err.to_string(), expected);
+    let readme = std::fs::read_to_string(bookinfo().with_file_name("README.md")).unwrap();
+    assert!(readme.contains(expected), "config/README.md shows another error");
+}

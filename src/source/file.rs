@@ -189,7 +189,10 @@ fn reload(sources: &Sources, store: &Store, status: &FileSourceStatus) {
 pub fn validate_command(paths: &[PathBuf]) -> ExitCode {
     match validate_to(paths, &mut std::io::stdout(), &mut std::io::stderr()) {
         Ok(code) => code,
-        Err(_) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("sluice validate: cannot write the result: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
