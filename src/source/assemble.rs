@@ -1,0 +1,190 @@
+//! From typed objects to a [`Model`]: per-object checks, duplicates, selection of workloads by services, port
+//! resolution, and the rules that tie a ReleasePolicy to its Service.
+//!
+//! ```text
+//!  Services ──selector──▶ Workloads (same namespace, labels ⊇ selector; empty selector selects nothing)
+//!      │                      └─▶ Endpoint { name, address, ports: service port → workload port, labels, ready }
+//!      └──◀── ReleasePolicy.spec.service (same namespace; at most one policy per service)
+//! ```
+
+use super::documents::{Doc, Located, Object, Parsed};
+use super::error::LoadError;
+use super::objects::{
+    Kind, PolicyObject, Problem, ServiceObject, WorkloadObject, check_policy, check_service, check_workload,
+};
+use crate::model::{Endpoint, Model, ObjectKey, ReleasePolicy, Service, ServicePort, TargetPort};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// A model and how many objects of each kind built it (for `sluice validate`).
+#[derive(Debug, Default)]
+pub(crate) struct Assembled {
+    pub model: Model,
+    pub services: usize,
+    pub workloads: usize,
+    pub policies: usize,
+}
+
+/// Objects of one kind by key, each with the document it came from.
+type ByKey<T> = BTreeMap<ObjectKey, (Arc<Doc>, T)>;
+
+/// Builds the model from everything parsed; `Err` holds every error, the parse errors first.
+pub(crate) fn assemble(parsed: Parsed) -> Result<Assembled, Vec<LoadError>> {
+    let Parsed { objects, mut errors, broken_services } = parsed;
+    let mut services: ByKey<ServiceObject> = BTreeMap::new();
+    let mut workloads: ByKey<WorkloadObject> = BTreeMap::new();
+    let mut policies: ByKey<PolicyObject> = BTreeMap::new();
+    for Located { doc, object } in objects {
+        match object {
+            Object::Service(s) => add(&mut services, Kind::Service, doc, s, check_service, &mut errors),
+            Object::Workload(w) => add(&mut workloads, Kind::Workload, doc, w, check_workload, &mut errors),
+            Object::Policy(p) => add(&mut policies, Kind::ReleasePolicy, doc, p, check_policy, &mut errors),
+        }
+    }
+    let mut model = Model::default();
+    for (key, (_, svc)) in &services {
+        model.services.insert(key.clone(), to_service(svc));
+        let endpoints = select_endpoints(svc, workloads.iter().map(|(k, (_, w))| (k, w)));
+        if !endpoints.is_empty() {
+            model.endpoints.insert(key.clone(), endpoints);
+        }
+    }
+    check_policy_targets(&policies, &services, &broken_services, &mut errors);
+    for (key, (_, p)) in &policies {
+        let policy = ReleasePolicy {
+            name: key.name.clone(),
+            namespace: key.namespace.clone(),
+            spec: p.spec.clone(),
+            state: Default::default(),
+        };
+        model.policies.insert(key.clone(), policy);
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(Assembled { model, services: services.len(), workloads: workloads.len(), policies: policies.len() })
+}
+
+/// Checks one object and files it under its key; a second object with the same key is an error.
+fn add<T>(
+    into: &mut ByKey<T>,
+    kind: Kind,
+    doc: Arc<Doc>,
+    object: T,
+    check: fn(&T) -> Vec<Problem>,
+    errors: &mut Vec<LoadError>,
+) where
+    T: HasMetadata,
+{
+    let key = object.key();
+    let kind = kind.name();
+    let label = format!("{kind} {key}");
+    for (field, message) in check(&object) {
+        errors.push(doc.error(&label, &field, message));
+    }
+    match into.get(&key) {
+        Some((first, _)) => {
+            let msg = format!("duplicate {kind} {key}; first defined at {}", first.name_at());
+            errors.push(doc.error(&label, "metadata.name", msg));
+        }
+        None => {
+            into.insert(key, (doc, object));
+        }
+    }
+}
+
+/// The objects whose metadata names them.
+pub(crate) trait HasMetadata {
+    fn key(&self) -> ObjectKey;
+}
+
+impl<S> HasMetadata for super::objects::Envelope<S> {
+    fn key(&self) -> ObjectKey {
+        self.metadata.key()
+    }
+}
+
+fn to_service(svc: &ServiceObject) -> Service {
+    let ports = svc
+        .spec
+        .ports
+        .iter()
+        .map(|p| ServicePort {
+            name: p.name.clone(),
+            port: p.port,
+            target_port: p.target_port.clone().unwrap_or(TargetPort::Number(p.port)),
+            app_protocol: p.app_protocol.clone(),
+        })
+        .collect();
+    Service {
+        name: svc.metadata.name.clone(),
+        namespace: svc.metadata.namespace().to_string(),
+        ports,
+        selector: svc.spec.selector.clone(),
+    }
+}
+
+/// The endpoints of a service: its namespace's workloads whose labels hold its whole (non-empty) selector, in
+/// name order. A workload that resolves none of the service's ports is left out.
+fn select_endpoints<'a>(
+    svc: &ServiceObject,
+    workloads: impl Iterator<Item = (&'a ObjectKey, &'a WorkloadObject)>,
+) -> Vec<Endpoint> {
+    let selector = &svc.spec.selector;
+    if selector.is_empty() {
+        return Vec::new();
+    }
+    workloads
+        .filter(|(key, _)| key.namespace == svc.metadata.namespace())
+        .filter(|(_, w)| selector.iter().all(|(k, v)| w.metadata.labels.get(k) == Some(v)))
+        .filter_map(|(_, w)| {
+            let ports: BTreeMap<u16, u16> =
+                svc.spec.ports.iter().filter_map(|p| resolve_port(p, w).map(|to| (p.port, to))).collect();
+            (!ports.is_empty()).then(|| Endpoint {
+                name: w.metadata.name.clone(),
+                address: w.spec.address.clone(),
+                ports,
+                labels: w.metadata.labels.clone(),
+                ready: w.spec.ready,
+                terminating: w.spec.terminating,
+            })
+        })
+        .collect()
+}
+
+/// The port a workload serves a service port on: its own `spec.ports[port name]`, else a numeric `targetPort`
+/// (default: the service port), else its `spec.ports[targetPort name]`; `None` when nothing resolves.
+fn resolve_port(port: &super::objects::ServicePortSpec, w: &WorkloadObject) -> Option<u16> {
+    if let Some(p) = (!port.name.is_empty()).then(|| w.spec.ports.get(&port.name)).flatten() {
+        return Some(*p);
+    }
+    match &port.target_port {
+        None => Some(port.port),
+        Some(TargetPort::Number(n)) => Some(*n),
+        Some(TargetPort::Name(name)) => w.spec.ports.get(name).copied(),
+    }
+}
+
+/// Each policy must name a Service of its namespace, and no Service may have two policies.
+fn check_policy_targets(
+    policies: &ByKey<PolicyObject>,
+    services: &ByKey<ServiceObject>,
+    broken_services: &std::collections::BTreeSet<ObjectKey>,
+    errors: &mut Vec<LoadError>,
+) {
+    let mut owner: BTreeMap<ObjectKey, &ObjectKey> = BTreeMap::new();
+    for (key, (doc, p)) in policies {
+        let label = format!("ReleasePolicy {key}");
+        let target = ObjectKey::new(key.namespace.clone(), p.spec.service.clone());
+        if !services.contains_key(&target) && !broken_services.contains(&target) {
+            let msg = format!("no Service `{}` in namespace `{}`", target.name, target.namespace);
+            errors.push(doc.error(&label, "spec.service", msg));
+        }
+        if let Some(first) = owner.get(&target) {
+            let msg = format!("Service {target} already has ReleasePolicy {first}; one policy per service");
+            errors.push(doc.error(&label, "spec.service", msg));
+        } else {
+            owner.insert(target, key);
+        }
+    }
+}

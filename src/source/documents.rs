@@ -1,0 +1,162 @@
+//! From one file's text to typed objects: split into documents, recognise each by `apiVersion`/`kind`, then
+//! deserialize it into its wire type. Every failure becomes a [`LoadError`] with a file line.
+//!
+//! ```text
+//!  text ─split_documents─▶ chunks ─serde_yaml::Value─▶ kind, name ─typed serde─▶ Located<Object> + LoadErrors
+//! ```
+//! Each document is parsed on its own, so serde_yaml's positions count from the document; adding the document's
+//! first line makes them file lines.
+
+use super::error::{LoadError, split_yaml_error};
+use super::lines::{Chunk, key_line, split_documents};
+use super::objects::{DEFAULT_NAMESPACE, Kind, PolicyObject, ServiceObject, WorkloadObject};
+use crate::model::ObjectKey;
+use serde::de::DeserializeOwned;
+use serde_yaml::Value;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+/// Where an object was written: enough to point an error found later at a line.
+#[derive(Debug)]
+pub(crate) struct Doc {
+    pub file: Arc<str>,
+    pub start_line: usize,
+    pub text: String,
+}
+
+impl Doc {
+    /// An error about `field` of `object` in this document, at the field's line.
+    pub fn error(&self, object: &str, field: &str, message: impl Into<String>) -> LoadError {
+        let chunk = Chunk { start_line: self.start_line, text: &self.text };
+        LoadError {
+            file: self.file.to_string(),
+            line: key_line(&chunk, field),
+            object: object.to_string(),
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// `file:line` of the object's name, for "first defined at" messages.
+    pub fn name_at(&self) -> String {
+        let chunk = Chunk { start_line: self.start_line, text: &self.text };
+        format!("{}:{}", self.file, key_line(&chunk, "metadata.name"))
+    }
+}
+
+#[derive(Debug)]
+pub(crate) enum Object {
+    Service(ServiceObject),
+    Workload(WorkloadObject),
+    Policy(PolicyObject),
+}
+
+#[derive(Debug)]
+pub(crate) struct Located {
+    pub doc: Arc<Doc>,
+    pub object: Object,
+}
+
+/// Everything read from a set of files, before cross-object checks.
+#[derive(Debug, Default)]
+pub(crate) struct Parsed {
+    pub objects: Vec<Located>,
+    pub errors: Vec<LoadError>,
+    /// Services that exist but failed to parse: a policy naming one is not told "no such Service" as well.
+    pub broken_services: BTreeSet<ObjectKey>,
+}
+
+/// Parses one file's text into `out`, collecting every error.
+pub(crate) fn parse_file(text: &str, origin: &str, out: &mut Parsed) {
+    let file: Arc<str> = Arc::from(origin);
+    for chunk in split_documents(text) {
+        let doc = Arc::new(Doc { file: file.clone(), start_line: chunk.start_line, text: chunk.text.to_string() });
+        parse_document(doc, out);
+    }
+}
+
+fn parse_document(doc: Arc<Doc>, out: &mut Parsed) {
+    let value: Value = match serde_yaml::from_str(&doc.text) {
+        Ok(v) => v,
+        Err(e) => return out.errors.push(yaml_error(&doc, "", &e)),
+    };
+    if value.is_null() {
+        return; // an empty document, or only comments
+    }
+    let head = Head::of(&value);
+    let (Some(api_version), Some(kind)) = (head.api_version, head.kind) else {
+        let msg = "expected an object with string fields apiVersion and kind";
+        return out.errors.push(doc.error("", "", msg));
+    };
+    let Some(known) = Kind::of(api_version, kind) else {
+        let msg = format!("unknown kind `{kind}` of apiVersion `{api_version}`; {}", Kind::EXPECTED);
+        return out.errors.push(doc.error("", "kind", msg));
+    };
+    let label = head.label(kind);
+    let object = match known {
+        Kind::Service => typed(&doc, &label, out).map(Object::Service),
+        Kind::Workload => typed(&doc, &label, out).map(Object::Workload),
+        Kind::ReleasePolicy => typed(&doc, &label, out).map(Object::Policy),
+    };
+    match object {
+        Some(object) => out.objects.push(Located { doc, object }),
+        None if known == Kind::Service => {
+            if let Some(name) = head.name {
+                out.broken_services.insert(ObjectKey::new(head.namespace, name));
+            }
+        }
+        None => {}
+    }
+}
+
+/// Deserializes the document into its wire type, recording the error (with its line) on failure.
+fn typed<T: DeserializeOwned>(doc: &Doc, label: &str, out: &mut Parsed) -> Option<T> {
+    match serde_yaml::from_str(&doc.text) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            out.errors.push(yaml_error(doc, label, &e));
+            None
+        }
+    }
+}
+
+/// A serde_yaml error, its document-relative line turned into a file line.
+fn yaml_error(doc: &Doc, object: &str, err: &serde_yaml::Error) -> LoadError {
+    let (line, field, message) = split_yaml_error(err);
+    // libyaml may place an error at the end of input, one line past the last; keep it on the document's lines.
+    let last_line = doc.start_line + doc.text.lines().count().max(1) - 1;
+    let line = match line {
+        Some(l) => (doc.start_line + l.max(1) - 1).min(last_line),
+        None => doc.error("", &field, "").line,
+    };
+    LoadError { file: doc.file.to_string(), line, object: object.to_string(), field, message }
+}
+
+/// What is readable of an object before its kind's type is known: enough to name it in errors.
+struct Head<'a> {
+    api_version: Option<&'a str>,
+    kind: Option<&'a str>,
+    name: Option<&'a str>,
+    namespace: &'a str,
+}
+
+impl<'a> Head<'a> {
+    fn of(value: &'a Value) -> Self {
+        let meta = value.get("metadata");
+        let meta_str = |k: &str| meta.and_then(|m| m.get(k)).and_then(Value::as_str);
+        Head {
+            api_version: value.get("apiVersion").and_then(Value::as_str),
+            kind: value.get("kind").and_then(Value::as_str),
+            name: meta_str("name").filter(|n| !n.is_empty()),
+            namespace: meta_str("namespace").unwrap_or(DEFAULT_NAMESPACE),
+        }
+    }
+
+    /// `Kind namespace/name`, or just `Kind` while the name is missing.
+    fn label(&self, kind: &str) -> String {
+        match self.name {
+            Some(name) => format!("{kind} {}/{name}", self.namespace),
+            None => kind.to_string(),
+        }
+    }
+}

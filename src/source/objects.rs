@@ -1,0 +1,248 @@
+//! The wire types of config files: Kubernetes-shaped objects as users write them, and the per-object checks that
+//! need no other object. Cross-object rules (selection, duplicates, a policy's service) live in `assemble`.
+//!
+//! Every type refuses unknown fields, so a typo (`selecter:`) is an error with a line rather than a silently
+//! ignored setting. `status` is accepted and ignored, so `kubectl get -o yaml` output loads.
+
+use crate::model::{ObjectKey, ReleasePolicySpec, TargetPort};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+pub(crate) const CORE_V1: &str = "v1";
+pub(crate) const SLUICE_V1ALPHA1: &str = "sluice.dev/v1alpha1";
+pub(crate) const DEFAULT_NAMESPACE: &str = "default";
+
+/// A refused field: its path as a user writes it, and why.
+pub(crate) type Problem = (String, String);
+
+/// `apiVersion`, `kind`, `metadata`, `spec`: the shape shared by every object.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct Envelope<S> {
+    /// Checked before typing (see `Kind::of`); required here so the shape stays honest.
+    #[serde(rename = "apiVersion")]
+    _api_version: IgnoredAny,
+    #[serde(rename = "kind")]
+    _kind: IgnoredAny,
+    #[serde(default)]
+    pub metadata: Metadata,
+    pub spec: S,
+    #[serde(default, rename = "status")]
+    _status: Option<IgnoredAny>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Metadata {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Accepted and ignored.
+    #[serde(default, rename = "annotations")]
+    _annotations: BTreeMap<String, String>,
+}
+
+impl Metadata {
+    pub fn namespace(&self) -> &str {
+        self.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE)
+    }
+
+    pub fn key(&self) -> ObjectKey {
+        ObjectKey::new(self.namespace(), self.name.clone())
+    }
+
+    fn check(&self, problems: &mut Vec<Problem>) {
+        check_dns_label("metadata.name", &self.name, problems);
+        if let Some(ns) = &self.namespace {
+            check_dns_label("metadata.namespace", ns, problems);
+        }
+    }
+}
+
+/// `v1 Service`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct ServiceSpec {
+    #[serde(default)]
+    pub ports: Vec<ServicePortSpec>,
+    #[serde(default)]
+    pub selector: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct ServicePortSpec {
+    #[serde(default)]
+    pub name: String,
+    pub port: u16,
+    /// Defaults to `port`.
+    #[serde(default)]
+    pub target_port: Option<TargetPort>,
+    #[serde(default)]
+    pub app_protocol: Option<String>,
+    /// Only `TCP` is meaningful for Envoy; accepted so Kubernetes manifests load.
+    #[serde(default)]
+    pub protocol: Option<String>,
+}
+
+/// `sluice.dev/v1alpha1 Workload`: what a Pod is outside Kubernetes.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct WorkloadSpec {
+    pub address: String,
+    /// A Service port's name → the port this workload listens on for it.
+    #[serde(default)]
+    pub ports: BTreeMap<String, u16>,
+    #[serde(default = "yes")]
+    pub ready: bool,
+    #[serde(default)]
+    pub terminating: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+pub(crate) type ServiceObject = Envelope<ServiceSpec>;
+pub(crate) type WorkloadObject = Envelope<WorkloadSpec>;
+pub(crate) type PolicyObject = Envelope<ReleasePolicySpec>;
+
+/// The object kinds a config file may hold, as `(apiVersion, kind)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Service,
+    Workload,
+    ReleasePolicy,
+}
+
+impl Kind {
+    pub fn of(api_version: &str, kind: &str) -> Option<Kind> {
+        match (api_version, kind) {
+            (CORE_V1, "Service") => Some(Kind::Service),
+            (SLUICE_V1ALPHA1, "Workload") => Some(Kind::Workload),
+            (SLUICE_V1ALPHA1, "ReleasePolicy") => Some(Kind::ReleasePolicy),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Service => "Service",
+            Kind::Workload => "Workload",
+            Kind::ReleasePolicy => "ReleasePolicy",
+        }
+    }
+
+    /// What an unknown `apiVersion`/`kind` pair is told to be instead.
+    pub const EXPECTED: &'static str =
+        "expected v1 Service, sluice.dev/v1alpha1 Workload or sluice.dev/v1alpha1 ReleasePolicy";
+}
+
+/// Checks a Service on its own: names, port numbers, duplicate ports.
+pub(crate) fn check_service(svc: &ServiceObject) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    svc.metadata.check(&mut problems);
+    let ports = &svc.spec.ports;
+    if ports.is_empty() {
+        problems.push(("spec.ports".into(), "must list at least one port".into()));
+    }
+    for (i, p) in ports.iter().enumerate() {
+        let path = format!("spec.ports[{i}]");
+        if p.port == 0 {
+            problems.push((format!("{path}.port"), "must be between 1 and 65535".into()));
+        }
+        if ports[..i].iter().any(|q| q.port == p.port) {
+            problems.push((format!("{path}.port"), format!("duplicate port {}", p.port)));
+        }
+        if p.name.is_empty() && ports.len() > 1 {
+            problems.push((format!("{path}.name"), "must be set when a Service has several ports".into()));
+        } else if !p.name.is_empty() {
+            check_dns_label(&format!("{path}.name"), &p.name, &mut problems);
+        }
+        if !p.name.is_empty() && ports[..i].iter().any(|q| q.name == p.name) {
+            problems.push((format!("{path}.name"), format!("duplicate port name `{}`", p.name)));
+        }
+        match &p.target_port {
+            Some(TargetPort::Number(0)) => {
+                problems.push((format!("{path}.targetPort"), "must be between 1 and 65535".into()));
+            }
+            Some(TargetPort::Name(n)) => check_dns_label(&format!("{path}.targetPort"), n, &mut problems),
+            _ => {}
+        }
+        if let Some(proto) = p.protocol.as_deref().filter(|p| *p != "TCP") {
+            problems.push((format!("{path}.protocol"), format!("`{proto}` is not supported; only TCP")));
+        }
+    }
+    problems
+}
+
+/// Checks a Workload on its own: names, the address, port numbers.
+pub(crate) fn check_workload(w: &WorkloadObject) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    w.metadata.check(&mut problems);
+    if w.spec.address.parse::<IpAddr>().is_err() {
+        problems.push(("spec.address".into(), format!("`{}` is not an IP address", w.spec.address)));
+    }
+    for (name, port) in &w.spec.ports {
+        check_dns_label(&format!("spec.ports.{name}"), name, &mut problems);
+        if *port == 0 {
+            problems.push((format!("spec.ports.{name}"), "must be between 1 and 65535".into()));
+        }
+    }
+    problems
+}
+
+/// Checks a ReleasePolicy on its own: its name, then [`ReleasePolicySpec::validate`].
+pub(crate) fn check_policy(p: &PolicyObject) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    p.metadata.check(&mut problems);
+    if let Err(e) = p.spec.validate() {
+        problems.push((e.path, e.message));
+    }
+    problems
+}
+
+/// RFC 1123 label, as Kubernetes requires of names: 1–63 of `[a-z0-9-]`, starting and ending alphanumeric.
+pub(crate) fn is_dns_label(s: &str) -> bool {
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars().all(|c| alnum(c) || c == '-')
+        && s.starts_with(alnum)
+        && s.ends_with(alnum)
+}
+
+fn check_dns_label(path: &str, value: &str, problems: &mut Vec<Problem>) {
+    if value.is_empty() {
+        problems.push((path.into(), "must not be empty".into()));
+    } else if !is_dns_label(value) {
+        let msg = format!("`{value}` is not a DNS label (at most 63 of a-z, 0-9 and '-', alphanumeric at both ends)");
+        problems.push((path.into(), msg));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_labels() {
+        assert!(is_dns_label("reviews-v3"));
+        assert!(is_dns_label("a"));
+        for bad in ["", "-a", "a-", "Reviews", "a.b", "a_b", &"a".repeat(64)] {
+            assert!(!is_dns_label(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn kinds_need_the_right_api_version() {
+        assert_eq!(Kind::of("v1", "Service"), Some(Kind::Service));
+        assert_eq!(Kind::of("sluice.dev/v1alpha1", "Service"), None);
+        assert_eq!(Kind::of("v1", "Workload"), None);
+    }
+}
