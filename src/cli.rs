@@ -1,1 +1,167 @@
-//! (being written)
+//! The command line: `serve`, `bootstrap`, `validate`. Every flag also reads a `SLUICE_...` environment variable.
+
+use crate::server::{Options, Sluice};
+use crate::source::{self, FileSourceStatus};
+use crate::store::Store;
+use crate::xds::Limits;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// The Bookinfo example, served when no source is given.
+pub const DEFAULT_CONFIG: &str = include_str!("../config/bookinfo.yaml");
+
+#[derive(Parser, Debug)]
+#[command(name = "sluice", version, about = "An Envoy xDS control plane for grayscale releases")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log filter (tracing's EnvFilter syntax, e.g. `info,sluice::xds=debug`).
+    #[arg(long, env = "SLUICE_LOG", default_value = "info", global = true)]
+    pub log: String,
+    #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, serde::Serialize)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve xDS to Envoy and the admin HTTP port.
+    Serve(ServeArgs),
+    /// Print an Envoy bootstrap that takes its config from Sluice.
+    Bootstrap(crate::bootstrap::BootstrapArgs),
+    /// Check config files offline; exit 1 with file:line errors.
+    Validate {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+}
+
+#[derive(clap::Args, Debug, serde::Serialize)]
+pub struct ServeArgs {
+    /// Config file or directory (repeatable). Without one, the embedded Bookinfo example is served.
+    #[arg(long = "config", env = "SLUICE_CONFIG", value_delimiter = ',')]
+    pub config: Vec<PathBuf>,
+    /// xDS gRPC address.
+    #[arg(long, env = "SLUICE_XDS_ADDR", default_value = "0.0.0.0:15010")]
+    pub xds_addr: SocketAddr,
+    /// Admin HTTP address (health, readiness, debug).
+    #[arg(long, env = "SLUICE_ADMIN_ADDR", default_value = "127.0.0.1:15014")]
+    pub admin_addr: SocketAddr,
+    /// How often config files are checked for changes, in milliseconds.
+    #[arg(long, env = "SLUICE_RELOAD_INTERVAL_MS", default_value_t = 200)]
+    pub reload_interval_ms: u64,
+    /// Shortest time between two pushes, in milliseconds; changes within it are coalesced.
+    #[arg(long, env = "SLUICE_MIN_PUSH_INTERVAL_MS", default_value_t = 10)]
+    pub min_push_interval_ms: u64,
+    /// Most resource names one xDS request may carry.
+    #[arg(long, env = "SLUICE_MAX_NAMES_PER_REQUEST", default_value_t = Limits::default().max_names_per_request)]
+    pub max_names_per_request: usize,
+}
+
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log, cli.log_format);
+    match cli.command {
+        Command::Validate { paths } => source::validate_command(&paths),
+        Command::Bootstrap(args) => match serde_json::to_string_pretty(&crate::bootstrap::render(&args)) {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
+        Command::Serve(args) => {
+            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => return fail(e),
+            };
+            rt.block_on(serve(args)).unwrap_or_else(fail)
+        }
+    }
+}
+
+fn fail(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::FAILURE
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let store = Store::new();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if args.config.is_empty() {
+        let model = source::parse_str(DEFAULT_CONFIG, "config/bookinfo.yaml (embedded)")
+            .map_err(|e| anyhow::anyhow!("the embedded example does not load:\n{e}"))?;
+        store.set_part(source::SOURCE, model);
+    } else {
+        store.register_source(source::SOURCE);
+        match source::load_paths(&args.config) {
+            Ok(model) => store.set_part(source::SOURCE, model),
+            Err(errors) => {
+                eprintln!("{errors}");
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        let mut stop = stop_rx.clone();
+        tokio::spawn(source::watch_with_status(
+            args.config.clone(),
+            store.clone(),
+            Duration::from_millis(args.reload_interval_ms),
+            FileSourceStatus::default(),
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+        ));
+    }
+    let options = Options {
+        xds_addr: args.xds_addr,
+        admin_addr: Some(args.admin_addr),
+        min_push_interval: Duration::from_millis(args.min_push_interval_ms),
+        limits: Limits { max_names_per_request: args.max_names_per_request },
+    };
+    let config = serde_json::to_value(&args)?;
+    tracing::info!(config = %config, "effective configuration");
+    let sluice = Sluice::start_with(options, store, config).await?;
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    sluice.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+fn init_logging(filter: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|e| {
+        eprintln!("warning: --log `{filter}` is not a valid filter ({e}); using `info`");
+        tracing_subscriber::EnvFilter::new("info")
+    });
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
