@@ -33,7 +33,9 @@ fn envoy_descriptor_set() -> Result<PathBuf, Box<dyn std::error::Error>> {
     let crate_dir = format!("envoy-types-{ENVOY_TYPES_VERSION}");
     let cargo_home = std::env::var("CARGO_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo"));
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo")
+        });
     if let Ok(registries) = std::fs::read_dir(cargo_home.join("registry/src")) {
         for reg in registries.flatten() {
             let candidate = reg.path().join(&crate_dir).join(rel);
@@ -56,5 +58,9 @@ fn envoy_descriptor_set() -> Result<PathBuf, Box<dyn std::error::Error>> {
             return Ok(candidate);
         }
     }
-    Err(format!("cannot find {crate_dir}/{}; set SLUICE_ENVOY_DESCRIPTORS to its path", rel.display()).into())
+    Err(format!(
+        "cannot find {crate_dir}/{}; set SLUICE_ENVOY_DESCRIPTORS to its path",
+        rel.display()
+    )
+    .into())
 }

@@ -10,7 +10,9 @@ static DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/envoy_type
 /// The pool of every Envoy API message, decoded once.
 pub fn pool() -> &'static DescriptorPool {
     static POOL: OnceLock<DescriptorPool> = OnceLock::new();
-    POOL.get_or_init(|| DescriptorPool::decode(DESCRIPTORS).expect("envoy-types descriptor set decodes"))
+    POOL.get_or_init(|| {
+        DescriptorPool::decode(DESCRIPTORS).expect("envoy-types descriptor set decodes")
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -18,7 +20,10 @@ pub enum JsonError {
     #[error("unknown message type {0}")]
     UnknownType(String),
     #[error("decoding {type_name}: {source}")]
-    Decode { type_name: String, source: prost::DecodeError },
+    Decode {
+        type_name: String,
+        source: prost::DecodeError,
+    },
     #[error("to JSON: {0}")]
     Serialize(#[from] serde_json::Error),
 }
@@ -28,8 +33,10 @@ pub fn bytes_to_json(type_name: &str, bytes: &[u8]) -> Result<serde_json::Value,
     let desc = pool()
         .get_message_by_name(type_name)
         .ok_or_else(|| JsonError::UnknownType(type_name.to_string()))?;
-    let msg = DynamicMessage::decode(desc, bytes)
-        .map_err(|source| JsonError::Decode { type_name: type_name.to_string(), source })?;
+    let msg = DynamicMessage::decode(desc, bytes).map_err(|source| JsonError::Decode {
+        type_name: type_name.to_string(),
+        source,
+    })?;
     let opts = SerializeOptions::new().skip_default_fields(true);
     let value = msg.serialize_with_options(serde_json::value::Serializer, &opts)?;
     Ok(value)
@@ -45,7 +52,10 @@ pub fn any_to_json(type_url: &str, bytes: &[u8]) -> Result<serde_json::Value, Js
     let type_name = type_url.rsplit('/').next().unwrap_or(type_url);
     let mut value = bytes_to_json(type_name, bytes)?;
     if let serde_json::Value::Object(map) = &mut value {
-        map.insert("@type".into(), serde_json::Value::String(type_url.to_string()));
+        map.insert(
+            "@type".into(),
+            serde_json::Value::String(type_url.to_string()),
+        );
     }
     Ok(value)
 }

@@ -44,7 +44,13 @@ impl Store {
     pub fn new() -> Self {
         let (model, _) = watch::channel(Arc::new(Model::default()));
         let (ready, _) = watch::channel(true);
-        Self { inner: Arc::new(Inner { parts: Mutex::new(Parts::default()), model, ready }) }
+        Self {
+            inner: Arc::new(Inner {
+                parts: Mutex::new(Parts::default()),
+                model,
+                ready,
+            }),
+        }
     }
 
     /// Declares a source that must deliver its first model before the store is ready (and before any proxy gets
@@ -117,9 +123,15 @@ impl Store {
     fn publish(&self, parts: &Parts) {
         let mut merged = Model::default();
         for part in parts.models.values() {
-            merged.services.extend(part.services.iter().map(|(k, v)| (k.clone(), v.clone())));
-            merged.endpoints.extend(part.endpoints.iter().map(|(k, v)| (k.clone(), v.clone())));
-            merged.policies.extend(part.policies.iter().map(|(k, v)| (k.clone(), v.clone())));
+            merged
+                .services
+                .extend(part.services.iter().map(|(k, v)| (k.clone(), v.clone())));
+            merged
+                .endpoints
+                .extend(part.endpoints.iter().map(|(k, v)| (k.clone(), v.clone())));
+            merged
+                .policies
+                .extend(part.policies.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
         self.inner.model.send_if_modified(|current| {
             if **current == merged {
@@ -129,7 +141,9 @@ impl Store {
             true
         });
         if parts.pending.is_empty() {
-            self.inner.ready.send_if_modified(|r| !std::mem::replace(r, true));
+            self.inner
+                .ready
+                .send_if_modified(|r| !std::mem::replace(r, true));
         }
     }
 }
@@ -140,7 +154,11 @@ mod tests {
     use crate::model::{ObjectKey, Service};
 
     fn svc(name: &str) -> Service {
-        Service { name: name.into(), namespace: "default".into(), ..Default::default() }
+        Service {
+            name: name.into(),
+            namespace: "default".into(),
+            ..Default::default()
+        }
     }
 
     #[test]

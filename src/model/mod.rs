@@ -31,7 +31,10 @@ pub struct ObjectKey {
 
 impl ObjectKey {
     pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        Self { namespace: namespace.into(), name: name.into() }
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
     }
 }
 
@@ -64,7 +67,10 @@ impl Model {
 
     /// Endpoints of one service (empty when it has none).
     pub fn endpoints_of(&self, service: &ObjectKey) -> &[Endpoint] {
-        self.endpoints.get(service).map(Vec::as_slice).unwrap_or(&[])
+        self.endpoints
+            .get(service)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
 
     /// The keys of services whose endpoints differ between `self` and `other`: the fast path re-derives only

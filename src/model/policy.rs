@@ -45,7 +45,9 @@ pub struct ReleasePolicySpec {
 
 impl ReleasePolicySpec {
     pub fn version_label(&self) -> &str {
-        self.version_label.as_deref().unwrap_or(DEFAULT_VERSION_LABEL)
+        self.version_label
+            .as_deref()
+            .unwrap_or(DEFAULT_VERSION_LABEL)
     }
 }
 
@@ -140,7 +142,12 @@ pub enum MatchKind<'a> {
 impl StringMatch {
     /// The single test this match makes; `None` when it sets none or several (validation refuses both).
     pub fn kind(&self) -> Option<MatchKind<'_>> {
-        let set = [self.exact.is_some(), self.prefix.is_some(), self.regex.is_some(), self.present.is_some()];
+        let set = [
+            self.exact.is_some(),
+            self.prefix.is_some(),
+            self.regex.is_some(),
+            self.present.is_some(),
+        ];
         if set.iter().filter(|s| **s).count() != 1 {
             return None;
         }
@@ -254,7 +261,10 @@ pub struct ReleaseState {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Routing<'a> {
     /// Rules first, then the weighted split (canary's basis points).
-    Split { canary_weight: u32, rules: &'a [Rule] },
+    Split {
+        canary_weight: u32,
+        rules: &'a [Rule],
+    },
     /// Everything to one version; the other keeps its clusters (it may come back).
     All(&'a str),
     /// The release ended: only this version exists for the mesh; the other's clusters are gone.
@@ -271,7 +281,10 @@ impl ReleasePolicy {
             Phase::Finalized if self.state.canary_weight == Some(0) => Routing::Only(&spec.stable),
             Phase::Finalized => Routing::Only(&spec.canary),
             Phase::Pending | Phase::Progressing | Phase::Paused => Routing::Split {
-                canary_weight: self.state.canary_weight.unwrap_or(spec.traffic.canary_weight),
+                canary_weight: self
+                    .state
+                    .canary_weight
+                    .unwrap_or(spec.traffic.canary_weight),
                 rules: &spec.traffic.rules,
             },
         }
@@ -288,7 +301,10 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { path: path.into(), message: message.into() }
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -317,13 +333,19 @@ impl ReleasePolicySpec {
         require_name("spec.stable", &self.stable)?;
         require_name("spec.canary", &self.canary)?;
         if self.stable == self.canary {
-            return Err(FieldError::new("spec.canary", "must differ from spec.stable"));
+            return Err(FieldError::new(
+                "spec.canary",
+                "must differ from spec.stable",
+            ));
         }
         if let Some(label) = &self.version_label {
             require_name("spec.versionLabel", label)?;
         }
         if self.traffic.canary_weight > TOTAL_WEIGHT {
-            return Err(FieldError::new("spec.traffic.canaryWeight", "must be between 0 and 10000"));
+            return Err(FieldError::new(
+                "spec.traffic.canaryWeight",
+                "must be between 0 and 10000",
+            ));
         }
         for (i, rule) in self.traffic.rules.iter().enumerate() {
             validate_rule(&format!("spec.traffic.rules[{i}]"), rule)?;
@@ -331,7 +353,10 @@ impl ReleasePolicySpec {
         if let Some(m) = &self.traffic.mirror
             && m.percent > 100
         {
-            return Err(FieldError::new("spec.traffic.mirror.percent", "must be between 0 and 100"));
+            return Err(FieldError::new(
+                "spec.traffic.mirror.percent",
+                "must be between 0 and 100",
+            ));
         }
         if let Some(s) = &self.traffic.stickiness {
             require_name("spec.traffic.stickiness.cookie", &s.cookie)?;
@@ -342,7 +367,10 @@ impl ReleasePolicySpec {
         for (i, step) in self.steps.iter().enumerate() {
             match step {
                 Step::SetWeight(w) if *w > TOTAL_WEIGHT => {
-                    return Err(FieldError::new(format!("spec.steps[{i}].setWeight"), "must be between 0 and 10000"));
+                    return Err(FieldError::new(
+                        format!("spec.steps[{i}].setWeight"),
+                        "must be between 0 and 10000",
+                    ));
                 }
                 Step::Pause(Pause { duration: Some(d) }) => {
                     check_duration(&format!("spec.steps[{i}].pause.duration"), d)?;
@@ -362,7 +390,11 @@ fn validate_rule(path: &str, rule: &Rule) -> Result<(), FieldError> {
         ));
     }
     let m = &rule.matches;
-    for (field, list) in [("headers", &m.headers), ("cookies", &m.cookies), ("query", &m.query)] {
+    for (field, list) in [
+        ("headers", &m.headers),
+        ("cookies", &m.cookies),
+        ("query", &m.query),
+    ] {
         for (i, sm) in list.iter().enumerate() {
             validate_string_match(&format!("{path}.match.{field}[{i}]"), sm)?;
         }
@@ -374,21 +406,39 @@ fn validate_string_match(path: &str, m: &StringMatch) -> Result<(), FieldError> 
     if m.name.is_empty() {
         return Err(FieldError::new(format!("{path}.name"), "must not be empty"));
     }
-    if m.name.chars().any(|c| c.is_control() || c == ';' || c == '=') {
-        return Err(FieldError::new(format!("{path}.name"), "must not hold control characters, ';' or '='"));
+    if m.name
+        .chars()
+        .any(|c| c.is_control() || c == ';' || c == '=')
+    {
+        return Err(FieldError::new(
+            format!("{path}.name"),
+            "must not hold control characters, ';' or '='",
+        ));
     }
     if m.present == Some(false) {
-        return Err(FieldError::new(format!("{path}.present"), "only `present: true` is supported"));
+        return Err(FieldError::new(
+            format!("{path}.present"),
+            "only `present: true` is supported",
+        ));
     }
     let Some(kind) = m.kind() else {
-        return Err(FieldError::new(path, "needs exactly one of exact, prefix, regex, present"));
+        return Err(FieldError::new(
+            path,
+            "needs exactly one of exact, prefix, regex, present",
+        ));
     };
     if let MatchKind::Regex(re) = kind {
         if re.len() > MAX_REGEX_LEN {
-            return Err(FieldError::new(format!("{path}.regex"), format!("longer than {MAX_REGEX_LEN} bytes")));
+            return Err(FieldError::new(
+                format!("{path}.regex"),
+                format!("longer than {MAX_REGEX_LEN} bytes"),
+            ));
         }
         if re.is_empty() {
-            return Err(FieldError::new(format!("{path}.regex"), "must not be empty"));
+            return Err(FieldError::new(
+                format!("{path}.regex"),
+                "must not be empty",
+            ));
         }
     }
     Ok(())
@@ -398,16 +448,26 @@ fn require_name(path: &str, value: &str) -> Result<(), FieldError> {
     if value.is_empty() {
         return Err(FieldError::new(path, "must not be empty"));
     }
-    if value.len() > 63 || !value.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-        return Err(FieldError::new(path, "must be at most 63 characters of [A-Za-z0-9-_.]"));
+    if value.len() > 63
+        || !value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(FieldError::new(
+            path,
+            "must be at most 63 characters of [A-Za-z0-9-_.]",
+        ));
     }
     Ok(())
 }
 
 fn check_duration(path: &str, value: &str) -> Result<(), FieldError> {
-    parse_duration(value)
-        .map(|_| ())
-        .ok_or_else(|| FieldError::new(path, format!("`{value}` is not a duration like 500ms, 30s, 5m or 1h")))
+    parse_duration(value).map(|_| ()).ok_or_else(|| {
+        FieldError::new(
+            path,
+            format!("`{value}` is not a duration like 500ms, 30s, 5m or 1h"),
+        )
+    })
 }
 
 #[cfg(test)]
@@ -428,7 +488,10 @@ mod tests {
         let mut s = spec();
         s.traffic.canary_weight = 10_001;
         let err = s.validate().unwrap_err();
-        assert_eq!(err.to_string(), "spec.traffic.canaryWeight: must be between 0 and 10000");
+        assert_eq!(
+            err.to_string(),
+            "spec.traffic.canaryWeight: must be between 0 and 10000"
+        );
     }
 
     #[test]
@@ -446,7 +509,10 @@ mod tests {
             },
             ..Default::default()
         });
-        assert_eq!(s.validate().unwrap_err().path, "spec.traffic.rules[0].match.headers[0]");
+        assert_eq!(
+            s.validate().unwrap_err().path,
+            "spec.traffic.rules[0].match.headers[0]"
+        );
     }
 
     #[test]
@@ -459,9 +525,20 @@ mod tests {
 
     #[test]
     fn routing_follows_phase() {
-        let mut p = ReleasePolicy { name: "r".into(), namespace: "default".into(), spec: spec(), state: Default::default() };
+        let mut p = ReleasePolicy {
+            name: "r".into(),
+            namespace: "default".into(),
+            spec: spec(),
+            state: Default::default(),
+        };
         p.spec.traffic.canary_weight = 2000;
-        assert!(matches!(p.routing(), Routing::Split { canary_weight: 2000, .. }));
+        assert!(matches!(
+            p.routing(),
+            Routing::Split {
+                canary_weight: 2000,
+                ..
+            }
+        ));
         p.state.phase = Phase::Promoted;
         assert_eq!(p.routing(), Routing::All("v3"));
         p.state.phase = Phase::Finalized;

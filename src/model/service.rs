@@ -32,7 +32,10 @@ impl ServicePort {
         let proto = self.app_protocol.as_deref().unwrap_or("");
         let by_name = self.name.split('-').next().unwrap_or("");
         let p = if proto.is_empty() { by_name } else { proto };
-        !matches!(p.to_ascii_lowercase().as_str(), "tcp" | "tls" | "mongo" | "mysql" | "redis")
+        !matches!(
+            p.to_ascii_lowercase().as_str(),
+            "tcp" | "tls" | "mongo" | "mysql" | "redis"
+        )
     }
 
     /// Whether upstream connections should use HTTP/2 (gRPC and h2 ports).
