@@ -138,6 +138,27 @@ async fn envoy_routes_a_static_split() {
             .await
             .contains(&v1.addr().to_string())
     );
+
+    let pid = envoy.pid();
+    drop(envoy);
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "Envoy {pid} still runs after drop"
+    );
+}
+
+/// A bootstrap Envoy refuses fails `Envoy::start` at once, with Envoy's reason in the message.
+#[test]
+fn envoy_start_reports_a_rejected_bootstrap() {
+    let bad = json!({ "static_resources": { "clusters": [{ "name": "x", "no_such_field": 1 }] } });
+    let panic = std::panic::catch_unwind(|| Envoy::start(&bad))
+        .err()
+        .expect("start must fail");
+    let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(
+        message.contains("exited") && message.contains("no_such_field"),
+        "{message}"
+    );
 }
 
 fn static_bootstrap(listen: SocketAddr, v1: &Backend, v2: &Backend) -> Value {
