@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 /// Log lines shown when something fails.
 const TAIL_LINES: usize = 40;
+/// Where Envoy writes its admin address (`--admin-address-path`), in its tempdir.
+const ADMIN_ADDRESS_FILE: &str = "admin-address";
 
 /// The Envoy binary: `$SLUICE_ENVOY`, else the project venv's. Panics when it is missing: a test
 /// that silently skips Envoy proves nothing.
@@ -55,10 +57,10 @@ impl Envoy {
             serde_json::to_vec_pretty(&bootstrap).expect("bootstrap JSON"),
         )
         .expect("write bootstrap");
-        let address_file = dir.path().join("admin-address");
+        let address_file = dir.path().join(ADMIN_ADDRESS_FILE);
         let log = File::create(dir.path().join("envoy.log")).expect("create envoy.log");
         let level = std::env::var("SLUICE_ENVOY_LOG_LEVEL").unwrap_or_else(|_| "warn".into());
-        let child = Command::new(envoy_bin())
+        let mut child = Command::new(envoy_bin())
             .arg("-c")
             .arg(&config)
             .arg("--admin-address-path")
@@ -69,38 +71,12 @@ impl Envoy {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("spawning {}: {e}", envoy_bin().display()));
-        let mut envoy = Envoy {
+        let admin = await_admin_address(&mut child, dir.path(), Duration::from_secs(30));
+        Envoy {
             child,
             dir,
-            admin: "127.0.0.1:0".parse().unwrap(),
+            admin,
             client: http::client(),
-        };
-        envoy.admin = envoy.await_admin_address(&address_file, Duration::from_secs(30));
-        envoy
-    }
-
-    /// Blocks (briefly: Envoy binds admin before it fetches any config) until the address file is written.
-    fn await_admin_address(&mut self, file: &Path, timeout: Duration) -> SocketAddr {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(addr) = fs::read_to_string(file)
-                .ok()
-                .and_then(|s| s.trim().parse().ok())
-            {
-                return addr;
-            }
-            if let Some(status) = self.child.try_wait().expect("try_wait envoy") {
-                panic!(
-                    "Envoy exited with {status} before binding admin\n{}",
-                    self.log_tail(TAIL_LINES)
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "Envoy admin not bound after {timeout:?}\n{}",
-                self.log_tail(TAIL_LINES)
-            );
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -119,10 +95,7 @@ impl Envoy {
 
     /// The last `lines` lines of Envoy's log.
     pub fn log_tail(&self, lines: usize) -> String {
-        let log = fs::read_to_string(self.dir.path().join("envoy.log")).unwrap_or_default();
-        let all: Vec<&str> = log.lines().collect();
-        let tail = all[all.len().saturating_sub(lines)..].join("\n");
-        format!("--- envoy.log (last {lines} lines) ---\n{tail}\n--- end ---")
+        log_tail(self.dir.path(), lines)
     }
 
     /// GET an admin path (`/ready`, `/clusters`, ...) → (status, body).
@@ -194,6 +167,37 @@ impl Envoy {
             }
         })
     }
+}
+
+/// Blocks (briefly: Envoy binds admin before it fetches any config) until Envoy has written its admin
+/// address; panics with the log tail if Envoy exits first (a rejected bootstrap) or takes too long.
+fn await_admin_address(child: &mut Child, dir: &Path, timeout: Duration) -> SocketAddr {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let written = fs::read_to_string(dir.join(ADMIN_ADDRESS_FILE)).ok();
+        if let Some(addr) = written.and_then(|s| s.trim().parse().ok()) {
+            return addr;
+        }
+        if let Some(status) = child.try_wait().expect("try_wait envoy") {
+            panic!(
+                "Envoy exited with {status} before binding admin\n{}",
+                log_tail(dir, TAIL_LINES)
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Envoy admin not bound after {timeout:?}\n{}",
+            log_tail(dir, TAIL_LINES)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn log_tail(dir: &Path, lines: usize) -> String {
+    let log = fs::read_to_string(dir.join("envoy.log")).unwrap_or_default();
+    let all: Vec<&str> = log.lines().collect();
+    let tail = all[all.len().saturating_sub(lines)..].join("\n");
+    format!("--- envoy.log (last {lines} lines) ---\n{tail}\n--- end ---")
 }
 
 impl Drop for Envoy {
