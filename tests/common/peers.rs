@@ -22,6 +22,7 @@ impl Peer {
         let stdout = child.stdout.take().expect("piped stdout");
         let mut line = String::new();
         // A peer that fails to start exits, which ends stdout: read_line cannot hang on it.
+        // The pipe closes after this line: peers print nothing after `ready` (they log to stderr).
         BufReader::new(stdout)
             .read_line(&mut line)
             .expect("reading peer stdout");
