@@ -11,10 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={p}");
     }
     let fds = protox::compile(protos, ["proto"])?;
-    tonic_prost_build::configure()
-        .build_client(true)
-        .build_server(true)
-        .compile_fds(fds)?;
+    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(fds)?;
 
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     let descriptors = envoy_descriptor_set()?;
@@ -43,9 +40,7 @@ fn envoy_descriptor_set() -> Result<PathBuf, Box<dyn std::error::Error>> {
         }
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let meta = std::process::Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--offline"])
-        .output()?;
+    let meta = std::process::Command::new(cargo).args(["metadata", "--format-version", "1", "--offline"]).output()?;
     let text = String::from_utf8_lossy(&meta.stdout);
     let needle = format!("{crate_dir}/Cargo.toml");
     if let Some(end) = text.find(&needle) {

@@ -1,9 +1,275 @@
-//! (placeholder; replaced by the bootstrap module)
+//! The Envoy bootstrap that `sluice bootstrap` prints: everything a sidecar needs to find Sluice and
+//! nothing else; clusters, listeners and routes all arrive over ADS.
+//!
+//! ```text
+//!  BootstrapArgs ──render──▶ { node (id, cluster = namespace, metadata),
+//!                              dynamic_resources (ADS: Delta or SotW; CDS + LDS over it),
+//!                              static_resources.clusters = [sluice-xds (HTTP/2)],
+//!                              admin (127.0.0.1:admin_port), layered_runtime }
+//! ```
+//!
+//! The node metadata keys below are the contract with the xDS layer, which derives a proxy's
+//! namespace, labels, listener mode and inbound ports from them.
+
+use serde_json::{Map, Value, json};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+
+/// Node metadata: the proxy's namespace (a string). Outbound config is shared per namespace.
+pub const META_NAMESPACE: &str = "NAMESPACE";
+/// Node metadata: the workload's labels (a struct of strings); `version` selects its subset, and
+/// a policy's `sourceLabels` are matched against them.
+pub const META_LABELS: &str = "LABELS";
+/// Node metadata: `"ip:port"`, present only with `--listen`. The proxy then gets one HTTP listener
+/// on that address routing every mesh service by Host header, instead of interception listeners.
+pub const META_LISTEN: &str = "SLUICE_LISTEN";
+/// Node metadata: comma-separated ports (`"9080,9081"`) the workload serves; each gets an inbound
+/// listener chain and an `inbound|PORT||` cluster.
+pub const META_INBOUND_PORTS: &str = "INBOUND_PORTS";
+
+/// Name of the static cluster that points at Sluice's xDS port.
+pub const XDS_CLUSTER: &str = "sluice-xds";
+
+const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+
+/// `sluice bootstrap` flags. Every flag also reads a `SLUICE_...` environment variable, so a pod
+/// spec can fill them from the downward API.
 #[derive(Clone, Debug, clap::Args, serde::Serialize)]
 pub struct BootstrapArgs {
-    #[arg(long)]
+    /// Envoy node id; Sluice tracks sync state and config dumps per id.
+    #[arg(long, env = "SLUICE_NODE_ID")]
     pub node_id: String,
+    /// Namespace of the workload; becomes the node's cluster and NAMESPACE metadata.
+    #[arg(long, env = "SLUICE_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// Sluice's xDS address: an IP (STATIC cluster) or a hostname (STRICT_DNS).
+    #[arg(long, env = "SLUICE_XDS", default_value = "127.0.0.1:15010")]
+    pub xds: HostPort,
+    /// Bind one HTTP listener here that routes every mesh service by Host header.
+    #[arg(long, env = "SLUICE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Envoy's own admin port, on 127.0.0.1.
+    #[arg(long, env = "SLUICE_ENVOY_ADMIN_PORT", default_value_t = 15000)]
+    pub admin_port: u16,
+    /// Use State-of-the-World ADS instead of Delta.
+    #[arg(long, env = "SLUICE_SOTW")]
+    pub sotw: bool,
+    /// Workload labels, `k=v,k=v`.
+    #[arg(long, env = "SLUICE_LABELS", value_delimiter = ',', value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// Ports the workload serves, `9080,9081`.
+    #[arg(long, env = "SLUICE_INBOUND_PORTS", value_delimiter = ',')]
+    pub inbound_ports: Vec<u16>,
 }
-pub fn render(_: &BootstrapArgs) -> serde_json::Value {
-    serde_json::Value::Null
+
+/// `HOST:PORT` where HOST is an IP address (`[::1]` for IPv6) or a DNS name.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct HostPort {
+    pub host: String,
+    pub port: u16,
+}
+
+impl HostPort {
+    fn is_ip(&self) -> bool {
+        self.host.parse::<IpAddr>().is_ok()
+    }
+}
+
+impl FromStr for HostPort {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (host, port) = s.rsplit_once(':').ok_or_else(|| format!("{s:?}: expected HOST:PORT"))?;
+        let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+        let port = port.parse().map_err(|e| format!("{s:?}: bad port: {e}"))?;
+        if host.is_empty() {
+            return Err(format!("{s:?}: empty host"));
+        }
+        Ok(HostPort { host: host.to_string(), port })
+    }
+}
+
+impl fmt::Display for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?}: expected key=value")),
+    }
+}
+
+/// The Envoy bootstrap for `args`, as JSON (which Envoy also accepts as YAML).
+pub fn render(args: &BootstrapArgs) -> Value {
+    json!({
+        "node": node(args),
+        "dynamic_resources": dynamic_resources(args.sotw),
+        "static_resources": { "clusters": [xds_cluster(&args.xds)] },
+        "admin": { "address": socket_address("127.0.0.1", args.admin_port) },
+        // An empty static layer keeps Envoy from warning that no runtime is configured.
+        "layered_runtime": { "layers": [{ "name": "static", "static_layer": {} }] },
+    })
+}
+
+fn node(args: &BootstrapArgs) -> Value {
+    let labels: Map<String, Value> = args.labels.iter().map(|(k, v)| (k.clone(), Value::from(v.as_str()))).collect();
+    let mut meta = Map::new();
+    meta.insert(META_NAMESPACE.into(), args.namespace.as_str().into());
+    meta.insert(META_LABELS.into(), Value::Object(labels));
+    if let Some(listen) = args.listen {
+        meta.insert(META_LISTEN.into(), listen.to_string().into());
+    }
+    if !args.inbound_ports.is_empty() {
+        let ports: Vec<String> = args.inbound_ports.iter().map(u16::to_string).collect();
+        meta.insert(META_INBOUND_PORTS.into(), ports.join(",").into());
+    }
+    json!({ "id": args.node_id, "cluster": args.namespace, "metadata": meta })
+}
+
+fn dynamic_resources(sotw: bool) -> Value {
+    let via_ads = json!({ "ads": {}, "resource_api_version": "V3" });
+    json!({
+        "ads_config": {
+            "api_type": if sotw { "GRPC" } else { "DELTA_GRPC" },
+            "transport_api_version": "V3",
+            "grpc_services": [{ "envoy_grpc": { "cluster_name": XDS_CLUSTER } }],
+            "set_node_on_first_message_only": true,
+        },
+        "cds_config": via_ads,
+        "lds_config": via_ads,
+    })
+}
+
+/// The one static cluster: Sluice's gRPC port. gRPC needs HTTP/2; keepalive notices a dead
+/// control plane behind a NAT or load balancer; the circuit breakers are raised so that a burst of
+/// streams (one per xDS type with non-ADS configs, or retries) is never refused by Envoy itself.
+fn xds_cluster(xds: &HostPort) -> Value {
+    let threshold = |priority: &str| {
+        json!({ "priority": priority, "max_connections": 100_000, "max_pending_requests": 100_000,
+                "max_requests": 100_000, "max_retries": 1_000 })
+    };
+    let mut cluster = json!({
+        "name": XDS_CLUSTER,
+        "type": if xds.is_ip() { "STATIC" } else { "STRICT_DNS" },
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            HTTP_PROTOCOL_OPTIONS: {
+                "@type": format!("type.googleapis.com/{HTTP_PROTOCOL_OPTIONS}"),
+                "explicit_http_config": { "http2_protocol_options": {} },
+            }
+        },
+        "upstream_connection_options": {
+            "tcp_keepalive": { "keepalive_probes": 3, "keepalive_time": 30, "keepalive_interval": 5 }
+        },
+        "circuit_breakers": { "thresholds": [threshold("DEFAULT"), threshold("HIGH")] },
+        "load_assignment": {
+            "cluster_name": XDS_CLUSTER,
+            "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": socket_address(&xds.host, xds.port) } }] }],
+        },
+    });
+    if !xds.is_ip() {
+        // Sluice usually listens on IPv4 only; Envoy's default (AUTO) would try AAAA first.
+        cluster["dns_lookup_family"] = "V4_PREFERRED".into();
+    }
+    cluster
+}
+
+fn socket_address(address: &str, port: u16) -> Value {
+    json!({ "socket_address": { "address": address, "port_value": port } })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: BootstrapArgs,
+    }
+
+    fn render_flags(flags: &[&str]) -> Value {
+        let cli = Cli::try_parse_from(std::iter::once("bootstrap").chain(flags.iter().copied())).unwrap();
+        render(&cli.args)
+    }
+
+    #[test]
+    fn defaults_are_delta_ads_to_a_static_cluster() {
+        let b = render_flags(&["--node-id", "p1"]);
+        assert_eq!(b["node"]["id"], "p1");
+        assert_eq!(b["node"]["cluster"], "default");
+        assert_eq!(b["node"]["metadata"], json!({ "NAMESPACE": "default", "LABELS": {} }));
+        let ads = &b["dynamic_resources"]["ads_config"];
+        assert_eq!(ads["api_type"], "DELTA_GRPC");
+        assert_eq!(ads["transport_api_version"], "V3");
+        assert_eq!(ads["set_node_on_first_message_only"], true);
+        assert_eq!(ads["grpc_services"][0]["envoy_grpc"]["cluster_name"], XDS_CLUSTER);
+        for key in ["cds_config", "lds_config"] {
+            assert_eq!(b["dynamic_resources"][key], json!({ "ads": {}, "resource_api_version": "V3" }));
+        }
+        let cluster = &b["static_resources"]["clusters"][0];
+        assert_eq!(cluster["type"], "STATIC");
+        assert_eq!(cluster["connect_timeout"], "1s");
+        let addr = &cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"];
+        assert_eq!(addr, &socket_address("127.0.0.1", 15010));
+        let h2 = &cluster["typed_extension_protocol_options"][HTTP_PROTOCOL_OPTIONS];
+        assert_eq!(h2["explicit_http_config"]["http2_protocol_options"], json!({}));
+        assert_eq!(b["admin"]["address"], socket_address("127.0.0.1", 15000));
+    }
+
+    #[test]
+    fn flags_fill_metadata_and_sotw() {
+        let b = render_flags(&[
+            "--node-id=p2",
+            "--namespace=shop",
+            "--listen=127.0.0.1:15080",
+            "--sotw",
+            "--labels=app=reviews,version=v3",
+            "--inbound-ports=9080,9081",
+            "--admin-port=15999",
+        ]);
+        assert_eq!(b["node"]["cluster"], "shop");
+        assert_eq!(
+            b["node"]["metadata"],
+            json!({
+                "NAMESPACE": "shop",
+                "LABELS": { "app": "reviews", "version": "v3" },
+                "SLUICE_LISTEN": "127.0.0.1:15080",
+                "INBOUND_PORTS": "9080,9081",
+            })
+        );
+        assert_eq!(b["dynamic_resources"]["ads_config"]["api_type"], "GRPC");
+        assert_eq!(b["admin"]["address"]["socket_address"]["port_value"], 15999);
+    }
+
+    #[test]
+    fn hostname_xds_uses_strict_dns() {
+        let cluster =
+            render_flags(&["--node-id=p", "--xds=sluice.sluice-system.svc:15010"])["static_resources"]["clusters"][0]
+                .clone();
+        assert_eq!(cluster["type"], "STRICT_DNS");
+        assert_eq!(cluster["dns_lookup_family"], "V4_PREFERRED");
+        let ip6 = render_flags(&["--node-id=p", "--xds=[::1]:15010"])["static_resources"]["clusters"][0].clone();
+        assert_eq!(ip6["type"], "STATIC");
+        assert!(ip6.get("dns_lookup_family").is_none());
+    }
+
+    #[test]
+    fn bad_flags_are_rejected() {
+        let parse = |flags: &[&str]| Cli::try_parse_from(std::iter::once("b").chain(flags.iter().copied())).is_ok();
+        assert!(!parse(&[]), "node id is required");
+        assert!(!parse(&["--node-id=p", "--xds=nohost"]));
+        assert!(!parse(&["--node-id=p", "--xds=:15010"]));
+        assert!(!parse(&["--node-id=p", "--labels=novalue"]));
+        assert!(!parse(&["--node-id=p", "--listen=host:1"]), "--listen takes an IP");
+        assert_eq!("[::1]:80".parse::<HostPort>().unwrap().to_string(), "[::1]:80");
+    }
 }

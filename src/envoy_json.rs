@@ -25,9 +25,7 @@ pub enum JsonError {
 
 /// Encoded bytes of a message of `type_name` (e.g. `envoy.config.cluster.v3.Cluster`) → Envoy's JSON form.
 pub fn bytes_to_json(type_name: &str, bytes: &[u8]) -> Result<serde_json::Value, JsonError> {
-    let desc = pool()
-        .get_message_by_name(type_name)
-        .ok_or_else(|| JsonError::UnknownType(type_name.to_string()))?;
+    let desc = pool().get_message_by_name(type_name).ok_or_else(|| JsonError::UnknownType(type_name.to_string()))?;
     let msg = DynamicMessage::decode(desc, bytes)
         .map_err(|source| JsonError::Decode { type_name: type_name.to_string(), source })?;
     let opts = SerializeOptions::new().skip_default_fields(true);

@@ -37,7 +37,12 @@ impl Options {
     /// Both ports on `127.0.0.1:0`, for tests and harnesses.
     pub fn local() -> Self {
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
-        Self { xds_addr: any, admin_addr: Some(any), min_push_interval: Duration::from_millis(10), limits: Limits::default() }
+        Self {
+            xds_addr: any,
+            admin_addr: Some(any),
+            min_push_interval: Duration::from_millis(10),
+            limits: Limits::default(),
+        }
     }
 }
 
@@ -90,7 +95,8 @@ impl Sluice {
         });
         let mut tasks = vec![tokio::spawn(serve_xds(xds_listener, Xds::new(ctx), stopped.clone()))];
         if let Some(listener) = admin_listener {
-            let state = AdminState { store: store.clone(), registry: registry.clone(), snapshots: snapshots.clone(), config };
+            let state =
+                AdminState { store: store.clone(), registry: registry.clone(), snapshots: snapshots.clone(), config };
             tasks.push(tokio::spawn(admin::serve(listener, state, stopped)));
         }
         tracing::info!(%xds_addr, admin_addr = ?admin_addr, "sluice serving");
@@ -122,7 +128,8 @@ impl Sluice {
     pub async fn wait_published(&self, timeout: Duration) -> Result<u64, WaitTimeout> {
         let model = self.store.model();
         let mut rx = self.snapshots.clone();
-        let found = tokio::time::timeout(timeout, rx.wait_for(|s| s.as_ref().is_some_and(|s| Arc::ptr_eq(&s.model, &model))));
+        let found =
+            tokio::time::timeout(timeout, rx.wait_for(|s| s.as_ref().is_some_and(|s| Arc::ptr_eq(&s.model, &model))));
         match found.await {
             Ok(Ok(s)) => Ok(s.as_ref().map(|s| s.version).unwrap_or_default()),
             _ => Err(WaitTimeout(format!("the current model was not published within {timeout:?}"))),

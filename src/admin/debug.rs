@@ -20,7 +20,10 @@ pub struct DumpQuery {
 }
 
 /// Envoy-JSON of what one proxy holds, per type, with its sync state.
-pub async fn config_dump(State(s): State<AdminState>, Query(q): Query<DumpQuery>) -> Result<Json<Value>, (StatusCode, String)> {
+pub async fn config_dump(
+    State(s): State<AdminState>,
+    Query(q): Query<DumpQuery>,
+) -> Result<Json<Value>, (StatusCode, String)> {
     let Some(id) = q.proxy.filter(|p| !p.is_empty()) else {
         return Err((StatusCode::BAD_REQUEST, "query parameter `proxy` (a node id) is required\n".into()));
     };
@@ -41,7 +44,9 @@ pub async fn config_dump(State(s): State<AdminState>, Query(q): Query<DumpQuery>
                         "last_nack": status.last_nack, "resources": resources }),
             );
         }
-        out.push(json!({ "node_id": stream.node_id, "stream": stream.stream, "protocol": stream.protocol, "types": types }));
+        out.push(
+            json!({ "node_id": stream.node_id, "stream": stream.stream, "protocol": stream.protocol, "types": types }),
+        );
     }
     Ok(Json(json!({ "proxy": id, "streams": out })))
 }

@@ -49,7 +49,11 @@ async fn readyz(axum::extract::State(s): axum::extract::State<AdminState>) -> (S
 }
 
 /// Serves the router until `shutdown` resolves.
-pub async fn serve(listener: TcpListener, state: AdminState, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
+pub async fn serve(
+    listener: TcpListener,
+    state: AdminState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
     if let Err(e) = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await {
         tracing::error!(error = %e, "admin server failed");
     }

@@ -57,9 +57,7 @@ impl Model {
     /// The release policy that governs a service, if any. With several, the first by name wins (sources reject
     /// a second policy for the same service, so this is only a tie-break).
     pub fn policy_for(&self, service: &ObjectKey) -> Option<&ReleasePolicy> {
-        self.policies
-            .values()
-            .find(|p| p.namespace == service.namespace && p.spec.service == service.name)
+        self.policies.values().find(|p| p.namespace == service.namespace && p.spec.service == service.name)
     }
 
     /// Endpoints of one service (empty when it has none).

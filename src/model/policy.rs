@@ -415,12 +415,7 @@ mod tests {
     use super::*;
 
     fn spec() -> ReleasePolicySpec {
-        ReleasePolicySpec {
-            service: "reviews".into(),
-            stable: "v1".into(),
-            canary: "v3".into(),
-            ..Default::default()
-        }
+        ReleasePolicySpec { service: "reviews".into(), stable: "v1".into(), canary: "v3".into(), ..Default::default() }
     }
 
     #[test]
@@ -459,7 +454,8 @@ mod tests {
 
     #[test]
     fn routing_follows_phase() {
-        let mut p = ReleasePolicy { name: "r".into(), namespace: "default".into(), spec: spec(), state: Default::default() };
+        let mut p =
+            ReleasePolicy { name: "r".into(), namespace: "default".into(), spec: spec(), state: Default::default() };
         p.spec.traffic.canary_weight = 2000;
         assert!(matches!(p.routing(), Routing::Split { canary_weight: 2000, .. }));
         p.state.phase = Phase::Promoted;

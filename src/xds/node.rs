@@ -86,10 +86,10 @@ fn inbound_ports(meta: &Struct) -> Result<Vec<u16>, NodeError> {
         .map(|p| p.trim())
         .filter(|p| !p.is_empty())
         .map(|p| {
-            p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| NodeError::Metadata {
-                key: META_INBOUND_PORTS,
-                message: format!("`{p}` is not a port"),
-            })
+            p.parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| NodeError::Metadata { key: META_INBOUND_PORTS, message: format!("`{p}` is not a port") })
         })
         .collect::<Result<Vec<u16>, _>>()?;
     ports.sort_unstable();

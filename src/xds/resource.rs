@@ -86,7 +86,8 @@ impl Resource {
     }
 
     pub fn cluster(c: &Cluster) -> Self {
-        let eds = matches!(c.cluster_discovery_type, Some(ClusterDiscoveryType::Type(t)) if t == DiscoveryType::Eds as i32);
+        let eds =
+            matches!(c.cluster_discovery_type, Some(ClusterDiscoveryType::Type(t)) if t == DiscoveryType::Eds as i32);
         let refs = if eds {
             let service = c.eds_cluster_config.as_ref().map(|e| e.service_name.clone()).unwrap_or_default();
             vec![if service.is_empty() { c.name.clone() } else { service }]

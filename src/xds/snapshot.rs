@@ -70,9 +70,12 @@ impl Snapshot {
     /// Translates a whole model. With `previous`, unchanged resources keep their shared bytes, and when only
     /// endpoints changed, only the affected services' load assignments are derived again.
     pub fn build(version: u64, model: Arc<Model>, previous: Option<&Snapshot>) -> Result<Self, Inconsistent> {
-        let clusters = encode(translate::clusters(&model).iter().map(Resource::cluster), previous.map(|p| &*p.clusters));
+        let clusters =
+            encode(translate::clusters(&model).iter().map(Resource::cluster), previous.map(|p| &*p.clusters));
         let endpoints = match previous {
-            Some(prev) if only_endpoints_changed(&prev.model, &model) => endpoints_fast_path(&prev.endpoints, &prev.model, &model),
+            Some(prev) if only_endpoints_changed(&prev.model, &model) => {
+                endpoints_fast_path(&prev.endpoints, &prev.model, &model)
+            }
             _ => encode(
                 translate::load_assignments(&model).iter().map(Resource::load_assignment),
                 previous.map(|p| &*p.endpoints),
@@ -174,7 +177,8 @@ fn endpoints_fast_path(prev: &ResourceSet, old: &Model, new: &Model) -> Resource
     for svc in old.services_with_changed_endpoints(new) {
         let fresh: Vec<Resource> =
             translate::service_load_assignments(new, &svc).iter().map(Resource::load_assignment).collect();
-        let stale: Vec<String> = translate::service_load_assignments(old, &svc).into_iter().map(|c| c.cluster_name).collect();
+        let stale: Vec<String> =
+            translate::service_load_assignments(old, &svc).into_iter().map(|c| c.cluster_name).collect();
         for name in stale {
             set.remove(&name);
         }

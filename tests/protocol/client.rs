@@ -136,7 +136,9 @@ pub fn names(r: &DiscoveryResponse) -> Vec<String> {
             }
             LDS => envoy_types::pb::envoy::config::listener::v3::Listener::decode(any.value.as_slice()).unwrap().name,
             RDS => {
-                envoy_types::pb::envoy::config::route::v3::RouteConfiguration::decode(any.value.as_slice()).unwrap().name
+                envoy_types::pb::envoy::config::route::v3::RouteConfiguration::decode(any.value.as_slice())
+                    .unwrap()
+                    .name
             }
             other => panic!("unexpected type {other}"),
         })

@@ -16,7 +16,8 @@ fn cluster(subset: &str, svc: &str) -> String {
 }
 
 fn add_service(m: &mut Model, name: &str) {
-    let port = ServicePort { name: "http".into(), port: 9080, target_port: TargetPort::Number(9080), app_protocol: None };
+    let port =
+        ServicePort { name: "http".into(), port: 9080, target_port: TargetPort::Number(9080), app_protocol: None };
     let svc = Service { name: name.into(), namespace: "default".into(), ports: vec![port], selector: BTreeMap::new() };
     m.services.insert(ObjectKey::new("default", name), svc);
 }
@@ -98,7 +99,13 @@ async fn wildcard_cds_and_lds_get_everything_and_unchanged_config_is_not_resent(
     let cds = c.recv().await;
     let mut got = names(&cds);
     got.sort();
-    let mut want = vec![cluster("", "ratings"), cluster("v1", "ratings"), cluster("", "reviews"), cluster("v1", "reviews"), cluster("v3", "reviews")];
+    let mut want = vec![
+        cluster("", "ratings"),
+        cluster("v1", "ratings"),
+        cluster("", "reviews"),
+        cluster("v1", "reviews"),
+        cluster("v3", "reviews"),
+    ];
     want.sort();
     assert_eq!(got, want);
     c.ack(&cds, &[]).await;
@@ -342,7 +349,8 @@ async fn sotw_and_delta_clients_share_one_server() {
 async fn a_stream_without_node_is_refused_with_a_reason() {
     let s = start(bookinfo()).await;
     let mut client = envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient::connect(format!("http://{}", s.xds_addr())).await.unwrap();
-    let req = envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest { type_url: CDS.into(), ..Default::default() };
+    let req =
+        envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest { type_url: CDS.into(), ..Default::default() };
     let mut rx = client.stream_aggregated_resources(tokio_stream::iter(vec![req])).await.unwrap().into_inner();
     let err = rx.message().await.expect_err("refused");
     assert_eq!(err.code(), tonic::Code::InvalidArgument);

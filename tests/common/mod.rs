@@ -1,0 +1,48 @@
+//! Helpers shared by every integration test that runs a real Envoy, real backends or real load.
+//!
+//! ```text
+//!   load()/get() ──HTTP/1.1──▶ Envoy (child process, its own tempdir + log) ──▶ Backend (in-process axum)
+//!                               ▲ admin: /ready, /config_dump, /stats
+//!                               └── Envoy::admin_get / wait_live / wait_for / stat
+//! ```
+//! Each test binary compiles this module with `mod common;` and uses only part of it.
+#![allow(dead_code, unused_imports)] // each test binary uses a different part
+
+pub mod backend;
+pub mod envoy;
+pub mod http;
+pub mod peers;
+pub mod stats;
+
+pub use backend::Backend;
+pub use envoy::{Envoy, envoy_bin};
+pub use http::{Counts, get, load};
+pub use peers::Peer;
+pub use stats::{assert_share, split_bound};
+
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::PathBuf;
+
+/// The repository root (where Cargo.toml is).
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A port that is free on 127.0.0.1 right now. Another process may take it before the caller binds
+/// it; prefer binding `127.0.0.1:0` yourself when the code under test accepts a listener.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// The project virtualenv's Python (with grpcio), for the peers in `tests/peers/`.
+pub fn venv_python() -> PathBuf {
+    let python = repo().join(".venv/bin/python");
+    assert!(python.exists(), "{} is missing: run scripts/setup", python.display());
+    python
+}
+
+/// A script in `tests/peers/`.
+pub fn peer(name: &str) -> PathBuf {
+    repo().join("tests/peers").join(name)
+}
