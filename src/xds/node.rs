@@ -5,14 +5,7 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use std::collections::BTreeMap;
 
-/// The namespace the proxy runs in (default `default`).
-pub const META_NAMESPACE: &str = "NAMESPACE";
-/// The workload's labels, a map of strings.
-pub const META_LABELS: &str = "LABELS";
-/// `ip:port`: the proxy binds one HTTP listener there (no iptables).
-pub const META_LISTEN: &str = "SLUICE_LISTEN";
-/// Comma-separated ports the proxy's own workload serves (intercept mode).
-pub const META_INBOUND_PORTS: &str = "INBOUND_PORTS";
+pub use crate::bootstrap::{META_INBOUND_PORTS, META_LABELS, META_LISTEN, META_NAMESPACE};
 /// `grpc` marks a proxyless gRPC client (as Istio's `GENERATOR`).
 pub const META_GENERATOR: &str = "GENERATOR";
 
