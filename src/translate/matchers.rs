@@ -4,7 +4,8 @@
 //!  headers  [{name, exact|prefix|regex|present}] ─▶ HeaderMatcher (string_match / present_match)
 //!  cookies  [{name, ...}]                       ─▶ HeaderMatcher on `cookie`, safe_regex finding NAME=VALUE
 //!  query    [{name, ...}]                       ─▶ QueryParameterMatcher
-//!  clientOS [Windows, ...] / browser [Chrome, ...] ─▶ one HeaderMatcher on `user-agent` each (alternation)
+//!  clientOS [Windows, ...]                     ─▶ HeaderMatcher on `user-agent`, alternation of the OSes
+//!  browser  [Chrome, ...]                      ─▶ one route match per browser (each + its `user-agent` regex)
 //! ```
 //!
 //! All conditions of one rule are AND-ed (Envoy ANDs every matcher of a `RouteMatch`). Regexes are RE2 (Envoy's
@@ -17,9 +18,11 @@ use envoy_types::pb::envoy::config::route::v3::{
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{RegexMatcher, StringMatcher, string_matcher};
 
-/// The route match for a rule: prefix `/` plus every condition. `None` when a condition is malformed (validation
-/// refuses those); the rule is then left out rather than widened to match more than was written.
-pub(crate) fn rule_match(m: &RuleMatch) -> Option<RouteMatch> {
+/// The route matches for a rule: prefix `/` plus every condition; one match per listed browser (they are OR-ed
+/// by routes in a row, all to the same cluster) because one alternation of all browser patterns exceeds RE2's
+/// default program-size limit in Envoy (100). `None` when a condition is malformed (validation refuses those):
+/// the rule is then left out rather than widened to match more than was written.
+pub(crate) fn rule_matches(m: &RuleMatch) -> Option<Vec<RouteMatch>> {
     let mut headers = Vec::new();
     for h in &m.headers {
         headers.push(header(&h.name, h.kind()?));
@@ -28,13 +31,21 @@ pub(crate) fn rule_match(m: &RuleMatch) -> Option<RouteMatch> {
         headers.push(header("cookie", MatchKind::Regex(&cookie_regex(c)?)));
     }
     if !m.client_os.is_empty() {
-        headers.push(header("user-agent", MatchKind::Regex(&alternation(m.client_os.iter().map(|o| os_regex(*o))))));
-    }
-    if !m.browser.is_empty() {
-        headers.push(header("user-agent", MatchKind::Regex(&alternation(m.browser.iter().map(|b| browser_regex(*b))))));
+        headers.push(header("user-agent", MatchKind::Regex(&os_list_regex(&m.client_os))));
     }
     let query_parameters = m.query.iter().map(query).collect::<Option<Vec<_>>>()?;
-    Some(RouteMatch { headers, query_parameters, ..prefix_all() })
+    let base = RouteMatch { headers, query_parameters, ..prefix_all() };
+    if m.browser.is_empty() {
+        return Some(vec![base]);
+    }
+    let mut browsers = m.browser.clone();
+    browsers.dedup();
+    let per_browser = browsers.iter().map(|b| {
+        let mut one = base.clone();
+        one.headers.push(header("user-agent", MatchKind::Regex(browser_regex(*b))));
+        one
+    });
+    Some(per_browser.collect())
 }
 
 /// Matches every path.
@@ -97,22 +108,23 @@ pub(crate) fn escape(text: &str) -> String {
     out
 }
 
-fn alternation<'a>(parts: impl Iterator<Item = &'a str>) -> String {
-    let mut parts: Vec<&str> = parts.collect();
-    parts.dedup();
-    format!("(?:{})", parts.join("|"))
+/// One whole-value pattern for any of the listed operating systems: `.*(?:A|B).*`.
+pub(crate) fn os_list_regex(list: &[ClientOs]) -> String {
+    let mut tokens: Vec<&str> = list.iter().map(|o| os_token(*o)).collect();
+    tokens.dedup();
+    format!(".*(?:{}).*", tokens.join("|"))
 }
 
-/// Whole-value patterns for a client OS in a User-Agent.
-pub(crate) fn os_regex(os: ClientOs) -> &'static str {
+/// What a User-Agent holds somewhere when it comes from a client OS.
+fn os_token(os: ClientOs) -> &'static str {
     match os {
-        ClientOs::Windows => ".*Windows.*",
+        ClientOs::Windows => "Windows",
         // iPhone and iPad Safari say "like Mac OS X" but never "Macintosh".
-        ClientOs::MacOs => ".*Macintosh.*",
-        ClientOs::Ios => ".*(?:iPhone|iPad|iPod).*",
-        ClientOs::Android => ".*Android.*",
+        ClientOs::MacOs => "Macintosh",
+        ClientOs::Ios => "iPhone|iPad|iPod",
+        ClientOs::Android => "Android",
         // Desktop Linux browsers say "(X11; ... Linux"; Android says "(Linux; Android" and never X11.
-        ClientOs::Linux => ".*\\(X11;[^)]*Linux.*",
+        ClientOs::Linux => "\\(X11;[^)]*Linux",
     }
 }
 

@@ -10,7 +10,7 @@
 //! namespace, same mode family, same matching `sourceLabels` rules) share the encoded resources.
 
 use super::endpoint::has_ready;
-use super::matchers::{prefix_all, rule_match};
+use super::matchers::{prefix_all, rule_matches};
 use super::naming;
 use crate::model::{
     InterceptionMode, Model, ObjectKey, ProxyInfo, ReleasePolicy, Routing, Service, ServicePort, TOTAL_WEIGHT, Target,
@@ -133,7 +133,7 @@ fn policy_routes(
     let mut routes = Vec::new();
     for (i, rule) in rules.iter().enumerate() {
         let scoped = rule.matches.source_labels.is_empty() || scope.source_rules.contains(&(policy_key.clone(), i));
-        let Some(matches) = rule_match(&rule.matches).filter(|_| scoped) else {
+        let Some(matches) = rule_matches(&rule.matches).filter(|_| scoped) else {
             continue;
         };
         let version = match ready.target(rule.to) {
@@ -141,7 +141,9 @@ fn policy_routes(
             Target::Canary => &spec.canary,
         };
         let name = if rule.name.is_empty() { i.to_string() } else { rule.name.clone() };
-        routes.push(route(format!("{}.{name}", policy.name), matches, to(subset(version))));
+        for m in matches {
+            routes.push(route(format!("{}.{name}", policy.name), m, to(subset(version))));
+        }
     }
     let canary = ready.canary_weight(canary_weight.min(TOTAL_WEIGHT));
     let mut action = weighted(&[(subset(&spec.stable), TOTAL_WEIGHT - canary), (subset(&spec.canary), canary)]);

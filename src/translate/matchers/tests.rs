@@ -44,7 +44,7 @@ const ALL_BROWSERS: [Browser; 5] = [Browser::Chrome, Browser::Firefox, Browser::
 #[test]
 fn user_agents_match_exactly_their_os() {
     for os in ALL_OS {
-        let re = full(os_regex(os));
+        let re = full(&os_list_regex(&[os]));
         for (ua, want, _) in AGENTS {
             assert_eq!(re.is_match(ua), *want == Some(os), "{os:?} vs {ua}");
         }
@@ -62,11 +62,19 @@ fn user_agents_match_exactly_their_browser() {
 }
 
 #[test]
-fn a_list_matches_any_of_its_values() {
-    let re = full(&alternation([Browser::Safari, Browser::Firefox].iter().map(|b| browser_regex(*b))));
-    let hits: Vec<_> = AGENTS.iter().filter(|(ua, ..)| re.is_match(ua)).map(|(_, _, b)| b.unwrap()).collect();
-    assert!(hits.iter().all(|b| matches!(b, Browser::Safari | Browser::Firefox)));
+fn an_os_list_matches_any_of_its_values() {
+    let re = full(&os_list_regex(&[Linux, Ios]));
+    let hits: Vec<_> = AGENTS.iter().filter(|(ua, ..)| re.is_match(ua)).map(|(_, os, _)| os.unwrap()).collect();
+    assert!(hits.iter().all(|os| matches!(os, Linux | Ios)));
     assert_eq!(hits.len(), 9);
+}
+
+#[test]
+fn each_browser_gets_its_own_match() {
+    let m = RuleMatch { browser: vec![Browser::Chrome, Browser::Safari], client_os: vec![Ios], ..Default::default() };
+    let matches = rule_matches(&m).expect("valid");
+    assert_eq!(matches.len(), 2);
+    assert!(matches.iter().all(|r| r.headers.len() == 2));
 }
 
 fn cookie(name: &str, set: impl FnOnce(&mut StringMatch)) -> regex::Regex {
@@ -100,7 +108,7 @@ fn cookie_prefix_regex_and_present() {
 fn malformed_matches_drop_the_rule() {
     let bad = StringMatch { name: "x".into(), ..Default::default() };
     let m = RuleMatch { headers: vec![bad], ..Default::default() };
-    assert_eq!(rule_match(&m), None);
+    assert_eq!(rule_matches(&m), None);
 }
 
 #[test]
