@@ -32,9 +32,15 @@ fn cases() -> Vec<Case> {
     dirs.sort();
     dirs.into_iter()
         .map(|dir| {
-            let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_else(|e| panic!("{dir:?}/{f}: {e}"));
+            let read = |f: &str| {
+                std::fs::read_to_string(dir.join(f)).unwrap_or_else(|e| panic!("{dir:?}/{f}: {e}"))
+            };
             Case {
-                name: dir.file_name().expect("name").to_string_lossy().into_owned(),
+                name: dir
+                    .file_name()
+                    .expect("name")
+                    .to_string_lossy()
+                    .into_owned(),
                 model: model_loader::load_model(&read("model.yaml")),
                 proxy: model_loader::load_proxy(&read("proxy.yaml")),
                 dir,
@@ -60,19 +66,37 @@ fn outputs(case: &Case) -> BTreeMap<&'static str, Value> {
             }),
         ),
         ("endpoints", json_list(&translate::load_assignments(model))),
-        ("routes", json_list(&translate::route_configs(model, &scope))),
+        (
+            "routes",
+            json_list(&translate::route_configs(model, &scope)),
+        ),
         ("listeners", json_list(&translate::listeners(model, proxy))),
     ])
 }
 
 fn first_difference(want: &str, got: &str) -> String {
     let (w, g): (Vec<&str>, Vec<&str>) = (want.lines().collect(), got.lines().collect());
-    let at = w.iter().zip(&g).position(|(a, b)| a != b).unwrap_or(w.len().min(g.len()));
+    let at = w
+        .iter()
+        .zip(&g)
+        .position(|(a, b)| a != b)
+        .unwrap_or(w.len().min(g.len()));
     let from = at.saturating_sub(3);
     let show = |lines: &[&str]| {
-        lines.iter().enumerate().skip(from).take(8).map(|(i, l)| format!("  {:>5}: {l}\n", i + 1)).collect::<String>()
+        lines
+            .iter()
+            .enumerate()
+            .skip(from)
+            .take(8)
+            .map(|(i, l)| format!("  {:>5}: {l}\n", i + 1))
+            .collect::<String>()
     };
-    format!("first difference at line {}\n--- expected\n{}+++ actual\n{}", at + 1, show(&w), show(&g))
+    format!(
+        "first difference at line {}\n--- expected\n{}+++ actual\n{}",
+        at + 1,
+        show(&w),
+        show(&g)
+    )
 }
 
 #[test]
@@ -91,21 +115,32 @@ fn golden() {
             }
             let want = std::fs::read_to_string(&path).unwrap_or_default();
             if want != got {
-                failures.push(format!("{}/{kind}.json: {}", case.name, first_difference(&want, &got)));
+                failures.push(format!(
+                    "{}/{kind}.json: {}",
+                    case.name,
+                    first_difference(&want, &got)
+                ));
             }
         }
         if let Some(dir) = std::env::var_os("SLUICE_BOOTSTRAP_DIR") {
             write_bootstrap(case, Path::new(&dir));
         }
     }
-    assert!(failures.is_empty(), "golden mismatch (UPDATE_GOLDEN=1 to accept):\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "golden mismatch (UPDATE_GOLDEN=1 to accept):\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]
 fn same_model_gives_byte_identical_output() {
     for case in cases() {
         let once = outputs(&case);
-        let again = outputs(&Case { model: case.model.clone(), ..case });
+        let again = outputs(&Case {
+            model: case.model.clone(),
+            ..case
+        });
         assert_eq!(once, again);
     }
 }
@@ -114,8 +149,12 @@ fn same_model_gives_byte_identical_output() {
 fn service_fast_path_equals_full_assignments() {
     for case in cases() {
         let full = translate::load_assignments(&case.model);
-        let mut fast: Vec<_> =
-            case.model.services.keys().flat_map(|k| translate::service_load_assignments(&case.model, k)).collect();
+        let mut fast: Vec<_> = case
+            .model
+            .services
+            .keys()
+            .flat_map(|k| translate::service_load_assignments(&case.model, k))
+            .collect();
         fast.sort_by(|a, b| a.cluster_name.cmp(&b.cluster_name));
         assert_eq!(full, fast, "{}", case.name);
     }
@@ -128,8 +167,14 @@ fn referenced_clusters(value: &Value, out: &mut BTreeSet<String>) {
             if let Some(Value::String(c)) = map.get("cluster") {
                 out.insert(c.clone());
             }
-            if let Some(Value::Array(list)) = map.get("weightedClusters").and_then(|w| w.get("clusters")) {
-                out.extend(list.iter().filter_map(|c| c["name"].as_str()).map(String::from));
+            if let Some(Value::Array(list)) =
+                map.get("weightedClusters").and_then(|w| w.get("clusters"))
+            {
+                out.extend(
+                    list.iter()
+                        .filter_map(|c| c["name"].as_str())
+                        .map(String::from),
+                );
             }
             map.values().for_each(|v| referenced_clusters(v, out));
         }
@@ -144,20 +189,40 @@ fn snapshots_are_consistent() {
         let (model, proxy) = (&case.model, &case.proxy);
         let outbound = translate::clusters(model);
         let mut known: BTreeSet<String> = outbound.iter().map(|c| c.name.clone()).collect();
-        known.extend(translate::proxy_clusters(model, proxy).into_iter().map(|c| c.name));
+        known.extend(
+            translate::proxy_clusters(model, proxy)
+                .into_iter()
+                .map(|c| c.name),
+        );
         let out = outputs(&case);
         let mut named = BTreeSet::new();
         referenced_clusters(&out["routes"], &mut named);
         referenced_clusters(&out["listeners"], &mut named);
         let missing: Vec<_> = named.difference(&known).collect();
-        assert!(missing.is_empty(), "{}: routes name unknown clusters {missing:?}", case.name);
-        let assigned: Vec<String> = translate::load_assignments(model).into_iter().map(|a| a.cluster_name).collect();
+        assert!(
+            missing.is_empty(),
+            "{}: routes name unknown clusters {missing:?}",
+            case.name
+        );
+        let assigned: Vec<String> = translate::load_assignments(model)
+            .into_iter()
+            .map(|a| a.cluster_name)
+            .collect();
         let eds: Vec<String> = outbound.into_iter().map(|c| c.name).collect();
-        assert_eq!(assigned, eds, "{}: every EDS cluster has exactly one assignment", case.name);
+        assert_eq!(
+            assigned, eds,
+            "{}: every EDS cluster has exactly one assignment",
+            case.name
+        );
         for config in translate::route_configs(model, &translate::route_scope(model, proxy)) {
             let mut seen = BTreeSet::new();
             for d in config.virtual_hosts.iter().flat_map(|v| &v.domains) {
-                assert!(seen.insert(d.clone()), "{}: domain {d} repeats in {}", case.name, config.name);
+                assert!(
+                    seen.insert(d.clone()),
+                    "{}: domain {d} repeats in {}",
+                    case.name,
+                    config.name
+                );
             }
         }
     }
@@ -174,7 +239,12 @@ fn write_bootstrap(case: &Case, dir: &Path) {
         .as_array()
         .expect("list")
         .iter()
-        .map(|a| (a["clusterName"].as_str().expect("name").to_string(), a.clone()))
+        .map(|a| {
+            (
+                a["clusterName"].as_str().expect("name").to_string(),
+                a.clone(),
+            )
+        })
         .collect();
     let routes: BTreeMap<String, Value> = out["routes"]
         .as_array()
@@ -190,7 +260,10 @@ fn write_bootstrap(case: &Case, dir: &Path) {
                 let obj = c.as_object_mut().expect("object");
                 obj.remove("edsClusterConfig");
                 obj.insert("type".into(), json!("STATIC"));
-                obj.insert("loadAssignment".into(), assignments[obj["name"].as_str().expect("name")].clone());
+                obj.insert(
+                    "loadAssignment".into(),
+                    assignments[obj["name"].as_str().expect("name")].clone(),
+                );
             }
             clusters.push(c);
         }

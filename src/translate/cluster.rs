@@ -11,11 +11,14 @@
 
 use super::{ads_config_source, naming, pack, seconds};
 use crate::model::{
-    DEFAULT_VERSION_LABEL, InterceptionMode, Model, ObjectKey, ProxyInfo, Routing, Service, ServicePort,
+    DEFAULT_VERSION_LABEL, InterceptionMode, Model, ObjectKey, ProxyInfo, Routing, Service,
+    ServicePort,
 };
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
 use envoy_types::pb::envoy::config::core::v3::Http2ProtocolOptions;
-use envoy_types::pb::envoy::extensions::upstreams::http::v3::{HttpProtocolOptions, http_protocol_options};
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
+    HttpProtocolOptions, http_protocol_options,
+};
 use envoy_types::pb::envoy::r#type::v3::Percent;
 use std::collections::{BTreeSet, HashMap};
 
@@ -32,7 +35,10 @@ pub(crate) struct EdsCluster<'a> {
 
 /// The label that names versions of this service: the governing policy's, else `version`.
 pub(crate) fn version_label<'a>(model: &'a Model, key: &ObjectKey) -> &'a str {
-    model.policy_for(key).map(|p| p.spec.version_label()).unwrap_or(DEFAULT_VERSION_LABEL)
+    model
+        .policy_for(key)
+        .map(|p| p.spec.version_label())
+        .unwrap_or(DEFAULT_VERSION_LABEL)
 }
 
 /// The versions that get subset clusters: every value of the version label among the endpoints, plus a
@@ -51,7 +57,11 @@ pub(crate) fn subset_versions(model: &Model, key: &ObjectKey) -> BTreeSet<String
         versions.insert(spec.stable.clone());
         versions.insert(spec.canary.clone());
         if let Routing::Only(winner) = policy.routing() {
-            let loser = if winner == spec.stable { &spec.canary } else { &spec.stable };
+            let loser = if winner == spec.stable {
+                &spec.canary
+            } else {
+                &spec.stable
+            };
             versions.remove(loser);
         }
     }
@@ -59,15 +69,27 @@ pub(crate) fn subset_versions(model: &Model, key: &ObjectKey) -> BTreeSet<String
 }
 
 /// Every EDS cluster of one service, catch-all first per port.
-pub(crate) fn eds_clusters_of<'a>(model: &'a Model, key: &ObjectKey, svc: &'a Service) -> Vec<EdsCluster<'a>> {
+pub(crate) fn eds_clusters_of<'a>(
+    model: &'a Model,
+    key: &ObjectKey,
+    svc: &'a Service,
+) -> Vec<EdsCluster<'a>> {
     let label = version_label(model, key);
     let versions = subset_versions(model, key);
     let mut out = Vec::new();
     for port in &svc.ports {
-        out.push(EdsCluster { name: naming::outbound_cluster(svc, port.port, ""), port, subset: None });
+        out.push(EdsCluster {
+            name: naming::outbound_cluster(svc, port.port, ""),
+            port,
+            subset: None,
+        });
         for v in &versions {
             let name = naming::outbound_cluster(svc, port.port, v);
-            out.push(EdsCluster { name, port, subset: Some((label, v.clone())) });
+            out.push(EdsCluster {
+                name,
+                port,
+                subset: Some((label, v.clone())),
+            });
         }
     }
     out
@@ -99,14 +121,19 @@ pub fn proxy_clusters(_model: &Model, proxy: &ProxyInfo) -> Vec<Cluster> {
 }
 
 fn eds_cluster(name: String, http2: bool) -> Cluster {
-    let eds = cluster::EdsClusterConfig { eds_config: Some(ads_config_source()), service_name: name.clone() };
+    let eds = cluster::EdsClusterConfig {
+        eds_config: Some(ads_config_source()),
+        service_name: name.clone(),
+    };
     let mut options = HashMap::new();
     if http2 {
         options.insert(HTTP_PROTOCOL_OPTIONS.to_string(), pack(&http2_options()));
     }
     Cluster {
         name,
-        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::Eds as i32)),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::Eds as i32,
+        )),
         eds_cluster_config: Some(eds),
         connect_timeout: Some(seconds(CONNECT_TIMEOUT_SECS)),
         // 0%: Envoy never spreads traffic over unhealthy (not ready) endpoints in panic mode.
@@ -120,11 +147,17 @@ fn eds_cluster(name: String, http2: bool) -> Cluster {
 }
 
 fn http2_options() -> HttpProtocolOptions {
-    use http_protocol_options::{ExplicitHttpConfig, UpstreamProtocolOptions, explicit_http_config::ProtocolConfig};
+    use http_protocol_options::{
+        ExplicitHttpConfig, UpstreamProtocolOptions, explicit_http_config::ProtocolConfig,
+    };
     HttpProtocolOptions {
-        upstream_protocol_options: Some(UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig {
-            protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(Http2ProtocolOptions::default())),
-        })),
+        upstream_protocol_options: Some(UpstreamProtocolOptions::ExplicitHttpConfig(
+            ExplicitHttpConfig {
+                protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(
+                    Http2ProtocolOptions::default(),
+                )),
+            },
+        )),
         ..Default::default()
     }
 }
@@ -132,7 +165,9 @@ fn http2_options() -> HttpProtocolOptions {
 fn passthrough_cluster() -> Cluster {
     Cluster {
         name: naming::PASSTHROUGH_CLUSTER.to_string(),
-        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::OriginalDst as i32)),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::OriginalDst as i32,
+        )),
         lb_policy: cluster::LbPolicy::ClusterProvided as i32,
         connect_timeout: Some(seconds(CONNECT_TIMEOUT_SECS)),
         ..Default::default()
@@ -144,7 +179,9 @@ fn inbound_cluster(port: u16) -> Cluster {
     Cluster {
         load_assignment: Some(super::endpoint::local_assignment(&name, port)),
         name,
-        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::Static as i32)),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::Static as i32,
+        )),
         connect_timeout: Some(seconds(CONNECT_TIMEOUT_SECS)),
         ..Default::default()
     }
@@ -157,10 +194,18 @@ mod tests {
 
     fn model(phase: crate::model::Phase) -> Model {
         let key = ObjectKey::new("default", "reviews");
-        let port =
-            ServicePort { name: "grpc".into(), port: 9080, target_port: TargetPort::Number(9080), app_protocol: None };
-        let svc =
-            Service { name: "reviews".into(), namespace: "default".into(), ports: vec![port], ..Default::default() };
+        let port = ServicePort {
+            name: "grpc".into(),
+            port: 9080,
+            target_port: TargetPort::Number(9080),
+            app_protocol: None,
+        };
+        let svc = Service {
+            name: "reviews".into(),
+            namespace: "default".into(),
+            ports: vec![port],
+            ..Default::default()
+        };
         let ep = Endpoint {
             name: "r2".into(),
             address: "10.0.0.2".into(),
@@ -175,8 +220,12 @@ mod tests {
             canary: "v3".into(),
             ..Default::default()
         };
-        let mut policy =
-            ReleasePolicy { name: "p".into(), namespace: "default".into(), spec, state: Default::default() };
+        let mut policy = ReleasePolicy {
+            name: "p".into(),
+            namespace: "default".into(),
+            spec,
+            state: Default::default(),
+        };
         policy.state.phase = phase;
         let mut m = Model::default();
         m.services.insert(key.clone(), svc);
@@ -192,7 +241,10 @@ mod tests {
     #[test]
     fn governed_service_has_stable_and_canary_subsets_even_without_endpoints() {
         let n = names(&model(crate::model::Phase::Progressing));
-        let subsets: Vec<&str> = n.iter().map(|s| s.split('|').nth(2).unwrap_or("?")).collect();
+        let subsets: Vec<&str> = n
+            .iter()
+            .map(|s| s.split('|').nth(2).unwrap_or("?"))
+            .collect();
         assert_eq!(subsets, ["v1", "v2", "v3", ""]); // `|` sorts after letters
     }
 
@@ -206,6 +258,9 @@ mod tests {
     #[test]
     fn grpc_ports_get_http2_upstreams() {
         let c = clusters(&model(crate::model::Phase::Progressing));
-        assert!(c.iter().all(|c| c.typed_extension_protocol_options.contains_key(HTTP_PROTOCOL_OPTIONS)));
+        assert!(c.iter().all(|c| {
+            c.typed_extension_protocol_options
+                .contains_key(HTTP_PROTOCOL_OPTIONS)
+        }));
     }
 }

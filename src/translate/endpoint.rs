@@ -22,8 +22,11 @@ use std::net::IpAddr;
 
 /// One assignment per EDS cluster of [`super::clusters`], sorted by cluster name.
 pub fn load_assignments(model: &Model) -> Vec<ClusterLoadAssignment> {
-    let mut out: Vec<ClusterLoadAssignment> =
-        model.services.keys().flat_map(|key| service_load_assignments(model, key)).collect();
+    let mut out: Vec<ClusterLoadAssignment> = model
+        .services
+        .keys()
+        .flat_map(|key| service_load_assignments(model, key))
+        .collect();
     out.sort_by(|a, b| a.cluster_name.cmp(&b.cluster_name));
     out
 }
@@ -35,8 +38,10 @@ pub fn service_load_assignments(model: &Model, svc: &ObjectKey) -> Vec<ClusterLo
         return Vec::new();
     };
     let endpoints = model.endpoints_of(svc);
-    let mut out: Vec<ClusterLoadAssignment> =
-        eds_clusters_of(model, svc, service).iter().map(|c| assignment(c, endpoints)).collect();
+    let mut out: Vec<ClusterLoadAssignment> = eds_clusters_of(model, svc, service)
+        .iter()
+        .map(|c| assignment(c, endpoints))
+        .collect();
     out.sort_by(|a, b| a.cluster_name.cmp(&b.cluster_name));
     out
 }
@@ -70,20 +75,29 @@ fn health(e: &Endpoint) -> Option<HealthStatus> {
 }
 
 fn assignment(cluster: &EdsCluster<'_>, endpoints: &[Endpoint]) -> ClusterLoadAssignment {
-    let subset = cluster.subset.as_ref().map(|(label, v)| (*label, v.as_str()));
+    let subset = cluster
+        .subset
+        .as_ref()
+        .map(|(label, v)| (*label, v.as_str()));
     let mut listed: Vec<(&str, u16, HealthStatus)> = serving(endpoints, cluster.port.port, subset)
         .filter_map(|(e, port)| Some((e.address.as_str(), port, health(e)?)))
         .collect();
     // By IP when the address parses (10.0.0.9 before 10.0.0.10), then as text; ties broken by port and health.
     listed.sort_by_key(|(addr, port, h)| (addr.parse::<IpAddr>().ok(), *addr, *port, *h as i32));
     listed.dedup_by_key(|(addr, port, _)| (*addr, *port));
-    let lb_endpoints = listed.into_iter().map(|(addr, port, h)| lb_endpoint(addr, port, h)).collect();
+    let lb_endpoints = listed
+        .into_iter()
+        .map(|(addr, port, h)| lb_endpoint(addr, port, h))
+        .collect();
     with_one_locality(&cluster.name, lb_endpoints)
 }
 
 /// `inbound|P||`'s inline assignment: the proxy's own workload on loopback.
 pub(crate) fn local_assignment(cluster_name: &str, port: u16) -> ClusterLoadAssignment {
-    with_one_locality(cluster_name, vec![lb_endpoint("127.0.0.1", port, HealthStatus::Unknown)])
+    with_one_locality(
+        cluster_name,
+        vec![lb_endpoint("127.0.0.1", port, HealthStatus::Unknown)],
+    )
 }
 
 fn lb_endpoint(addr: &str, port: u16, health: HealthStatus) -> LbEndpoint {
@@ -127,15 +141,26 @@ mod tests {
 
     #[test]
     fn health_maps_ready_draining_and_omits_the_rest() {
-        assert_eq!(health(&ep("a", "v1", true, true)), Some(HealthStatus::Healthy));
-        assert_eq!(health(&ep("a", "v1", false, true)), Some(HealthStatus::Draining));
+        assert_eq!(
+            health(&ep("a", "v1", true, true)),
+            Some(HealthStatus::Healthy)
+        );
+        assert_eq!(
+            health(&ep("a", "v1", false, true)),
+            Some(HealthStatus::Draining)
+        );
         assert_eq!(health(&ep("a", "v1", false, false)), None);
     }
 
     #[test]
     fn serving_filters_by_port_and_version() {
-        let eps = [ep("10.0.0.1", "v1", true, false), ep("10.0.0.2", "v3", true, false)];
-        let got: Vec<_> = serving(&eps, 9080, Some(("version", "v3"))).map(|(e, p)| (e.address.as_str(), p)).collect();
+        let eps = [
+            ep("10.0.0.1", "v1", true, false),
+            ep("10.0.0.2", "v3", true, false),
+        ];
+        let got: Vec<_> = serving(&eps, 9080, Some(("version", "v3")))
+            .map(|(e, p)| (e.address.as_str(), p))
+            .collect();
         assert_eq!(got, [("10.0.0.2", 8080)]);
         assert_eq!(serving(&eps, 9090, None).count(), 0);
         assert!(has_ready(&eps, 9080, "version", "v1"));

@@ -34,7 +34,10 @@ const ANY_IP: &str = "0.0.0.0";
 pub fn listeners(model: &Model, proxy: &ProxyInfo) -> Vec<Listener> {
     let mut out = match &proxy.mode {
         InterceptionMode::Listen(addr) => {
-            let hcm = hcm("sluice_listen", Route::Rds(naming::LISTEN_ROUTE_CONFIG.to_string()));
+            let hcm = hcm(
+                "sluice_listen",
+                Route::Rds(naming::LISTEN_ROUTE_CONFIG.to_string()),
+            );
             vec![Listener {
                 name: naming::listen_listener(addr),
                 address: Some(socket_address(&addr.ip().to_string(), addr.port())),
@@ -52,20 +55,23 @@ pub fn listeners(model: &Model, proxy: &ProxyInfo) -> Vec<Listener> {
 /// Where an HCM gets its routes.
 enum Route {
     Rds(String),
-    Inline(RouteConfiguration),
+    Inline(Box<RouteConfiguration>),
 }
 
 fn hcm(stat_prefix: &str, routes: Route) -> HttpConnectionManager {
     use http_connection_manager::RouteSpecifier;
     let route_specifier = match routes {
-        Route::Rds(name) => {
-            RouteSpecifier::Rds(Rds { config_source: Some(ads_config_source()), route_config_name: name })
-        }
-        Route::Inline(config) => RouteSpecifier::RouteConfig(config),
+        Route::Rds(name) => RouteSpecifier::Rds(Rds {
+            config_source: Some(ads_config_source()),
+            route_config_name: name,
+        }),
+        Route::Inline(config) => RouteSpecifier::RouteConfig(*config),
     };
     let router = HttpFilter {
         name: ROUTER_FILTER.to_string(),
-        config_type: Some(http_filter::ConfigType::TypedConfig(pack(&Router::default()))),
+        config_type: Some(http_filter::ConfigType::TypedConfig(pack(
+            &Router::default(),
+        ))),
         ..Default::default()
     };
     HttpConnectionManager {
@@ -121,14 +127,20 @@ fn outbound_port_listeners(model: &Model) -> Vec<Listener> {
             if port.is_http() {
                 http_ports.insert(port.port);
             } else {
-                tcp_owners.entry(port.port).or_default().push(naming::outbound_cluster(svc, port.port, ""));
+                tcp_owners
+                    .entry(port.port)
+                    .or_default()
+                    .push(naming::outbound_cluster(svc, port.port, ""));
             }
         }
     }
     let mut out = Vec::new();
     for port in &http_ports {
         let name = naming::outbound_port_listener(*port);
-        let hcm = hcm(&format!("outbound_{name}"), Route::Rds(naming::port_route_config(*port)));
+        let hcm = hcm(
+            &format!("outbound_{name}"),
+            Route::Rds(naming::port_route_config(*port)),
+        );
         out.push(unbound_listener(name, *port, chain(HCM_FILTER, pack(&hcm))));
     }
     for (port, owners) in tcp_owners.iter().filter(|(p, _)| !http_ports.contains(*p)) {
@@ -139,7 +151,11 @@ fn outbound_port_listeners(model: &Model) -> Vec<Listener> {
             _ => naming::PASSTHROUGH_CLUSTER,
         };
         let tcp = tcp_proxy(&format!("outbound_{name}"), cluster);
-        out.push(unbound_listener(name, *port, chain(TCP_PROXY_FILTER, pack(&tcp))));
+        out.push(unbound_listener(
+            name,
+            *port,
+            chain(TCP_PROXY_FILTER, pack(&tcp)),
+        ));
     }
     out
 }
@@ -166,11 +182,20 @@ fn virtual_inbound(ports: &[u16]) -> Listener {
                 routes: vec![super::route::to_cluster("default", &cluster)],
                 ..Default::default()
             };
-            let config = RouteConfiguration { name: cluster, virtual_hosts: vec![vhost], ..Default::default() };
-            let hcm = hcm(&format!("inbound_0.0.0.0_{port}"), Route::Inline(config));
+            let config = RouteConfiguration {
+                name: cluster,
+                virtual_hosts: vec![vhost],
+                ..Default::default()
+            };
+            let hcm = hcm(
+                &format!("inbound_0.0.0.0_{port}"),
+                Route::Inline(Box::new(config)),
+            );
             FilterChain {
                 filter_chain_match: Some(FilterChainMatch {
-                    destination_port: Some(UInt32Value { value: u32::from(port) }),
+                    destination_port: Some(UInt32Value {
+                        value: u32::from(port),
+                    }),
                     ..Default::default()
                 }),
                 ..chain(HCM_FILTER, pack(&hcm))
@@ -191,12 +216,17 @@ fn proxyless_listeners(model: &Model, proxy: &ProxyInfo) -> Vec<Listener> {
     let mut out = Vec::new();
     for svc in model.services.values() {
         for port in svc.ports.iter().filter(|p| p.is_http()) {
-            let hcm = hcm(&naming::virtual_host(svc, port.port), Route::Rds(naming::port_route_config(port.port)));
+            let hcm = hcm(
+                &naming::virtual_host(svc, port.port),
+                Route::Rds(naming::port_route_config(port.port)),
+            );
             let api = pack(&hcm);
             for host in naming::host_names(svc, &proxy.namespace) {
                 out.push(Listener {
                     name: format!("{host}:{}", port.port),
-                    api_listener: Some(ApiListener { api_listener: Some(api.clone()) }),
+                    api_listener: Some(ApiListener {
+                        api_listener: Some(api.clone()),
+                    }),
                     ..Default::default()
                 });
             }

@@ -14,7 +14,8 @@
 
 use crate::model::{Browser, ClientOs, MatchKind, RuleMatch, StringMatch};
 use envoy_types::pb::envoy::config::route::v3::{
-    HeaderMatcher, QueryParameterMatcher, RouteMatch, header_matcher, query_parameter_matcher, route_match,
+    HeaderMatcher, QueryParameterMatcher, RouteMatch, header_matcher, query_parameter_matcher,
+    route_match,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{RegexMatcher, StringMatcher, string_matcher};
 
@@ -31,10 +32,17 @@ pub(crate) fn rule_matches(m: &RuleMatch) -> Option<Vec<RouteMatch>> {
         headers.push(header("cookie", MatchKind::Regex(&cookie_regex(c)?)));
     }
     if !m.client_os.is_empty() {
-        headers.push(header("user-agent", MatchKind::Regex(&os_list_regex(&m.client_os))));
+        headers.push(header(
+            "user-agent",
+            MatchKind::Regex(&os_list_regex(&m.client_os)),
+        ));
     }
     let query_parameters = m.query.iter().map(query).collect::<Option<Vec<_>>>()?;
-    let base = RouteMatch { headers, query_parameters, ..prefix_all() };
+    let base = RouteMatch {
+        headers,
+        query_parameters,
+        ..prefix_all()
+    };
     if m.browser.is_empty() {
         return Some(vec![base]);
     }
@@ -42,7 +50,8 @@ pub(crate) fn rule_matches(m: &RuleMatch) -> Option<Vec<RouteMatch>> {
     browsers.dedup();
     let per_browser = browsers.iter().map(|b| {
         let mut one = base.clone();
-        one.headers.push(header("user-agent", MatchKind::Regex(browser_regex(*b))));
+        one.headers
+            .push(header("user-agent", MatchKind::Regex(browser_regex(*b))));
         one
     });
     Some(per_browser.collect())
@@ -50,7 +59,10 @@ pub(crate) fn rule_matches(m: &RuleMatch) -> Option<Vec<RouteMatch>> {
 
 /// Matches every path.
 pub(crate) fn prefix_all() -> RouteMatch {
-    RouteMatch { path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())), ..Default::default() }
+    RouteMatch {
+        path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())),
+        ..Default::default()
+    }
 }
 
 fn header(name: &str, kind: MatchKind<'_>) -> HeaderMatcher {
@@ -59,7 +71,11 @@ fn header(name: &str, kind: MatchKind<'_>) -> HeaderMatcher {
         Some(sm) => Spec::StringMatch(sm),
         None => Spec::PresentMatch(true),
     };
-    HeaderMatcher { name: name.to_string(), header_match_specifier: Some(spec), ..Default::default() }
+    HeaderMatcher {
+        name: name.to_string(),
+        header_match_specifier: Some(spec),
+        ..Default::default()
+    }
 }
 
 fn query(sm: &StringMatch) -> Option<QueryParameterMatcher> {
@@ -68,7 +84,10 @@ fn query(sm: &StringMatch) -> Option<QueryParameterMatcher> {
         Some(m) => Spec::StringMatch(m),
         None => Spec::PresentMatch(true),
     };
-    Some(QueryParameterMatcher { name: sm.name.clone(), query_parameter_match_specifier: Some(spec) })
+    Some(QueryParameterMatcher {
+        name: sm.name.clone(),
+        query_parameter_match_specifier: Some(spec),
+    })
 }
 
 /// `None` for `Present`, which Envoy spells as `present_match` rather than a string matcher.
@@ -78,10 +97,16 @@ fn string_match(kind: &MatchKind<'_>) -> Option<StringMatcher> {
         MatchKind::Exact(v) => MatchPattern::Exact(v.to_string()),
         MatchKind::Prefix(v) => MatchPattern::Prefix(v.to_string()),
         // No engine set: Envoy's default, Google RE2.
-        MatchKind::Regex(re) => MatchPattern::SafeRegex(RegexMatcher { regex: re.to_string(), engine_type: None }),
+        MatchKind::Regex(re) => MatchPattern::SafeRegex(RegexMatcher {
+            regex: re.to_string(),
+            engine_type: None,
+        }),
         MatchKind::Present => return None,
     };
-    Some(StringMatcher { match_pattern: Some(pattern), ignore_case: false })
+    Some(StringMatcher {
+        match_pattern: Some(pattern),
+        ignore_case: false,
+    })
 }
 
 /// A regex over the whole `cookie` header that holds when one cookie is exactly `NAME=VALUE` (VALUE as the match
@@ -93,7 +118,10 @@ pub(crate) fn cookie_regex(c: &StringMatch) -> Option<String> {
         MatchKind::Regex(re) => format!("(?:{re})"),
         MatchKind::Present => "[^;]*".to_string(),
     };
-    Some(format!("(?:.*;\\s*)?{}={value}\\s*(?:;.*)?", escape(&c.name)))
+    Some(format!(
+        "(?:.*;\\s*)?{}={value}\\s*(?:;.*)?",
+        escape(&c.name)
+    ))
 }
 
 /// Escapes RE2 metacharacters so the text matches literally.

@@ -30,26 +30,35 @@ pub use naming::{LISTEN_ROUTE_CONFIG, PASSTHROUGH_CLUSTER};
 pub use route::{RouteScope, route_configs, route_scope};
 
 use envoy_types::pb::envoy::config::core::v3::{
-    AggregatedConfigSource, ApiVersion, ConfigSource, SocketAddress, address, config_source, socket_address,
+    AggregatedConfigSource, ApiVersion, ConfigSource, SocketAddress, address, config_source,
+    socket_address,
 };
 use envoy_types::pb::google::protobuf::{Any, Duration};
 
 /// Packs a typed config into an `Any`, as Envoy expects for `typed_config` and xDS resources.
 pub(crate) fn pack<M: prost::Message + prost::Name>(msg: &M) -> Any {
-    Any { type_url: format!("type.googleapis.com/{}", M::full_name()), value: msg.encode_to_vec() }
+    Any {
+        type_url: format!("type.googleapis.com/{}", M::full_name()),
+        value: msg.encode_to_vec(),
+    }
 }
 
 /// "Fetch this over the ADS stream": how every dynamic resource Sluice serves is sourced.
 pub(crate) fn ads_config_source() -> ConfigSource {
     ConfigSource {
-        config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(AggregatedConfigSource {})),
+        config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(
+            AggregatedConfigSource {},
+        )),
         resource_api_version: ApiVersion::V3 as i32,
         ..Default::default()
     }
 }
 
 /// A TCP socket address.
-pub(crate) fn socket_address(ip: &str, port: u16) -> envoy_types::pb::envoy::config::core::v3::Address {
+pub(crate) fn socket_address(
+    ip: &str,
+    port: u16,
+) -> envoy_types::pb::envoy::config::core::v3::Address {
     envoy_types::pb::envoy::config::core::v3::Address {
         address: Some(address::Address::SocketAddress(SocketAddress {
             address: ip.to_string(),
@@ -60,5 +69,8 @@ pub(crate) fn socket_address(ip: &str, port: u16) -> envoy_types::pb::envoy::con
 }
 
 pub(crate) fn seconds(s: i64) -> Duration {
-    Duration { seconds: s, nanos: 0 }
+    Duration {
+        seconds: s,
+        nanos: 0,
+    }
 }

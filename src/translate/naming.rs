@@ -44,8 +44,11 @@ pub(crate) fn virtual_host(svc: &Service, port: u16) -> String {
 /// The names a client may use for a service, longest first: the FQDN, `name.ns.svc`, `name.ns`, and the short
 /// `name` only from the service's own namespace (elsewhere it would mean a different service).
 pub(crate) fn host_names(svc: &Service, proxy_namespace: &str) -> Vec<String> {
-    let mut names =
-        vec![fqdn(svc), format!("{}.{}.svc", svc.name, svc.namespace), format!("{}.{}", svc.name, svc.namespace)];
+    let mut names = vec![
+        fqdn(svc),
+        format!("{}.{}.svc", svc.name, svc.namespace),
+        format!("{}.{}", svc.name, svc.namespace),
+    ];
     if svc.namespace == proxy_namespace {
         names.push(svc.name.clone());
     }
@@ -67,22 +70,38 @@ mod tests {
     use super::*;
 
     fn svc(name: &str, ns: &str) -> Service {
-        Service { name: name.into(), namespace: ns.into(), ..Default::default() }
+        Service {
+            name: name.into(),
+            namespace: ns.into(),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn names_follow_istio() {
         let s = svc("reviews", "default");
-        assert_eq!(outbound_cluster(&s, 9080, "v1"), "outbound|9080|v1|reviews.default.svc.cluster.local");
-        assert_eq!(outbound_cluster(&s, 9080, ""), "outbound|9080||reviews.default.svc.cluster.local");
+        assert_eq!(
+            outbound_cluster(&s, 9080, "v1"),
+            "outbound|9080|v1|reviews.default.svc.cluster.local"
+        );
+        assert_eq!(
+            outbound_cluster(&s, 9080, ""),
+            "outbound|9080||reviews.default.svc.cluster.local"
+        );
         assert_eq!(inbound_cluster(9080), "inbound|9080||");
-        assert_eq!(virtual_host(&s, 9080), "reviews.default.svc.cluster.local:9080");
+        assert_eq!(
+            virtual_host(&s, 9080),
+            "reviews.default.svc.cluster.local:9080"
+        );
     }
 
     #[test]
     fn short_name_only_in_own_namespace() {
         let s = svc("reviews", "default");
-        assert_eq!(host_names(&s, "default").last().map(String::as_str), Some("reviews"));
+        assert_eq!(
+            host_names(&s, "default").last().map(String::as_str),
+            Some("reviews")
+        );
         assert_eq!(host_names(&s, "other").len(), 3);
     }
 }

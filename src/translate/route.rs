@@ -13,12 +13,13 @@ use super::endpoint::has_ready;
 use super::matchers::{prefix_all, rule_matches};
 use super::naming;
 use crate::model::{
-    InterceptionMode, Model, ObjectKey, ProxyInfo, ReleasePolicy, Routing, Service, ServicePort, TOTAL_WEIGHT, Target,
+    InterceptionMode, Model, ObjectKey, ProxyInfo, ReleasePolicy, Routing, Service, ServicePort,
+    TOTAL_WEIGHT, Target,
 };
 use envoy_types::pb::envoy::config::core::v3::RuntimeFractionalPercent;
 use envoy_types::pb::envoy::config::route::v3::{
-    Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster, route, route_action,
-    weighted_cluster::ClusterWeight,
+    Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster, route,
+    route_action, weighted_cluster::ClusterWeight,
 };
 use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent::DenominatorType};
 use envoy_types::pb::google::protobuf::UInt32Value;
@@ -48,7 +49,11 @@ pub fn route_scope(model: &Model, proxy: &ProxyInfo) -> RouteScope {
         }
     }
     let listen = matches!(proxy.mode, InterceptionMode::Listen(_));
-    RouteScope { namespace: proxy.namespace.clone(), listen, source_rules }
+    RouteScope {
+        namespace: proxy.namespace.clone(),
+        listen,
+        source_rules,
+    }
 }
 
 /// Route configurations for a scope, sorted by name: `sluice-listen` in listen mode (always, even empty, since
@@ -66,15 +71,26 @@ pub fn route_configs(model: &Model, scope: &RouteScope) -> Vec<RouteConfiguratio
             } else {
                 (naming::port_route_config(port.port), true)
             };
-            by_config.entry(config).or_default().push(virtual_host(model, scope, key, svc, port, bare));
+            by_config
+                .entry(config)
+                .or_default()
+                .push(virtual_host(model, scope, key, svc, port, bare));
         }
     }
     by_config
         .into_iter()
         .map(|(name, mut virtual_hosts)| {
             virtual_hosts.sort_by(|a, b| a.name.cmp(&b.name));
-            let config = RouteConfiguration { name, virtual_hosts, ..Default::default() };
-            debug_assert!(repeated_domain(&config).is_none(), "{:?}", repeated_domain(&config));
+            let config = RouteConfiguration {
+                name,
+                virtual_hosts,
+                ..Default::default()
+            };
+            debug_assert!(
+                repeated_domain(&config).is_none(),
+                "{:?}",
+                repeated_domain(&config)
+            );
             config
         })
         .collect()
@@ -83,7 +99,12 @@ pub fn route_configs(model: &Model, scope: &RouteScope) -> Vec<RouteConfiguratio
 /// The first domain that appears twice in a configuration; Envoy rejects such a configuration.
 pub(crate) fn repeated_domain(config: &RouteConfiguration) -> Option<&str> {
     let mut seen = BTreeSet::new();
-    config.virtual_hosts.iter().flat_map(|v| &v.domains).find(|d| !seen.insert(d.as_str())).map(String::as_str)
+    config
+        .virtual_hosts
+        .iter()
+        .flat_map(|v| &v.domains)
+        .find(|d| !seen.insert(d.as_str()))
+        .map(String::as_str)
 }
 
 fn virtual_host(
@@ -102,10 +123,19 @@ fn virtual_host(
         }
     }
     let routes = match model.policy_for(key) {
-        None => vec![route("default".into(), prefix_all(), to(naming::outbound_cluster(svc, port.port, "")))],
+        None => vec![route(
+            "default".into(),
+            prefix_all(),
+            to(naming::outbound_cluster(svc, port.port, "")),
+        )],
         Some(policy) => policy_routes(model, scope, key, policy, svc, port),
     };
-    VirtualHost { name: naming::virtual_host(svc, port.port), domains, routes, ..Default::default() }
+    VirtualHost {
+        name: naming::virtual_host(svc, port.port),
+        domains,
+        routes,
+        ..Default::default()
+    }
 }
 
 fn policy_routes(
@@ -120,8 +150,13 @@ fn policy_routes(
     let subset = |v: &str| naming::outbound_cluster(svc, port.port, v);
     let default_name = format!("{}.default", policy.name);
     let (canary_weight, rules) = match policy.routing() {
-        Routing::All(v) | Routing::Only(v) => return vec![route(default_name, prefix_all(), to(subset(v)))],
-        Routing::Split { canary_weight, rules } => (canary_weight, rules),
+        Routing::All(v) | Routing::Only(v) => {
+            return vec![route(default_name, prefix_all(), to(subset(v)))];
+        }
+        Routing::Split {
+            canary_weight,
+            rules,
+        } => (canary_weight, rules),
     };
     let endpoints = model.endpoints_of(key);
     let label = spec.version_label();
@@ -132,7 +167,8 @@ fn policy_routes(
     let policy_key = ObjectKey::new(&policy.namespace, &policy.name);
     let mut routes = Vec::new();
     for (i, rule) in rules.iter().enumerate() {
-        let scoped = rule.matches.source_labels.is_empty() || scope.source_rules.contains(&(policy_key.clone(), i));
+        let scoped = rule.matches.source_labels.is_empty()
+            || scope.source_rules.contains(&(policy_key.clone(), i));
         let Some(matches) = rule_matches(&rule.matches).filter(|_| scoped) else {
             continue;
         };
@@ -140,15 +176,28 @@ fn policy_routes(
             Target::Stable => &spec.stable,
             Target::Canary => &spec.canary,
         };
-        let name = if rule.name.is_empty() { i.to_string() } else { rule.name.clone() };
+        let name = if rule.name.is_empty() {
+            i.to_string()
+        } else {
+            rule.name.clone()
+        };
         for m in matches {
-            routes.push(route(format!("{}.{name}", policy.name), m, to(subset(version))));
+            routes.push(route(
+                format!("{}.{name}", policy.name),
+                m,
+                to(subset(version)),
+            ));
         }
     }
     let canary = ready.canary_weight(canary_weight.min(TOTAL_WEIGHT));
-    let mut action = weighted(&[(subset(&spec.stable), TOTAL_WEIGHT - canary), (subset(&spec.canary), canary)]);
+    let mut action = weighted(&[
+        (subset(&spec.stable), TOTAL_WEIGHT - canary),
+        (subset(&spec.canary), canary),
+    ]);
     if let Some(mirror) = spec.traffic.mirror.as_ref().filter(|m| m.percent > 0) {
-        action.request_mirror_policies.push(mirror_to(subset(&spec.canary), mirror.percent));
+        action
+            .request_mirror_policies
+            .push(mirror_to(subset(&spec.canary), mirror.percent));
     }
     // Stickiness (`spec.traffic.stickiness`) is not translated yet: it would go here, as a cookie hash policy or
     // a stateful-session filter that pins a user to the version first picked.
@@ -189,11 +238,19 @@ pub(crate) fn to_cluster(name: &str, cluster: &str) -> Route {
 }
 
 fn route(name: String, matches: RouteMatch, action: RouteAction) -> Route {
-    Route { name, r#match: Some(matches), action: Some(route::Action::Route(action)), ..Default::default() }
+    Route {
+        name,
+        r#match: Some(matches),
+        action: Some(route::Action::Route(action)),
+        ..Default::default()
+    }
 }
 
 fn to(cluster: String) -> RouteAction {
-    RouteAction { cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(cluster)), ..Default::default() }
+    RouteAction {
+        cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(cluster)),
+        ..Default::default()
+    }
 }
 
 fn weighted(clusters: &[(String, u32)]) -> RouteAction {
@@ -205,7 +262,10 @@ fn weighted(clusters: &[(String, u32)]) -> RouteAction {
             ..Default::default()
         })
         .collect();
-    let weighted = WeightedCluster { clusters, ..Default::default() };
+    let weighted = WeightedCluster {
+        clusters,
+        ..Default::default()
+    };
     RouteAction {
         cluster_specifier: Some(route_action::ClusterSpecifier::WeightedClusters(weighted)),
         ..Default::default()
@@ -213,10 +273,16 @@ fn weighted(clusters: &[(String, u32)]) -> RouteAction {
 }
 
 fn mirror_to(cluster: String, percent: u32) -> route_action::RequestMirrorPolicy {
-    let fraction = FractionalPercent { numerator: percent.min(100), denominator: DenominatorType::Hundred as i32 };
+    let fraction = FractionalPercent {
+        numerator: percent.min(100),
+        denominator: DenominatorType::Hundred as i32,
+    };
     route_action::RequestMirrorPolicy {
         cluster,
-        runtime_fraction: Some(RuntimeFractionalPercent { default_value: Some(fraction), ..Default::default() }),
+        runtime_fraction: Some(RuntimeFractionalPercent {
+            default_value: Some(fraction),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
@@ -227,21 +293,36 @@ mod tests {
 
     #[test]
     fn an_unready_side_loses_its_weight_and_its_rules() {
-        let only_stable = Ready { stable: true, canary: false };
+        let only_stable = Ready {
+            stable: true,
+            canary: false,
+        };
         assert_eq!(only_stable.canary_weight(2000), 0);
         assert_eq!(only_stable.target(Target::Canary), Target::Stable);
-        let only_canary = Ready { stable: false, canary: true };
+        let only_canary = Ready {
+            stable: false,
+            canary: true,
+        };
         assert_eq!(only_canary.canary_weight(2000), TOTAL_WEIGHT);
         assert_eq!(only_canary.target(Target::Stable), Target::Canary);
-        let neither = Ready { stable: false, canary: false };
+        let neither = Ready {
+            stable: false,
+            canary: false,
+        };
         assert_eq!(neither.canary_weight(2000), 2000);
         assert_eq!(neither.target(Target::Canary), Target::Canary);
     }
 
     #[test]
     fn repeated_domains_are_found() {
-        let vh = |d: &str| VirtualHost { domains: vec![d.into()], ..Default::default() };
-        let config = RouteConfiguration { virtual_hosts: vec![vh("a"), vh("b"), vh("a")], ..Default::default() };
+        let vh = |d: &str| VirtualHost {
+            domains: vec![d.into()],
+            ..Default::default()
+        };
+        let config = RouteConfiguration {
+            virtual_hosts: vec![vh("a"), vh("b"), vh("a")],
+            ..Default::default()
+        };
         assert_eq!(repeated_domain(&config), Some("a"));
     }
 }

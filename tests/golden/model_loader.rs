@@ -8,8 +8,8 @@
 
 use serde::Deserialize;
 use sluice::model::{
-    Endpoint, InterceptionMode, Model, ObjectKey, Phase, ProxyInfo, ReleasePolicy, ReleasePolicySpec, ReleaseState,
-    Service, ServicePort, TargetPort,
+    Endpoint, InterceptionMode, Model, ObjectKey, Phase, ProxyInfo, ReleasePolicy,
+    ReleasePolicySpec, ReleaseState, Service, ServicePort, TargetPort,
 };
 use std::collections::BTreeMap;
 
@@ -69,9 +69,19 @@ struct StatusDoc {
 #[derive(Deserialize)]
 #[serde(tag = "kind")]
 enum Doc {
-    Service { metadata: Meta, spec: ServiceSpec },
-    Workload { metadata: Meta, spec: WorkloadSpec },
-    ReleasePolicy { metadata: Meta, spec: ReleasePolicySpec, status: Option<StatusDoc> },
+    Service {
+        metadata: Meta,
+        spec: ServiceSpec,
+    },
+    Workload {
+        metadata: Meta,
+        spec: WorkloadSpec,
+    },
+    ReleasePolicy {
+        metadata: Meta,
+        spec: Box<ReleasePolicySpec>,
+        status: Option<StatusDoc>,
+    },
 }
 
 pub fn load_model(text: &str) -> Model {
@@ -86,7 +96,11 @@ pub fn load_model(text: &str) -> Model {
         match serde_yaml::from_value::<Doc>(value).expect("a Service, Workload or ReleasePolicy") {
             Doc::Service { metadata, spec } => add_service(&mut model, metadata, spec),
             Doc::Workload { metadata, spec } => workloads.push((metadata, spec)),
-            Doc::ReleasePolicy { metadata, spec, status } => add_policy(&mut model, metadata, spec, status),
+            Doc::ReleasePolicy {
+                metadata,
+                spec,
+                status,
+            } => add_policy(&mut model, metadata, *spec, status),
         }
     }
     let keys: Vec<ObjectKey> = model.services.keys().cloned().collect();
@@ -94,7 +108,10 @@ pub fn load_model(text: &str) -> Model {
         let svc = &model.services[&key];
         let eps: Vec<Endpoint> = workloads
             .iter()
-            .filter(|(m, _)| m.namespace == key.namespace && svc.selector.iter().all(|(k, v)| m.labels.get(k) == Some(v)))
+            .filter(|(m, _)| {
+                m.namespace == key.namespace
+                    && svc.selector.iter().all(|(k, v)| m.labels.get(k) == Some(v))
+            })
             .map(|(m, s)| endpoint(svc, m, s))
             .collect();
         model.endpoints.insert(key, eps);
@@ -113,8 +130,15 @@ fn add_service(model: &mut Model, meta: Meta, spec: ServiceSpec) {
             app_protocol: p.app_protocol,
         })
         .collect();
-    let svc = Service { name: meta.name.clone(), namespace: meta.namespace.clone(), ports, selector: spec.selector };
-    model.services.insert(ObjectKey::new(meta.namespace, meta.name), svc);
+    let svc = Service {
+        name: meta.name.clone(),
+        namespace: meta.namespace.clone(),
+        ports,
+        selector: spec.selector,
+    };
+    model
+        .services
+        .insert(ObjectKey::new(meta.namespace, meta.name), svc);
 }
 
 fn add_policy(model: &mut Model, meta: Meta, spec: ReleasePolicySpec, status: Option<StatusDoc>) {
@@ -125,8 +149,15 @@ fn add_policy(model: &mut Model, meta: Meta, spec: ReleasePolicySpec, status: Op
         canary_weight: status.weights.get(&spec.canary).copied(),
         step: 0,
     };
-    let policy = ReleasePolicy { name: meta.name.clone(), namespace: meta.namespace.clone(), spec, state };
-    model.policies.insert(ObjectKey::new(meta.namespace, meta.name), policy);
+    let policy = ReleasePolicy {
+        name: meta.name.clone(),
+        namespace: meta.namespace.clone(),
+        spec,
+        state,
+    };
+    model
+        .policies
+        .insert(ObjectKey::new(meta.namespace, meta.name), policy);
 }
 
 fn endpoint(svc: &Service, meta: &Meta, spec: &WorkloadSpec) -> Endpoint {
@@ -168,10 +199,21 @@ struct ProxyDoc {
 pub fn load_proxy(text: &str) -> ProxyInfo {
     let doc: ProxyDoc = serde_yaml::from_str(text).expect("proxy.yaml");
     let mode = match doc.mode.as_str() {
-        "listen" => InterceptionMode::Listen(doc.listen.expect("listen address").parse().expect("ip:port")),
+        "listen" => InterceptionMode::Listen(
+            doc.listen
+                .expect("listen address")
+                .parse()
+                .expect("ip:port"),
+        ),
         "intercept" => InterceptionMode::Intercept,
         "proxyless" => InterceptionMode::Proxyless,
         other => panic!("unknown mode {other}"),
     };
-    ProxyInfo { id: doc.id, namespace: doc.namespace, mode, labels: doc.labels, inbound_ports: doc.inbound_ports }
+    ProxyInfo {
+        id: doc.id,
+        namespace: doc.namespace,
+        mode,
+        labels: doc.labels,
+        inbound_ports: doc.inbound_ports,
+    }
 }

@@ -39,7 +39,13 @@ const AGENTS: &[(&str, Option<ClientOs>, Option<Browser>)] = &[
 ];
 
 const ALL_OS: [ClientOs; 5] = [Windows, MacOs, Ios, Android, Linux];
-const ALL_BROWSERS: [Browser; 5] = [Browser::Chrome, Browser::Firefox, Browser::Safari, Browser::Edge, Browser::Ie];
+const ALL_BROWSERS: [Browser; 5] = [
+    Browser::Chrome,
+    Browser::Firefox,
+    Browser::Safari,
+    Browser::Edge,
+    Browser::Ie,
+];
 
 #[test]
 fn user_agents_match_exactly_their_os() {
@@ -64,21 +70,32 @@ fn user_agents_match_exactly_their_browser() {
 #[test]
 fn an_os_list_matches_any_of_its_values() {
     let re = full(&os_list_regex(&[Linux, Ios]));
-    let hits: Vec<_> = AGENTS.iter().filter(|(ua, ..)| re.is_match(ua)).map(|(_, os, _)| os.unwrap()).collect();
+    let hits: Vec<_> = AGENTS
+        .iter()
+        .filter(|(ua, ..)| re.is_match(ua))
+        .map(|(_, os, _)| os.unwrap())
+        .collect();
     assert!(hits.iter().all(|os| matches!(os, Linux | Ios)));
     assert_eq!(hits.len(), 9);
 }
 
 #[test]
 fn each_browser_gets_its_own_match() {
-    let m = RuleMatch { browser: vec![Browser::Chrome, Browser::Safari], client_os: vec![Ios], ..Default::default() };
+    let m = RuleMatch {
+        browser: vec![Browser::Chrome, Browser::Safari],
+        client_os: vec![Ios],
+        ..Default::default()
+    };
     let matches = rule_matches(&m).expect("valid");
     assert_eq!(matches.len(), 2);
     assert!(matches.iter().all(|r| r.headers.len() == 2));
 }
 
 fn cookie(name: &str, set: impl FnOnce(&mut StringMatch)) -> regex::Regex {
-    let mut m = StringMatch { name: name.into(), ..Default::default() };
+    let mut m = StringMatch {
+        name: name.into(),
+        ..Default::default()
+    };
     set(&mut m);
     full(&cookie_regex(&m).expect("valid match"))
 }
@@ -86,10 +103,22 @@ fn cookie(name: &str, set: impl FnOnce(&mut StringMatch)) -> regex::Regex {
 #[test]
 fn cookie_exact_finds_one_whole_cookie() {
     let re = cookie("group", |m| m.exact = Some("be.ta".into()));
-    for yes in ["group=be.ta", "a=1; group=be.ta", "a=1;group=be.ta; b=2", "group=be.ta;b=2"] {
+    for yes in [
+        "group=be.ta",
+        "a=1; group=be.ta",
+        "a=1;group=be.ta; b=2",
+        "group=be.ta;b=2",
+    ] {
         assert!(re.is_match(yes), "{yes}");
     }
-    for no in ["group=beXta", "group=be.tax", "xgroup=be.ta", "a=group=be.ta", "group=", "a=1"] {
+    for no in [
+        "group=beXta",
+        "group=be.tax",
+        "xgroup=be.ta",
+        "a=group=be.ta",
+        "group=",
+        "a=1",
+    ] {
         assert!(!re.is_match(no), "{no}");
     }
 }
@@ -106,8 +135,14 @@ fn cookie_prefix_regex_and_present() {
 
 #[test]
 fn malformed_matches_drop_the_rule() {
-    let bad = StringMatch { name: "x".into(), ..Default::default() };
-    let m = RuleMatch { headers: vec![bad], ..Default::default() };
+    let bad = StringMatch {
+        name: "x".into(),
+        ..Default::default()
+    };
+    let m = RuleMatch {
+        headers: vec![bad],
+        ..Default::default()
+    };
     assert_eq!(rule_matches(&m), None);
 }
 
