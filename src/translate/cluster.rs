@@ -1,0 +1,211 @@
+//! Clusters: one EDS cluster per service port for all endpoints, one per version subset, plus the per-proxy
+//! extras of intercept mode.
+//!
+//! ```text
+//!  Service reviews:9080 ─┬─▶ outbound|9080||reviews...    (catch-all)
+//!   endpoints v1, v3     ├─▶ outbound|9080|v1|reviews...  (subset: version label = v1)
+//!   policy stable v1 ... └─▶ outbound|9080|v3|reviews...  (subset; kept for a governed service even if empty)
+//! ```
+//!
+//! Subset membership lives in the load assignments (see `endpoint.rs`); a cluster only names its assignment.
+
+use super::{ads_config_source, naming, pack, seconds};
+use crate::model::{
+    DEFAULT_VERSION_LABEL, InterceptionMode, Model, ObjectKey, ProxyInfo, Routing, Service, ServicePort,
+};
+use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
+use envoy_types::pb::envoy::config::core::v3::Http2ProtocolOptions;
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::{HttpProtocolOptions, http_protocol_options};
+use envoy_types::pb::envoy::r#type::v3::Percent;
+use std::collections::{BTreeSet, HashMap};
+
+const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+const CONNECT_TIMEOUT_SECS: i64 = 1;
+
+/// One EDS cluster Sluice serves: a service port and, for a subset, the version it holds.
+pub(crate) struct EdsCluster<'a> {
+    pub name: String,
+    pub port: &'a ServicePort,
+    /// `(version label, version)`; `None` for the catch-all cluster.
+    pub subset: Option<(&'a str, String)>,
+}
+
+/// The label that names versions of this service: the governing policy's, else `version`.
+pub(crate) fn version_label<'a>(model: &'a Model, key: &ObjectKey) -> &'a str {
+    model.policy_for(key).map(|p| p.spec.version_label()).unwrap_or(DEFAULT_VERSION_LABEL)
+}
+
+/// The versions that get subset clusters: every value of the version label among the endpoints, plus a
+/// governing policy's stable and canary; minus the loser of a finished release (`Routing::Only`).
+pub(crate) fn subset_versions(model: &Model, key: &ObjectKey) -> BTreeSet<String> {
+    let label = version_label(model, key);
+    let mut versions: BTreeSet<String> = model
+        .endpoints_of(key)
+        .iter()
+        .filter_map(|e| e.label(label))
+        .filter(|v| !v.is_empty())
+        .map(String::from)
+        .collect();
+    if let Some(policy) = model.policy_for(key) {
+        let spec = &policy.spec;
+        versions.insert(spec.stable.clone());
+        versions.insert(spec.canary.clone());
+        if let Routing::Only(winner) = policy.routing() {
+            let loser = if winner == spec.stable { &spec.canary } else { &spec.stable };
+            versions.remove(loser);
+        }
+    }
+    versions
+}
+
+/// Every EDS cluster of one service, catch-all first per port.
+pub(crate) fn eds_clusters_of<'a>(model: &'a Model, key: &ObjectKey, svc: &'a Service) -> Vec<EdsCluster<'a>> {
+    let label = version_label(model, key);
+    let versions = subset_versions(model, key);
+    let mut out = Vec::new();
+    for port in &svc.ports {
+        out.push(EdsCluster { name: naming::outbound_cluster(svc, port.port, ""), port, subset: None });
+        for v in &versions {
+            let name = naming::outbound_cluster(svc, port.port, v);
+            out.push(EdsCluster { name, port, subset: Some((label, v.clone())) });
+        }
+    }
+    out
+}
+
+/// Outbound EDS clusters of every service port (TCP ports too), sorted by name.
+pub fn clusters(model: &Model) -> Vec<Cluster> {
+    let mut out: Vec<Cluster> = model
+        .services
+        .iter()
+        .flat_map(|(key, svc)| eds_clusters_of(model, key, svc))
+        .map(|c| eds_cluster(c.name, c.port.is_http2()))
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// Per-proxy clusters: in intercept mode `PassthroughCluster` and one `inbound|P||` per inbound port; none in the
+/// other modes. Sorted by name.
+pub fn proxy_clusters(_model: &Model, proxy: &ProxyInfo) -> Vec<Cluster> {
+    if proxy.mode != InterceptionMode::Intercept {
+        return Vec::new();
+    }
+    let mut out = vec![passthrough_cluster()];
+    let ports: BTreeSet<u16> = proxy.inbound_ports.iter().copied().collect();
+    out.extend(ports.into_iter().map(inbound_cluster));
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+fn eds_cluster(name: String, http2: bool) -> Cluster {
+    let eds = cluster::EdsClusterConfig { eds_config: Some(ads_config_source()), service_name: name.clone() };
+    let mut options = HashMap::new();
+    if http2 {
+        options.insert(HTTP_PROTOCOL_OPTIONS.to_string(), pack(&http2_options()));
+    }
+    Cluster {
+        name,
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::Eds as i32)),
+        eds_cluster_config: Some(eds),
+        connect_timeout: Some(seconds(CONNECT_TIMEOUT_SECS)),
+        // 0%: Envoy never spreads traffic over unhealthy (not ready) endpoints in panic mode.
+        common_lb_config: Some(cluster::CommonLbConfig {
+            healthy_panic_threshold: Some(Percent { value: 0.0 }),
+            ..Default::default()
+        }),
+        typed_extension_protocol_options: options,
+        ..Default::default()
+    }
+}
+
+fn http2_options() -> HttpProtocolOptions {
+    use http_protocol_options::{ExplicitHttpConfig, UpstreamProtocolOptions, explicit_http_config::ProtocolConfig};
+    HttpProtocolOptions {
+        upstream_protocol_options: Some(UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig {
+            protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(Http2ProtocolOptions::default())),
+        })),
+        ..Default::default()
+    }
+}
+
+fn passthrough_cluster() -> Cluster {
+    Cluster {
+        name: naming::PASSTHROUGH_CLUSTER.to_string(),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::OriginalDst as i32)),
+        lb_policy: cluster::LbPolicy::ClusterProvided as i32,
+        connect_timeout: Some(seconds(CONNECT_TIMEOUT_SECS)),
+        ..Default::default()
+    }
+}
+
+fn inbound_cluster(port: u16) -> Cluster {
+    let name = naming::inbound_cluster(port);
+    Cluster {
+        load_assignment: Some(super::endpoint::local_assignment(&name, port)),
+        name,
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::Static as i32)),
+        connect_timeout: Some(seconds(CONNECT_TIMEOUT_SECS)),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Endpoint, ReleasePolicy, ReleasePolicySpec, TargetPort};
+
+    fn model(phase: crate::model::Phase) -> Model {
+        let key = ObjectKey::new("default", "reviews");
+        let port =
+            ServicePort { name: "grpc".into(), port: 9080, target_port: TargetPort::Number(9080), app_protocol: None };
+        let svc =
+            Service { name: "reviews".into(), namespace: "default".into(), ports: vec![port], ..Default::default() };
+        let ep = Endpoint {
+            name: "r2".into(),
+            address: "10.0.0.2".into(),
+            ports: [(9080, 9080)].into(),
+            labels: [("version".to_string(), "v2".to_string())].into(),
+            ready: true,
+            terminating: false,
+        };
+        let spec = ReleasePolicySpec {
+            service: "reviews".into(),
+            stable: "v1".into(),
+            canary: "v3".into(),
+            ..Default::default()
+        };
+        let mut policy =
+            ReleasePolicy { name: "p".into(), namespace: "default".into(), spec, state: Default::default() };
+        policy.state.phase = phase;
+        let mut m = Model::default();
+        m.services.insert(key.clone(), svc);
+        m.endpoints.insert(key.clone(), vec![ep]);
+        m.policies.insert(ObjectKey::new("default", "p"), policy);
+        m
+    }
+
+    fn names(m: &Model) -> Vec<String> {
+        clusters(m).into_iter().map(|c| c.name).collect()
+    }
+
+    #[test]
+    fn governed_service_has_stable_and_canary_subsets_even_without_endpoints() {
+        let n = names(&model(crate::model::Phase::Progressing));
+        let subsets: Vec<&str> = n.iter().map(|s| s.split('|').nth(2).unwrap_or("?")).collect();
+        assert_eq!(subsets, ["v1", "v2", "v3", ""]); // `|` sorts after letters
+    }
+
+    #[test]
+    fn finalized_release_drops_the_losers_subset() {
+        let n = names(&model(crate::model::Phase::Finalized));
+        assert!(!n.iter().any(|s| s.contains("|v1|")), "{n:?}");
+        assert!(n.iter().any(|s| s.contains("|v3|")));
+    }
+
+    #[test]
+    fn grpc_ports_get_http2_upstreams() {
+        let c = clusters(&model(crate::model::Phase::Progressing));
+        assert!(c.iter().all(|c| { c.typed_extension_protocol_options.contains_key(HTTP_PROTOCOL_OPTIONS) }));
+    }
+}

@@ -1,0 +1,144 @@
+//! ClusterLoadAssignments: which addresses serve each EDS cluster, and in what health.
+//!
+//! ```text
+//!  Endpoint { ready }              ─▶ HEALTHY   (gets traffic)
+//!  Endpoint { !ready, terminating } ─▶ DRAINING  (no new requests; open ones finish)
+//!  Endpoint { !ready, !terminating } ─▶ omitted
+//! ```
+//!
+//! Every assignment has exactly one locality with weight 1: proxyless gRPC NACKs endpoints without a locality
+//! and ignores localities without a weight. Assignments with no endpoints are still emitted, so every EDS
+//! cluster warms.
+
+use super::cluster::{EdsCluster, eds_clusters_of};
+use super::socket_address;
+use crate::model::{Endpoint, Model, ObjectKey};
+use envoy_types::pb::envoy::config::core::v3::{HealthStatus, Locality};
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    ClusterLoadAssignment, Endpoint as EnvoyEndpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
+};
+use envoy_types::pb::google::protobuf::UInt32Value;
+use std::net::IpAddr;
+
+/// One assignment per EDS cluster of [`super::clusters`], sorted by cluster name.
+pub fn load_assignments(model: &Model) -> Vec<ClusterLoadAssignment> {
+    let mut out: Vec<ClusterLoadAssignment> =
+        model.services.keys().flat_map(|key| service_load_assignments(model, key)).collect();
+    out.sort_by(|a, b| a.cluster_name.cmp(&b.cluster_name));
+    out
+}
+
+/// The fast path for endpoint churn: the assignments of one service only (empty if the service is unknown),
+/// sorted by cluster name.
+pub fn service_load_assignments(model: &Model, svc: &ObjectKey) -> Vec<ClusterLoadAssignment> {
+    let Some(service) = model.services.get(svc) else {
+        return Vec::new();
+    };
+    let endpoints = model.endpoints_of(svc);
+    let mut out: Vec<ClusterLoadAssignment> =
+        eds_clusters_of(model, svc, service).iter().map(|c| assignment(c, endpoints)).collect();
+    out.sort_by(|a, b| a.cluster_name.cmp(&b.cluster_name));
+    out
+}
+
+/// The endpoints that serve `port` (a service port) and belong to `subset`, with the port each listens on.
+pub(crate) fn serving<'a>(
+    endpoints: &'a [Endpoint],
+    port: u16,
+    subset: Option<(&'a str, &'a str)>,
+) -> impl Iterator<Item = (&'a Endpoint, u16)> + 'a {
+    endpoints.iter().filter_map(move |e| {
+        let target = *e.ports.get(&port)?;
+        match subset {
+            Some((label, version)) if e.label(label) != Some(version) => None,
+            _ => Some((e, target)),
+        }
+    })
+}
+
+/// Whether at least one ready endpoint of `version` serves `port`: a version without one gets no traffic.
+pub(crate) fn has_ready(endpoints: &[Endpoint], port: u16, label: &str, version: &str) -> bool {
+    serving(endpoints, port, Some((label, version))).any(|(e, _)| e.ready)
+}
+
+fn health(e: &Endpoint) -> Option<HealthStatus> {
+    match (e.ready, e.terminating) {
+        (true, _) => Some(HealthStatus::Healthy),
+        (false, true) => Some(HealthStatus::Draining),
+        (false, false) => None,
+    }
+}
+
+fn assignment(cluster: &EdsCluster<'_>, endpoints: &[Endpoint]) -> ClusterLoadAssignment {
+    let subset = cluster.subset.as_ref().map(|(label, v)| (*label, v.as_str()));
+    let mut listed: Vec<(&str, u16, HealthStatus)> = serving(endpoints, cluster.port.port, subset)
+        .filter_map(|(e, port)| Some((e.address.as_str(), port, health(e)?)))
+        .collect();
+    // By IP when the address parses (10.0.0.9 before 10.0.0.10), then as text; ties broken by port and health.
+    listed.sort_by_key(|(addr, port, h)| (addr.parse::<IpAddr>().ok(), *addr, *port, *h as i32));
+    listed.dedup_by_key(|(addr, port, _)| (*addr, *port));
+    let lb_endpoints = listed.into_iter().map(|(addr, port, h)| lb_endpoint(addr, port, h)).collect();
+    with_one_locality(&cluster.name, lb_endpoints)
+}
+
+/// `inbound|P||`'s inline assignment: the proxy's own workload on loopback.
+pub(crate) fn local_assignment(cluster_name: &str, port: u16) -> ClusterLoadAssignment {
+    with_one_locality(cluster_name, vec![lb_endpoint("127.0.0.1", port, HealthStatus::Unknown)])
+}
+
+fn lb_endpoint(addr: &str, port: u16, health: HealthStatus) -> LbEndpoint {
+    LbEndpoint {
+        host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(EnvoyEndpoint {
+            address: Some(socket_address(addr, port)),
+            ..Default::default()
+        })),
+        health_status: health as i32,
+        ..Default::default()
+    }
+}
+
+fn with_one_locality(cluster_name: &str, lb_endpoints: Vec<LbEndpoint>) -> ClusterLoadAssignment {
+    ClusterLoadAssignment {
+        cluster_name: cluster_name.to_string(),
+        endpoints: vec![LocalityLbEndpoints {
+            locality: Some(Locality::default()),
+            lb_endpoints,
+            load_balancing_weight: Some(UInt32Value { value: 1 }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(addr: &str, version: &str, ready: bool, terminating: bool) -> Endpoint {
+        Endpoint {
+            name: addr.into(),
+            address: addr.into(),
+            ports: [(9080, 8080)].into(),
+            labels: [("version".to_string(), version.to_string())].into(),
+            ready,
+            terminating,
+        }
+    }
+
+    #[test]
+    fn health_maps_ready_draining_and_omits_the_rest() {
+        assert_eq!(health(&ep("a", "v1", true, true)), Some(HealthStatus::Healthy));
+        assert_eq!(health(&ep("a", "v1", false, true)), Some(HealthStatus::Draining));
+        assert_eq!(health(&ep("a", "v1", false, false)), None);
+    }
+
+    #[test]
+    fn serving_filters_by_port_and_version() {
+        let eps = [ep("10.0.0.1", "v1", true, false), ep("10.0.0.2", "v3", true, false)];
+        let got: Vec<_> = serving(&eps, 9080, Some(("version", "v3"))).map(|(e, p)| (e.address.as_str(), p)).collect();
+        assert_eq!(got, [("10.0.0.2", 8080)]);
+        assert_eq!(serving(&eps, 9090, None).count(), 0);
+        assert!(has_ready(&eps, 9080, "version", "v1"));
+        assert!(!has_ready(&eps, 9080, "version", "v2"));
+    }
+}

@@ -1,0 +1,88 @@
+//! Names, as Istio spells them so dashboards and habits carry over.
+//!
+//! ```text
+//!  reviews/default ─▶ reviews.default.svc.cluster.local          (FQDN)
+//!                  ─▶ outbound|9080||reviews.default.svc.cluster.local    (all endpoints)
+//!                  ─▶ outbound|9080|v1|reviews.default.svc.cluster.local  (version subset)
+//!                  ─▶ route configuration "9080", virtual host "reviews.default.svc.cluster.local:9080"
+//! ```
+
+use crate::model::{CLUSTER_DOMAIN, Service};
+use std::net::SocketAddr;
+
+/// The single route configuration a listen-mode proxy asks for.
+pub const LISTEN_ROUTE_CONFIG: &str = "sluice-listen";
+
+/// Intercept mode's cluster for traffic to destinations Sluice does not know: the original destination.
+pub const PASSTHROUGH_CLUSTER: &str = "PassthroughCluster";
+
+/// `name.ns.svc.cluster.local`.
+pub(crate) fn fqdn(svc: &Service) -> String {
+    format!("{}.{}.svc.{CLUSTER_DOMAIN}", svc.name, svc.namespace)
+}
+
+/// `outbound|PORT|SUBSET|FQDN`; an empty subset means all endpoints.
+pub(crate) fn outbound_cluster(svc: &Service, port: u16, subset: &str) -> String {
+    format!("outbound|{port}|{subset}|{}", fqdn(svc))
+}
+
+/// `inbound|PORT||`: intercept mode's cluster to the proxy's own workload.
+pub(crate) fn inbound_cluster(port: u16) -> String {
+    format!("inbound|{port}||")
+}
+
+/// The route configuration for an HTTP port in intercept and proxyless modes.
+pub(crate) fn port_route_config(port: u16) -> String {
+    port.to_string()
+}
+
+/// `FQDN:PORT`: a virtual host's name, and a proxyless client's listener name.
+pub(crate) fn virtual_host(svc: &Service, port: u16) -> String {
+    format!("{}:{port}", fqdn(svc))
+}
+
+/// The names a client may use for a service, longest first: the FQDN, `name.ns.svc`, `name.ns`, and the short
+/// `name` only from the service's own namespace (elsewhere it would mean a different service).
+pub(crate) fn host_names(svc: &Service, proxy_namespace: &str) -> Vec<String> {
+    let mut names =
+        vec![fqdn(svc), format!("{}.{}.svc", svc.name, svc.namespace), format!("{}.{}", svc.name, svc.namespace)];
+    if svc.namespace == proxy_namespace {
+        names.push(svc.name.clone());
+    }
+    names
+}
+
+/// `sluice_listen_<ip>_<port>`.
+pub(crate) fn listen_listener(addr: &SocketAddr) -> String {
+    format!("sluice_listen_{}_{}", addr.ip(), addr.port())
+}
+
+/// `0.0.0.0_PORT`: intercept mode's per-port outbound listener.
+pub(crate) fn outbound_port_listener(port: u16) -> String {
+    format!("0.0.0.0_{port}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn svc(name: &str, ns: &str) -> Service {
+        Service { name: name.into(), namespace: ns.into(), ..Default::default() }
+    }
+
+    #[test]
+    fn names_follow_istio() {
+        let s = svc("reviews", "default");
+        assert_eq!(outbound_cluster(&s, 9080, "v1"), "outbound|9080|v1|reviews.default.svc.cluster.local");
+        assert_eq!(outbound_cluster(&s, 9080, ""), "outbound|9080||reviews.default.svc.cluster.local");
+        assert_eq!(inbound_cluster(9080), "inbound|9080||");
+        assert_eq!(virtual_host(&s, 9080), "reviews.default.svc.cluster.local:9080");
+    }
+
+    #[test]
+    fn short_name_only_in_own_namespace() {
+        let s = svc("reviews", "default");
+        assert_eq!(host_names(&s, "default").last().map(String::as_str), Some("reviews"));
+        assert_eq!(host_names(&s, "other").len(), 3);
+    }
+}

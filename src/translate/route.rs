@@ -1,0 +1,249 @@
+//! Route configurations: one virtual host per HTTP service port; routes from the release policy.
+//!
+//! ```text
+//!  no policy ──────────────▶ [ / → outbound|P||fqdn ]
+//!  Split{weight, rules} ───▶ [ rule 0 → subset(to) , rule 1 → ... , / → {stable: 10000-w, canary: w} (+ mirror) ]
+//!  All(v) / Only(v) ───────▶ [ / → outbound|P|v|fqdn ]
+//! ```
+//!
+//! Route configurations depend on the model and a [`RouteScope`] only, so proxies that share a scope (same
+//! namespace, same mode family, same matching `sourceLabels` rules) share the encoded resources.
+
+use super::endpoint::has_ready;
+use super::matchers::{prefix_all, rule_matches};
+use super::naming;
+use crate::model::{
+    InterceptionMode, Model, ObjectKey, ProxyInfo, ReleasePolicy, Routing, Service, ServicePort, TOTAL_WEIGHT, Target,
+};
+use envoy_types::pb::envoy::config::core::v3::RuntimeFractionalPercent;
+use envoy_types::pb::envoy::config::route::v3::{
+    Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster, route, route_action,
+    weighted_cluster::ClusterWeight,
+};
+use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent::DenominatorType};
+use envoy_types::pb::google::protobuf::UInt32Value;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// What route configurations depend on besides the model: proxies with equal scopes get identical routes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RouteScope {
+    /// The proxy's namespace: short host names resolve here.
+    pub namespace: String,
+    /// Listen mode (one `sluice-listen` configuration) rather than one configuration per port.
+    pub listen: bool,
+    /// The `sourceLabels` rules this proxy's labels satisfy: `(policy key, rule index)`. Rules without
+    /// `sourceLabels` apply everywhere and are not listed.
+    pub source_rules: BTreeSet<(ObjectKey, usize)>,
+}
+
+/// The scope of one proxy.
+pub fn route_scope(model: &Model, proxy: &ProxyInfo) -> RouteScope {
+    let mut source_rules = BTreeSet::new();
+    for (key, policy) in &model.policies {
+        for (i, rule) in policy.spec.traffic.rules.iter().enumerate() {
+            let wanted = &rule.matches.source_labels;
+            if !wanted.is_empty() && wanted.iter().all(|(k, v)| proxy.labels.get(k) == Some(v)) {
+                source_rules.insert((key.clone(), i));
+            }
+        }
+    }
+    let listen = matches!(proxy.mode, InterceptionMode::Listen(_));
+    RouteScope { namespace: proxy.namespace.clone(), listen, source_rules }
+}
+
+/// Route configurations for a scope, sorted by name: `sluice-listen` in listen mode (always, even empty, since
+/// the listener names it), else one per HTTP port number.
+pub fn route_configs(model: &Model, scope: &RouteScope) -> Vec<RouteConfiguration> {
+    let mut by_config: BTreeMap<String, Vec<VirtualHost>> = BTreeMap::new();
+    if scope.listen {
+        by_config.insert(naming::LISTEN_ROUTE_CONFIG.to_string(), Vec::new());
+    }
+    for (key, svc) in &model.services {
+        for (i, port) in svc.ports.iter().filter(|p| p.is_http()).enumerate() {
+            let (config, bare) = if scope.listen {
+                // One configuration holds every port: port-less names go to the first port only.
+                (naming::LISTEN_ROUTE_CONFIG.to_string(), i == 0)
+            } else {
+                (naming::port_route_config(port.port), true)
+            };
+            by_config.entry(config).or_default().push(virtual_host(model, scope, key, svc, port, bare));
+        }
+    }
+    by_config
+        .into_iter()
+        .map(|(name, mut virtual_hosts)| {
+            virtual_hosts.sort_by(|a, b| a.name.cmp(&b.name));
+            let config = RouteConfiguration { name, virtual_hosts, ..Default::default() };
+            debug_assert!(repeated_domain(&config).is_none(), "{:?}", repeated_domain(&config));
+            config
+        })
+        .collect()
+}
+
+/// The first domain that appears twice in a configuration; Envoy rejects such a configuration.
+pub(crate) fn repeated_domain(config: &RouteConfiguration) -> Option<&str> {
+    let mut seen = BTreeSet::new();
+    config.virtual_hosts.iter().flat_map(|v| &v.domains).find(|d| !seen.insert(d.as_str())).map(String::as_str)
+}
+
+fn virtual_host(
+    model: &Model,
+    scope: &RouteScope,
+    key: &ObjectKey,
+    svc: &Service,
+    port: &ServicePort,
+    bare: bool,
+) -> VirtualHost {
+    let mut domains = Vec::new();
+    for host in naming::host_names(svc, &scope.namespace) {
+        domains.push(format!("{host}:{}", port.port));
+        if bare {
+            domains.push(host);
+        }
+    }
+    let routes = match model.policy_for(key) {
+        None => vec![route("default".into(), prefix_all(), to(naming::outbound_cluster(svc, port.port, "")))],
+        Some(policy) => policy_routes(model, scope, key, policy, svc, port),
+    };
+    VirtualHost { name: naming::virtual_host(svc, port.port), domains, routes, ..Default::default() }
+}
+
+fn policy_routes(
+    model: &Model,
+    scope: &RouteScope,
+    key: &ObjectKey,
+    policy: &ReleasePolicy,
+    svc: &Service,
+    port: &ServicePort,
+) -> Vec<Route> {
+    let spec = &policy.spec;
+    let subset = |v: &str| naming::outbound_cluster(svc, port.port, v);
+    let default_name = format!("{}.default", policy.name);
+    let (canary_weight, rules) = match policy.routing() {
+        Routing::All(v) | Routing::Only(v) => {
+            return vec![route(default_name, prefix_all(), to(subset(v)))];
+        }
+        Routing::Split { canary_weight, rules } => (canary_weight, rules),
+    };
+    let endpoints = model.endpoints_of(key);
+    let label = spec.version_label();
+    let ready = Ready {
+        stable: has_ready(endpoints, port.port, label, &spec.stable),
+        canary: has_ready(endpoints, port.port, label, &spec.canary),
+    };
+    let policy_key = ObjectKey::new(&policy.namespace, &policy.name);
+    let mut routes = Vec::new();
+    for (i, rule) in rules.iter().enumerate() {
+        let scoped = rule.matches.source_labels.is_empty() || scope.source_rules.contains(&(policy_key.clone(), i));
+        let Some(matches) = rule_matches(&rule.matches).filter(|_| scoped) else {
+            continue;
+        };
+        let version = match ready.target(rule.to) {
+            Target::Stable => &spec.stable,
+            Target::Canary => &spec.canary,
+        };
+        let name = if rule.name.is_empty() { i.to_string() } else { rule.name.clone() };
+        for m in matches {
+            routes.push(route(format!("{}.{name}", policy.name), m, to(subset(version))));
+        }
+    }
+    let canary = ready.canary_weight(canary_weight.min(TOTAL_WEIGHT));
+    let mut action = weighted(&[(subset(&spec.stable), TOTAL_WEIGHT - canary), (subset(&spec.canary), canary)]);
+    if let Some(mirror) = spec.traffic.mirror.as_ref().filter(|m| m.percent > 0) {
+        action.request_mirror_policies.push(mirror_to(subset(&spec.canary), mirror.percent));
+    }
+    // Stickiness (`spec.traffic.stickiness`) is not translated yet: it would go here, as a cookie hash policy or
+    // a stateful-session filter that pins a user to the version first picked.
+    routes.push(route(default_name, prefix_all(), action));
+    routes
+}
+
+/// Which side of a release has a ready endpoint on this port.
+struct Ready {
+    stable: bool,
+    canary: bool,
+}
+
+impl Ready {
+    /// A side without a ready endpoint gets no weight: its share goes to the other (if neither is ready, the
+    /// weights stay as written).
+    fn canary_weight(&self, written: u32) -> u32 {
+        match (self.stable, self.canary) {
+            (true, false) => 0,
+            (false, true) => TOTAL_WEIGHT,
+            _ => written,
+        }
+    }
+
+    /// A rule aimed at a side without a ready endpoint goes to the other side, if that one is ready.
+    fn target(&self, to: Target) -> Target {
+        match (to, self.stable, self.canary) {
+            (Target::Canary, true, false) => Target::Stable,
+            (Target::Stable, false, true) => Target::Canary,
+            _ => to,
+        }
+    }
+}
+
+/// A catch-all route (prefix `/`) to one cluster.
+pub(crate) fn to_cluster(name: &str, cluster: &str) -> Route {
+    route(name.to_string(), prefix_all(), to(cluster.to_string()))
+}
+
+fn route(name: String, matches: RouteMatch, action: RouteAction) -> Route {
+    Route { name, r#match: Some(matches), action: Some(route::Action::Route(action)), ..Default::default() }
+}
+
+fn to(cluster: String) -> RouteAction {
+    RouteAction { cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(cluster)), ..Default::default() }
+}
+
+fn weighted(clusters: &[(String, u32)]) -> RouteAction {
+    let clusters = clusters
+        .iter()
+        .map(|(name, w)| ClusterWeight {
+            name: name.clone(),
+            weight: Some(UInt32Value { value: *w }),
+            ..Default::default()
+        })
+        .collect();
+    let weighted = WeightedCluster { clusters, ..Default::default() };
+    RouteAction {
+        cluster_specifier: Some(route_action::ClusterSpecifier::WeightedClusters(weighted)),
+        ..Default::default()
+    }
+}
+
+fn mirror_to(cluster: String, percent: u32) -> route_action::RequestMirrorPolicy {
+    let fraction = FractionalPercent { numerator: percent.min(100), denominator: DenominatorType::Hundred as i32 };
+    route_action::RequestMirrorPolicy {
+        cluster,
+        runtime_fraction: Some(RuntimeFractionalPercent { default_value: Some(fraction), ..Default::default() }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unready_side_loses_its_weight_and_its_rules() {
+        let only_stable = Ready { stable: true, canary: false };
+        assert_eq!(only_stable.canary_weight(2000), 0);
+        assert_eq!(only_stable.target(Target::Canary), Target::Stable);
+        let only_canary = Ready { stable: false, canary: true };
+        assert_eq!(only_canary.canary_weight(2000), TOTAL_WEIGHT);
+        assert_eq!(only_canary.target(Target::Stable), Target::Canary);
+        let neither = Ready { stable: false, canary: false };
+        assert_eq!(neither.canary_weight(2000), 2000);
+        assert_eq!(neither.target(Target::Canary), Target::Canary);
+    }
+
+    #[test]
+    fn repeated_domains_are_found() {
+        let vh = |d: &str| VirtualHost { domains: vec![d.into()], ..Default::default() };
+        let config = RouteConfiguration { virtual_hosts: vec![vh("a"), vh("b"), vh("a")], ..Default::default() };
+        assert_eq!(repeated_domain(&config), Some("a"));
+    }
+}
