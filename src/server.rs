@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// Where and how to serve.
@@ -53,7 +53,7 @@ pub struct Sluice {
     snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
     xds_addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
-    stop: Option<oneshot::Sender<()>>,
+    stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -88,10 +88,16 @@ impl Sluice {
         let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
         let registry = Registry::new();
         let snapshots = publisher::spawn(store.clone(), options.min_push_interval);
-        let ctx = StreamCtx { snapshots: snapshots.clone(), registry: registry.clone(), limits: options.limits };
-        let (stop, stopped) = oneshot::channel::<()>();
+        let (stop, stop_rx) = watch::channel(false);
+        let ctx = StreamCtx {
+            snapshots: snapshots.clone(),
+            registry: registry.clone(),
+            limits: options.limits,
+            stop: stop_rx.clone(),
+        };
+        let mut stop_wait = stop_rx;
         let stopped = futures::FutureExt::shared(async move {
-            let _ = stopped.await;
+            let _ = stop_wait.wait_for(|s| *s).await;
         });
         let mut tasks = vec![tokio::spawn(serve_xds(xds_listener, Xds::new(ctx), stopped.clone()))];
         if let Some(listener) = admin_listener {
@@ -100,7 +106,7 @@ impl Sluice {
             tasks.push(tokio::spawn(admin::serve(listener, state, stopped)));
         }
         tracing::info!(%xds_addr, admin_addr = ?admin_addr, "sluice serving");
-        Ok(Self { store, registry, snapshots, xds_addr, admin_addr, stop: Some(stop), tasks })
+        Ok(Self { store, registry, snapshots, xds_addr, admin_addr, stop, tasks })
     }
 
     pub fn store(&self) -> &Store {
@@ -145,13 +151,15 @@ impl Sluice {
         Ok(version)
     }
 
-    /// Stops serving and waits for the servers to finish.
+    /// Stops serving: every xDS stream ends (proxies reconnect elsewhere and keep their config meanwhile), then
+    /// the servers finish. Anything still running after 5 s is aborted.
     pub async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        for t in self.tasks.drain(..) {
-            let _ = t.await;
+        self.stop.send_replace(true);
+        let tasks: Vec<JoinHandle<()>> = self.tasks.drain(..).collect();
+        let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
+        if tokio::time::timeout(Duration::from_secs(5), futures::future::join_all(tasks)).await.is_err() {
+            tracing::warn!("servers did not stop within 5 s; aborting");
+            aborts.iter().for_each(|a| a.abort());
         }
     }
 }

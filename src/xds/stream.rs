@@ -24,6 +24,9 @@ pub struct StreamCtx {
     pub snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
     pub registry: Registry,
     pub limits: Limits,
+    /// Turns true when the server stops: every stream ends, so proxies reconnect (to another replica or the
+    /// restarted server) instead of holding the shutdown open.
+    pub stop: watch::Receiver<bool>,
 }
 
 /// Explicit bounds on what one request may ask.
@@ -104,6 +107,7 @@ pub(crate) async fn run<P: Protocol>(
                 Some(Err(status)) => return tracing::info!(%status, "stream closed"),
                 None => return tracing::info!("stream closed by proxy"),
             },
+            _ = ctx.stop.wait_for(|stop| *stop) => return tracing::info!("server stopping; stream closed"),
             changed = ctx.snapshots.changed() => {
                 if changed.is_err() {
                     return;

@@ -1,16 +1,12 @@
-//! Test-only: config-file YAML (Kubernetes-shaped `v1 Service`, `sluice.dev/v1alpha1 Workload` and
-//! `ReleasePolicy` documents) → `Model`, and `proxy.yaml` → `ProxyInfo`.
+//! Test-only: a golden case's `model.yaml` → `Model` through the real config-file loader, and `proxy.yaml` →
+//! `ProxyInfo`.
 //!
-//! A stand-in for `sluice::source::file::parse_str` until that loader lands on this branch; swap it in by
-//! replacing `load_model`. Selection: a Service selects the Workloads of its namespace whose labels contain its
-//! selector; a workload's port for a service port is `spec.ports[port name]`, else the numeric `targetPort`
-//! (else the port itself). `spec.terminating: true` marks a draining workload.
+//! Config files carry no release state (`status` is ignored when loading), so for the promoted and finalized cases
+//! the `status` of each ReleasePolicy document (`phase`, `weights`) is laid over the loaded policy here, as the
+//! release controller would set it.
 
 use serde::Deserialize;
-use sluice::model::{
-    Endpoint, InterceptionMode, Model, ObjectKey, Phase, ProxyInfo, ReleasePolicy, ReleasePolicySpec, ReleaseState,
-    Service, ServicePort, TargetPort,
-};
+use sluice::model::{InterceptionMode, Model, ObjectKey, Phase, ProxyInfo};
 use std::collections::BTreeMap;
 
 #[derive(Deserialize)]
@@ -18,45 +14,10 @@ struct Meta {
     name: String,
     #[serde(default = "default_namespace")]
     namespace: String,
-    #[serde(default)]
-    labels: BTreeMap<String, String>,
 }
 
 fn default_namespace() -> String {
     "default".into()
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct PortDoc {
-    #[serde(default)]
-    name: String,
-    port: u16,
-    target_port: Option<TargetPort>,
-    app_protocol: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ServiceSpec {
-    #[serde(default)]
-    ports: Vec<PortDoc>,
-    #[serde(default)]
-    selector: BTreeMap<String, String>,
-}
-
-#[derive(Deserialize)]
-struct WorkloadSpec {
-    address: String,
-    #[serde(default)]
-    ports: BTreeMap<String, u16>,
-    #[serde(default = "yes")]
-    ready: bool,
-    #[serde(default)]
-    terminating: bool,
-}
-
-fn yes() -> bool {
-    true
 }
 
 #[derive(Deserialize, Default)]
@@ -67,91 +28,25 @@ struct StatusDoc {
 }
 
 #[derive(Deserialize)]
-#[serde(tag = "kind")]
-enum Doc {
-    Service { metadata: Meta, spec: ServiceSpec },
-    Workload { metadata: Meta, spec: WorkloadSpec },
-    ReleasePolicy { metadata: Meta, spec: Box<ReleasePolicySpec>, status: Option<StatusDoc> },
+struct PolicyDoc {
+    kind: String,
+    metadata: Option<Meta>,
+    status: Option<StatusDoc>,
 }
 
 pub fn load_model(text: &str) -> Model {
-    let mut model = Model::default();
-    let mut workloads = Vec::new();
+    let mut model = sluice::source::parse_str(text, "model.yaml").unwrap_or_else(|e| panic!("model.yaml:\n{e}"));
     for doc in serde_yaml::Deserializer::from_str(text) {
-        let value = serde_yaml::Value::deserialize(doc).expect("YAML document");
-        let mut value = value;
-        if let serde_yaml::Value::Mapping(m) = &mut value {
-            m.remove("apiVersion");
+        let Ok(doc) = PolicyDoc::deserialize(doc) else { continue };
+        let (Some(meta), Some(status)) = (doc.metadata, doc.status) else { continue };
+        if doc.kind != "ReleasePolicy" {
+            continue;
         }
-        match serde_yaml::from_value::<Doc>(value).expect("a Service, Workload or ReleasePolicy") {
-            Doc::Service { metadata, spec } => add_service(&mut model, metadata, spec),
-            Doc::Workload { metadata, spec } => workloads.push((metadata, spec)),
-            Doc::ReleasePolicy { metadata, spec, status } => add_policy(&mut model, metadata, *spec, status),
-        }
-    }
-    let keys: Vec<ObjectKey> = model.services.keys().cloned().collect();
-    for key in keys {
-        let svc = &model.services[&key];
-        let eps: Vec<Endpoint> = workloads
-            .iter()
-            .filter(|(m, _)| {
-                m.namespace == key.namespace && svc.selector.iter().all(|(k, v)| m.labels.get(k) == Some(v))
-            })
-            .map(|(m, s)| endpoint(svc, m, s))
-            .collect();
-        model.endpoints.insert(key, eps);
+        let policy = model.policies.get_mut(&ObjectKey::new(meta.namespace, meta.name)).expect("policy loaded");
+        policy.state.phase = status.phase.unwrap_or_default();
+        policy.state.canary_weight = status.weights.get(&policy.spec.canary).copied();
     }
     model
-}
-
-fn add_service(model: &mut Model, meta: Meta, spec: ServiceSpec) {
-    let ports = spec
-        .ports
-        .into_iter()
-        .map(|p| ServicePort {
-            target_port: p.target_port.unwrap_or(TargetPort::Number(p.port)),
-            name: p.name,
-            port: p.port,
-            app_protocol: p.app_protocol,
-        })
-        .collect();
-    let svc = Service { name: meta.name.clone(), namespace: meta.namespace.clone(), ports, selector: spec.selector };
-    model.services.insert(ObjectKey::new(meta.namespace, meta.name), svc);
-}
-
-fn add_policy(model: &mut Model, meta: Meta, spec: ReleasePolicySpec, status: Option<StatusDoc>) {
-    spec.validate().expect("valid policy");
-    let status = status.unwrap_or_default();
-    let state = ReleaseState {
-        phase: status.phase.unwrap_or_default(),
-        canary_weight: status.weights.get(&spec.canary).copied(),
-        step: 0,
-    };
-    let policy = ReleasePolicy { name: meta.name.clone(), namespace: meta.namespace.clone(), spec, state };
-    model.policies.insert(ObjectKey::new(meta.namespace, meta.name), policy);
-}
-
-fn endpoint(svc: &Service, meta: &Meta, spec: &WorkloadSpec) -> Endpoint {
-    let ports = svc
-        .ports
-        .iter()
-        .filter_map(|p| {
-            let target = match (spec.ports.get(&p.name), &p.target_port) {
-                (Some(n), _) => *n,
-                (None, TargetPort::Number(n)) => *n,
-                (None, TargetPort::Name(name)) => *spec.ports.get(name)?,
-            };
-            Some((p.port, target))
-        })
-        .collect();
-    Endpoint {
-        name: meta.name.clone(),
-        address: spec.address.clone(),
-        ports,
-        labels: meta.labels.clone(),
-        ready: spec.ready,
-        terminating: spec.terminating,
-    }
 }
 
 #[derive(Deserialize)]
