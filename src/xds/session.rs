@@ -10,6 +10,7 @@
 //!  desired(LDS|RDS): each resource whose clusters the proxy has ACKed with their endpoints; otherwise the version
 //!                    last sent, or nothing yet (make first)
 //! ```
+//! Ordering applies to streams that take CDS by wildcard (Envoy); see [`Session::orders_clusters`].
 //! At most one response per type is in flight: the next waits for the ACK or NACK, which also coalesces bursts and
 //! bounds what a proxy that stops reading can make Sluice hold. A NACK keeps the proxy's last good set and is never
 //! answered by re-sending the same content: only a new snapshot (different content) sends again.
@@ -106,7 +107,7 @@ impl Session {
     /// What to offer the proxy now, with make-before-break applied (see the module doc).
     pub fn desired(&self, kind: TypeKind) -> ResourceSet {
         let mut set = self.target(kind);
-        if self.only.is_some() {
+        if !self.orders_clusters() {
             return set;
         }
         match kind {
@@ -135,6 +136,13 @@ impl Session {
             }
         }
         set
+    }
+
+    /// Make-before-break applies when this stream sees every type and takes clusters by wildcard, as Envoy does.
+    /// A client that asks clusters by name (proxyless gRPC) asks for them only after it reads the route naming
+    /// them: holding that route back would deadlock, and such a client orders the switch itself.
+    fn orders_clusters(&self) -> bool {
+        self.only.is_none() && self.types[TypeKind::Cluster.index()].wildcard
     }
 
     fn target_has(&self, kind: TypeKind, name: &str) -> bool {
