@@ -8,6 +8,8 @@
 #[path = "golden/model_loader.rs"]
 mod model_loader;
 
+mod common;
+
 use serde_json::{Value, json};
 use sluice::envoy_json::to_json;
 use sluice::model::{InterceptionMode, Model, ProxyInfo};
@@ -99,6 +101,36 @@ fn golden() {
         }
     }
     assert!(failures.is_empty(), "golden mismatch (UPDATE_GOLDEN=1 to accept):\n{}", failures.join("\n"));
+}
+
+/// Envoy 1.40 itself accepts what every case translates to (listeners, routes, clusters, assignments), checked
+/// offline with `envoy --mode validate` so intercept-mode listeners need not bind 0.0.0.0. (Proxyless API
+/// listeners cannot be static; the proxyless test covers them with a real gRPC client.)
+#[test]
+fn envoy_accepts_every_case() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut checked = 0;
+    for case in cases() {
+        write_bootstrap(&case, dir.path());
+        let file = dir.path().join(format!("{}.json", case.name));
+        if !file.exists() {
+            continue;
+        }
+        let out = std::process::Command::new(common::envoy_bin())
+            .args(["--mode", "validate", "--log-level", "error", "-c"])
+            .arg(&file)
+            .output()
+            .expect("run envoy");
+        assert!(
+            out.status.success(),
+            "Envoy rejects case {}: {}{}",
+            case.name,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        checked += 1;
+    }
+    assert!(checked >= 9, "only {checked} cases were checked");
 }
 
 #[test]
