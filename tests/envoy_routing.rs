@@ -148,6 +148,13 @@ async fn scenario(sotw: bool) {
     assert!(total.ok() > 200, "the loop ran: {total:?}");
     assert!(total.of("v3") > 0 && total.of("v1") > 0);
 
+    // A bad edit is refused; the last good config (weight 2000, the last edit) keeps serving.
+    std::fs::write(&m.file, config(m.v1.port(), m.v3.port(), None, 20_000)).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = load(m.listen, "reviews", 1000, 8).await;
+    assert_eq!((after.errors, after.non_2xx), (0, 0), "{after:?}");
+    assert_share("v3 still at 20% after a refused edit", after.of("v3"), 1000, 0.2);
+
     let _ = m.stop_watch.send(true);
     drop(m.envoy);
     m.sluice.shutdown().await;

@@ -42,7 +42,8 @@ pub struct ProxyStatus {
     #[serde(with = "unix_secs")]
     pub connected_since: SystemTime,
     pub types: BTreeMap<TypeKind, TypeStatus>,
-    /// The newest snapshot version this proxy holds in full (every subscribed type ACKed, nothing held back).
+    /// The snapshot version this proxy holds in full right now (every type it needs ACKed, nothing held back);
+    /// `None` while it catches up.
     pub synced_version: Option<u64>,
 }
 

@@ -204,13 +204,31 @@ impl Session {
         }
     }
 
-    /// True when every subscribed type holds its full target and nothing is in flight.
+    /// True when every subscribed type holds its full target, nothing is in flight, and the proxy holds what its
+    /// clusters and listeners lead it to ask for next (EDS for its EDS clusters, RDS for its HTTP listeners).
     pub fn synced(&self) -> bool {
-        self.view.is_some()
-            && TypeKind::ALL.into_iter().all(|k| {
-                let st = &self.types[k.index()];
-                !st.subscribed || (st.inflight.is_none() && same_versions(&st.held, &self.target(k)))
-            })
+        let Some(view) = &self.view else { return false };
+        TypeKind::ALL.into_iter().all(|k| {
+            let st = &self.types[k.index()];
+            let follows = self.expected_names(k, view).iter().all(|n| st.held.contains_key(*n));
+            follows && (!st.subscribed || (st.inflight.is_none() && same_versions(&st.held, &self.target(k))))
+        })
+    }
+
+    /// Names a proxy will request of `kind` given what it holds of the types before it.
+    fn expected_names<'a>(&'a self, kind: TypeKind, view: &'a View) -> BTreeSet<&'a str> {
+        match kind {
+            TypeKind::Endpoint => self.types[TypeKind::Cluster.index()]
+                .held
+                .values()
+                .flat_map(|c| c.refs.iter().map(String::as_str))
+                .filter(|n| view.get(kind).contains_key(*n))
+                .collect(),
+            TypeKind::Route if !self.types[TypeKind::Listener.index()].held.is_empty() => {
+                view.get(kind).keys().map(String::as_str).collect()
+            }
+            _ => BTreeSet::new(),
+        }
     }
 
     /// Publishes this stream's state to the registry.
@@ -234,9 +252,7 @@ impl Session {
             .collect();
         self.guard.update(|s| {
             s.types = types;
-            if synced.is_some() {
-                s.synced_version = synced;
-            }
+            s.synced_version = synced;
         });
     }
 }

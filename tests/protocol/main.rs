@@ -366,6 +366,33 @@ async fn a_stream_without_node_is_refused_with_a_reason() {
     s.shutdown().await;
 }
 
+#[tokio::test]
+async fn readyz_waits_for_every_source_and_config_dump_shows_what_a_proxy_holds() {
+    let store = sluice::store::Store::new();
+    store.register_source("file");
+    let s = Sluice::start_with(Options::local(), store, serde_json::Value::Null).await.unwrap();
+    let admin = s.admin_addr().unwrap();
+    assert!(http_get(admin, "/readyz").await.starts_with("HTTP/1.0 503"), "not ready before the source loads");
+    assert!(http_get(admin, "/healthz").await.starts_with("HTTP/1.0 200"));
+    s.store().set_part("file", bookinfo());
+    s.wait_published(Duration::from_secs(5)).await.unwrap();
+    assert!(http_get(admin, "/readyz").await.starts_with("HTTP/1.0 200"));
+
+    let mut c = Sotw::connect(s.xds_addr(), "p-dump").await;
+    sync_like_envoy(&mut c).await;
+    s.wait_acked("p-dump", Duration::from_secs(5)).await.unwrap();
+    let dump = http_get(admin, "/debug/config_dump?proxy=p-dump").await;
+    assert!(dump.starts_with("HTTP/1.0 200"), "{dump}");
+    let body: serde_json::Value = serde_json::from_str(dump.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    let clusters = &body["streams"][0]["types"]["clusters"]["resources"];
+    assert_eq!(clusters.as_array().unwrap().len(), 5, "{body}");
+    assert_eq!(clusters[0]["@type"], CDS);
+    let routes = &body["streams"][0]["types"]["routes"]["resources"][0];
+    assert_eq!(routes["name"], "sluice-listen", "Envoy JSON of the route configuration: {routes}");
+    assert!(http_get(admin, "/debug/config_dump?proxy=nobody").await.starts_with("HTTP/1.0 404"));
+    s.shutdown().await;
+}
+
 /// A plain HTTP/1.0 GET on the admin port.
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -1,0 +1,114 @@
+//! Driving a real Envoy from code: start Sluice in-process on 127.0.0.1:0, describe the mesh as a `Model`, wait
+//! until the proxy has ACKed it, change it, wait again. This is the library API integration-test harnesses use.
+//!
+//! Run: `scripts/setup && cargo run --example harness` (Envoy from `.venv/bin/envoy`, or `$SLUICE_ENVOY`).
+
+use sluice::bootstrap::{BootstrapArgs, render};
+use sluice::model::*;
+use sluice::server::{Options, Sluice};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    // Two real HTTP backends that answer their version.
+    let v1 = backend("v1").await?;
+    let v3 = backend("v3").await?;
+
+    // Sluice in-process, the model set from code.
+    let sluice = Sluice::start(Options::local()).await?;
+    sluice.store().set_model(reviews(v1.port(), v3.port(), 5000));
+
+    // A real Envoy bootstrapped to Sluice, with one listener that routes by Host header.
+    let listen: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+    let args = BootstrapArgs {
+        node_id: "example".into(),
+        namespace: "default".into(),
+        xds: sluice.xds_addr().to_string().parse().map_err(anyhow::Error::msg)?,
+        listen: Some(listen),
+        admin_port: free_port()?,
+        sotw: false,
+        labels: vec![],
+        inbound_ports: vec![],
+    };
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("envoy.json");
+    std::fs::write(&file, serde_json::to_vec(&render(&args))?)?;
+    let envoy_bin = std::env::var("SLUICE_ENVOY").unwrap_or_else(|_| ".venv/bin/envoy".into());
+    let mut envoy = tokio::process::Command::new(envoy_bin)
+        .args(["--use-dynamic-base-id", "--log-level", "warn", "-c"])
+        .arg(&file)
+        .kill_on_drop(true)
+        .spawn()?;
+
+    // "Proxy X has ACKed the current config."
+    let version = sluice.wait_acked("example", Duration::from_secs(30)).await?;
+    println!("Envoy holds snapshot {version}; 50/50: {:?}", split(listen, 200).await?);
+
+    // Edit the model from code; wait for the ACK again.
+    sluice.store().update(|m| *m = reviews(v1.port(), v3.port(), 10_000));
+    let version = sluice.wait_acked("example", Duration::from_secs(10)).await?;
+    println!("Envoy holds snapshot {version}; all to v3: {:?}", split(listen, 200).await?);
+
+    envoy.kill().await?;
+    sluice.shutdown().await;
+    Ok(())
+}
+
+/// reviews with v1 and v3 endpoints and a release policy giving v3 `weight` basis points.
+fn reviews(v1: u16, v3: u16, weight: u32) -> Model {
+    let key = ObjectKey::new("default", "reviews");
+    let port =
+        ServicePort { name: "http".into(), port: 9080, target_port: TargetPort::Number(9080), app_protocol: None };
+    let svc = Service { name: "reviews".into(), namespace: "default".into(), ports: vec![port], ..Default::default() };
+    let ep = |version: &str, p: u16| Endpoint {
+        name: format!("reviews-{version}"),
+        address: "127.0.0.1".into(),
+        ports: BTreeMap::from([(9080, p)]),
+        labels: BTreeMap::from([("version".into(), version.into())]),
+        ready: true,
+        terminating: false,
+    };
+    let spec = ReleasePolicySpec {
+        service: "reviews".into(),
+        stable: "v1".into(),
+        canary: "v3".into(),
+        traffic: Traffic { canary_weight: weight, ..Default::default() },
+        ..Default::default()
+    };
+    let mut m = Model::default();
+    m.services.insert(key.clone(), svc);
+    m.endpoints.insert(key, vec![ep("v1", v1), ep("v3", v3)]);
+    let policy =
+        ReleasePolicy { name: "reviews-v3".into(), namespace: "default".into(), spec, state: Default::default() };
+    m.policies.insert(ObjectKey::new("default", "reviews-v3"), policy);
+    m
+}
+
+/// `n` requests through Envoy; answers counted by body.
+async fn split(listen: SocketAddr, n: usize) -> anyhow::Result<BTreeMap<String, usize>> {
+    let mut counts = BTreeMap::new();
+    for _ in 0..n {
+        let mut conn = tokio::net::TcpStream::connect(listen).await?;
+        conn.write_all(b"GET / HTTP/1.0\r\nHost: reviews\r\n\r\n").await?;
+        let mut text = String::new();
+        conn.read_to_string(&mut text).await?;
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+        *counts.entry(body).or_insert(0) += 1;
+    }
+    Ok(counts)
+}
+
+async fn backend(name: &'static str) -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let app = axum::Router::new().fallback(move || async move { name });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(addr)
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
