@@ -37,23 +37,26 @@ async fn main() -> anyhow::Result<()> {
     let file = dir.path().join("envoy.json");
     std::fs::write(&file, serde_json::to_vec(&render(&args))?)?;
     let envoy_bin = std::env::var("SLUICE_ENVOY").unwrap_or_else(|_| ".venv/bin/envoy".into());
-    let mut envoy = tokio::process::Command::new(envoy_bin)
+    let mut envoy = std::process::Command::new(envoy_bin)
         .args(["--use-dynamic-base-id", "--log-level", "warn", "-c"])
         .arg(&file)
-        .kill_on_drop(true)
         .spawn()?;
+    let result = drive(&sluice, listen, v1.port(), v3.port()).await;
+    envoy.kill()?; // by its PID, also when driving failed
+    envoy.wait()?;
+    sluice.shutdown().await;
+    result
+}
 
+async fn drive(sluice: &Sluice, listen: SocketAddr, v1: u16, v3: u16) -> anyhow::Result<()> {
     // "Proxy X has ACKed the current config."
     let version = sluice.wait_acked("example", Duration::from_secs(30)).await?;
     println!("Envoy holds snapshot {version}; 50/50: {:?}", split(listen, 200).await?);
 
     // Edit the model from code; wait for the ACK again.
-    sluice.store().update(|m| *m = reviews(v1.port(), v3.port(), 10_000));
+    sluice.store().update(|m| *m = reviews(v1, v3, 10_000));
     let version = sluice.wait_acked("example", Duration::from_secs(10)).await?;
     println!("Envoy holds snapshot {version}; all to v3: {:?}", split(listen, 200).await?);
-
-    envoy.kill().await?;
-    sluice.shutdown().await;
     Ok(())
 }
 
@@ -92,7 +95,7 @@ async fn split(listen: SocketAddr, n: usize) -> anyhow::Result<BTreeMap<String, 
     let mut counts = BTreeMap::new();
     for _ in 0..n {
         let mut conn = tokio::net::TcpStream::connect(listen).await?;
-        conn.write_all(b"GET / HTTP/1.0\r\nHost: reviews\r\n\r\n").await?;
+        conn.write_all(b"GET / HTTP/1.1\r\nHost: reviews\r\nConnection: close\r\n\r\n").await?;
         let mut text = String::new();
         conn.read_to_string(&mut text).await?;
         let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
