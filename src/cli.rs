@@ -61,6 +61,9 @@ pub struct ServeArgs {
     /// Shortest time between two pushes, in milliseconds; changes within it are coalesced.
     #[arg(long, env = "SLUICE_MIN_PUSH_INTERVAL_MS", default_value_t = 10)]
     pub min_push_interval_ms: u64,
+    /// Directory where release state (API policies, weights, steps, phases) survives restarts.
+    #[arg(long, env = "SLUICE_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
     /// Most resource names one xDS request may carry.
     #[arg(long, env = "SLUICE_MAX_NAMES_PER_REQUEST", default_value_t = Limits::default().max_names_per_request)]
     pub max_names_per_request: usize,
@@ -125,6 +128,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         admin_addr: Some(args.admin_addr),
         min_push_interval: Duration::from_millis(args.min_push_interval_ms),
         limits: Limits { max_names_per_request: args.max_names_per_request },
+        state_dir: args.state_dir.clone(),
     };
     let config = serde_json::to_value(&args)?;
     tracing::info!(config = %config, "effective configuration");

@@ -12,6 +12,7 @@ pub mod bootstrap;
 pub mod cli;
 pub mod envoy_json;
 pub mod model;
+pub mod release;
 pub mod server;
 pub mod source;
 pub mod store;

@@ -13,6 +13,7 @@
 //! ```
 
 use crate::admin::{self, AdminState};
+use crate::release::{PersistError, ReleaseController, StateDir};
 use crate::store::Store;
 use crate::xds::{Limits, Registry, Snapshot, StreamCtx, Xds, publisher};
 use std::net::SocketAddr;
@@ -31,6 +32,8 @@ pub struct Options {
     /// Shortest time between two snapshots; changes within it are coalesced.
     pub min_push_interval: Duration,
     pub limits: Limits,
+    /// Where release state survives restarts; `None` keeps it in memory only.
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 impl Options {
@@ -42,6 +45,7 @@ impl Options {
             admin_addr: Some(any),
             min_push_interval: Duration::from_millis(10),
             limits: Limits::default(),
+            state_dir: None,
         }
     }
 }
@@ -50,6 +54,7 @@ impl Options {
 pub struct Sluice {
     store: Store,
     registry: Registry,
+    releases: ReleaseController,
     snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
     xds_addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
@@ -61,6 +66,8 @@ pub struct Sluice {
 pub enum StartError {
     #[error("binding {what} on {addr}: {source}")]
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error("release state: {0}")]
+    State(#[from] PersistError),
 }
 
 impl Sluice {
@@ -88,6 +95,8 @@ impl Sluice {
         let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
         let registry = Registry::new();
         let snapshots = publisher::spawn(store.clone(), options.min_push_interval);
+        let dir = options.state_dir.as_deref().map(StateDir::open).transpose()?;
+        let releases = ReleaseController::new(store.clone(), registry.clone(), snapshots.clone(), dir)?;
         let (stop, stop_rx) = watch::channel(false);
         let ctx = StreamCtx {
             snapshots: snapshots.clone(),
@@ -99,18 +108,31 @@ impl Sluice {
         let stopped = futures::FutureExt::shared(async move {
             let _ = stop_wait.wait_for(|s| *s).await;
         });
-        let mut tasks = vec![tokio::spawn(serve_xds(xds_listener, Xds::new(ctx), stopped.clone()))];
+        let mut tasks = vec![
+            tokio::spawn(serve_xds(xds_listener, Xds::new(ctx), stopped.clone())),
+            tokio::spawn(releases.clone().run(stop.subscribe())),
+        ];
         if let Some(listener) = admin_listener {
-            let state =
-                AdminState { store: store.clone(), registry: registry.clone(), snapshots: snapshots.clone(), config };
+            let state = AdminState {
+                store: store.clone(),
+                registry: registry.clone(),
+                snapshots: snapshots.clone(),
+                releases: releases.clone(),
+                config,
+            };
             tasks.push(tokio::spawn(admin::serve(listener, state, stopped)));
         }
         tracing::info!(%xds_addr, admin_addr = ?admin_addr, "sluice serving");
-        Ok(Self { store, registry, snapshots, xds_addr, admin_addr, stop, tasks })
+        Ok(Self { store, registry, releases, snapshots, xds_addr, admin_addr, stop, tasks })
     }
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The release tasks: list, apply, set weights, promote, abort, finalize.
+    pub fn releases(&self) -> &ReleaseController {
+        &self.releases
     }
 
     pub fn registry(&self) -> &Registry {

@@ -6,10 +6,12 @@
 //!  harness ────update(|m| ..)─────┘
 //! ```
 //! Each source owns a part; the merged model is the union, with parts applied in name order (so a later source
-//! name wins on a key clash: "api" policies override "file" ones of the same namespace/name). A change that
-//! leaves the merged model equal wakes nobody.
+//! name wins on a key clash: a "file" policy overrides an "api" one of the same namespace/name, and the release
+//! API refuses to create such a clash). Release state (phase, weight, step) is not part of any source: the release
+//! controller sets it for every policy with [`Store::set_release_states`]. A change that leaves the merged model
+//! equal wakes nobody.
 
-use crate::model::Model;
+use crate::model::{Model, ObjectKey, ReleaseState};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
@@ -29,6 +31,8 @@ struct Inner {
 #[derive(Default)]
 struct Parts {
     models: BTreeMap<String, Model>,
+    /// Release state per policy, owned by the release controller and laid over whichever part holds the spec.
+    states: BTreeMap<ObjectKey, ReleaseState>,
     /// Sources that must load once before the store is ready.
     pending: BTreeSet<String>,
 }
@@ -84,6 +88,19 @@ impl Store {
         self.update_part(Self::LOCAL, edit);
     }
 
+    /// Replaces the release state of every policy (the release controller's output). A policy without an entry
+    /// keeps the default state: follow its spec.
+    pub fn set_release_states(&self, states: BTreeMap<ObjectKey, ReleaseState>) {
+        let mut parts = self.lock();
+        parts.states = states;
+        self.publish(&parts);
+    }
+
+    /// One source's part, if it has delivered one.
+    pub fn part(&self, source: &str) -> Option<Model> {
+        self.lock().models.get(source).cloned()
+    }
+
     /// The current merged model.
     pub fn model(&self) -> Arc<Model> {
         self.inner.model.borrow().clone()
@@ -120,6 +137,9 @@ impl Store {
             merged.services.extend(part.services.iter().map(|(k, v)| (k.clone(), v.clone())));
             merged.endpoints.extend(part.endpoints.iter().map(|(k, v)| (k.clone(), v.clone())));
             merged.policies.extend(part.policies.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        for (key, policy) in merged.policies.iter_mut() {
+            policy.state = parts.states.get(key).cloned().unwrap_or_default();
         }
         self.inner.model.send_if_modified(|current| {
             if **current == merged {

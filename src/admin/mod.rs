@@ -25,6 +25,7 @@ pub struct AdminState {
     pub store: Store,
     pub registry: Registry,
     pub snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
+    pub releases: crate::release::ReleaseController,
     pub config: serde_json::Value,
 }
 

@@ -121,7 +121,8 @@ impl FileSourceStatus {
 }
 
 /// Polls `paths` every `interval` and publishes each valid change to `store` as the [`SOURCE`] part, until
-/// `shutdown` resolves. The caller registers the source and sets the first model; the first poll reloads once
+/// `shutdown` resolves. A change applies when it has been the same for two polls (at most two intervals after
+/// the write), so a file caught mid-write is never loaded. The caller registers the source and sets the first model; the first poll reloads once
 /// more, which leaves the store untouched when nothing changed in between. Errors go to the log only; use
 /// [`watch_with_status`] to also expose them.
 pub async fn watch(paths: Vec<PathBuf>, store: Store, interval: Duration, shutdown: impl Future<Output = ()>) {
@@ -141,6 +142,7 @@ pub async fn watch_with_status(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let paths = Arc::new(paths);
     let mut last: Option<Sources> = None;
+    let mut settling: Option<Sources> = None;
     loop {
         tokio::select! {
             () = &mut shutdown => return,
@@ -154,9 +156,15 @@ pub async fn watch_with_status(
                 continue;
             }
         };
-        if last.as_ref() != Some(&sources) {
+        // A change applies once two polls in a row read the same bytes: an editor (or `fs::write`) truncates
+        // before it writes, and a half-written multi-document file can still be valid YAML that drops services.
+        if last.as_ref() == Some(&sources) {
+            settling = None;
+        } else if settling.as_ref() == Some(&sources) {
             reload(&sources, &store, &status);
-            last = Some(sources);
+            last = settling.take();
+        } else {
+            settling = Some(sources);
         }
     }
 }

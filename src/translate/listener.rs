@@ -39,6 +39,10 @@ pub fn listeners(model: &Model, proxy: &ProxyInfo) -> Vec<Listener> {
                 name: naming::listen_listener(addr),
                 address: Some(socket_address(&addr.ip().to_string(), addr.port())),
                 filter_chains: vec![chain(HCM_FILTER, pack(&hcm))],
+                // Envoy's default SO_REUSEPORT lets a second process bind the same address and silently take a
+                // share of the connections; a listen-mode port is the proxy's own, so a clash must fail loudly
+                // (Envoy NACKs the listener) instead.
+                enable_reuse_port: Some(envoy_types::pb::google::protobuf::BoolValue { value: false }),
                 ..Default::default()
             }]
         }

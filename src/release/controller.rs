@@ -1,0 +1,321 @@
+//! The release controller: the one owner of every release's record. Sources give specs; the controller turns
+//! verbs, weights and timed steps into release state, persists it before acknowledging, and lays it over the
+//! model for translate.
+
+use super::machine::{Record, Refused, Verb};
+use super::persist::{PersistError, Persisted, StateDir, StoredPolicy};
+use super::status::{self, Proxies, ReleaseView};
+use crate::model::{FieldError, Model, ObjectKey, ReleasePolicy, ReleasePolicySpec};
+use crate::store::Store;
+use crate::xds::{Registry, Snapshot};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{Notify, watch};
+
+/// The store part holding policies created through the API.
+pub const API_SOURCE: &str = "api";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    #[error("release policy {0} not found")]
+    NotFound(ObjectKey),
+    #[error("{0}")]
+    Invalid(#[from] FieldError),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Refused(#[from] Refused),
+    #[error("storing release state: {0}")]
+    Persist(#[from] PersistError),
+}
+
+#[derive(Clone)]
+pub struct ReleaseController {
+    inner: Arc<Mutex<Inner>>,
+    store: Store,
+    registry: Registry,
+    snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
+    wake: Arc<Notify>,
+}
+
+struct Inner {
+    records: BTreeMap<ObjectKey, Record>,
+    api: BTreeMap<ObjectKey, StoredPolicy>,
+    dir: Option<StateDir>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl ReleaseController {
+    /// Loads stored state (if a state dir is given) and puts API policies into the store.
+    pub fn new(
+        store: Store,
+        registry: Registry,
+        snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
+        dir: Option<StateDir>,
+    ) -> Result<Self, PersistError> {
+        let stored = match &dir {
+            Some(d) => d.load()?,
+            None => Persisted::default(),
+        };
+        let api: BTreeMap<ObjectKey, StoredPolicy> = stored.api_policies.into_values().map(|p| (p.key(), p)).collect();
+        let records = stored
+            .records
+            .into_iter()
+            .filter_map(|(k, r)| k.split_once('/').map(|(ns, n)| (ObjectKey::new(ns, n), r)))
+            .collect();
+        let this = Self {
+            inner: Arc::new(Mutex::new(Inner { records, api, dir })),
+            store,
+            registry,
+            snapshots,
+            wake: Arc::new(Notify::new()),
+        };
+        this.store.set_part(API_SOURCE, this.api_model());
+        this.publish_states();
+        Ok(this)
+    }
+
+    /// Runs the controller: reconciles when sources change, runs due steps, until `stop` turns true.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut models = self.store.subscribe();
+        loop {
+            self.reconcile();
+            let due = self.lock().records.values().filter_map(Record::next_due).min();
+            let sleep =
+                due.map(|d| Duration::from_millis(d.saturating_sub(now_ms()))).unwrap_or(Duration::from_secs(3600));
+            tokio::select! {
+                changed = models.changed() => if changed.is_err() { return },
+                _ = tokio::time::sleep(sleep) => self.tick(),
+                _ = self.wake.notified() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    pub fn list(&self, namespace: Option<&str>) -> Vec<ReleaseView> {
+        let keys: Vec<ObjectKey> = self.lock().records.keys().cloned().collect();
+        keys.iter().filter(|k| namespace.is_none_or(|ns| k.namespace == ns)).filter_map(|k| self.get(k).ok()).collect()
+    }
+
+    pub fn get(&self, key: &ObjectKey) -> Result<ReleaseView, ReleaseError> {
+        let record = self.lock().records.get(key).cloned().ok_or_else(|| ReleaseError::NotFound(key.clone()))?;
+        let model = self.store.model();
+        Ok(status::view(key, &record, &model, self.proxies(key, &record), &self.source_of(key)))
+    }
+
+    /// Creates or replaces a policy's spec (API-owned policies only).
+    pub fn apply(&self, key: &ObjectKey, spec: ReleasePolicySpec) -> Result<ReleaseView, ReleaseError> {
+        spec.validate()?;
+        let model = self.store.model();
+        self.check_apply(key, &spec, &model)?;
+        {
+            let mut inner = self.lock();
+            let stored = StoredPolicy { namespace: key.namespace.clone(), name: key.name.clone(), spec: spec.clone() };
+            let mut api = inner.api.clone();
+            api.insert(key.clone(), stored);
+            let mut records = inner.records.clone();
+            match records.get_mut(key) {
+                Some(r) => r.respec(spec, now_ms()),
+                None => {
+                    records.insert(key.clone(), Record::new(spec, now_ms()));
+                }
+            }
+            inner.commit(records, Some(api))?;
+        }
+        self.store.set_part(API_SOURCE, self.api_model());
+        self.publish_states();
+        self.get(key)
+    }
+
+    pub fn delete(&self, key: &ObjectKey) -> Result<(), ReleaseError> {
+        {
+            let mut inner = self.lock();
+            if !inner.api.contains_key(key) {
+                return Err(match inner.records.contains_key(key) {
+                    true => ReleaseError::Conflict(format!(
+                        "release policy {key} comes from {}; remove it there",
+                        self.source_of(key)
+                    )),
+                    false => ReleaseError::NotFound(key.clone()),
+                });
+            }
+            let mut api = inner.api.clone();
+            api.remove(key);
+            let mut records = inner.records.clone();
+            records.remove(key);
+            inner.commit(records, Some(api))?;
+        }
+        self.store.set_part(API_SOURCE, self.api_model());
+        self.publish_states();
+        Ok(())
+    }
+
+    pub fn set_weight(&self, key: &ObjectKey, weight: u32) -> Result<ReleaseView, ReleaseError> {
+        self.mutate(key, |r, _| r.set_weight(weight))
+    }
+
+    pub fn act(&self, key: &ObjectKey, verb: Verb) -> Result<ReleaseView, ReleaseError> {
+        self.mutate(key, |r, now| r.act(verb, now))
+    }
+
+    fn mutate(
+        &self,
+        key: &ObjectKey,
+        f: impl FnOnce(&mut Record, u64) -> Result<(), Refused>,
+    ) -> Result<ReleaseView, ReleaseError> {
+        {
+            let mut inner = self.lock();
+            let mut records = inner.records.clone();
+            let record = records.get_mut(key).ok_or_else(|| ReleaseError::NotFound(key.clone()))?;
+            f(record, now_ms())?;
+            inner.commit(records, None)?;
+        }
+        self.publish_states();
+        self.wake.notify_one();
+        self.get(key)
+    }
+
+    fn check_apply(&self, key: &ObjectKey, spec: &ReleasePolicySpec, model: &Model) -> Result<(), ReleaseError> {
+        let source = self.source_of(key);
+        if source != API_SOURCE && self.lock().records.contains_key(key) {
+            return Err(ReleaseError::Conflict(format!(
+                "release policy {key} comes from {source}; change it there (the API manages only policies it created)"
+            )));
+        }
+        let svc = ObjectKey::new(&key.namespace, &spec.service);
+        if !model.services.contains_key(&svc) {
+            return Err(FieldError::new("spec.service", format!("no Service {svc}")).into());
+        }
+        if let Some(other) = model
+            .policies
+            .iter()
+            .find(|(k, p)| *k != key && k.namespace == key.namespace && p.spec.service == spec.service)
+        {
+            return Err(ReleaseError::Conflict(format!("Service {svc} already has release policy {}", other.0)));
+        }
+        Ok(())
+    }
+
+    /// Follows source changes: new policies start, changed specs apply, removed policies end.
+    fn reconcile(&self) {
+        let model = self.store.model();
+        let changed = {
+            let mut inner = self.lock();
+            let now = now_ms();
+            let mut records = inner.records.clone();
+            records.retain(|k, _| model.policies.contains_key(k));
+            for (key, policy) in &model.policies {
+                match records.get_mut(key) {
+                    Some(r) if r.spec != policy.spec => r.respec(policy.spec.clone(), now),
+                    Some(_) => {}
+                    None => {
+                        tracing::info!(release = %key, "release started");
+                        records.insert(key.clone(), Record::new(policy.spec.clone(), now));
+                    }
+                }
+            }
+            let changed = records != inner.records;
+            if changed && let Err(e) = inner.commit(records, None) {
+                tracing::error!(error = %e, "release state not stored; will retry on the next change");
+            }
+            changed
+        };
+        if changed {
+            self.publish_states();
+        }
+    }
+
+    fn tick(&self) {
+        let changed = {
+            let mut inner = self.lock();
+            let mut records = inner.records.clone();
+            let now = now_ms();
+            let changed = records.values_mut().fold(false, |acc, r| r.tick(now) | acc);
+            if changed && let Err(e) = inner.commit(records, None) {
+                tracing::error!(error = %e, "release step not stored; will retry");
+            }
+            changed
+        };
+        if changed {
+            self.publish_states();
+        }
+    }
+
+    /// Connected proxies, and how many hold a snapshot that carries this release's current state.
+    fn proxies(&self, key: &ObjectKey, record: &Record) -> Proxies {
+        let snapshot = self.snapshots.borrow().clone();
+        let (_, total) = self.registry.acked_count(u64::MAX);
+        let current = snapshot.as_ref().filter(|s| {
+            s.model.policies.get(key).is_some_and(|p: &ReleasePolicy| p.state == record.state && p.spec == record.spec)
+        });
+        match current {
+            Some(s) => {
+                let (acked, total) = self.registry.acked_count(s.version);
+                Proxies { acked, total }
+            }
+            None => Proxies { acked: 0, total },
+        }
+    }
+
+    fn source_of(&self, key: &ObjectKey) -> String {
+        for source in [crate::store::Store::LOCAL, crate::source::SOURCE] {
+            if self.store.part(source).is_some_and(|m| m.policies.contains_key(key)) {
+                return source.to_string();
+            }
+        }
+        API_SOURCE.to_string()
+    }
+
+    fn api_model(&self) -> Model {
+        let inner = self.lock();
+        let policies = inner
+            .api
+            .iter()
+            .map(|(k, p)| {
+                let policy = ReleasePolicy {
+                    name: p.name.clone(),
+                    namespace: p.namespace.clone(),
+                    spec: p.spec.clone(),
+                    state: Default::default(),
+                };
+                (k.clone(), policy)
+            })
+            .collect();
+        Model { policies, ..Default::default() }
+    }
+
+    fn publish_states(&self) {
+        let states = self.lock().records.iter().map(|(k, r)| (k.clone(), r.state.clone())).collect();
+        self.store.set_release_states(states);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Inner {
+    /// Stores the new state first; only then does it become the state in memory (and so what is served).
+    fn commit(
+        &mut self,
+        records: BTreeMap<ObjectKey, Record>,
+        api: Option<BTreeMap<ObjectKey, StoredPolicy>>,
+    ) -> Result<(), PersistError> {
+        let api = api.unwrap_or_else(|| self.api.clone());
+        if let Some(dir) = &self.dir {
+            let persisted = Persisted {
+                format: 0,
+                api_policies: api.iter().map(|(k, p)| (k.to_string(), p.clone())).collect(),
+                records: records.iter().map(|(k, r)| (k.to_string(), r.clone())).collect(),
+            };
+            dir.save(&persisted)?;
+        }
+        self.records = records;
+        self.api = api;
+        Ok(())
+    }
+}

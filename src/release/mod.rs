@@ -1,0 +1,19 @@
+//! Release tasks: the grayscale workflow for one service (stable beside canary), driven by the operator's verbs
+//! and an optional step plan.
+//!
+//! ```text
+//!  file policies ─┐                          ┌─▶ Store::set_release_states ─▶ translate (routes by phase/weight)
+//!  API apply ─────┼─▶ ReleaseController ─────┤
+//!  verbs/weight ──┘   (machine: pure)        └─▶ StateDir (atomic JSON) before any change is acknowledged
+//!                         ▲ ticks for timed pauses; status reads the registry (proxies ACKed / connected)
+//! ```
+
+mod controller;
+pub mod machine;
+pub mod persist;
+pub mod status;
+
+pub use controller::{ReleaseController, ReleaseError};
+pub use machine::{Record, Refused, Verb};
+pub use persist::{PersistError, StateDir};
+pub use status::{Condition, ReleaseStatus, ReleaseView};

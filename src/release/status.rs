@@ -1,0 +1,140 @@
+//! A release as the API shows it: Kubernetes-shaped (`apiVersion`, `kind`, `metadata`, `spec`, `status`).
+
+use super::machine::Record;
+use crate::model::{Model, ObjectKey, Phase, ReleasePolicySpec, Step, TOTAL_WEIGHT};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseView {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: Metadata,
+    pub spec: ReleasePolicySpec,
+    pub status: ReleaseStatus,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Metadata {
+    pub name: String,
+    pub namespace: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseStatus {
+    pub phase: Phase,
+    /// Share per version in basis points, as routed now (a version without ready endpoints gets none).
+    pub weights: BTreeMap<String, u32>,
+    /// Index of the current step and how many there are.
+    pub step: usize,
+    pub steps: usize,
+    pub proxies: Proxies,
+    pub versions: Vec<VersionStatus>,
+    pub conditions: Vec<Condition>,
+    /// Where the spec comes from: `file`, `api`, or `local` (set from code).
+    pub source: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proxies {
+    /// Connected proxies that hold the current traffic config (ACKed), of `total` connected.
+    pub acked: usize,
+    pub total: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionStatus {
+    pub name: String,
+    pub weight: u32,
+    pub endpoints: usize,
+    pub ready: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `True` or `False`.
+    pub status: String,
+    pub reason: String,
+    pub message: String,
+}
+
+impl Condition {
+    fn new(kind: &str, ok: bool, reason: &str, message: String) -> Self {
+        let status = if ok { "True" } else { "False" };
+        Self { kind: kind.into(), status: status.into(), reason: reason.into(), message }
+    }
+}
+
+/// Builds the view of one release from its record, the model (endpoints) and the proxies' ACK counts.
+pub fn view(key: &ObjectKey, record: &Record, model: &Model, proxies: Proxies, source: &str) -> ReleaseView {
+    let spec = &record.spec;
+    let versions = [&spec.stable, &spec.canary].map(|v| version(model, key, spec, v));
+    let canary = routed_canary_weight(record, versions[0].ready, versions[1].ready);
+    let weights = BTreeMap::from([(spec.stable.clone(), TOTAL_WEIGHT - canary), (spec.canary.clone(), canary)]);
+    let versions: Vec<VersionStatus> =
+        versions.into_iter().map(|v| VersionStatus { weight: weights[&v.name], ..v }).collect();
+    let conditions = conditions(record, &versions, &proxies);
+    ReleaseView {
+        api_version: "sluice.dev/v1alpha1".into(),
+        kind: "ReleasePolicy".into(),
+        metadata: Metadata { name: key.name.clone(), namespace: key.namespace.clone() },
+        spec: spec.clone(),
+        status: ReleaseStatus {
+            phase: record.state.phase,
+            weights,
+            step: record.state.step,
+            steps: spec.steps.len(),
+            proxies,
+            versions,
+            conditions,
+            source: source.into(),
+        },
+    }
+}
+
+fn version(model: &Model, key: &ObjectKey, spec: &ReleasePolicySpec, name: &str) -> VersionStatus {
+    let svc = ObjectKey::new(&key.namespace, &spec.service);
+    let eps: Vec<_> = model.endpoints_of(&svc).iter().filter(|e| e.label(spec.version_label()) == Some(name)).collect();
+    VersionStatus { name: name.into(), weight: 0, endpoints: eps.len(), ready: eps.iter().filter(|e| e.ready).count() }
+}
+
+/// The canary's share as translate routes it: a side with no ready endpoint gives its share to the other.
+fn routed_canary_weight(record: &Record, stable_ready: usize, canary_ready: usize) -> u32 {
+    let w = record.canary_weight();
+    if !record.state.phase.is_split() {
+        return w;
+    }
+    match (stable_ready > 0, canary_ready > 0) {
+        (true, false) => 0,
+        (false, true) => TOTAL_WEIGHT,
+        _ => w,
+    }
+}
+
+fn conditions(record: &Record, versions: &[VersionStatus], proxies: &Proxies) -> Vec<Condition> {
+    let mut out = Vec::new();
+    let applied = proxies.acked == proxies.total;
+    out.push(Condition::new(
+        "TrafficApplied",
+        applied,
+        if applied { "AllProxiesAcked" } else { "WaitingForProxies" },
+        format!("{} of {} connected proxies hold the current traffic config", proxies.acked, proxies.total),
+    ));
+    for v in versions {
+        let ok = v.ready > 0;
+        let reason = if ok { "EndpointsReady" } else { "NoReadyEndpoints" };
+        let msg = format!("{} of {} endpoints of {} are ready", v.ready, v.endpoints, v.name);
+        out.push(Condition::new(&format!("Ready/{}", v.name), ok, reason, msg));
+    }
+    if record.waiting_for_person() {
+        let msg = format!("step {} is `pause: {{}}`: resume or promote to go on", record.state.step);
+        out.push(Condition::new("Waiting", true, "PausedForPromotion", msg));
+    } else if let (Some(due), Some(Step::Pause(_))) = (record.next_due(), record.spec.steps.get(record.state.step)) {
+        out.push(Condition::new("Waiting", true, "PauseDuration", format!("the next step is due at {due} ms")));
+    }
+    out
+}
