@@ -317,6 +317,51 @@ mod tests {
         assert_eq!(neither.target(Target::Canary), Target::Canary);
     }
 
+    fn sticky_policy(ttl: Option<&str>) -> ReleasePolicy {
+        let mut spec = crate::model::ReleasePolicySpec {
+            service: "reviews".into(),
+            stable: "v1".into(),
+            canary: "v3".into(),
+            ..Default::default()
+        };
+        spec.traffic.stickiness = Some(Stickiness { cookie: "s".into(), ttl: ttl.map(Into::into) });
+        ReleasePolicy { name: "r".into(), namespace: "default".into(), spec, state: Default::default() }
+    }
+
+    fn names(routes: &[Route]) -> Vec<&str> {
+        routes.iter().map(|r| r.name.as_str()).collect()
+    }
+
+    #[test]
+    fn only_versions_with_weight_get_a_sticky_route() {
+        let p = sticky_policy(None);
+        let subset = |v: &str| v.to_string();
+        let both = split_routes(&p, [("v1", 5000), ("v3", 5000)], &subset);
+        assert_eq!(names(&both), ["r.sticky-v1", "r.sticky-v3", "r.default"]);
+        let stable_only = split_routes(&p, [("v1", 10000), ("v3", 0)], &subset);
+        assert_eq!(names(&stable_only), ["r.sticky-v1", "r.default"]);
+        let canary_only = split_routes(&p, [("v1", 0), ("v3", 10000)], &subset);
+        assert_eq!(names(&canary_only), ["r.sticky-v3", "r.default"]);
+    }
+
+    #[test]
+    fn the_split_sets_the_cookie_of_the_version_it_picked() {
+        let routes = split_routes(&sticky_policy(Some("90s")), [("v1", 8000), ("v3", 2000)], &|v: &str| v.into());
+        let Some(route::Action::Route(action)) = &routes[2].action else { panic!("a route action") };
+        let Some(route_action::ClusterSpecifier::WeightedClusters(w)) = &action.cluster_specifier else {
+            panic!("weighted clusters")
+        };
+        let cookies: Vec<&str> = w
+            .clusters
+            .iter()
+            .flat_map(|c| &c.response_headers_to_add)
+            .map(|h| h.header.as_ref().map_or("", |h| h.value.as_str()))
+            .collect();
+        assert_eq!(cookies, ["s=v1; Path=/; Max-Age=90; HttpOnly", "s=v3; Path=/; Max-Age=90; HttpOnly"]);
+        let no_sticky = split_routes(&sticky_policy(Some("bad")), [("v1", 8000), ("v3", 2000)], &|v: &str| v.into());
+        assert_eq!(names(&no_sticky), ["r.default"], "a malformed TTL leaves stickiness out");
+    }
+
     #[test]
     fn repeated_domains_are_found() {
         let vh = |d: &str| VirtualHost { domains: vec![d.into()], ..Default::default() };
