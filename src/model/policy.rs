@@ -334,9 +334,12 @@ impl ReleasePolicySpec {
             return Err(FieldError::new("spec.traffic.mirror.percent", "must be between 0 and 100"));
         }
         if let Some(s) = &self.traffic.stickiness {
-            require_name("spec.traffic.stickiness.cookie", &s.cookie)?;
+            require_cookie_name("spec.traffic.stickiness.cookie", &s.cookie)?;
             if let Some(ttl) = &s.ttl {
                 check_duration("spec.traffic.stickiness.ttl", ttl)?;
+                if parse_duration(ttl).is_some_and(|d| d < Duration::from_secs(1)) {
+                    return Err(FieldError::new("spec.traffic.stickiness.ttl", "must be at least 1s"));
+                }
             }
         }
         for (i, step) in self.steps.iter().enumerate() {
@@ -404,6 +407,30 @@ fn require_name(path: &str, value: &str) -> Result<(), FieldError> {
     Ok(())
 }
 
+/// Longest sticky cookie name accepted; browsers keep far longer ones, this keeps headers and routes small.
+const MAX_COOKIE_NAME_LEN: usize = 64;
+
+/// A cookie name must be an RFC 6265 `token` (RFC 2616: visible ASCII without separators), since it is written
+/// into `Set-Cookie` as is.
+fn require_cookie_name(path: &str, value: &str) -> Result<(), FieldError> {
+    if value.is_empty() {
+        return Err(FieldError::new(path, "must not be empty"));
+    }
+    let token = |c: char| c.is_ascii_graphic() && !"()<>@,;:\\\"/[]?={}".contains(c);
+    if let Some(bad) = value.chars().find(|c| !token(*c)) {
+        return Err(FieldError::new(
+            path,
+            format!(
+                "{bad:?} is not allowed in a cookie name (RFC 6265 token: no spaces, controls or ()<>@,;:\\\"/[]?={{}})"
+            ),
+        ));
+    }
+    if value.len() > MAX_COOKIE_NAME_LEN {
+        return Err(FieldError::new(path, format!("must be at most {MAX_COOKIE_NAME_LEN} characters")));
+    }
+    Ok(())
+}
+
 fn check_duration(path: &str, value: &str) -> Result<(), FieldError> {
     parse_duration(value)
         .map(|_| ())
@@ -442,6 +469,36 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(s.validate().unwrap_err().path, "spec.traffic.rules[0].match.headers[0]");
+    }
+
+    #[test]
+    fn sticky_cookie_names_are_rfc_6265_tokens() {
+        let with_cookie = |cookie: &str| {
+            let mut s = spec();
+            s.traffic.stickiness = Some(Stickiness { cookie: cookie.into(), ttl: None });
+            s.validate()
+        };
+        for good in ["sluice-reviews", "SESSION_ID", "a.b", "x!#$%&'*+^`|~"] {
+            assert_eq!(with_cookie(good), Ok(()), "{good}");
+        }
+        for bad in ["", "two words", "a;b", "a=b", "a,b", "a\"b", "a/b", "a:b", "(a)", "{a}", "a\tb", "é", "a\u{7f}"] {
+            let err = with_cookie(bad).unwrap_err();
+            assert_eq!(err.path, "spec.traffic.stickiness.cookie", "{bad:?}: {err}");
+        }
+        assert!(with_cookie(&"c".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn sticky_ttl_is_a_duration_of_a_second_or_more() {
+        let with_ttl = |ttl: &str| {
+            let mut s = spec();
+            s.traffic.stickiness = Some(Stickiness { cookie: "s".into(), ttl: Some(ttl.into()) });
+            s.validate().map_err(|e| e.path)
+        };
+        assert_eq!(with_ttl("30m"), Ok(()));
+        assert_eq!(with_ttl("1s"), Ok(()));
+        assert_eq!(with_ttl("500ms"), Err("spec.traffic.stickiness.ttl".to_string()));
+        assert_eq!(with_ttl("soon"), Err("spec.traffic.stickiness.ttl".to_string()));
     }
 
     #[test]

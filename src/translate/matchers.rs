@@ -48,6 +48,13 @@ pub(crate) fn rule_matches(m: &RuleMatch) -> Option<Vec<RouteMatch>> {
     Some(per_browser.collect())
 }
 
+/// Matches every path of a request whose `cookie` header holds the whole cookie `name=value` (the same test as a
+/// rule's `cookies: [{name, exact: value}]`).
+pub(crate) fn cookie_is(name: &str, value: &str) -> RouteMatch {
+    let regex = whole_cookie(name, &escape(value));
+    RouteMatch { headers: vec![header("cookie", MatchKind::Regex(&regex))], ..prefix_all() }
+}
+
 /// Matches every path.
 pub(crate) fn prefix_all() -> RouteMatch {
     RouteMatch { path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())), ..Default::default() }
@@ -93,7 +100,12 @@ pub(crate) fn cookie_regex(c: &StringMatch) -> Option<String> {
         MatchKind::Regex(re) => format!("(?:{re})"),
         MatchKind::Present => "[^;]*".to_string(),
     };
-    Some(format!("(?:.*;\\s*)?{}={value}\\s*(?:;.*)?", escape(&c.name)))
+    Some(whole_cookie(&c.name, &value))
+}
+
+/// The whole-header pattern for one cookie named `name` whose value matches the pattern `value`.
+fn whole_cookie(name: &str, value: &str) -> String {
+    format!("(?:.*;\\s*)?{}={value}\\s*(?:;.*)?", escape(name))
 }
 
 /// Escapes RE2 metacharacters so the text matches literally.

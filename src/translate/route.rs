@@ -2,7 +2,9 @@
 //!
 //! ```text
 //!  no policy ──────────────▶ [ / → outbound|P||fqdn ]
-//!  Split{weight, rules} ───▶ [ rule 0 → subset(to) , rule 1 → ... , / → {stable: 10000-w, canary: w} (+ mirror) ]
+//!  Split{weight, rules} ───▶ [ rule 0 → subset(to) , rule 1 → ... ,
+//!                              (stickiness) cookie NAME=stable → subset(stable), cookie NAME=canary → subset(canary),
+//!                              / → {stable: 10000-w, canary: w} (+ mirror) (+ set-cookie NAME=<picked version>) ]
 //!  All(v) / Only(v) ───────▶ [ / → outbound|P|v|fqdn ]
 //! ```
 //!
@@ -10,12 +12,15 @@
 //! namespace, same mode family, same matching `sourceLabels` rules) share the encoded resources.
 
 use super::endpoint::has_ready;
-use super::matchers::{prefix_all, rule_matches};
+use super::matchers::{cookie_is, prefix_all, rule_matches};
 use super::naming;
 use crate::model::{
-    InterceptionMode, Model, ObjectKey, ProxyInfo, ReleasePolicy, Routing, Service, ServicePort, TOTAL_WEIGHT, Target,
+    InterceptionMode, Model, ObjectKey, ProxyInfo, ReleasePolicy, Routing, Rule, Service, ServicePort, Stickiness,
+    TOTAL_WEIGHT, Target, parse_duration,
 };
-use envoy_types::pb::envoy::config::core::v3::RuntimeFractionalPercent;
+use envoy_types::pb::envoy::config::core::v3::{
+    HeaderValue, HeaderValueOption, RuntimeFractionalPercent, header_value_option,
+};
 use envoy_types::pb::envoy::config::route::v3::{
     Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster, route, route_action,
     weighted_cluster::ClusterWeight,
@@ -23,6 +28,7 @@ use envoy_types::pb::envoy::config::route::v3::{
 use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent::DenominatorType};
 use envoy_types::pb::google::protobuf::UInt32Value;
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 /// What route configurations depend on besides the model: proxies with equal scopes get identical routes.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -131,6 +137,22 @@ fn policy_routes(
         stable: has_ready(endpoints, port.port, label, &spec.stable),
         canary: has_ready(endpoints, port.port, label, &spec.canary),
     };
+    let mut routes = rule_routes(scope, policy, rules, &ready, &subset);
+    let canary = ready.canary_weight(canary_weight.min(TOTAL_WEIGHT));
+    let split = [(spec.stable.as_str(), TOTAL_WEIGHT - canary), (spec.canary.as_str(), canary)];
+    routes.extend(split_routes(policy, split, &subset));
+    routes
+}
+
+/// The operator's rules (those in scope and well formed), in order, each to its side's subset.
+fn rule_routes(
+    scope: &RouteScope,
+    policy: &ReleasePolicy,
+    rules: &[Rule],
+    ready: &Ready,
+    subset: &dyn Fn(&str) -> String,
+) -> Vec<Route> {
+    let spec = &policy.spec;
     let policy_key = ObjectKey::new(&policy.namespace, &policy.name);
     let mut routes = Vec::new();
     for (i, rule) in rules.iter().enumerate() {
@@ -147,16 +169,75 @@ fn policy_routes(
             routes.push(route(format!("{}.{name}", policy.name), m, to(subset(version))));
         }
     }
-    let canary = ready.canary_weight(canary_weight.min(TOTAL_WEIGHT));
-    let mut action = weighted(&[(subset(&spec.stable), TOTAL_WEIGHT - canary), (subset(&spec.canary), canary)]);
-    if let Some(mirror) = spec.traffic.mirror.as_ref().filter(|m| m.percent > 0) {
-        action.request_mirror_policies.push(mirror_to(subset(&spec.canary), mirror.percent));
-    }
-    // Stickiness (`spec.traffic.stickiness`) is not translated yet: it would go here, as a cookie hash policy or
-    // a stateful-session filter that pins a user to the version first picked.
-    routes.push(route(default_name, prefix_all(), action));
     routes
 }
+
+/// The sticky routes (if the policy asks for stickiness) and the weighted default route, for `split`:
+/// `[(stable, weight), (canary, weight)]` as served now.
+fn split_routes(policy: &ReleasePolicy, split: [(&str, u32); 2], subset: &dyn Fn(&str) -> String) -> Vec<Route> {
+    let spec = &policy.spec;
+    let mirror =
+        spec.traffic.mirror.as_ref().filter(|m| m.percent > 0).map(|m| mirror_to(subset(&spec.canary), m.percent));
+    let mut clusters: Vec<ClusterWeight> = split.iter().map(|(v, w)| cluster_weight(subset(v), *w)).collect();
+    let mut routes = Vec::new();
+    if let Some(cookie) = spec.traffic.stickiness.as_ref().and_then(StickyCookie::new) {
+        // Stickiness lives in the route configuration, not in Envoy's stateful_session filter: that filter pins a
+        // host inside one cluster, and the pick between versions is a weighted-cluster pick that happens before
+        // it, so it cannot keep a client on a version. Instead the split sets a cookie naming the version it
+        // picked, and one route per version sends that cookie straight to the version's subset. A version at
+        // weight 0 (no ready endpoint, or canaryWeight 0 / 10000) gets no such route: its pinned clients fall
+        // through to the split and are re-pinned, which is what "sticky while weights are not lowered" allows.
+        for (version, _) in split.into_iter().filter(|(_, w)| *w > 0) {
+            let mut action = to(subset(version));
+            if version == spec.stable {
+                // Pinned stable clients are still part of the split's traffic: they keep being mirrored.
+                action.request_mirror_policies.extend(mirror.clone());
+            }
+            let name = format!("{}.sticky-{version}", policy.name);
+            routes.push(route(name, cookie_is(cookie.name, version), action));
+        }
+        for (cluster, (version, _)) in clusters.iter_mut().zip(split) {
+            cluster.response_headers_to_add.push(cookie.set_cookie(version));
+        }
+    }
+    let mut action = weighted(clusters);
+    action.request_mirror_policies.extend(mirror);
+    routes.push(route(format!("{}.default", policy.name), prefix_all(), action));
+    routes
+}
+
+/// A policy's sticky cookie, as the split sets it.
+struct StickyCookie<'a> {
+    name: &'a str,
+    max_age_secs: u64,
+}
+
+impl<'a> StickyCookie<'a> {
+    /// `None` when the TTL is malformed (validation refuses it): stickiness is then left out rather than given
+    /// a lifetime nobody wrote.
+    fn new(s: &'a Stickiness) -> Option<Self> {
+        let ttl = match &s.ttl {
+            None => DEFAULT_STICKY_TTL,
+            Some(text) => parse_duration(text)?,
+        };
+        // Max-Age counts whole seconds; round up so a sub-second TTL does not become 0 (delete the cookie).
+        let max_age_secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+        Some(Self { name: &s.cookie, max_age_secs })
+    }
+
+    /// `set-cookie: NAME=VERSION; ...`, appended so an application's own Set-Cookie headers are kept.
+    fn set_cookie(&self, version: &str) -> HeaderValueOption {
+        let value = format!("{}={version}; Path=/; Max-Age={}; HttpOnly", self.name, self.max_age_secs);
+        HeaderValueOption {
+            header: Some(HeaderValue { key: "set-cookie".into(), value, ..Default::default() }),
+            append_action: header_value_option::HeaderAppendAction::AppendIfExistsOrAdd as i32,
+            ..Default::default()
+        }
+    }
+}
+
+/// How long a sticky cookie lives when the policy gives no `ttl`.
+const DEFAULT_STICKY_TTL: Duration = Duration::from_secs(3600);
 
 /// Which side of a release has a ready endpoint on this port.
 struct Ready {
@@ -198,15 +279,11 @@ fn to(cluster: String) -> RouteAction {
     RouteAction { cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(cluster)), ..Default::default() }
 }
 
-fn weighted(clusters: &[(String, u32)]) -> RouteAction {
-    let clusters = clusters
-        .iter()
-        .map(|(name, w)| ClusterWeight {
-            name: name.clone(),
-            weight: Some(UInt32Value { value: *w }),
-            ..Default::default()
-        })
-        .collect();
+fn cluster_weight(name: String, weight: u32) -> ClusterWeight {
+    ClusterWeight { name, weight: Some(UInt32Value { value: weight }), ..Default::default() }
+}
+
+fn weighted(clusters: Vec<ClusterWeight>) -> RouteAction {
     let weighted = WeightedCluster { clusters, ..Default::default() };
     RouteAction {
         cluster_specifier: Some(route_action::ClusterSpecifier::WeightedClusters(weighted)),
@@ -238,6 +315,51 @@ mod tests {
         let neither = Ready { stable: false, canary: false };
         assert_eq!(neither.canary_weight(2000), 2000);
         assert_eq!(neither.target(Target::Canary), Target::Canary);
+    }
+
+    fn sticky_policy(ttl: Option<&str>) -> ReleasePolicy {
+        let mut spec = crate::model::ReleasePolicySpec {
+            service: "reviews".into(),
+            stable: "v1".into(),
+            canary: "v3".into(),
+            ..Default::default()
+        };
+        spec.traffic.stickiness = Some(Stickiness { cookie: "s".into(), ttl: ttl.map(Into::into) });
+        ReleasePolicy { name: "r".into(), namespace: "default".into(), spec, state: Default::default() }
+    }
+
+    fn names(routes: &[Route]) -> Vec<&str> {
+        routes.iter().map(|r| r.name.as_str()).collect()
+    }
+
+    #[test]
+    fn only_versions_with_weight_get_a_sticky_route() {
+        let p = sticky_policy(None);
+        let subset = |v: &str| v.to_string();
+        let both = split_routes(&p, [("v1", 5000), ("v3", 5000)], &subset);
+        assert_eq!(names(&both), ["r.sticky-v1", "r.sticky-v3", "r.default"]);
+        let stable_only = split_routes(&p, [("v1", 10000), ("v3", 0)], &subset);
+        assert_eq!(names(&stable_only), ["r.sticky-v1", "r.default"]);
+        let canary_only = split_routes(&p, [("v1", 0), ("v3", 10000)], &subset);
+        assert_eq!(names(&canary_only), ["r.sticky-v3", "r.default"]);
+    }
+
+    #[test]
+    fn the_split_sets_the_cookie_of_the_version_it_picked() {
+        let routes = split_routes(&sticky_policy(Some("90s")), [("v1", 8000), ("v3", 2000)], &|v: &str| v.into());
+        let Some(route::Action::Route(action)) = &routes[2].action else { panic!("a route action") };
+        let Some(route_action::ClusterSpecifier::WeightedClusters(w)) = &action.cluster_specifier else {
+            panic!("weighted clusters")
+        };
+        let cookies: Vec<&str> = w
+            .clusters
+            .iter()
+            .flat_map(|c| &c.response_headers_to_add)
+            .map(|h| h.header.as_ref().map_or("", |h| h.value.as_str()))
+            .collect();
+        assert_eq!(cookies, ["s=v1; Path=/; Max-Age=90; HttpOnly", "s=v3; Path=/; Max-Age=90; HttpOnly"]);
+        let no_sticky = split_routes(&sticky_policy(Some("bad")), [("v1", 8000), ("v3", 2000)], &|v: &str| v.into());
+        assert_eq!(names(&no_sticky), ["r.default"], "a malformed TTL leaves stickiness out");
     }
 
     #[test]

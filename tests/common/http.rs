@@ -3,7 +3,7 @@
 use anyhow::Context;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use hyper::Request;
+use hyper::{HeaderMap, Request};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -38,6 +38,26 @@ pub async fn get_with(
     path: &str,
     headers: &[(&str, &str)],
 ) -> anyhow::Result<(u16, String)> {
+    let resp = get_response(client, addr, host, path, headers).await?;
+    Ok((resp.status, resp.body))
+}
+
+/// A whole answer: status, headers (for `set-cookie` and the like) and body.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+/// [`get_with`], keeping the response headers.
+pub async fn get_response(
+    client: &Client,
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<Response> {
     let mut req = Request::get(format!("http://{addr}{path}")).header("host", host);
     for (name, value) in headers {
         req = req.header(*name, *value);
@@ -46,8 +66,9 @@ pub async fn get_with(
     let exchange = async {
         let resp = client.request(req).await.context("sending request")?;
         let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
         let body = resp.into_body().collect().await.context("reading body")?.to_bytes();
-        anyhow::Ok((status, String::from_utf8_lossy(&body).into_owned()))
+        anyhow::Ok(Response { status, headers, body: String::from_utf8_lossy(&body).into_owned() })
     };
     tokio::time::timeout(REQUEST_TIMEOUT, exchange).await.context("request timed out")?
 }

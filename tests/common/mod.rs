@@ -9,12 +9,14 @@
 #![allow(dead_code, unused_imports)] // each test binary uses a different part
 
 pub mod backend;
+pub mod cookies;
 pub mod envoy;
 pub mod http;
 pub mod peers;
 pub mod stats;
 
 pub use backend::Backend;
+pub use cookies::CookieJar;
 pub use envoy::{Envoy, envoy_bin};
 pub use http::{Counts, get, load};
 pub use peers::Peer;

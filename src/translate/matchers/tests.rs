@@ -116,3 +116,21 @@ fn escape_makes_metacharacters_literal() {
     assert_eq!(escape("a.b*c"), "a\\.b\\*c");
     assert!(full(&escape("1+1=(2)")).is_match("1+1=(2)"));
 }
+
+#[test]
+fn sticky_cookie_match_needs_the_whole_cookie() {
+    let m = cookie_is("sluice-reviews", "v1");
+    assert_eq!(m.headers.len(), 1);
+    assert_eq!(m.headers[0].name, "cookie");
+    let Some(header_matcher::HeaderMatchSpecifier::StringMatch(sm)) = &m.headers[0].header_match_specifier else {
+        panic!("a string match")
+    };
+    let Some(string_matcher::MatchPattern::SafeRegex(re)) = &sm.match_pattern else { panic!("a regex") };
+    let re = full(&re.regex);
+    for yes in ["sluice-reviews=v1", "a=1; sluice-reviews=v1", "sluice-reviews=v1; a=2"] {
+        assert!(re.is_match(yes), "{yes}");
+    }
+    for no in ["sluice-reviews=v10", "sluice-reviews=v3", "xsluice-reviews=v1", "a=sluice-reviews=v1"] {
+        assert!(!re.is_match(no), "{no}");
+    }
+}
