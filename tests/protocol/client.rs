@@ -55,8 +55,15 @@ impl Sotw {
         self.tx.send(req).await.expect("request stream open");
     }
 
-    pub async fn recv(&mut self) -> DiscoveryResponse {
-        self.try_recv(Duration::from_secs(5)).await.expect("a response within 5 s")
+    #[track_caller]
+    pub fn recv(&mut self) -> impl std::future::Future<Output = DiscoveryResponse> + '_ {
+        let caller = std::panic::Location::caller();
+        async move {
+            match self.try_recv(Duration::from_secs(5)).await {
+                Some(r) => r,
+                None => panic!("no response within 5 s (awaited at {caller})"),
+            }
+        }
     }
 
     pub async fn try_recv(&mut self, wait: Duration) -> Option<DiscoveryResponse> {
@@ -109,8 +116,15 @@ impl Delta {
         self.tx.send(req).await.expect("request stream open");
     }
 
-    pub async fn recv(&mut self) -> DeltaDiscoveryResponse {
-        self.try_recv(Duration::from_secs(5)).await.expect("a delta response within 5 s")
+    #[track_caller]
+    pub fn recv(&mut self) -> impl std::future::Future<Output = DeltaDiscoveryResponse> + '_ {
+        let caller = std::panic::Location::caller();
+        async move {
+            match self.try_recv(Duration::from_secs(5)).await {
+                Some(r) => r,
+                None => panic!("no delta response within 5 s (awaited at {caller})"),
+            }
+        }
     }
 
     pub async fn try_recv(&mut self, wait: Duration) -> Option<DeltaDiscoveryResponse> {
