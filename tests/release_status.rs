@@ -9,38 +9,22 @@ use client::{CDS, EDS, LDS, RDS, Sotw, names};
 use sluice::model::*;
 use sluice::release::{ReleaseError, Verb};
 use sluice::server::{Options, Sluice};
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 fn model() -> Model {
     let mut m = Model::default();
-    let key = ObjectKey::new("default", "reviews");
-    let port =
-        ServicePort { name: "http".into(), port: 9080, target_port: TargetPort::Number(9080), app_protocol: None };
-    m.services.insert(
-        key.clone(),
-        Service { name: "reviews".into(), namespace: "default".into(), ports: vec![port], selector: BTreeMap::new() },
-    );
-    let ep = |v: &str, p: u16| Endpoint {
-        name: format!("reviews-{v}"),
-        address: "127.0.0.1".into(),
-        ports: BTreeMap::from([(9080, p)]),
-        labels: BTreeMap::from([("version".into(), v.into())]),
-        ready: true,
-        terminating: false,
-    };
-    m.endpoints.insert(key, vec![ep("v1", 19082), ep("v3", 19084)]);
+    let svc = m.insert_service(Service::http("default", "reviews", 9080));
+    for (v, port) in [("v1", 19082), ("v3", 19084)] {
+        m.push_endpoint(
+            &svc,
+            Endpoint::ready(&format!("reviews-{v}"), "127.0.0.1", 9080, port).with_label("version", v),
+        );
+    }
     m
 }
 
 fn spec(weight: u32) -> ReleasePolicySpec {
-    ReleasePolicySpec {
-        service: "reviews".into(),
-        stable: "v1".into(),
-        canary: "v3".into(),
-        traffic: Traffic { canary_weight: weight, ..Default::default() },
-        ..Default::default()
-    }
+    ReleasePolicySpec::split("reviews", "v1", "v3", weight)
 }
 
 /// Subscribes like Envoy and ACKs everything.

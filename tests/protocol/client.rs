@@ -1,4 +1,5 @@
 //! Tonic clients that play Envoy on ADS, SotW and Delta, for the protocol tests.
+#![allow(dead_code)] // each test binary that includes this file uses a different part
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;

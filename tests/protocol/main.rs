@@ -6,7 +6,7 @@ use client::{CDS, Delta, EDS, LDS, RDS, Sotw, names};
 use sluice::model::*;
 use sluice::server::{Options, Sluice};
 use sluice::xds::TypeKind;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 
 const QUIET: Duration = Duration::from_millis(400);
@@ -16,36 +16,20 @@ fn cluster(subset: &str, svc: &str) -> String {
 }
 
 fn add_service(m: &mut Model, name: &str) {
-    let port =
-        ServicePort { name: "http".into(), port: 9080, target_port: TargetPort::Number(9080), app_protocol: None };
-    let svc = Service { name: name.into(), namespace: "default".into(), ports: vec![port], selector: BTreeMap::new() };
-    m.services.insert(ObjectKey::new("default", name), svc);
+    m.insert_service(Service::http("default", name, 9080));
 }
 
 fn add_endpoint(m: &mut Model, svc: &str, version: &str, port: u16) {
-    let labels = BTreeMap::from([("app".to_string(), svc.to_string()), ("version".to_string(), version.to_string())]);
-    let ep = Endpoint {
-        name: format!("{svc}-{version}-{port}"),
-        address: "127.0.0.1".into(),
-        ports: BTreeMap::from([(9080, port)]),
-        labels,
-        ready: true,
-        terminating: false,
-    };
-    m.endpoints.entry(ObjectKey::new("default", svc)).or_default().push(ep);
+    let ep = Endpoint::ready(&format!("{svc}-{version}-{port}"), "127.0.0.1", 9080, port)
+        .with_label("app", svc)
+        .with_label("version", version);
+    m.push_endpoint(&ObjectKey::new("default", svc), ep);
 }
 
 fn set_policy(m: &mut Model, canary: &str, weight: u32, phase: Phase) {
-    let spec = ReleasePolicySpec {
-        service: "reviews".into(),
-        stable: "v1".into(),
-        canary: canary.into(),
-        traffic: Traffic { canary_weight: weight, ..Default::default() },
-        ..Default::default()
-    };
-    let state = ReleaseState { phase, ..Default::default() };
-    let p = ReleasePolicy { name: "reviews-rel".into(), namespace: "default".into(), spec, state };
-    m.policies.insert(ObjectKey::new("default", "reviews-rel"), p);
+    let mut p = ReleasePolicy::new("default", "reviews-rel", ReleasePolicySpec::split("reviews", "v1", canary, weight));
+    p.state.phase = phase;
+    m.insert_policy(p);
 }
 
 /// reviews (v1, v3) and ratings (v1): 5 clusters (two catch-alls, three subsets).
