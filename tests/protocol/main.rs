@@ -26,10 +26,13 @@ fn add_endpoint(m: &mut Model, svc: &str, version: &str, port: u16) {
     m.push_endpoint(&ObjectKey::new("default", svc), ep);
 }
 
-fn set_policy(m: &mut Model, canary: &str, weight: u32, phase: Phase) {
-    let mut p = ReleasePolicy::new("default", "reviews-rel", ReleasePolicySpec::split("reviews", "v1", canary, weight));
-    p.state.phase = phase;
-    m.insert_policy(p);
+/// A release policy; its state (phase, live weight) is the release controller's, driven by verbs.
+fn set_policy(m: &mut Model, canary: &str, weight: u32) {
+    m.insert_policy(ReleasePolicy::new(
+        "default",
+        "reviews-rel",
+        ReleasePolicySpec::split("reviews", "v1", canary, weight),
+    ));
 }
 
 /// reviews (v1, v3) and ratings (v1): 5 clusters (two catch-alls, three subsets).
@@ -202,15 +205,18 @@ async fn named_eds_answers_known_names_and_later_the_ones_that_appear() {
 #[tokio::test]
 async fn named_rds_and_make_before_break_on_finalize() {
     let mut m = bookinfo();
-    set_policy(&mut m, "v3", 2000, Phase::Progressing);
+    set_policy(&mut m, "v3", 2000);
     let s = start(m).await;
     let mut c = Sotw::connect(s.xds_addr(), "p-order").await;
     let clusters = sync_like_envoy(&mut c).await;
     assert!(clusters.contains(&cluster("v1", "reviews")));
     s.wait_acked("p-order", Duration::from_secs(5)).await.expect("in sync");
 
-    // Finalize to v3: v1's subset cluster goes away, but only after routes stop naming it.
-    publish(&s, |m| set_policy(m, "v3", 2000, Phase::Finalized)).await;
+    // Promote and finalize to v3: v1's subset cluster goes away, but only after routes stop naming it.
+    let key = ObjectKey::new("default", "reviews-rel");
+    s.releases().act(&key, sluice::release::Verb::Promote).unwrap();
+    s.releases().act(&key, sluice::release::Verb::Finalize).unwrap();
+    s.wait_published(Duration::from_secs(5)).await.unwrap();
     let first = c.recv().await;
     assert_eq!(first.type_url, RDS, "routes change first; clusters are removed only after");
     c.ack(&first, &["sluice-listen"]).await;
@@ -223,7 +229,7 @@ async fn named_rds_and_make_before_break_on_finalize() {
 #[tokio::test]
 async fn routes_wait_until_new_clusters_and_endpoints_are_acked() {
     let mut m = bookinfo();
-    set_policy(&mut m, "v3", 2000, Phase::Progressing);
+    set_policy(&mut m, "v3", 2000);
     let s = start(m).await;
     let mut c = Sotw::connect(s.xds_addr(), "p-make").await;
     let clusters = sync_like_envoy(&mut c).await;
@@ -231,7 +237,7 @@ async fn routes_wait_until_new_clusters_and_endpoints_are_acked() {
     // A new canary version: its cluster must be ACKed with its endpoints before a route names it.
     publish(&s, |m| {
         add_endpoint(m, "reviews", "v4", 19086);
-        set_policy(m, "v4", 5000, Phase::Progressing);
+        set_policy(m, "v4", 5000);
     })
     .await;
     let cds = c.recv().await;
