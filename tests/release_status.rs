@@ -5,7 +5,7 @@
 #[path = "protocol/client.rs"]
 mod client;
 
-use client::{CDS, EDS, LDS, RDS, Sotw, names};
+use client::{RDS, Sotw};
 use sluice::model::*;
 use sluice::release::{ReleaseError, Verb};
 use sluice::server::{Options, Sluice};
@@ -27,24 +27,6 @@ fn spec(weight: u32) -> ReleasePolicySpec {
     ReleasePolicySpec::split("reviews", "v1", "v3", weight)
 }
 
-/// Subscribes like Envoy and ACKs everything.
-async fn sync(c: &mut Sotw) {
-    c.send(CDS, &[], "", "", None).await;
-    let cds = c.recv().await;
-    c.ack(&cds, &[]).await;
-    let clusters = names(&cds);
-    let eds: Vec<&str> = clusters.iter().map(String::as_str).collect();
-    c.send(EDS, &eds, "", "", None).await;
-    let r = c.recv().await;
-    c.ack(&r, &eds).await;
-    c.send(LDS, &[], "", "", None).await;
-    let r = c.recv().await;
-    c.ack(&r, &[]).await;
-    c.send(RDS, &["sluice-listen"], "", "", None).await;
-    let r = c.recv().await;
-    c.ack(&r, &["sluice-listen"]).await;
-}
-
 async fn acked(s: &Sluice, key: &ObjectKey) -> (usize, usize) {
     let p = s.releases().get(key).unwrap().status.proxies;
     (p.acked, p.total)
@@ -58,7 +40,7 @@ async fn a_weight_change_is_applied_in_status_only_after_the_proxies_ack_it() {
     s.releases().apply(&key, spec(0)).unwrap();
     s.wait_published(Duration::from_secs(5)).await.unwrap();
     let mut c = Sotw::connect(s.xds_addr(), "p1").await;
-    sync(&mut c).await;
+    c.sync_like_envoy().await;
     s.wait_acked("p1", Duration::from_secs(5)).await.unwrap();
     assert_eq!(acked(&s, &key).await, (1, 1));
 

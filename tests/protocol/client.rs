@@ -75,6 +75,29 @@ impl Sotw {
         }
     }
 
+    /// Subscribes like Envoy (CDS, EDS for its clusters, LDS, RDS for its route), ACKing each step; returns the
+    /// cluster names.
+    pub async fn sync_like_envoy(&mut self) -> Vec<String> {
+        self.send(CDS, &[], "", "", None).await;
+        let cds = self.recv().await;
+        self.ack(&cds, &[]).await;
+        let clusters = names(&cds);
+        let eds_names: Vec<&str> = clusters.iter().map(String::as_str).collect();
+        self.send(EDS, &eds_names, "", "", None).await;
+        let eds = self.recv().await;
+        assert_eq!(eds.type_url, EDS);
+        self.ack(&eds, &eds_names).await;
+        self.send(LDS, &[], "", "", None).await;
+        let lds = self.recv().await;
+        assert_eq!(lds.type_url, LDS);
+        self.ack(&lds, &[]).await;
+        self.send(RDS, &["sluice-listen"], "", "", None).await;
+        let rds = self.recv().await;
+        assert_eq!(names(&rds), vec!["sluice-listen"]);
+        self.ack(&rds, &["sluice-listen"]).await;
+        clusters
+    }
+
     /// ACKs a response (names as the subscription stands).
     pub async fn ack(&mut self, r: &DiscoveryResponse, names: &[&str]) {
         let (t, v, n) = (r.type_url.clone(), r.version_info.clone(), r.nonce.clone());

@@ -58,26 +58,6 @@ async fn publish(s: &Sluice, edit: impl FnOnce(&mut Model)) {
     s.wait_published(Duration::from_secs(5)).await.expect("published");
 }
 
-/// Subscribes like Envoy (CDS, EDS for its clusters, LDS, RDS for its route) and ACKs each step.
-async fn sync_like_envoy(c: &mut Sotw) -> Vec<String> {
-    c.send(CDS, &[], "", "", None).await;
-    let cds = c.recv().await;
-    c.ack(&cds, &[]).await;
-    let clusters = names(&cds);
-    let eds_names: Vec<&str> = clusters.iter().map(String::as_str).collect();
-    c.send(EDS, &eds_names, "", "", None).await;
-    let eds = c.recv().await;
-    c.ack(&eds, &eds_names).await;
-    c.send(LDS, &[], "", "", None).await;
-    let lds = c.recv().await;
-    c.ack(&lds, &[]).await;
-    c.send(RDS, &["sluice-listen"], "", "", None).await;
-    let rds = c.recv().await;
-    assert_eq!(names(&rds), vec!["sluice-listen"]);
-    c.ack(&rds, &["sluice-listen"]).await;
-    clusters
-}
-
 #[tokio::test]
 async fn wildcard_cds_and_lds_get_everything_and_unchanged_config_is_not_resent() {
     let s = start(bookinfo()).await;
@@ -208,7 +188,7 @@ async fn named_rds_and_make_before_break_on_finalize() {
     set_policy(&mut m, "v3", 2000);
     let s = start(m).await;
     let mut c = Sotw::connect(s.xds_addr(), "p-order").await;
-    let clusters = sync_like_envoy(&mut c).await;
+    let clusters = c.sync_like_envoy().await;
     assert!(clusters.contains(&cluster("v1", "reviews")));
     s.wait_acked("p-order", Duration::from_secs(5)).await.expect("in sync");
 
@@ -232,7 +212,7 @@ async fn routes_wait_until_new_clusters_and_endpoints_are_acked() {
     set_policy(&mut m, "v3", 2000);
     let s = start(m).await;
     let mut c = Sotw::connect(s.xds_addr(), "p-make").await;
-    let clusters = sync_like_envoy(&mut c).await;
+    let clusters = c.sync_like_envoy().await;
 
     // A new canary version: its cluster must be ACKed with its endpoints before a route names it.
     publish(&s, |m| {
@@ -369,7 +349,7 @@ async fn readyz_waits_for_every_source_and_config_dump_shows_what_a_proxy_holds(
     assert!(http_get(admin, "/readyz").await.starts_with("HTTP/1.0 200"));
 
     let mut c = Sotw::connect(s.xds_addr(), "p-dump").await;
-    sync_like_envoy(&mut c).await;
+    c.sync_like_envoy().await;
     s.wait_acked("p-dump", Duration::from_secs(5)).await.unwrap();
     let dump = http_get(admin, "/debug/config_dump?proxy=p-dump").await;
     assert!(dump.starts_with("HTTP/1.0 200"), "{dump}");
