@@ -37,6 +37,11 @@ pub enum Command {
     Serve(ServeArgs),
     /// Print an Envoy bootstrap that takes its config from Sluice.
     Bootstrap(crate::bootstrap::BootstrapArgs),
+    /// Benchmark: N simulated Envoys against Sluice in another process, beside a floor server.
+    Bench(crate::bench::BenchArgs),
+    /// One server process of `sluice bench` (started by it).
+    #[command(hide = true)]
+    BenchChild(crate::bench::ChildArgs),
     /// Check config files offline; exit 1 with file:line errors.
     Validate {
         #[arg(required = true)]
@@ -81,13 +86,27 @@ pub fn run() -> ExitCode {
             }
             Err(e) => fail(e),
         },
-        Command::Serve(args) => {
-            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-                Ok(rt) => rt,
-                Err(e) => return fail(e),
-            };
-            rt.block_on(serve(args)).unwrap_or_else(fail)
-        }
+        Command::Serve(args) => runtime(serve(args)),
+        Command::Bench(args) => runtime(async move {
+            let json = args.json;
+            let results = crate::bench::run(args).await?;
+            match json {
+                true => println!("{}", serde_json::to_string(&results)?),
+                false => print!("{}", results.table()),
+            }
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::BenchChild(args) => runtime(async move {
+            crate::bench::child(args).await?;
+            Ok(ExitCode::SUCCESS)
+        }),
+    }
+}
+
+fn runtime(work: impl std::future::Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt.block_on(work).unwrap_or_else(|e| fail(format!("{e:#}"))),
+        Err(e) => fail(e),
     }
 }
 

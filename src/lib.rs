@@ -8,6 +8,7 @@
 //! See ARCHITECTURE.md for the map.
 
 pub mod admin;
+pub mod bench;
 pub mod bootstrap;
 pub mod cli;
 pub mod envoy_json;

@@ -1,0 +1,285 @@
+//! `sluice bench`: N simulated Envoys over real gRPC against Sluice in another process, and the same clients
+//! against a floor server in the same run, so every time is also a ratio to what no server can beat.
+//!
+//! ```text
+//!  driver (this process) ──spawn──▶ `sluice bench-child --kind sluice` (real Sluice, generated model)
+//!     │ N proxy tasks over C HTTP/2 connections        ▲ stdin: churn / weight / quit; stdout: ready, ok
+//!     │ Recorder: per proxy, when it ACKed each type   │ /proc: RSS, CPU
+//!     └──────── then the same against `--kind floor` (responses built once, fanned out to every stream)
+//! ```
+
+mod child;
+mod fixture;
+mod procstat;
+mod proxy;
+mod report;
+
+pub use child::Kind;
+pub use fixture::Shape;
+pub use proxy::Mode;
+pub use report::Results;
+
+use crate::xds::{Snapshot, TypeKind};
+use anyhow::{Context, bail};
+use proxy::Recorder;
+use report::Latency;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout};
+
+#[derive(clap::Args, Debug, Clone, serde::Serialize)]
+pub struct BenchArgs {
+    /// Simulated proxies (each its own node id and ADS stream).
+    #[arg(long, env = "SLUICE_BENCH_PROXIES", default_value_t = 1000)]
+    pub proxies: usize,
+    #[arg(long, env = "SLUICE_BENCH_SERVICES", default_value_t = 1000)]
+    pub services: usize,
+    #[arg(long, env = "SLUICE_BENCH_ENDPOINTS_PER_SERVICE", default_value_t = 10)]
+    pub endpoints_per_service: usize,
+    /// Every n-th service gets a release policy (0: none).
+    #[arg(long, env = "SLUICE_BENCH_POLICY_EVERY", default_value_t = 10)]
+    pub policy_every: usize,
+    #[arg(long, env = "SLUICE_BENCH_MODE", value_enum, default_value = "delta")]
+    pub mode: Mode,
+    /// HTTP/2 connections the proxies' streams are spread over (Envoy uses one each; fewer saves the driver).
+    #[arg(long, env = "SLUICE_BENCH_CONNECTIONS", default_value_t = 1000)]
+    pub connections: usize,
+    /// Changes measured (each: one endpoint change and one weight change).
+    #[arg(long, env = "SLUICE_BENCH_ROUNDS", default_value_t = 5)]
+    pub rounds: usize,
+    /// Extra proxies that subscribe and then never read (backpressure check).
+    #[arg(long, env = "SLUICE_BENCH_STALLED", default_value_t = 1)]
+    pub stalled: usize,
+    /// Skip the floor server.
+    #[arg(long, env = "SLUICE_BENCH_NO_FLOOR")]
+    pub no_floor: bool,
+    /// Print one JSON object instead of the table.
+    #[arg(long, env = "SLUICE_BENCH_JSON")]
+    pub json: bool,
+}
+
+/// `sluice bench-child`: one server process of the benchmark (spawned by the driver, not for people).
+#[derive(clap::Args, Debug)]
+pub struct ChildArgs {
+    #[arg(long, value_enum)]
+    pub kind: Kind,
+    #[arg(long)]
+    pub services: usize,
+    #[arg(long)]
+    pub endpoints_per_service: usize,
+    #[arg(long)]
+    pub policy_every: usize,
+}
+
+pub async fn child(args: ChildArgs) -> anyhow::Result<()> {
+    let shape = Shape { services: args.services, endpoints_per_service: args.endpoints_per_service, policy_every: args.policy_every };
+    child::run(args.kind, shape).await
+}
+
+const TIMEOUT: Duration = Duration::from_secs(300);
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<Results> {
+    let shape = Shape { services: args.services, endpoints_per_service: args.endpoints_per_service, policy_every: args.policy_every };
+    if args.proxies == 0 || args.services == 0 || args.rounds == 0 {
+        bail!("--proxies, --services and --rounds must be at least 1");
+    }
+    let mut r = Results {
+        proxies: args.proxies,
+        services: args.services,
+        endpoints: args.services * args.endpoints_per_service,
+        mode: format!("{:?}", args.mode).to_lowercase(),
+        stalled_proxies: args.stalled,
+        ..Default::default()
+    };
+    translation(&shape, &mut r)?;
+    let s = phase(Kind::Sluice, &args, &shape).await?;
+    (r.connect_s, r.rss_mb, r.baseline_rss_mb, r.idle_cpu_percent) = (s.connect_s, s.rss_mb, s.baseline_mb, s.idle_cpu);
+    r.rss_per_proxy_kb = (s.rss_mb - s.baseline_mb).max(0.0) * 1024.0 / args.proxies as f64;
+    (r.churn_p50_ms, r.churn_p99_ms, r.churn_max_ms) = (s.churn.p50_ms, s.churn.p99_ms, s.churn.max_ms);
+    (r.weight_p50_ms, r.weight_p99_ms, r.weight_max_ms) = (s.weight.p50_ms, s.weight.p99_ms, s.weight.max_ms);
+    (r.churn_bytes_per_proxy, r.weight_bytes_per_proxy) = (s.churn_bytes, s.weight_bytes);
+    if !args.no_floor {
+        let f = phase(Kind::Floor, &args, &shape).await?;
+        (r.floor_connect_s, r.floor_churn_p50_ms, r.floor_churn_p99_ms) = (f.connect_s, f.churn.p50_ms, f.churn.p99_ms);
+        (r.floor_churn_bytes_per_proxy, r.floor_weight_p99_ms) = (f.churn_bytes, f.weight.p99_ms);
+    }
+    r.finish();
+    Ok(r)
+}
+
+/// Pure translation figures, in this process: the whole model, and one endpoint change at S=100 and S=10,000.
+fn translation(shape: &Shape, r: &mut Results) -> anyhow::Result<()> {
+    let model = Arc::new(fixture::model(shape));
+    let started = Instant::now();
+    let snap = Snapshot::build(1, model, None)?;
+    let _ = snap.view(&proxy_info());
+    r.translate_ms = started.elapsed().as_secs_f64() * 1e3;
+    for (services, out) in [(100, &mut r.endpoint_change_us_s100), (10_000, &mut r.endpoint_change_us_s10000)] {
+        let s = Shape { services, ..*shape };
+        let mut model = fixture::model(&s);
+        let prev = Snapshot::build(1, Arc::new(model.clone()), None)?;
+        let rounds = 20;
+        let mut total = Duration::ZERO;
+        for round in 0..rounds {
+            fixture::churn(&mut model, (round * 37 + 1) % services, round);
+            let next = Arc::new(model.clone());
+            let started = Instant::now();
+            let _ = Snapshot::build(2, next, Some(&prev))?;
+            total += started.elapsed();
+        }
+        *out = total.as_secs_f64() * 1e6 / rounds as f64;
+    }
+    Ok(())
+}
+
+fn proxy_info() -> crate::model::ProxyInfo {
+    crate::model::ProxyInfo {
+        id: "bench".into(),
+        namespace: "default".into(),
+        mode: crate::model::InterceptionMode::Intercept,
+        labels: Default::default(),
+        inbound_ports: vec![],
+    }
+}
+
+/// What one server measured.
+struct Phase {
+    connect_s: f64,
+    churn: Latency,
+    weight: Latency,
+    churn_bytes: f64,
+    weight_bytes: f64,
+    rss_mb: f64,
+    baseline_mb: f64,
+    idle_cpu: f64,
+}
+
+struct ServerProc {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: Lines<BufReader<ChildStdout>>,
+    addr: String,
+    pid: u32,
+}
+
+async fn spawn(kind: Kind, shape: &Shape) -> anyhow::Result<ServerProc> {
+    let exe = std::env::current_exe().context("finding the sluice binary")?;
+    let mut child = tokio::process::Command::new(exe)
+        .args(["bench-child", "--kind", if kind == Kind::Sluice { "sluice" } else { "floor" }])
+        .args(["--services", &shape.services.to_string(), "--endpoints-per-service", &shape.endpoints_per_service.to_string()])
+        .args(["--policy-every", &shape.policy_every.to_string(), "--log", "warn"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the server process")?;
+    let pid = child.id().context("server pid")?;
+    let stdin = child.stdin.take().context("stdin")?;
+    let mut stdout = BufReader::new(child.stdout.take().context("stdout")?).lines();
+    let line = tokio::time::timeout(TIMEOUT, stdout.next_line()).await.context("server start timed out")??;
+    let addr = line.as_deref().and_then(|l| l.strip_prefix("ready ")).context("server did not print `ready ADDR`")?.to_string();
+    Ok(ServerProc { child, stdin, stdout, addr, pid })
+}
+
+impl ServerProc {
+    async fn command(&mut self, cmd: &str) -> anyhow::Result<()> {
+        self.stdin.write_all(format!("{cmd}\n").as_bytes()).await?;
+        let line = tokio::time::timeout(TIMEOUT, self.stdout.next_line()).await.context("no answer")??;
+        if line.as_deref() != Some("ok") {
+            bail!("server answered {line:?} to `{cmd}`");
+        }
+        Ok(())
+    }
+}
+
+async fn phase(kind: Kind, args: &BenchArgs, shape: &Shape) -> anyhow::Result<Phase> {
+    let mut server = spawn(kind, shape).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let baseline = procstat::rss_bytes(server.pid).unwrap_or(0);
+    let n = args.proxies;
+    let rec = Recorder::new(n + args.stalled);
+    let channels = connections(&server.addr, args.connections.clamp(1, n + args.stalled))?;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..n + args.stalled)
+        .map(|i| {
+            let ch = channels[i % channels.len()].clone();
+            tokio::spawn(proxy::run(ch, i, args.mode, rec.clone(), i >= n))
+        })
+        .collect();
+    wait_all(&rec, n, |s| s.synced.load(Ordering::Acquire) > 0).await.context("connect storm")?;
+    let connect_s = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cpu0 = procstat::cpu_time(server.pid).unwrap_or_default();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle_cpu = (procstat::cpu_time(server.pid).unwrap_or_default().saturating_sub(cpu0)).as_secs_f64() / 3.0 * 100.0;
+    let rss = procstat::rss_bytes(server.pid).unwrap_or(0);
+    let (churn, churn_bytes) = changes(&mut server, &rec, n, args, TypeKind::Endpoint, shape).await?;
+    let (weight, weight_bytes) = changes(&mut server, &rec, n, args, TypeKind::Route, shape).await?;
+    let _ = server.command("quit").await;
+    for t in tasks {
+        t.abort();
+    }
+    let _ = server.child.kill().await;
+    let mb = |b: u64| b as f64 / (1024.0 * 1024.0);
+    Ok(Phase { connect_s, churn, weight, churn_bytes, weight_bytes, rss_mb: mb(rss), baseline_mb: mb(baseline), idle_cpu })
+}
+
+/// Makes `rounds` changes of one kind; per proxy, the time from the command to its ACK of that type.
+async fn changes(
+    server: &mut ServerProc,
+    rec: &Recorder,
+    n: usize,
+    args: &BenchArgs,
+    kind: TypeKind,
+    shape: &Shape,
+) -> anyhow::Result<(Latency, f64)> {
+    let policies = fixture::policy_services(shape);
+    if kind == TypeKind::Route && policies.is_empty() {
+        return Ok((Latency::default(), 0.0));
+    }
+    let mut samples = Vec::with_capacity(n * args.rounds);
+    let mut bytes = 0u64;
+    for round in 0..args.rounds {
+        let before: u64 = rec.slots()[..n].iter().map(|s| s.bytes[kind.index()].load(Ordering::Relaxed)).sum();
+        let t = rec.now();
+        let cmd = match kind {
+            TypeKind::Route => format!("weight {} {}", policies[round % policies.len()], 2000 + round * 100),
+            _ => format!("churn {} {round}", (round * 37 + 1) % shape.services),
+        };
+        server.command(&cmd).await?;
+        wait_all(rec, n, |s| s.acked[kind.index()].load(Ordering::Acquire) > t).await.with_context(|| cmd.clone())?;
+        samples.extend(rec.slots()[..n].iter().map(|s| s.acked[kind.index()].load(Ordering::Acquire) - t));
+        let after: u64 = rec.slots()[..n].iter().map(|s| s.bytes[kind.index()].load(Ordering::Relaxed)).sum();
+        bytes += after - before;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok((Latency::of(samples), bytes as f64 / (n * args.rounds) as f64))
+}
+
+fn connections(addr: &str, count: usize) -> anyhow::Result<Vec<tonic::transport::Channel>> {
+    (0..count)
+        .map(|_| {
+            Ok(tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+                .initial_stream_window_size(Some(16 << 20))
+                .initial_connection_window_size(Some(64 << 20))
+                .http2_adaptive_window(false)
+                .connect_lazy())
+        })
+        .collect()
+}
+
+async fn wait_all(rec: &Recorder, n: usize, done: impl Fn(&proxy::Slot) -> bool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let left = rec.slots()[..n].iter().filter(|s| !done(s)).count();
+        if left == 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{left} of {n} proxies did not get there within {TIMEOUT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
