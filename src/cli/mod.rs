@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 /// The Bookinfo example, served when no source is given.
-pub const DEFAULT_CONFIG: &str = include_str!("../config/bookinfo.yaml");
+pub const DEFAULT_CONFIG: &str = include_str!("../../config/bookinfo.yaml");
 
 #[derive(Parser, Debug)]
 #[command(name = "sluice", version, about = "An Envoy xDS control plane for grayscale releases")]
