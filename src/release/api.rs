@@ -53,7 +53,7 @@ pub struct DocumentMetadata {
 impl PolicyDocument {
     /// Parses a JSON document; a malformed body or a field of the wrong type is refused with its JSON path.
     pub fn from_json(body: &[u8]) -> Result<Self, FieldError> {
-        from_json(body, "")
+        from_json(body)
     }
 
     /// The spec for the release at `key`: metadata, when given, must name the same release.
@@ -78,10 +78,15 @@ impl PolicyDocument {
 
 /// A spec alone, as gRPC's `spec_json` carries it; paths are reported under `spec.`.
 pub fn spec_from_json(body: &[u8]) -> Result<ReleasePolicySpec, FieldError> {
-    from_json(body, "spec")
+    from_json_under(body, "spec")
 }
 
-fn from_json<T: serde::de::DeserializeOwned>(body: &[u8], prefix: &str) -> Result<T, FieldError> {
+/// Parses a JSON body; a malformed body or a field of the wrong type is refused with its JSON path.
+pub fn from_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, FieldError> {
+    from_json_under(body, "")
+}
+
+fn from_json_under<T: serde::de::DeserializeOwned>(body: &[u8], prefix: &str) -> Result<T, FieldError> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = match (prefix, e.path().to_string()) {
