@@ -1,4 +1,6 @@
-//! The command line: `serve`, `bootstrap`, `validate`. Every flag also reads a `SLUICE_...` environment variable.
+//! The command line: `serve`, `bootstrap`, `validate`, `release` (see [`release`]). Every flag also reads a `SLUICE_...` environment variable.
+
+pub mod release;
 
 use crate::server::{Options, Sluice};
 use crate::source::{self, FileSourceStatus};
@@ -37,6 +39,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Print an Envoy bootstrap that takes its config from Sluice.
     Bootstrap(crate::bootstrap::BootstrapArgs),
+    /// Drive release tasks on a running Sluice: list, get, apply, weight, promote, abort, finalize, ...
+    Release(release::ReleaseArgs),
     /// Check config files offline; exit 1 with file:line errors.
     Validate {
         #[arg(required = true)]
@@ -74,6 +78,7 @@ pub fn run() -> ExitCode {
     init_logging(&cli.log, cli.log_format);
     match cli.command {
         Command::Validate { paths } => source::validate_command(&paths),
+        Command::Release(args) => release::run(args),
         Command::Bootstrap(args) => match serde_json::to_string_pretty(&crate::bootstrap::render(&args)) {
             Ok(text) => {
                 println!("{text}");

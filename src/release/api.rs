@@ -97,7 +97,7 @@ fn from_json_under<T: serde::de::DeserializeOwned>(body: &[u8], prefix: &str) ->
         let inner = e.into_inner();
         match inner.classify() {
             serde_json::error::Category::Data if !path.is_empty() => FieldError::new(path, inner.to_string()),
-            _ if path.is_empty() => FieldError::new("body", format!("not valid JSON: {inner}")),
+            _ if path.is_empty() || path.contains('?') => FieldError::new("body", format!("not valid JSON: {inner}")),
             _ => FieldError::new("body", format!("not valid JSON (in {path}): {inner}")),
         }
     })?;
