@@ -109,7 +109,7 @@ impl Sluice {
             let _ = stop_wait.wait_for(|s| *s).await;
         });
         let mut tasks = vec![
-            tokio::spawn(serve_xds(xds_listener, Xds::new(ctx), stopped.clone())),
+            tokio::spawn(serve_xds(xds_listener, Xds::new(ctx), releases.clone(), stopped.clone())),
             tokio::spawn(releases.clone().run(stop.subscribe())),
         ];
         if let Some(listener) = admin_listener {
@@ -198,8 +198,16 @@ impl Drop for Sluice {
 #[error("timed out: {0}")]
 pub struct WaitTimeout(pub String);
 
-async fn serve_xds(listener: TcpListener, xds: Xds, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
-    let routes = xds.add_to(tonic::service::RoutesBuilder::default()).routes();
+/// Serves xDS and the Release API (`sluice.v1.ReleaseService`) on one gRPC port.
+async fn serve_xds(
+    listener: TcpListener,
+    xds: Xds,
+    releases: ReleaseController,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let mut routes = xds.add_to(tonic::service::RoutesBuilder::default());
+    routes.add_service(crate::release::grpc::ReleaseApi::server(releases));
+    let routes = routes.routes();
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let result = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))

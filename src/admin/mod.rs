@@ -7,8 +7,10 @@
 //! | `GET /debug/syncz` | per proxy stream: node id, connected since, per type sent/ACKed version, last NACK |
 //! | `GET /debug/config_dump?proxy=ID` | what proxy ID holds (ACKed), as Envoy JSON |
 //! | `GET /debug/config` | Sluice's effective configuration |
+//! | `/api/v1/namespaces/{ns}/releases[/{name}[/{action}]]` | the Release API (see [`releases`]) |
 
 mod debug;
+pub mod releases;
 
 use crate::store::Store;
 use crate::xds::{Registry, Snapshot};
@@ -36,6 +38,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/debug/syncz", get(debug::syncz))
         .route("/debug/config_dump", get(debug::config_dump))
         .route("/debug/config", get(debug::config))
+        .merge(releases::router())
         .with_state(state)
 }
 

@@ -155,6 +155,9 @@ impl ReleaseController {
     }
 
     pub fn set_weight(&self, key: &ObjectKey, weight: u32) -> Result<ReleaseView, ReleaseError> {
+        if weight > crate::model::TOTAL_WEIGHT {
+            return Err(FieldError::new("spec.traffic.canaryWeight", "must be between 0 and 10000").into());
+        }
         self.mutate(key, |r, _| r.set_weight(weight))
     }
 

@@ -8,7 +8,9 @@
 //!                         ▲ ticks for timed pauses; status reads the registry (proxies ACKed / connected)
 //! ```
 
+pub mod api;
 mod controller;
+pub mod grpc;
 pub mod machine;
 pub mod persist;
 pub mod status;

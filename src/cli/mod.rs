@@ -1,4 +1,6 @@
-//! The command line: `serve`, `bootstrap`, `validate`. Every flag also reads a `SLUICE_...` environment variable.
+//! The command line: `serve`, `bootstrap`, `validate`, `release` (see [`release`]). Every flag also reads a `SLUICE_...` environment variable.
+
+pub mod release;
 
 use crate::server::{Options, Sluice};
 use crate::source::{self, FileSourceStatus};
@@ -11,7 +13,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 /// The Bookinfo example, served when no source is given.
-pub const DEFAULT_CONFIG: &str = include_str!("../config/bookinfo.yaml");
+pub const DEFAULT_CONFIG: &str = include_str!("../../config/bookinfo.yaml");
 
 #[derive(Parser, Debug)]
 #[command(name = "sluice", version, about = "An Envoy xDS control plane for grayscale releases")]
@@ -42,6 +44,8 @@ pub enum Command {
     /// One server process of `sluice bench` (started by it).
     #[command(hide = true)]
     BenchChild(crate::bench::ChildArgs),
+    /// Drive release tasks on a running Sluice: list, get, apply, weight, promote, abort, finalize, ...
+    Release(release::ReleaseArgs),
     /// Check config files offline; exit 1 with file:line errors.
     Validate {
         #[arg(required = true)]
@@ -79,6 +83,7 @@ pub fn run() -> ExitCode {
     init_logging(&cli.log, cli.log_format);
     match cli.command {
         Command::Validate { paths } => source::validate_command(&paths),
+        Command::Release(args) => release::run(args),
         Command::Bootstrap(args) => match serde_json::to_string_pretty(&crate::bootstrap::render(&args)) {
             Ok(text) => {
                 println!("{text}");

@@ -1,0 +1,169 @@
+//! The Release API over gRPC (`sluice.v1.ReleaseService`), served on the xDS port beside ADS.
+//!
+//! ```text
+//!  gRPC client ──▶ ReleaseApi ──spawn_blocking──▶ ReleaseController (persists before it answers)
+//!                     └─ ReleaseError ──status()──▶ tonic::Status   (the one mapping)
+//! ```
+//! The spec travels as JSON (`spec_json`), so gRPC, REST and config files share one schema and one validator.
+
+use super::api::{self, API_VERSION};
+use super::{ReleaseController, ReleaseError, ReleaseView, Verb};
+use crate::model::ObjectKey;
+use crate::proto;
+use crate::proto::release_service_server::{ReleaseService, ReleaseServiceServer};
+use tonic::{Request, Response, Status};
+
+/// The gRPC front end of the release controller.
+#[derive(Clone)]
+pub struct ReleaseApi {
+    controller: ReleaseController,
+}
+
+impl ReleaseApi {
+    pub fn server(controller: ReleaseController) -> ReleaseServiceServer<Self> {
+        ReleaseServiceServer::new(Self { controller })
+    }
+
+    /// Runs a mutation on a blocking thread: the controller writes the state file (and fsyncs) before answering.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&ReleaseController) -> Result<T, ReleaseError> + Send + 'static,
+    ) -> Result<T, Status> {
+        let controller = self.controller.clone();
+        match tokio::task::spawn_blocking(move || f(&controller)).await {
+            Ok(result) => result.map_err(status),
+            Err(e) => Err(Status::internal(format!("release request failed: {e}"))),
+        }
+    }
+}
+
+/// The one place a [`ReleaseError`] becomes a gRPC status.
+pub fn status(e: ReleaseError) -> Status {
+    let message = e.to_string();
+    match e {
+        ReleaseError::Invalid(_) => Status::invalid_argument(message),
+        ReleaseError::NotFound(_) => Status::not_found(message),
+        ReleaseError::Conflict(_) | ReleaseError::Refused(_) => Status::failed_precondition(message),
+        ReleaseError::Persist(_) => Status::internal(message),
+    }
+}
+
+fn key_of(r: Option<proto::ReleaseRef>) -> Result<ObjectKey, Status> {
+    let r = r.unwrap_or_default();
+    key(&r.namespace, &r.name)
+}
+
+fn key(namespace: &str, name: &str) -> Result<ObjectKey, Status> {
+    let namespace = if namespace.is_empty() { "default" } else { namespace };
+    api::key(namespace, name).map_err(status)
+}
+
+fn verb(v: i32) -> Result<Verb, Status> {
+    match proto::Verb::try_from(v) {
+        Ok(proto::Verb::Pause) => Ok(Verb::Pause),
+        Ok(proto::Verb::Resume) => Ok(Verb::Resume),
+        Ok(proto::Verb::Promote) => Ok(Verb::Promote),
+        Ok(proto::Verb::Abort) => Ok(Verb::Abort),
+        Ok(proto::Verb::Finalize) => Ok(Verb::Finalize),
+        _ => Err(Status::invalid_argument("verb: must be one of pause, resume, promote, abort, finalize")),
+    }
+}
+
+/// The REST view as the proto message.
+pub fn to_proto(v: &ReleaseView) -> Result<proto::Release, Status> {
+    let spec_json = serde_json::to_string(&v.spec).map_err(|e| Status::internal(format!("encoding spec: {e}")))?;
+    let s = &v.status;
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    let status = proto::ReleaseStatus {
+        phase: format!("{:?}", s.phase),
+        canary_weight: s.weights.get(&v.spec.canary).copied().unwrap_or_default(),
+        step: count(s.step),
+        steps: count(s.steps),
+        proxies_acked: count(s.proxies.acked),
+        proxies_total: count(s.proxies.total),
+        versions: s
+            .versions
+            .iter()
+            .map(|x| proto::VersionStatus {
+                name: x.name.clone(),
+                weight: x.weight,
+                endpoints: count(x.endpoints),
+                ready: count(x.ready),
+            })
+            .collect(),
+        conditions: s
+            .conditions
+            .iter()
+            .map(|c| proto::Condition {
+                r#type: c.kind.clone(),
+                status: c.status.clone(),
+                reason: c.reason.clone(),
+                message: c.message.clone(),
+            })
+            .collect(),
+        weights: s.weights.iter().map(|(k, w)| (k.clone(), *w)).collect(),
+        source: s.source.clone(),
+    };
+    debug_assert_eq!(v.api_version, API_VERSION);
+    Ok(proto::Release {
+        namespace: v.metadata.namespace.clone(),
+        name: v.metadata.name.clone(),
+        spec_json,
+        status: Some(status),
+    })
+}
+
+#[tonic::async_trait]
+impl ReleaseService for ReleaseApi {
+    async fn list_releases(
+        &self,
+        request: Request<proto::ListReleasesRequest>,
+    ) -> Result<Response<proto::ListReleasesResponse>, Status> {
+        let ns = request.into_inner().namespace;
+        let views = self.controller.list(Some(ns.as_str()).filter(|n| !n.is_empty()));
+        let releases = views.iter().map(to_proto).collect::<Result<_, _>>()?;
+        Ok(Response::new(proto::ListReleasesResponse { releases }))
+    }
+
+    async fn get_release(&self, request: Request<proto::ReleaseRef>) -> Result<Response<proto::Release>, Status> {
+        let key = key_of(Some(request.into_inner()))?;
+        let view = self.controller.get(&key).map_err(status)?;
+        Ok(Response::new(to_proto(&view)?))
+    }
+
+    async fn apply_release(
+        &self,
+        request: Request<proto::ApplyReleaseRequest>,
+    ) -> Result<Response<proto::Release>, Status> {
+        let release = request.into_inner().release.unwrap_or_default();
+        let key = key(&release.namespace, &release.name)?;
+        let spec = api::spec_from_json(release.spec_json.as_bytes()).map_err(|e| status(e.into()))?;
+        let view = self.blocking(move |c| c.apply(&key, spec)).await?;
+        Ok(Response::new(to_proto(&view)?))
+    }
+
+    async fn delete_release(
+        &self,
+        request: Request<proto::ReleaseRef>,
+    ) -> Result<Response<proto::DeleteReleaseResponse>, Status> {
+        let key = key_of(Some(request.into_inner()))?;
+        self.blocking(move |c| c.delete(&key)).await?;
+        Ok(Response::new(proto::DeleteReleaseResponse {}))
+    }
+
+    async fn set_weight(&self, request: Request<proto::SetWeightRequest>) -> Result<Response<proto::Release>, Status> {
+        let req = request.into_inner();
+        let key = key_of(req.r#ref)?;
+        let weight = req.canary_weight;
+        let view = self.blocking(move |c| c.set_weight(&key, weight)).await?;
+        Ok(Response::new(to_proto(&view)?))
+    }
+
+    async fn act(&self, request: Request<proto::ActRequest>) -> Result<Response<proto::Release>, Status> {
+        let req = request.into_inner();
+        let key = key_of(req.r#ref)?;
+        let verb = verb(req.verb)?;
+        let view = self.blocking(move |c| c.act(&key, verb)).await?;
+        Ok(Response::new(to_proto(&view)?))
+    }
+}
