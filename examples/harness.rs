@@ -62,31 +62,15 @@ async fn drive(sluice: &Sluice, listen: SocketAddr, v1: u16, v3: u16) -> anyhow:
 
 /// reviews with v1 and v3 endpoints and a release policy giving v3 `weight` basis points.
 fn reviews(v1: u16, v3: u16, weight: u32) -> Model {
-    let key = ObjectKey::new("default", "reviews");
-    let port =
-        ServicePort { name: "http".into(), port: 9080, target_port: TargetPort::Number(9080), app_protocol: None };
-    let svc = Service { name: "reviews".into(), namespace: "default".into(), ports: vec![port], ..Default::default() };
-    let ep = |version: &str, p: u16| Endpoint {
-        name: format!("reviews-{version}"),
-        address: "127.0.0.1".into(),
-        ports: BTreeMap::from([(9080, p)]),
-        labels: BTreeMap::from([("version".into(), version.into())]),
-        ready: true,
-        terminating: false,
-    };
-    let spec = ReleasePolicySpec {
-        service: "reviews".into(),
-        stable: "v1".into(),
-        canary: "v3".into(),
-        traffic: Traffic { canary_weight: weight, ..Default::default() },
-        ..Default::default()
-    };
     let mut m = Model::default();
-    m.services.insert(key.clone(), svc);
-    m.endpoints.insert(key, vec![ep("v1", v1), ep("v3", v3)]);
-    let policy =
-        ReleasePolicy { name: "reviews-v3".into(), namespace: "default".into(), spec, state: Default::default() };
-    m.policies.insert(ObjectKey::new("default", "reviews-v3"), policy);
+    let svc = m.insert_service(Service::http("default", "reviews", 9080));
+    m.push_endpoint(&svc, Endpoint::ready("reviews-v1", "127.0.0.1", 9080, v1).with_label("version", "v1"));
+    m.push_endpoint(&svc, Endpoint::ready("reviews-v3", "127.0.0.1", 9080, v3).with_label("version", "v3"));
+    m.insert_policy(ReleasePolicy::new(
+        "default",
+        "reviews-v3",
+        ReleasePolicySpec::split("reviews", "v1", "v3", weight),
+    ));
     m
 }
 

@@ -6,40 +6,22 @@ mod common;
 use common::{Peer, assert_share, peers::grpc_client};
 use sluice::model::*;
 use sluice::server::{Options, Sluice};
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 fn echo_model(v1: u16, v3: u16, canary_weight: u32) -> Model {
     let mut m = Model::default();
-    let port = ServicePort {
-        name: "grpc".into(),
-        port: 9090,
-        target_port: TargetPort::Number(9090),
-        app_protocol: Some("grpc".into()),
-    };
-    let key = ObjectKey::new("default", "echo");
-    m.services.insert(
-        key.clone(),
-        Service { name: "echo".into(), namespace: "default".into(), ports: vec![port], selector: BTreeMap::new() },
-    );
-    let ep = |version: &str, p: u16| Endpoint {
-        name: format!("echo-{version}"),
-        address: "127.0.0.1".into(),
-        ports: BTreeMap::from([(9090, p)]),
-        labels: BTreeMap::from([("app".into(), "echo".into()), ("version".into(), version.into())]),
-        ready: true,
-        terminating: false,
-    };
-    m.endpoints.insert(key, vec![ep("v1", v1), ep("v3", v3)]);
-    let spec = ReleasePolicySpec {
-        service: "echo".into(),
-        stable: "v1".into(),
-        canary: "v3".into(),
-        traffic: Traffic { canary_weight, ..Default::default() },
-        ..Default::default()
-    };
-    let policy = ReleasePolicy { name: "echo-v3".into(), namespace: "default".into(), spec, state: Default::default() };
-    m.policies.insert(ObjectKey::new("default", "echo-v3"), policy);
+    let svc = m.insert_service(Service::grpc("default", "echo", 9090));
+    for (version, port) in [("v1", v1), ("v3", v3)] {
+        m.push_endpoint(
+            &svc,
+            Endpoint::ready(&format!("echo-{version}"), "127.0.0.1", 9090, port).with_label("version", version),
+        );
+    }
+    m.insert_policy(ReleasePolicy::new(
+        "default",
+        "echo-v3",
+        ReleasePolicySpec::split("echo", "v1", "v3", canary_weight),
+    ));
     m
 }
 

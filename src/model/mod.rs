@@ -10,6 +10,7 @@
 //! target port already resolved per service port and the workload's labels (the version label among them). So
 //! `translate` never matches selectors, and an endpoint change touches one service's entry only.
 
+mod build;
 mod policy;
 mod proxy;
 mod service;

@@ -19,7 +19,8 @@ pub struct ReleasePolicy {
     pub name: String,
     pub namespace: String,
     pub spec: ReleasePolicySpec,
-    /// Where the release stands; sources without a release controller leave the default (follow the spec).
+    /// Where the release stands. In a running Sluice the release controller owns it and lays it over every
+    /// policy (what a source puts here is replaced); drive it with the release verbs. `translate` reads it.
     #[serde(default)]
     pub state: ReleaseState,
 }

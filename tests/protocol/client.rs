@@ -1,4 +1,5 @@
 //! Tonic clients that play Envoy on ADS, SotW and Delta, for the protocol tests.
+#![allow(dead_code)] // each test binary that includes this file uses a different part
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
@@ -55,8 +56,15 @@ impl Sotw {
         self.tx.send(req).await.expect("request stream open");
     }
 
-    pub async fn recv(&mut self) -> DiscoveryResponse {
-        self.try_recv(Duration::from_secs(5)).await.expect("a response within 5 s")
+    #[track_caller]
+    pub fn recv(&mut self) -> impl std::future::Future<Output = DiscoveryResponse> + '_ {
+        let caller = std::panic::Location::caller();
+        async move {
+            match self.try_recv(Duration::from_secs(5)).await {
+                Some(r) => r,
+                None => panic!("no response within 5 s (awaited at {caller})"),
+            }
+        }
     }
 
     pub async fn try_recv(&mut self, wait: Duration) -> Option<DiscoveryResponse> {
@@ -65,6 +73,29 @@ impl Sotw {
             Ok(other) => panic!("stream ended: {other:?}"),
             Err(_) => None,
         }
+    }
+
+    /// Subscribes like Envoy (CDS, EDS for its clusters, LDS, RDS for its route), ACKing each step; returns the
+    /// cluster names.
+    pub async fn sync_like_envoy(&mut self) -> Vec<String> {
+        self.send(CDS, &[], "", "", None).await;
+        let cds = self.recv().await;
+        self.ack(&cds, &[]).await;
+        let clusters = names(&cds);
+        let eds_names: Vec<&str> = clusters.iter().map(String::as_str).collect();
+        self.send(EDS, &eds_names, "", "", None).await;
+        let eds = self.recv().await;
+        assert_eq!(eds.type_url, EDS);
+        self.ack(&eds, &eds_names).await;
+        self.send(LDS, &[], "", "", None).await;
+        let lds = self.recv().await;
+        assert_eq!(lds.type_url, LDS);
+        self.ack(&lds, &[]).await;
+        self.send(RDS, &["sluice-listen"], "", "", None).await;
+        let rds = self.recv().await;
+        assert_eq!(names(&rds), vec!["sluice-listen"]);
+        self.ack(&rds, &["sluice-listen"]).await;
+        clusters
     }
 
     /// ACKs a response (names as the subscription stands).
@@ -109,8 +140,15 @@ impl Delta {
         self.tx.send(req).await.expect("request stream open");
     }
 
-    pub async fn recv(&mut self) -> DeltaDiscoveryResponse {
-        self.try_recv(Duration::from_secs(5)).await.expect("a delta response within 5 s")
+    #[track_caller]
+    pub fn recv(&mut self) -> impl std::future::Future<Output = DeltaDiscoveryResponse> + '_ {
+        let caller = std::panic::Location::caller();
+        async move {
+            match self.try_recv(Duration::from_secs(5)).await {
+                Some(r) => r,
+                None => panic!("no delta response within 5 s (awaited at {caller})"),
+            }
+        }
     }
 
     pub async fn try_recv(&mut self, wait: Duration) -> Option<DeltaDiscoveryResponse> {

@@ -6,7 +6,7 @@ use client::{CDS, Delta, EDS, LDS, RDS, Sotw, names};
 use sluice::model::*;
 use sluice::server::{Options, Sluice};
 use sluice::xds::TypeKind;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 
 const QUIET: Duration = Duration::from_millis(400);
@@ -16,36 +16,23 @@ fn cluster(subset: &str, svc: &str) -> String {
 }
 
 fn add_service(m: &mut Model, name: &str) {
-    let port =
-        ServicePort { name: "http".into(), port: 9080, target_port: TargetPort::Number(9080), app_protocol: None };
-    let svc = Service { name: name.into(), namespace: "default".into(), ports: vec![port], selector: BTreeMap::new() };
-    m.services.insert(ObjectKey::new("default", name), svc);
+    m.insert_service(Service::http("default", name, 9080));
 }
 
 fn add_endpoint(m: &mut Model, svc: &str, version: &str, port: u16) {
-    let labels = BTreeMap::from([("app".to_string(), svc.to_string()), ("version".to_string(), version.to_string())]);
-    let ep = Endpoint {
-        name: format!("{svc}-{version}-{port}"),
-        address: "127.0.0.1".into(),
-        ports: BTreeMap::from([(9080, port)]),
-        labels,
-        ready: true,
-        terminating: false,
-    };
-    m.endpoints.entry(ObjectKey::new("default", svc)).or_default().push(ep);
+    let ep = Endpoint::ready(&format!("{svc}-{version}-{port}"), "127.0.0.1", 9080, port)
+        .with_label("app", svc)
+        .with_label("version", version);
+    m.push_endpoint(&ObjectKey::new("default", svc), ep);
 }
 
-fn set_policy(m: &mut Model, canary: &str, weight: u32, phase: Phase) {
-    let spec = ReleasePolicySpec {
-        service: "reviews".into(),
-        stable: "v1".into(),
-        canary: canary.into(),
-        traffic: Traffic { canary_weight: weight, ..Default::default() },
-        ..Default::default()
-    };
-    let state = ReleaseState { phase, ..Default::default() };
-    let p = ReleasePolicy { name: "reviews-rel".into(), namespace: "default".into(), spec, state };
-    m.policies.insert(ObjectKey::new("default", "reviews-rel"), p);
+/// A release policy; its state (phase, live weight) is the release controller's, driven by verbs.
+fn set_policy(m: &mut Model, canary: &str, weight: u32) {
+    m.insert_policy(ReleasePolicy::new(
+        "default",
+        "reviews-rel",
+        ReleasePolicySpec::split("reviews", "v1", canary, weight),
+    ));
 }
 
 /// reviews (v1, v3) and ratings (v1): 5 clusters (two catch-alls, three subsets).
@@ -69,26 +56,6 @@ async fn start(model: Model) -> Sluice {
 async fn publish(s: &Sluice, edit: impl FnOnce(&mut Model)) {
     s.store().update(edit);
     s.wait_published(Duration::from_secs(5)).await.expect("published");
-}
-
-/// Subscribes like Envoy (CDS, EDS for its clusters, LDS, RDS for its route) and ACKs each step.
-async fn sync_like_envoy(c: &mut Sotw) -> Vec<String> {
-    c.send(CDS, &[], "", "", None).await;
-    let cds = c.recv().await;
-    c.ack(&cds, &[]).await;
-    let clusters = names(&cds);
-    let eds_names: Vec<&str> = clusters.iter().map(String::as_str).collect();
-    c.send(EDS, &eds_names, "", "", None).await;
-    let eds = c.recv().await;
-    c.ack(&eds, &eds_names).await;
-    c.send(LDS, &[], "", "", None).await;
-    let lds = c.recv().await;
-    c.ack(&lds, &[]).await;
-    c.send(RDS, &["sluice-listen"], "", "", None).await;
-    let rds = c.recv().await;
-    assert_eq!(names(&rds), vec!["sluice-listen"]);
-    c.ack(&rds, &["sluice-listen"]).await;
-    clusters
 }
 
 #[tokio::test]
@@ -218,15 +185,18 @@ async fn named_eds_answers_known_names_and_later_the_ones_that_appear() {
 #[tokio::test]
 async fn named_rds_and_make_before_break_on_finalize() {
     let mut m = bookinfo();
-    set_policy(&mut m, "v3", 2000, Phase::Progressing);
+    set_policy(&mut m, "v3", 2000);
     let s = start(m).await;
     let mut c = Sotw::connect(s.xds_addr(), "p-order").await;
-    let clusters = sync_like_envoy(&mut c).await;
+    let clusters = c.sync_like_envoy().await;
     assert!(clusters.contains(&cluster("v1", "reviews")));
     s.wait_acked("p-order", Duration::from_secs(5)).await.expect("in sync");
 
-    // Finalize to v3: v1's subset cluster goes away, but only after routes stop naming it.
-    publish(&s, |m| set_policy(m, "v3", 2000, Phase::Finalized)).await;
+    // Promote and finalize to v3: v1's subset cluster goes away, but only after routes stop naming it.
+    let key = ObjectKey::new("default", "reviews-rel");
+    s.releases().act(&key, sluice::release::Verb::Promote).unwrap();
+    s.releases().act(&key, sluice::release::Verb::Finalize).unwrap();
+    s.wait_published(Duration::from_secs(5)).await.unwrap();
     let first = c.recv().await;
     assert_eq!(first.type_url, RDS, "routes change first; clusters are removed only after");
     c.ack(&first, &["sluice-listen"]).await;
@@ -239,15 +209,15 @@ async fn named_rds_and_make_before_break_on_finalize() {
 #[tokio::test]
 async fn routes_wait_until_new_clusters_and_endpoints_are_acked() {
     let mut m = bookinfo();
-    set_policy(&mut m, "v3", 2000, Phase::Progressing);
+    set_policy(&mut m, "v3", 2000);
     let s = start(m).await;
     let mut c = Sotw::connect(s.xds_addr(), "p-make").await;
-    let clusters = sync_like_envoy(&mut c).await;
+    let clusters = c.sync_like_envoy().await;
 
     // A new canary version: its cluster must be ACKed with its endpoints before a route names it.
     publish(&s, |m| {
         add_endpoint(m, "reviews", "v4", 19086);
-        set_policy(m, "v4", 5000, Phase::Progressing);
+        set_policy(m, "v4", 5000);
     })
     .await;
     let cds = c.recv().await;
@@ -379,7 +349,7 @@ async fn readyz_waits_for_every_source_and_config_dump_shows_what_a_proxy_holds(
     assert!(http_get(admin, "/readyz").await.starts_with("HTTP/1.0 200"));
 
     let mut c = Sotw::connect(s.xds_addr(), "p-dump").await;
-    sync_like_envoy(&mut c).await;
+    c.sync_like_envoy().await;
     s.wait_acked("p-dump", Duration::from_secs(5)).await.unwrap();
     let dump = http_get(admin, "/debug/config_dump?proxy=p-dump").await;
     assert!(dump.starts_with("HTTP/1.0 200"), "{dump}");
