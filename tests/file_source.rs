@@ -1,7 +1,7 @@
 //! The file source end to end: bookinfo.yaml, every error path with its exact `file:line`, multi-file loads and
 //! `sluice validate`. Hot reload is in `tests/file_watch.rs`.
 
-use sluice::model::{ObjectKey, TargetPort};
+use sluice::model::{ClientOs, ObjectKey, Target, TargetPort};
 use sluice::source::{self, LoadErrors};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -64,6 +64,11 @@ fn bookinfo_loads() {
     assert_eq!(policy.spec.traffic.canary_weight, 2000);
     assert_eq!((policy.spec.stable.as_str(), policy.spec.canary.as_str()), ("v1", "v3"));
     assert_eq!(policy.spec.traffic.rules[0].matches.headers[0].exact.as_deref(), Some("jason"));
+    let windows = &policy.spec.traffic.rules[1];
+    assert_eq!(
+        (windows.name.as_str(), windows.to, windows.matches.client_os.as_slice()),
+        ("windows-users", Target::Canary, [ClientOs::Windows].as_slice())
+    );
     let productpage = model.endpoints_of(&ObjectKey::new("default", "productpage"));
     assert_eq!(productpage[0].ports[&9080], 19080);
 }

@@ -199,13 +199,47 @@ pub struct Stickiness {
     pub ttl: Option<String>,
 }
 
-/// One step of an automated plan.
+/// One step of an automated plan: `{setWeight: 1000}` or `{pause: {duration: 5m}}` / `{pause: {}}`.
+///
+/// On the wire a step is a one-key map in YAML as in JSON (serde_yaml would otherwise want `!setWeight` tags), so
+/// it goes through [`StepWire`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(try_from = "StepWire", into = "StepWire")]
 pub enum Step {
     SetWeight(u32),
     /// Without a duration, waits for a person (promote or resume).
     Pause(Pause),
+}
+
+/// A step as written: exactly one of its fields is set.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct StepWire {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    set_weight: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pause: Option<Pause>,
+}
+
+impl TryFrom<StepWire> for Step {
+    type Error = String;
+
+    fn try_from(wire: StepWire) -> Result<Self, Self::Error> {
+        match (wire.set_weight, wire.pause) {
+            (Some(w), None) => Ok(Step::SetWeight(w)),
+            (None, Some(p)) => Ok(Step::Pause(p)),
+            _ => Err("a step is exactly one of `setWeight: N` or `pause: {duration: D}` / `pause: {}`".into()),
+        }
+    }
+}
+
+impl From<Step> for StepWire {
+    fn from(step: Step) -> Self {
+        match step {
+            Step::SetWeight(w) => StepWire { set_weight: Some(w), pause: None },
+            Step::Pause(p) => StepWire { set_weight: None, pause: Some(p) },
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -444,6 +478,23 @@ mod tests {
 
     fn spec() -> ReleasePolicySpec {
         ReleasePolicySpec { service: "reviews".into(), stable: "v1".into(), canary: "v3".into(), ..Default::default() }
+    }
+
+    #[test]
+    fn steps_are_one_key_maps_in_yaml_and_json() {
+        let yaml = "- setWeight: 1000\n- pause: {duration: 5m}\n- pause: {}\n";
+        let steps: Vec<Step> = serde_yaml::from_str(yaml).unwrap();
+        let expected = vec![
+            Step::SetWeight(1000),
+            Step::Pause(Pause { duration: Some("5m".into()) }),
+            Step::Pause(Pause { duration: None }),
+        ];
+        assert_eq!(steps, expected);
+        let json = serde_json::to_string(&steps).unwrap();
+        assert_eq!(json, r#"[{"setWeight":1000},{"pause":{"duration":"5m"}},{"pause":{}}]"#);
+        assert_eq!(serde_json::from_str::<Vec<Step>>(&json).unwrap(), expected);
+        assert!(serde_yaml::from_str::<Step>("{setWeight: 1, pause: {}}").is_err(), "one key only");
+        assert!(serde_yaml::from_str::<Step>("{}").is_err());
     }
 
     #[test]

@@ -96,7 +96,7 @@ impl Counts {
         self.ok() + self.errors + self.non_2xx
     }
 
-    fn add(&mut self, result: anyhow::Result<(u16, String)>) {
+    pub fn add(&mut self, result: anyhow::Result<(u16, String)>) {
         match result {
             Ok((status, body)) if (200..300).contains(&status) => *self.by_body.entry(body).or_default() += 1,
             Ok(_) => self.non_2xx += 1,
@@ -104,7 +104,7 @@ impl Counts {
         }
     }
 
-    fn merge(&mut self, other: Counts) {
+    pub fn merge(&mut self, other: Counts) {
         for (body, n) in other.by_body {
             *self.by_body.entry(body).or_default() += n;
         }

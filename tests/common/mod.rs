@@ -14,6 +14,7 @@ pub mod envoy;
 pub mod http;
 pub mod peers;
 pub mod stats;
+pub mod traffic;
 
 pub use backend::Backend;
 pub use cookies::CookieJar;
@@ -21,6 +22,7 @@ pub use envoy::{Envoy, envoy_bin};
 pub use http::{Counts, get, load};
 pub use peers::Peer;
 pub use stats::{assert_share, split_bound};
+pub use traffic::{LoadLoop, LoadReport};
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::PathBuf;

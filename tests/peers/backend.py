@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """A stand-in service version for tests and the demo: an HTTP/1.1 keep-alive server on 127.0.0.1
-that answers every request with its name (body and `x-backend` header).
+that answers every request with its name (body and `x-backend` header), or with `--body TEXT` as the body.
 
     python3 tests/peers/backend.py --port 19082 --name v1
+    python3 tests/peers/backend.py --port 19084 --name reviews-v3 --body "reviews-v3 (red stars)"
 
 Prints "ready PORT" on stdout once it listens (`--port 0` lets the kernel pick). Nagle is off: with it on, Nagle and delayed ACKs hold
 a keep-alive client near 27 requests/s.
@@ -13,8 +14,8 @@ import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
-def handler_for(name: str):
-    body = name.encode()
+def handler_for(name: str, text: str):
+    body = text.encode()
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -55,8 +56,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--name", required=True)
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--body", help="the answer's body (default: the name)")
     args = parser.parse_args()
-    server = ThreadingHTTPServer((args.host, args.port), handler_for(args.name))
+    body = args.name if args.body is None else args.body
+    server = ThreadingHTTPServer((args.host, args.port), handler_for(args.name, body))
     server.daemon_threads = True
     print(f"ready {server.server_address[1]}", flush=True)
     try:

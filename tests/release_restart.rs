@@ -1,0 +1,213 @@
+//! `kill -9` of the real `sluice` binary in the middle of a release: Envoy keeps routing on its last config while
+//! Sluice is down; a restart with the same `--state-dir` brings back the same weight and step; Envoy reconnects,
+//! keeps the split, and the release goes on to 100% on promote. A load loop runs through all of it.
+//!
+//! ```text
+//!  LoadLoop + batches ──▶ Envoy ──▶ Backend v1 / v3 (in-process)
+//!                           ▲ ADS (Delta), reconnects
+//!  sluice serve --config reviews.yaml --state-dir DIR   (child process; SIGKILLed, then started again)
+//! ```
+
+mod common;
+
+use common::{Backend, Envoy, LoadLoop, assert_share, free_port, load};
+use sluice::bootstrap::{BootstrapArgs, render};
+use sluice::model::Phase;
+use sluice::release::Record;
+use sluice::release::persist::Persisted;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const NODE: &str = "envoy-restart";
+const BATCH: usize = 2000;
+const RELEASE: &str = "default/reviews-v3";
+
+/// reviews v1 and v3, and a policy whose plan sets 30% and then waits for a person; `action` is the operator's
+/// wish written into the file.
+fn config(v1: u16, v3: u16, action: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Service
+metadata: {{name: reviews}}
+spec:
+  selector: {{app: reviews}}
+  ports: [{{name: http, port: 9080}}]
+---
+apiVersion: sluice.dev/v1alpha1
+kind: Workload
+metadata: {{name: reviews-v1, labels: {{app: reviews, version: v1}}}}
+spec: {{address: 127.0.0.1, ports: {{http: {v1}}}}}
+---
+apiVersion: sluice.dev/v1alpha1
+kind: Workload
+metadata: {{name: reviews-v3, labels: {{app: reviews, version: v3}}}}
+spec: {{address: 127.0.0.1, ports: {{http: {v3}}}}}
+---
+apiVersion: sluice.dev/v1alpha1
+kind: ReleasePolicy
+metadata: {{name: reviews-v3}}
+spec:
+  service: reviews
+  stable: v1
+  canary: v3
+  steps:
+  - setWeight: 3000
+  - pause: {{}}
+  action: {action}
+"#
+    )
+}
+
+/// The real `sluice serve` as a child process, its output in `log`. SIGKILLed by PID when dropped.
+struct Server {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Server {
+    async fn start(config: &Path, state: &Path, xds: SocketAddr, admin: SocketAddr, log: PathBuf) -> Server {
+        let out = std::fs::File::create(&log).expect("create sluice log");
+        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .arg("serve")
+            .arg("--config")
+            .arg(config)
+            .arg("--state-dir")
+            .arg(state)
+            .args(["--xds-addr", &xds.to_string(), "--admin-addr", &admin.to_string()])
+            .args(["--reload-interval-ms", "100"])
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("dup log"))
+            .stderr(out)
+            .spawn()
+            .expect("spawn sluice");
+        let server = Server { child, log };
+        let http = common::http::client();
+        let started = Instant::now();
+        loop {
+            if let Ok((200, _)) = common::http::get_with(&http, admin, "localhost", "/readyz", &[]).await {
+                return server;
+            }
+            assert!(started.elapsed() < Duration::from_secs(20), "sluice not ready in 20 s\n{}", server.log_tail());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL (what `Child::kill` sends on Unix): no shutdown code runs.
+    fn kill9(mut self) {
+        self.child.kill().expect("SIGKILL sluice");
+        let status = self.child.wait().expect("reap sluice");
+        println!("sluice (pid {}) killed: {status}", self.child.id());
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        format!("--- sluice log ---\n{}", lines[lines.len().saturating_sub(30)..].join("\n"))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("{}", self.log_tail());
+        }
+    }
+}
+
+/// The release's record as the state dir holds it.
+fn stored(state: &Path) -> Record {
+    let text = std::fs::read_to_string(state.join("releases.json")).expect("releases.json exists");
+    let persisted: Persisted = serde_json::from_str(&text).expect("releases.json parses");
+    persisted.records.get(RELEASE).cloned().unwrap_or_else(|| panic!("no {RELEASE} in {text}"))
+}
+
+/// A batch through Envoy: nothing fails, v3's share is within the bound of `p`.
+async fn measure(listen: SocketAddr, what: &str, p: f64) {
+    let batch = load(listen, "reviews", BATCH, 8).await;
+    println!("{what}: {batch:?}");
+    assert_eq!((batch.errors, batch.non_2xx), (0, 0), "{what}: {batch:?}");
+    assert_share(what, batch.of("v3"), BATCH, p);
+}
+
+/// Envoy's view of its ADS stream: 1 connected, 0 not.
+async fn wait_connected(envoy: &Envoy, connected: u64, timeout: Duration) -> Duration {
+    let started = Instant::now();
+    while envoy.stat("control_plane.connected_state").await != Some(connected) {
+        assert!(started.elapsed() < timeout, "Envoy's control_plane.connected_state is not {connected}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_release_keeps_traffic_and_state() {
+    let (v1, v3) = (Backend::start("v1").await, Backend::start("v3").await);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (file, state) = (dir.path().join("reviews.yaml"), dir.path().join("state"));
+    std::fs::write(&file, config(v1.port(), v3.port(), "Progress")).expect("write config");
+    let xds: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("xds address");
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("admin address");
+    let log = |n: u32| dir.path().join(format!("sluice-{n}.log"));
+
+    let server = Server::start(&file, &state, xds, admin, log(1)).await;
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("listen address");
+    let args = BootstrapArgs {
+        node_id: NODE.into(),
+        namespace: "default".into(),
+        xds: xds.to_string().parse().expect("xds host:port"),
+        listen: Some(listen),
+        admin_port: 0,
+        sotw: false,
+        labels: vec![],
+        inbound_ports: vec![],
+    };
+    let envoy = Envoy::start(&render(&args));
+    envoy.wait_live(Duration::from_secs(20)).await;
+    measure(listen, "30% before the kill", 0.3).await;
+    let before = stored(&state);
+    assert_eq!(
+        (before.state.phase, before.state.canary_weight, before.state.step),
+        (Phase::Progressing, Some(3000), 1)
+    );
+
+    let running = LoadLoop::start(listen, "reviews", 4, 100);
+    println!("kill -9 sluice (pid {})", server.pid());
+    server.kill9();
+    wait_connected(&envoy, 0, Duration::from_secs(5)).await;
+    measure(listen, "30% while sluice is down", 0.3).await;
+
+    let server = Server::start(&file, &state, xds, admin, log(2)).await;
+    let after = stored(&state);
+    assert_eq!(after.state, before.state, "the restart brings back the same phase, weight and step");
+    let took = wait_connected(&envoy, 1, Duration::from_secs(15)).await;
+    println!("Envoy reconnected {took:?} after sluice was ready again");
+    measure(listen, "30% after the restart", 0.3).await;
+    assert_eq!(stored(&state).state, before.state, "reconnecting changes nothing");
+
+    // The release goes on: promote (the operator's wish, written into the policy's file).
+    std::fs::write(&file, config(v1.port(), v3.port(), "Promote")).expect("edit config");
+    let started = Instant::now();
+    loop {
+        let probe = load(listen, "reviews", 100, 4).await;
+        if stored(&state).state.phase == Phase::Promoted && probe.of("v3") == 100 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "not promoted in 10 s: {:?}", stored(&state));
+    }
+    measure(listen, "100% after promote", 1.0).await;
+
+    let report = running.stop().await;
+    println!("load from the kill to the promote: {}", report.summary());
+    assert_eq!((report.counts.non_2xx, report.counts.errors), (0, 0), "{}", report.summary());
+    assert!(report.rate() >= 200.0, "the load ran at {:.0}/s", report.rate());
+    drop(envoy);
+    drop(server);
+}
