@@ -11,7 +11,7 @@
 mod common;
 
 use common::http::{Client, client, get_response, load};
-use common::{Backend, CookieJar, Envoy, free_port};
+use common::{Backend, CookieJar, Envoy};
 use futures::StreamExt;
 use sluice::bootstrap::{BootstrapArgs, render};
 use sluice::model::*;
@@ -77,7 +77,8 @@ impl Mesh {
         let (v1, v3) = (Backend::start("v1").await, Backend::start("v3").await);
         let sluice = Sluice::start(Options::local()).await.expect("start");
         sluice.store().set_model(reviews_model(v1.port(), v3.port(), traffic));
-        let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("listen address");
+        // Port 0: Envoy binds a free port itself, so no other test or process can take it first.
+        let listen: SocketAddr = "127.0.0.1:0".parse().expect("listen address");
         let args = BootstrapArgs {
             node_id: NODE.into(),
             namespace: "default".into(),
@@ -91,6 +92,7 @@ impl Mesh {
         let envoy = Envoy::start(&render(&args));
         envoy.wait_live(Duration::from_secs(20)).await;
         sluice.wait_acked(NODE, Duration::from_secs(10)).await.expect("Envoy ACKs the config");
+        let listen = envoy.listener_addr(Duration::from_secs(10)).await;
         Mesh { sluice, envoy, listen, v1, v3 }
     }
 

@@ -4,7 +4,7 @@
 mod common;
 
 use common::http::{Counts, client, get_with, load_with};
-use common::{Backend, Envoy, assert_share, free_port, load};
+use common::{Backend, Envoy, assert_share, load};
 use sluice::bootstrap::{BootstrapArgs, render};
 use sluice::server::{Options, Sluice};
 use sluice::source;
@@ -83,7 +83,8 @@ async fn mesh(sotw: bool) -> Mesh {
         let _ = stop.wait_for(|s| *s).await;
     }));
     let sluice = Sluice::start_with(Options::local(), store, serde_json::Value::Null).await.expect("start");
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    // Port 0: Envoy binds a free port itself, so no other test or process can take it first.
+    let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let args = BootstrapArgs {
         node_id: "envoy-1".into(),
         namespace: "default".into(),
@@ -97,6 +98,7 @@ async fn mesh(sotw: bool) -> Mesh {
     let envoy = Envoy::start(&render(&args));
     envoy.wait_live(Duration::from_secs(30)).await;
     sluice.wait_acked("envoy-1", Duration::from_secs(20)).await.expect("Envoy ACKs the config");
+    let listen = envoy.listener_addr(Duration::from_secs(10)).await;
     Mesh { sluice, envoy, listen, file, _dir: dir, stop_watch, v1, v3 }
 }
 
@@ -135,8 +137,10 @@ async fn scenario(sotw: bool) {
     }
     running.store(false, Ordering::Relaxed);
     let mut total = Counts::default();
+    let mut first_failure = None;
     for l in loops {
-        let c = l.await.unwrap();
+        let (c, failure) = l.await.unwrap();
+        first_failure = first_failure.or(failure);
         total.errors += c.errors;
         total.non_2xx += c.non_2xx;
         for (k, v) in c.by_body {
@@ -144,7 +148,12 @@ async fn scenario(sotw: bool) {
         }
     }
     println!("under edits: {total:?}");
-    assert_eq!((total.errors, total.non_2xx), (0, 0), "no request fails while the file is edited: {total:?}");
+    assert_eq!(
+        (total.errors, total.non_2xx),
+        (0, 0),
+        "no request fails while the file is edited: {total:?}; first failure: {first_failure:?}; envoy log: {}",
+        m.envoy.log_tail(20)
+    );
     assert!(total.ok() > 200, "the loop ran: {total:?}");
     assert!(total.of("v3") > 0 && total.of("v1") > 0);
 
@@ -160,17 +169,24 @@ async fn scenario(sotw: bool) {
     m.sluice.shutdown().await;
 }
 
-async fn request_loop(addr: SocketAddr, running: Arc<AtomicBool>) -> Counts {
+async fn request_loop(addr: SocketAddr, running: Arc<AtomicBool>) -> (Counts, Option<String>) {
     let http = client();
     let mut counts = Counts::default();
+    let mut first_failure = None;
     while running.load(Ordering::Relaxed) {
         match get_with(&http, addr, "reviews", "/", &[]).await {
             Ok((status, body)) if (200..300).contains(&status) => *counts.by_body.entry(body).or_default() += 1,
-            Ok(_) => counts.non_2xx += 1,
-            Err(_) => counts.errors += 1,
+            Ok((status, body)) => {
+                counts.non_2xx += 1;
+                first_failure.get_or_insert(format!("{status} {body:?}"));
+            }
+            Err(e) => {
+                counts.errors += 1;
+                first_failure.get_or_insert(format!("{e:#}"));
+            }
         }
     }
-    counts
+    (counts, first_failure)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{Backend, Envoy, LoadLoop, assert_share, free_port, load};
+use common::{Backend, Envoy, LoadLoop, assert_share, load};
 use sluice::bootstrap::{BootstrapArgs, render};
 use sluice::model::{ObjectKey, Phase, ReleasePolicySpec};
 use sluice::release::{ReleaseView, Verb};
@@ -77,7 +77,8 @@ impl Mesh {
         let sluice = Sluice::start(Options::local()).await.expect("start");
         let model = source::parse_str(&config(v1.port(), v3.port(), policy), "reviews.yaml").expect("config parses");
         sluice.store().set_model(model);
-        let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("listen address");
+        // Port 0: Envoy binds a free port itself, so no other test or process can take it first.
+        let listen: SocketAddr = "127.0.0.1:0".parse().expect("listen address");
         let args = BootstrapArgs {
             node_id: NODE.into(),
             namespace: "default".into(),
@@ -91,6 +92,7 @@ impl Mesh {
         let envoy = Envoy::start(&render(&args));
         envoy.wait_live(Duration::from_secs(20)).await;
         sluice.wait_acked(NODE, Duration::from_secs(10)).await.expect("Envoy ACKs the config");
+        let listen = envoy.listener_addr(Duration::from_secs(10)).await;
         Mesh { sluice, envoy, listen, v1, v3 }
     }
 

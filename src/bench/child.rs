@@ -179,7 +179,8 @@ async fn run_floor(shape: Shape) -> anyhow::Result<()> {
         version += 1;
         let next = Snapshot::build(version, Arc::new(model.clone()), Some(&snapshot))?;
         let (old, new) = (snapshot.view(&floor_proxy()), next.view(&floor_proxy()));
-        let changed = new.get(kind).values().filter(|r| old.get(kind).get(&r.name).is_none_or(|o| o.version != r.version));
+        let changed =
+            new.get(kind).values().filter(|r| old.get(kind).get(&r.name).is_none_or(|o| o.version != r.version));
         let sotw = Arc::new(prebuild(&next, version).sotw[kind.index()].clone());
         let delta = Arc::new(delta_response(kind, version, changed));
         let _ = changes.send(Change { sotw, delta });
@@ -201,10 +202,15 @@ impl AggregatedDiscoveryService for Floor {
         req: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
         let first = self.first.clone();
-        Ok(Response::new(fan_out(req.into_inner(), self.changes.subscribe(), move |r: &DiscoveryRequest| {
-            let k = TypeKind::from_type_url(&r.type_url)?;
-            r.response_nonce.is_empty().then(|| first.sotw[k.index()].clone())
-        }, |c| (*c.sotw).clone())))
+        Ok(Response::new(fan_out(
+            req.into_inner(),
+            self.changes.subscribe(),
+            move |r: &DiscoveryRequest| {
+                let k = TypeKind::from_type_url(&r.type_url)?;
+                r.response_nonce.is_empty().then(|| first.sotw[k.index()].clone())
+            },
+            |c| (*c.sotw).clone(),
+        )))
     }
 
     async fn delta_aggregated_resources(
@@ -212,10 +218,15 @@ impl AggregatedDiscoveryService for Floor {
         req: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
         let first = self.first.clone();
-        Ok(Response::new(fan_out(req.into_inner(), self.changes.subscribe(), move |r: &DeltaDiscoveryRequest| {
-            let k = TypeKind::from_type_url(&r.type_url)?;
-            r.response_nonce.is_empty().then(|| first.delta[k.index()].clone())
-        }, |c| (*c.delta).clone())))
+        Ok(Response::new(fan_out(
+            req.into_inner(),
+            self.changes.subscribe(),
+            move |r: &DeltaDiscoveryRequest| {
+                let k = TypeKind::from_type_url(&r.type_url)?;
+                r.response_nonce.is_empty().then(|| first.delta[k.index()].clone())
+            },
+            |c| (*c.delta).clone(),
+        )))
     }
 }
 

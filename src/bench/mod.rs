@@ -74,14 +74,22 @@ pub struct ChildArgs {
 }
 
 pub async fn child(args: ChildArgs) -> anyhow::Result<()> {
-    let shape = Shape { services: args.services, endpoints_per_service: args.endpoints_per_service, policy_every: args.policy_every };
+    let shape = Shape {
+        services: args.services,
+        endpoints_per_service: args.endpoints_per_service,
+        policy_every: args.policy_every,
+    };
     child::run(args.kind, shape).await
 }
 
 const TIMEOUT: Duration = Duration::from_secs(300);
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<Results> {
-    let shape = Shape { services: args.services, endpoints_per_service: args.endpoints_per_service, policy_every: args.policy_every };
+    let shape = Shape {
+        services: args.services,
+        endpoints_per_service: args.endpoints_per_service,
+        policy_every: args.policy_every,
+    };
     if args.proxies == 0 || args.services == 0 || args.rounds == 0 {
         bail!("--proxies, --services and --rounds must be at least 1");
     }
@@ -168,7 +176,12 @@ async fn spawn(kind: Kind, shape: &Shape) -> anyhow::Result<ServerProc> {
     let exe = std::env::current_exe().context("finding the sluice binary")?;
     let mut child = tokio::process::Command::new(exe)
         .args(["bench-child", "--kind", if kind == Kind::Sluice { "sluice" } else { "floor" }])
-        .args(["--services", &shape.services.to_string(), "--endpoints-per-service", &shape.endpoints_per_service.to_string()])
+        .args([
+            "--services",
+            &shape.services.to_string(),
+            "--endpoints-per-service",
+            &shape.endpoints_per_service.to_string(),
+        ])
         .args(["--policy-every", &shape.policy_every.to_string(), "--log", "warn"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -179,7 +192,11 @@ async fn spawn(kind: Kind, shape: &Shape) -> anyhow::Result<ServerProc> {
     let stdin = child.stdin.take().context("stdin")?;
     let mut stdout = BufReader::new(child.stdout.take().context("stdout")?).lines();
     let line = tokio::time::timeout(TIMEOUT, stdout.next_line()).await.context("server start timed out")??;
-    let addr = line.as_deref().and_then(|l| l.strip_prefix("ready ")).context("server did not print `ready ADDR`")?.to_string();
+    let addr = line
+        .as_deref()
+        .and_then(|l| l.strip_prefix("ready "))
+        .context("server did not print `ready ADDR`")?
+        .to_string();
     Ok(ServerProc { child, stdin, stdout, addr, pid })
 }
 
@@ -213,7 +230,8 @@ async fn phase(kind: Kind, args: &BenchArgs, shape: &Shape) -> anyhow::Result<Ph
     tokio::time::sleep(Duration::from_secs(2)).await;
     let cpu0 = procstat::cpu_time(server.pid).unwrap_or_default();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let idle_cpu = (procstat::cpu_time(server.pid).unwrap_or_default().saturating_sub(cpu0)).as_secs_f64() / 3.0 * 100.0;
+    let idle_cpu =
+        (procstat::cpu_time(server.pid).unwrap_or_default().saturating_sub(cpu0)).as_secs_f64() / 3.0 * 100.0;
     let rss = procstat::rss_bytes(server.pid).unwrap_or(0);
     let (churn, churn_bytes) = changes(&mut server, &rec, n, args, TypeKind::Endpoint, shape).await?;
     let (weight, weight_bytes) = changes(&mut server, &rec, n, args, TypeKind::Route, shape).await?;
@@ -223,7 +241,16 @@ async fn phase(kind: Kind, args: &BenchArgs, shape: &Shape) -> anyhow::Result<Ph
     }
     let _ = server.child.kill().await;
     let mb = |b: u64| b as f64 / (1024.0 * 1024.0);
-    Ok(Phase { connect_s, churn, weight, churn_bytes, weight_bytes, rss_mb: mb(rss), baseline_mb: mb(baseline), idle_cpu })
+    Ok(Phase {
+        connect_s,
+        churn,
+        weight,
+        churn_bytes,
+        weight_bytes,
+        rss_mb: mb(rss),
+        baseline_mb: mb(baseline),
+        idle_cpu,
+    })
 }
 
 /// Makes `rounds` changes of one kind; per proxy, the time from the command to its ACK of that type.

@@ -102,7 +102,13 @@ fn rds_names(listeners: &[Any]) -> Vec<String> {
 }
 
 /// Runs proxy `i` until its stream ends. A `stalled` proxy subscribes and then never reads.
-pub async fn run(channel: Channel, i: usize, mode: Mode, rec: Arc<Recorder>, stalled: bool) -> Result<(), tonic::Status> {
+pub async fn run(
+    channel: Channel,
+    i: usize,
+    mode: Mode,
+    rec: Arc<Recorder>,
+    stalled: bool,
+) -> Result<(), tonic::Status> {
     let mut client = AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(usize::MAX);
     match mode {
         Mode::Sotw => sotw(&mut client, i, rec, stalled).await,
@@ -129,7 +135,10 @@ async fn sotw(
         ..Default::default()
     };
     let _ = tx.send(DiscoveryRequest { node: Some(node(i)), ..req(TypeKind::Cluster, &[], "", "") });
-    let mut stream = client.stream_aggregated_resources(tokio_stream::wrappers::UnboundedReceiverStream::new(rx)).await?.into_inner();
+    let mut stream = client
+        .stream_aggregated_resources(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
+        .await?
+        .into_inner();
     if stalled {
         return futures::future::pending().await;
     }
@@ -181,7 +190,11 @@ async fn delta(
     while let Some(resp) = stream.message().await? {
         let kind = kind_of(&resp.type_url)?;
         let bytes = resp.encoded_len();
-        let ack = DeltaDiscoveryRequest { type_url: resp.type_url.clone(), response_nonce: resp.nonce.clone(), ..Default::default() };
+        let ack = DeltaDiscoveryRequest {
+            type_url: resp.type_url.clone(),
+            response_nonce: resp.nonce.clone(),
+            ..Default::default()
+        };
         let _ = tx.send(ack).await;
         rec.acked(i, kind, bytes);
         let (next, wanted): (TypeKind, Vec<String>) = match kind {

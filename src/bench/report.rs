@@ -75,11 +75,26 @@ impl Results {
         row("---", "---".into(), "---".into(), "---".into());
         let f = |v: f64| format!("{v:.1}");
         let r = |v: f64| format!("{v:.2}x");
-        row("connect storm (s)", format!("{:.2}", self.connect_s), format!("{:.2}", self.floor_connect_s), r(self.connect_floor_ratio));
-        row("endpoint change p50 (ms)", f(self.churn_p50_ms), f(self.floor_churn_p50_ms), r(ratio(self.churn_p50_ms, self.floor_churn_p50_ms)));
+        row(
+            "connect storm (s)",
+            format!("{:.2}", self.connect_s),
+            format!("{:.2}", self.floor_connect_s),
+            r(self.connect_floor_ratio),
+        );
+        row(
+            "endpoint change p50 (ms)",
+            f(self.churn_p50_ms),
+            f(self.floor_churn_p50_ms),
+            r(ratio(self.churn_p50_ms, self.floor_churn_p50_ms)),
+        );
         row("endpoint change p99 (ms)", f(self.churn_p99_ms), f(self.floor_churn_p99_ms), r(self.churn_floor_ratio));
         row("endpoint change max (ms)", f(self.churn_max_ms), "".into(), "".into());
-        row("endpoint change bytes/proxy", f(self.churn_bytes_per_proxy), f(self.floor_churn_bytes_per_proxy), "".into());
+        row(
+            "endpoint change bytes/proxy",
+            f(self.churn_bytes_per_proxy),
+            f(self.floor_churn_bytes_per_proxy),
+            "".into(),
+        );
         row("weight change p99 (ms)", f(self.weight_p99_ms), f(self.floor_weight_p99_ms), r(self.weight_floor_ratio));
         row("weight change bytes/proxy", f(self.weight_bytes_per_proxy), "".into(), "".into());
         row("RSS with proxies (MB)", f(self.rss_mb), "".into(), "".into());

@@ -129,6 +129,28 @@ impl Envoy {
         }
     }
 
+    /// The address a listener actually bound (for listeners configured on port 0, so concurrent tests and
+    /// processes never race for a port). Waits until the listener exists.
+    pub async fn listener_addr(&self, timeout: Duration) -> std::net::SocketAddr {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let body = self.admin_get("/listeners?format=json").await;
+            let v: Value = serde_json::from_str(&body).expect("/listeners is JSON");
+            let bound = v["listener_statuses"].as_array().into_iter().flatten().find_map(|l| {
+                let a = &l["local_address"]["socket_address"];
+                let port = a["port_value"].as_u64().filter(|p| *p != 0)?;
+                format!("{}:{port}", a["address"].as_str()?).parse().ok()
+            });
+            if let Some(addr) = bound {
+                return addr;
+            }
+            if Instant::now() >= deadline {
+                panic!("no bound listener after {timeout:?}: {body}\n{}", self.log_tail(TAIL_LINES));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// A counter or gauge by its exact name, or None if Envoy has no such stat.
     pub async fn stat(&self, name: &str) -> Option<u64> {
         let filter = percent_encode(&format!("^{}$", regex_escape(name)));
