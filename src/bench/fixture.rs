@@ -48,7 +48,7 @@ pub fn model(shape: &Shape) -> Model {
 pub fn endpoint(i: usize, j: usize, port: u16) -> Endpoint {
     let n = i * 1000 + j + 1;
     let address = format!("127.{}.{}.{}", (n >> 16) & 255, (n >> 8) & 255, n & 255);
-    let version = if j % 2 == 0 { "v1" } else { "v2" };
+    let version = if j.is_multiple_of(2) { "v1" } else { "v2" };
     Endpoint::ready(&format!("{}-{j}", service_name(i)), &address, 9080, port)
         .with_label("app", &service_name(i))
         .with_label("version", version)
