@@ -5,8 +5,9 @@
 //! proxies of the same shape share one encoded set: memory grows with distinct config, not with proxy count.
 
 use super::resource::{Resource, ResourceSet, TypeKind};
-use crate::model::{InterceptionMode, Model, ProxyInfo};
+use crate::model::{DEFAULT_VERSION_LABEL, InterceptionMode, Model, ObjectKey, ProxyInfo};
 use crate::translate::{self, RouteScope};
+use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -67,27 +68,45 @@ pub enum Inconsistent {
 }
 
 impl Snapshot {
-    /// Translates a whole model. With `previous`, unchanged resources keep their shared bytes, and when only
-    /// endpoints changed, only the affected services' load assignments are derived again.
+    /// Translates a whole model. With `previous`, unchanged resources keep their shared bytes; when only endpoints
+    /// changed, only the affected services' load assignments are derived again, and clusters, routes and listeners
+    /// are carried over unless those services' versions (or a version's readiness) changed.
     pub fn build(version: u64, model: Arc<Model>, previous: Option<&Snapshot>) -> Result<Self, Inconsistent> {
-        let clusters =
-            encode(translate::clusters(&model).iter().map(Resource::cluster), previous.map(|p| &*p.clusters));
-        let endpoints = match previous {
-            Some(prev) if only_endpoints_changed(&prev.model, &model) => {
-                endpoints_fast_path(&prev.endpoints, &prev.model, &model)
-            }
-            _ => encode(
+        let fast = previous.filter(|p| only_endpoints_changed(&p.model, &model));
+        let changed = fast.map(|p| p.model.services_with_changed_endpoints(&model)).unwrap_or_default();
+        let same = |f: fn(&Model, &ObjectKey) -> BTreeMap<String, bool>| {
+            fast.is_some_and(|p| changed.iter().all(|svc| f(&p.model, svc) == f(&model, svc)))
+        };
+        let (clusters_same, routes_same) = (same(versions_of), same(readiness_of));
+        let clusters = match fast {
+            Some(prev) if clusters_same => prev.clusters.clone(),
+            _ => Arc::new(encode(
+                translate::clusters(&model).iter().map(Resource::cluster),
+                previous.map(|p| &*p.clusters),
+            )),
+        };
+        let endpoints = match fast {
+            Some(prev) => endpoints_fast_path(&prev.endpoints, &prev.model, &model, &changed),
+            None => encode(
                 translate::load_assignments(&model).iter().map(Resource::load_assignment),
                 previous.map(|p| &*p.endpoints),
             ),
         };
+        let routes = match fast {
+            Some(prev) if clusters_same && routes_same => lock(&prev.routes).clone(),
+            _ => HashMap::new(),
+        };
+        let shapes = match fast {
+            Some(prev) if clusters_same => lock(&prev.shapes).clone(),
+            _ => HashMap::new(),
+        };
         let snapshot = Self {
             version,
+            routes: Mutex::new(routes),
+            shapes: Mutex::new(shapes),
             model,
-            clusters: Arc::new(clusters),
+            clusters,
             endpoints: Arc::new(endpoints),
-            routes: Mutex::default(),
-            shapes: Mutex::default(),
         };
         snapshot.check()?;
         Ok(snapshot)
@@ -117,7 +136,7 @@ impl Snapshot {
     pub fn view(&self, proxy: &ProxyInfo) -> View {
         let scope = translate::route_scope(&self.model, proxy);
         let routes = {
-            let mut cache = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+            let mut cache = lock(&self.routes);
             cache
                 .entry(scope)
                 .or_insert_with_key(|scope| {
@@ -128,7 +147,7 @@ impl Snapshot {
                 .clone()
         };
         let (listeners, clusters) = {
-            let mut cache = self.shapes.lock().unwrap_or_else(|e| e.into_inner());
+            let mut cache = lock(&self.shapes);
             cache.entry(ProxyShape::of(proxy)).or_insert_with(|| self.shape_sets(proxy)).clone()
         };
         View { sets: [clusters, self.endpoints.clone(), listeners, routes] }
@@ -157,6 +176,10 @@ impl Snapshot {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Encodes resources, reusing the previous `Arc` when the bytes are the same (so versions and memory are shared).
 fn encode(items: impl Iterator<Item = Resource>, previous: Option<&ResourceSet>) -> ResourceSet {
     items
@@ -172,20 +195,80 @@ fn only_endpoints_changed(old: &Model, new: &Model) -> bool {
 }
 
 /// Re-derives the load assignments of the services whose endpoints changed; keeps every other one as it was.
-fn endpoints_fast_path(prev: &ResourceSet, old: &Model, new: &Model) -> ResourceSet {
+fn endpoints_fast_path(prev: &ResourceSet, old: &Model, new: &Model, changed: &[ObjectKey]) -> ResourceSet {
     let mut set = prev.clone();
-    for svc in old.services_with_changed_endpoints(new) {
-        let fresh: Vec<Resource> =
-            translate::service_load_assignments(new, &svc).iter().map(Resource::load_assignment).collect();
+    for svc in changed {
         let stale: Vec<String> =
-            translate::service_load_assignments(old, &svc).into_iter().map(|c| c.cluster_name).collect();
+            translate::service_load_assignments(old, svc).into_iter().map(|c| c.cluster_name).collect();
         for name in stale {
             set.remove(&name);
         }
-        for r in fresh {
+        for r in translate::service_load_assignments(new, svc).iter().map(Resource::load_assignment) {
             let keep = prev.get(&r.name).filter(|p| p.version == r.version).cloned();
             set.insert(r.name.clone(), keep.unwrap_or_else(|| Arc::new(r)));
         }
     }
     set
+}
+
+/// The versions a service's endpoints carry (its subset clusters follow them).
+fn versions_of(model: &Model, svc: &ObjectKey) -> BTreeMap<String, bool> {
+    let label = model.policy_for(svc).map(|p| p.spec.version_label()).unwrap_or(DEFAULT_VERSION_LABEL);
+    model.endpoints_of(svc).iter().filter_map(|e| e.label(label)).map(|v| (v.to_string(), true)).collect()
+}
+
+/// Whether each version has a ready endpoint (a release's routes give no weight to a version without one).
+fn readiness_of(model: &Model, svc: &ObjectKey) -> BTreeMap<String, bool> {
+    let label = model.policy_for(svc).map(|p| p.spec.version_label()).unwrap_or(DEFAULT_VERSION_LABEL);
+    let mut out = BTreeMap::new();
+    for e in model.endpoints_of(svc) {
+        let ready = out.entry(e.label(label).unwrap_or_default().to_string()).or_insert(false);
+        *ready |= e.ready;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Endpoint, ReleasePolicy, ReleasePolicySpec, Service};
+
+    fn model(v3_ready: bool, v1_port: u16) -> Model {
+        let mut m = Model::default();
+        let svc = m.insert_service(Service::http("default", "reviews", 9080));
+        m.push_endpoint(&svc, Endpoint::ready("a", "127.0.0.1", 9080, v1_port).with_label("version", "v1"));
+        let mut v3 = Endpoint::ready("b", "127.0.0.1", 9080, 19084).with_label("version", "v3");
+        v3.ready = v3_ready;
+        m.push_endpoint(&svc, v3);
+        m.insert_policy(ReleasePolicy::new("default", "r", ReleasePolicySpec::split("reviews", "v1", "v3", 2000)));
+        m
+    }
+
+    fn proxy() -> ProxyInfo {
+        ProxyInfo::listening("p", "default", "127.0.0.1:15080".parse().unwrap())
+    }
+
+    #[test]
+    fn an_endpoint_move_carries_clusters_and_routes_over() {
+        let a = Snapshot::build(1, Arc::new(model(true, 19082)), None).unwrap();
+        let routes_a = a.view(&proxy()).get(crate::xds::TypeKind::Route).clone();
+        let b = Snapshot::build(2, Arc::new(model(true, 19090)), Some(&a)).unwrap();
+        assert!(Arc::ptr_eq(a.clusters(), b.clusters()), "same versions: clusters are shared, not rebuilt");
+        assert_ne!(
+            a.endpoints().values().map(|r| &r.version).collect::<Vec<_>>(),
+            b.endpoints().values().map(|r| &r.version).collect::<Vec<_>>()
+        );
+        assert_eq!(&routes_a, b.view(&proxy()).get(crate::xds::TypeKind::Route));
+        assert_eq!(lock(&b.routes).len(), 1, "the route cache was carried over");
+    }
+
+    #[test]
+    fn a_version_losing_its_last_ready_endpoint_rebuilds_routes() {
+        let a = Snapshot::build(1, Arc::new(model(true, 19082)), None).unwrap();
+        let before = a.view(&proxy()).get(crate::xds::TypeKind::Route).clone();
+        let b = Snapshot::build(2, Arc::new(model(false, 19082)), Some(&a)).unwrap();
+        assert!(lock(&b.routes).is_empty(), "readiness changed: routes are derived again");
+        let after = b.view(&proxy()).get(crate::xds::TypeKind::Route).clone();
+        assert_ne!(before["sluice-listen"].version, after["sluice-listen"].version, "v3's weight moved to v1");
+    }
 }
