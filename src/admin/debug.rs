@@ -35,8 +35,13 @@ pub async fn config_dump(
     for stream in streams {
         let mut types = serde_json::Map::new();
         for (kind, status) in &stream.types {
-            let resources: Result<Vec<Value>, _> =
-                status.held.values().map(|r| envoy_json::any_to_json(kind.type_url(), &r.body)).collect();
+            let resources: Result<Vec<Value>, _> = status
+                .held
+                .upgrade()
+                .unwrap_or_default()
+                .values()
+                .map(|r| envoy_json::any_to_json(kind.type_url(), &r.body))
+                .collect();
             let resources = resources.map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
             types.insert(
                 kind_name(*kind).into(),

@@ -1,7 +1,7 @@
 //! Incremental (Delta) xDS: responses carry only what changed, and `removed_resources`.
 
 use super::resource::{Resource, TypeKind};
-use super::session::{Inflight, Session};
+use super::session::{Change, Inflight, Session};
 use super::stream::Protocol;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{
@@ -56,7 +56,9 @@ impl Protocol for Delta {
             st.absent_told.remove(&name);
             if !st.wildcard {
                 st.known.remove(&name);
-                st.held.remove(&name);
+                if st.held.contains_key(&name) {
+                    Arc::make_mut(&mut st.held).remove(&name);
+                }
                 st.sent.remove(&name);
             }
         }
@@ -84,7 +86,7 @@ impl Protocol for Delta {
         // Resources a reconnecting proxy already holds at the current version count as held.
         for (name, r) in &desired {
             if st.known.get(name) == Some(&r.version) && !st.held.contains_key(name) {
-                st.held.insert(name.clone(), r.clone());
+                Arc::make_mut(&mut st.held).insert(name.clone(), r.clone());
                 st.sent.insert(name.clone(), r.clone());
             }
         }
@@ -101,16 +103,13 @@ impl Protocol for Delta {
         if updates.is_empty() && removals.is_empty() && !first_answer {
             return None;
         }
-        let mut will_hold = st.held.clone();
         for r in &updates {
             st.known.insert(r.name.clone(), r.version.clone());
             st.sent.insert(r.name.clone(), r.clone());
-            will_hold.insert(r.name.clone(), r.clone());
         }
         for name in &removals {
             st.known.remove(name);
             st.sent.remove(name);
-            will_hold.remove(name);
             if st.names.contains(name) {
                 st.absent_told.insert(name.clone());
             }
@@ -119,7 +118,8 @@ impl Protocol for Delta {
         let st = s.state(kind);
         st.last_nonce = Some(nonce.clone());
         st.sent_version = Some(system_version.clone());
-        st.inflight = Some(Inflight { nonce: nonce.clone(), version: system_version.clone(), set: will_hold });
+        let change = Change::Apply { updates: updates.clone(), removals: removals.clone() };
+        st.inflight = Some(Inflight { nonce: nonce.clone(), version: system_version.clone(), change });
         Some(DeltaDiscoveryResponse {
             system_version_info: system_version,
             resources: updates

@@ -20,8 +20,9 @@ pub struct TypeStatus {
     pub last_nack: Option<Nack>,
     /// How many resources of this type the proxy holds.
     pub resources: usize,
+    /// What the proxy holds (ACKed), while the stream lives; see [`TypeStatus::held`].
     #[serde(skip)]
-    pub held: ResourceSet,
+    pub held: std::sync::Weak<ResourceSet>,
 }
 
 /// A rejected response, kept until a later response of that type is accepted.

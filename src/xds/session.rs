@@ -16,7 +16,7 @@
 //! answered by re-sending the same content: only a new snapshot (different content) sends again.
 
 use super::registry::{Nack, StreamGuard, TypeStatus};
-use super::resource::{ResourceSet, TypeKind};
+use super::resource::{Resource, ResourceSet, TypeKind};
 use super::snapshot::{Snapshot, View};
 use crate::model::ProxyInfo;
 use std::collections::{BTreeMap, BTreeSet};
@@ -27,8 +27,26 @@ use std::time::SystemTime;
 pub(crate) struct Inflight {
     pub nonce: String,
     pub version: String,
-    /// What the proxy will hold once it ACKs.
-    pub set: ResourceSet,
+    pub change: Change,
+}
+
+/// What a response does to the set the proxy holds, once ACKed.
+#[derive(Debug)]
+pub(crate) enum Change {
+    /// SotW: the response is the whole set.
+    Replace(ResourceSet),
+    /// Delta: these resources are added or updated, these names removed.
+    Apply { updates: Vec<Arc<Resource>>, removals: Vec<String> },
+}
+
+impl Inflight {
+    /// The resources the response carries.
+    pub fn resources(&self) -> Box<dyn Iterator<Item = &Arc<Resource>> + '_> {
+        match &self.change {
+            Change::Replace(set) => Box::new(set.values()),
+            Change::Apply { updates, .. } => Box::new(updates.iter()),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -38,8 +56,8 @@ pub(crate) struct TypeState {
     /// The stream named resources at some point (so an empty list now means "none", not wildcard).
     pub ever_named: bool,
     pub names: BTreeSet<String>,
-    /// ACKed: what the proxy has applied.
-    pub held: ResourceSet,
+    /// ACKed: what the proxy has applied. Shared with the registry only weakly, so updating it never copies.
+    pub held: Arc<ResourceSet>,
     pub inflight: Option<Inflight>,
     /// The latest nonce sent; a request naming another one is stale.
     pub last_nonce: Option<String>,
@@ -72,18 +90,43 @@ pub(crate) struct Session {
     pub only: Option<TypeKind>,
     pub snapshot: Option<Arc<Snapshot>>,
     view: Option<View>,
+    /// Types whose desired set may have changed since their last push (new view, a request, an ACK).
+    dirty: [bool; 4],
     nonce: u64,
     guard: StreamGuard,
 }
 
 impl Session {
     pub fn new(proxy: ProxyInfo, only: Option<TypeKind>, guard: StreamGuard) -> Self {
-        Self { proxy, types: Default::default(), only, snapshot: None, view: None, nonce: 0, guard }
+        Self { proxy, types: Default::default(), only, snapshot: None, view: None, dirty: [true; 4], nonce: 0, guard }
     }
 
+    /// Takes a new snapshot; only types whose shared set changed need a push (an endpoint change touches EDS only).
     pub fn set_snapshot(&mut self, snapshot: Arc<Snapshot>) {
-        self.view = Some(snapshot.view(&self.proxy));
+        let view = snapshot.view(&self.proxy);
+        for k in TypeKind::ALL {
+            let same = self.view.as_ref().is_some_and(|old| Arc::ptr_eq(old.arc(k), view.arc(k)));
+            self.dirty[k.index()] |= !same;
+        }
+        self.view = Some(view);
         self.snapshot = Some(snapshot);
+    }
+
+    /// A request of `kind` arrived (subscription, ACK or NACK): it and the types ordered against it may change.
+    pub fn touch(&mut self, kind: TypeKind) {
+        self.dirty[kind.index()] = true;
+        let dependents = match kind {
+            TypeKind::Cluster | TypeKind::Endpoint => [TypeKind::Listener, TypeKind::Route],
+            TypeKind::Listener | TypeKind::Route => [TypeKind::Cluster, TypeKind::Endpoint],
+        };
+        for d in dependents {
+            self.dirty[d.index()] = true;
+        }
+    }
+
+    /// Whether `kind` needs a push computed now; clears the mark.
+    pub fn take_dirty(&mut self, kind: TypeKind) -> bool {
+        std::mem::take(&mut self.dirty[kind.index()])
     }
 
     pub fn state(&mut self, kind: TypeKind) -> &mut TypeState {
@@ -162,13 +205,15 @@ impl Session {
 
     /// Clusters not in the new set that a held or in-flight route or listener still names.
     fn retained_clusters(&self) -> BTreeSet<String> {
-        let cds_target = self.target(TypeKind::Cluster);
+        // Ordering applies to wildcard CDS only (`orders_clusters`), so the CDS target is the view's set.
+        let Some(view) = &self.view else { return BTreeSet::new() };
+        let clusters = view.get(TypeKind::Cluster);
         let mut out = BTreeSet::new();
         for kind in [TypeKind::Listener, TypeKind::Route] {
             let st = &self.types[kind.index()];
-            let inflight = st.inflight.iter().flat_map(|i| i.set.values());
+            let inflight = st.inflight.iter().flat_map(|i| i.resources());
             for r in st.held.values().chain(inflight) {
-                out.extend(r.refs.iter().filter(|c| !cds_target.contains_key(*c)).cloned());
+                out.extend(r.refs.iter().filter(|c| !clusters.contains_key(*c)).cloned());
             }
         }
         out
@@ -188,7 +233,18 @@ impl Session {
     pub fn ack(&mut self, kind: TypeKind) {
         let st = self.state(kind);
         if let Some(inflight) = st.inflight.take() {
-            st.held = inflight.set;
+            match inflight.change {
+                Change::Replace(set) => st.held = Arc::new(set),
+                Change::Apply { updates, removals } => {
+                    let held = Arc::make_mut(&mut st.held);
+                    for r in updates {
+                        held.insert(r.name.clone(), r);
+                    }
+                    for name in removals {
+                        held.remove(&name);
+                    }
+                }
+            }
             st.acked_version = Some(inflight.version);
             st.last_nack = None;
         }
@@ -208,26 +264,48 @@ impl Session {
     /// clusters and listeners lead it to ask for next (EDS for its EDS clusters, RDS for its HTTP listeners).
     pub fn synced(&self) -> bool {
         let Some(view) = &self.view else { return false };
+        if self.types.iter().any(|st| st.inflight.is_some()) {
+            return false;
+        }
         TypeKind::ALL.into_iter().all(|k| {
             let st = &self.types[k.index()];
-            let follows = self.expected_names(k, view).iter().all(|n| st.held.contains_key(*n));
-            follows && (!st.subscribed || (st.inflight.is_none() && same_versions(&st.held, &self.target(k))))
+            self.follows(k, view) && (!st.subscribed || self.holds_target(k, view))
         })
     }
 
-    /// Names a proxy will request of `kind` given what it holds of the types before it.
-    fn expected_names<'a>(&'a self, kind: TypeKind, view: &'a View) -> BTreeSet<&'a str> {
+    /// The proxy holds exactly the view ∩ its subscription of `kind` (no allocation: this runs after every event).
+    fn holds_target(&self, kind: TypeKind, view: &View) -> bool {
+        let (st, set) = (&self.types[kind.index()], view.get(kind));
+        let same = |name: &String, r: &Arc<Resource>| st.held.get(name).is_some_and(|h| h.version == r.version);
+        if st.wildcard {
+            return st.held.len() == set.len() && set.iter().all(|(n, r)| same(n, r));
+        }
+        let mut count = 0;
+        for name in &st.names {
+            if let Some(r) = set.get(name) {
+                if !same(name, r) {
+                    return false;
+                }
+                count += 1;
+            }
+        }
+        st.held.len() == count
+    }
+
+    /// The proxy holds what the types before `kind` lead it to ask of `kind`.
+    fn follows(&self, kind: TypeKind, view: &View) -> bool {
+        let held = &self.types[kind.index()].held;
         match kind {
             TypeKind::Endpoint => self.types[TypeKind::Cluster.index()]
                 .held
                 .values()
-                .flat_map(|c| c.refs.iter().map(String::as_str))
+                .flat_map(|c| c.refs.iter())
                 .filter(|n| view.get(kind).contains_key(*n))
-                .collect(),
+                .all(|n| held.contains_key(n)),
             TypeKind::Route if !self.types[TypeKind::Listener.index()].held.is_empty() => {
-                view.get(kind).keys().map(String::as_str).collect()
+                view.get(kind).keys().all(|n| held.contains_key(n))
             }
-            _ => BTreeSet::new(),
+            _ => true,
         }
     }
 
@@ -245,7 +323,7 @@ impl Session {
                     pending: st.inflight.is_some(),
                     last_nack: st.last_nack.clone(),
                     resources: st.held.len(),
-                    held: st.held.clone(),
+                    held: Arc::downgrade(&st.held),
                 };
                 (k, status)
             })
@@ -255,8 +333,4 @@ impl Session {
             s.synced_version = synced;
         });
     }
-}
-
-fn same_versions(a: &ResourceSet, b: &ResourceSet) -> bool {
-    a.len() == b.len() && a.iter().zip(b.iter()).all(|((na, ra), (nb, rb))| na == nb && ra.version == rb.version)
 }

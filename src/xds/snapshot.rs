@@ -58,6 +58,11 @@ impl View {
     pub fn get(&self, kind: TypeKind) -> &ResourceSet {
         &self.sets[kind.index()]
     }
+
+    /// The shared set itself: equal pointers mean nothing of that type changed.
+    pub fn arc(&self, kind: TypeKind) -> &Arc<ResourceSet> {
+        &self.sets[kind.index()]
+    }
 }
 
 /// The snapshot would hand Envoy a dangling reference: refuse to publish it.

@@ -1,11 +1,12 @@
 //! State-of-the-world xDS: every response carries the full set of its type (as requested).
 
 use super::resource::{TypeKind, set_version};
-use super::session::{Inflight, Session};
+use super::session::{Change, Inflight, Session};
 use super::stream::Protocol;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 pub(crate) struct Sotw;
 
@@ -58,7 +59,7 @@ impl Protocol for Sotw {
         let st = s.state(kind);
         if st.resume_version.take().as_deref() == Some(version.as_str()) {
             // A reconnecting proxy already holds exactly this: nothing to send.
-            st.held = desired.clone();
+            st.held = Arc::new(desired.clone());
             st.sent = desired;
             st.sent_version = Some(version.clone());
             st.acked_version = Some(version);
@@ -80,7 +81,7 @@ impl Protocol for Sotw {
         st.last_nonce = Some(nonce.clone());
         st.sent_version = Some(version.clone());
         st.sent = desired.clone();
-        st.inflight = Some(Inflight { nonce, version, set: desired });
+        st.inflight = Some(Inflight { nonce, version, change: Change::Replace(desired) });
         Some(resp)
     }
 }
@@ -96,7 +97,9 @@ fn subscribe(s: &mut Session, kind: TypeKind, names: Vec<String>) {
         st.force = true;
     }
     if !st.wildcard {
-        st.held.retain(|n, _| names.contains(n));
+        if st.held.keys().any(|n| !names.contains(n)) {
+            Arc::make_mut(&mut st.held).retain(|n, _| names.contains(n));
+        }
         st.sent.retain(|n, _| names.contains(n));
     }
     st.names = names;

@@ -93,6 +93,9 @@ pub(crate) async fn run<P: Protocol>(
             return;
         }
         for kind in TypeKind::ALL {
+            if !session.take_dirty(kind) {
+                continue;
+            }
             if let Some(resp) = P::push(&mut session, kind) {
                 tracing::debug!(type = kind.short(), "push");
                 if tx.send(Ok(resp)).await.is_err() {
@@ -141,5 +144,6 @@ fn apply<P: Protocol>(session: &mut Session, limits: &Limits, req: P::Req) -> Re
         }
     };
     P::handle(session, kind, req);
+    session.touch(kind);
     Ok(())
 }
