@@ -187,6 +187,19 @@ async fn kill_9_mid_release_keeps_traffic_and_state() {
     let server = Server::start(&file, &state, xds, admin, log(2)).await;
     let after = stored(&state);
     assert_eq!(after.state, before.state, "the restart brings back the same phase, weight and step");
+    // And that is what the restarted server serves, as the operator reads it through the Release API.
+    let path = "/api/v1/namespaces/default/releases/reviews-v3";
+    let (code, body) = common::http::get_with(&common::http::client(), admin, "localhost", path, &[])
+        .await
+        .expect("release API answers");
+    assert_eq!(code, 200, "{body}");
+    let view: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(view["status"]["phase"], "Progressing", "{view}");
+    assert_eq!(
+        (view["status"]["weights"]["v3"].as_u64(), view["status"]["step"].as_u64()),
+        (Some(3000), Some(1)),
+        "{view}"
+    );
     let took = wait_connected(&envoy, 1, Duration::from_secs(15)).await;
     println!("Envoy reconnected {took:?} after sluice was ready again");
     measure(listen, "30% after the restart", 0.3).await;

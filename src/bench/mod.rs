@@ -108,6 +108,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Results> {
     (r.churn_p50_ms, r.churn_p99_ms, r.churn_max_ms) = (s.churn.p50_ms, s.churn.p99_ms, s.churn.max_ms);
     (r.weight_p50_ms, r.weight_p99_ms, r.weight_max_ms) = (s.weight.p50_ms, s.weight.p99_ms, s.weight.max_ms);
     (r.churn_bytes_per_proxy, r.weight_bytes_per_proxy) = (s.churn_bytes, s.weight_bytes);
+    (r.storm_reconnects, r.reconnects) = (s.storm_reconnects, s.reconnects);
     if !args.no_floor {
         let f = phase(Kind::Floor, &args, &shape).await?;
         (r.floor_connect_s, r.floor_churn_p50_ms, r.floor_churn_p99_ms) = (f.connect_s, f.churn.p50_ms, f.churn.p99_ms);
@@ -162,6 +163,9 @@ struct Phase {
     rss_mb: f64,
     baseline_mb: f64,
     idle_cpu: f64,
+    /// Streams opened again during the connect storm, and over the whole phase.
+    storm_reconnects: u64,
+    reconnects: u64,
 }
 
 struct ServerProc {
@@ -219,14 +223,31 @@ async fn phase(kind: Kind, args: &BenchArgs, shape: &Shape) -> anyhow::Result<Ph
     let rec = Recorder::new(n + args.stalled);
     let channels = connections(&server.addr, args.connections.clamp(1, n + args.stalled))?;
     let started = Instant::now();
+    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reconnects = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let tasks: Vec<_> = (0..n + args.stalled)
         .map(|i| {
             let ch = channels[i % channels.len()].clone();
-            tokio::spawn(proxy::run(ch, i, args.mode, rec.clone(), i >= n))
+            let (rec, mode, stopping, reconnects) = (rec.clone(), args.mode, stopping.clone(), reconnects.clone());
+            tokio::spawn(async move {
+                // Like Envoy: a failed or closed stream is opened again after a jittered backoff.
+                let mut backoff = Duration::from_millis(50);
+                loop {
+                    let result = proxy::run(ch.clone(), i, mode, rec.clone(), i >= n).await;
+                    if stopping.load(Ordering::Relaxed) || result.is_ok() {
+                        return;
+                    }
+                    reconnects.fetch_add(1, Ordering::Relaxed);
+                    let jitter = Duration::from_millis((i as u64 * 7919) % backoff.as_millis().max(1) as u64);
+                    tokio::time::sleep(backoff + jitter).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            })
         })
         .collect();
     wait_all(&rec, n, |s| s.synced.load(Ordering::Acquire) > 0).await.context("connect storm")?;
     let connect_s = started.elapsed().as_secs_f64();
+    let storm_reconnects = reconnects.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let cpu0 = procstat::cpu_time(server.pid).unwrap_or_default();
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -235,6 +256,7 @@ async fn phase(kind: Kind, args: &BenchArgs, shape: &Shape) -> anyhow::Result<Ph
     let rss = procstat::rss_bytes(server.pid).unwrap_or(0);
     let (churn, churn_bytes) = changes(&mut server, &rec, n, args, TypeKind::Endpoint, shape).await?;
     let (weight, weight_bytes) = changes(&mut server, &rec, n, args, TypeKind::Route, shape).await?;
+    stopping.store(true, Ordering::Relaxed);
     let _ = server.command("quit").await;
     for t in tasks {
         t.abort();
@@ -250,6 +272,8 @@ async fn phase(kind: Kind, args: &BenchArgs, shape: &Shape) -> anyhow::Result<Ph
         rss_mb: mb(rss),
         baseline_mb: mb(baseline),
         idle_cpu,
+        storm_reconnects,
+        reconnects: reconnects.load(Ordering::Relaxed),
     })
 }
 

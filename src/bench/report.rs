@@ -42,6 +42,9 @@ pub struct Results {
     pub rss_per_proxy_kb: f64,
     pub idle_cpu_percent: f64,
     pub stalled_proxies: usize,
+    /// Streams the simulated proxies had to open again (server reset or closed them) during the storm / in all.
+    pub storm_reconnects: u64,
+    pub reconnects: u64,
     pub floor_connect_s: f64,
     pub floor_churn_p50_ms: f64,
     pub floor_churn_p99_ms: f64,
@@ -97,6 +100,12 @@ impl Results {
         );
         row("weight change p99 (ms)", f(self.weight_p99_ms), f(self.floor_weight_p99_ms), r(self.weight_floor_ratio));
         row("weight change bytes/proxy", f(self.weight_bytes_per_proxy), "".into(), "".into());
+        row(
+            "streams reopened (storm / all)",
+            format!("{} / {}", self.storm_reconnects, self.reconnects),
+            "".into(),
+            "".into(),
+        );
         row("RSS with proxies (MB)", f(self.rss_mb), "".into(), "".into());
         row("RSS without proxies (MB)", f(self.baseline_rss_mb), "".into(), "".into());
         row("RSS per proxy (KB)", f(self.rss_per_proxy_kb), "".into(), "".into());
