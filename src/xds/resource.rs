@@ -10,7 +10,6 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
 use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The four resource types Sluice serves, in the order a push sends them (make before break).
@@ -77,7 +76,7 @@ pub struct Resource {
 }
 
 /// Resources of one type by name; values are shared, never copied per stream.
-pub type ResourceSet = BTreeMap<String, Arc<Resource>>;
+pub type ResourceSet = imbl::OrdMap<String, Arc<Resource>>;
 
 impl Resource {
     pub fn new(kind: TypeKind, name: String, body: Vec<u8>, refs: Vec<String>) -> Self {

@@ -162,18 +162,32 @@ impl Session {
                     _ => self.cluster_eds_names(&retained),
                 };
                 for name in names.into_iter().filter(|n| st.wants(n)) {
-                    if let Some(old) = st.sent.get(&name).or_else(|| st.held.get(&name)) {
-                        set.entry(name).or_insert_with(|| old.clone());
+                    if let Some(old) = st.sent.get(&name).or_else(|| st.held.get(&name))
+                        && !set.contains_key(&name)
+                    {
+                        set.insert(name, old.clone());
                     }
                 }
             }
             TypeKind::Listener | TypeKind::Route => {
-                let ready = self.ready_clusters();
+                // Only resources the proxy was not already given at this version need their clusters checked.
                 let st = &self.types[kind.index()];
-                set.retain(|_, r| r.refs.iter().all(|c| ready.contains(c.as_str())));
-                for (name, old) in st.sent.iter().chain(st.held.iter()) {
-                    if st.wants(name) && !set.contains_key(name) && self.target_has(kind, name) {
-                        set.insert(name.clone(), old.clone());
+                let given = |n: &str| st.sent.get(n).or_else(|| st.held.get(n));
+                let new: Vec<String> = set
+                    .iter()
+                    .filter(|(n, r)| !r.refs.is_empty() && given(n).is_none_or(|o| o.version != r.version))
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                if !new.is_empty() {
+                    let ready = self.ready_clusters();
+                    for name in new {
+                        if set.get(&name).is_some_and(|r| r.refs.iter().all(|c| ready.contains(c.as_str()))) {
+                            continue;
+                        }
+                        match given(&name) {
+                            Some(old) => set.insert(name, old.clone()),
+                            None => set.remove(&name),
+                        };
                     }
                 }
             }
@@ -186,10 +200,6 @@ impl Session {
     /// them: holding that route back would deadlock, and such a client orders the switch itself.
     fn orders_clusters(&self) -> bool {
         self.only.is_none() && self.types[TypeKind::Cluster.index()].wildcard
-    }
-
-    fn target_has(&self, kind: TypeKind, name: &str) -> bool {
-        self.view.as_ref().is_some_and(|v| v.get(kind).contains_key(name))
     }
 
     /// Clusters the proxy may route to: ACKed, and (for EDS clusters) with their assignment ACKed.

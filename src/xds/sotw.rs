@@ -97,10 +97,14 @@ fn subscribe(s: &mut Session, kind: TypeKind, names: Vec<String>) {
         st.force = true;
     }
     if !st.wildcard {
-        if st.held.keys().any(|n| !names.contains(n)) {
-            Arc::make_mut(&mut st.held).retain(|n, _| names.contains(n));
+        let dropped: Vec<String> =
+            st.sent.keys().chain(st.held.keys()).filter(|n| !names.contains(*n)).cloned().collect();
+        for name in dropped {
+            st.sent.remove(&name);
+            if st.held.contains_key(&name) {
+                Arc::make_mut(&mut st.held).remove(&name);
+            }
         }
-        st.sent.retain(|n, _| names.contains(n));
     }
     st.names = names;
     st.subscribed = true;
