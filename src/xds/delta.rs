@@ -33,7 +33,7 @@ impl Protocol for Delta {
         let first = !st.subscribed;
         if first {
             st.subscribed = true;
-            st.known.extend(req.initial_resource_versions);
+            st.initial.extend(req.initial_resource_versions);
             st.wildcard = kind.is_wildcard() && req.resource_names_subscribe.is_empty();
         }
         for name in req.resource_names_subscribe {
@@ -42,7 +42,9 @@ impl Protocol for Delta {
                 continue;
             }
             if !first {
-                st.known.remove(&name); // the proxy does not hold it: send it even if unchanged
+                // The proxy does not hold it: send it even if unchanged.
+                st.sent.remove(&name);
+                st.initial.remove(&name);
             }
             st.absent_told.remove(&name);
             st.names.insert(name);
@@ -55,7 +57,7 @@ impl Protocol for Delta {
             st.names.remove(&name);
             st.absent_told.remove(&name);
             if !st.wildcard {
-                st.known.remove(&name);
+                st.initial.remove(&name);
                 if st.held.contains_key(&name) {
                     Arc::make_mut(&mut st.held).remove(&name);
                 }
@@ -83,33 +85,44 @@ impl Protocol for Delta {
         let desired = s.desired(kind);
         let system_version = s.snapshot.as_ref().map(|s| s.version.to_string())?;
         let st = s.state(kind);
-        // Resources a reconnecting proxy already holds at the current version count as held.
-        for (name, r) in &desired {
-            if st.known.get(name) == Some(&r.version) && !st.held.contains_key(name) {
-                Arc::make_mut(&mut st.held).insert(name.clone(), r.clone());
-                st.sent.insert(name.clone(), r.clone());
+        // Resources a reconnecting proxy already holds at the current version count as held and sent.
+        if !st.initial.is_empty() {
+            for (name, r) in &desired {
+                if st.initial.get(name) == Some(&r.version) {
+                    st.initial.remove(name);
+                    Arc::make_mut(&mut st.held).insert(name.clone(), r.clone());
+                    st.sent.insert(name.clone(), r.clone());
+                }
             }
         }
+        let sent_as = |st: &super::session::TypeState, n: &str, v: &str| st.sent.get(n).is_some_and(|o| o.version == v);
         let updates: Vec<Arc<Resource>> =
-            desired.values().filter(|r| st.known.get(&r.name) != Some(&r.version)).cloned().collect();
-        let mut removals: Vec<String> = st.known.keys().filter(|n| !desired.contains_key(*n)).cloned().collect();
+            desired.values().filter(|r| !sent_as(st, &r.name, &r.version)).cloned().collect();
+        let mut removals: Vec<String> =
+            st.sent.keys().chain(st.initial.keys()).filter(|n| !desired.contains_key(*n)).cloned().collect();
+        removals.sort();
+        removals.dedup();
         removals.extend(
             st.names
                 .iter()
-                .filter(|n| !desired.contains_key(*n) && !st.known.contains_key(*n) && !st.absent_told.contains(*n))
+                .filter(|n| !desired.contains_key(*n) && !st.sent.contains_key(*n) && !st.initial.contains_key(*n))
+                .filter(|n| !st.absent_told.contains(*n))
                 .cloned(),
         );
         let first_answer = st.sent_version.is_none() && st.wildcard;
         if updates.is_empty() && removals.is_empty() && !first_answer {
             return None;
         }
-        for r in &updates {
-            st.known.insert(r.name.clone(), r.version.clone());
-            st.sent.insert(r.name.clone(), r.clone());
+        if st.sent.is_empty() && removals.is_empty() && updates.len() == desired.len() {
+            st.sent = desired.clone(); // a first full answer: share the snapshot's set instead of copying it
+        } else {
+            for r in &updates {
+                st.sent.insert(r.name.clone(), r.clone());
+            }
         }
         for name in &removals {
-            st.known.remove(name);
             st.sent.remove(name);
+            st.initial.remove(name);
             if st.names.contains(name) {
                 st.absent_told.insert(name.clone());
             }

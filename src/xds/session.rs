@@ -61,7 +61,8 @@ pub(crate) struct TypeState {
     pub inflight: Option<Inflight>,
     /// The latest nonce sent; a request naming another one is stale.
     pub last_nonce: Option<String>,
-    /// The last set sent (SotW: the last response; Delta: everything the proxy was sent and still has).
+    /// The last set sent (SotW: the last response; Delta: everything the proxy was sent and still has, so what
+    /// it holds or will hold: a NACKed resource stays here and is not sent again until it changes).
     pub sent: ResourceSet,
     pub acked_version: Option<String>,
     pub sent_version: Option<String>,
@@ -70,8 +71,9 @@ pub(crate) struct TypeState {
     pub force: bool,
     /// SotW: the version a reconnecting proxy says it holds; not re-sent if it is still current.
     pub resume_version: Option<String>,
-    /// Delta: name → version the proxy has (from `initial_resource_versions`, then from what it was sent).
-    pub known: BTreeMap<String, String>,
+    /// Delta: name → version a reconnecting proxy said it holds (`initial_resource_versions`), until each is
+    /// confirmed current or replaced; what it was sent since is in `sent`.
+    pub initial: BTreeMap<String, String>,
     /// Delta: subscribed names already reported absent in `removed_resources`.
     pub absent_told: BTreeSet<String>,
 }
