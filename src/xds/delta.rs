@@ -1,12 +1,13 @@
 //! Incremental (Delta) xDS: responses carry only what changed, and `removed_resources`.
 
-use super::resource::{Resource, TypeKind};
-use super::session::{Change, Inflight, Session};
+use super::resource::TypeKind;
+use super::session::{Inflight, Session};
 use super::stream::Protocol;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as WireResource,
 };
+use imbl::ordmap::DiffItem;
 use std::sync::Arc;
 
 pub(crate) struct Delta;
@@ -95,13 +96,15 @@ impl Protocol for Delta {
                 }
             }
         }
-        let sent_as = |st: &super::session::TypeState, n: &str, v: &str| st.sent.get(n).is_some_and(|o| o.version == v);
-        let updates: Vec<Arc<Resource>> =
-            desired.values().filter(|r| !sent_as(st, &r.name, &r.version)).cloned().collect();
-        let mut removals: Vec<String> =
-            st.sent.keys().chain(st.initial.keys()).filter(|n| !desired.contains_key(*n)).cloned().collect();
-        removals.sort();
-        removals.dedup();
+        // What changed since the last push: a diff of two sets that share structure, so O(changes).
+        let (mut updates, mut removals) = (Vec::new(), Vec::new());
+        for item in st.sent.diff(&desired) {
+            match item {
+                DiffItem::Add(_, r) | DiffItem::Update { new: (_, r), .. } => updates.push(r.clone()),
+                DiffItem::Remove(name, _) => removals.push(name.clone()),
+            }
+        }
+        removals.extend(st.initial.keys().filter(|n| !desired.contains_key(*n)).cloned());
         removals.extend(
             st.names
                 .iter()
@@ -113,15 +116,8 @@ impl Protocol for Delta {
         if updates.is_empty() && removals.is_empty() && !first_answer {
             return None;
         }
-        if st.sent.is_empty() && removals.is_empty() && updates.len() == desired.len() {
-            st.sent = desired.clone(); // a first full answer: share the snapshot's set instead of copying it
-        } else {
-            for r in &updates {
-                st.sent.insert(r.name.clone(), r.clone());
-            }
-        }
+        st.sent = desired.clone();
         for name in &removals {
-            st.sent.remove(name);
             st.initial.remove(name);
             if st.names.contains(name) {
                 st.absent_told.insert(name.clone());
@@ -131,8 +127,7 @@ impl Protocol for Delta {
         let st = s.state(kind);
         st.last_nonce = Some(nonce.clone());
         st.sent_version = Some(system_version.clone());
-        let change = Change::Apply { updates: updates.clone(), removals: removals.clone() };
-        st.inflight = Some(Inflight { nonce: nonce.clone(), version: system_version.clone(), change });
+        st.inflight = Some(Inflight { nonce: nonce.clone(), version: system_version.clone(), set: desired });
         Some(DeltaDiscoveryResponse {
             system_version_info: system_version,
             resources: updates

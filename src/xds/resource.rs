@@ -65,7 +65,7 @@ impl TypeKind {
 
 /// One encoded resource. `refs` names what it depends on: for routes and listeners the clusters they send
 /// traffic to; for an EDS cluster its assignment's name. Ordering uses them (make before break).
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Resource {
     pub name: String,
     /// Content hash of `body`: equal bytes, equal version.
@@ -74,6 +74,15 @@ pub struct Resource {
     pub body: Bytes,
     pub refs: Box<[String]>,
 }
+
+/// Equal name, type and content hash: the same resource (the hash stands for the bytes, so diffs never compare them).
+impl PartialEq for Resource {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && self.version == other.version && self.name == other.name
+    }
+}
+
+impl Eq for Resource {}
 
 /// Resources of one type by name; values are shared, never copied per stream.
 pub type ResourceSet = imbl::OrdMap<String, Arc<Resource>>;

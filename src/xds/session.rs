@@ -16,7 +16,7 @@
 //! answered by re-sending the same content: only a new snapshot (different content) sends again.
 
 use super::registry::{Nack, StreamGuard, TypeStatus};
-use super::resource::{Resource, ResourceSet, TypeKind};
+use super::resource::{ResourceSet, TypeKind};
 use super::snapshot::{Snapshot, View};
 use crate::model::ProxyInfo;
 use std::collections::{BTreeMap, BTreeSet};
@@ -27,26 +27,9 @@ use std::time::SystemTime;
 pub(crate) struct Inflight {
     pub nonce: String,
     pub version: String,
-    pub change: Change,
-}
-
-/// What a response does to the set the proxy holds, once ACKed.
-#[derive(Debug)]
-pub(crate) enum Change {
-    /// SotW: the response is the whole set.
-    Replace(ResourceSet),
-    /// Delta: these resources are added or updated, these names removed.
-    Apply { updates: Vec<Arc<Resource>>, removals: Vec<String> },
-}
-
-impl Inflight {
-    /// The resources the response carries.
-    pub fn resources(&self) -> Box<dyn Iterator<Item = &Arc<Resource>> + '_> {
-        match &self.change {
-            Change::Replace(set) => Box::new(set.values()),
-            Change::Apply { updates, .. } => Box::new(updates.iter()),
-        }
-    }
+    /// What the proxy will hold once it ACKs: the desired set the response was computed from (an O(1) clone that
+    /// shares structure with the snapshot, so held and sent sets cost memory only where they differ).
+    pub set: ResourceSet,
 }
 
 #[derive(Debug, Default)]
@@ -140,13 +123,22 @@ impl Session {
         self.nonce.to_string()
     }
 
-    /// The view ∩ the subscription, before ordering holds anything back.
+    /// The view ∩ the subscription, before ordering holds anything back. Built from the view's set (removing what
+    /// is not subscribed), so it shares structure with the snapshot and diffs against it skip what did not change.
     pub fn target(&self, kind: TypeKind) -> ResourceSet {
         let (Some(view), st) = (&self.view, &self.types[kind.index()]) else { return ResourceSet::new() };
+        let all = view.get(kind);
         if st.wildcard {
-            return view.get(kind).clone();
+            return all.clone();
         }
-        st.names.iter().filter_map(|n| view.get(kind).get(n).map(|r| (n.clone(), r.clone()))).collect()
+        if st.names.len() * 2 < all.len() {
+            return st.names.iter().filter_map(|n| all.get(n).map(|r| (n.clone(), r.clone()))).collect();
+        }
+        let mut set = all.clone();
+        for name in all.keys().filter(|n| !st.names.contains(*n)) {
+            set.remove(name);
+        }
+        set
     }
 
     /// What to offer the proxy now, with make-before-break applied (see the module doc).
@@ -223,7 +215,7 @@ impl Session {
         let mut out = BTreeSet::new();
         for kind in [TypeKind::Listener, TypeKind::Route] {
             let st = &self.types[kind.index()];
-            let inflight = st.inflight.iter().flat_map(|i| i.resources());
+            let inflight = st.inflight.iter().flat_map(|i| i.set.values());
             for r in st.held.values().chain(inflight) {
                 out.extend(r.refs.iter().filter(|c| !clusters.contains_key(*c)).cloned());
             }
@@ -245,18 +237,7 @@ impl Session {
     pub fn ack(&mut self, kind: TypeKind) {
         let st = self.state(kind);
         if let Some(inflight) = st.inflight.take() {
-            match inflight.change {
-                Change::Replace(set) => st.held = Arc::new(set),
-                Change::Apply { updates, removals } => {
-                    let held = Arc::make_mut(&mut st.held);
-                    for r in updates {
-                        held.insert(r.name.clone(), r);
-                    }
-                    for name in removals {
-                        held.remove(&name);
-                    }
-                }
-            }
+            st.held = Arc::new(inflight.set);
             st.acked_version = Some(inflight.version);
             st.last_nack = None;
         }
@@ -285,23 +266,10 @@ impl Session {
         })
     }
 
-    /// The proxy holds exactly the view ∩ its subscription of `kind` (no allocation: this runs after every event).
-    fn holds_target(&self, kind: TypeKind, view: &View) -> bool {
-        let (st, set) = (&self.types[kind.index()], view.get(kind));
-        let same = |name: &String, r: &Arc<Resource>| st.held.get(name).is_some_and(|h| h.version == r.version);
-        if st.wildcard {
-            return st.held.len() == set.len() && set.iter().all(|(n, r)| same(n, r));
-        }
-        let mut count = 0;
-        for name in &st.names {
-            if let Some(r) = set.get(name) {
-                if !same(name, r) {
-                    return false;
-                }
-                count += 1;
-            }
-        }
-        st.held.len() == count
+    /// The proxy holds exactly the view ∩ its subscription of `kind` (a diff that skips shared structure).
+    fn holds_target(&self, kind: TypeKind, _view: &View) -> bool {
+        let st = &self.types[kind.index()];
+        st.held.diff(&self.target(kind)).next().is_none()
     }
 
     /// The proxy holds what the types before `kind` lead it to ask of `kind`.

@@ -1,7 +1,7 @@
 //! State-of-the-world xDS: every response carries the full set of its type (as requested).
 
 use super::resource::{TypeKind, set_version};
-use super::session::{Change, Inflight, Session};
+use super::session::{Inflight, Session};
 use super::stream::Protocol;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
@@ -81,7 +81,7 @@ impl Protocol for Sotw {
         st.last_nonce = Some(nonce.clone());
         st.sent_version = Some(version.clone());
         st.sent = desired.clone();
-        st.inflight = Some(Inflight { nonce, version, change: Change::Replace(desired) });
+        st.inflight = Some(Inflight { nonce, version, set: desired });
         Some(resp)
     }
 }
