@@ -19,6 +19,7 @@ use super::registry::{Nack, StreamGuard, TypeStatus};
 use super::resource::{ResourceSet, TypeKind};
 use super::snapshot::{Snapshot, View};
 use crate::model::ProxyInfo;
+use imbl::ordmap::DiffItem;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -212,12 +213,27 @@ impl Session {
         // Ordering applies to wildcard CDS only (`orders_clusters`), so the CDS target is the view's set.
         let Some(view) = &self.view else { return BTreeSet::new() };
         let clusters = view.get(TypeKind::Cluster);
+        // Only clusters the proxy holds or was sent that left the view can need keeping: a diff of sets that
+        // share structure finds them in O(change), so the usual push (nothing removed) looks at no route.
+        let cds = &self.types[TypeKind::Cluster.index()];
+        let gone: BTreeSet<&String> = cds
+            .sent
+            .diff(clusters)
+            .chain(cds.held.diff(clusters))
+            .filter_map(|d| match d {
+                DiffItem::Remove(name, _) => Some(name),
+                _ => None,
+            })
+            .collect();
+        if gone.is_empty() {
+            return BTreeSet::new();
+        }
         let mut out = BTreeSet::new();
         for kind in [TypeKind::Listener, TypeKind::Route] {
             let st = &self.types[kind.index()];
             let inflight = st.inflight.iter().flat_map(|i| i.set.values());
             for r in st.held.values().chain(inflight) {
-                out.extend(r.refs.iter().filter(|c| !clusters.contains_key(*c)).cloned());
+                out.extend(r.refs.iter().filter(|c| gone.contains(c)).cloned());
             }
         }
         out
