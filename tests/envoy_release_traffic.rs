@@ -11,9 +11,8 @@
 mod common;
 
 use common::http::{Client, client, get_response, load};
-use common::{Backend, CookieJar, Envoy};
+use common::{Backend, CookieJar, Envoy, start_envoy};
 use futures::StreamExt;
-use sluice::bootstrap::{BootstrapArgs, render};
 use sluice::model::*;
 use sluice::server::{Options, Sluice};
 use std::collections::BTreeMap;
@@ -77,22 +76,8 @@ impl Mesh {
         let (v1, v3) = (Backend::start("v1").await, Backend::start("v3").await);
         let sluice = Sluice::start(Options::local()).await.expect("start");
         sluice.store().set_model(reviews_model(v1.port(), v3.port(), traffic));
-        // Port 0: Envoy binds a free port itself, so no other test or process can take it first.
-        let listen: SocketAddr = "127.0.0.1:0".parse().expect("listen address");
-        let args = BootstrapArgs {
-            node_id: NODE.into(),
-            namespace: "default".into(),
-            xds: sluice.xds_addr().to_string().parse().expect("xds address"),
-            listen: Some(listen),
-            admin_port: 0,
-            sotw: false,
-            labels: vec![],
-            inbound_ports: vec![],
-        };
-        let envoy = Envoy::start(&render(&args));
-        envoy.wait_live(Duration::from_secs(20)).await;
+        let (envoy, listen) = start_envoy(sluice.xds_addr(), NODE, false).await;
         sluice.wait_acked(NODE, Duration::from_secs(10)).await.expect("Envoy ACKs the config");
-        let listen = envoy.listener_addr(Duration::from_secs(10)).await;
         Mesh { sluice, envoy, listen, v1, v3 }
     }
 

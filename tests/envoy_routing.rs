@@ -4,8 +4,7 @@
 mod common;
 
 use common::http::{Counts, client, get_with, load_with};
-use common::{Backend, Envoy, assert_share, load};
-use sluice::bootstrap::{BootstrapArgs, render};
+use common::{Backend, Envoy, assert_share, load, reviews_yaml, start_envoy};
 use sluice::server::{Options, Sluice};
 use sluice::source;
 use sluice::store::Store;
@@ -17,24 +16,9 @@ use std::time::{Duration, Instant};
 
 /// The config file: reviews with v1 and v3 workloads, a policy at `weight`, and a header rule for jason.
 fn config(v1: u16, v3: u16, extra: Option<u16>, weight: u32) -> String {
-    let mut text = format!(
-        r#"apiVersion: v1
-kind: Service
-metadata: {{name: reviews}}
-spec:
-  selector: {{app: reviews}}
-  ports: [{{name: http, port: 9080}}]
----
-apiVersion: sluice.dev/v1alpha1
-kind: Workload
-metadata: {{name: reviews-v1, labels: {{app: reviews, version: v1}}}}
-spec: {{address: 127.0.0.1, ports: {{http: {v1}}}}}
----
-apiVersion: sluice.dev/v1alpha1
-kind: Workload
-metadata: {{name: reviews-v3, labels: {{app: reviews, version: v3}}}}
-spec: {{address: 127.0.0.1, ports: {{http: {v3}}}}}
----
+    let mut text = reviews_yaml(v1, v3);
+    text.push_str(&format!(
+        r#"---
 apiVersion: sluice.dev/v1alpha1
 kind: ReleasePolicy
 metadata: {{name: reviews-v3}}
@@ -50,7 +34,7 @@ spec:
       match:
         headers: [{{name: end-user, exact: jason}}]
 "#
-    );
+    ));
     if let Some(port) = extra {
         text.push_str(&format!(
             "---\napiVersion: sluice.dev/v1alpha1\nkind: Workload\nmetadata: {{name: reviews-v1b, labels: {{app: reviews, version: v1}}}}\nspec: {{address: 127.0.0.1, ports: {{http: {port}}}}}\n"
@@ -83,22 +67,8 @@ async fn mesh(sotw: bool) -> Mesh {
         let _ = stop.wait_for(|s| *s).await;
     }));
     let sluice = Sluice::start_with(Options::local(), store, serde_json::Value::Null).await.expect("start");
-    // Port 0: Envoy binds a free port itself, so no other test or process can take it first.
-    let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let args = BootstrapArgs {
-        node_id: "envoy-1".into(),
-        namespace: "default".into(),
-        xds: sluice.xds_addr().to_string().parse().unwrap(),
-        listen: Some(listen),
-        admin_port: 0,
-        sotw,
-        labels: vec![],
-        inbound_ports: vec![],
-    };
-    let envoy = Envoy::start(&render(&args));
-    envoy.wait_live(Duration::from_secs(30)).await;
+    let (envoy, listen) = start_envoy(sluice.xds_addr(), "envoy-1", sotw).await;
     sluice.wait_acked("envoy-1", Duration::from_secs(20)).await.expect("Envoy ACKs the config");
-    let listen = envoy.listener_addr(Duration::from_secs(10)).await;
     Mesh { sluice, envoy, listen, file, _dir: dir, stop_watch, v1, v3 }
 }
 

@@ -12,8 +12,7 @@
 
 mod common;
 
-use common::{Backend, Envoy, LoadLoop, assert_share, load};
-use sluice::bootstrap::{BootstrapArgs, render};
+use common::{Backend, Envoy, LoadLoop, assert_share, load, reviews_yaml, start_envoy};
 use sluice::model::{ObjectKey, Phase, ReleasePolicySpec};
 use sluice::release::{ReleaseView, Verb};
 use sluice::server::{Options, Sluice};
@@ -31,25 +30,7 @@ const MIN_RATE: f64 = 200.0;
 
 /// reviews with one v1 and one v3 workload, and (with `policy`) the release policy reviews-v3 at 0%.
 fn config(v1: u16, v3: u16, policy: bool) -> String {
-    let mut text = format!(
-        r#"apiVersion: v1
-kind: Service
-metadata: {{name: reviews}}
-spec:
-  selector: {{app: reviews}}
-  ports: [{{name: http, port: 9080}}]
----
-apiVersion: sluice.dev/v1alpha1
-kind: Workload
-metadata: {{name: reviews-v1, labels: {{app: reviews, version: v1}}}}
-spec: {{address: 127.0.0.1, ports: {{http: {v1}}}}}
----
-apiVersion: sluice.dev/v1alpha1
-kind: Workload
-metadata: {{name: reviews-v3, labels: {{app: reviews, version: v3}}}}
-spec: {{address: 127.0.0.1, ports: {{http: {v3}}}}}
-"#
-    );
+    let mut text = reviews_yaml(v1, v3);
     if policy {
         text.push_str(
             "---\napiVersion: sluice.dev/v1alpha1\nkind: ReleasePolicy\nmetadata: {name: reviews-v3}\n\
@@ -77,22 +58,8 @@ impl Mesh {
         let sluice = Sluice::start(Options::local()).await.expect("start");
         let model = source::parse_str(&config(v1.port(), v3.port(), policy), "reviews.yaml").expect("config parses");
         sluice.store().set_model(model);
-        // Port 0: Envoy binds a free port itself, so no other test or process can take it first.
-        let listen: SocketAddr = "127.0.0.1:0".parse().expect("listen address");
-        let args = BootstrapArgs {
-            node_id: NODE.into(),
-            namespace: "default".into(),
-            xds: sluice.xds_addr().to_string().parse().expect("xds address"),
-            listen: Some(listen),
-            admin_port: 0,
-            sotw: false,
-            labels: vec![],
-            inbound_ports: vec![],
-        };
-        let envoy = Envoy::start(&render(&args));
-        envoy.wait_live(Duration::from_secs(20)).await;
+        let (envoy, listen) = start_envoy(sluice.xds_addr(), NODE, false).await;
         sluice.wait_acked(NODE, Duration::from_secs(10)).await.expect("Envoy ACKs the config");
-        let listen = envoy.listener_addr(Duration::from_secs(10)).await;
         Mesh { sluice, envoy, listen, v1, v3 }
     }
 

@@ -10,8 +10,7 @@
 
 mod common;
 
-use common::{Backend, Envoy, LoadLoop, assert_share, free_port, load};
-use sluice::bootstrap::{BootstrapArgs, render};
+use common::{Backend, Envoy, LoadLoop, assert_share, free_port, load, reviews_yaml, start_envoy};
 use sluice::model::Phase;
 use sluice::release::Record;
 use sluice::release::persist::Persisted;
@@ -27,24 +26,9 @@ const RELEASE: &str = "default/reviews-v3";
 /// reviews v1 and v3, and a policy whose plan sets 30% and then waits for a person; `action` is the operator's
 /// wish written into the file.
 fn config(v1: u16, v3: u16, action: &str) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: Service
-metadata: {{name: reviews}}
-spec:
-  selector: {{app: reviews}}
-  ports: [{{name: http, port: 9080}}]
----
-apiVersion: sluice.dev/v1alpha1
-kind: Workload
-metadata: {{name: reviews-v1, labels: {{app: reviews, version: v1}}}}
-spec: {{address: 127.0.0.1, ports: {{http: {v1}}}}}
----
-apiVersion: sluice.dev/v1alpha1
-kind: Workload
-metadata: {{name: reviews-v3, labels: {{app: reviews, version: v3}}}}
-spec: {{address: 127.0.0.1, ports: {{http: {v3}}}}}
----
+    reviews_yaml(v1, v3)
+        + &format!(
+            r#"---
 apiVersion: sluice.dev/v1alpha1
 kind: ReleasePolicy
 metadata: {{name: reviews-v3}}
@@ -57,7 +41,7 @@ spec:
   - pause: {{}}
   action: {action}
 "#
-    )
+        )
 }
 
 /// The real `sluice serve` as a child process, its output in `log`. SIGKILLed by PID when dropped.
@@ -158,19 +142,7 @@ async fn kill_9_mid_release_keeps_traffic_and_state() {
     let log = |n: u32| dir.path().join(format!("sluice-{n}.log"));
 
     let server = Server::start(&file, &state, xds, admin, log(1)).await;
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("listen address");
-    let args = BootstrapArgs {
-        node_id: NODE.into(),
-        namespace: "default".into(),
-        xds: xds.to_string().parse().expect("xds host:port"),
-        listen: Some(listen),
-        admin_port: 0,
-        sotw: false,
-        labels: vec![],
-        inbound_ports: vec![],
-    };
-    let envoy = Envoy::start(&render(&args));
-    envoy.wait_live(Duration::from_secs(20)).await;
+    let (envoy, listen) = start_envoy(xds, NODE, false).await;
     measure(listen, "30% before the kill", 0.3).await;
     let before = stored(&state);
     assert_eq!(

@@ -1,0 +1,49 @@
+//! The setup the real-Envoy tests share: the `reviews` config (v1 and v3 on local backends) and an Envoy
+//! bootstrapped by `sluice bootstrap --listen` on port 0 (Envoy picks a free port, so tests never race for one).
+
+use super::Envoy;
+use sluice::bootstrap::{BootstrapArgs, render};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// A `reviews` Service and two Workloads (v1, v3) on `127.0.0.1`, in config-file YAML; tests append a policy.
+pub fn reviews_yaml(v1: u16, v3: u16) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Service
+metadata: {{name: reviews}}
+spec:
+  selector: {{app: reviews}}
+  ports: [{{name: http, port: 9080}}]
+---
+apiVersion: sluice.dev/v1alpha1
+kind: Workload
+metadata: {{name: reviews-v1, labels: {{app: reviews, version: v1}}}}
+spec: {{address: 127.0.0.1, ports: {{http: {v1}}}}}
+---
+apiVersion: sluice.dev/v1alpha1
+kind: Workload
+metadata: {{name: reviews-v3, labels: {{app: reviews, version: v3}}}}
+spec: {{address: 127.0.0.1, ports: {{http: {v3}}}}}
+"#
+    )
+}
+
+/// Starts an Envoy that takes its config from Sluice at `xds` (Delta ADS, or SotW), waits until it is LIVE, and
+/// returns it with the address its single HTTP listener bound.
+pub async fn start_envoy(xds: SocketAddr, node: &str, sotw: bool) -> (Envoy, SocketAddr) {
+    let args = BootstrapArgs {
+        node_id: node.into(),
+        namespace: "default".into(),
+        xds: xds.to_string().parse().expect("xds host:port"),
+        listen: Some("127.0.0.1:0".parse().expect("listen address")),
+        admin_port: 0,
+        sotw,
+        labels: vec![],
+        inbound_ports: vec![],
+    };
+    let envoy = Envoy::start(&render(&args));
+    envoy.wait_live(Duration::from_secs(30)).await;
+    let listen = envoy.listener_addr(Duration::from_secs(10)).await;
+    (envoy, listen)
+}
