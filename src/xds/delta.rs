@@ -48,14 +48,14 @@ impl Protocol for Delta {
                 st.initial.remove(&name);
             }
             st.absent_told.remove(&name);
-            st.names.insert(name);
+            st.names_gen += u64::from(st.names.insert(name));
         }
         for name in req.resource_names_unsubscribe {
             if name == "*" {
                 st.wildcard = false;
                 continue;
             }
-            st.names.remove(&name);
+            st.names_gen += u64::from(st.names.remove(&name));
             st.absent_told.remove(&name);
             if !st.wildcard {
                 st.initial.remove(&name);

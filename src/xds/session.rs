@@ -40,6 +40,8 @@ pub(crate) struct TypeState {
     /// The stream named resources at some point (so an empty list now means "none", not wildcard).
     pub ever_named: bool,
     pub names: BTreeSet<String>,
+    /// Bumped whenever `names` changes (keys the cache of names a named subscription leaves out).
+    pub names_gen: u64,
     /// ACKed: what the proxy has applied. Shared with the registry only weakly, so updating it never copies.
     pub held: Arc<ResourceSet>,
     pub inflight: Option<Inflight>,
@@ -69,6 +71,14 @@ impl TypeState {
     }
 }
 
+/// The names of a view set that a named subscription does not cover. Valid while the subscription is the same and
+/// the view's key set is (an endpoint change updates values only, which a structural diff finds in O(change)).
+struct Excluded {
+    names_gen: u64,
+    view: ResourceSet,
+    names: Vec<String>,
+}
+
 pub(crate) struct Session {
     pub proxy: ProxyInfo,
     pub types: [TypeState; 4],
@@ -78,13 +88,25 @@ pub(crate) struct Session {
     view: Option<View>,
     /// Types whose desired set may have changed since their last push (new view, a request, an ACK).
     dirty: [bool; 4],
+    /// Per type: the view's names a named subscription leaves out, with what they were computed from.
+    excluded: [std::cell::RefCell<Option<Excluded>>; 4],
     nonce: u64,
     guard: StreamGuard,
 }
 
 impl Session {
     pub fn new(proxy: ProxyInfo, only: Option<TypeKind>, guard: StreamGuard) -> Self {
-        Self { proxy, types: Default::default(), only, snapshot: None, view: None, dirty: [true; 4], nonce: 0, guard }
+        Self {
+            proxy,
+            types: Default::default(),
+            only,
+            snapshot: None,
+            view: None,
+            dirty: [true; 4],
+            excluded: Default::default(),
+            nonce: 0,
+            guard,
+        }
     }
 
     /// Takes a new snapshot; only types whose shared set changed need a push (an endpoint change touches EDS only).
@@ -136,10 +158,26 @@ impl Session {
             return st.names.iter().filter_map(|n| all.get(n).map(|r| (n.clone(), r.clone()))).collect();
         }
         let mut set = all.clone();
-        for name in all.keys().filter(|n| !st.names.contains(*n)) {
-            set.remove(name);
+        for name in self.excluded_names(kind, all) {
+            set.remove(&name);
         }
         set
+    }
+
+    /// The view's names the subscription leaves out, recomputed only when the subscription or the key set changed.
+    fn excluded_names(&self, kind: TypeKind, all: &ResourceSet) -> Vec<String> {
+        let st = &self.types[kind.index()];
+        let mut cache = self.excluded[kind.index()].borrow_mut();
+        if let Some(c) = cache.as_mut()
+            && c.names_gen == st.names_gen
+            && c.view.diff(all).all(|d| matches!(d, DiffItem::Update { .. }))
+        {
+            c.view = all.clone();
+            return c.names.clone();
+        }
+        let names: Vec<String> = all.keys().filter(|n| !st.names.contains(*n)).cloned().collect();
+        *cache = Some(Excluded { names_gen: st.names_gen, view: all.clone(), names: names.clone() });
+        names
     }
 
     /// What to offer the proxy now, with make-before-break applied (see the module doc).

@@ -106,6 +106,9 @@ fn subscribe(s: &mut Session, kind: TypeKind, names: Vec<String>) {
             }
         }
     }
-    st.names = names;
+    if st.names != names {
+        st.names = names;
+        st.names_gen += 1;
+    }
     st.subscribed = true;
 }
