@@ -1,6 +1,8 @@
 //! The Release API as users call it: REST JSON on the admin port and gRPC on the xDS port, against a real Sluice
 //! on 127.0.0.1 with `reviews` (v1, v3) set from code.
 
+mod common;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -10,7 +12,6 @@ use sluice::model::*;
 use sluice::proto::release_service_client::ReleaseServiceClient;
 use sluice::proto::{self, ActRequest, ApplyReleaseRequest, ReleaseRef, SetWeightRequest};
 use sluice::server::{Options, Sluice};
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tonic::Code;
@@ -18,25 +19,7 @@ use tonic::Code;
 const RANGE: &str = "spec.traffic.canaryWeight: must be between 0 and 10000";
 
 fn reviews() -> Model {
-    let mut m = Model::default();
-    let port =
-        ServicePort { name: "http".into(), port: 9080, target_port: TargetPort::Number(9080), app_protocol: None };
-    let svc =
-        Service { name: "reviews".into(), namespace: "default".into(), ports: vec![port], selector: BTreeMap::new() };
-    m.services.insert(ObjectKey::new("default", "reviews"), svc);
-    for (version, port) in [("v1", 19082), ("v3", 19084)] {
-        let labels = BTreeMap::from([("app".into(), "reviews".into()), ("version".into(), version.to_string())]);
-        let ep = Endpoint {
-            name: format!("reviews-{version}"),
-            address: "127.0.0.1".into(),
-            ports: BTreeMap::from([(9080, port)]),
-            labels,
-            ready: true,
-            terminating: false,
-        };
-        m.endpoints.entry(ObjectKey::new("default", "reviews")).or_default().push(ep);
-    }
-    m
+    common::reviews_model(19082, 19084)
 }
 
 async fn start() -> Sluice {

@@ -1,31 +1,14 @@
 //! `sluice release ...` as a user runs it: the real binary against a Sluice started in the test.
 
+mod common;
+
 use sluice::model::*;
 use sluice::server::{Options, Sluice};
-use std::collections::BTreeMap;
 use std::process::Output;
 use std::time::Duration;
 
 fn reviews() -> Model {
-    let mut m = Model::default();
-    let port =
-        ServicePort { name: "http".into(), port: 9080, target_port: TargetPort::Number(9080), app_protocol: None };
-    let svc =
-        Service { name: "reviews".into(), namespace: "default".into(), ports: vec![port], selector: BTreeMap::new() };
-    m.services.insert(ObjectKey::new("default", "reviews"), svc);
-    for (version, port) in [("v1", 19082), ("v3", 19084)] {
-        let labels = BTreeMap::from([("app".into(), "reviews".into()), ("version".into(), version.to_string())]);
-        let ep = Endpoint {
-            name: format!("reviews-{version}"),
-            address: "127.0.0.1".into(),
-            ports: BTreeMap::from([(9080, port)]),
-            labels,
-            ready: true,
-            terminating: false,
-        };
-        m.endpoints.entry(ObjectKey::new("default", "reviews")).or_default().push(ep);
-    }
-    m
+    common::reviews_model(19082, 19084)
 }
 
 const POLICY: &str = "\

@@ -14,7 +14,7 @@ use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service
     AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
 };
 use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse, Resource as WireResource,
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
 use futures::StreamExt;
 use std::sync::Arc;
@@ -129,14 +129,7 @@ fn delta_response<'a>(
 ) -> DeltaDiscoveryResponse {
     DeltaDiscoveryResponse {
         system_version_info: version.to_string(),
-        resources: resources
-            .map(|r| WireResource {
-                name: r.name.clone(),
-                version: r.version.clone(),
-                resource: Some(r.to_any()),
-                ..Default::default()
-            })
-            .collect(),
+        resources: resources.map(|r| r.to_delta()).collect(),
         type_url: kind.type_url().into(),
         nonce: version.to_string(),
         ..Default::default()

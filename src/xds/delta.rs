@@ -4,9 +4,7 @@ use super::resource::TypeKind;
 use super::session::{Inflight, Session};
 use super::stream::Protocol;
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as WireResource,
-};
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
 use imbl::ordmap::DiffItem;
 use std::sync::Arc;
 
@@ -130,15 +128,7 @@ impl Protocol for Delta {
         st.inflight = Some(Inflight { nonce: nonce.clone(), version: system_version.clone(), set: desired });
         Some(DeltaDiscoveryResponse {
             system_version_info: system_version,
-            resources: updates
-                .iter()
-                .map(|r| WireResource {
-                    name: r.name.clone(),
-                    version: r.version.clone(),
-                    resource: Some(r.to_any()),
-                    ..Default::default()
-                })
-                .collect(),
+            resources: updates.iter().map(|r| r.to_delta()).collect(),
             type_url: kind.type_url().to_string(),
             removed_resources: removals,
             nonce,

@@ -117,6 +117,16 @@ impl Resource {
         Self::new(TypeKind::Endpoint, cla.cluster_name.clone(), cla.encode_to_vec(), Vec::new())
     }
 
+    /// The resource as a Delta response carries it: name, version and the `Any`.
+    pub fn to_delta(&self) -> envoy_types::pb::envoy::service::discovery::v3::Resource {
+        envoy_types::pb::envoy::service::discovery::v3::Resource {
+            name: self.name.clone(),
+            version: self.version.clone(),
+            resource: Some(self.to_any()),
+            ..Default::default()
+        }
+    }
+
     /// The resource as the `Any` a response carries (copies the bytes into the message).
     pub fn to_any(&self) -> Any {
         Any { type_url: self.kind.type_url().to_string(), value: self.body.to_vec() }

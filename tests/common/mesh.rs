@@ -3,6 +3,7 @@
 
 use super::Envoy;
 use sluice::bootstrap::{BootstrapArgs, render};
+use sluice::model::{Endpoint, Model, Service};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -27,6 +28,19 @@ metadata: {{name: reviews-v3, labels: {{app: reviews, version: v3}}}}
 spec: {{address: 127.0.0.1, ports: {{http: {v3}}}}}
 "#
     )
+}
+
+/// The same mesh as a model built in code: `reviews` with a v1 and a v3 endpoint on `127.0.0.1`.
+pub fn reviews_model(v1: u16, v3: u16) -> Model {
+    let mut m = Model::default();
+    let svc = m.insert_service(Service::http("default", "reviews", 9080));
+    for (version, port) in [("v1", v1), ("v3", v3)] {
+        let ep = Endpoint::ready(&format!("reviews-{version}"), "127.0.0.1", 9080, port)
+            .with_label("app", "reviews")
+            .with_label("version", version);
+        m.push_endpoint(&svc, ep);
+    }
+    m
 }
 
 /// Starts an Envoy that takes its config from Sluice at `xds` (Delta ADS, or SotW), waits until it is LIVE, and

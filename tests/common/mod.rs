@@ -21,7 +21,7 @@ pub use backend::Backend;
 pub use cookies::CookieJar;
 pub use envoy::{Envoy, envoy_bin};
 pub use http::{Counts, get, load};
-pub use mesh::{reviews_yaml, start_envoy};
+pub use mesh::{reviews_model, reviews_yaml, start_envoy};
 pub use peers::Peer;
 pub use stats::{assert_share, split_bound};
 pub use traffic::{LoadLoop, LoadReport};
