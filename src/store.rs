@@ -96,9 +96,10 @@ impl Store {
         self.publish(&parts);
     }
 
-    /// One source's part, if it has delivered one.
-    pub fn part(&self, source: &str) -> Option<Model> {
-        self.lock().models.get(source).cloned()
+    /// The source whose part defines the policy `key` as served: the last part in merge order that has it.
+    pub fn policy_source(&self, key: &ObjectKey) -> Option<String> {
+        let parts = self.lock();
+        parts.models.iter().rev().find(|(_, m)| m.policies.contains_key(key)).map(|(source, _)| source.clone())
     }
 
     /// The current merged model.

@@ -51,6 +51,16 @@ pub struct Model {
     pub policies: BTreeMap<ObjectKey, ReleasePolicy>,
 }
 
+/// RFC 1123 label, as Kubernetes requires of names: 1–63 of `[a-z0-9-]`, starting and ending alphanumeric.
+pub fn is_dns_label(s: &str) -> bool {
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars().all(|c| alnum(c) || c == '-')
+        && s.starts_with(alnum)
+        && s.ends_with(alnum)
+}
+
 /// The domain Kubernetes services live under; part of every FQDN and cluster name.
 pub const CLUSTER_DOMAIN: &str = "cluster.local";
 
@@ -79,5 +89,19 @@ impl Model {
         keys.sort();
         keys.dedup();
         keys
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_labels() {
+        assert!(is_dns_label("reviews-v3"));
+        assert!(is_dns_label("a"));
+        for bad in ["", "-a", "a-", "Reviews", "a.b", "a_b", &"a".repeat(64)] {
+            assert!(!is_dns_label(bad), "{bad}");
+        }
     }
 }

@@ -2,8 +2,8 @@
 //! both refuse the same things with the same field paths.
 
 use super::ReleaseError;
+use crate::model::is_dns_label;
 use crate::model::{FieldError, ObjectKey, ReleasePolicySpec};
-use crate::source::is_dns_label;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 

@@ -251,7 +251,7 @@ impl ReleaseController {
     /// Connected proxies, and how many hold a snapshot that carries this release's current state.
     fn proxies(&self, key: &ObjectKey, record: &Record) -> Proxies {
         let snapshot = self.snapshots.borrow().clone();
-        let (_, total) = self.registry.acked_count(u64::MAX);
+        let total = self.registry.connected();
         let current = snapshot.as_ref().filter(|s| {
             s.model.policies.get(key).is_some_and(|p: &ReleasePolicy| p.state == record.state && p.spec == record.spec)
         });
@@ -265,12 +265,7 @@ impl ReleaseController {
     }
 
     fn source_of(&self, key: &ObjectKey) -> String {
-        for source in [crate::store::Store::LOCAL, crate::source::SOURCE] {
-            if self.store.part(source).is_some_and(|m| m.policies.contains_key(key)) {
-                return source.to_string();
-            }
-        }
-        API_SOURCE.to_string()
+        self.store.policy_source(key).unwrap_or_else(|| API_SOURCE.to_string())
     }
 
     fn api_model(&self) -> Model {

@@ -18,7 +18,6 @@ mod error;
 pub mod file;
 mod lines;
 mod objects;
-pub(crate) use objects::is_dns_label;
 
 pub use file::{
     FileSourceStatus, LoadError, LoadErrors, SOURCE, load_paths, parse_str, validate_command, validate_to, watch,

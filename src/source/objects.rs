@@ -207,20 +207,10 @@ pub(crate) fn check_policy(p: &PolicyObject) -> Vec<Problem> {
     problems
 }
 
-/// RFC 1123 label, as Kubernetes requires of names: 1–63 of `[a-z0-9-]`, starting and ending alphanumeric.
-pub(crate) fn is_dns_label(s: &str) -> bool {
-    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
-    !s.is_empty()
-        && s.len() <= 63
-        && s.chars().all(|c| alnum(c) || c == '-')
-        && s.starts_with(alnum)
-        && s.ends_with(alnum)
-}
-
 fn check_dns_label(path: &str, value: &str, problems: &mut Vec<Problem>) {
     if value.is_empty() {
         problems.push((path.into(), "must not be empty".into()));
-    } else if !is_dns_label(value) {
+    } else if !crate::model::is_dns_label(value) {
         let msg = format!("`{value}` is not a DNS label (at most 63 of a-z, 0-9 and '-', alphanumeric at both ends)");
         problems.push((path.into(), msg));
     }
@@ -229,15 +219,6 @@ fn check_dns_label(path: &str, value: &str, problems: &mut Vec<Problem>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dns_labels() {
-        assert!(is_dns_label("reviews-v3"));
-        assert!(is_dns_label("a"));
-        for bad in ["", "-a", "a-", "Reviews", "a.b", "a_b", &"a".repeat(64)] {
-            assert!(!is_dns_label(bad), "{bad}");
-        }
-    }
 
     #[test]
     fn kinds_need_the_right_api_version() {

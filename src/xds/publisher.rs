@@ -45,7 +45,7 @@ async fn run(store: Store, tx: watch::Sender<Option<Arc<Snapshot>>>, min_interva
             Ok(Err(e)) => tracing::error!(version, error = %e, "snapshot refused; the last good config keeps serving"),
             Err(e) => tracing::error!(version, error = %e, "translation panicked; the last good config keeps serving"),
         }
-        if models.changed().await.is_err() || tx.is_closed() && tx.receiver_count() == 0 {
+        if models.changed().await.is_err() || tx.is_closed() {
             return;
         }
         tokio::time::sleep_until(started + min_interval).await;

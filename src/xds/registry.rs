@@ -93,6 +93,11 @@ impl Registry {
         self.lock().values().filter(|s| s.node_id == node_id).cloned().collect()
     }
 
+    /// How many streams are connected.
+    pub fn connected(&self) -> usize {
+        self.lock().len()
+    }
+
     /// Connected streams and, of those, how many hold snapshot `version` (or newer) in full.
     pub fn acked_count(&self, version: u64) -> (usize, usize) {
         let streams = self.lock();
