@@ -16,7 +16,7 @@
 use super::AdminState;
 use crate::model::FieldError;
 use crate::release::api::{self, PolicyDocument};
-use crate::release::{ReleaseController, ReleaseError, Verb};
+use crate::release::{ReleaseError, Verb};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -51,7 +51,7 @@ impl From<ReleaseError> for ApiError {
             ReleaseError::NotFound(_) => (StatusCode::NOT_FOUND, None),
             ReleaseError::Invalid(f) => (StatusCode::BAD_REQUEST, Some(f.path)),
             ReleaseError::Conflict(_) | ReleaseError::Refused(_) => (StatusCode::CONFLICT, None),
-            ReleaseError::Persist(_) => (StatusCode::INTERNAL_SERVER_ERROR, None),
+            ReleaseError::Persist(_) | ReleaseError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, None),
         };
         Self { status, message, field }
     }
@@ -79,22 +79,6 @@ fn ok(value: impl serde::Serialize) -> Answer {
     Ok(axum::Json(value).into_response())
 }
 
-/// Runs a mutation on a blocking thread (it writes the state file before answering).
-async fn blocking<T: Send + 'static>(
-    s: &AdminState,
-    f: impl FnOnce(&ReleaseController) -> Result<T, ReleaseError> + Send + 'static,
-) -> Result<T, ApiError> {
-    let controller = s.releases.clone();
-    match tokio::task::spawn_blocking(move || f(&controller)).await {
-        Ok(result) => Ok(result?),
-        Err(e) => Err(ApiError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            message: format!("release request failed: {e}"),
-            field: None,
-        }),
-    }
-}
-
 async fn list_all(State(s): State<AdminState>) -> Answer {
     ok(json!({ "items": s.releases.list(None) }))
 }
@@ -111,12 +95,12 @@ async fn read(State(s): State<AdminState>, Path((ns, name)): Path<(String, Strin
 async fn put(State(s): State<AdminState>, Path((ns, name)): Path<(String, String)>, body: Bytes) -> Answer {
     let key = api::key(&ns, &name)?;
     let spec = PolicyDocument::from_json(&body)?.into_spec(&key)?;
-    ok(blocking(&s, move |c| c.apply(&key, spec)).await?)
+    ok(s.releases.blocking(move |c| c.apply(&key, spec)).await?)
 }
 
 async fn delete(State(s): State<AdminState>, Path((ns, name)): Path<(String, String)>) -> Answer {
     let key = api::key(&ns, &name)?;
-    blocking(&s, move |c| c.delete(&key)).await?;
+    s.releases.blocking(move |c| c.delete(&key)).await?;
     ok(json!({}))
 }
 
@@ -129,7 +113,7 @@ struct WeightBody {
 async fn weight(State(s): State<AdminState>, Path((ns, name)): Path<(String, String)>, body: Bytes) -> Answer {
     let key = api::key(&ns, &name)?;
     let WeightBody { canary_weight } = api::from_json(&body)?;
-    ok(blocking(&s, move |c| c.set_weight(&key, canary_weight)).await?)
+    ok(s.releases.blocking(move |c| c.set_weight(&key, canary_weight)).await?)
 }
 
 async fn act(State(s): State<AdminState>, Path((ns, name, verb)): Path<(String, String, String)>) -> Answer {
@@ -142,5 +126,5 @@ async fn act(State(s): State<AdminState>, Path((ns, name, verb)): Path<(String, 
         });
     };
     let key = api::key(&ns, &name)?;
-    ok(blocking(&s, move |c| c.act(&key, verb)).await?)
+    ok(s.releases.blocking(move |c| c.act(&key, verb)).await?)
 }

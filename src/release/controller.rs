@@ -28,6 +28,8 @@ pub enum ReleaseError {
     Refused(#[from] Refused),
     #[error("storing release state: {0}")]
     Persist(#[from] PersistError),
+    #[error("release request failed: {0}")]
+    Internal(String),
 }
 
 #[derive(Clone)]
@@ -152,6 +154,15 @@ impl ReleaseController {
         self.store.set_part(API_SOURCE, self.api_model());
         self.publish_states();
         Ok(())
+    }
+
+    /// Runs a mutation off the async threads: mutations write (and fsync) the state file before they answer.
+    pub async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&ReleaseController) -> Result<T, ReleaseError> + Send + 'static,
+    ) -> Result<T, ReleaseError> {
+        let controller = self.clone();
+        tokio::task::spawn_blocking(move || f(&controller)).await.map_err(|e| ReleaseError::Internal(e.to_string()))?
     }
 
     pub fn set_weight(&self, key: &ObjectKey, weight: u32) -> Result<ReleaseView, ReleaseError> {

@@ -1,7 +1,7 @@
 //! The Release API over gRPC (`sluice.v1.ReleaseService`), served on the xDS port beside ADS.
 //!
 //! ```text
-//!  gRPC client ──▶ ReleaseApi ──spawn_blocking──▶ ReleaseController (persists before it answers)
+//!  gRPC client ──▶ ReleaseApi ──ReleaseController::blocking──▶ ReleaseController (persists before it answers)
 //!                     └─ ReleaseError ──status()──▶ tonic::Status   (the one mapping)
 //! ```
 //! The spec travels as JSON (`spec_json`), so gRPC, REST and config files share one schema and one validator.
@@ -23,18 +23,6 @@ impl ReleaseApi {
     pub fn server(controller: ReleaseController) -> ReleaseServiceServer<Self> {
         ReleaseServiceServer::new(Self { controller })
     }
-
-    /// Runs a mutation on a blocking thread: the controller writes the state file (and fsyncs) before answering.
-    async fn blocking<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&ReleaseController) -> Result<T, ReleaseError> + Send + 'static,
-    ) -> Result<T, Status> {
-        let controller = self.controller.clone();
-        match tokio::task::spawn_blocking(move || f(&controller)).await {
-            Ok(result) => result.map_err(status),
-            Err(e) => Err(Status::internal(format!("release request failed: {e}"))),
-        }
-    }
 }
 
 /// The one place a [`ReleaseError`] becomes a gRPC status.
@@ -44,7 +32,7 @@ pub fn status(e: ReleaseError) -> Status {
         ReleaseError::Invalid(_) => Status::invalid_argument(message),
         ReleaseError::NotFound(_) => Status::not_found(message),
         ReleaseError::Conflict(_) | ReleaseError::Refused(_) => Status::failed_precondition(message),
-        ReleaseError::Persist(_) => Status::internal(message),
+        ReleaseError::Persist(_) | ReleaseError::Internal(_) => Status::internal(message),
     }
 }
 
@@ -138,7 +126,7 @@ impl ReleaseService for ReleaseApi {
         let release = request.into_inner().release.unwrap_or_default();
         let key = key(&release.namespace, &release.name)?;
         let spec = api::spec_from_json(release.spec_json.as_bytes()).map_err(|e| status(e.into()))?;
-        let view = self.blocking(move |c| c.apply(&key, spec)).await?;
+        let view = self.controller.blocking(move |c| c.apply(&key, spec)).await.map_err(status)?;
         Ok(Response::new(to_proto(&view)?))
     }
 
@@ -147,7 +135,7 @@ impl ReleaseService for ReleaseApi {
         request: Request<proto::ReleaseRef>,
     ) -> Result<Response<proto::DeleteReleaseResponse>, Status> {
         let key = key_of(Some(request.into_inner()))?;
-        self.blocking(move |c| c.delete(&key)).await?;
+        self.controller.blocking(move |c| c.delete(&key)).await.map_err(status)?;
         Ok(Response::new(proto::DeleteReleaseResponse {}))
     }
 
@@ -155,7 +143,7 @@ impl ReleaseService for ReleaseApi {
         let req = request.into_inner();
         let key = key_of(req.r#ref)?;
         let weight = req.canary_weight;
-        let view = self.blocking(move |c| c.set_weight(&key, weight)).await?;
+        let view = self.controller.blocking(move |c| c.set_weight(&key, weight)).await.map_err(status)?;
         Ok(Response::new(to_proto(&view)?))
     }
 
@@ -163,7 +151,7 @@ impl ReleaseService for ReleaseApi {
         let req = request.into_inner();
         let key = key_of(req.r#ref)?;
         let verb = verb(req.verb)?;
-        let view = self.blocking(move |c| c.act(&key, verb)).await?;
+        let view = self.controller.blocking(move |c| c.act(&key, verb)).await.map_err(status)?;
         Ok(Response::new(to_proto(&view)?))
     }
 }
