@@ -120,12 +120,14 @@ impl Session {
         self.snapshot = Some(snapshot);
     }
 
-    /// A request of `kind` arrived (subscription, ACK or NACK): it and the types ordered against it may change.
+    /// A request of `kind` arrived (subscription, ACK or NACK): it and the types whose desired set reads what the
+    /// proxy holds of `kind` may change. CDS and EDS holdings decide which clusters are ready (LDS, RDS) and which
+    /// assignments must be kept (EDS, via the clusters held); LDS and RDS holdings decide what CDS and EDS retain.
     pub fn touch(&mut self, kind: TypeKind) {
-        self.dirty[kind.index()] = true;
-        let dependents = match kind {
-            TypeKind::Cluster | TypeKind::Endpoint => [TypeKind::Listener, TypeKind::Route],
-            TypeKind::Listener | TypeKind::Route => [TypeKind::Cluster, TypeKind::Endpoint],
+        let dependents: &[TypeKind] = match kind {
+            TypeKind::Cluster => &[TypeKind::Cluster, TypeKind::Endpoint, TypeKind::Listener, TypeKind::Route],
+            TypeKind::Endpoint => &[TypeKind::Endpoint, TypeKind::Listener, TypeKind::Route],
+            TypeKind::Listener | TypeKind::Route => &[kind, TypeKind::Cluster, TypeKind::Endpoint],
         };
         for d in dependents {
             self.dirty[d.index()] = true;
