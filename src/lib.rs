@@ -8,6 +8,7 @@
 //! See ARCHITECTURE.md for the map.
 
 pub mod admin;
+pub mod auth;
 pub mod bench;
 pub mod bootstrap;
 pub mod cli;
@@ -17,6 +18,7 @@ pub mod release;
 pub mod server;
 pub mod source;
 pub mod store;
+pub mod tls;
 pub mod translate;
 pub mod xds;
 

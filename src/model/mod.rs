@@ -16,7 +16,7 @@ mod proxy;
 mod service;
 
 pub use policy::*;
-pub use proxy::{InterceptionMode, ProxyInfo};
+pub use proxy::{InterceptionMode, ProxyInfo, Visibility};
 pub use service::{Endpoint, Service, ServicePort, TargetPort};
 
 use serde::{Deserialize, Serialize};
@@ -74,6 +74,17 @@ impl Model {
     /// Endpoints of one service (empty when it has none).
     pub fn endpoints_of(&self, service: &ObjectKey) -> &[Endpoint] {
         self.endpoints.get(service).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// The part of the model a proxy with `visibility` may see: services, endpoints and policies of those
+    /// namespaces only, so whatever is translated from it names nothing else.
+    pub fn visible_to(&self, visibility: &Visibility) -> Model {
+        let keep = |k: &&ObjectKey| visibility.sees(&k.namespace);
+        Model {
+            services: self.services.iter().filter(|(k, _)| keep(k)).map(|(k, v)| (k.clone(), v.clone())).collect(),
+            endpoints: self.endpoints.iter().filter(|(k, _)| keep(k)).map(|(k, v)| (k.clone(), v.clone())).collect(),
+            policies: self.policies.iter().filter(|(k, _)| keep(k)).map(|(k, v)| (k.clone(), v.clone())).collect(),
+        }
     }
 
     /// The keys of services whose endpoints differ between `self` and `other`: the fast path re-derives only
