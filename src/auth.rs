@@ -21,7 +21,9 @@ use subtle::ConstantTimeEq;
 /// Why a mutation is refused (all map to 401 / Unauthenticated).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Denied {
-    #[error("this call changes release state and needs `Authorization: Bearer <token>` (the server's --api-token-file)")]
+    #[error(
+        "this call changes release state and needs `Authorization: Bearer <token>` (the server's --api-token-file)"
+    )]
     MissingToken,
     #[error("the bearer token does not match the server's --api-token-file")]
     WrongToken,

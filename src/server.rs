@@ -14,9 +14,9 @@
 
 use crate::admin::{self, AdminState};
 use crate::auth::{ApiAuth, TokenFileError};
-use crate::tls::{ServerTls, TlsError, TlsFiles};
 use crate::release::{PersistError, ReleaseController, StateDir};
 use crate::store::Store;
+use crate::tls::{ServerTls, TlsError, TlsFiles};
 use crate::xds::{Limits, Registry, Snapshot, StreamCtx, Trust, Xds, publisher};
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -50,7 +50,9 @@ fn same_origin(headers: &HeaderMap, has_token: bool) -> Result<(), String> {
         && origin != format!("http://{host}")
         && origin != format!("https://{host}")
     {
-        return Err(format!("cross-origin request refused: Origin `{origin}` is not this admin origin (Host `{host}`)"));
+        return Err(format!(
+            "cross-origin request refused: Origin `{origin}` is not this admin origin (Host `{host}`)"
+        ));
     }
     if !has_token && !host.is_empty() && !loopback_host(host) {
         return Err(format!(

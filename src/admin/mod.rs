@@ -66,7 +66,10 @@ pub async fn serve(
     state: AdminState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    if let Err(e) = axum::serve(listener, router(state).into_make_service_with_connect_info::<std::net::SocketAddr>()).with_graceful_shutdown(shutdown).await {
+    if let Err(e) = axum::serve(listener, router(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
         tracing::error!(error = %e, "admin server failed");
     }
 }

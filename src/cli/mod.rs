@@ -3,9 +3,9 @@
 pub mod release;
 
 use crate::server::{Options, Sluice, TlsOptions};
-use crate::tls::TlsFiles;
 use crate::source::{self, FileSourceStatus};
 use crate::store::Store;
+use crate::tls::TlsFiles;
 use crate::xds::{Limits, Trust};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;

@@ -47,7 +47,12 @@ pub fn proxy_info(node: Option<&Node>) -> Result<ProxyInfo, NodeError> {
     } else {
         InterceptionMode::Intercept
     };
-    Ok(ProxyInfo { id: node.id.clone(), namespace, mode, labels: labels(meta), inbound_ports: inbound_ports(meta)?,
+    Ok(ProxyInfo {
+        id: node.id.clone(),
+        namespace,
+        mode,
+        labels: labels(meta),
+        inbound_ports: inbound_ports(meta)?,
         visibility: Default::default(),
     })
 }
@@ -61,7 +66,9 @@ pub fn stated_namespace(node: &Node) -> Option<(String, &'static str)> {
     }
     let parts: Vec<&str> = node.id.split('~').collect();
     match parts.as_slice() {
-        [_, _, pod, _] => pod.split_once('.').map(|(_, ns)| (ns.to_string(), "node.id")).filter(|(ns, _)| !ns.is_empty()),
+        [_, _, pod, _] => {
+            pod.split_once('.').map(|(_, ns)| (ns.to_string(), "node.id")).filter(|(ns, _)| !ns.is_empty())
+        }
         _ => None,
     }
 }

@@ -115,7 +115,8 @@ impl Snapshot {
         let scoped = previous
             .map(|p| {
                 let carry = |v: &Visibility, (c, e): &ScopedSets| {
-                    let sets = (visible::carry(c, &p.clusters, &clusters, v), visible::carry(e, &p.endpoints, &endpoints, v));
+                    let sets =
+                        (visible::carry(c, &p.clusters, &clusters, v), visible::carry(e, &p.endpoints, &endpoints, v));
                     (v.clone(), sets)
                 };
                 lock(&p.scoped).iter().map(|(v, sets)| carry(v, sets)).collect()
@@ -194,9 +195,9 @@ impl Snapshot {
             return (self.clusters.clone(), self.endpoints.clone());
         }
         let mut cache = lock(&self.scoped);
-        let sets = cache.entry(visibility.clone()).or_insert_with_key(|v| {
-            (visible::filter(&self.clusters, v), visible::filter(&self.endpoints, v))
-        });
+        let sets = cache
+            .entry(visibility.clone())
+            .or_insert_with_key(|v| (visible::filter(&self.clusters, v), visible::filter(&self.endpoints, v)));
         sets.clone()
     }
 

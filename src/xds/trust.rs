@@ -33,7 +33,8 @@ pub(crate) struct Peer {
 impl Trust {
     /// The identity in the request's verified client certificate.
     pub(crate) fn peer<T>(self: &Arc<Self>, req: &Request<T>) -> Result<Peer, Status> {
-        let certs = req.peer_certs().ok_or_else(|| Status::unauthenticated("no client certificate on this connection"))?;
+        let certs =
+            req.peer_certs().ok_or_else(|| Status::unauthenticated("no client certificate on this connection"))?;
         let leaf = certs.first().ok_or_else(|| Status::unauthenticated("no client certificate on this connection"))?;
         let identity = Identity::from_cert(leaf, &self.trust_domain).map_err(|e| {
             tracing::warn!(error = %e, peer = ?req.remote_addr(), "refusing xDS stream");
@@ -77,7 +78,8 @@ mod tests {
     use super::*;
 
     fn peer(shared: &[&str]) -> Peer {
-        let trust = Trust { trust_domain: "td".into(), shared_namespaces: shared.iter().map(|s| s.to_string()).collect() };
+        let trust =
+            Trust { trust_domain: "td".into(), shared_namespaces: shared.iter().map(|s| s.to_string()).collect() };
         let identity = Identity::parse("spiffe://td/ns/a/sa/web", "td").unwrap();
         Peer { identity, trust: Arc::new(trust) }
     }
