@@ -290,6 +290,7 @@ fn readiness_of(model: &Model, svc: &ObjectKey) -> BTreeMap<String, bool> {
 mod tests {
     use super::*;
     use crate::model::{Endpoint, ReleasePolicy, ReleasePolicySpec, Service};
+    use crate::xds::TypeKind;
 
     fn model(v3_ready: bool, v1_port: u16) -> Model {
         let mut m = Model::default();
@@ -328,5 +329,37 @@ mod tests {
         assert!(lock(&b.routes).is_empty(), "readiness changed: routes are derived again");
         let after = b.view(&proxy()).get(crate::xds::TypeKind::Route).clone();
         assert_ne!(before["sluice-listen"].version, after["sluice-listen"].version, "v3's weight moved to v1");
+    }
+
+    fn two_namespaces(b_port: u16, a_port: u16) -> Model {
+        let mut m = Model::default();
+        for (ns, port) in [("a", a_port), ("b", b_port)] {
+            let svc = m.insert_service(Service::http(ns, "web", 80));
+            m.push_endpoint(&svc, Endpoint::ready("w", "127.0.0.1", 80, port));
+        }
+        m
+    }
+
+    #[test]
+    fn a_limited_visibility_sees_its_namespaces_and_is_woken_only_by_their_changes() {
+        let mut p = proxy();
+        p.namespace = "a".into();
+        p.visibility = Visibility::Namespaces(["a".to_string()].into());
+        let s1 = Snapshot::build(1, Arc::new(two_namespaces(1000, 2000)), None).unwrap();
+        let v1 = s1.view(&p);
+        let names = |v: &View, k| v.get(k).keys().cloned().collect::<Vec<_>>();
+        assert_eq!(names(&v1, TypeKind::Cluster), ["outbound|80||web.a.svc.cluster.local"]);
+        assert_eq!(names(&v1, TypeKind::Endpoint), ["outbound|80||web.a.svc.cluster.local"]);
+        let route = &v1.get(TypeKind::Route)["sluice-listen"];
+        assert_eq!(route.refs.iter().collect::<Vec<_>>(), ["outbound|80||web.a.svc.cluster.local"]);
+
+        // b's endpoint moves: a's scoped assignments keep their Arc (streams of `a` are not woken).
+        let s2 = Snapshot::build(2, Arc::new(two_namespaces(1001, 2000)), Some(&s1)).unwrap();
+        assert!(Arc::ptr_eq(v1.arc(TypeKind::Endpoint), s2.view(&p).arc(TypeKind::Endpoint)));
+        // a's endpoint moves: a new set, with the new assignment.
+        let s3 = Snapshot::build(3, Arc::new(two_namespaces(1001, 2001)), Some(&s2)).unwrap();
+        let v3 = s3.view(&p);
+        assert!(!Arc::ptr_eq(v1.arc(TypeKind::Endpoint), v3.arc(TypeKind::Endpoint)));
+        assert_eq!(v3.get(TypeKind::Endpoint), &*visible::filter(s3.endpoints(), &p.visibility));
     }
 }
