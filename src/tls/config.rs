@@ -135,3 +135,30 @@ impl ServerTls {
         tokio::select! { _ = poll => {}, _ = stop => {} }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leaf(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["sluice.test".to_string()]).unwrap().self_signed(&key).unwrap();
+        let (c, k) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}-key.pem")));
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    }
+
+    #[test]
+    fn bad_files_are_named_and_a_foreign_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = leaf(dir.path(), "one");
+        let (_, other_key) = leaf(dir.path(), "two");
+        let files = |key: &Path| TlsFiles { cert: cert.clone(), key: key.to_path_buf(), client_ca: cert.clone() };
+        assert!(ServerTls::load(files(&key)).is_ok());
+        let err = ServerTls::load(files(&other_key)).err().unwrap().to_string();
+        assert!(err.contains("two-key.pem") && err.contains("does not fit"), "{err}");
+        let err = ServerTls::load(files(&dir.path().join("missing.pem"))).err().unwrap().to_string();
+        assert!(err.contains("missing.pem"), "{err}");
+    }
+}
