@@ -5,8 +5,9 @@ pub mod release;
 use crate::server::{Options, Sluice};
 use crate::source::{self, FileSourceStatus};
 use crate::store::Store;
+pub use crate::telemetry::logging::LogFormat;
 use crate::xds::Limits;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,17 +21,13 @@ pub const DEFAULT_CONFIG: &str = include_str!("../../config/bookinfo.yaml");
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
-    /// Log filter (tracing's EnvFilter syntax, e.g. `info,sluice::xds=debug`).
+    /// Log filter (tracing's EnvFilter syntax, e.g. `info,sluice::xds=debug`); changeable at run time with
+    /// `PUT /debug/loglevel` on the admin port.
     #[arg(long, env = "SLUICE_LOG", default_value = "info", global = true)]
     pub log: String,
+    /// Log lines as plain text or one JSON object per line (with the xDS span's `proxy` and `protocol`).
     #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value = "text", global = true)]
     pub log_format: LogFormat,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum, serde::Serialize)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -80,7 +77,9 @@ pub struct ServeArgs {
 
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log, cli.log_format);
+    if let Err(e) = crate::telemetry::logging::init(&cli.log, cli.log_format) {
+        return fail(format!("--log: {e:#}"));
+    }
     match cli.command {
         Command::Validate { paths } => source::validate_command(&paths),
         Command::Release(args) => release::run(args),
@@ -180,16 +179,4 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-}
-
-fn init_logging(filter: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|e| {
-        eprintln!("warning: --log `{filter}` is not a valid filter ({e}); using `info`");
-        tracing_subscriber::EnvFilter::new("info")
-    });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }
