@@ -183,3 +183,33 @@ async fn csds_shows_in_flight_held_back_and_missing_resources_and_matchers_selec
     assert_eq!(ids(csds(&s, vec![]).await), ["csds-a", "other-b"]);
     s.shutdown().await;
 }
+
+#[tokio::test]
+async fn proxy_status_prints_what_each_proxy_holds_per_type() {
+    let s = start().await;
+    let mut c = Sotw::connect(s.xds_addr(), "ps-synced").await;
+    c.sync_like_envoy().await;
+    s.wait_acked("ps-synced", Duration::from_secs(5)).await.expect("synced");
+    let xds = format!("http://{}", s.xds_addr());
+    let run = |args: Vec<String>| async move {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice")).args(&args).output().await.unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "sluice {args:?} failed: {stderr}");
+        String::from_utf8(out.stdout).expect("UTF-8")
+    };
+    let table = run(vec!["proxy-status".into(), "--xds".into(), xds.clone(), "ps-".into()]).await;
+    let rows: Vec<Vec<&str>> =
+        table.lines().map(|l| l.split("  ").filter(|c| !c.is_empty()).map(str::trim).collect()).collect();
+    assert_eq!(rows.len(), 2, "a header and one proxy:\n{table}");
+    assert_eq!(rows[0], ["NODE", "CDS", "EDS", "LDS", "RDS"]);
+    assert_eq!(rows[1][0], "ps-synced");
+    assert!(rows[1][1..].iter().all(|c| c.starts_with("SYNCED ")), "every type synced:\n{table}");
+
+    let json = run(vec!["proxy-status".into(), "--xds".into(), xds, "-o".into(), "json".into()]).await;
+    let v: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+    assert_eq!(v["config"][0]["node"]["id"], "ps-synced");
+    let first = &v["config"][0]["genericXdsConfigs"][0];
+    assert_eq!(first["configStatus"], "SYNCED", "{first}");
+    assert!(first["xdsConfig"]["@type"].is_string(), "the resource itself: {first}");
+    s.shutdown().await;
+}

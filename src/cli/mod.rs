@@ -1,5 +1,7 @@
-//! The command line: `serve`, `bootstrap`, `validate`, `release` (see [`release`]). Every flag also reads a `SLUICE_...` environment variable.
+//! The command line: `serve`, `bootstrap`, `validate`, `release` (see [`release`]), `proxy-status` (see
+//! [`proxy_status`]). Every flag also reads a `SLUICE_...` environment variable.
 
+pub mod proxy_status;
 pub mod release;
 
 use crate::server::{Options, Sluice};
@@ -43,6 +45,8 @@ pub enum Command {
     BenchChild(crate::bench::ChildArgs),
     /// Drive release tasks on a running Sluice: list, get, apply, weight, promote, abort, finalize, ...
     Release(release::ReleaseArgs),
+    /// What each connected proxy holds, per type (SYNCED, STALE, NOT SENT, ERROR), from CSDS on the xDS port.
+    ProxyStatus(proxy_status::ProxyStatusArgs),
     /// Check config files offline; exit 1 with file:line errors.
     Validate {
         #[arg(required = true)]
@@ -83,6 +87,7 @@ pub fn run() -> ExitCode {
     match cli.command {
         Command::Validate { paths } => source::validate_command(&paths),
         Command::Release(args) => release::run(args),
+        Command::ProxyStatus(args) => runtime(proxy_status::run(args)),
         Command::Bootstrap(args) => match serde_json::to_string_pretty(&crate::bootstrap::render(&args)) {
             Ok(text) => {
                 println!("{text}");
