@@ -19,7 +19,7 @@
 //! matchers are OR-ed, as the protocol says. Metadata matchers and regexes are refused with the field named.
 
 use super::registry::{ProxyStatus, Registry, TypeStatus};
-use super::resource::{Resource, ResourceSet};
+use super::resource::Resource;
 use super::snapshot::Snapshot;
 use envoy_types::pb::envoy::admin::v3::{ClientResourceStatus, UpdateFailureState};
 use envoy_types::pb::envoy::service::status::v3::client_config::GenericXdsConfig;
@@ -139,21 +139,17 @@ fn stream_configs(stream: &ProxyStatus, snapshot: Option<&Snapshot>, exclude: bo
     let view = snapshot.map(|s| s.view(&stream.proxy));
     let mut out = Vec::new();
     for (kind, status) in &stream.types {
-        let target: ResourceSet = match &view {
-            Some(v) => {
-                v.get(*kind).iter().filter(|(n, _)| wants(status, n)).map(|(n, r)| (n.clone(), r.clone())).collect()
-            }
-            None => ResourceSet::new(),
-        };
+        let offered = view.as_ref().map(|v| v.get(*kind));
+        let offers = |name: &str| wants(status, name) && offered.is_some_and(|o| o.contains_key(name));
         let held = status.held.upgrade().unwrap_or_default();
-        let mut names: BTreeSet<&String> = held.keys().chain(status.sent_set.keys()).chain(target.keys()).collect();
+        let mut names: BTreeSet<&String> = held.keys().chain(status.sent_set.keys()).collect();
+        names.extend(offered.into_iter().flat_map(|o| o.keys()).filter(|n| wants(status, n)));
         if !status.wildcard {
             names.extend(status.names.iter());
         }
         let delta = stream.protocol == "delta";
         for name in names {
-            let entry =
-                Entry { held: held.get(name), sent: status.sent_set.get(name), exists: target.contains_key(name) };
+            let entry = Entry { held: held.get(name), sent: status.sent_set.get(name), exists: offers(name) };
             out.push(entry.config(kind.type_url(), name, status, delta, exclude));
         }
     }

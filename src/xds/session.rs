@@ -125,12 +125,15 @@ impl Session {
     /// Takes a new snapshot; only types whose shared set changed need a push (an endpoint change touches EDS only).
     pub fn set_snapshot(&mut self, snapshot: Arc<Snapshot>) {
         let view = snapshot.view(&self.proxy);
+        let mut changed = false;
         for k in TypeKind::ALL {
             let same = self.view.as_ref().is_some_and(|old| Arc::ptr_eq(old.arc(k), view.arc(k)));
             self.dirty[k.index()] |= !same;
+            changed |= !same && self.types[k.index()].subscribed;
         }
         self.view = Some(view);
-        if self.snapshot.is_some() {
+        // A change to this proxy's config (not its first config, nor a change it does not see) starts the clock.
+        if self.snapshot.is_some() && changed {
             self.unconverged_since.get_or_insert(snapshot.changed_at);
         }
         self.snapshot = Some(snapshot);
