@@ -123,3 +123,16 @@ pub async fn upkeep(mut stop: tokio::sync::watch::Receiver<bool>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn install_is_idempotent_and_renders_what_the_facade_records() {
+        let first = install().expect("no other recorder in the unit tests");
+        assert!(std::ptr::eq(first, install().expect("installed")), "one recorder per process");
+        metrics::counter!("sluice_unit_test_total", "type" => "cds").increment(2);
+        assert!(render().contains("sluice_unit_test_total{type=\"cds\"} 2"), "{}", render());
+    }
+}
