@@ -1,4 +1,4 @@
-//! `/metrics` and CSDS with a real Envoy (Delta ADS): after it connects, ACKs, and ACKs a change, the scrape parses
+//! `/metrics` and CSDS with real Envoys (Delta and SotW ADS): after they connect, ACK, and ACK a change, the scrape parses
 //! as Prometheus text and holds istiod's xDS names with plausible values and the release families; CSDS reports
 //! every resource Envoy holds as ACKED with the version Envoy's own config_dump shows (clusters, listeners, routes;
 //! Envoy's dump of load assignments has no version, so those agree by name).
@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 const NODE: &str = "envoy-telemetry";
+const NODE_SOTW: &str = "envoy-telemetry-sotw";
 const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 const EDS: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
 const LDS: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
@@ -32,13 +33,19 @@ async fn metrics_and_csds_follow_a_real_envoy() {
     s.releases().apply(&key, ReleasePolicySpec::split("reviews", "v1", "v3", 2000)).expect("apply policy");
     s.wait_published(Duration::from_secs(5)).await.expect("published");
     let (envoy, _listen) = start_envoy(s.xds_addr(), NODE, false).await;
-    s.wait_acked(NODE, Duration::from_secs(20)).await.expect("Envoy ACKs the first config");
-    // A change while Envoy is connected: its convergence time runs from the change to Envoy's ACK.
+    let (envoy_sotw, _listen) = start_envoy(s.xds_addr(), NODE_SOTW, true).await;
+    for node in [NODE, NODE_SOTW] {
+        s.wait_acked(node, Duration::from_secs(20)).await.expect("Envoy ACKs the first config");
+    }
+    // A change while the Envoys are connected: convergence time runs from the change to each one's ACK.
     s.releases().set_weight(&key, 5000).expect("set weight");
-    s.wait_acked(NODE, Duration::from_secs(20)).await.expect("Envoy ACKs the change");
+    for node in [NODE, NODE_SOTW] {
+        s.wait_acked(node, Duration::from_secs(20)).await.expect("Envoy ACKs the change");
+    }
 
     check_metrics(&s).await;
-    check_csds(&s, &envoy).await;
+    check_csds(&s, &envoy, NODE).await;
+    check_csds(&s, &envoy_sotw, NODE_SOTW).await;
     s.shutdown().await;
 }
 
@@ -63,6 +70,7 @@ async fn check_metrics(s: &Sluice) {
         assert!(prom::documented(&m, name), "{name} has no HELP line in:\n{text}");
     }
     assert_eq!(prom::value(&m, "pilot_xds", &[("protocol", "delta")]), Some(1.0), "one Envoy on Delta ADS");
+    assert_eq!(prom::value(&m, "pilot_xds", &[("protocol", "sotw")]), Some(1.0), "one Envoy on SotW ADS");
     for t in ["cds", "eds", "lds", "rds"] {
         let pushes = prom::value(&m, "pilot_xds_pushes", &[("type", t)]).unwrap_or(0.0);
         assert!(pushes >= 1.0, "pilot_xds_pushes{{type={t}}} = {pushes}");
@@ -75,9 +83,9 @@ async fn check_metrics(s: &Sluice) {
         assert_eq!(prom::value(&m, "pilot_total_xds_rejects", &[("type", t)]), Some(0.0), "Envoy NACKed nothing");
     }
     let rds = prom::value(&m, "pilot_xds_pushes", &[("type", "rds")]).unwrap_or(0.0);
-    assert!(rds >= 2.0, "the weight change pushed routes again: {rds}");
+    assert!(rds >= 4.0, "the weight change pushed routes again, to each Envoy: {rds}");
     let converged = prom::histogram_count(&m, "pilot_proxy_convergence_time", &[]).unwrap_or(0.0);
-    assert!(converged >= 1.0, "convergence recorded for the change: {converged}");
+    assert!(converged >= 2.0, "convergence recorded for the change, per Envoy: {converged}");
     let took = prom::value(&m, "pilot_proxy_convergence_time_sum", &[]).unwrap_or(f64::NAN) / converged;
     assert!((0.0..20.0).contains(&took), "mean convergence {took} s: the change was ACKed within the wait");
     assert!(prom::histogram_count(&m, "pilot_debounce_time", &[]).unwrap_or(0.0) >= 2.0, "two snapshots built");
@@ -126,17 +134,21 @@ async fn envoy_holds(envoy: &common::Envoy) -> BTreeMap<&'static str, BTreeMap<S
     out
 }
 
-async fn check_csds(s: &Sluice, envoy: &common::Envoy) {
+/// CSDS's view of `node` agrees with what that Envoy says it holds. Versions: Delta, each resource's own (as
+/// Envoy shows); SotW, the `version_info` of the last response ACKed (CSDS's definition). Envoy shows a SotW
+/// resource at the response that last changed it: here the same, since each type's last response changed all of
+/// its resources (one CDS and LDS response; the weight change re-sends the one route configuration).
+async fn check_csds(s: &Sluice, envoy: &common::Envoy, node: &str) {
     let mut client = ClientStatusDiscoveryServiceClient::connect(format!("http://{}", s.xds_addr()))
         .await
         .expect("connect CSDS")
         .max_decoding_message_size(64 << 20);
     let req =
-        ClientStatusRequest { node_matchers: vec![id_matcher(MatchPattern::Exact(NODE.into()))], ..Default::default() };
+        ClientStatusRequest { node_matchers: vec![id_matcher(MatchPattern::Exact(node.into()))], ..Default::default() };
     let resp = client.fetch_client_status(req).await.expect("fetch_client_status").into_inner();
-    assert_eq!(resp.config.len(), 1, "one client matches {NODE}");
+    assert_eq!(resp.config.len(), 1, "one client matches {node}");
     let config = &resp.config[0];
-    assert_eq!(config.node.as_ref().map(|n| n.id.as_str()), Some(NODE));
+    assert_eq!(config.node.as_ref().map(|n| n.id.as_str()), Some(node));
 
     let mut csds: BTreeMap<&'static str, BTreeMap<String, String>> = BTreeMap::new();
     for g in &config.generic_xds_configs {
@@ -170,6 +182,6 @@ async fn check_csds(s: &Sluice, envoy: &common::Envoy) {
     let mut stream =
         client.stream_client_status(tokio_stream::iter([all])).await.expect("stream_client_status").into_inner();
     let first = stream.message().await.expect("answer").expect("one answer per request");
-    assert_eq!(first.config.len(), 1);
+    assert_eq!(first.config.len(), 2, "both Envoys");
     assert!(first.config[0].generic_xds_configs.iter().all(|g| g.xds_config.is_none()), "contents excluded");
 }
