@@ -13,8 +13,8 @@
 //! | should get it, not sent yet (make-before-break)| NOT_SENT      | REQUESTED      | none              |
 //! | named it, it does not exist                    | NOT_SENT      | DOES_NOT_EXIST | none              |
 //!
-//! `version_info` is what the proxy reads as the resource's version: Delta, the resource's content version; SotW,
-//! the `version_info` of the response that carried it. `error_state.details` holds the NACK's reason.
+//! `version_info`: Delta, the resource's content version (what Envoy's config_dump shows); SotW, the `version_info`
+//! of the last response of its type, as the CSDS proto defines it (ACKed, or the one sent for STALE/ERROR). `error_state.details` holds the NACK's reason.
 //! `node_matchers` select proxies by node id (`exact`, `prefix`, `suffix`, `contains`, with `ignore_case`); several
 //! matchers are OR-ed, as the protocol says. Metadata matchers and regexes are refused with the field named.
 
