@@ -322,10 +322,10 @@ impl Session {
 
     /// The proxy rejected the response in flight; it keeps its last good set, and we do not re-send this content.
     pub fn nack(&mut self, kind: TypeKind, reason: String) {
-        let proxy = self.proxy.id.clone();
         let st = self.state(kind);
         if let Some(inflight) = st.inflight.take() {
-            tracing::warn!(proxy = %proxy, type = kind.short(), version = %inflight.version, %reason, "NACK");
+            // The stream's span names the proxy.
+            tracing::warn!(type = kind.short(), version = %inflight.version, %reason, "NACK");
             st.last_nack = Some(Nack { version: inflight.version, reason, at: SystemTime::now() });
             crate::telemetry::xds::get().rejected(kind);
         }
