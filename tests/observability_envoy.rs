@@ -89,6 +89,11 @@ async fn check_metrics(s: &Sluice) {
     let took = prom::value(&m, "pilot_proxy_convergence_time_sum", &[]).unwrap_or(f64::NAN) / converged;
     assert!((0.0..20.0).contains(&took), "mean convergence {took} s: the change was ACKed within the wait");
     assert!(prom::histogram_count(&m, "pilot_debounce_time", &[]).unwrap_or(0.0) >= 2.0, "two snapshots built");
+    let pushes: Vec<String> = ["cds", "eds", "lds", "rds"]
+        .iter()
+        .map(|t| format!("{t}={}", prom::value(&m, "pilot_xds_pushes", &[("type", t)]).unwrap_or(0.0)))
+        .collect();
+    println!("pushes {}; convergence: {converged} samples, mean {:.1} ms", pushes.join(" "), took * 1000.0);
 
     let release = [("namespace", "default"), ("policy", "reviews-v3")];
     let phase = |p: &str| prom::value(&m, "sluice_release_phase", &[release[0], release[1], ("phase", p)]);
