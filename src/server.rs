@@ -108,6 +108,7 @@ impl Sluice {
     /// Starts on a store that sources (already registered on it) fill. `config` is the effective configuration,
     /// served at `/debug/config`.
     pub async fn start_with(options: Options, store: Store, config: serde_json::Value) -> Result<Self, StartError> {
+        crate::telemetry::install();
         let bind = |what, addr| async move {
             TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
         };
@@ -151,7 +152,10 @@ impl Sluice {
         let stopped = futures::FutureExt::shared(async move {
             let _ = stop_wait.wait_for(|s| *s).await;
         });
-        let mut tasks = vec![tokio::spawn(releases.clone().run(stop.subscribe()))];
+        let mut tasks = vec![
+            tokio::spawn(releases.clone().run(stop.subscribe())),
+            tokio::spawn(crate::telemetry::upkeep(stop.subscribe())),
+        ];
         let release_api = || crate::release::grpc::ReleaseApi::server(releases.clone(), auth.clone());
         if let Some(listener) = xds_listener {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);

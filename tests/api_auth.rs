@@ -85,6 +85,10 @@ async fn rest_mutations_need_the_token_and_the_admin_origin() {
     let (code, _) = call(admin, "DELETE", PATH, &[("sec-fetch-site", "cross-site"), bearer[0]], "").await;
     assert_eq!(code, 403);
 
+    // Every mutation on the admin port passes the same gate, the log level included.
+    let (code, body) = call(admin, "PUT", "/debug/loglevel", &[], "debug").await;
+    assert_eq!(code, 401, "{body}");
+
     // Reads stay open.
     let (code, body) = call(admin, "GET", PATH, &[], "").await;
     assert_eq!((code, &body["status"]["phase"]), (200, &json!("Progressing")), "{body}");

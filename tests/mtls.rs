@@ -11,6 +11,8 @@ use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::envoy::service::status::v3::ClientStatusRequest;
+use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_client::ClientStatusDiscoveryServiceClient;
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use prost::Message;
 use sluice::model::{Endpoint, Model, Service};
@@ -78,6 +80,20 @@ fn node(id: &str, namespace: Option<&str>) -> Node {
     Node { id: id.into(), metadata: Some(Struct { fields: fields.into_iter().collect() }), ..Default::default() }
 }
 
+/// A gRPC channel over mTLS (`client`: the proxy's certificate, if any).
+async fn channel(
+    addr: SocketAddr,
+    server_ca: &str,
+    client: Option<&Leaf>,
+) -> Result<tonic::transport::Channel, String> {
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(server_ca)).domain_name(SERVER_NAME);
+    if let Some(leaf) = client {
+        tls = tls.identity(Identity::from_pem(&leaf.cert_pem, &leaf.key_pem));
+    }
+    let endpoint = GrpcEndpoint::from_shared(format!("https://{addr}")).unwrap().tls_config(tls).unwrap();
+    endpoint.connect().await.map_err(|e| format!("connect: {e:?}"))
+}
+
 /// Opens an ADS stream over mTLS (`client`: the proxy's certificate, if any) and returns the first response to
 /// one request, or the error that ended the attempt (handshake, stream refusal).
 async fn first_response(
@@ -88,13 +104,8 @@ async fn first_response(
     type_url: &str,
     names: &[&str],
 ) -> Result<DiscoveryResponse, String> {
-    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(server_ca)).domain_name(SERVER_NAME);
-    if let Some(leaf) = client {
-        tls = tls.identity(Identity::from_pem(&leaf.cert_pem, &leaf.key_pem));
-    }
-    let endpoint = GrpcEndpoint::from_shared(format!("https://{addr}")).unwrap().tls_config(tls).unwrap();
     let attempt = async {
-        let channel = endpoint.connect().await.map_err(|e| format!("connect: {e:?}"))?;
+        let channel = channel(addr, server_ca, client).await?;
         let (tx, rx) = mpsc::channel(4);
         let req = DiscoveryRequest {
             node: Some(node),
@@ -184,6 +195,11 @@ async fn a_namespace_a_certificate_gets_only_a_and_shared_config() {
     let err = first_response(addr, &ca, Some(&cert), node("liar", Some("b")), CDS, &[]).await.unwrap_err();
     assert!(err.starts_with("PermissionDenied"), "{err}");
     assert!(err.contains("claims namespace `b`") && err.contains("spiffe://cluster.local/ns/a/sa/web"), "{err}");
+
+    // CSDS (every proxy's config status) is not served on the mTLS port.
+    let mut csds = ClientStatusDiscoveryServiceClient::new(channel(addr, &ca, Some(&cert)).await.unwrap());
+    let err = csds.fetch_client_status(ClientStatusRequest::default()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unimplemented, "{err}");
 
     // The plaintext port has no identity and serves every namespace (it is for trusted networks; see SECURITY.md).
     let plain = AggregatedDiscoveryServiceClient::connect(format!("http://{}", sluice.xds_addr())).await;

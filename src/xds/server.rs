@@ -1,4 +1,4 @@
-//! The tonic services: ADS (SotW and Delta) and the per-type CDS/EDS/LDS/RDS services, on one gRPC server.
+//! The tonic services: ADS (SotW and Delta), the per-type CDS/EDS/LDS/RDS services and CSDS, on one gRPC server.
 
 use super::delta::Delta;
 use super::resource::TypeKind;
@@ -67,9 +67,13 @@ impl Xds {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    /// Adds every xDS service to a tonic router.
+    /// Adds every xDS service to a tonic router. CSDS (every proxy's config status) is left off the mTLS port: a
+    /// proxy certificate would otherwise read other namespaces' config through it.
     pub fn add_to(self, router: tonic::service::RoutesBuilder) -> tonic::service::RoutesBuilder {
         let mut router = router;
+        if self.trust.is_none() {
+            router.add_service(super::csds::Csds::new(self.ctx.registry.clone(), self.ctx.snapshots.clone()).server());
+        }
         router
             .add_service(limit(AggregatedDiscoveryServiceServer::new(self.clone())))
             .add_service(ClusterDiscoveryServiceServer::new(self.clone()))

@@ -43,6 +43,9 @@ pub struct Snapshot {
     /// Increases with every published snapshot; what "proxy X has ACKed version V" refers to.
     pub version: u64,
     pub model: Arc<Model>,
+    /// When the model change this snapshot carries was first seen (before coalescing): where a proxy's
+    /// convergence time starts. `build` sets it to now; the publisher sets the change's time.
+    pub changed_at: std::time::Instant,
     clusters: Arc<ResourceSet>,
     endpoints: Arc<ResourceSet>,
     routes: Mutex<HashMap<(Visibility, RouteScope), Arc<ResourceSet>>>,
@@ -137,6 +140,7 @@ impl Snapshot {
             scoped: Mutex::new(scoped),
             models: Mutex::default(),
             model,
+            changed_at: std::time::Instant::now(),
             clusters,
             endpoints,
         };
