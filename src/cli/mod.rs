@@ -243,3 +243,28 @@ async fn shutdown_signal() {
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve_args(flags: &[&str]) -> ServeArgs {
+        let cli = Cli::try_parse_from(["sluice", "serve"].iter().chain(flags)).unwrap();
+        match cli.command {
+            Command::Serve(args) => args,
+            other => panic!("not serve: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn tls_needs_all_three_files_and_defaults_to_15012() {
+        assert!(serve_args(&[]).tls.options().unwrap().is_none(), "no TLS file: no mTLS port");
+        let err = serve_args(&["--tls-cert=c.pem"]).tls.options().unwrap_err().to_string();
+        assert!(err.contains("--tls-cert, --tls-key and --tls-client-ca"), "{err}");
+        let all = ["--tls-cert=c.pem", "--tls-key=k.pem", "--tls-client-ca=ca.pem", "--shared-namespaces=x,y"];
+        let tls = serve_args(&all).tls.options().unwrap().unwrap();
+        assert_eq!(tls.addr, "0.0.0.0:15012".parse().unwrap());
+        assert_eq!(tls.trust.trust_domain, "cluster.local");
+        assert_eq!(tls.trust.shared_namespaces, ["x", "y"]);
+    }
+}
