@@ -300,7 +300,7 @@ fn validate_reports_counts_or_every_error() {
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let code = source::validate_to(&[bookinfo()], &mut out, &mut err).unwrap();
     assert_eq!(code, ExitCode::SUCCESS);
-    assert_eq!(String::from_utf8(out).unwrap(), "ok: 4 services, 6 workloads, 1 policies\n");
+    assert_eq!(String::from_utf8(out).unwrap(), "ok: 4 services, 6 workloads, 1 policies, 0 routing objects\n");
     assert!(err.is_empty());
 
     let dir = tempfile::tempdir().unwrap();
