@@ -1,7 +1,7 @@
 //! Listeners, by how the proxy captures traffic.
 //!
 //! ```text
-//!  Listen(addr)  ─▶ sluice_listen_<ip>_<port> ── HCM ── RDS "sluice-listen"
+//!  Listen(addr)  ─▶ sluice_listen_<ip>_<port> ── HCM ── RDS "sluice-listen"   (HCM filters: fault, cors, router)
 //!  Intercept     ─▶ virtualOutbound :15001 (original dst) ─┬─▶ 0.0.0.0_P  HCM ── RDS "P"    (HTTP ports)
 //!                                                          ├─▶ 0.0.0.0_P  tcp_proxy       (TCP-only ports)
 //!                                                          └─▶ default: tcp_proxy PassthroughCluster
@@ -34,7 +34,7 @@ const ANY_IP: &str = "0.0.0.0";
 pub fn listeners(model: &Model, proxy: &ProxyInfo) -> Vec<Listener> {
     let mut out = match &proxy.mode {
         InterceptionMode::Listen(addr) => {
-            let filters = super::mesh_filters::http_filters(model);
+            let filters = super::mesh_filters::http_filters();
             let hcm = hcm("sluice_listen", Route::Rds(naming::LISTEN_ROUTE_CONFIG.to_string()), &filters);
             vec![Listener {
                 name: naming::listen_listener(addr),
@@ -130,7 +130,7 @@ fn outbound_port_listeners(model: &Model) -> Vec<Listener> {
             }
         }
     }
-    let filters = super::mesh_filters::http_filters(model);
+    let filters = super::mesh_filters::http_filters();
     let mut out = Vec::new();
     for port in &http_ports {
         let name = naming::outbound_port_listener(*port);
@@ -194,9 +194,7 @@ fn virtual_inbound(ports: &[u16]) -> Listener {
 
 /// API listeners, one per name a gRPC client may dial (`xds:///reviews.default:9080`), all with RDS by port.
 fn proxyless_listeners(model: &Model, proxy: &ProxyInfo) -> Vec<Listener> {
-    // gRPC implements the fault filter (gRFC A33) but not CORS.
-    let filters: Vec<HttpFilter> =
-        super::mesh_filters::http_filters(model).into_iter().filter(|f| f.name == super::mesh_filters::FAULT).collect();
+    let filters = super::mesh_filters::proxyless_filters(model);
     let mut out = Vec::new();
     for svc in model.services.values() {
         for port in svc.ports.iter().filter(|p| p.is_http()) {

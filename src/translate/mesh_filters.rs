@@ -1,8 +1,8 @@
 //! The HTTP filters mesh routes need: fault injection and CORS, each configured per route
-//! (`typed_per_filter_config`) and present in a listener's chain only when some route uses it.
+//! (`typed_per_filter_config`); sidecar listeners always carry both filters.
 //!
 //! ```text
-//!  HCM http_filters: [envoy.filters.http.fault]? [envoy.filters.http.cors]? envoy.filters.http.router
+//!  HCM http_filters: envoy.filters.http.fault, envoy.filters.http.cors, envoy.filters.http.router
 //!  route.typed_per_filter_config: {fault: HTTPFault{delay, abort}, cors: CorsPolicy}
 //! ```
 
@@ -62,22 +62,22 @@ fn origin(sm: &StringMatch) -> Option<StringMatcher> {
     Some(StringMatcher { match_pattern: Some(pattern), ignore_case: false })
 }
 
-/// The filters to put before the router: fault and CORS, each only when some mesh route uses it, so a mesh
-/// without them keeps the plain chain.
-pub(crate) fn http_filters(model: &Model) -> Vec<HttpFilter> {
-    let routes = || {
-        let vs = model.virtual_services.values().flat_map(|v| v.spec.http.iter());
-        vs.collect::<Vec<&HttpRoute>>()
-    };
-    let all = routes();
-    let mut out = Vec::new();
-    if all.iter().any(|h| h.fault.is_some()) {
-        out.push(filter(FAULT, pack(&HttpFault::default())));
+/// The filters before the router in every sidecar HTTP connection manager: fault and CORS, as istiod puts
+/// them. Always present (both do nothing without a route's config), so a VirtualService that starts using them
+/// changes routes only: a listener change would leave open keep-alive connections on the old filter chain.
+pub(crate) fn http_filters() -> Vec<HttpFilter> {
+    vec![filter(FAULT, pack(&HttpFault::default())), filter(CORS, pack(&Cors::default()))]
+}
+
+/// Proxyless gRPC clients implement the fault filter (gRFC A33) but not CORS: they get fault only, and only
+/// while some mesh route uses it.
+pub(crate) fn proxyless_filters(model: &Model) -> Vec<HttpFilter> {
+    let mut routes = model.virtual_services.values().flat_map(|v| v.spec.http.iter());
+    if routes.any(|h: &HttpRoute| h.fault.is_some()) {
+        vec![filter(FAULT, pack(&HttpFault::default()))]
+    } else {
+        Vec::new()
     }
-    if all.iter().any(|h| h.cors_policy.is_some()) {
-        out.push(filter(CORS, pack(&Cors::default())));
-    }
-    out
 }
 
 fn filter(name: &str, config: envoy_types::pb::google::protobuf::Any) -> HttpFilter {

@@ -239,8 +239,13 @@ impl<'a> Host<'a> {
         }
         action.timeout = http.timeout.as_deref().and_then(proto_duration);
         action.retry_policy = http.retries.as_ref().and_then(|r| {
-            if r.attempts == 0 && r.per_try_timeout.is_none() {
-                return None;
+            let per_try_timeout = r.per_try_timeout.as_deref().and_then(proto_duration);
+            if r.attempts == 0 {
+                // No retries (Istio's `attempts: 0`); a per-try timeout alone still bounds the one try (GAMMA's
+                // `backendRequest`).
+                let only_timeout =
+                    RetryPolicy { num_retries: Some(UInt32Value { value: 0 }), per_try_timeout, ..Default::default() };
+                return only_timeout.per_try_timeout.is_some().then_some(only_timeout);
             }
             let mut on = Vec::new();
             let mut codes = Vec::new();
@@ -260,7 +265,7 @@ impl<'a> Host<'a> {
             Some(RetryPolicy {
                 retry_on: on.join(","),
                 num_retries: Some(UInt32Value { value: r.attempts }),
-                per_try_timeout: r.per_try_timeout.as_deref().and_then(proto_duration),
+                per_try_timeout,
                 retriable_status_codes: codes,
                 ..Default::default()
             })
