@@ -36,7 +36,7 @@ type ByKey<T> = BTreeMap<ObjectKey, (Arc<Doc>, T)>;
 
 /// Builds the model from everything parsed; `Err` holds every error, the parse errors first.
 pub(crate) fn assemble(parsed: Parsed) -> Result<Assembled, Vec<LoadError>> {
-    let Parsed { objects, mut errors, warnings, broken_services } = parsed;
+    let Parsed { objects, mut errors, mut warnings, broken_services } = parsed;
     let mut services: ByKey<ServiceObject> = BTreeMap::new();
     let mut workloads: ByKey<WorkloadObject> = BTreeMap::new();
     let mut policies: ByKey<PolicyObject> = BTreeMap::new();
@@ -71,6 +71,15 @@ pub(crate) fn assemble(parsed: Parsed) -> Result<Assembled, Vec<LoadError>> {
     }
     let routing_count = routing.vs.len() + routing.dr.len() + routing.routes.len();
     routing.into_model(&mut model, &mut errors);
+    for (key, (doc, p)) in &policies {
+        let target = ObjectKey::new(key.namespace.clone(), p.spec.service.clone());
+        let routed = model.virtual_service_for(&target).is_some() || model.http_routes_for(&target).next().is_some();
+        if routed && p.spec.traffic.stickiness.is_some() {
+            let msg = "not applied: the service is routed by a VirtualService or HTTPRoute, inside whose routes the \
+                       policy splits without stickiness";
+            warnings.push(doc.error(&format!("ReleasePolicy {key}"), "spec.traffic.stickiness", msg));
+        }
+    }
     if !errors.is_empty() {
         return Err(errors);
     }

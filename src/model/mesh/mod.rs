@@ -12,11 +12,13 @@
 
 mod destination_rule;
 mod http_route;
+mod status;
 mod validate;
 mod virtual_service;
 
 pub use destination_rule::*;
 pub use http_route::*;
+pub use status::*;
 pub use validate::*;
 pub use virtual_service::*;
 
