@@ -194,10 +194,10 @@ spec:
     assert_eq!(
         errors(text),
         [
-            "t.yaml:6: Service default/s: spec.ports[1].name: duplicate port name `http`",
             "t.yaml:7: Service default/s: spec.ports[0].port: must be between 1 and 65535",
-            "t.yaml:7: Service default/s: spec.ports[1].port: must be between 1 and 65535",
-            "t.yaml:7: Service default/s: spec.ports[1].port: duplicate port 0",
+            "t.yaml:8: Service default/s: spec.ports[1].name: duplicate port name `http`",
+            "t.yaml:9: Service default/s: spec.ports[1].port: must be between 1 and 65535",
+            "t.yaml:9: Service default/s: spec.ports[1].port: duplicate port 0",
         ]
     );
     let too_big = "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec:\n  ports: [{port: 70000}]\n";
