@@ -324,3 +324,64 @@ fn destination_problem(model: &Model, namespace: &str, d: &super::Destination) -
     let defined = model.destination_rule_for(&svc).is_some_and(|dr| dr.spec.subsets.iter().any(|s| s.name == subset));
     (!defined).then(|| ("subset", format!("no DestinationRule for `{}` defines subset `{subset}`", d.host)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::mesh::{HttpRouteDestination, LoadBalancerSettings, SimpleLb};
+
+    #[test]
+    fn durations_as_istio_writes_them() {
+        assert_eq!(parse_proto_duration("0.5s"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_proto_duration("100ms"), Some(Duration::from_millis(100)));
+        assert_eq!(parse_proto_duration("1h"), Some(Duration::from_secs(3600)));
+        for bad in ["", "5", "s", "1d", "-1s", "1.2.3s"] {
+            assert_eq!(parse_proto_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_route_needs_a_destination_or_a_redirect_and_sane_weights() {
+        let dest = |w| HttpRouteDestination {
+            weight: w,
+            destination: super::super::Destination { host: "r".into(), ..Default::default() },
+            ..Default::default()
+        };
+        let spec = VirtualServiceSpec {
+            hosts: vec!["r".into()],
+            http: vec![
+                HttpRoute::default(),
+                HttpRoute { route: vec![dest(Some(0)), dest(None), dest(Some(101))], ..Default::default() },
+            ],
+            ..Default::default()
+        };
+        let paths: Vec<String> = spec.validate().into_iter().map(|e| e.path).collect();
+        assert_eq!(paths, ["spec.http[0].route", "spec.http[1].route[2].weight"]);
+    }
+
+    #[test]
+    fn passthrough_and_two_hash_keys_are_refused() {
+        let lb = LoadBalancerSettings {
+            simple: Some(SimpleLb::Passthrough),
+            consistent_hash: Some(ConsistentHashLb {
+                use_source_ip: Some(true),
+                http_header_name: Some("x".into()),
+                ..Default::default()
+            }),
+        };
+        let spec = DestinationRuleSpec {
+            host: "r".into(),
+            traffic_policy: Some(TrafficPolicy { load_balancer: Some(lb), ..Default::default() }),
+            subsets: vec![],
+        };
+        let paths: Vec<String> = spec.validate().into_iter().map(|e| e.path).collect();
+        assert_eq!(
+            paths,
+            [
+                "spec.trafficPolicy.loadBalancer",
+                "spec.trafficPolicy.loadBalancer.simple",
+                "spec.trafficPolicy.loadBalancer.consistentHash"
+            ]
+        );
+    }
+}
