@@ -10,7 +10,8 @@
 //!          RequestRedirect ─▶ redirect    URLRewrite ─▶ rewrite    RequestMirror ─▶ mirror + mirrorPercentage
 //!  timeouts.request ─▶ timeout            timeouts.backendRequest ─▶ retries.perTryTimeout (no retries added)
 //! ```
-//! Rules of several HTTPRoutes on one Service are concatenated in key order; route names are `ns.name.i`.
+//! Rules of several HTTPRoutes on one Service are concatenated, consumer routes first, then in key order; route
+//! names are `ns.name.i`.
 
 use super::mesh_route::MeshRule;
 use crate::model::mesh::{
@@ -23,7 +24,10 @@ use crate::model::{Model, ObjectKey};
 /// The rules of every HTTPRoute whose parent is the Service `key`.
 pub(crate) fn rules_for(model: &Model, key: &ObjectKey) -> Vec<MeshRule> {
     let mut out = Vec::new();
-    for (route_key, route) in model.http_routes_for(key) {
+    // Consumer routes (from the client's namespace) come first: for their clients they win over the producer's.
+    let mut routes: Vec<_> = model.http_routes_for(key).collect();
+    routes.sort_by_key(|(k, _)| k.namespace == key.namespace);
+    for (route_key, route) in routes {
         let ports: Vec<Option<u16>> =
             route.spec.parent_refs.iter().filter(|p| p.is_service() && p.name == key.name).map(|p| p.port).collect();
         let port = if ports.contains(&None) { None } else { ports.first().copied().flatten() };
