@@ -204,7 +204,8 @@ fn report_unsupported(warnings: &[LoadError]) {
     }
 }
 
-/// `sluice validate PATH...`: prints `ok: N services, M workloads, K policies`, or every error (one per line,
+/// `sluice validate PATH...`: prints a `warning:` line per untranslated field of a mesh routing object, then
+/// `ok: N services, M workloads, K policies, R routing objects`, or every error (one per line,
 /// `file:line` first) on stderr and exits with 1.
 pub fn validate_command(paths: &[PathBuf]) -> ExitCode {
     match validate_to(paths, &mut std::io::stdout(), &mut std::io::stderr()) {
