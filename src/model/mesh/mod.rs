@@ -94,6 +94,23 @@ pub fn service_of_host(host: &str, namespace: &str) -> Option<ObjectKey> {
     .filter(|k| super::is_dns_label(&k.name) && super::is_dns_label(&k.namespace))
 }
 
+/// Whether `host` (seen from `namespace`) names the Service `svc`: [`service_of_host`] without allocating, for
+/// the per-service scans over every VirtualService and DestinationRule.
+pub fn host_is(host: &str, namespace: &str, svc: &ObjectKey) -> bool {
+    let mut parts = host.splitn(3, '.');
+    let (name, ns, rest) = (parts.next(), parts.next(), parts.next());
+    if name != Some(svc.name.as_str()) {
+        return false;
+    }
+    match (ns, rest) {
+        (None, _) => namespace == svc.namespace,
+        (Some(ns), None) => ns == svc.namespace,
+        (Some(ns), Some(rest)) => {
+            ns == svc.namespace && (rest == "svc" || rest.strip_prefix("svc.") == Some(CLUSTER_DOMAIN))
+        }
+    }
+}
+
 impl super::Model {
     /// The VirtualService that routes a service for sidecars: the first by key among those that apply to the
     /// mesh and name the service in `hosts` (istiod, too, applies one per host; the others are reported).
@@ -107,17 +124,13 @@ impl super::Model {
         svc: &'a ObjectKey,
     ) -> impl Iterator<Item = (&'a ObjectKey, &'a VirtualService)> + 'a {
         self.virtual_services.iter().filter(move |(k, vs)| {
-            vs.spec.applies_to_mesh()
-                && vs.spec.hosts.iter().any(|h| service_of_host(h, &k.namespace).as_ref() == Some(svc))
+            vs.spec.applies_to_mesh() && vs.spec.hosts.iter().any(|h| host_is(h, &k.namespace, svc))
         })
     }
 
     /// The DestinationRule of a service's host: the first by key (the others are reported).
     pub fn destination_rule_for(&self, svc: &ObjectKey) -> Option<&DestinationRule> {
-        self.destination_rules
-            .iter()
-            .find(|(k, dr)| service_of_host(&dr.spec.host, &k.namespace).as_ref() == Some(svc))
-            .map(|(_, dr)| dr)
+        self.destination_rules.iter().find(|(k, dr)| host_is(&dr.spec.host, &k.namespace, svc)).map(|(_, dr)| dr)
     }
 
     /// The HTTPRoutes with a Service parent naming `svc`, in key order.
@@ -158,5 +171,13 @@ mod tests {
         assert_eq!(service_of_host(fqdn, "default"), Some(ObjectKey::new("prod", "reviews")));
         assert_eq!(service_of_host("*.example.com", "default"), None);
         assert_eq!(service_of_host("www.example.com", "default"), None);
+        let key = ObjectKey::new("prod", "reviews");
+        for host in ["reviews.prod", "reviews.prod.svc", fqdn] {
+            assert!(host_is(host, "default", &key), "{host}");
+        }
+        assert!(host_is("reviews", "prod", &key));
+        for host in ["reviews", "reviews.other", "ratings.prod", "reviews.prod.svc.example.com", "reviews.prod.x"] {
+            assert!(!host_is(host, "default", &key), "{host}");
+        }
     }
 }
