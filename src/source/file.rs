@@ -200,7 +200,7 @@ fn report_unsupported(warnings: &[LoadError]) {
     for w in warnings {
         tracing::warn!("file source: {w}");
         let kind = w.object.split(' ').next().unwrap_or("").to_string();
-        metrics::counter!("sluice_unsupported_fields_total", "kind" => kind).increment(1);
+        metrics::counter!(crate::telemetry::names::UNSUPPORTED_FIELDS, "kind" => kind).increment(1);
     }
 }
 
