@@ -157,3 +157,31 @@ spec: {}
         "{err}"
     );
 }
+
+/// The file watcher logs and counts each untranslated field: `/metrics` shows the count by kind. (The only test
+/// in this binary that moves the process-wide recorder.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watcher_counts_unsupported_fields_in_metrics() {
+    sluice::telemetry::install().expect("this binary installs the recorder");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("mesh.yaml");
+    let vs = "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  exportTo: [\".\"]\n  tcp: [{route: [{destination: {host: reviews}}]}]\n  http:\n  - route:\n    - destination: {host: reviews, subset: v1}\n";
+    std::fs::write(&file, format!("{BASE}{vs}")).unwrap();
+    let store = sluice::store::Store::new();
+    store.register_source(source::SOURCE);
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let watcher =
+        tokio::spawn(source::watch(vec![file], store.clone(), std::time::Duration::from_millis(20), async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while store.model().virtual_services.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the file was not loaded");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let text = sluice::telemetry::render();
+    let line = text.lines().find(|l| l.starts_with("sluice_unsupported_fields_total{")).unwrap_or_default();
+    assert_eq!(line, "sluice_unsupported_fields_total{kind=\"VirtualService\"} 2", "{text}");
+    let _ = stop.send(true);
+    watcher.await.unwrap();
+}
