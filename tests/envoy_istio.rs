@@ -112,6 +112,7 @@ async fn istio_and_gateway_routes_through_envoy() {
     .await;
     let split = tally(&http, m.listen, &[], 2000, "x").await;
     assert_eq!((split.errors, split.status(200)), (0, 2000), "{split:?}");
+    println!("VirtualService 80/20: {split:?}");
     assert_share("VirtualService 80/20: v3", split.body("v3"), 2000, 0.2);
 
     // virtual-service-reviews-jason-v2-v3 shape: jason to v3, everyone else to v1.
@@ -131,6 +132,7 @@ async fn istio_and_gateway_routes_through_envoy() {
     .await;
     let faults = tally(&http, m.listen, &[], 2000, "x").await;
     assert_eq!(faults.errors + faults.status(200) + faults.status(503), 2000, "only 200 and 503: {faults:?}");
+    println!("fault abort 30%: {faults:?}");
     assert_share("fault abort 30%: 503", faults.status(503), 2000, 0.3);
     assert_eq!(faults.body("v1"), faults.status(200), "the rest reaches v1: {faults:?}");
 
@@ -148,6 +150,7 @@ async fn istio_and_gateway_routes_through_envoy() {
     .await;
     let gamma = tally(&http, m.listen, &[], 2000, "x").await;
     assert_eq!((gamma.errors, gamma.status(200)), (0, 2000), "{gamma:?}");
+    println!("HTTPRoute 70/30: {gamma:?}");
     assert_share("HTTPRoute 70/30: v3", gamma.body("v3"), 2000, 0.3);
 
     m.sluice.shutdown().await;
@@ -170,6 +173,7 @@ async fn release_policy_applies_inside_the_virtual_service_route() {
     m.serve(&format!("{vs}{policy}")).await;
     let after = tally(&http, m.listen, &[], 2000, "x-route").await;
     assert_eq!(after.errors + after.status(200) + after.status(503), 2000, "{after:?}");
+    println!("policy 50% inside a VirtualService route with a 20% fault: {after:?}");
     assert_share("the VirtualService's fault is kept: 503", after.status(503), 2000, 0.2);
     let ok = after.status(200);
     assert_share("the policy's 50% split inside the route: v3", after.body("v3"), ok, 0.5);
