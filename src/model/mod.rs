@@ -11,6 +11,7 @@
 //! `translate` never matches selectors, and an endpoint change touches one service's entry only.
 
 mod build;
+pub mod mesh;
 mod policy;
 mod proxy;
 mod service;
@@ -49,6 +50,15 @@ pub struct Model {
     /// Endpoints per service (the key is the service's key). A service without an entry has no endpoints.
     pub endpoints: BTreeMap<ObjectKey, Vec<Endpoint>>,
     pub policies: BTreeMap<ObjectKey, ReleasePolicy>,
+    /// Istio VirtualServices (mesh routes), by their own key.
+    #[serde(default)]
+    pub virtual_services: BTreeMap<ObjectKey, mesh::VirtualService>,
+    /// Istio DestinationRules (subsets, traffic policy), by their own key.
+    #[serde(default)]
+    pub destination_rules: BTreeMap<ObjectKey, mesh::DestinationRule>,
+    /// Gateway API HTTPRoutes (GAMMA: parents of kind Service), by their own key.
+    #[serde(default)]
+    pub http_routes: BTreeMap<ObjectKey, mesh::HttpRouteObject>,
 }
 
 /// RFC 1123 label, as Kubernetes requires of names: 1–63 of `[a-z0-9-]`, starting and ending alphanumeric.
