@@ -11,6 +11,7 @@
 //! `translate` never matches selectors, and an endpoint change touches one service's entry only.
 
 mod build;
+pub mod mesh;
 mod policy;
 mod proxy;
 mod service;
@@ -49,6 +50,15 @@ pub struct Model {
     /// Endpoints per service (the key is the service's key). A service without an entry has no endpoints.
     pub endpoints: BTreeMap<ObjectKey, Vec<Endpoint>>,
     pub policies: BTreeMap<ObjectKey, ReleasePolicy>,
+    /// Istio VirtualServices (mesh routes), by their own key.
+    #[serde(default)]
+    pub virtual_services: BTreeMap<ObjectKey, mesh::VirtualService>,
+    /// Istio DestinationRules (subsets, traffic policy), by their own key.
+    #[serde(default)]
+    pub destination_rules: BTreeMap<ObjectKey, mesh::DestinationRule>,
+    /// Gateway API HTTPRoutes (GAMMA: parents of kind Service), by their own key.
+    #[serde(default)]
+    pub http_routes: BTreeMap<ObjectKey, mesh::HttpRouteObject>,
 }
 
 /// RFC 1123 label, as Kubernetes requires of names: 1–63 of `[a-z0-9-]`, starting and ending alphanumeric.
@@ -76,14 +86,20 @@ impl Model {
         self.endpoints.get(service).map(Vec::as_slice).unwrap_or(&[])
     }
 
-    /// The part of the model a proxy with `visibility` may see: services, endpoints and policies of those
-    /// namespaces only, so whatever is translated from it names nothing else.
+    /// The part of the model a proxy with `visibility` may see: the objects of those namespaces only (services,
+    /// endpoints, release policies, VirtualServices, DestinationRules, HTTPRoutes), so routes and listeners
+    /// translated from it name no other namespace's service (a route to an unseen host resolves to nothing).
     pub fn visible_to(&self, visibility: &Visibility) -> Model {
-        let keep = |k: &&ObjectKey| visibility.sees(&k.namespace);
+        fn keep<V: Clone>(map: &BTreeMap<ObjectKey, V>, visibility: &Visibility) -> BTreeMap<ObjectKey, V> {
+            map.iter().filter(|(k, _)| visibility.sees(&k.namespace)).map(|(k, v)| (k.clone(), v.clone())).collect()
+        }
         Model {
-            services: self.services.iter().filter(|(k, _)| keep(k)).map(|(k, v)| (k.clone(), v.clone())).collect(),
-            endpoints: self.endpoints.iter().filter(|(k, _)| keep(k)).map(|(k, v)| (k.clone(), v.clone())).collect(),
-            policies: self.policies.iter().filter(|(k, _)| keep(k)).map(|(k, v)| (k.clone(), v.clone())).collect(),
+            services: keep(&self.services, visibility),
+            endpoints: keep(&self.endpoints, visibility),
+            policies: keep(&self.policies, visibility),
+            virtual_services: keep(&self.virtual_services, visibility),
+            destination_rules: keep(&self.destination_rules, visibility),
+            http_routes: keep(&self.http_routes, visibility),
         }
     }
 

@@ -18,10 +18,15 @@
 
 mod cluster;
 mod endpoint;
+mod gamma;
 mod listener;
 mod matchers;
+mod mesh_filters;
+mod mesh_match;
+mod mesh_route;
 mod naming;
 mod route;
+mod traffic_policy;
 
 pub use cluster::{clusters, proxy_clusters};
 pub use endpoint::{load_assignments, service_load_assignments};

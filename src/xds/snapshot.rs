@@ -253,7 +253,11 @@ fn encode(items: impl Iterator<Item = Resource>, previous: Option<&ResourceSet>)
 }
 
 fn only_endpoints_changed(old: &Model, new: &Model) -> bool {
-    old.services == new.services && old.policies == new.policies
+    old.services == new.services
+        && old.policies == new.policies
+        && old.virtual_services == new.virtual_services
+        && old.destination_rules == new.destination_rules
+        && old.http_routes == new.http_routes
 }
 
 /// Re-derives the load assignments of the services whose endpoints changed; keeps every other one as it was.
