@@ -20,7 +20,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The name of this source's part in the [`Store`].
 pub const SOURCE: &str = "file";
@@ -45,14 +45,12 @@ struct Sources {
     files: Vec<(String, Result<String, String>)>,
 }
 
-/// How long a file that went from content to empty must stay empty before it applies (and removes what it held).
-const EMPTIED_SETTLE: Duration = Duration::from_secs(2);
-
 impl Sources {
-    /// The files that are empty now but had content in `before` (every empty file when `before` is unknown).
+    /// The files with no content now that had content in `before`. Before the first reload (`before` unknown) none:
+    /// the startup load read the same files moments earlier.
     fn emptied_since(&self, before: Option<&Sources>) -> Vec<&str> {
         let had_content = |name: &str| {
-            before.is_none_or(|b| {
+            before.is_some_and(|b| {
                 b.files.iter().any(|(n, text)| n == name && text.as_ref().is_ok_and(|t| !t.trim().is_empty()))
             })
         };
@@ -142,8 +140,9 @@ impl FileSourceStatus {
 
 /// Polls `paths` every `interval` and publishes each valid change to `store` as the [`SOURCE`] part, until
 /// `shutdown` resolves. A change applies when it has been the same for two polls (at most two intervals after
-/// the write; a file that went empty waits [`EMPTIED_SETTLE`]), so a file caught mid-write is never loaded. The caller registers the source and sets the first model; the first poll reloads once
-/// more, which leaves the store untouched when nothing changed in between. Errors go to the log only; use
+/// the write; a file with no content never applies), so a file caught mid-write is never loaded. The caller
+/// registers the source and sets the first model; the first poll reloads once more, which leaves the store
+/// untouched when nothing changed in between. Errors go to the log only; use
 /// [`watch_with_status`] to also expose them.
 pub async fn watch(paths: Vec<PathBuf>, store: Store, interval: Duration, shutdown: impl Future<Output = ()>) {
     watch_with_status(paths, store, interval, FileSourceStatus::default(), shutdown).await;
@@ -162,7 +161,8 @@ pub async fn watch_with_status(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let paths = Arc::new(paths);
     let mut last: Option<Sources> = None;
-    let mut settling: Option<(Sources, Instant)> = None;
+    let mut settling: Option<Sources> = None;
+    let mut warned_empty = false;
     loop {
         tokio::select! {
             () = &mut shutdown => return,
@@ -178,22 +178,24 @@ pub async fn watch_with_status(
         };
         // A change applies once two polls in a row read the same bytes: an editor (or `fs::write`) truncates
         // before it writes, and a half-written multi-document file can still be valid YAML that drops services.
-        // A file that went empty must stay empty for EMPTIED_SETTLE: a writer descheduled between truncate and
-        // write (a loaded machine) would otherwise remove every service the file defined.
+        // A file with no content at all is never applied: a writer throttled between truncate and write (dirty
+        // page write-back on a busy disk can hold `write` for seconds) would otherwise remove every service the
+        // file defined. Removing a file's objects takes deleting it, or leaving a comment in it.
         if last.as_ref() == Some(&sources) {
             settling = None;
-        } else if settling.as_ref().is_some_and(|(s, _)| *s == sources) {
-            let since = settling.as_ref().map(|(_, at)| at.elapsed()).unwrap_or_default();
-            // Before the first reload the watch does not know what the file held: any empty file waits.
+        } else if settling.as_ref() == Some(&sources) {
             let emptied = sources.emptied_since(last.as_ref());
-            if emptied.is_empty() || since >= EMPTIED_SETTLE {
+            if emptied.is_empty() {
                 reload(&sources, &store, &status);
-                last = settling.take().map(|(s, _)| s);
-            } else {
-                tracing::debug!(files = ?emptied, "file source: a file went empty; waiting before applying");
+                last = settling.take();
+            } else if !warned_empty {
+                warned_empty = true;
+                tracing::warn!(files = ?emptied, "file source: a config file is empty; keeping its last config \
+                    (delete the file, or leave a comment in it, to remove its objects)");
             }
         } else {
-            settling = Some((sources, Instant::now()));
+            warned_empty = false;
+            settling = Some(sources);
         }
     }
 }
