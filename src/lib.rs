@@ -17,6 +17,7 @@ pub mod release;
 pub mod server;
 pub mod source;
 pub mod store;
+pub mod telemetry;
 pub mod translate;
 pub mod xds;
 

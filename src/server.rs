@@ -15,6 +15,7 @@
 use crate::admin::{self, AdminState};
 use crate::release::{PersistError, ReleaseController, StateDir};
 use crate::store::Store;
+use crate::telemetry::{self, TrafficStats};
 use crate::xds::{Limits, Registry, Snapshot, StreamCtx, Xds, publisher};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -58,6 +59,7 @@ pub struct Sluice {
     snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
     xds_addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
+    traffic: TrafficStats,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -96,7 +98,9 @@ impl Sluice {
         let registry = Registry::new();
         let snapshots = publisher::spawn(store.clone(), options.min_push_interval);
         let dir = options.state_dir.as_deref().map(StateDir::open).transpose()?;
-        let releases = ReleaseController::new(store.clone(), registry.clone(), snapshots.clone(), dir)?;
+        let traffic = TrafficStats::new();
+        let releases =
+            ReleaseController::new(store.clone(), registry.clone(), snapshots.clone(), dir, traffic.clone())?;
         let (stop, stop_rx) = watch::channel(false);
         let ctx = StreamCtx {
             snapshots: snapshots.clone(),
@@ -109,8 +113,9 @@ impl Sluice {
             let _ = stop_wait.wait_for(|s| *s).await;
         });
         let mut tasks = vec![
-            tokio::spawn(serve_xds(xds_listener, Xds::new(ctx), releases.clone(), stopped.clone())),
+            tokio::spawn(serve_xds(xds_listener, Xds::new(ctx), releases.clone(), traffic.clone(), stopped.clone())),
             tokio::spawn(releases.clone().run(stop.subscribe())),
+            tokio::spawn(telemetry::publish_gauges(traffic.clone(), stop.subscribe())),
         ];
         if let Some(listener) = admin_listener {
             let state = AdminState {
@@ -123,7 +128,7 @@ impl Sluice {
             tasks.push(tokio::spawn(admin::serve(listener, state, stopped)));
         }
         tracing::info!(%xds_addr, admin_addr = ?admin_addr, "sluice serving");
-        Ok(Self { store, registry, releases, snapshots, xds_addr, admin_addr, stop, tasks })
+        Ok(Self { store, registry, releases, snapshots, xds_addr, admin_addr, traffic, stop, tasks })
     }
 
     pub fn store(&self) -> &Store {
@@ -133,6 +138,11 @@ impl Sluice {
     /// The release tasks: list, apply, set weights, promote, abort, finalize.
     pub fn releases(&self) -> &ReleaseController {
         &self.releases
+    }
+
+    /// Per-version traffic from the proxies' stats sinks.
+    pub fn traffic(&self) -> &TrafficStats {
+        &self.traffic
     }
 
     pub fn registry(&self) -> &Registry {
@@ -198,15 +208,18 @@ impl Drop for Sluice {
 #[error("timed out: {0}")]
 pub struct WaitTimeout(pub String);
 
-/// Serves xDS and the Release API (`sluice.v1.ReleaseService`) on one gRPC port.
+/// Serves xDS, the Release API (`sluice.v1.ReleaseService`) and the stats sink (`MetricsService`) on one gRPC
+/// port.
 async fn serve_xds(
     listener: TcpListener,
     xds: Xds,
     releases: ReleaseController,
+    traffic: TrafficStats,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     let mut routes = xds.add_to(tonic::service::RoutesBuilder::default());
     routes.add_service(crate::release::grpc::ReleaseApi::server(releases));
+    routes.add_service(telemetry::Sink::server(traffic));
     let routes = routes.routes();
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let result = tonic::transport::Server::builder()

@@ -10,11 +10,13 @@
 //! target port already resolved per service port and the workload's labels (the version label among them). So
 //! `translate` never matches selectors, and an endpoint change touches one service's entry only.
 
+mod analysis;
 mod build;
 mod policy;
 mod proxy;
 mod service;
 
+pub use analysis::{Analysis, AtLeast, AtMost};
 pub use policy::*;
 pub use proxy::{InterceptionMode, ProxyInfo};
 pub use service::{Endpoint, Service, ServicePort, TargetPort};
