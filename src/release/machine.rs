@@ -211,16 +211,12 @@ impl Record {
         self.spec.analysis.is_none() || self.analysis.passed_after(self.step_started_ms)
     }
 
-    /// A timed pause is over but waits for a passing analysis check, or the plan is done and waits for one to
-    /// promote.
+    /// The step plan is done and waits for a passing analysis check to promote.
     pub fn waiting_for_analysis(&self) -> bool {
         self.state.phase == Phase::Progressing
             && self.spec.analysis.is_some()
-            && match self.spec.steps.get(self.state.step) {
-                Some(Step::Pause(Pause { duration: Some(_) })) => self.next_due().is_some(),
-                None => !self.spec.steps.is_empty(),
-                _ => false,
-            }
+            && !self.spec.steps.is_empty()
+            && self.state.step >= self.spec.steps.len()
             && !self.analysis_allows()
     }
 
@@ -362,7 +358,6 @@ mod tests {
         let mut r = analysed(vec![Step::SetWeight(2000), pause(Some("5s")), Step::SetWeight(5000)]);
         assert_eq!((r.canary_weight(), r.next_check(), r.next_wake(0)), (2000, Some(10_000), Some(5000)));
         assert!(!r.tick(5000), "the pause is over but no check has passed");
-        assert!(r.waiting_for_analysis());
         assert_eq!(r.next_wake(5000), Some(10_000), "no busy wait on a gated pause");
         assert!(!r.check(9_999, &canary(500, 1.0)), "not due yet");
         assert!(r.check(10_000, &canary(50, 1.0)));

@@ -179,10 +179,11 @@ fn conditions(record: &Record, versions: &[VersionStatus], proxies: &Proxies) ->
         let msg = format!("step {} is `pause: {{}}`: resume or promote to go on", record.state.step);
         out.push(Condition::new("Waiting", true, "PausedForPromotion", msg));
     } else if let (Some(due), Some(Step::Pause(_))) = (record.next_due(), record.spec.steps.get(record.state.step)) {
-        out.push(Condition::new("Waiting", true, "PauseDuration", format!("the next step is due at {due} ms")));
+        let gate = if record.spec.analysis.is_some() { " and a passing analysis check" } else { "" };
+        out.push(Condition::new("Waiting", true, "PauseDuration", format!("the next step is due at {due} ms{gate}")));
     }
     if record.waiting_for_analysis() {
-        let msg = "the next step waits for a passing analysis check".to_string();
+        let msg = "the plan is done: a passing analysis check promotes the canary".to_string();
         out.push(Condition::new("Waiting", true, "WaitingForAnalysis", msg));
     }
     if let Some(reason) = &record.analysis.aborted {
