@@ -8,7 +8,9 @@
 //! | `GET /debug/config_dump?proxy=ID` | what proxy ID holds (ACKed), as Envoy JSON |
 //! | `GET /debug/config` | Sluice's effective configuration |
 //! | `/api/v1/namespaces/{ns}/releases[/{name}[/{action}]]` | the Release API (see [`releases`]) |
+//! | `GET /dashboard` (and `/`) | the release dashboard (see `dashboard`) |
 
+mod dashboard;
 mod debug;
 pub mod releases;
 
@@ -39,6 +41,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/debug/config_dump", get(debug::config_dump))
         .route("/debug/config", get(debug::config))
         .merge(releases::router())
+        .merge(dashboard::router())
         .with_state(state)
 }
 
