@@ -41,13 +41,23 @@ async fn the_dashboard_charts_live_traffic_and_takes_over_all_traffic() {
         .env("CANARY", "v3")
         .current_dir(repo().join("tests/browser"))
         .kill_on_drop(true);
+    let mut shift = None;
     if let Ok(path) = std::env::var("SLUICE_DASHBOARD_SCREENSHOT") {
-        node.env("SCREENSHOT", repo().join(path));
+        // For the picture: 30 s of history with the operator moving v3 from 20% to 50% half way.
+        node.env("SCREENSHOT", repo().join(path)).env("SCREENSHOT_WAIT_MS", "30000");
+        let releases = sluice.releases().clone();
+        shift = Some(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(17)).await;
+            releases.set_weight(&ObjectKey::new("default", "reviews-v3"), 5000).expect("weight 50%");
+        }));
     }
     let run = tokio::time::timeout(Duration::from_secs(120), node.output()).await;
     let out = run.expect("the browser script finishes within 120 s").expect("running node");
     println!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "the dashboard checks failed (output above)");
+    if let Some(shift) = shift {
+        shift.await.expect("weight shift");
+    }
     println!("load: {}", traffic.stop().await.summary());
 
     // The click reached the mesh: once every proxy holds it, the backends see the canary take all traffic.

@@ -1,6 +1,7 @@
 // Drives the Sluice dashboard in Debian's headless Chromium through playwright-core (no bundled browser).
 // Run by tests/dashboard_browser.rs, which starts Sluice, a real Envoy, backends and steady load first.
-// Env: DASHBOARD_URL (required), RELEASE ("ns/name"), CANARY (version name), SCREENSHOT (optional PNG path).
+// Env: DASHBOARD_URL (required), CANARY (version name), SCREENSHOT (optional PNG path, taken SCREENSHOT_WAIT_MS
+// after the chart checks).
 // Exits 1 with a message on the first failed check.
 import { chromium } from "playwright-core";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -53,6 +54,7 @@ try {
   const success = await page.$$eval("#chart-success polyline", (ls) => ls.map((l) => Number(l.dataset.last)));
   check(success.every((x) => x > 0.99), `success rates near 1: ${success}`);
   if (process.env.SCREENSHOT) {
+    await sleep(Number(process.env.SCREENSHOT_WAIT_MS || 0));
     await page.screenshot({ path: process.env.SCREENSHOT });
     console.log(`screenshot: ${process.env.SCREENSHOT}`);
   }
