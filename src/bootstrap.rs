@@ -264,7 +264,10 @@ mod tests {
         assert_eq!(b["admin"]["address"], socket_address("127.0.0.1", 15000));
         let sink = &b["stats_sinks"][0]["typed_config"];
         assert_eq!(sink["grpc_service"]["envoy_grpc"]["cluster_name"], XDS_CLUSTER);
-        assert_eq!((&sink["report_counters_as_deltas"], &sink["histogram_emit_mode"]), (&json!(true), &json!("HISTOGRAM")));
+        assert_eq!(
+            (&sink["report_counters_as_deltas"], &sink["histogram_emit_mode"]),
+            (&json!(true), &json!("HISTOGRAM"))
+        );
         assert_eq!(b["stats_flush_interval"], "1s");
     }
 
@@ -280,7 +283,6 @@ mod tests {
         assert!(!re("cluster.outbound|9080||reviews.default.svc.cluster.local.upstream_rq_total"), "no version");
         assert!(!re("cluster.sluice-xds.upstream_rq_total"));
     }
-
 
     #[test]
     fn flags_fill_metadata_and_sotw() {

@@ -73,7 +73,11 @@ impl Mesh {
             let view = self.view();
             let w = view.status.weights["v3"];
             if weights.last() != Some(&w) {
-                println!("{:>5.1} s: v3 weight {w}, conditions {:?}", started.elapsed().as_secs_f64(), view.status.conditions);
+                println!(
+                    "{:>5.1} s: v3 weight {w}, conditions {:?}",
+                    started.elapsed().as_secs_f64(),
+                    view.status.conditions
+                );
                 weights.push(w);
             }
             if view.status.phase == phase && view.status.proxies.acked == view.status.proxies.total {

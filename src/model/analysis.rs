@@ -63,7 +63,10 @@ impl Analysis {
                 return Err(FieldError::new(format!("{P}.interval"), msg));
             }
             Some(d) if d < Duration::from_secs(1) => {
-                return Err(FieldError::new(format!("{P}.interval"), "must be at least 1s (proxies report every second)"));
+                return Err(FieldError::new(
+                    format!("{P}.interval"),
+                    "must be at least 1s (proxies report every second)",
+                ));
             }
             Some(_) => {}
         }
@@ -113,7 +116,10 @@ mod tests {
             "spec.analysis.interval: must be at least 1s (proxies report every second)"
         );
         assert!(err("{interval: soon, successRate: {min: 0.9}}").starts_with("spec.analysis.interval: `soon`"));
-        assert_eq!(err("{interval: 5s, failureLimit: 0, successRate: {min: 0.9}}"), "spec.analysis.failureLimit: must be at least 1");
+        assert_eq!(
+            err("{interval: 5s, failureLimit: 0, successRate: {min: 0.9}}"),
+            "spec.analysis.failureLimit: must be at least 1"
+        );
         assert_eq!(
             err("{interval: 5s, successRate: {min: 99}}"),
             "spec.analysis.successRate.min: must be a share between 0 and 1, e.g. 0.99"

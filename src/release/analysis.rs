@@ -91,7 +91,10 @@ pub fn record(a: &Analysis, state: &mut AnalysisState, now: u64, m: &Measured) -
     }
     state.interval_started_ms = now;
     let abort = (outcome == Outcome::Fail && state.failures >= a.failure_limit).then(|| {
-        format!("analysis failed {} checks in a row (failureLimit {}); last: {message}", state.failures, a.failure_limit)
+        format!(
+            "analysis failed {} checks in a row (failureLimit {}); last: {message}",
+            state.failures, a.failure_limit
+        )
     });
     state.last = Some(Check { at_ms: now, outcome, message });
     if abort.is_some() {
@@ -141,7 +144,11 @@ mod tests {
         assert_eq!(record(&a, &mut s, 3, &measured(100, 0.5, 1.0)), None);
         assert_eq!(record(&a, &mut s, 4, &measured(10, 0.5, 1.0)), None, "a hold neither fails nor resets");
         let reason = record(&a, &mut s, 5, &measured(100, 0.5, 1.0)).expect("second failure in a row aborts");
-        assert!(reason.starts_with("analysis failed 2 checks in a row (failureLimit 2); last: 100 requests: success rate 0.500"));
+        assert!(
+            reason.starts_with(
+                "analysis failed 2 checks in a row (failureLimit 2); last: 100 requests: success rate 0.500"
+            )
+        );
         assert_eq!(s.aborted.as_deref(), Some(reason.as_str()));
         assert!(!s.passed_after(0));
     }

@@ -286,7 +286,11 @@ impl ReleaseController {
     }
 
     /// The canary's numbers since its interval's baseline, for the releases whose check is due at `now`.
-    fn measure_due(&self, records: &BTreeMap<ObjectKey, Record>, now: u64) -> BTreeMap<ObjectKey, crate::telemetry::Measured> {
+    fn measure_due(
+        &self,
+        records: &BTreeMap<ObjectKey, Record>,
+        now: u64,
+    ) -> BTreeMap<ObjectKey, crate::telemetry::Measured> {
         let baselines = self.baselines.lock().unwrap_or_else(|e| e.into_inner());
         records
             .iter()

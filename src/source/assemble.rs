@@ -38,7 +38,7 @@ pub(crate) fn assemble(parsed: Parsed) -> Result<Assembled, Vec<LoadError>> {
         match object {
             Object::Service(s) => add(&mut services, Kind::Service, doc, s, check_service, &mut errors),
             Object::Workload(w) => add(&mut workloads, Kind::Workload, doc, w, check_workload, &mut errors),
-            Object::Policy(p) => add(&mut policies, Kind::ReleasePolicy, doc, p, check_policy, &mut errors),
+            Object::Policy(p) => add(&mut policies, Kind::ReleasePolicy, doc, *p, check_policy, &mut errors),
         }
     }
     let mut model = Model::default();

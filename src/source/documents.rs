@@ -48,7 +48,7 @@ impl Doc {
 pub(crate) enum Object {
     Service(ServiceObject),
     Workload(WorkloadObject),
-    Policy(PolicyObject),
+    Policy(Box<PolicyObject>),
 }
 
 #[derive(Debug)]
@@ -96,7 +96,7 @@ fn parse_document(doc: Arc<Doc>, out: &mut Parsed) {
     let object = match known {
         Kind::Service => typed(&doc, &label, out).map(Object::Service),
         Kind::Workload => typed(&doc, &label, out).map(Object::Workload),
-        Kind::ReleasePolicy => typed(&doc, &label, out).map(Object::Policy),
+        Kind::ReleasePolicy => typed(&doc, &label, out).map(|p| Object::Policy(Box::new(p))),
     };
     match object {
         Some(object) => out.objects.push(Located { doc, object }),

@@ -145,7 +145,8 @@ mod tests {
     const V3: &str = "outbound|9080|v3|reviews.default.svc.cluster.local";
 
     fn counter(cluster: &str, stat: &str, value: f64) -> MetricFamily {
-        let metric = Metric { counter: Some(Counter { value: Some(value), ..Default::default() }), ..Default::default() };
+        let metric =
+            Metric { counter: Some(Counter { value: Some(value), ..Default::default() }), ..Default::default() };
         MetricFamily { name: Some(format!("cluster.{cluster}.{stat}")), metric: vec![metric], ..Default::default() }
     }
 

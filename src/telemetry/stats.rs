@@ -284,7 +284,8 @@ mod tests {
         stats.record(0, &[(old.clone(), delta(1, 0))]);
         stats.forget_stale(FORGET_AFTER.as_millis() as u64 + 1);
         assert_eq!(stats.totals(&old), Totals::default());
-        let many: Vec<_> = (0..MAX_VERSIONS + 5).map(|i| (VersionKey::new("ns", "svc", &format!("v{i}")), delta(1, 0))).collect();
+        let many: Vec<_> =
+            (0..MAX_VERSIONS + 5).map(|i| (VersionKey::new("ns", "svc", &format!("v{i}")), delta(1, 0))).collect();
         stats.record(1, &many);
         assert_eq!(stats.lock().len(), MAX_VERSIONS);
     }
