@@ -52,7 +52,9 @@ async fn the_dashboard_charts_live_traffic_and_takes_over_all_traffic() {
         }));
     }
     let run = tokio::time::timeout(Duration::from_secs(120), node.output()).await;
-    let out = run.expect("the browser script finishes within 120 s").expect("running node");
+    let out = run
+        .expect("the browser script finishes within 120 s")
+        .expect("running node (nodejs is installed by scripts/setup)");
     println!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "the dashboard checks failed (output above)");
     if let Some(shift) = shift {
