@@ -285,20 +285,23 @@ impl ReleaseController {
         !starts.is_empty()
     }
 
-    /// The canary's numbers since its interval's baseline, for the releases whose check is due at `now`.
+    /// The canary's numbers since its interval's baseline, for the releases whose check is due at `now`; the
+    /// totals they were measured to become the next interval's baseline (nothing falls between two intervals).
     fn measure_due(
         &self,
         records: &BTreeMap<ObjectKey, Record>,
         now: u64,
     ) -> BTreeMap<ObjectKey, crate::telemetry::Measured> {
-        let baselines = self.baselines.lock().unwrap_or_else(|e| e.into_inner());
+        let mut baselines = self.baselines.lock().unwrap_or_else(|e| e.into_inner());
         records
             .iter()
             .filter(|(_, r)| r.next_check().is_some_and(|due| now >= due))
             .map(|(k, r)| {
                 let totals = self.traffic.totals(&canary_key(k, r));
                 let base = baselines.get(k).map(|(_, t)| t.clone()).unwrap_or_else(|| totals.clone());
-                (k.clone(), totals.since(&base))
+                let measured = totals.since(&base);
+                baselines.insert(k.clone(), (now, totals));
+                (k.clone(), measured)
             })
             .collect()
     }
