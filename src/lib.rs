@@ -3,7 +3,7 @@
 //! ```text
 //!  source (files) ──▶ Store (Model) ──debounce──▶ translate ──▶ Snapshot ──watch──▶ one task per Envoy stream
 //!                                                                                      │ ACK/NACK
-//!                              admin HTTP (/readyz, /debug/syncz, config_dump) ◀── proxy registry
+//!                     admin HTTP (/readyz, /metrics, /debug/syncz, config_dump) ◀── proxy registry ──▶ CSDS
 //! ```
 //! See ARCHITECTURE.md for the map.
 

@@ -1,4 +1,4 @@
-//! The tonic services: ADS (SotW and Delta) and the per-type CDS/EDS/LDS/RDS services, on one gRPC server.
+//! The tonic services: ADS (SotW and Delta), the per-type CDS/EDS/LDS/RDS services and CSDS, on one gRPC server.
 
 use super::delta::Delta;
 use super::resource::TypeKind;
@@ -60,6 +60,7 @@ impl Xds {
             .add_service(ClusterDiscoveryServiceServer::new(self.clone()))
             .add_service(EndpointDiscoveryServiceServer::new(self.clone()))
             .add_service(ListenerDiscoveryServiceServer::new(self.clone()))
+            .add_service(super::csds::Csds::new(self.ctx.registry.clone(), self.ctx.snapshots.clone()).server())
             .add_service(RouteDiscoveryServiceServer::new(self));
         router
     }
