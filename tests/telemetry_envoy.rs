@@ -1,6 +1,6 @@
 //! Traffic per version from the sidecars' stats sinks, through two real Envoys 1.40: after steady load, release
 //! status shows each version's requests/s and success rate within 10% of what the backends answered, summed over
-//! both proxies; latency percentiles are present.
+//! both proxies; latency percentiles are present; the `sluice_version_*` gauges on `/metrics` say the same.
 //!
 //! ```text
 //!  LoadLoop ─▶ Envoy A ─┐                      ┌─▶ Backend v1 (counts)
@@ -51,6 +51,9 @@ async fn status_shows_each_versions_rate_and_success_summed_over_proxies() {
     let secs = t0.elapsed().as_secs_f64();
     let (rate1, rate3) = ((v1.count() - c1) as f64 / secs, (v3.count() - c3) as f64 / secs);
     let view = sluice.releases().get(&ObjectKey::new("default", "reviews-v3")).expect("release");
+    let admin = sluice.admin_addr().expect("admin port");
+    let (_, metrics) =
+        common::http::get_with(&common::http::client(), admin, "sluice", "/metrics", &[]).await.expect("/metrics");
     for load in loads {
         println!("load: {}", load.stop().await.summary());
     }
@@ -63,6 +66,15 @@ async fn status_shows_each_versions_rate_and_success_summed_over_proxies() {
     within("v3 success rate", s3.success_rate.expect("v3 success rate"), 0.9, 0.10);
     let v3_errors = 1.0 - s3.success_rate.unwrap();
     assert!((v3_errors - 0.10).abs() < 0.02, "v3 answers 500 to exactly 10%; status says {v3_errors:.3}");
+    // The same numbers as gauges on /metrics (set every second, so compared loosely with status).
+    let gauge = |name: &str, version: &str| -> f64 {
+        let series = format!("{name}{{namespace=\"default\",service=\"reviews\",version=\"{version}\"}} ");
+        let line = metrics.lines().find(|l| l.starts_with(&series)).unwrap_or_else(|| panic!("{series}in /metrics"));
+        line[series.len()..].trim().parse().expect("a number")
+    };
+    within("v3 requests/s gauge", gauge("sluice_version_requests_per_second", "v3"), rate3, 0.10);
+    within("v1 success rate gauge", gauge("sluice_version_success_rate", "v1"), 1.0, 0.10);
+    within("v3 success rate gauge", gauge("sluice_version_success_rate", "v3"), 0.9, 0.10);
     for v in [s1, s3] {
         let (p50, p99) = (v.latency_p50_ms.expect("p50"), v.latency_p99_ms.expect("p99"));
         assert!(p50 > 0.0 && p50 <= p99 && p99 < 5000.0, "{}: p50 {p50} ms, p99 {p99} ms", v.name);
