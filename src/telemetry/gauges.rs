@@ -76,11 +76,12 @@ mod tests {
     fn gauges_carry_each_versions_rate_and_success() {
         let stats = TrafficStats::new();
         let v3 = VersionKey::new("default", "reviews", "v3");
-        for s in 0..=10u64 {
-            stats.record(s * 1000, &[(v3.clone(), Delta { requests: 20, errors: 1, ..Default::default() })]);
+        for s in 1..=14u64 {
+            let d = Delta { requests: 20, errors: 1, ..Default::default() };
+            stats.record(s * 1000, s * 1000 - 1000, &[(v3.clone(), d)]);
         }
         let recorder = Gauges::default();
-        metrics::with_local_recorder(&recorder, || set_gauges(&stats, 10_000));
+        metrics::with_local_recorder(&recorder, || set_gauges(&stats, 14_000));
         metrics::with_local_recorder(&recorder, || set_gauges(&stats, 60_000));
         let labels = "namespace=default,service=reviews,version=v3";
         assert_eq!(

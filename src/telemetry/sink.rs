@@ -24,6 +24,9 @@ pub const REQUESTS: &str = "upstream_rq_total";
 pub const ERRORS: &str = "upstream_rq_5xx";
 pub const LATENCY: &str = "upstream_rq_time";
 
+/// The bootstrap's `stats_flush_interval`: what a stream's first flush is taken to cover.
+const FLUSH_INTERVAL_MS: u64 = 1000;
+
 /// Most clusters whose histogram one stream remembers.
 const MAX_CLUSTERS_PER_PROXY: usize = 10_000;
 
@@ -52,15 +55,20 @@ impl MetricsService for Sink {
         let mut inbound = request.into_inner();
         let mut proxy = ProxyState::default();
         let mut node = String::new();
+        // When this stream's previous flush arrived: a flush's counter deltas cover the time since.
+        let mut last_ms: Option<u64> = None;
         while let Some(msg) = inbound.message().await? {
             if let Some(id) = msg.identifier.as_ref().and_then(|i| i.node.as_ref()) {
                 node = id.id.clone();
                 tracing::debug!(proxy = %node, "stats stream opened");
             }
             let deltas = proxy.read(&msg.envoy_metrics);
+            let now = now_ms();
             if !deltas.is_empty() {
-                self.stats.record(now_ms(), &deltas);
+                let since = last_ms.unwrap_or(now.saturating_sub(FLUSH_INTERVAL_MS));
+                self.stats.record(now, since, &deltas);
             }
+            last_ms = Some(now);
         }
         tracing::debug!(proxy = %node, "stats stream closed");
         Ok(Response::new(StreamMetricsResponse {}))

@@ -1,13 +1,19 @@
-//! Per-version traffic, summed over every proxy: running totals (requests, 5xx, latency histogram) and a short
-//! history of them, so a rate over the last [`WINDOW`] is a difference of two totals.
+//! Per-version traffic, summed over every proxy: running totals (requests, 5xx, latency histogram), requests and
+//! 5xx per wall-clock second, and a short history of the totals for latency over the window.
 //!
 //! ```text
-//!  sink (one task per proxy stream) ──record(now, [(version, Delta)])──▶ Totals per version (monotonic)
-//!                                                                        + points (t, Totals), ≤ one per 250 ms
-//!  status, dashboard, gauges ◀── window(version, now): rps, success rate, p50/p99 over the last WINDOW
+//!  sink (one task per proxy stream) ──record(now, since, [(version, Delta)])──▶ Totals per version (monotonic)
+//!     a delta covers (since, now]: spread over those seconds   ──▶ seconds: requests, 5xx per second
+//!                                                               ──▶ points (t, Totals), ≤ one per 250 ms
+//!  status, dashboard, gauges ◀── window(version, now): rps and success rate over the 10 whole seconds that end
+//!                                 2 s before now (complete: every proxy has flushed them), p50/p99 over WINDOW
 //!  analysis ◀── totals(version): the controller differences two of these, one interval apart
 //! ```
-//! Memory is bounded: per version, the totals and at most `WINDOW / POINT_SPACING + 2` points; versions not
+//! Spreading each delta over the time it covers keeps rates right when a proxy's flush comes late (a loaded host
+//! stalls Envoy's main thread): its counts land in the seconds they happened, not all in the second they arrived.
+//!
+//! Memory is bounded: per version, the totals, [`SECONDS_KEPT`] seconds and at most `WINDOW / POINT_SPACING + 2`
+//! points; versions not
 //! heard from for [`FORGET_AFTER`] are dropped, and at most [`MAX_VERSIONS`] are tracked (names come from
 //! proxies, so a misbehaving proxy cannot grow this without bound). Per-proxy state lives in the sink's stream
 //! task and ends with it.
@@ -20,6 +26,11 @@ use std::time::Duration;
 pub const WINDOW: Duration = Duration::from_secs(10);
 /// History points closer than this are merged (proxies flush every second, each on its own phase).
 const POINT_SPACING_MS: u64 = 250;
+/// Per-second counts kept per version (the window, the two seconds still filling, and slack).
+pub const SECONDS_KEPT: u64 = 16;
+/// Seconds between the end of the rate window and now: a second is complete once every proxy's flush after it
+/// arrived (flushes come every second).
+const SETTLE_SECS: u64 = 2;
 /// A version that no proxy has reported for this long is forgotten.
 pub const FORGET_AFTER: Duration = Duration::from_secs(600);
 /// Most versions tracked at once; reports for more are dropped (and logged once per version).
@@ -151,6 +162,8 @@ pub struct WindowStats {
 
 struct Entry {
     totals: Totals,
+    /// `(second since the epoch, requests, 5xx)`, oldest first; fractional where a delta spanned seconds.
+    seconds: VecDeque<(u64, f64, f64)>,
     /// `(t_ms, totals then)`, oldest first; the first point is at or before the window's start when history
     /// reaches back that far.
     points: VecDeque<(u64, Totals)>,
@@ -168,8 +181,8 @@ impl TrafficStats {
         Self::default()
     }
 
-    /// Adds one proxy's report, received at `now_ms`.
-    pub fn record(&self, now_ms: u64, deltas: &[(VersionKey, Delta)]) {
+    /// Adds one proxy's report, received at `now_ms`, covering the time since `since_ms` (its previous report).
+    pub fn record(&self, now_ms: u64, since_ms: u64, deltas: &[(VersionKey, Delta)]) {
         let mut map = self.lock();
         for (key, delta) in deltas {
             if !map.contains_key(key) {
@@ -177,12 +190,18 @@ impl TrafficStats {
                     tracing::warn!(version = ?key, limit = MAX_VERSIONS, "too many versions reported; ignored");
                     continue;
                 }
-                let entry = Entry { totals: Totals::default(), points: VecDeque::new(), last_report_ms: now_ms };
+                let entry = Entry {
+                    totals: Totals::default(),
+                    seconds: VecDeque::new(),
+                    points: VecDeque::new(),
+                    last_report_ms: now_ms,
+                };
                 map.insert(key.clone(), entry);
             }
             let Some(e) = map.get_mut(key) else { continue };
             e.totals.add(delta);
             e.last_report_ms = now_ms;
+            spread(&mut e.seconds, since_ms.min(now_ms), now_ms, delta);
             let mergeable = e.points.len() > 1;
             match e.points.back_mut() {
                 Some((t, totals)) if mergeable && now_ms.saturating_sub(*t) < POINT_SPACING_MS => {
@@ -212,11 +231,21 @@ impl TrafficStats {
             return None;
         }
         let base = e.points.iter().rev().find(|(t, _)| *t <= start).or(e.points.front())?;
-        let (last_t, last) = e.points.back()?;
-        let span_ms = last_t.saturating_sub(base.0);
-        let measured = last.since(&base.1);
-        let rps = if span_ms == 0 { 0.0 } else { measured.requests as f64 * 1000.0 / span_ms as f64 };
-        Some(WindowStats { rps, measured })
+        let (_, last) = e.points.back()?;
+        let latency = last.since(&base.1);
+        let secs = WINDOW.as_secs();
+        let end = (now_ms / 1000).saturating_sub(SETTLE_SECS); // exclusive
+        let (requests, errors) = e
+            .seconds
+            .iter()
+            .filter(|(s, _, _)| *s + secs >= end && *s < end)
+            .fold((0.0, 0.0), |(r, x), (_, req, err)| (r + req, x + err));
+        let measured = Measured {
+            requests: requests.round() as u64,
+            success_rate: (requests >= 0.5).then(|| (1.0 - errors / requests).clamp(0.0, 1.0)),
+            ..latency
+        };
+        Some(WindowStats { rps: requests / secs as f64, measured })
     }
 
     /// Every tracked version, with its window stats (`None`: not reported within the window).
@@ -233,6 +262,37 @@ impl TrafficStats {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<VersionKey, Entry>> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Adds `d`'s counts to the seconds of `(from_ms, to_ms]`, each in proportion to its overlap; drops seconds older
+/// than [`SECONDS_KEPT`].
+fn spread(seconds: &mut VecDeque<(u64, f64, f64)>, from_ms: u64, to_ms: u64, d: &Delta) {
+    // A report covering more than the kept history (a proxy silent for long) is squeezed into what is kept.
+    let from_ms = from_ms.max(to_ms.saturating_sub(SECONDS_KEPT * 1000));
+    let span = to_ms.saturating_sub(from_ms).max(1) as f64;
+    let (first, last) = (from_ms / 1000, to_ms.saturating_sub(1).max(from_ms) / 1000);
+    for sec in first..=last {
+        let overlap = to_ms.min((sec + 1) * 1000).saturating_sub(from_ms.max(sec * 1000)) as f64;
+        let share = if from_ms == to_ms { 1.0 } else { overlap / span };
+        if share <= 0.0 {
+            continue;
+        }
+        let (req, err) = (d.requests as f64 * share, d.errors as f64 * share);
+        match seconds.iter_mut().find(|(s, _, _)| *s == sec) {
+            Some(slot) => {
+                slot.1 += req;
+                slot.2 += err;
+            }
+            None => {
+                let at = seconds.iter().position(|(s, _, _)| *s > sec).unwrap_or(seconds.len());
+                seconds.insert(at, (sec, req, err));
+            }
+        }
+    }
+    let newest = seconds.back().map_or(0, |(s, _, _)| *s);
+    while seconds.front().is_some_and(|(s, _, _)| s + SECONDS_KEPT <= newest) {
+        seconds.pop_front();
     }
 }
 
@@ -253,18 +313,38 @@ mod tests {
         let stats = TrafficStats::new();
         let v3 = VersionKey::new("default", "reviews", "v3");
         // Two proxies, each reporting 50 requests (5 failed) every second on its own phase.
-        for s in 0..30u64 {
-            stats.record(s * 1000, &[(v3.clone(), delta(50, 5))]);
-            stats.record(s * 1000 + 400, &[(v3.clone(), delta(50, 5))]);
+        for s in 1..30u64 {
+            stats.record(s * 1000, s * 1000 - 1000, &[(v3.clone(), delta(50, 5))]);
+            stats.record(s * 1000 + 400, s * 1000 - 600, &[(v3.clone(), delta(50, 5))]);
         }
         let w = stats.window(&v3, 29_400).unwrap();
         assert!((w.rps - 100.0).abs() < 1.0, "rps {}", w.rps);
         assert!((w.measured.success_rate.unwrap() - 0.9).abs() < 1e-9);
         let p99 = w.measured.latency_p99_ms.unwrap();
         assert!((1.0..=10.0).contains(&p99), "p99 {p99} lies in the (1, 10] bucket");
-        assert_eq!(stats.totals(&v3).requests, 3000);
+        assert_eq!(stats.totals(&v3).requests, 2900);
         assert!(stats.window(&v3, 29_400 + 11_000).is_none(), "silent for longer than the window");
         assert!(stats.lock()[&v3].points.len() <= 2 + (WINDOW.as_millis() as usize / POINT_SPACING_MS as usize));
+    }
+
+    #[test]
+    fn a_late_flush_is_spread_over_the_seconds_it_covers() {
+        let stats = TrafficStats::new();
+        let v1 = VersionKey::new("default", "reviews", "v1");
+        // 100 requests/s; the proxy stalls once and reports 3 s at 20 s (covering 17..20 s).
+        let mut last = 0;
+        for t in (1..=17).chain(20..=30).map(|s| s * 1000u64) {
+            let n = (t - last) / 10;
+            stats.record(t, last, &[(v1.clone(), delta(n, 0))]);
+            last = t;
+            let w = stats.window(&v1, t + 500).unwrap();
+            if t >= 13_000 {
+                assert!((w.rps - 100.0).abs() < 0.01, "at {t} ms: {} requests/s", w.rps);
+            }
+        }
+        let mut seconds = VecDeque::new();
+        spread(&mut seconds, 1500, 3500, &delta(20, 2));
+        assert_eq!(seconds, VecDeque::from([(1, 5.0, 0.5), (2, 10.0, 1.0), (3, 5.0, 0.5)]));
     }
 
     #[test]
@@ -281,12 +361,12 @@ mod tests {
     fn stale_versions_are_forgotten_and_the_count_is_capped() {
         let stats = TrafficStats::new();
         let old = VersionKey::new("default", "reviews", "v1");
-        stats.record(0, &[(old.clone(), delta(1, 0))]);
+        stats.record(0, 0, &[(old.clone(), delta(1, 0))]);
         stats.forget_stale(FORGET_AFTER.as_millis() as u64 + 1);
         assert_eq!(stats.totals(&old), Totals::default());
         let many: Vec<_> =
             (0..MAX_VERSIONS + 5).map(|i| (VersionKey::new("ns", "svc", &format!("v{i}")), delta(1, 0))).collect();
-        stats.record(1, &many);
+        stats.record(1, 0, &many);
         assert_eq!(stats.lock().len(), MAX_VERSIONS);
     }
 }
