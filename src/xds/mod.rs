@@ -20,9 +20,12 @@ mod session;
 pub mod snapshot;
 mod sotw;
 pub mod stream;
+pub mod trust;
+mod visible;
 
 pub use registry::{ProxyStatus, Registry};
 pub use resource::TypeKind;
 pub use server::Xds;
 pub use snapshot::Snapshot;
 pub use stream::{Limits, StreamCtx};
+pub use trust::Trust;

@@ -14,6 +14,7 @@ use super::registry::Registry;
 use super::resource::TypeKind;
 use super::session::Session;
 use super::snapshot::Snapshot;
+use super::trust::Peer;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use futures::StreamExt;
 use std::sync::Arc;
@@ -68,13 +69,14 @@ pub(crate) async fn run<P: Protocol>(
     mut inbound: Streaming<P::Req>,
     tx: mpsc::Sender<Result<P::Resp, Status>>,
     only: Option<TypeKind>,
+    peer: Option<Peer>,
 ) {
     let first = match inbound.next().await {
         Some(Ok(req)) => req,
         Some(Err(status)) => return tracing::debug!(%status, "stream ended before its first request"),
         None => return,
     };
-    let proxy = match node::proxy_info(P::node(&first)) {
+    let mut proxy = match node::proxy_info(P::node(&first)) {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(error = %e, "refusing stream");
@@ -82,7 +84,18 @@ pub(crate) async fn run<P: Protocol>(
             return;
         }
     };
+    if let Some(peer) = &peer {
+        let stated = P::node(&first).and_then(node::stated_namespace);
+        if let Err(status) = peer.admit(&mut proxy, stated) {
+            tracing::warn!(proxy = %proxy.id, error = %status.message(), "refusing stream");
+            let _ = tx.send(Err(status)).await;
+            return;
+        }
+    }
     let span = tracing::info_span!("xds", proxy = %proxy.id, protocol = P::NAME);
+    if let Some(p) = &peer {
+        span.in_scope(|| tracing::info!(identity = %p.identity, "mTLS identity accepted"));
+    }
     let node = P::node(&first).cloned().unwrap_or_default();
     serve::<P>(ctx, inbound, tx, only, first, node, proxy).instrument(span).await
 }
