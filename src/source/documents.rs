@@ -53,7 +53,7 @@ pub(crate) enum Object {
     Workload(WorkloadObject),
     Policy(Box<PolicyObject>),
     VirtualService(VirtualServiceObject),
-    DestinationRule(DestinationRuleObject),
+    DestinationRule(Box<DestinationRuleObject>),
     HttpRoute(HttpRouteObject),
 }
 
@@ -106,7 +106,7 @@ fn parse_document(doc: Arc<Doc>, out: &mut Parsed) {
         Kind::Workload => typed(&doc, &label, out).map(Object::Workload),
         Kind::ReleasePolicy => typed(&doc, &label, out).map(|p| Object::Policy(Box::new(p))),
         Kind::VirtualService => mesh_typed(&doc, &label, &value, out).map(Object::VirtualService),
-        Kind::DestinationRule => mesh_typed(&doc, &label, &value, out).map(Object::DestinationRule),
+        Kind::DestinationRule => mesh_typed(&doc, &label, &value, out).map(|d| Object::DestinationRule(Box::new(d))),
         Kind::HttpRoute => mesh_typed(&doc, &label, &value, out).map(Object::HttpRoute),
     };
     match object {
