@@ -5,8 +5,13 @@
 //!  BootstrapArgs ──render──▶ { node (id, cluster = namespace, metadata),
 //!                              dynamic_resources (ADS: Delta or SotW; CDS + LDS over it),
 //!                              static_resources.clusters = [sluice-xds (HTTP/2; mTLS with --tls-*)],
-//!                              admin (127.0.0.1:admin_port), layered_runtime }
+//!                              admin (127.0.0.1:admin_port), layered_runtime,
+//!                              stats_sinks = [metrics_service → sluice-xds], stats_config (kept stats) }
 //! ```
+//! The stats sink streams, every [`STATS_FLUSH_INTERVAL`], each outbound version cluster's request count, 5xx
+//! count and latency histogram to Sluice (see `telemetry::sink`). The stats matcher keeps only those, plus the
+//! `server.`, `control_plane.`, `cluster_manager.` and `listener_manager.` families an operator checks first,
+//! so the stream (and Envoy's own stat memory) stays small: other stats are not created at all.
 //!
 //! The node metadata keys below are the contract with the xDS layer, which derives a proxy's
 //! namespace, labels, listener mode and inbound ports from them.
@@ -31,6 +36,14 @@ pub const META_INBOUND_PORTS: &str = "INBOUND_PORTS";
 /// Name of the static cluster that points at Sluice's xDS port.
 pub const XDS_CLUSTER: &str = "sluice-xds";
 
+/// How often each proxy flushes its stats to Sluice (`stats_flush_interval`).
+pub const STATS_FLUSH_INTERVAL: &str = "1s";
+
+/// The outbound version-cluster stats the telemetry sink reads (`telemetry::sink::{REQUESTS, ERRORS, LATENCY}`).
+pub const KEPT_CLUSTER_STATS: &str =
+    r"^cluster\.outbound\|[0-9]+\|[^|]+\|[^|]+\.(upstream_rq_total|upstream_rq_5xx|upstream_rq_time)$";
+
+const METRICS_SERVICE_CONFIG: &str = "envoy.config.metrics.v3.MetricsServiceConfig";
 const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 
 /// `sluice bootstrap` flags. Every flag also reads a `SLUICE_...` environment variable, so a pod
@@ -135,7 +148,33 @@ pub fn render(args: &BootstrapArgs) -> Value {
         "admin": { "address": socket_address("127.0.0.1", args.admin_port) },
         // An empty static layer keeps Envoy from warning that no runtime is configured.
         "layered_runtime": { "layers": [{ "name": "static", "static_layer": {} }] },
+        "stats_sinks": [stats_sink()],
+        "stats_flush_interval": STATS_FLUSH_INTERVAL,
+        "stats_config": stats_config(),
     })
+}
+
+/// Envoy's MetricsService sink to Sluice's gRPC port: counters as deltas per flush, histograms as cumulative
+/// buckets (no summaries: quantiles cannot be merged across proxies, buckets can).
+fn stats_sink() -> Value {
+    json!({
+        "name": "envoy.stat_sinks.metrics_service",
+        "typed_config": {
+            "@type": format!("type.googleapis.com/{METRICS_SERVICE_CONFIG}"),
+            "transport_api_version": "V3",
+            "grpc_service": { "envoy_grpc": { "cluster_name": XDS_CLUSTER } },
+            "report_counters_as_deltas": true,
+            "emit_tags_as_labels": false,
+            "histogram_emit_mode": "HISTOGRAM",
+        },
+    })
+}
+
+fn stats_config() -> Value {
+    let prefixes = ["server.", "control_plane.", "cluster_manager.", "listener_manager."];
+    let mut patterns: Vec<Value> = vec![json!({ "safe_regex": { "regex": KEPT_CLUSTER_STATS } })];
+    patterns.extend(prefixes.iter().map(|p| json!({ "prefix": p })));
+    json!({ "stats_matcher": { "inclusion_list": { "patterns": patterns } } })
 }
 
 fn node(args: &BootstrapArgs) -> Value {
@@ -275,6 +314,26 @@ mod tests {
         let h2 = &cluster["typed_extension_protocol_options"][HTTP_PROTOCOL_OPTIONS];
         assert_eq!(h2["explicit_http_config"]["http2_protocol_options"], json!({}));
         assert_eq!(b["admin"]["address"], socket_address("127.0.0.1", 15000));
+        let sink = &b["stats_sinks"][0]["typed_config"];
+        assert_eq!(sink["grpc_service"]["envoy_grpc"]["cluster_name"], XDS_CLUSTER);
+        assert_eq!(
+            (&sink["report_counters_as_deltas"], &sink["histogram_emit_mode"]),
+            (&json!(true), &json!("HISTOGRAM"))
+        );
+        assert_eq!(b["stats_flush_interval"], "1s");
+    }
+
+    #[test]
+    fn the_stats_matcher_keeps_the_version_cluster_stats_the_sink_reads() {
+        let re = regex::Regex::new(KEPT_CLUSTER_STATS).unwrap();
+        let re = |name: &str| re.is_match(name);
+        let v3 = "cluster.outbound|9080|v3|reviews.default.svc.cluster.local";
+        for stat in ["upstream_rq_total", "upstream_rq_5xx", "upstream_rq_time"] {
+            assert!(re(&format!("{v3}.{stat}")), "{stat} kept");
+        }
+        assert!(!re(&format!("{v3}.upstream_cx_total")));
+        assert!(!re("cluster.outbound|9080||reviews.default.svc.cluster.local.upstream_rq_total"), "no version");
+        assert!(!re("cluster.sluice-xds.upstream_rq_total"));
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::admin::{self, AdminState};
 use crate::auth::{ApiAuth, TokenFileError};
 use crate::release::{PersistError, ReleaseController, StateDir};
 use crate::store::Store;
+use crate::telemetry::{self, TrafficStats};
 use crate::tls::{ServerTls, TlsError, TlsFiles};
 use crate::xds::{Limits, Registry, Snapshot, StreamCtx, Trust, Xds, publisher};
 use std::net::SocketAddr;
@@ -81,6 +82,7 @@ pub struct Sluice {
     xds_addr: SocketAddr,
     xds_tls_addr: Option<SocketAddr>,
     admin_addr: Option<SocketAddr>,
+    traffic: TrafficStats,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -140,7 +142,9 @@ impl Sluice {
         let registry = Registry::new();
         let snapshots = publisher::spawn(store.clone(), options.min_push_interval);
         let dir = options.state_dir.as_deref().map(StateDir::open).transpose()?;
-        let releases = ReleaseController::new(store.clone(), registry.clone(), snapshots.clone(), dir)?;
+        let traffic = TrafficStats::new();
+        let releases =
+            ReleaseController::new(store.clone(), registry.clone(), snapshots.clone(), dir, traffic.clone())?;
         let (stop, stop_rx) = watch::channel(false);
         let ctx = StreamCtx {
             snapshots: snapshots.clone(),
@@ -154,17 +158,25 @@ impl Sluice {
         });
         let mut tasks = vec![
             tokio::spawn(releases.clone().run(stop.subscribe())),
+            tokio::spawn(telemetry::publish_gauges(traffic.clone(), stop.subscribe())),
             tokio::spawn(crate::telemetry::upkeep(stop.subscribe())),
         ];
         let release_api = || crate::release::grpc::ReleaseApi::server(releases.clone(), auth.clone());
+        let sink = || telemetry::Sink::server(traffic.clone());
         if let Some(listener) = xds_listener {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-            tasks.push(tokio::spawn(serve_xds(incoming, Xds::new(ctx.clone()), release_api(), stopped.clone())));
+            tasks.push(tokio::spawn(serve_xds(
+                incoming,
+                Xds::new(ctx.clone()),
+                release_api(),
+                sink(),
+                stopped.clone(),
+            )));
         }
         if let (Some(listener), Some(tls), Some(t)) = (tls_listener, tls, &options.tls) {
             let xds = Xds::mtls(ctx, Arc::new(t.trust.clone()));
             let incoming = crate::tls::incoming(listener, tls.clone());
-            tasks.push(tokio::spawn(serve_xds(incoming, xds, release_api(), stopped.clone())));
+            tasks.push(tokio::spawn(serve_xds(incoming, xds, release_api(), sink(), stopped.clone())));
             tasks.push(tokio::spawn(tls.watch(t.reload_interval, stopped.clone())));
         }
         if let Some(listener) = admin_listener {
@@ -179,7 +191,7 @@ impl Sluice {
             tasks.push(tokio::spawn(admin::serve(listener, state, stopped)));
         }
         tracing::info!(%xds_addr, ?xds_tls_addr, admin_addr = ?admin_addr, "sluice serving");
-        Ok(Self { store, registry, releases, snapshots, xds_addr, xds_tls_addr, admin_addr, stop, tasks })
+        Ok(Self { store, registry, releases, snapshots, xds_addr, xds_tls_addr, admin_addr, traffic, stop, tasks })
     }
 
     pub fn store(&self) -> &Store {
@@ -189,6 +201,11 @@ impl Sluice {
     /// The release tasks: list, apply, set weights, promote, abort, finalize.
     pub fn releases(&self) -> &ReleaseController {
         &self.releases
+    }
+
+    /// Per-version traffic from the proxies' stats sinks.
+    pub fn traffic(&self) -> &TrafficStats {
+        &self.traffic
     }
 
     pub fn registry(&self) -> &Registry {
@@ -260,11 +277,13 @@ impl Drop for Sluice {
 #[error("timed out: {0}")]
 pub struct WaitTimeout(pub String);
 
-/// Serves xDS and the Release API (`sluice.v1.ReleaseService`) on one gRPC port, plaintext or mTLS.
+/// Serves xDS, the Release API (`sluice.v1.ReleaseService`) and the stats sink (`MetricsService`) on one gRPC
+/// port, plaintext or mTLS.
 async fn serve_xds<I, IO, IE>(
     incoming: I,
     xds: Xds,
     release_api: crate::proto::release_service_server::ReleaseServiceServer<crate::release::grpc::ReleaseApi>,
+    sink: envoy_types::pb::envoy::service::metrics::v3::metrics_service_server::MetricsServiceServer<telemetry::Sink>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) where
     I: futures::Stream<Item = Result<IO, IE>>,
@@ -273,6 +292,7 @@ async fn serve_xds<I, IO, IE>(
 {
     let mut routes = xds.add_to(tonic::service::RoutesBuilder::default());
     routes.add_service(release_api);
+    routes.add_service(sink);
     let routes = routes.routes();
     let result = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))

@@ -98,6 +98,24 @@ fn a_validation_error_points_at_the_key() {
 }
 
 #[test]
+fn analysis_errors_point_at_the_key() {
+    // policy() ends inside `traffic:`; the analysis block follows at line 18.
+    let text = policy("    canaryWeight: 0\n  analysis:\n    interval: 30s\n    successRate: {min: 99}\n");
+    assert_eq!(
+        errors(&text),
+        [
+            "t.yaml:20: ReleasePolicy default/r: spec.analysis.successRate.min: must be a share between 0 and 1, e.g. 0.99"
+        ]
+    );
+    let text = policy("    canaryWeight: 0\n  analysis: {interval: 30s, latencyP99: {max: 5}}\n");
+    let errs = errors(&text);
+    assert!(
+        errs[0].starts_with("t.yaml:18: ReleasePolicy default/r: spec.analysis: unknown field `latencyP99`"),
+        "{errs:?}"
+    );
+}
+
+#[test]
 fn an_unknown_field_is_refused_where_it_is() {
     let text = policy("    canaryWieght: 10\n");
     let errs = errors(&text);

@@ -130,6 +130,15 @@ async fn rest_refusals_name_the_field() {
     assert_eq!(code, 400);
     assert!(error(&body).starts_with("spec.traffic.canaryWeight: invalid type"), "{body}");
 
+    let analysis = r#"{"spec":{"service":"reviews","stable":"v1","canary":"v3",
+        "analysis":{"interval":"10s","failureLimit":0,"successRate":{"min":0.99}}}}"#;
+    let (code, body) = call(admin, "PUT", PATH, Some(analysis)).await;
+    assert_eq!((code, body["field"].as_str()), (400, Some("spec.analysis.failureLimit")), "{body}");
+    let analysis = r#"{"spec":{"service":"reviews","stable":"v1","canary":"v3","analysis":{"interval":"10s","successRate":{"min":"high"}}}}"#;
+    let (code, body) = call(admin, "PUT", PATH, Some(analysis)).await;
+    assert_eq!(code, 400);
+    assert!(error(&body).starts_with("spec.analysis.successRate.min: invalid type"), "{body}");
+
     let (code, body) = call(admin, "PUT", PATH, Some("{not json")).await;
     assert_eq!(code, 400);
     assert!(error(&body).contains("not valid JSON"), "{body}");

@@ -10,10 +10,12 @@
 //! | `GET /debug/config_dump?proxy=ID` | what proxy ID holds (ACKed), as Envoy JSON |
 //! | `GET /debug/config` | Sluice's effective configuration |
 //! | `/api/v1/namespaces/{ns}/releases[/{name}[/{action}]]` | the Release API (see [`releases`]) |
+//! | `GET /dashboard` (and `/`) | the release dashboard (see `dashboard`) |
 //!
 //! Every mutating request (any method but GET, HEAD, OPTIONS) passes [`guard`]: same-origin, then the API token
 //! (or, without `--api-token-file`, a loopback client).
 
+mod dashboard;
 mod debug;
 pub mod guard;
 pub mod releases;
@@ -50,6 +52,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/debug/config_dump", get(debug::config_dump))
         .route("/debug/config", get(debug::config))
         .merge(releases::router())
+        .merge(dashboard::router())
         // Last, so that it covers every route above, whoever added it.
         .layer(axum::middleware::from_fn_with_state(state.auth.clone(), guard::guard))
         .with_state(state)

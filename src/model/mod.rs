@@ -10,12 +10,14 @@
 //! target port already resolved per service port and the workload's labels (the version label among them). So
 //! `translate` never matches selectors, and an endpoint change touches one service's entry only.
 
+mod analysis;
 mod build;
 pub mod mesh;
 mod policy;
 mod proxy;
 mod service;
 
+pub use analysis::{Analysis, AtLeast, AtMost};
 pub use policy::*;
 pub use proxy::{InterceptionMode, ProxyInfo, Visibility};
 pub use service::{Endpoint, Service, ServicePort, TargetPort};

@@ -39,7 +39,7 @@ pub struct ReleasePolicySpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<Step>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub analysis: Option<serde_json::Value>,
+    pub analysis: Option<super::Analysis>,
     #[serde(default)]
     pub action: Action,
 }
@@ -387,6 +387,9 @@ impl ReleasePolicySpec {
                 }
                 _ => {}
             }
+        }
+        if let Some(a) = &self.analysis {
+            a.validate()?;
         }
         Ok(())
     }

@@ -7,6 +7,7 @@ use super::persist::{PersistError, Persisted, StateDir, StoredPolicy};
 use super::status::{self, Proxies, ReleaseView};
 use crate::model::{FieldError, Model, ObjectKey, ReleasePolicy, ReleasePolicySpec};
 use crate::store::Store;
+use crate::telemetry::{Totals, TrafficStats, VersionKey};
 use crate::xds::{Registry, Snapshot};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -39,6 +40,9 @@ pub struct ReleaseController {
     registry: Registry,
     snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
     wake: Arc<Notify>,
+    traffic: TrafficStats,
+    /// Per release with analysis: the canary's totals when its current interval began (and that instant).
+    baselines: Arc<Mutex<BTreeMap<ObjectKey, (u64, Totals)>>>,
 }
 
 struct Inner {
@@ -58,6 +62,7 @@ impl ReleaseController {
         registry: Registry,
         snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
         dir: Option<StateDir>,
+        traffic: TrafficStats,
     ) -> Result<Self, PersistError> {
         let stored = match &dir {
             Some(d) => d.load()?,
@@ -75,6 +80,8 @@ impl ReleaseController {
             registry,
             snapshots,
             wake: Arc::new(Notify::new()),
+            traffic,
+            baselines: Default::default(),
         };
         this.store.set_part(API_SOURCE, this.api_model());
         this.publish_states();
@@ -86,9 +93,15 @@ impl ReleaseController {
         let mut models = self.store.subscribe();
         loop {
             self.reconcile();
-            let due = self.lock().records.values().filter_map(Record::next_due).min();
-            let sleep =
-                due.map(|d| Duration::from_millis(d.saturating_sub(now_ms()))).unwrap_or(Duration::from_secs(3600));
+            let analysing = self.refresh_baselines();
+            let now = now_ms();
+            let due = self.lock().records.values().filter_map(|r| r.next_wake(now)).min();
+            let mut sleep =
+                due.map(|d| Duration::from_millis(d.saturating_sub(now))).unwrap_or(Duration::from_secs(3600));
+            if analysing {
+                // Baselines follow interval starts within a second.
+                sleep = sleep.min(Duration::from_secs(1));
+            }
             tokio::select! {
                 changed = models.changed() => if changed.is_err() { return },
                 _ = tokio::time::sleep(sleep) => self.tick(),
@@ -106,7 +119,16 @@ impl ReleaseController {
     pub fn get(&self, key: &ObjectKey) -> Result<ReleaseView, ReleaseError> {
         let record = self.lock().records.get(key).cloned().ok_or_else(|| ReleaseError::NotFound(key.clone()))?;
         let model = self.store.model();
-        Ok(status::view(key, &record, &model, self.proxies(key, &record), &self.source_of(key)))
+        let now = now_ms();
+        let traffic = [&record.spec.stable, &record.spec.canary]
+            .into_iter()
+            .filter_map(|v| {
+                let vk = VersionKey::new(&key.namespace, &record.spec.service, v);
+                self.traffic.window(&vk, now).map(|w| (v.clone(), w))
+            })
+            .collect();
+        let proxies = self.proxies(key, &record);
+        Ok(status::view(key, &record, &model, proxies, &self.source_of(key), &traffic))
     }
 
     /// Creates or replaces a policy's spec (API-owned policies only).
@@ -243,12 +265,61 @@ impl ReleaseController {
         }
     }
 
+    /// Starts a canary baseline for every release whose analysis interval began since the last one; true when
+    /// any release is being analysed.
+    fn refresh_baselines(&self) -> bool {
+        let starts: Vec<(ObjectKey, VersionKey, u64)> = self
+            .lock()
+            .records
+            .iter()
+            .filter(|(_, r)| r.next_check().is_some())
+            .map(|(k, r)| (k.clone(), canary_key(k, r), r.analysis.interval_started_ms))
+            .collect();
+        let mut baselines = self.baselines.lock().unwrap_or_else(|e| e.into_inner());
+        baselines.retain(|k, _| starts.iter().any(|(s, _, _)| s == k));
+        for (key, canary, started) in &starts {
+            if baselines.get(key).is_none_or(|(at, _)| at != started) {
+                baselines.insert(key.clone(), (*started, self.traffic.totals(canary)));
+            }
+        }
+        !starts.is_empty()
+    }
+
+    /// The canary's numbers since its interval's baseline, for the releases whose check is due at `now`; the
+    /// totals they were measured to become the next interval's baseline (nothing falls between two intervals).
+    fn measure_due(
+        &self,
+        records: &BTreeMap<ObjectKey, Record>,
+        now: u64,
+    ) -> BTreeMap<ObjectKey, crate::telemetry::Measured> {
+        let mut baselines = self.baselines.lock().unwrap_or_else(|e| e.into_inner());
+        records
+            .iter()
+            .filter(|(_, r)| r.next_check().is_some_and(|due| now >= due))
+            .map(|(k, r)| {
+                let totals = self.traffic.totals(&canary_key(k, r));
+                let base = baselines.get(k).map(|(_, t)| t.clone()).unwrap_or_else(|| totals.clone());
+                let measured = totals.since(&base);
+                baselines.insert(k.clone(), (now, totals));
+                (k.clone(), measured)
+            })
+            .collect()
+    }
+
     fn tick(&self) {
         let changed = {
             let mut inner = self.lock();
             let mut records = inner.records.clone();
             let now = now_ms();
-            let changed = records.values_mut().fold(false, |acc, r| r.tick(now) | acc);
+            let measured = self.measure_due(&records, now);
+            let mut changed = false;
+            for (key, m) in &measured {
+                if let Some(r) = records.get_mut(key) {
+                    changed |= r.check(now, m);
+                    tracing::info!(release = %key, check = ?r.analysis.last, phase = ?r.state.phase, "analysis check");
+                }
+            }
+            let changed = records.values_mut().fold(changed, |acc, r| r.tick(now) | acc);
             if changed && let Err(e) = inner.commit(records, None) {
                 tracing::error!(error = %e, "release step not stored; will retry");
             }
@@ -305,6 +376,10 @@ impl ReleaseController {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+fn canary_key(key: &ObjectKey, r: &Record) -> VersionKey {
+    VersionKey::new(&key.namespace, &r.spec.service, &r.spec.canary)
 }
 
 impl Inner {

@@ -90,6 +90,10 @@ pub fn to_proto(v: &ReleaseView) -> Result<proto::Release, Status> {
                 weight: x.weight,
                 endpoints: count(x.endpoints),
                 ready: count(x.ready),
+                rps: x.rps,
+                success_rate: x.success_rate,
+                latency_p50_ms: x.latency_p50_ms,
+                latency_p99_ms: x.latency_p99_ms,
             })
             .collect(),
         conditions: s

@@ -9,7 +9,12 @@
 //! ```
 //! Steps run while Progressing: `setWeight` applies at once; `pause: {duration}` waits that long; `pause: {}`
 //! waits for resume or promote. After the last step the release holds its weight until the operator acts.
+//!
+//! With `analysis` (see [`super::analysis`]) the controller calls [`Record::check`] every interval with the
+//! canary's numbers: failures in a row abort; a timed pause ends only after a passing check, and the end of a
+//! step plan promotes after one.
 
+use super::analysis::{self, AnalysisState};
 use crate::model::{Action, Pause, Phase, ReleasePolicySpec, ReleaseState, Step, TOTAL_WEIGHT, parse_duration};
 use serde::{Deserialize, Serialize};
 
@@ -55,12 +60,15 @@ pub struct Record {
     pub state: ReleaseState,
     /// When the current step began (ms since the epoch); pauses with a duration count from here.
     pub step_started_ms: u64,
+    #[serde(default)]
+    pub analysis: AnalysisState,
 }
 
 impl Record {
     /// A new release: Progressing at the spec's weight, its step plan started.
     pub fn new(spec: ReleasePolicySpec, now: u64) -> Self {
-        let mut r = Record { spec, state: ReleaseState::default(), step_started_ms: now };
+        let analysis = AnalysisState { interval_started_ms: now, ..Default::default() };
+        let mut r = Record { spec, state: ReleaseState::default(), step_started_ms: now, analysis };
         r.advance(now);
         r
     }
@@ -120,6 +128,7 @@ impl Record {
         self.state.phase = next;
         if next == Progressing {
             self.step_started_ms = now;
+            self.analysis.interval_started_ms = now;
             self.advance(now);
         }
         Ok(())
@@ -170,6 +179,47 @@ impl Record {
         }
     }
 
+    /// When the next analysis check is due (Progressing with `analysis` only).
+    pub fn next_check(&self) -> Option<u64> {
+        let a = self.spec.analysis.as_ref().filter(|_| self.state.phase == Phase::Progressing)?;
+        Some(self.analysis.interval_started_ms.saturating_add(a.interval().as_millis() as u64))
+    }
+
+    /// When something is next due after `now`: a timed pause ending or an analysis check.
+    pub fn next_wake(&self, now: u64) -> Option<u64> {
+        let pause = self.next_due().filter(|d| *d > now);
+        [pause, self.next_check()].into_iter().flatten().min()
+    }
+
+    /// Runs the analysis check if it is due, with the canary's numbers over the interval; true when it ran.
+    /// Failing `failureLimit` checks in a row aborts (stable takes all traffic back).
+    pub fn check(&mut self, now: u64, canary: &crate::telemetry::Measured) -> bool {
+        let (Some(due), Some(a)) = (self.next_check(), self.spec.analysis.clone()) else { return false };
+        if now < due {
+            return false;
+        }
+        if let Some(reason) = analysis::record(&a, &mut self.analysis, now, canary) {
+            tracing::warn!(service = %self.spec.service, %reason, "release aborted by analysis");
+            self.state.phase = Phase::Aborted;
+        }
+        self.advance(now);
+        true
+    }
+
+    /// A waiting step may move on: without analysis always; with it, after a check passed during the step.
+    fn analysis_allows(&self) -> bool {
+        self.spec.analysis.is_none() || self.analysis.passed_after(self.step_started_ms)
+    }
+
+    /// The step plan is done and waits for a passing analysis check to promote.
+    pub fn waiting_for_analysis(&self) -> bool {
+        self.state.phase == Phase::Progressing
+            && self.spec.analysis.is_some()
+            && !self.spec.steps.is_empty()
+            && self.state.step >= self.spec.steps.len()
+            && !self.analysis_allows()
+    }
+
     /// Waiting at a `pause: {}` step for a person.
     pub fn waiting_for_person(&self) -> bool {
         self.state.phase == Phase::Progressing
@@ -187,7 +237,11 @@ impl Record {
         while self.state.phase == Phase::Progressing {
             match self.spec.steps.get(self.state.step) {
                 Some(Step::SetWeight(w)) => self.state.canary_weight = Some(*w),
-                Some(Step::Pause(_)) if self.next_due().is_some_and(|due| now >= due) => {}
+                Some(Step::Pause(_)) if self.next_due().is_some_and(|due| now >= due) && self.analysis_allows() => {}
+                None if self.spec.analysis.is_some() && !self.spec.steps.is_empty() && self.analysis_allows() => {
+                    self.state.phase = Phase::Promoted;
+                    return;
+                }
                 Some(Step::Pause(_)) | None => return,
             }
             self.state.step += 1;
@@ -281,5 +335,61 @@ mod tests {
         s.action = Action::Promote;
         r.respec(s, 2);
         assert_eq!(r.state.phase, Phase::Promoted);
+    }
+
+    fn analysed(steps: Vec<Step>) -> Record {
+        let mut s = spec(steps);
+        s.analysis = Some(crate::model::Analysis {
+            interval: "10s".into(),
+            failure_limit: 2,
+            min_requests: 100,
+            success_rate: Some(crate::model::AtLeast { min: 0.99 }),
+            latency_p99_ms: None,
+        });
+        Record::new(s, 0)
+    }
+
+    fn canary(requests: u64, rate: f64) -> crate::telemetry::Measured {
+        crate::telemetry::Measured { requests, success_rate: Some(rate), ..Default::default() }
+    }
+
+    #[test]
+    fn analysis_gates_timed_steps_and_promotes_at_the_end_of_the_plan() {
+        let mut r = analysed(vec![Step::SetWeight(2000), pause(Some("5s")), Step::SetWeight(5000)]);
+        assert_eq!((r.canary_weight(), r.next_check(), r.next_wake(0)), (2000, Some(10_000), Some(5000)));
+        assert!(!r.tick(5000), "the pause is over but no check has passed");
+        assert_eq!(r.next_wake(5000), Some(10_000), "no busy wait on a gated pause");
+        assert!(!r.check(9_999, &canary(500, 1.0)), "not due yet");
+        assert!(r.check(10_000, &canary(50, 1.0)));
+        assert_eq!((r.canary_weight(), r.state.phase), (2000, Phase::Progressing), "too few requests hold");
+        assert!(r.check(20_000, &canary(500, 1.0)));
+        assert_eq!((r.canary_weight(), r.state.step, r.state.phase), (5000, 3, Phase::Progressing));
+        assert!(r.waiting_for_analysis(), "the last weight is measured before promotion");
+        assert!(r.check(30_000, &canary(500, 0.999)));
+        assert_eq!(r.state.phase, Phase::Promoted);
+        assert_eq!(r.next_check(), None, "a promoted release is not checked");
+    }
+
+    #[test]
+    fn failing_checks_in_a_row_abort_and_say_why() {
+        let mut r = analysed(vec![Step::SetWeight(3000), pause(Some("1h"))]);
+        r.check(10_000, &canary(500, 0.7));
+        assert_eq!((r.state.phase, r.analysis.failures), (Phase::Progressing, 1));
+        r.check(20_000, &canary(500, 0.7));
+        assert_eq!((r.state.phase, r.canary_weight()), (Phase::Aborted, 0));
+        let reason = r.analysis.aborted.clone().unwrap();
+        assert!(reason.contains("success rate 0.700 < 0.99"), "{reason}");
+        assert!(!r.check(99_000, &canary(500, 0.7)), "no checks after the abort");
+    }
+
+    #[test]
+    fn without_a_plan_analysis_guards_but_never_promotes_and_pauses_stop_checks() {
+        let mut r = analysed(vec![]);
+        r.check(10_000, &canary(500, 1.0));
+        assert_eq!(r.state.phase, Phase::Progressing);
+        r.act(Verb::Pause, 11_000).unwrap();
+        assert_eq!(r.next_check(), None);
+        r.act(Verb::Resume, 50_000).unwrap();
+        assert_eq!(r.next_check(), Some(60_000), "the interval restarts on resume");
     }
 }

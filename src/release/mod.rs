@@ -8,6 +8,7 @@
 //!                         ▲ ticks for timed pauses; status reads the registry (proxies ACKed / connected)
 //! ```
 
+pub mod analysis;
 pub mod api;
 mod controller;
 pub mod grpc;

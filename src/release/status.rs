@@ -1,7 +1,9 @@
 //! A release as the API shows it: Kubernetes-shaped (`apiVersion`, `kind`, `metadata`, `spec`, `status`).
 
+use super::analysis::Outcome;
 use super::machine::Record;
 use crate::model::{Model, ObjectKey, Phase, ReleasePolicySpec, Step, TOTAL_WEIGHT};
+use crate::telemetry::WindowStats;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -44,12 +46,23 @@ pub struct Proxies {
     pub total: usize,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct VersionStatus {
     pub name: String,
     pub weight: u32,
     pub endpoints: usize,
     pub ready: usize,
+    /// Requests per second over the last 10 s, summed over every proxy's stats (absent: no proxy reported it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rps: Option<f64>,
+    /// Share of those requests not answered 5xx, 0..1 (absent without requests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_rate: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_p50_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_p99_ms: Option<f64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,14 +82,22 @@ impl Condition {
     }
 }
 
-/// Builds the view of one release from its record, the model (endpoints) and the proxies' ACK counts.
-pub fn view(key: &ObjectKey, record: &Record, model: &Model, proxies: Proxies, source: &str) -> ReleaseView {
+/// Builds the view of one release from its record, the model (endpoints), the proxies' ACK counts and the
+/// traffic per version (by version name) over the last window.
+pub fn view(
+    key: &ObjectKey,
+    record: &Record,
+    model: &Model,
+    proxies: Proxies,
+    source: &str,
+    traffic: &BTreeMap<String, WindowStats>,
+) -> ReleaseView {
     let spec = &record.spec;
     let versions = [&spec.stable, &spec.canary].map(|v| version(model, key, spec, v));
     let canary = routed_canary_weight(record, versions[0].ready, versions[1].ready);
     let weights = BTreeMap::from([(spec.stable.clone(), TOTAL_WEIGHT - canary), (spec.canary.clone(), canary)]);
     let versions: Vec<VersionStatus> =
-        versions.into_iter().map(|v| VersionStatus { weight: weights[&v.name], ..v }).collect();
+        versions.into_iter().map(|v| with_traffic(VersionStatus { weight: weights[&v.name], ..v }, traffic)).collect();
     let conditions = conditions(record, &versions, &proxies);
     ReleaseView {
         api_version: "sluice.dev/v1alpha1".into(),
@@ -96,10 +117,34 @@ pub fn view(key: &ObjectKey, record: &Record, model: &Model, proxies: Proxies, s
     }
 }
 
+fn with_traffic(v: VersionStatus, traffic: &BTreeMap<String, WindowStats>) -> VersionStatus {
+    let round = |x: f64, places: i32| (x * 10f64.powi(places)).round() / 10f64.powi(places);
+    match traffic.get(&v.name) {
+        Some(w) => VersionStatus {
+            rps: Some(round(w.rps, 2)),
+            success_rate: w.measured.success_rate.map(|r| round(r, 4)),
+            latency_p50_ms: w.measured.latency_p50_ms.map(|l| round(l, 2)),
+            latency_p99_ms: w.measured.latency_p99_ms.map(|l| round(l, 2)),
+            ..v
+        },
+        None => v,
+    }
+}
+
 fn version(model: &Model, key: &ObjectKey, spec: &ReleasePolicySpec, name: &str) -> VersionStatus {
     let svc = ObjectKey::new(&key.namespace, &spec.service);
     let eps: Vec<_> = model.endpoints_of(&svc).iter().filter(|e| e.label(spec.version_label()) == Some(name)).collect();
-    VersionStatus { name: name.into(), weight: 0, endpoints: eps.len(), ready: eps.iter().filter(|e| e.ready).count() }
+    let ready = eps.iter().filter(|e| e.ready).count();
+    VersionStatus {
+        name: name.into(),
+        weight: 0,
+        endpoints: eps.len(),
+        ready,
+        rps: None,
+        success_rate: None,
+        latency_p50_ms: None,
+        latency_p99_ms: None,
+    }
 }
 
 /// The canary's share as translate routes it: a side with no ready endpoint gives its share to the other.
@@ -134,7 +179,26 @@ fn conditions(record: &Record, versions: &[VersionStatus], proxies: &Proxies) ->
         let msg = format!("step {} is `pause: {{}}`: resume or promote to go on", record.state.step);
         out.push(Condition::new("Waiting", true, "PausedForPromotion", msg));
     } else if let (Some(due), Some(Step::Pause(_))) = (record.next_due(), record.spec.steps.get(record.state.step)) {
-        out.push(Condition::new("Waiting", true, "PauseDuration", format!("the next step is due at {due} ms")));
+        let gate = if record.spec.analysis.is_some() { " and a passing analysis check" } else { "" };
+        out.push(Condition::new("Waiting", true, "PauseDuration", format!("the next step is due at {due} ms{gate}")));
+    }
+    if record.waiting_for_analysis() {
+        let msg = "the plan is done: a passing analysis check promotes the canary".to_string();
+        out.push(Condition::new("Waiting", true, "WaitingForAnalysis", msg));
+    }
+    if let Some(reason) = &record.analysis.aborted {
+        out.push(Condition::new("Analysis", false, "FailureLimitReached", reason.clone()));
+    } else if let Some(check) = &record.analysis.last {
+        let (ok, reason) = match check.outcome {
+            Outcome::Pass => (true, "Passed"),
+            Outcome::Hold => (false, "NotEnoughData"),
+            Outcome::Fail => (false, "Failed"),
+        };
+        let msg = match check.outcome {
+            Outcome::Fail => format!("{} ({} failed in a row)", check.message, record.analysis.failures),
+            _ => check.message.clone(),
+        };
+        out.push(Condition::new("Analysis", ok, reason, msg));
     }
     out
 }

@@ -45,9 +45,9 @@ pub(crate) fn assemble(parsed: Parsed) -> Result<Assembled, Vec<LoadError>> {
         match object {
             Object::Service(s) => add(&mut services, Kind::Service, doc, s, check_service, &mut errors),
             Object::Workload(w) => add(&mut workloads, Kind::Workload, doc, w, check_workload, &mut errors),
-            Object::Policy(p) => add(&mut policies, Kind::ReleasePolicy, doc, p, check_policy, &mut errors),
+            Object::Policy(p) => add(&mut policies, Kind::ReleasePolicy, doc, *p, check_policy, &mut errors),
             Object::VirtualService(v) => add(&mut routing.vs, Kind::VirtualService, doc, v, check_vs, &mut errors),
-            Object::DestinationRule(d) => add(&mut routing.dr, Kind::DestinationRule, doc, d, check_dr, &mut errors),
+            Object::DestinationRule(d) => add(&mut routing.dr, Kind::DestinationRule, doc, *d, check_dr, &mut errors),
             Object::HttpRoute(r) => add(&mut routing.routes, Kind::HttpRoute, doc, r, check_route, &mut errors),
         }
     }

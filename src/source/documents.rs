@@ -51,9 +51,9 @@ impl Doc {
 pub(crate) enum Object {
     Service(ServiceObject),
     Workload(WorkloadObject),
-    Policy(PolicyObject),
+    Policy(Box<PolicyObject>),
     VirtualService(VirtualServiceObject),
-    DestinationRule(DestinationRuleObject),
+    DestinationRule(Box<DestinationRuleObject>),
     HttpRoute(HttpRouteObject),
 }
 
@@ -104,9 +104,9 @@ fn parse_document(doc: Arc<Doc>, out: &mut Parsed) {
     let object = match known {
         Kind::Service => typed(&doc, &label, out).map(Object::Service),
         Kind::Workload => typed(&doc, &label, out).map(Object::Workload),
-        Kind::ReleasePolicy => typed(&doc, &label, out).map(Object::Policy),
+        Kind::ReleasePolicy => typed(&doc, &label, out).map(|p| Object::Policy(Box::new(p))),
         Kind::VirtualService => mesh_typed(&doc, &label, &value, out).map(Object::VirtualService),
-        Kind::DestinationRule => mesh_typed(&doc, &label, &value, out).map(Object::DestinationRule),
+        Kind::DestinationRule => mesh_typed(&doc, &label, &value, out).map(|d| Object::DestinationRule(Box::new(d))),
         Kind::HttpRoute => mesh_typed(&doc, &label, &value, out).map(Object::HttpRoute),
     };
     match object {

@@ -31,7 +31,7 @@ mod traffic_policy;
 pub use cluster::{clusters, proxy_clusters};
 pub use endpoint::{load_assignments, service_load_assignments};
 pub use listener::listeners;
-pub use naming::{LISTEN_ROUTE_CONFIG, PASSTHROUGH_CLUSTER, outbound_namespace};
+pub use naming::{LISTEN_ROUTE_CONFIG, PASSTHROUGH_CLUSTER, outbound_namespace, parse_outbound_subset};
 pub use route::{RouteScope, route_configs, route_scope};
 
 use envoy_types::pb::envoy::config::core::v3::{

@@ -26,6 +26,17 @@ pub(crate) fn outbound_cluster(svc: &Service, port: u16, subset: &str) -> String
     format!("outbound|{port}|{subset}|{}", fqdn(svc))
 }
 
+/// The inverse of [`outbound_cluster`] for a version subset: `outbound|9080|v3|reviews.default.svc.cluster.local`
+/// → `(namespace, service, version)`. `None` for the all-endpoints cluster (empty subset) and for any other name.
+pub fn parse_outbound_subset(name: &str) -> Option<(&str, &str, &str)> {
+    let mut parts = name.strip_prefix("outbound|")?.splitn(3, '|');
+    let (_port, subset, fqdn) = (parts.next()?.parse::<u16>().ok()?, parts.next()?, parts.next()?);
+    let host = fqdn.strip_suffix(CLUSTER_DOMAIN)?.strip_suffix(".svc.")?;
+    let (service, namespace) = host.split_once('.')?;
+    let ok = |s: &str| !s.is_empty() && !s.contains(['.', '|']);
+    (ok(subset) && ok(service) && ok(namespace)).then_some((namespace, service, subset))
+}
+
 /// The namespace an outbound cluster (or its load assignment, which has the same name) belongs to:
 /// `outbound|P|S|name.NS.svc.cluster.local` → `NS`. Service names and namespaces are DNS labels (no dots), so the
 /// second label of the FQDN is the namespace. `None` for any other name.
@@ -85,6 +96,18 @@ mod tests {
         assert_eq!(outbound_cluster(&s, 9080, ""), "outbound|9080||reviews.default.svc.cluster.local");
         assert_eq!(inbound_cluster(9080), "inbound|9080||");
         assert_eq!(virtual_host(&s, 9080), "reviews.default.svc.cluster.local:9080");
+    }
+
+    #[test]
+    fn outbound_subsets_parse_back() {
+        let s = svc("reviews", "default");
+        let name = outbound_cluster(&s, 9080, "v3");
+        assert_eq!(parse_outbound_subset(&name), Some(("default", "reviews", "v3")));
+        assert_eq!(parse_outbound_subset(&outbound_cluster(&s, 9080, "")), None, "all endpoints is no version");
+        assert_eq!(parse_outbound_subset("inbound|9080||"), None);
+        assert_eq!(parse_outbound_subset("outbound|x|v1|reviews.default.svc.cluster.local"), None);
+        assert_eq!(parse_outbound_subset("outbound|80|v1|example.com"), None);
+        assert_eq!(parse_outbound_subset("sluice-xds"), None);
     }
 
     #[test]

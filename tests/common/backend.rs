@@ -63,6 +63,12 @@ impl Backend {
         self.state.requests.load(Ordering::Relaxed)
     }
 
+    /// A reader of [`Backend::count`] that outlives a borrow of the backend (for a sampling task).
+    pub fn counter(&self) -> impl Fn() -> u64 + Send + 'static {
+        let state = self.state.clone();
+        move || state.requests.load(Ordering::Relaxed)
+    }
+
     /// From now on, answer 500 to `percent` of every 100 requests (evenly spread, deterministic).
     pub fn fail_percent(&self, percent: u32) {
         assert!(percent <= 100, "fail_percent {percent} > 100");

@@ -1,0 +1,203 @@
+//! Envoy's MetricsService stats sink (`envoy.service.metrics.v3.MetricsService/StreamMetrics`), served on the
+//! xDS port. `sluice bootstrap` points every proxy's `envoy.stat_sinks.metrics_service` here.
+//!
+//! What Envoy 1.40 sends with the bootstrap's settings, once per `stats_flush_interval` (1 s): one
+//! `StreamMetricsMessage` (the node in the first one only) holding Prometheus `MetricFamily`s named by the full
+//! stat name (`cluster.outbound|9080|v3|reviews.default.svc.cluster.local.upstream_rq_total`, tags not split
+//! out), only for stats the proxy has used and the bootstrap's `stats_matcher` keeps:
+//! - counters `upstream_rq_total`, `upstream_rq_5xx` as deltas since the last flush (`report_counters_as_deltas`);
+//! - the histogram `upstream_rq_time` (ms) as cumulative buckets since the proxy started (`histogram_emit_mode:
+//!   HISTOGRAM`); this task keeps each cluster's previous buckets to difference them, and drops them when the
+//!   stream ends.
+
+use super::stats::{Delta, Histogram, TrafficStats, VersionKey};
+use crate::translate::parse_outbound_subset;
+use envoy_types::pb::envoy::service::metrics::v3::metrics_service_server::{MetricsService, MetricsServiceServer};
+use envoy_types::pb::envoy::service::metrics::v3::{StreamMetricsMessage, StreamMetricsResponse};
+use envoy_types::pb::io::prometheus::client::MetricFamily;
+use std::collections::{BTreeMap, HashMap};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tonic::{Request, Response, Status, Streaming};
+
+/// Stat names (after the cluster name) that the sink reads; the bootstrap's stats matcher keeps only these.
+pub const REQUESTS: &str = "upstream_rq_total";
+pub const ERRORS: &str = "upstream_rq_5xx";
+pub const LATENCY: &str = "upstream_rq_time";
+
+/// The bootstrap's `stats_flush_interval`: what a stream's first flush is taken to cover.
+const FLUSH_INTERVAL_MS: u64 = 1000;
+
+/// Most clusters whose histogram one stream remembers.
+const MAX_CLUSTERS_PER_PROXY: usize = 10_000;
+
+/// The tonic service; one task per proxy stream.
+#[derive(Clone)]
+pub struct Sink {
+    stats: TrafficStats,
+}
+
+impl Sink {
+    pub fn server(stats: TrafficStats) -> MetricsServiceServer<Sink> {
+        MetricsServiceServer::new(Sink { stats })
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+#[tonic::async_trait]
+impl MetricsService for Sink {
+    async fn stream_metrics(
+        &self,
+        request: Request<Streaming<StreamMetricsMessage>>,
+    ) -> Result<Response<StreamMetricsResponse>, Status> {
+        let mut inbound = request.into_inner();
+        let mut proxy = ProxyState::default();
+        let mut node = String::new();
+        // When this stream's previous flush arrived: a flush's counter deltas cover the time since.
+        let mut last_ms: Option<u64> = None;
+        while let Some(msg) = inbound.message().await? {
+            if let Some(id) = msg.identifier.as_ref().and_then(|i| i.node.as_ref()) {
+                node = id.id.clone();
+                tracing::debug!(proxy = %node, "stats stream opened");
+            }
+            let deltas = proxy.read(&msg.envoy_metrics);
+            let now = now_ms();
+            if !deltas.is_empty() {
+                let since = last_ms.unwrap_or(now.saturating_sub(FLUSH_INTERVAL_MS));
+                self.stats.record(now, since, &deltas);
+            }
+            last_ms = Some(now);
+        }
+        tracing::debug!(proxy = %node, "stats stream closed");
+        Ok(Response::new(StreamMetricsResponse {}))
+    }
+}
+
+/// What one stream remembers between flushes: each cluster's cumulative latency buckets.
+#[derive(Default)]
+pub struct ProxyState {
+    latency: HashMap<String, Histogram>,
+}
+
+impl ProxyState {
+    /// Turns one flush into per-version deltas (ports of one version summed).
+    pub fn read(&mut self, families: &[MetricFamily]) -> Vec<(VersionKey, Delta)> {
+        let mut out: BTreeMap<VersionKey, Delta> = BTreeMap::new();
+        for family in families {
+            let Some((cluster, stat)) = family.name.as_deref().and_then(split_stat) else { continue };
+            let Some((ns, service, version)) = parse_outbound_subset(cluster) else { continue };
+            let Some(metric) = family.metric.first() else { continue };
+            let key = VersionKey::new(ns, service, version);
+            match stat {
+                REQUESTS | ERRORS => {
+                    let value = metric.counter.as_ref().and_then(|c| c.value).unwrap_or(0.0);
+                    let value = if value.is_finite() && value > 0.0 { value as u64 } else { 0 };
+                    let d = out.entry(key).or_default();
+                    if stat == REQUESTS { d.requests += value } else { d.errors += value }
+                }
+                LATENCY => {
+                    let Some(h) = metric.histogram.as_ref() else { continue };
+                    let now = Histogram {
+                        bounds: h.bucket.iter().map(|b| b.upper_bound.unwrap_or(f64::INFINITY)).collect(),
+                        cumulative: h.bucket.iter().map(|b| b.cumulative_count.unwrap_or(0)).collect(),
+                        count: h.sample_count.unwrap_or(0),
+                    };
+                    if let Some(delta) = self.latency_delta(cluster, now) {
+                        let d = out.entry(key).or_default();
+                        if d.latency.count == 0 {
+                            d.latency = delta;
+                        } else {
+                            merge(&mut d.latency, &delta);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    /// The buckets since this cluster's previous flush; `None` the first time (the baseline) or when full.
+    fn latency_delta(&mut self, cluster: &str, now: Histogram) -> Option<Histogram> {
+        if !self.latency.contains_key(cluster) && self.latency.len() >= MAX_CLUSTERS_PER_PROXY {
+            return None;
+        }
+        let prev = self.latency.insert(cluster.to_string(), now.clone())?;
+        if prev.bounds != now.bounds || prev.count > now.count {
+            return None; // other buckets, or counters restarted: this flush is the new baseline
+        }
+        let cumulative = now.cumulative.iter().zip(&prev.cumulative).map(|(a, b)| a.saturating_sub(*b)).collect();
+        Some(Histogram { bounds: now.bounds, cumulative, count: now.count - prev.count })
+    }
+}
+
+fn merge(into: &mut Histogram, other: &Histogram) {
+    if into.bounds == other.bounds {
+        into.cumulative.iter_mut().zip(&other.cumulative).for_each(|(a, b)| *a += b);
+        into.count += other.count;
+    }
+}
+
+/// `cluster.<NAME>.<stat>` → `(NAME, stat)`; cluster names hold dots, the stat names read here do not.
+fn split_stat(name: &str) -> Option<(&str, &str)> {
+    name.strip_prefix("cluster.")?.rsplit_once('.')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::io::prometheus::client::{Bucket, Counter, Histogram as PHistogram, Metric};
+
+    const V3: &str = "outbound|9080|v3|reviews.default.svc.cluster.local";
+
+    fn counter(cluster: &str, stat: &str, value: f64) -> MetricFamily {
+        let metric =
+            Metric { counter: Some(Counter { value: Some(value), ..Default::default() }), ..Default::default() };
+        MetricFamily { name: Some(format!("cluster.{cluster}.{stat}")), metric: vec![metric], ..Default::default() }
+    }
+
+    fn histogram(cluster: &str, cumulative: &[u64]) -> MetricFamily {
+        let bucket = [1.0, 10.0, 100.0]
+            .iter()
+            .zip(cumulative)
+            .map(|(b, c)| Bucket { upper_bound: Some(*b), cumulative_count: Some(*c), ..Default::default() })
+            .collect();
+        let h = PHistogram { sample_count: cumulative.last().copied(), bucket, ..Default::default() };
+        let metric = Metric { histogram: Some(h), ..Default::default() };
+        MetricFamily { name: Some(format!("cluster.{cluster}.{LATENCY}")), metric: vec![metric], ..Default::default() }
+    }
+
+    #[test]
+    fn a_flush_becomes_per_version_deltas_and_histograms_are_differenced() {
+        let mut proxy = ProxyState::default();
+        let v4 = "outbound|9081|v3|reviews.default.svc.cluster.local";
+        let flush = |rq: f64, h: &[u64]| {
+            vec![
+                counter(V3, REQUESTS, rq),
+                counter(V3, ERRORS, 2.0),
+                counter(v4, REQUESTS, 1.0),
+                counter("outbound|9080||reviews.default.svc.cluster.local", REQUESTS, 99.0),
+                counter("sluice-xds", REQUESTS, 7.0),
+                histogram(V3, h),
+            ]
+        };
+        let first = proxy.read(&flush(10.0, &[1, 5, 10]));
+        let key = VersionKey::new("default", "reviews", "v3");
+        assert_eq!(first.len(), 1, "ports of one version are summed; other clusters ignored");
+        assert_eq!((first[0].0.clone(), first[0].1.requests, first[0].1.errors), (key.clone(), 11, 2));
+        assert_eq!(first[0].1.latency.count, 0, "the first histogram is the baseline");
+        let second = proxy.read(&flush(5.0, &[2, 9, 15]));
+        assert_eq!(second[0].1.requests, 6);
+        assert_eq!(second[0].1.latency.cumulative, vec![1, 4, 5]);
+        let restarted = proxy.read(&flush(1.0, &[0, 1, 1]));
+        assert_eq!(restarted[0].1.latency.count, 0, "a shrinking histogram is a new baseline");
+    }
+
+    #[test]
+    fn stat_names_split_at_the_last_dot() {
+        assert_eq!(split_stat(&format!("cluster.{V3}.upstream_rq_total")), Some((V3, "upstream_rq_total")));
+        assert_eq!(split_stat("server.uptime"), None);
+    }
+}
