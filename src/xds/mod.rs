@@ -9,8 +9,10 @@
 //! ```
 
 mod delta;
+pub mod limits;
 pub mod node;
 pub mod publisher;
+mod queue;
 pub mod registry;
 pub mod resource;
 pub mod server;
@@ -19,8 +21,9 @@ pub mod snapshot;
 mod sotw;
 pub mod stream;
 
+pub use limits::{Limits, StreamSlots};
 pub use registry::{ProxyStatus, Registry};
 pub use resource::TypeKind;
 pub use server::Xds;
 pub use snapshot::Snapshot;
-pub use stream::{Limits, StreamCtx};
+pub use stream::StreamCtx;

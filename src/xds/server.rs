@@ -1,6 +1,7 @@
 //! The tonic services: ADS (SotW and Delta) and the per-type CDS/EDS/LDS/RDS services, on one gRPC server.
 
 use super::delta::Delta;
+use super::queue;
 use super::resource::TypeKind;
 use super::sotw::Sotw;
 use super::stream::{Protocol, StreamCtx, run};
@@ -23,14 +24,7 @@ use envoy_types::pb::envoy::service::route::v3::route_discovery_service_server::
     RouteDiscoveryService, RouteDiscoveryServiceServer,
 };
 use std::pin::Pin;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
-
-/// Largest request Sluice decodes (a DiscoveryRequest with many names, or a NACK with a long error).
-pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
-/// Largest response Sluice encodes (a whole CDS or EDS set).
-pub const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
 
 type Out<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
 
@@ -45,31 +39,33 @@ impl Xds {
         Self { ctx }
     }
 
-    fn spawn<P: Protocol>(&self, inbound: Streaming<P::Req>, only: Option<TypeKind>) -> Out<P::Resp> {
-        // At most one response per type is in flight, so 8 slots never fill: a stalled proxy holds no more.
-        let (tx, rx) = mpsc::channel(8);
-        tokio::spawn(run::<P>(self.ctx.clone(), inbound, tx, only));
-        Box::pin(ReceiverStream::new(rx))
+    /// Starts the task of a new stream, or refuses it past `--max-streams`.
+    fn spawn<P: Protocol>(&self, inbound: Streaming<P::Req>, only: Option<TypeKind>) -> Result<Out<P::Resp>, Status> {
+        let slot = self.ctx.slots.acquire(self.ctx.limits.max_streams).inspect_err(|status| {
+            tracing::warn!(%status, "refusing stream");
+        })?;
+        let (tx, rx) = queue::channel(self.ctx.limits.send_queue, self.ctx.limits.send_queue_bytes);
+        tokio::spawn(run::<P>(self.ctx.clone(), inbound, tx, only, slot));
+        Ok(Box::pin(rx))
     }
 
-    /// Adds every xDS service to a tonic router.
+    /// Adds every xDS service to a tonic router, each with the request and response size limits.
     pub fn add_to(self, router: tonic::service::RoutesBuilder) -> tonic::service::RoutesBuilder {
+        let (req, resp) = (self.ctx.limits.max_request_bytes, self.ctx.limits.max_response_bytes);
+        macro_rules! limited {
+            ($server:ident) => {
+                $server::new(self.clone()).max_decoding_message_size(req).max_encoding_message_size(resp)
+            };
+        }
         let mut router = router;
         router
-            .add_service(limit(AggregatedDiscoveryServiceServer::new(self.clone())))
-            .add_service(ClusterDiscoveryServiceServer::new(self.clone()))
-            .add_service(EndpointDiscoveryServiceServer::new(self.clone()))
-            .add_service(ListenerDiscoveryServiceServer::new(self.clone()))
-            .add_service(RouteDiscoveryServiceServer::new(self));
+            .add_service(limited!(AggregatedDiscoveryServiceServer))
+            .add_service(limited!(ClusterDiscoveryServiceServer))
+            .add_service(limited!(EndpointDiscoveryServiceServer))
+            .add_service(limited!(ListenerDiscoveryServiceServer))
+            .add_service(limited!(RouteDiscoveryServiceServer));
         router
     }
-}
-
-fn limit<T>(s: AggregatedDiscoveryServiceServer<T>) -> AggregatedDiscoveryServiceServer<T>
-where
-    T: AggregatedDiscoveryService,
-{
-    s.max_decoding_message_size(MAX_REQUEST_BYTES).max_encoding_message_size(MAX_RESPONSE_BYTES)
 }
 
 #[tonic::async_trait]
@@ -81,14 +77,14 @@ impl AggregatedDiscoveryService for Xds {
         &self,
         req: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        Ok(Response::new(self.spawn::<Sotw>(req.into_inner(), None)))
+        self.spawn::<Sotw>(req.into_inner(), None).map(Response::new)
     }
 
     async fn delta_aggregated_resources(
         &self,
         req: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        Ok(Response::new(self.spawn::<Delta>(req.into_inner(), None)))
+        self.spawn::<Delta>(req.into_inner(), None).map(Response::new)
     }
 }
 
@@ -104,14 +100,14 @@ macro_rules! per_type_service {
                 &self,
                 req: Request<Streaming<DiscoveryRequest>>,
             ) -> Result<Response<Self::$sotw_ty>, Status> {
-                Ok(Response::new(self.spawn::<Sotw>(req.into_inner(), Some($kind))))
+                self.spawn::<Sotw>(req.into_inner(), Some($kind)).map(Response::new)
             }
 
             async fn $delta(
                 &self,
                 req: Request<Streaming<DeltaDiscoveryRequest>>,
             ) -> Result<Response<Self::$delta_ty>, Status> {
-                Ok(Response::new(self.spawn::<Delta>(req.into_inner(), Some($kind))))
+                self.spawn::<Delta>(req.into_inner(), Some($kind)).map(Response::new)
             }
 
             async fn $fetch(&self, _: Request<DiscoveryRequest>) -> Result<Response<DiscoveryResponse>, Status> {
