@@ -9,6 +9,9 @@
 //! ```
 
 mod delta;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod limits;
 pub mod node;
 pub mod publisher;

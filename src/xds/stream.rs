@@ -129,7 +129,11 @@ fn with_flag(status: Status) -> Status {
 
 /// Pushes every dirty type, CDS → EDS → LDS → RDS, while the send queue has room; the rest stay dirty. `Err`: a
 /// response past the size limit, or the proxy is gone.
-fn push_dirty<P: Protocol>(session: &mut Session, limits: &Limits, tx: &SendQueue<P::Resp>) -> Result<(), Status> {
+pub(crate) fn push_dirty<P: Protocol>(
+    session: &mut Session,
+    limits: &Limits,
+    tx: &SendQueue<P::Resp>,
+) -> Result<(), Status> {
     for kind in TypeKind::ALL {
         if !tx.has_room() {
             break;
@@ -147,7 +151,7 @@ fn push_dirty<P: Protocol>(session: &mut Session, limits: &Limits, tx: &SendQueu
     Ok(())
 }
 
-fn apply<P: Protocol>(session: &mut Session, limits: &Limits, req: P::Req) -> Result<(), Status> {
+pub(crate) fn apply<P: Protocol>(session: &mut Session, limits: &Limits, req: P::Req) -> Result<(), Status> {
     limits.check_request(P::name_count(&req), P::names(&req))?;
     let url = P::type_url(&req);
     let kind = match (TypeKind::from_type_url(url), session.only) {
