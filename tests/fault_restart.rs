@@ -70,7 +70,7 @@ async fn sluice_killed_under_load_loses_no_request_and_both_envoys_reconverge() 
     for envoy in [&delta, &sotw] {
         wait_connected(envoy, 0, Duration::from_secs(5)).await;
     }
-    tokio::time::sleep(Duration::from_secs(1)).await; // Envoy serves alone for a while, on its last config
+    tokio::time::sleep(Duration::from_secs(2)).await; // Envoy serves alone for a while, on its last config
 
     let restarted = Instant::now();
     let server = SluiceChild::start(&file, xds, admin, log(2), &[]).await;
