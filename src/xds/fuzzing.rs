@@ -212,3 +212,44 @@ impl DeltaDriver {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+
+    pub(super) fn node(meta: &[(&str, &str)]) -> Node {
+        let fields =
+            meta.iter().map(|(k, v)| (k.to_string(), Value { kind: Some(Kind::StringValue(v.to_string())) })).collect();
+        Node { id: "fuzz".into(), metadata: Some(Struct { fields }), ..Default::default() }
+    }
+
+    fn cds(nonce: &str) -> DiscoveryRequest {
+        DiscoveryRequest {
+            type_url: TypeKind::Cluster.type_url().into(),
+            response_nonce: nonce.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_behaving_proxy_goes_quiet_and_a_blind_acker_is_held_to_the_queue() {
+        let limits = Limits { send_queue: 2, ..Limits::default() };
+        let mut s = SotwDriver::new(&node(&[]), None, limits).unwrap();
+        s.request(cds(""));
+        for _ in 0..4 {
+            s.read();
+            s.ack_all();
+        }
+        assert!(s.quiet() && s.ended().is_none());
+        assert_eq!(s.responses().len(), 1);
+
+        // ACKing every response without reading it: at most `send_queue` are queued; the rest coalesce.
+        for v in 0..20u8 {
+            s.publish(v % 2 + 1);
+            s.ack_all();
+        }
+        s.read();
+        assert!(s.responses().len() <= 1 + 2, "{} responses queued", s.responses().len());
+    }
+}
