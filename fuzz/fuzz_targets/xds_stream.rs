@@ -23,7 +23,14 @@ struct Input {
 
 #[derive(Arbitrary, Debug)]
 enum Step {
-    Request { type_url: Url, names: Vec<Name>, unsubscribe: Vec<Name>, version: Option<String>, nonce: Nonce, nack: Option<String> },
+    Request {
+        type_url: Url,
+        names: Vec<Name>,
+        unsubscribe: Vec<Name>,
+        version: Option<String>,
+        nonce: Nonce,
+        nack: Option<String>,
+    },
     Publish(u8),
     Read,
 }
@@ -87,7 +94,13 @@ fn node(meta: &[Option<String>; 5]) -> Node {
 }
 
 fn limits() -> Limits {
-    Limits { send_queue: 2, send_queue_bytes: 64 * 1024, max_names_per_request: 64, max_name_bytes: 256, ..Limits::default() }
+    Limits {
+        send_queue: 2,
+        send_queue_bytes: 64 * 1024,
+        max_names_per_request: 64,
+        max_name_bytes: 256,
+        ..Limits::default()
+    }
 }
 
 fuzz_target!(|input: Input| {
@@ -103,7 +116,9 @@ fuzz_target!(|input: Input| {
                     let type_url = url(type_url);
                     let nonce = match nonce {
                         Nonce::None => String::new(),
-                        Nonce::InFlight => TypeKind::from_type_url(&type_url).and_then(|k| d.inflight_nonce(k)).unwrap_or_default(),
+                        Nonce::InFlight => {
+                            TypeKind::from_type_url(&type_url).and_then(|k| d.inflight_nonce(k)).unwrap_or_default()
+                        }
                         Nonce::Other(s) => s.clone(),
                     };
                     let initial = version.iter().flat_map(|v| names.first().map(|n| (name(n), v.clone()))).collect();
@@ -134,7 +149,9 @@ fuzz_target!(|input: Input| {
                     let type_url = url(type_url);
                     let nonce = match nonce {
                         Nonce::None => String::new(),
-                        Nonce::InFlight => TypeKind::from_type_url(&type_url).and_then(|k| s.inflight_nonce(k)).unwrap_or_default(),
+                        Nonce::InFlight => {
+                            TypeKind::from_type_url(&type_url).and_then(|k| s.inflight_nonce(k)).unwrap_or_default()
+                        }
                         Nonce::Other(n) => n.clone(),
                     };
                     s.request(DiscoveryRequest {
