@@ -3,7 +3,7 @@
 //! ```text
 //!  source (files) ──▶ Store (Model) ──debounce──▶ translate ──▶ Snapshot ──watch──▶ one task per Envoy stream
 //!                                                                                      │ ACK/NACK
-//!                              admin HTTP (/readyz, /debug/syncz, config_dump) ◀── proxy registry
+//!                     admin HTTP (/readyz, /metrics, /debug/syncz, config_dump) ◀── proxy registry ──▶ CSDS
 //! ```
 //! See ARCHITECTURE.md for the map.
 
@@ -17,6 +17,7 @@ pub mod release;
 pub mod server;
 pub mod source;
 pub mod store;
+pub mod telemetry;
 pub mod translate;
 pub mod xds;
 

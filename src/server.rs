@@ -79,6 +79,7 @@ impl Sluice {
     /// Starts on a store that sources (already registered on it) fill. `config` is the effective configuration,
     /// served at `/debug/config`.
     pub async fn start_with(options: Options, store: Store, config: serde_json::Value) -> Result<Self, StartError> {
+        crate::telemetry::install();
         let bind = |what, addr| async move {
             TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
         };
@@ -112,6 +113,7 @@ impl Sluice {
         let mut tasks = vec![
             tokio::spawn(serve_xds(xds_listener, Xds::new(ctx), releases.clone(), stopped.clone())),
             tokio::spawn(releases.clone().run(stop.subscribe())),
+            tokio::spawn(crate::telemetry::upkeep(stop.subscribe())),
         ];
         if let Some(listener) = admin_listener {
             let state = AdminState {

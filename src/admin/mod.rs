@@ -4,6 +4,8 @@
 //! |---|---|
 //! | `GET /healthz` | 200 while the process serves |
 //! | `GET /readyz` | 200 once every source has loaded and the first snapshot is published; 503 and why before |
+//! | `GET /metrics` | Prometheus text: xDS (istiod's names) and release metrics, see [`crate::telemetry`] |
+//! | `GET /debug/loglevel`, `PUT /debug/loglevel` | the log filter in force; replace it (body: the filter) |
 //! | `GET /debug/syncz` | per proxy stream: node id, connected since, per type sent/ACKed version, last NACK |
 //! | `GET /debug/config_dump?proxy=ID` | what proxy ID holds (ACKed), as Envoy JSON |
 //! | `GET /debug/config` | Sluice's effective configuration |
@@ -11,6 +13,7 @@
 
 mod debug;
 pub mod releases;
+mod telemetry;
 
 use crate::store::Store;
 use crate::xds::{Registry, Snapshot};
@@ -35,6 +38,8 @@ pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(telemetry::metrics))
+        .route("/debug/loglevel", get(telemetry::get_loglevel).put(telemetry::put_loglevel))
         .route("/debug/syncz", get(debug::syncz))
         .route("/debug/config_dump", get(debug::config_dump))
         .route("/debug/config", get(debug::config))

@@ -1,12 +1,15 @@
-//! The command line: `serve`, `bootstrap`, `validate`, `release` (see [`release`]). Every flag also reads a `SLUICE_...` environment variable.
+//! The command line: `serve`, `bootstrap`, `validate`, `release` (see [`release`]), `proxy-status` (see
+//! [`proxy_status`]). Every flag also reads a `SLUICE_...` environment variable.
 
+pub mod proxy_status;
 pub mod release;
 
 use crate::server::{Options, Sluice};
 use crate::source::{self, FileSourceStatus};
 use crate::store::Store;
+pub use crate::telemetry::logging::LogFormat;
 use crate::xds::Limits;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,17 +23,13 @@ pub const DEFAULT_CONFIG: &str = include_str!("../../config/bookinfo.yaml");
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
-    /// Log filter (tracing's EnvFilter syntax, e.g. `info,sluice::xds=debug`).
+    /// Log filter (tracing's EnvFilter syntax, e.g. `info,sluice::xds=debug`); changeable at run time with
+    /// `PUT /debug/loglevel` on the admin port.
     #[arg(long, env = "SLUICE_LOG", default_value = "info", global = true)]
     pub log: String,
+    /// Log lines as plain text or one JSON object per line (with the xDS span's `proxy` and `protocol`).
     #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value = "text", global = true)]
     pub log_format: LogFormat,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum, serde::Serialize)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -46,6 +45,8 @@ pub enum Command {
     BenchChild(crate::bench::ChildArgs),
     /// Drive release tasks on a running Sluice: list, get, apply, weight, promote, abort, finalize, ...
     Release(release::ReleaseArgs),
+    /// What each connected proxy holds, per type (SYNCED, STALE, NOT SENT, ERROR), from CSDS on the xDS port.
+    ProxyStatus(proxy_status::ProxyStatusArgs),
     /// Check config files offline; exit 1 with file:line errors.
     Validate {
         #[arg(required = true)]
@@ -120,10 +121,13 @@ impl LimitArgs {
 
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log, cli.log_format);
+    if let Err(e) = crate::telemetry::logging::init(&cli.log, cli.log_format) {
+        return fail(format!("--log: {e:#}"));
+    }
     match cli.command {
         Command::Validate { paths } => source::validate_command(&paths),
         Command::Release(args) => release::run(args),
+        Command::ProxyStatus(args) => runtime(proxy_status::run(args)),
         Command::Bootstrap(args) => match serde_json::to_string_pretty(&crate::bootstrap::render(&args)) {
             Ok(text) => {
                 println!("{text}");
@@ -220,16 +224,4 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-}
-
-fn init_logging(filter: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|e| {
-        eprintln!("warning: --log `{filter}` is not a valid filter ({e}); using `info`");
-        tracing_subscriber::EnvFilter::new("info")
-    });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }

@@ -19,7 +19,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The name of this source's part in the [`Store`].
 pub const SOURCE: &str = "file";
@@ -42,6 +42,25 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Model, LoadErrors> {
 #[derive(Debug, PartialEq, Eq)]
 struct Sources {
     files: Vec<(String, Result<String, String>)>,
+}
+
+/// How long a file that went from content to empty must stay empty before it applies (and removes what it held).
+const EMPTIED_SETTLE: Duration = Duration::from_secs(2);
+
+impl Sources {
+    /// The files that are empty now but had content in `before` (every empty file when `before` is unknown).
+    fn emptied_since(&self, before: Option<&Sources>) -> Vec<&str> {
+        let had_content = |name: &str| {
+            before.is_none_or(|b| {
+                b.files.iter().any(|(n, text)| n == name && text.as_ref().is_ok_and(|t| !t.trim().is_empty()))
+            })
+        };
+        self.files
+            .iter()
+            .filter(|(name, text)| text.as_ref().is_ok_and(|t| t.trim().is_empty()) && had_content(name))
+            .map(|(name, _)| name.as_str())
+            .collect()
+    }
 }
 
 fn read_sources(paths: &[PathBuf]) -> Sources {
@@ -122,7 +141,7 @@ impl FileSourceStatus {
 
 /// Polls `paths` every `interval` and publishes each valid change to `store` as the [`SOURCE`] part, until
 /// `shutdown` resolves. A change applies when it has been the same for two polls (at most two intervals after
-/// the write), so a file caught mid-write is never loaded. The caller registers the source and sets the first model; the first poll reloads once
+/// the write; a file that went empty waits [`EMPTIED_SETTLE`]), so a file caught mid-write is never loaded. The caller registers the source and sets the first model; the first poll reloads once
 /// more, which leaves the store untouched when nothing changed in between. Errors go to the log only; use
 /// [`watch_with_status`] to also expose them.
 pub async fn watch(paths: Vec<PathBuf>, store: Store, interval: Duration, shutdown: impl Future<Output = ()>) {
@@ -142,7 +161,7 @@ pub async fn watch_with_status(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let paths = Arc::new(paths);
     let mut last: Option<Sources> = None;
-    let mut settling: Option<Sources> = None;
+    let mut settling: Option<(Sources, Instant)> = None;
     loop {
         tokio::select! {
             () = &mut shutdown => return,
@@ -158,13 +177,22 @@ pub async fn watch_with_status(
         };
         // A change applies once two polls in a row read the same bytes: an editor (or `fs::write`) truncates
         // before it writes, and a half-written multi-document file can still be valid YAML that drops services.
+        // A file that went empty must stay empty for EMPTIED_SETTLE: a writer descheduled between truncate and
+        // write (a loaded machine) would otherwise remove every service the file defined.
         if last.as_ref() == Some(&sources) {
             settling = None;
-        } else if settling.as_ref() == Some(&sources) {
-            reload(&sources, &store, &status);
-            last = settling.take();
+        } else if settling.as_ref().is_some_and(|(s, _)| *s == sources) {
+            let since = settling.as_ref().map(|(_, at)| at.elapsed()).unwrap_or_default();
+            // Before the first reload the watch does not know what the file held: any empty file waits.
+            let emptied = sources.emptied_since(last.as_ref());
+            if emptied.is_empty() || since >= EMPTIED_SETTLE {
+                reload(&sources, &store, &status);
+                last = settling.take().map(|(s, _)| s);
+            } else {
+                tracing::debug!(files = ?emptied, "file source: a file went empty; waiting before applying");
+            }
         } else {
-            settling = Some(sources);
+            settling = Some((sources, Instant::now()));
         }
     }
 }

@@ -119,7 +119,8 @@ impl<P: Protocol> Driver<P> {
     pub fn new(node: &Node, only: Option<TypeKind>, limits: Limits) -> Result<Self, String> {
         let proxy = node::proxy_info(Some(node)).map_err(|e| e.to_string())?;
         let registry = Registry::new();
-        let mut session = Session::new(proxy, only, registry.connect(&node.id, P::NAME));
+        let guard = registry.connect(node.clone(), proxy.clone(), P::NAME);
+        let mut session = Session::new(proxy, only, guard);
         let snapshot = Arc::new(Snapshot::build(1, Arc::new(model(0)), None).map_err(|e| e.to_string())?);
         session.set_snapshot(snapshot.clone());
         let (tx, out) = queue::channel(limits.send_queue, limits.send_queue_bytes);

@@ -6,8 +6,10 @@
 //!                                                                          │  make-before-break ordering
 //!                                                                          ├─ sotw / delta: the wire forms
 //!                                                                          └─ registry: per-proxy sync state
+//!                                                          CSDS (csds) reads the registry + the newest snapshot
 //! ```
 
+pub mod csds;
 mod delta;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]

@@ -1,4 +1,4 @@
-//! The tonic services: ADS (SotW and Delta) and the per-type CDS/EDS/LDS/RDS services, on one gRPC server.
+//! The tonic services: ADS (SotW and Delta), the per-type CDS/EDS/LDS/RDS services and CSDS, on one gRPC server.
 
 use super::delta::Delta;
 use super::queue;
@@ -63,7 +63,12 @@ impl Xds {
             .add_service(limited!(ClusterDiscoveryServiceServer))
             .add_service(limited!(EndpointDiscoveryServiceServer))
             .add_service(limited!(ListenerDiscoveryServiceServer))
-            .add_service(limited!(RouteDiscoveryServiceServer));
+            .add_service(limited!(RouteDiscoveryServiceServer))
+            .add_service(
+                super::csds::Csds::new(self.ctx.registry.clone(), self.ctx.snapshots.clone())
+                    .server()
+                    .max_decoding_message_size(req),
+            );
         router
     }
 }

@@ -32,6 +32,9 @@ pub struct Snapshot {
     /// Increases with every published snapshot; what "proxy X has ACKed version V" refers to.
     pub version: u64,
     pub model: Arc<Model>,
+    /// When the model change this snapshot carries was first seen (before coalescing): where a proxy's
+    /// convergence time starts. `build` sets it to now; the publisher sets the change's time.
+    pub changed_at: std::time::Instant,
     clusters: Arc<ResourceSet>,
     endpoints: Arc<ResourceSet>,
     routes: Mutex<HashMap<RouteScope, Arc<ResourceSet>>>,
@@ -110,6 +113,7 @@ impl Snapshot {
             routes: Mutex::new(routes),
             shapes: Mutex::new(shapes),
             model,
+            changed_at: std::time::Instant::now(),
             clusters,
             endpoints: Arc::new(endpoints),
         };

@@ -2,10 +2,13 @@
 //!
 //! ```text
 //!  requests ──▶ P::handle (subscriptions, ACK/NACK) ─┐
-//!                                                    ├─▶ P::push per type, CDS → EDS → LDS → RDS ──▶ responses
+//!                                                    ├─▶ P::push per type, CDS → EDS → LDS → RDS ──▶ send queue
 //!  snapshot watch (new config) ──▶ session.view ─────┘                 └─▶ registry (syncz, ACK waits)
 //! ```
 //! No config is sent before the first snapshot exists, and the first snapshot waits for every source to load.
+//! The task runs inside an `xds` span (`proxy`, `protocol`), so every line it logs names the proxy; per-type lines
+//! add `type`. Each response sent counts in `pilot_xds_pushes`, `pilot_xds_push_time`, `pilot_xds_config_size_bytes`.
+//! The task never waits on the proxy: a full send queue (see `queue`) leaves types dirty until the proxy reads.
 
 use super::limits::{Limits, SlotGuard, StreamSlots};
 use super::node;
@@ -17,8 +20,10 @@ use super::snapshot::Snapshot;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use futures::StreamExt;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::watch;
 use tonic::{Status, Streaming};
+use tracing::Instrument;
 
 /// What every stream task needs; cheap to clone.
 #[derive(Clone)]
@@ -46,12 +51,14 @@ pub(crate) trait Protocol: Send + 'static {
     fn handle(session: &mut Session, kind: TypeKind, req: Self::Req);
     /// The response to send for `kind` now, if any.
     fn push(session: &mut Session, kind: TypeKind) -> Option<Self::Resp>;
+    /// Resource bytes a response carries (for `pilot_xds_config_size_bytes`).
+    fn resource_bytes(resp: &Self::Resp) -> usize;
 }
 
 /// Runs one stream to its end. `only` restricts it to one type (the per-type services); `_slot` is its place in
 /// the stream limit, held until it ends.
 pub(crate) async fn run<P: Protocol>(
-    mut ctx: StreamCtx,
+    ctx: StreamCtx,
     mut inbound: Streaming<P::Req>,
     tx: SendQueue<P::Resp>,
     only: Option<TypeKind>,
@@ -73,9 +80,22 @@ pub(crate) async fn run<P: Protocol>(
         }
     };
     let span = tracing::info_span!("xds", proxy = %proxy.id, protocol = P::NAME);
-    let _enter = span.enter();
+    let node = P::node(&first).cloned().unwrap_or_default();
+    serve::<P>(ctx, inbound, tx, only, first, node, proxy).instrument(span).await
+}
+
+/// The stream after its node was accepted: requests in, pushes out, until either side ends it.
+async fn serve<P: Protocol>(
+    mut ctx: StreamCtx,
+    mut inbound: Streaming<P::Req>,
+    tx: SendQueue<P::Resp>,
+    only: Option<TypeKind>,
+    first: P::Req,
+    node: Node,
+    proxy: crate::model::ProxyInfo,
+) {
     tracing::info!(namespace = %proxy.namespace, mode = ?proxy.mode, "connected");
-    let guard = ctx.registry.connect(&proxy.id, P::NAME);
+    let guard = ctx.registry.connect(node, proxy.clone(), P::NAME);
     let mut session = Session::new(proxy, only, guard);
     if let Some(s) = ctx.snapshots.borrow_and_update().clone() {
         session.set_snapshot(s);
@@ -141,11 +161,15 @@ pub(crate) fn push_dirty<P: Protocol>(
         if !session.take_dirty(kind) {
             continue;
         }
+        let started = Instant::now();
         if let Some(resp) = P::push(session, kind) {
             let bytes = prost::Message::encoded_len(&resp);
             limits.check_response(kind, bytes)?;
+            let resource_bytes = P::resource_bytes(&resp);
             tracing::debug!(type = kind.short(), bytes, "push");
             tx.push(resp, bytes).map_err(|_| Status::cancelled("the proxy is gone"))?;
+            crate::telemetry::xds::get().pushed(kind, resource_bytes, started.elapsed());
+            session.state(kind).sent_at = Some(std::time::SystemTime::now());
         }
     }
     Ok(())
