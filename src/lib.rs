@@ -8,6 +8,7 @@
 //! See ARCHITECTURE.md for the map.
 
 pub mod admin;
+pub mod auth;
 pub mod bench;
 pub mod bootstrap;
 pub mod cli;
@@ -18,6 +19,7 @@ pub mod server;
 pub mod source;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod translate;
 pub mod xds;
 

@@ -10,8 +10,12 @@
 //! | `GET /debug/config_dump?proxy=ID` | what proxy ID holds (ACKed), as Envoy JSON |
 //! | `GET /debug/config` | Sluice's effective configuration |
 //! | `/api/v1/namespaces/{ns}/releases[/{name}[/{action}]]` | the Release API (see [`releases`]) |
+//!
+//! Every mutating request (any method but GET, HEAD, OPTIONS) passes [`guard`]: same-origin, then the API token
+//! (or, without `--api-token-file`, a loopback client).
 
 mod debug;
+pub mod guard;
 pub mod releases;
 mod telemetry;
 
@@ -32,6 +36,8 @@ pub struct AdminState {
     pub snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
     pub releases: crate::release::ReleaseController,
     pub config: serde_json::Value,
+    /// Who may mutate (the bearer token, or loopback only).
+    pub auth: crate::auth::ApiAuth,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -44,6 +50,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/debug/config_dump", get(debug::config_dump))
         .route("/debug/config", get(debug::config))
         .merge(releases::router())
+        // Last, so that it covers every route above, whoever added it.
+        .layer(axum::middleware::from_fn_with_state(state.auth.clone(), guard::guard))
         .with_state(state)
 }
 
@@ -63,7 +71,10 @@ pub async fn serve(
     state: AdminState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    if let Err(e) = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await {
+    if let Err(e) = axum::serve(listener, router(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
         tracing::error!(error = %e, "admin server failed");
     }
 }

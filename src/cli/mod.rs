@@ -4,11 +4,12 @@
 pub mod proxy_status;
 pub mod release;
 
-use crate::server::{Options, Sluice};
+use crate::server::{Options, Sluice, TlsOptions};
 use crate::source::{self, FileSourceStatus};
 use crate::store::Store;
 pub use crate::telemetry::logging::LogFormat;
-use crate::xds::Limits;
+use crate::tls::TlsFiles;
+use crate::xds::{Limits, Trust};
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -76,6 +77,12 @@ pub struct ServeArgs {
     pub state_dir: Option<PathBuf>,
     #[command(flatten)]
     pub limits: LimitArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// File holding the bearer token release changes need (REST `Authorization: Bearer`, gRPC `authorization`
+    /// metadata); re-read when it changes. Without it, release changes are taken from loopback clients only.
+    #[arg(long, env = "SLUICE_API_TOKEN_FILE")]
+    pub api_token_file: Option<PathBuf>,
 }
 
 /// The xDS limits (see `xds::limits`): going past one is refused with a gRPC status naming the flag.
@@ -116,6 +123,54 @@ impl LimitArgs {
             send_queue: self.send_queue,
             send_queue_bytes: self.send_queue_bytes,
         }
+    }
+}
+
+/// mTLS for xDS: the three files turn it on.
+#[derive(clap::Args, Debug, serde::Serialize)]
+pub struct TlsArgs {
+    /// mTLS xDS address (served when --tls-cert, --tls-key and --tls-client-ca are given).
+    #[arg(long, env = "SLUICE_XDS_TLS_ADDR", default_value = "0.0.0.0:15012")]
+    pub xds_tls_addr: SocketAddr,
+    /// The server certificate chain (PEM); reloaded when it changes.
+    #[arg(long, env = "SLUICE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The server certificate's private key (PEM); reloaded when it changes.
+    #[arg(long, env = "SLUICE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// The CA bundle (PEM) proxy certificates must chain to; reloaded when it changes.
+    #[arg(long, env = "SLUICE_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// How often the TLS files are checked for changes, in milliseconds.
+    #[arg(long, env = "SLUICE_TLS_RELOAD_INTERVAL_MS", default_value_t = 1000)]
+    pub tls_reload_interval_ms: u64,
+    /// SPIFFE trust domain proxy certificates must name (`spiffe://DOMAIN/ns/NS/sa/SA`).
+    #[arg(long, env = "SLUICE_TRUST_DOMAIN", default_value = "cluster.local")]
+    pub trust_domain: String,
+    /// Namespaces every mTLS proxy sees besides its own (comma-separated; `*`: all).
+    #[arg(long, env = "SLUICE_SHARED_NAMESPACES", value_delimiter = ',')]
+    pub shared_namespaces: Vec<String>,
+    /// Turn the plaintext xDS port (--xds-addr) off; only the mTLS port serves.
+    #[arg(long, env = "SLUICE_NO_PLAINTEXT")]
+    pub no_plaintext: bool,
+}
+
+impl TlsArgs {
+    /// The mTLS options, or `None` when no TLS file is given; an error names a missing one.
+    pub fn options(&self) -> anyhow::Result<Option<TlsOptions>> {
+        let (cert, key, ca) = (&self.tls_cert, &self.tls_key, &self.tls_client_ca);
+        let (Some(cert), Some(key), Some(client_ca)) = (cert, key, ca) else {
+            if cert.is_some() || key.is_some() || ca.is_some() {
+                anyhow::bail!("mTLS needs all of --tls-cert, --tls-key and --tls-client-ca");
+            }
+            return Ok(None);
+        };
+        Ok(Some(TlsOptions {
+            addr: self.xds_tls_addr,
+            files: TlsFiles { cert: cert.clone(), key: key.clone(), client_ca: client_ca.clone() },
+            trust: Trust { trust_domain: self.trust_domain.clone(), shared_namespaces: self.shared_namespaces.clone() },
+            reload_interval: Duration::from_millis(self.tls_reload_interval_ms),
+        }))
     }
 }
 
@@ -193,6 +248,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let options = Options {
         xds_addr: args.xds_addr,
+        plaintext: !args.tls.no_plaintext,
+        tls: args.tls.options()?,
+        api_token_file: args.api_token_file.clone(),
         admin_addr: Some(args.admin_addr),
         min_push_interval: Duration::from_millis(args.min_push_interval_ms),
         limits: args.limits.limits(),
@@ -224,4 +282,29 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve_args(flags: &[&str]) -> ServeArgs {
+        let cli = Cli::try_parse_from(["sluice", "serve"].iter().chain(flags)).unwrap();
+        match cli.command {
+            Command::Serve(args) => args,
+            other => panic!("not serve: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn tls_needs_all_three_files_and_defaults_to_15012() {
+        assert!(serve_args(&[]).tls.options().unwrap().is_none(), "no TLS file: no mTLS port");
+        let err = serve_args(&["--tls-cert=c.pem"]).tls.options().unwrap_err().to_string();
+        assert!(err.contains("--tls-cert, --tls-key and --tls-client-ca"), "{err}");
+        let all = ["--tls-cert=c.pem", "--tls-key=k.pem", "--tls-client-ca=ca.pem", "--shared-namespaces=x,y"];
+        let tls = serve_args(&all).tls.options().unwrap().unwrap();
+        assert_eq!(tls.addr, "0.0.0.0:15012".parse().unwrap());
+        assert_eq!(tls.trust.trust_domain, "cluster.local");
+        assert_eq!(tls.trust.shared_namespaces, ["x", "y"]);
+    }
 }

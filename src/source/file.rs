@@ -1,4 +1,5 @@
-//! The file source: Kubernetes-shaped YAML files (Service, Workload, ReleasePolicy) → a [`Model`], with hot reload.
+//! The file source: Kubernetes-shaped YAML files (Service, Workload, ReleasePolicy, Istio VirtualService and
+//! DestinationRule, Gateway API HTTPRoute) → a [`Model`], with hot reload.
 //!
 //! ```text
 //!  paths (files, directories of *.yaml|*.yml) ─read_sources─▶ Sources (path → text)
@@ -200,6 +201,7 @@ pub async fn watch_with_status(
 fn reload(sources: &Sources, store: &Store, status: &FileSourceStatus) {
     match build(sources) {
         Ok(a) => {
+            report_unsupported(&a.warnings);
             store.set_part(SOURCE, a.model);
             status.set(None);
             tracing::info!(
@@ -220,7 +222,18 @@ fn reload(sources: &Sources, store: &Store, status: &FileSourceStatus) {
     }
 }
 
-/// `sluice validate PATH...`: prints `ok: N services, M workloads, K policies`, or every error (one per line,
+/// Logs each field a mesh routing object holds that Sluice does not translate, and counts them by kind in
+/// `sluice_unsupported_fields_total`.
+fn report_unsupported(warnings: &[LoadError]) {
+    for w in warnings {
+        tracing::warn!("file source: {w}");
+        let kind = w.object.split(' ').next().unwrap_or("").to_string();
+        metrics::counter!(crate::telemetry::names::UNSUPPORTED_FIELDS, "kind" => kind).increment(1);
+    }
+}
+
+/// `sluice validate PATH...`: prints a `warning:` line per untranslated field of a mesh routing object, then
+/// `ok: N services, M workloads, K policies, R routing objects`, or every error (one per line,
 /// `file:line` first) on stderr and exits with 1.
 pub fn validate_command(paths: &[PathBuf]) -> ExitCode {
     match validate_to(paths, &mut std::io::stdout(), &mut std::io::stderr()) {
@@ -236,7 +249,11 @@ pub fn validate_command(paths: &[PathBuf]) -> ExitCode {
 pub fn validate_to(paths: &[PathBuf], out: &mut impl Write, err: &mut impl Write) -> std::io::Result<ExitCode> {
     match build(&read_sources(paths)) {
         Ok(a) => {
-            writeln!(out, "ok: {} services, {} workloads, {} policies", a.services, a.workloads, a.policies)?;
+            for w in &a.warnings {
+                writeln!(out, "warning: {w}")?;
+            }
+            let (s, w, p, r) = (a.services, a.workloads, a.policies, a.routing);
+            writeln!(out, "ok: {s} services, {w} workloads, {p} policies, {r} routing objects")?;
             Ok(ExitCode::SUCCESS)
         }
         Err(errors) => {

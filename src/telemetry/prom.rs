@@ -29,6 +29,9 @@ pub mod names {
     pub const VERSION_RPS: &str = "sluice_version_requests_per_second";
     /// Gauge, reserved for the stats sink: share of non-5xx responses (0..1) per `namespace`, `service`, `version`.
     pub const VERSION_SUCCESS_RATE: &str = "sluice_version_success_rate";
+    /// Counter: fields of VirtualService, DestinationRule or HTTPRoute objects Sluice does not translate (each
+    /// reported with its object and path), by `kind`.
+    pub const UNSUPPORTED_FIELDS: &str = "sluice_unsupported_fields_total";
 }
 
 /// Histogram buckets for durations, in seconds: 1 ms to 30 s.
@@ -88,6 +91,10 @@ fn describe() {
     describe_histogram!(names::XDS_CONFIG_SIZE, Unit::Bytes, "Resource bytes in one xDS response, by type.");
     describe_gauge!(names::VERSION_RPS, "Requests per second to a service version, summed over every proxy.");
     describe_gauge!(names::VERSION_SUCCESS_RATE, "Share of non-5xx responses (0..1) of a service version.");
+    describe_counter!(
+        names::UNSUPPORTED_FIELDS,
+        "Config fields Sluice does not translate (reported, ignored), by kind."
+    );
 }
 
 /// Renders every metric the recorder holds as Prometheus text (empty when another recorder is installed).

@@ -25,6 +25,8 @@ mod session;
 pub mod snapshot;
 mod sotw;
 pub mod stream;
+pub mod trust;
+mod visible;
 
 pub use limits::{Limits, StreamSlots};
 pub use registry::{ProxyStatus, Registry};
@@ -32,3 +34,4 @@ pub use resource::TypeKind;
 pub use server::Xds;
 pub use snapshot::Snapshot;
 pub use stream::StreamCtx;
+pub use trust::Trust;

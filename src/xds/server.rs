@@ -5,6 +5,7 @@ use super::queue;
 use super::resource::TypeKind;
 use super::sotw::Sotw;
 use super::stream::{Protocol, StreamCtx, run};
+use super::trust::Trust;
 use envoy_types::pb::envoy::service::cluster::v3::cluster_discovery_service_server::{
     ClusterDiscoveryService, ClusterDiscoveryServiceServer,
 };
@@ -24,6 +25,7 @@ use envoy_types::pb::envoy::service::route::v3::route_discovery_service_server::
     RouteDiscoveryService, RouteDiscoveryServiceServer,
 };
 use std::pin::Pin;
+use std::sync::Arc;
 use tonic::{Request, Response, Status, Streaming};
 
 type Out<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
@@ -32,24 +34,39 @@ type Out<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
 #[derive(Clone)]
 pub struct Xds {
     ctx: StreamCtx,
+    /// Set on the mTLS port: every stream must carry a client certificate identity, which scopes what it sees.
+    trust: Option<Arc<Trust>>,
 }
 
 impl Xds {
+    /// The plaintext services: no identity, every namespace visible.
     pub fn new(ctx: StreamCtx) -> Self {
-        Self { ctx }
+        Self { ctx, trust: None }
     }
 
-    /// Starts the task of a new stream, or refuses it past `--max-streams`.
-    fn spawn<P: Protocol>(&self, inbound: Streaming<P::Req>, only: Option<TypeKind>) -> Result<Out<P::Resp>, Status> {
+    /// The mTLS services: a stream without a SPIFFE identity from its certificate is refused.
+    pub fn mtls(ctx: StreamCtx, trust: Arc<Trust>) -> Self {
+        Self { ctx, trust: Some(trust) }
+    }
+
+    /// Starts the task of a new stream, or refuses it (no identity on the mTLS port; past `--max-streams`).
+    fn spawn<P: Protocol>(
+        &self,
+        req: Request<Streaming<P::Req>>,
+        only: Option<TypeKind>,
+    ) -> Result<Response<Out<P::Resp>>, Status> {
+        let peer = self.trust.as_ref().map(|t| t.peer(&req)).transpose()?;
         let slot = self.ctx.slots.acquire(self.ctx.limits.max_streams).inspect_err(|status| {
             tracing::warn!(%status, "refusing stream");
         })?;
         let (tx, rx) = queue::channel(self.ctx.limits.send_queue, self.ctx.limits.send_queue_bytes);
-        tokio::spawn(run::<P>(self.ctx.clone(), inbound, tx, only, slot));
-        Ok(Box::pin(rx))
+        tokio::spawn(run::<P>(self.ctx.clone(), req.into_inner(), tx, only, peer, slot));
+        Ok(Response::new(Box::pin(rx)))
     }
 
-    /// Adds every xDS service to a tonic router, each with the request and response size limits.
+    /// Adds every xDS service to a tonic router. CSDS (every proxy's config status) is left off the mTLS port: a
+    /// proxy certificate would otherwise read other namespaces' config through it.
+    /// Every service has the request and response size limits.
     pub fn add_to(self, router: tonic::service::RoutesBuilder) -> tonic::service::RoutesBuilder {
         let (req, resp) = (self.ctx.limits.max_request_bytes, self.ctx.limits.max_response_bytes);
         macro_rules! limited {
@@ -58,17 +75,16 @@ impl Xds {
             };
         }
         let mut router = router;
+        if self.trust.is_none() {
+            let csds = super::csds::Csds::new(self.ctx.registry.clone(), self.ctx.snapshots.clone());
+            router.add_service(csds.server().max_decoding_message_size(req));
+        }
         router
             .add_service(limited!(AggregatedDiscoveryServiceServer))
             .add_service(limited!(ClusterDiscoveryServiceServer))
             .add_service(limited!(EndpointDiscoveryServiceServer))
             .add_service(limited!(ListenerDiscoveryServiceServer))
-            .add_service(limited!(RouteDiscoveryServiceServer))
-            .add_service(
-                super::csds::Csds::new(self.ctx.registry.clone(), self.ctx.snapshots.clone())
-                    .server()
-                    .max_decoding_message_size(req),
-            );
+            .add_service(limited!(RouteDiscoveryServiceServer));
         router
     }
 }
@@ -82,14 +98,14 @@ impl AggregatedDiscoveryService for Xds {
         &self,
         req: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        self.spawn::<Sotw>(req.into_inner(), None).map(Response::new)
+        self.spawn::<Sotw>(req, None)
     }
 
     async fn delta_aggregated_resources(
         &self,
         req: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        self.spawn::<Delta>(req.into_inner(), None).map(Response::new)
+        self.spawn::<Delta>(req, None)
     }
 }
 
@@ -105,14 +121,14 @@ macro_rules! per_type_service {
                 &self,
                 req: Request<Streaming<DiscoveryRequest>>,
             ) -> Result<Response<Self::$sotw_ty>, Status> {
-                self.spawn::<Sotw>(req.into_inner(), Some($kind)).map(Response::new)
+                self.spawn::<Sotw>(req, Some($kind))
             }
 
             async fn $delta(
                 &self,
                 req: Request<Streaming<DeltaDiscoveryRequest>>,
             ) -> Result<Response<Self::$delta_ty>, Status> {
-                self.spawn::<Delta>(req.into_inner(), Some($kind)).map(Response::new)
+                self.spawn::<Delta>(req, Some($kind))
             }
 
             async fn $fetch(&self, _: Request<DiscoveryRequest>) -> Result<Response<DiscoveryResponse>, Status> {

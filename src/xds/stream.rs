@@ -17,6 +17,7 @@ use super::registry::Registry;
 use super::resource::TypeKind;
 use super::session::Session;
 use super::snapshot::Snapshot;
+use super::trust::Peer;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use futures::StreamExt;
 use std::sync::Arc;
@@ -62,6 +63,7 @@ pub(crate) async fn run<P: Protocol>(
     mut inbound: Streaming<P::Req>,
     tx: SendQueue<P::Resp>,
     only: Option<TypeKind>,
+    peer: Option<Peer>,
     _slot: SlotGuard,
 ) {
     let first = match inbound.next().await {
@@ -72,14 +74,24 @@ pub(crate) async fn run<P: Protocol>(
         }
         None => return,
     };
-    let proxy = match node::proxy_info(P::node(&first)) {
+    let mut proxy = match node::proxy_info(P::node(&first)) {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(error = %e, "refusing stream");
             return tx.fail(Status::invalid_argument(e.to_string()));
         }
     };
+    if let Some(peer) = &peer {
+        let stated = P::node(&first).and_then(node::stated_namespace);
+        if let Err(status) = peer.admit(&mut proxy, stated) {
+            tracing::warn!(proxy = %proxy.id, error = %status.message(), "refusing stream");
+            return tx.fail(status);
+        }
+    }
     let span = tracing::info_span!("xds", proxy = %proxy.id, protocol = P::NAME);
+    if let Some(p) = &peer {
+        span.in_scope(|| tracing::info!(identity = %p.identity, "mTLS identity accepted"));
+    }
     let node = P::node(&first).cloned().unwrap_or_default();
     serve::<P>(ctx, inbound, tx, only, first, node, proxy).instrument(span).await
 }

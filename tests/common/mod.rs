@@ -15,6 +15,7 @@ pub mod envoy;
 pub mod http;
 pub mod mesh;
 pub mod peers;
+pub mod pki;
 pub mod prom;
 pub mod stats;
 pub mod traffic;
