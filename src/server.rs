@@ -150,6 +150,7 @@ impl Sluice {
             snapshots: snapshots.clone(),
             registry: registry.clone(),
             limits: options.limits,
+            slots: Default::default(),
             stop: stop_rx.clone(),
         };
         let mut stop_wait = stop_rx;

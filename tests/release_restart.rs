@@ -10,13 +10,12 @@
 
 mod common;
 
-use common::{Backend, Envoy, LoadLoop, assert_share, free_port, load, reviews_yaml, start_envoy};
+use common::{Backend, Envoy, LoadLoop, SluiceChild, assert_share, free_port, load, reviews_yaml, start_envoy};
 use sluice::model::Phase;
 use sluice::release::Record;
 use sluice::release::persist::Persisted;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 const NODE: &str = "envoy-restart";
@@ -42,68 +41,6 @@ spec:
   action: {action}
 "#
         )
-}
-
-/// The real `sluice serve` as a child process, its output in `log`. SIGKILLed by PID when dropped.
-struct Server {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Server {
-    async fn start(config: &Path, state: &Path, xds: SocketAddr, admin: SocketAddr, log: PathBuf) -> Server {
-        let out = std::fs::File::create(&log).expect("create sluice log");
-        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .arg("serve")
-            .arg("--config")
-            .arg(config)
-            .arg("--state-dir")
-            .arg(state)
-            .args(["--xds-addr", &xds.to_string(), "--admin-addr", &admin.to_string()])
-            .args(["--reload-interval-ms", "100"])
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("dup log"))
-            .stderr(out)
-            .spawn()
-            .expect("spawn sluice");
-        let server = Server { child, log };
-        let http = common::http::client();
-        let started = Instant::now();
-        loop {
-            if let Ok((200, _)) = common::http::get_with(&http, admin, "localhost", "/readyz", &[]).await {
-                return server;
-            }
-            assert!(started.elapsed() < Duration::from_secs(20), "sluice not ready in 20 s\n{}", server.log_tail());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// SIGKILL (what `Child::kill` sends on Unix): no shutdown code runs.
-    fn kill9(mut self) {
-        self.child.kill().expect("SIGKILL sluice");
-        let status = self.child.wait().expect("reap sluice");
-        println!("sluice (pid {}) killed: {status}", self.child.id());
-    }
-
-    fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        format!("--- sluice log ---\n{}", lines[lines.len().saturating_sub(30)..].join("\n"))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("{}", self.log_tail());
-        }
-    }
 }
 
 /// The release's record as the state dir holds it.
@@ -141,7 +78,8 @@ async fn kill_9_mid_release_keeps_traffic_and_state() {
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("admin address");
     let log = |n: u32| dir.path().join(format!("sluice-{n}.log"));
 
-    let server = Server::start(&file, &state, xds, admin, log(1)).await;
+    let state_arg = state.to_str().expect("utf-8 temp path");
+    let server = SluiceChild::start(&file, xds, admin, log(1), &["--state-dir", state_arg]).await;
     let (envoy, listen) = start_envoy(xds, NODE, false).await;
     measure(listen, "30% before the kill", 0.3).await;
     let before = stored(&state);
@@ -156,7 +94,7 @@ async fn kill_9_mid_release_keeps_traffic_and_state() {
     wait_connected(&envoy, 0, Duration::from_secs(5)).await;
     measure(listen, "30% while sluice is down", 0.3).await;
 
-    let server = Server::start(&file, &state, xds, admin, log(2)).await;
+    let server = SluiceChild::start(&file, xds, admin, log(2), &["--state-dir", state_arg]).await;
     let after = stored(&state);
     assert_eq!(after.state, before.state, "the restart brings back the same phase, weight and step");
     // And that is what the restarted server serves, as the operator reads it through the Release API.

@@ -11,7 +11,7 @@
 mod child;
 mod fixture;
 mod procstat;
-mod proxy;
+pub mod proxy;
 mod report;
 
 pub use child::Kind;

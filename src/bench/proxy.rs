@@ -74,7 +74,8 @@ fn name_of(any: &Any) -> String {
     NameOnly::decode(any.value.as_slice()).map(|n| n.name).unwrap_or_default()
 }
 
-fn node(i: usize) -> Node {
+/// The node of simulated proxy `i` (`bench-proxy-NNNNN` in namespace `default`).
+pub fn node(i: usize) -> Node {
     let ns = Value { kind: Some(ValueKind::StringValue("default".into())) };
     let metadata = Struct { fields: [("NAMESPACE".to_string(), ns)].into_iter().collect() };
     Node { id: format!("bench-proxy-{i:05}"), metadata: Some(metadata), ..Default::default() }

@@ -75,15 +75,55 @@ pub struct ServeArgs {
     /// Directory where release state (API policies, weights, steps, phases) survives restarts.
     #[arg(long, env = "SLUICE_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
-    /// Most resource names one xDS request may carry.
-    #[arg(long, env = "SLUICE_MAX_NAMES_PER_REQUEST", default_value_t = Limits::default().max_names_per_request)]
-    pub max_names_per_request: usize,
+    #[command(flatten)]
+    pub limits: LimitArgs,
     #[command(flatten)]
     pub tls: TlsArgs,
     /// File holding the bearer token release changes need (REST `Authorization: Bearer`, gRPC `authorization`
     /// metadata); re-read when it changes. Without it, release changes are taken from loopback clients only.
     #[arg(long, env = "SLUICE_API_TOKEN_FILE")]
     pub api_token_file: Option<PathBuf>,
+}
+
+/// The xDS limits (see `xds::limits`): going past one is refused with a gRPC status naming the flag.
+#[derive(clap::Args, Debug, serde::Serialize)]
+pub struct LimitArgs {
+    /// Most xDS streams open at once (over every connection); more are refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "SLUICE_MAX_STREAMS", default_value_t = Limits::default().max_streams)]
+    pub max_streams: usize,
+    /// Largest xDS request message, in bytes; larger ones end the stream with OUT_OF_RANGE.
+    #[arg(long, env = "SLUICE_MAX_REQUEST_BYTES", default_value_t = Limits::default().max_request_bytes)]
+    pub max_request_bytes: usize,
+    /// Largest xDS response message, in bytes; a larger one ends the stream with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "SLUICE_MAX_RESPONSE_BYTES", default_value_t = Limits::default().max_response_bytes)]
+    pub max_response_bytes: usize,
+    /// Most resource names one xDS request may carry, and one stream's subscription to one type.
+    #[arg(long, env = "SLUICE_MAX_NAMES_PER_REQUEST", default_value_t = Limits::default().max_names_per_request)]
+    pub max_names_per_request: usize,
+    /// Longest resource name in an xDS request, in bytes.
+    #[arg(long, env = "SLUICE_MAX_NAME_BYTES", default_value_t = Limits::default().max_name_bytes)]
+    pub max_name_bytes: usize,
+    /// Responses queued per stream that the proxy has not read; when full, the stream waits and the proxy gets
+    /// the latest config when it reads again (no backlog).
+    #[arg(long, env = "SLUICE_SEND_QUEUE", default_value_t = Limits::default().send_queue)]
+    pub send_queue: usize,
+    /// Bytes of responses queued per stream that the proxy has not read (then as --send-queue).
+    #[arg(long, env = "SLUICE_SEND_QUEUE_BYTES", default_value_t = Limits::default().send_queue_bytes)]
+    pub send_queue_bytes: usize,
+}
+
+impl LimitArgs {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_streams: self.max_streams,
+            max_request_bytes: self.max_request_bytes,
+            max_response_bytes: self.max_response_bytes,
+            max_names_per_request: self.max_names_per_request,
+            max_name_bytes: self.max_name_bytes,
+            send_queue: self.send_queue,
+            send_queue_bytes: self.send_queue_bytes,
+        }
+    }
 }
 
 /// mTLS for xDS: the three files turn it on.
@@ -213,7 +253,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         api_token_file: args.api_token_file.clone(),
         admin_addr: Some(args.admin_addr),
         min_push_interval: Duration::from_millis(args.min_push_interval_ms),
-        limits: Limits { max_names_per_request: args.max_names_per_request },
+        limits: args.limits.limits(),
         state_dir: args.state_dir.clone(),
     };
     let config = serde_json::to_value(&args)?;

@@ -52,7 +52,7 @@ impl Csds {
     }
 
     pub fn server(self) -> ClientStatusDiscoveryServiceServer<Self> {
-        ClientStatusDiscoveryServiceServer::new(self).max_decoding_message_size(super::server::MAX_REQUEST_BYTES)
+        ClientStatusDiscoveryServiceServer::new(self)
     }
 
     /// The answer to one request: one `ClientConfig` per matching node (its streams merged), by node id.

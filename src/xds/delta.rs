@@ -27,6 +27,11 @@ impl Protocol for Delta {
         req.resource_names_subscribe.len() + req.resource_names_unsubscribe.len() + req.initial_resource_versions.len()
     }
 
+    fn names(req: &DeltaDiscoveryRequest) -> impl Iterator<Item = &str> {
+        let subs = req.resource_names_subscribe.iter().chain(&req.resource_names_unsubscribe);
+        subs.chain(req.initial_resource_versions.keys()).map(String::as_str)
+    }
+
     fn handle(s: &mut Session, kind: TypeKind, req: DeltaDiscoveryRequest) {
         let st = s.state(kind);
         let first = !st.subscribed;

@@ -11,8 +11,13 @@
 
 pub mod csds;
 mod delta;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod limits;
 pub mod node;
 pub mod publisher;
+mod queue;
 pub mod registry;
 pub mod resource;
 pub mod server;
@@ -23,9 +28,10 @@ pub mod stream;
 pub mod trust;
 mod visible;
 
+pub use limits::{Limits, StreamSlots};
 pub use registry::{ProxyStatus, Registry};
 pub use resource::TypeKind;
 pub use server::Xds;
 pub use snapshot::Snapshot;
-pub use stream::{Limits, StreamCtx};
+pub use stream::StreamCtx;
 pub use trust::Trust;

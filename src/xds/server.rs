@@ -1,6 +1,7 @@
 //! The tonic services: ADS (SotW and Delta), the per-type CDS/EDS/LDS/RDS services and CSDS, on one gRPC server.
 
 use super::delta::Delta;
+use super::queue;
 use super::resource::TypeKind;
 use super::sotw::Sotw;
 use super::stream::{Protocol, StreamCtx, run};
@@ -25,14 +26,7 @@ use envoy_types::pb::envoy::service::route::v3::route_discovery_service_server::
 };
 use std::pin::Pin;
 use std::sync::Arc;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
-
-/// Largest request Sluice decodes (a DiscoveryRequest with many names, or a NACK with a long error).
-pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
-/// Largest response Sluice encodes (a whole CDS or EDS set).
-pub const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
 
 type Out<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
 
@@ -55,40 +49,44 @@ impl Xds {
         Self { ctx, trust: Some(trust) }
     }
 
+    /// Starts the task of a new stream, or refuses it (no identity on the mTLS port; past `--max-streams`).
     fn spawn<P: Protocol>(
         &self,
         req: Request<Streaming<P::Req>>,
         only: Option<TypeKind>,
     ) -> Result<Response<Out<P::Resp>>, Status> {
         let peer = self.trust.as_ref().map(|t| t.peer(&req)).transpose()?;
-        // At most one response per type is in flight, so 8 slots never fill: a stalled proxy holds no more.
-        let (tx, rx) = mpsc::channel(8);
-        tokio::spawn(run::<P>(self.ctx.clone(), req.into_inner(), tx, only, peer));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let slot = self.ctx.slots.acquire(self.ctx.limits.max_streams).inspect_err(|status| {
+            tracing::warn!(%status, "refusing stream");
+        })?;
+        let (tx, rx) = queue::channel(self.ctx.limits.send_queue, self.ctx.limits.send_queue_bytes);
+        tokio::spawn(run::<P>(self.ctx.clone(), req.into_inner(), tx, only, peer, slot));
+        Ok(Response::new(Box::pin(rx)))
     }
 
     /// Adds every xDS service to a tonic router. CSDS (every proxy's config status) is left off the mTLS port: a
     /// proxy certificate would otherwise read other namespaces' config through it.
+    /// Every service has the request and response size limits.
     pub fn add_to(self, router: tonic::service::RoutesBuilder) -> tonic::service::RoutesBuilder {
+        let (req, resp) = (self.ctx.limits.max_request_bytes, self.ctx.limits.max_response_bytes);
+        macro_rules! limited {
+            ($server:ident) => {
+                $server::new(self.clone()).max_decoding_message_size(req).max_encoding_message_size(resp)
+            };
+        }
         let mut router = router;
         if self.trust.is_none() {
-            router.add_service(super::csds::Csds::new(self.ctx.registry.clone(), self.ctx.snapshots.clone()).server());
+            let csds = super::csds::Csds::new(self.ctx.registry.clone(), self.ctx.snapshots.clone());
+            router.add_service(csds.server().max_decoding_message_size(req));
         }
         router
-            .add_service(limit(AggregatedDiscoveryServiceServer::new(self.clone())))
-            .add_service(ClusterDiscoveryServiceServer::new(self.clone()))
-            .add_service(EndpointDiscoveryServiceServer::new(self.clone()))
-            .add_service(ListenerDiscoveryServiceServer::new(self.clone()))
-            .add_service(RouteDiscoveryServiceServer::new(self));
+            .add_service(limited!(AggregatedDiscoveryServiceServer))
+            .add_service(limited!(ClusterDiscoveryServiceServer))
+            .add_service(limited!(EndpointDiscoveryServiceServer))
+            .add_service(limited!(ListenerDiscoveryServiceServer))
+            .add_service(limited!(RouteDiscoveryServiceServer));
         router
     }
-}
-
-fn limit<T>(s: AggregatedDiscoveryServiceServer<T>) -> AggregatedDiscoveryServiceServer<T>
-where
-    T: AggregatedDiscoveryService,
-{
-    s.max_decoding_message_size(MAX_REQUEST_BYTES).max_encoding_message_size(MAX_RESPONSE_BYTES)
 }
 
 #[tonic::async_trait]

@@ -28,6 +28,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+/// Longest NACK reason kept per type.
+const MAX_NACK_REASON: usize = 4096;
+
 #[derive(Debug)]
 pub(crate) struct Inflight {
     pub nonce: String,
@@ -156,6 +159,11 @@ impl Session {
     /// Whether `kind` needs a push computed now; clears the mark.
     pub fn take_dirty(&mut self, kind: TypeKind) -> bool {
         std::mem::take(&mut self.dirty[kind.index()])
+    }
+
+    /// Whether any type waits for a push.
+    pub fn any_dirty(&self) -> bool {
+        self.dirty.iter().any(|d| *d)
     }
 
     pub fn state(&mut self, kind: TypeKind) -> &mut TypeState {
@@ -321,7 +329,13 @@ impl Session {
     }
 
     /// The proxy rejected the response in flight; it keeps its last good set, and we do not re-send this content.
-    pub fn nack(&mut self, kind: TypeKind, reason: String) {
+    pub fn nack(&mut self, kind: TypeKind, mut reason: String) {
+        if reason.len() > MAX_NACK_REASON {
+            // Kept for /debug/syncz; the request size limit bounds it, this keeps each held reason small.
+            let cut = (0..=MAX_NACK_REASON).rev().find(|i| reason.is_char_boundary(*i)).unwrap_or(0);
+            reason.truncate(cut);
+            reason.push_str("...");
+        }
         let st = self.state(kind);
         if let Some(inflight) = st.inflight.take() {
             // The stream's span names the proxy.

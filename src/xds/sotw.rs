@@ -27,6 +27,10 @@ impl Protocol for Sotw {
         req.resource_names.len()
     }
 
+    fn names(req: &DiscoveryRequest) -> impl Iterator<Item = &str> {
+        req.resource_names.iter().map(String::as_str)
+    }
+
     fn handle(s: &mut Session, kind: TypeKind, req: DiscoveryRequest) {
         let st = s.state(kind);
         if !req.response_nonce.is_empty() {

@@ -2,14 +2,17 @@
 //!
 //! ```text
 //!  requests ──▶ P::handle (subscriptions, ACK/NACK) ─┐
-//!                                                    ├─▶ P::push per type, CDS → EDS → LDS → RDS ──▶ responses
+//!                                                    ├─▶ P::push per type, CDS → EDS → LDS → RDS ──▶ send queue
 //!  snapshot watch (new config) ──▶ session.view ─────┘                 └─▶ registry (syncz, ACK waits)
 //! ```
 //! No config is sent before the first snapshot exists, and the first snapshot waits for every source to load.
 //! The task runs inside an `xds` span (`proxy`, `protocol`), so every line it logs names the proxy; per-type lines
 //! add `type`. Each response sent counts in `pilot_xds_pushes`, `pilot_xds_push_time`, `pilot_xds_config_size_bytes`.
+//! The task never waits on the proxy: a full send queue (see `queue`) leaves types dirty until the proxy reads.
 
+use super::limits::{Limits, SlotGuard, StreamSlots};
 use super::node;
+use super::queue::SendQueue;
 use super::registry::Registry;
 use super::resource::TypeKind;
 use super::session::Session;
@@ -19,7 +22,7 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tonic::{Status, Streaming};
 use tracing::Instrument;
 
@@ -29,32 +32,22 @@ pub struct StreamCtx {
     pub snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
     pub registry: Registry,
     pub limits: Limits,
+    pub slots: StreamSlots,
     /// Turns true when the server stops: every stream ends, so proxies reconnect (to another replica or the
     /// restarted server) instead of holding the shutdown open.
     pub stop: watch::Receiver<bool>,
 }
 
-/// Explicit bounds on what one request may ask.
-#[derive(Clone, Copy, Debug, serde::Serialize)]
-pub struct Limits {
-    /// Resource names in one request (subscribe + unsubscribe + initial versions).
-    pub max_names_per_request: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self { max_names_per_request: 20_000 }
-    }
-}
-
 /// One wire protocol's request handling and response building.
 pub(crate) trait Protocol: Send + 'static {
     type Req: prost::Message + Default + Send + 'static;
-    type Resp: Send + 'static;
+    type Resp: prost::Message + Send + 'static;
     const NAME: &'static str;
     fn node(req: &Self::Req) -> Option<&Node>;
     fn type_url(req: &Self::Req) -> &str;
     fn name_count(req: &Self::Req) -> usize;
+    /// Every resource name the request carries (for the length limit).
+    fn names(req: &Self::Req) -> impl Iterator<Item = &str>;
     /// Applies one request: subscription changes, ACK or NACK.
     fn handle(session: &mut Session, kind: TypeKind, req: Self::Req);
     /// The response to send for `kind` now, if any.
@@ -63,33 +56,36 @@ pub(crate) trait Protocol: Send + 'static {
     fn resource_bytes(resp: &Self::Resp) -> usize;
 }
 
-/// Runs one stream to its end. `only` restricts it to one type (the per-type services).
+/// Runs one stream to its end. `only` restricts it to one type (the per-type services); `_slot` is its place in
+/// the stream limit, held until it ends.
 pub(crate) async fn run<P: Protocol>(
     ctx: StreamCtx,
     mut inbound: Streaming<P::Req>,
-    tx: mpsc::Sender<Result<P::Resp, Status>>,
+    tx: SendQueue<P::Resp>,
     only: Option<TypeKind>,
     peer: Option<Peer>,
+    _slot: SlotGuard,
 ) {
     let first = match inbound.next().await {
         Some(Ok(req)) => req,
-        Some(Err(status)) => return tracing::debug!(%status, "stream ended before its first request"),
+        Some(Err(status)) => {
+            tracing::debug!(%status, "stream ended before its first request");
+            return tx.fail(with_flag(status));
+        }
         None => return,
     };
     let mut proxy = match node::proxy_info(P::node(&first)) {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(error = %e, "refusing stream");
-            let _ = tx.send(Err(Status::invalid_argument(e.to_string()))).await;
-            return;
+            return tx.fail(Status::invalid_argument(e.to_string()));
         }
     };
     if let Some(peer) = &peer {
         let stated = P::node(&first).and_then(node::stated_namespace);
         if let Err(status) = peer.admit(&mut proxy, stated) {
             tracing::warn!(proxy = %proxy.id, error = %status.message(), "refusing stream");
-            let _ = tx.send(Err(status)).await;
-            return;
+            return tx.fail(status);
         }
     }
     let span = tracing::info_span!("xds", proxy = %proxy.id, protocol = P::NAME);
@@ -104,7 +100,7 @@ pub(crate) async fn run<P: Protocol>(
 async fn serve<P: Protocol>(
     mut ctx: StreamCtx,
     mut inbound: Streaming<P::Req>,
-    tx: mpsc::Sender<Result<P::Resp, Status>>,
+    tx: SendQueue<P::Resp>,
     only: Option<TypeKind>,
     first: P::Req,
     node: Node,
@@ -116,37 +112,30 @@ async fn serve<P: Protocol>(
     if let Some(s) = ctx.snapshots.borrow_and_update().clone() {
         session.set_snapshot(s);
     }
-    let metrics = crate::telemetry::xds::get();
     let mut next = Some(first);
     loop {
         if let Some(req) = next.take()
             && let Err(status) = apply::<P>(&mut session, &ctx.limits, req)
         {
-            let _ = tx.send(Err(status)).await;
-            return;
+            tracing::warn!(%status, "refusing request; stream closed");
+            return tx.fail(status);
         }
-        for kind in TypeKind::ALL {
-            if !session.take_dirty(kind) {
-                continue;
-            }
-            let started = Instant::now();
-            if let Some(resp) = P::push(&mut session, kind) {
-                let bytes = P::resource_bytes(&resp);
-                tracing::debug!(type = kind.short(), bytes, "push");
-                if tx.send(Ok(resp)).await.is_err() {
-                    return;
-                }
-                metrics.pushed(kind, bytes, started.elapsed());
-                session.state(kind).sent_at = Some(std::time::SystemTime::now());
-            }
+        if let Err(status) = push_dirty::<P>(&mut session, &ctx.limits, &tx) {
+            return tx.fail(status);
         }
         session.report();
+        // The proxy is not reading: its dirty types wait (coalescing to the latest state) until it drains.
+        let stalled = !tx.has_room() && session.any_dirty();
         tokio::select! {
             msg = inbound.next() => match msg {
                 Some(Ok(req)) => next = Some(req),
-                Some(Err(status)) => return tracing::info!(%status, "stream closed"),
+                Some(Err(status)) => {
+                    tracing::info!(%status, "stream closed");
+                    return tx.fail(with_flag(status));
+                }
                 None => return tracing::info!("stream closed by proxy"),
             },
+            _ = tx.drained(), if stalled => {}
             _ = ctx.stop.wait_for(|stop| *stop) => return tracing::info!("server stopping; stream closed"),
             changed = ctx.snapshots.changed() => {
                 if changed.is_err() {
@@ -160,14 +149,46 @@ async fn serve<P: Protocol>(
     }
 }
 
-fn apply<P: Protocol>(session: &mut Session, limits: &Limits, req: P::Req) -> Result<(), Status> {
-    if P::name_count(&req) > limits.max_names_per_request {
-        return Err(Status::resource_exhausted(format!(
-            "request names {} resources; the limit is {} (--max-names-per-request)",
-            P::name_count(&req),
-            limits.max_names_per_request
-        )));
+/// Names the flag behind tonic's decode limit, so the proxy's log says what to raise.
+fn with_flag(status: Status) -> Status {
+    match status.code() {
+        tonic::Code::OutOfRange if status.message().contains("too large") => {
+            Status::out_of_range(format!("{} (--max-request-bytes)", status.message()))
+        }
+        _ => status,
     }
+}
+
+/// Pushes every dirty type, CDS → EDS → LDS → RDS, while the send queue has room; the rest stay dirty. `Err`: a
+/// response past the size limit, or the proxy is gone.
+pub(crate) fn push_dirty<P: Protocol>(
+    session: &mut Session,
+    limits: &Limits,
+    tx: &SendQueue<P::Resp>,
+) -> Result<(), Status> {
+    for kind in TypeKind::ALL {
+        if !tx.has_room() {
+            break;
+        }
+        if !session.take_dirty(kind) {
+            continue;
+        }
+        let started = Instant::now();
+        if let Some(resp) = P::push(session, kind) {
+            let bytes = prost::Message::encoded_len(&resp);
+            limits.check_response(kind, bytes)?;
+            let resource_bytes = P::resource_bytes(&resp);
+            tracing::debug!(type = kind.short(), bytes, "push");
+            tx.push(resp, bytes).map_err(|_| Status::cancelled("the proxy is gone"))?;
+            crate::telemetry::xds::get().pushed(kind, resource_bytes, started.elapsed());
+            session.state(kind).sent_at = Some(std::time::SystemTime::now());
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn apply<P: Protocol>(session: &mut Session, limits: &Limits, req: P::Req) -> Result<(), Status> {
+    limits.check_request(P::name_count(&req), P::names(&req))?;
     let url = P::type_url(&req);
     let kind = match (TypeKind::from_type_url(url), session.only) {
         (Some(k), Some(only)) if k != only => {
@@ -181,6 +202,7 @@ fn apply<P: Protocol>(session: &mut Session, limits: &Limits, req: P::Req) -> Re
         }
     };
     P::handle(session, kind, req);
+    limits.check_subscription(kind, session.state(kind).names.len())?;
     session.touch(kind);
     Ok(())
 }

@@ -9,6 +9,7 @@
 #![allow(dead_code, unused_imports)] // each test binary uses a different part
 
 pub mod backend;
+pub mod child;
 pub mod cookies;
 pub mod envoy;
 pub mod http;
@@ -20,6 +21,7 @@ pub mod stats;
 pub mod traffic;
 
 pub use backend::Backend;
+pub use child::SluiceChild;
 pub use cookies::CookieJar;
 pub use envoy::{Envoy, envoy_bin};
 pub use http::{Counts, get, load};

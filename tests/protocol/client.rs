@@ -67,6 +67,11 @@ impl Sotw {
         }
     }
 
+    /// The response stream, to read its end.
+    pub fn stream(&mut self) -> &mut Streaming<DiscoveryResponse> {
+        &mut self.rx
+    }
+
     pub async fn try_recv(&mut self, wait: Duration) -> Option<DiscoveryResponse> {
         match tokio::time::timeout(wait, self.rx.message()).await {
             Ok(Ok(Some(r))) => Some(r),
@@ -149,6 +154,11 @@ impl Delta {
                 None => panic!("no delta response within 5 s (awaited at {caller})"),
             }
         }
+    }
+
+    /// The response stream, to read its end.
+    pub fn stream(&mut self) -> &mut Streaming<DeltaDiscoveryResponse> {
+        &mut self.rx
     }
 
     pub async fn try_recv(&mut self, wait: Duration) -> Option<DeltaDiscoveryResponse> {

@@ -1,6 +1,7 @@
 //! Protocol tests: the real server on 127.0.0.1:0 and tonic clients that play Envoy.
 
 mod client;
+mod limits;
 
 use client::{CDS, Delta, EDS, LDS, RDS, Sotw, names};
 use sluice::model::*;
