@@ -2,6 +2,7 @@
 
 use super::machine::Record;
 use crate::model::{Model, ObjectKey, Phase, ReleasePolicySpec, Step, TOTAL_WEIGHT};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -21,7 +22,7 @@ pub struct Metadata {
     pub namespace: String,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReleaseStatus {
     pub phase: Phase,
@@ -37,14 +38,14 @@ pub struct ReleaseStatus {
     pub source: String,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Proxies {
     /// Connected proxies that hold the current traffic config (ACKed), of `total` connected.
     pub acked: usize,
     pub total: usize,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct VersionStatus {
     pub name: String,
     pub weight: u32,
@@ -52,7 +53,7 @@ pub struct VersionStatus {
     pub ready: usize,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Condition {
     #[serde(rename = "type")]
     pub kind: String,

@@ -12,6 +12,7 @@ pub mod backend;
 pub mod cookies;
 pub mod envoy;
 pub mod http;
+pub mod kmock;
 pub mod mesh;
 pub mod peers;
 pub mod stats;
