@@ -127,6 +127,7 @@ async fn mesh(extra: &[(&str, &Backend)]) -> Mesh {
     let store = Store::new();
     sluice::source::kube::start(kmock.client().await, &[], store.clone(), stop_rx);
     let sluice = Sluice::start_with(Options::local(), store, Value::Null).await.expect("start");
+    tokio::time::timeout(Duration::from_secs(10), sluice.store().wait_ready()).await.expect("every kind listed");
     let (envoy, listen) = start_envoy(sluice.xds_addr(), "envoy-1", false).await;
     sluice.wait_acked("envoy-1", Duration::from_secs(20)).await.expect("Envoy ACKs the config");
     Mesh { kmock, client, sluice, envoy, listen, v1, v3, _stop: stop }
@@ -316,6 +317,7 @@ async fn a_malformed_policy_beside_a_good_one_is_skipped_logged_and_counted() {
     let store = Store::new();
     sluice::source::kube::start(client.clone(), &[], store.clone(), stop_rx);
     let sluice = Sluice::start_with(Options::local(), store, Value::Null).await.expect("start");
+    tokio::time::timeout(Duration::from_secs(10), sluice.store().wait_ready()).await.expect("every kind listed");
     sluice.wait_published(Duration::from_secs(10)).await.expect("first snapshot");
 
     let releases: Vec<String> = sluice.releases().list(None).into_iter().map(|r| r.metadata.name).collect();
