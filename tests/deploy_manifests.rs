@@ -82,3 +82,31 @@ fn the_deployment_probes_and_service_use_sluices_ports() {
     let args: Vec<&str> = c["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
     assert_eq!(args, ["serve", "--kube"]);
 }
+
+#[test]
+fn bookinfo_sidecars_are_bootstrapped_by_sluice_bootstrap() {
+    let docs = docs("bookinfo.yaml");
+    let config_maps = find(&docs, "ConfigMap");
+    let deployments = find(&docs, "Deployment");
+    assert_eq!((config_maps.len(), deployments.len()), (6, 6), "productpage, details, ratings, reviews v1-v3");
+    for cm in config_maps {
+        let args: Vec<String> =
+            serde_json::from_str(cm["metadata"]["annotations"]["sluice.dev/bootstrap"].as_str().unwrap()).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_sluice")).arg("bootstrap").args(&args).output().unwrap();
+        assert!(out.status.success(), "sluice bootstrap {args:?}");
+        let want: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let have: Value = serde_json::from_str(cm["data"]["envoy.json"].as_str().unwrap()).unwrap();
+        assert!(have == want, "{} is stale: run scripts/gen-bookinfo", cm["metadata"]["name"]);
+    }
+    for d in deployments {
+        let pod = &d["spec"]["template"]["spec"];
+        let envoy = pod["containers"].as_array().unwrap().iter().find(|c| c["name"] == "envoy").expect("a sidecar");
+        let volume = &pod["volumes"][0]["configMap"]["name"];
+        let name = d["metadata"]["name"].as_str().unwrap();
+        assert_eq!(volume, &format!("{name}-envoy"));
+        assert_eq!(envoy["args"][1], "/etc/envoy/envoy.json");
+    }
+    let policy = find(&docs, "ReleasePolicy")[0];
+    let spec: sluice::model::ReleasePolicySpec = serde_json::from_value(policy["spec"].clone()).unwrap();
+    spec.validate().unwrap();
+}
