@@ -37,7 +37,7 @@ pub enum Item {
     Service(Service),
     Pod(PodLabels),
     Slice(Slice),
-    Policy(ReleasePolicy),
+    Policy(Box<ReleasePolicy>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -145,12 +145,12 @@ pub fn release_policy(obj: &DynamicObject) -> Result<Item, Invalid> {
         Invalid::new(field, e.into_inner().to_string())
     })?;
     spec.validate().map_err(|e| Invalid::new(e.path, e.message))?;
-    Ok(Item::Policy(ReleasePolicy {
+    Ok(Item::Policy(Box::new(ReleasePolicy {
         name: obj.name_any(),
         namespace: obj.namespace().unwrap_or_default(),
         spec,
         state: Default::default(),
-    }))
+    })))
 }
 
 /// The API resource of the ReleasePolicy CRD, for the dynamic watch.

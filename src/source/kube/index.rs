@@ -158,7 +158,7 @@ impl Index {
                     slices.entry(ObjectKey::new(&key.namespace, &slice.service)).or_default().push(slice);
                 }
                 Item::Policy(p) => {
-                    model.policies.insert(key.clone(), p.clone());
+                    model.policies.insert(key.clone(), (**p).clone());
                 }
             }
         }
