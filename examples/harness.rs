@@ -32,6 +32,7 @@ async fn main() -> anyhow::Result<()> {
         sotw: false,
         labels: vec![],
         inbound_ports: vec![],
+        tls: Default::default(),
     };
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("envoy.json");

@@ -4,7 +4,7 @@
 //! ```text
 //!  BootstrapArgs ──render──▶ { node (id, cluster = namespace, metadata),
 //!                              dynamic_resources (ADS: Delta or SotW; CDS + LDS over it),
-//!                              static_resources.clusters = [sluice-xds (HTTP/2)],
+//!                              static_resources.clusters = [sluice-xds (HTTP/2; mTLS with --tls-*)],
 //!                              admin (127.0.0.1:admin_port), layered_runtime }
 //! ```
 //!
@@ -61,6 +61,26 @@ pub struct BootstrapArgs {
     /// Ports the workload serves, `9080,9081`.
     #[arg(long, env = "SLUICE_INBOUND_PORTS", value_delimiter = ',')]
     pub inbound_ports: Vec<u16>,
+    #[command(flatten)]
+    pub tls: BootstrapTls,
+}
+
+/// mTLS to Sluice's TLS port (15012): the proxy's certificate (with its SPIFFE ID), key, and the CA that signed
+/// Sluice's certificate. All three or none.
+#[derive(Clone, Debug, Default, clap::Args, serde::Serialize)]
+pub struct BootstrapTls {
+    /// The proxy's certificate chain (PEM; its URI SAN is `spiffe://TRUST_DOMAIN/ns/NS/sa/SA`).
+    #[arg(long, env = "SLUICE_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The proxy's private key (PEM).
+    #[arg(long, env = "SLUICE_TLS_KEY", requires_all = ["tls_cert", "tls_ca"])]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// The CA bundle (PEM) Sluice's server certificate must chain to.
+    #[arg(long, env = "SLUICE_TLS_CA", requires_all = ["tls_cert", "tls_key"])]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// The name Sluice's certificate must carry (SNI and SAN match); default: the host of --xds (DNS name or IP).
+    #[arg(long, env = "SLUICE_TLS_SERVER_NAME")]
+    pub tls_server_name: Option<String>,
 }
 
 /// `HOST:PORT` where HOST is an IP address (`[::1]` for IPv6) or a DNS name.
@@ -111,7 +131,7 @@ pub fn render(args: &BootstrapArgs) -> Value {
     json!({
         "node": node(args),
         "dynamic_resources": dynamic_resources(args.sotw),
-        "static_resources": { "clusters": [xds_cluster(&args.xds)] },
+        "static_resources": { "clusters": [xds_cluster(&args.xds, &args.tls)] },
         "admin": { "address": socket_address("127.0.0.1", args.admin_port) },
         // An empty static layer keeps Envoy from warning that no runtime is configured.
         "layered_runtime": { "layers": [{ "name": "static", "static_layer": {} }] },
@@ -150,7 +170,7 @@ fn dynamic_resources(sotw: bool) -> Value {
 /// The one static cluster: Sluice's gRPC port. gRPC needs HTTP/2; keepalive notices a dead
 /// control plane behind a NAT or load balancer; the circuit breakers are raised so that a burst of
 /// streams (one per xDS type with non-ADS configs, or retries) is never refused by Envoy itself.
-fn xds_cluster(xds: &HostPort) -> Value {
+fn xds_cluster(xds: &HostPort, tls: &BootstrapTls) -> Value {
     let threshold = |priority: &str| {
         json!({ "priority": priority, "max_connections": 100_000, "max_pending_requests": 100_000,
                 "max_requests": 100_000, "max_retries": 1_000 })
@@ -174,11 +194,43 @@ fn xds_cluster(xds: &HostPort) -> Value {
             "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": socket_address(&xds.host, xds.port) } }] }],
         },
     });
+    if let Some(socket) = transport_socket(xds, tls) {
+        cluster["transport_socket"] = socket;
+    }
     if !xds.is_ip() {
         // Sluice usually listens on IPv4 only; Envoy's default (AUTO) would try AAAA first.
         cluster["dns_lookup_family"] = "V4_PREFERRED".into();
     }
     cluster
+}
+
+const UPSTREAM_TLS: &str = "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
+
+/// mTLS on the xDS cluster: present the proxy's certificate, verify Sluice's against the CA and its name. Envoy
+/// reads the files at start; a rotated proxy certificate takes a restart (or SDS, which Sluice does not serve).
+fn transport_socket(xds: &HostPort, tls: &BootstrapTls) -> Option<Value> {
+    let (Some(cert), Some(key), Some(ca)) = (&tls.tls_cert, &tls.tls_key, &tls.tls_ca) else { return None };
+    let name = tls.tls_server_name.clone().unwrap_or_else(|| xds.host.clone());
+    let is_ip = name.parse::<IpAddr>().is_ok();
+    let san = json!({ "san_type": if is_ip { "IP_ADDRESS" } else { "DNS" }, "matcher": { "exact": name } });
+    let mut context = json!({
+        "@type": format!("type.googleapis.com/{UPSTREAM_TLS}"),
+        "common_tls_context": {
+            "alpn_protocols": ["h2"],
+            "tls_certificates": [{
+                "certificate_chain": { "filename": cert },
+                "private_key": { "filename": key },
+            }],
+            "validation_context": {
+                "trusted_ca": { "filename": ca },
+                "match_typed_subject_alt_names": [san],
+            },
+        },
+    });
+    if !is_ip {
+        context["sni"] = name.into();
+    }
+    Some(json!({ "name": "envoy.transport_sockets.tls", "typed_config": context }))
 }
 
 fn socket_address(address: &str, port: u16) -> Value {
@@ -260,6 +312,29 @@ mod tests {
         let ip6 = render_flags(&["--node-id=p", "--xds=[::1]:15010"])["static_resources"]["clusters"][0].clone();
         assert_eq!(ip6["type"], "STATIC");
         assert!(ip6.get("dns_lookup_family").is_none());
+    }
+
+    #[test]
+    fn certificate_paths_give_an_mtls_xds_cluster() {
+        let b = render_flags(&[
+            "--node-id=p",
+            "--xds=sluice.sluice-system.svc:15012",
+            "--tls-cert=/etc/certs/cert.pem",
+            "--tls-key=/etc/certs/key.pem",
+            "--tls-ca=/etc/certs/root.pem",
+        ]);
+        let tls = &b["static_resources"]["clusters"][0]["transport_socket"]["typed_config"];
+        assert_eq!(tls["sni"], "sluice.sluice-system.svc");
+        let common = &tls["common_tls_context"];
+        assert_eq!(common["tls_certificates"][0]["certificate_chain"]["filename"], "/etc/certs/cert.pem");
+        assert_eq!(common["tls_certificates"][0]["private_key"]["filename"], "/etc/certs/key.pem");
+        assert_eq!(common["validation_context"]["trusted_ca"]["filename"], "/etc/certs/root.pem");
+        let san = &common["validation_context"]["match_typed_subject_alt_names"][0];
+        assert_eq!(san, &json!({ "san_type": "DNS", "matcher": { "exact": "sluice.sluice-system.svc" } }));
+        let plain = render_flags(&["--node-id=p"]);
+        assert!(plain["static_resources"]["clusters"][0].get("transport_socket").is_none());
+        let partial = Cli::try_parse_from(["b", "--node-id=p", "--tls-cert=/c.pem"]);
+        assert!(partial.is_err(), "a certificate without key and CA is refused");
     }
 
     #[test]

@@ -3,11 +3,12 @@
 //! ```text
 //!  source (files) ──▶ Store (Model) ──debounce──▶ translate ──▶ Snapshot ──watch──▶ one task per Envoy stream
 //!                                                                                      │ ACK/NACK
-//!                              admin HTTP (/readyz, /debug/syncz, config_dump) ◀── proxy registry
+//!                     admin HTTP (/readyz, /metrics, /debug/syncz, config_dump) ◀── proxy registry ──▶ CSDS
 //! ```
 //! See ARCHITECTURE.md for the map.
 
 pub mod admin;
+pub mod auth;
 pub mod bench;
 pub mod bootstrap;
 pub mod cli;
@@ -17,6 +18,8 @@ pub mod release;
 pub mod server;
 pub mod source;
 pub mod store;
+pub mod telemetry;
+pub mod tls;
 pub mod translate;
 pub mod xds;
 

@@ -13,9 +13,11 @@
 //! ```
 
 use crate::admin::{self, AdminState};
+use crate::auth::{ApiAuth, TokenFileError};
 use crate::release::{PersistError, ReleaseController, StateDir};
 use crate::store::Store;
-use crate::xds::{Limits, Registry, Snapshot, StreamCtx, Xds, publisher};
+use crate::tls::{ServerTls, TlsError, TlsFiles};
+use crate::xds::{Limits, Registry, Snapshot, StreamCtx, Trust, Xds, publisher};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +28,14 @@ use tokio::task::JoinHandle;
 /// Where and how to serve.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Options {
+    /// The plaintext xDS (and Release gRPC) address.
     pub xds_addr: SocketAddr,
+    /// Serve plaintext xDS on `xds_addr`; `false` (`--no-plaintext`) leaves only the mTLS port.
+    pub plaintext: bool,
+    /// The mTLS xDS port, if any.
+    pub tls: Option<TlsOptions>,
+    /// The bearer token release mutations need; `None`: mutations from loopback clients only.
+    pub api_token_file: Option<std::path::PathBuf>,
     /// `None`: no admin port.
     pub admin_addr: Option<SocketAddr>,
     /// Shortest time between two snapshots; changes within it are coalesced.
@@ -36,12 +45,25 @@ pub struct Options {
     pub state_dir: Option<std::path::PathBuf>,
 }
 
+/// The mTLS xDS port: where, which files, and how identities scope config.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TlsOptions {
+    pub addr: SocketAddr,
+    pub files: TlsFiles,
+    pub trust: Trust,
+    /// How often the certificate files are checked for changes.
+    pub reload_interval: Duration,
+}
+
 impl Options {
     /// Both ports on `127.0.0.1:0`, for tests and harnesses.
     pub fn local() -> Self {
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
         Self {
             xds_addr: any,
+            plaintext: true,
+            tls: None,
+            api_token_file: None,
             admin_addr: Some(any),
             min_push_interval: Duration::from_millis(10),
             limits: Limits::default(),
@@ -57,6 +79,7 @@ pub struct Sluice {
     releases: ReleaseController,
     snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
     xds_addr: SocketAddr,
+    xds_tls_addr: Option<SocketAddr>,
     admin_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -68,6 +91,12 @@ pub enum StartError {
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error("release state: {0}")]
     State(#[from] PersistError),
+    #[error("{0}")]
+    Tls(#[from] TlsError),
+    #[error("{0}")]
+    Token(#[from] TokenFileError),
+    #[error("no xDS port: plaintext is off (--no-plaintext) and no TLS certificate is configured (--tls-cert)")]
+    NoXds,
 }
 
 impl Sluice {
@@ -79,20 +108,35 @@ impl Sluice {
     /// Starts on a store that sources (already registered on it) fill. `config` is the effective configuration,
     /// served at `/debug/config`.
     pub async fn start_with(options: Options, store: Store, config: serde_json::Value) -> Result<Self, StartError> {
+        crate::telemetry::install();
         let bind = |what, addr| async move {
             TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
         };
-        let xds_listener = bind("xDS", options.xds_addr).await?;
+        let auth = ApiAuth::new(options.api_token_file.as_deref())?;
+        if !auth.has_token() {
+            tracing::warn!(
+                "no --api-token-file: release changes (REST and gRPC) are accepted from loopback clients only"
+            );
+        }
+        let tls = options.tls.as_ref().map(|t| ServerTls::load(t.files.clone())).transpose()?;
+        if !options.plaintext && tls.is_none() {
+            return Err(StartError::NoXds);
+        }
+        let xds_listener = match options.plaintext {
+            true => Some(bind("xDS", options.xds_addr).await?),
+            false => None,
+        };
+        let tls_listener = match &options.tls {
+            Some(t) => Some(bind("xDS TLS", t.addr).await?),
+            None => None,
+        };
         let admin_listener = match options.admin_addr {
             Some(a) => Some(bind("admin", a).await?),
             None => None,
         };
-        let xds_addr = xds_listener.local_addr().map_err(|source| StartError::Bind {
-            what: "xDS",
-            addr: options.xds_addr,
-            source,
-        })?;
-        let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
+        let local = |l: &Option<TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
+        let (admin_addr, xds_tls_addr) = (local(&admin_listener), local(&tls_listener));
+        let xds_addr = local(&xds_listener).or(xds_tls_addr).unwrap_or(options.xds_addr);
         let registry = Registry::new();
         let snapshots = publisher::spawn(store.clone(), options.min_push_interval);
         let dir = options.state_dir.as_deref().map(StateDir::open).transpose()?;
@@ -109,9 +153,20 @@ impl Sluice {
             let _ = stop_wait.wait_for(|s| *s).await;
         });
         let mut tasks = vec![
-            tokio::spawn(serve_xds(xds_listener, Xds::new(ctx), releases.clone(), stopped.clone())),
             tokio::spawn(releases.clone().run(stop.subscribe())),
+            tokio::spawn(crate::telemetry::upkeep(stop.subscribe())),
         ];
+        let release_api = || crate::release::grpc::ReleaseApi::server(releases.clone(), auth.clone());
+        if let Some(listener) = xds_listener {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            tasks.push(tokio::spawn(serve_xds(incoming, Xds::new(ctx.clone()), release_api(), stopped.clone())));
+        }
+        if let (Some(listener), Some(tls), Some(t)) = (tls_listener, tls, &options.tls) {
+            let xds = Xds::mtls(ctx, Arc::new(t.trust.clone()));
+            let incoming = crate::tls::incoming(listener, tls.clone());
+            tasks.push(tokio::spawn(serve_xds(incoming, xds, release_api(), stopped.clone())));
+            tasks.push(tokio::spawn(tls.watch(t.reload_interval, stopped.clone())));
+        }
         if let Some(listener) = admin_listener {
             let state = AdminState {
                 store: store.clone(),
@@ -119,11 +174,12 @@ impl Sluice {
                 snapshots: snapshots.clone(),
                 releases: releases.clone(),
                 config,
+                auth: auth.clone(),
             };
             tasks.push(tokio::spawn(admin::serve(listener, state, stopped)));
         }
-        tracing::info!(%xds_addr, admin_addr = ?admin_addr, "sluice serving");
-        Ok(Self { store, registry, releases, snapshots, xds_addr, admin_addr, stop, tasks })
+        tracing::info!(%xds_addr, ?xds_tls_addr, admin_addr = ?admin_addr, "sluice serving");
+        Ok(Self { store, registry, releases, snapshots, xds_addr, xds_tls_addr, admin_addr, stop, tasks })
     }
 
     pub fn store(&self) -> &Store {
@@ -139,8 +195,14 @@ impl Sluice {
         &self.registry
     }
 
+    /// The plaintext xDS address (the mTLS one when plaintext is off).
     pub fn xds_addr(&self) -> SocketAddr {
         self.xds_addr
+    }
+
+    /// The mTLS xDS address, when TLS is configured.
+    pub fn xds_tls_addr(&self) -> Option<SocketAddr> {
+        self.xds_tls_addr
     }
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {
@@ -198,17 +260,20 @@ impl Drop for Sluice {
 #[error("timed out: {0}")]
 pub struct WaitTimeout(pub String);
 
-/// Serves xDS and the Release API (`sluice.v1.ReleaseService`) on one gRPC port.
-async fn serve_xds(
-    listener: TcpListener,
+/// Serves xDS and the Release API (`sluice.v1.ReleaseService`) on one gRPC port, plaintext or mTLS.
+async fn serve_xds<I, IO, IE>(
+    incoming: I,
     xds: Xds,
-    releases: ReleaseController,
+    release_api: crate::proto::release_service_server::ReleaseServiceServer<crate::release::grpc::ReleaseApi>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) {
+) where
+    I: futures::Stream<Item = Result<IO, IE>>,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + tonic::transport::server::Connected + Unpin + Send + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let mut routes = xds.add_to(tonic::service::RoutesBuilder::default());
-    routes.add_service(crate::release::grpc::ReleaseApi::server(releases));
+    routes.add_service(release_api);
     let routes = routes.routes();
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let result = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))

@@ -138,6 +138,9 @@ impl Store {
             merged.services.extend(part.services.iter().map(|(k, v)| (k.clone(), v.clone())));
             merged.endpoints.extend(part.endpoints.iter().map(|(k, v)| (k.clone(), v.clone())));
             merged.policies.extend(part.policies.iter().map(|(k, v)| (k.clone(), v.clone())));
+            merged.virtual_services.extend(part.virtual_services.iter().map(|(k, v)| (k.clone(), v.clone())));
+            merged.destination_rules.extend(part.destination_rules.iter().map(|(k, v)| (k.clone(), v.clone())));
+            merged.http_routes.extend(part.http_routes.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
         for (key, policy) in merged.policies.iter_mut() {
             policy.state = parts.states.get(key).cloned().unwrap_or_default();

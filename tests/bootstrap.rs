@@ -51,3 +51,15 @@ fn envoy_accepts_listen_sotw_labels_and_ports() {
 fn envoy_accepts_a_hostname_xds_address() {
     validate(&["--node-id=p3", "--xds=sluice.sluice-system.svc.cluster.local:15010", "--listen=127.0.0.1:15080"]);
 }
+
+#[test]
+fn envoy_accepts_an_mtls_bootstrap() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = common::pki::Ca::new("mesh root");
+    let (cert, key) = ca.proxy("shop", "cart").write(dir.path(), "proxy");
+    let root = common::pki::write_ca(&ca, dir.path(), "ca");
+    let flag = |name: &str, p: &std::path::Path| format!("--{name}={}", p.display());
+    let (cert, key, root) = (flag("tls-cert", &cert), flag("tls-key", &key), flag("tls-ca", &root));
+    validate(&["--node-id=p4", "--namespace=shop", "--xds=127.0.0.1:15012", &cert, &key, &root]);
+    validate(&["--node-id=p5", "--xds=sluice.sluice-system.svc:15012", &cert, &key, &root]);
+}

@@ -194,10 +194,10 @@ spec:
     assert_eq!(
         errors(text),
         [
-            "t.yaml:6: Service default/s: spec.ports[1].name: duplicate port name `http`",
             "t.yaml:7: Service default/s: spec.ports[0].port: must be between 1 and 65535",
-            "t.yaml:7: Service default/s: spec.ports[1].port: must be between 1 and 65535",
-            "t.yaml:7: Service default/s: spec.ports[1].port: duplicate port 0",
+            "t.yaml:8: Service default/s: spec.ports[1].name: duplicate port name `http`",
+            "t.yaml:9: Service default/s: spec.ports[1].port: must be between 1 and 65535",
+            "t.yaml:9: Service default/s: spec.ports[1].port: duplicate port 0",
         ]
     );
     let too_big = "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec:\n  ports: [{port: 70000}]\n";
@@ -300,7 +300,7 @@ fn validate_reports_counts_or_every_error() {
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let code = source::validate_to(&[bookinfo()], &mut out, &mut err).unwrap();
     assert_eq!(code, ExitCode::SUCCESS);
-    assert_eq!(String::from_utf8(out).unwrap(), "ok: 4 services, 6 workloads, 1 policies\n");
+    assert_eq!(String::from_utf8(out).unwrap(), "ok: 4 services, 6 workloads, 1 policies, 0 routing objects\n");
     assert!(err.is_empty());
 
     let dir = tempfile::tempdir().unwrap();

@@ -132,3 +132,37 @@ async fn a_watched_file_reloads_on_content_change() {
     stop.send(()).unwrap();
     timeout(WITHIN, task).await.expect("watch did not stop").unwrap();
 }
+
+/// A writer descheduled between truncate and write leaves an empty file for a while: it must not remove the
+/// file's services after two polls. Emptying a file still applies once it has stayed empty for 2 s.
+#[tokio::test]
+async fn an_emptied_file_applies_only_after_it_stays_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("mesh.yaml");
+    std::fs::write(&file, SERVICE).unwrap();
+    let store = loaded_store(&file);
+    let mut rx = store.subscribe();
+    rx.borrow_and_update();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(source::watch(vec![file.clone()], store.clone(), INTERVAL, async {
+        let _ = stopped.await;
+    }));
+
+    std::fs::write(&file, "").unwrap();
+    tokio::time::sleep(INTERVAL * 10).await;
+    assert!(!rx.has_changed().unwrap(), "an empty file applied after 10 polls");
+    assert_eq!(web_endpoints(&store.model()), ["w1"]);
+
+    // The write completes: nothing changed, nobody is woken.
+    std::fs::write(&file, SERVICE).unwrap();
+    tokio::time::sleep(INTERVAL * 4).await;
+    assert!(!rx.has_changed().unwrap());
+
+    // Emptied on purpose: applies after the longer settle time.
+    std::fs::write(&file, "").unwrap();
+    timeout(Duration::from_secs(5), rx.changed()).await.expect("the emptied file never applied").unwrap();
+    assert!(rx.borrow_and_update().services.is_empty());
+
+    stop.send(()).unwrap();
+    timeout(WITHIN, task).await.expect("watch did not stop").unwrap();
+}

@@ -106,6 +106,7 @@ fn floor_proxy() -> ProxyInfo {
         mode: InterceptionMode::Intercept,
         labels: Default::default(),
         inbound_ports: vec![],
+        visibility: Default::default(),
     }
 }
 

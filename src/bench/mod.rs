@@ -150,6 +150,7 @@ fn proxy_info() -> crate::model::ProxyInfo {
         mode: crate::model::InterceptionMode::Intercept,
         labels: Default::default(),
         inbound_ports: vec![],
+        visibility: Default::default(),
     }
 }
 

@@ -1,12 +1,16 @@
-//! The command line: `serve` (files or `--kube`), `bootstrap`, `crd`, `validate`, `release` (see [`release`]). Every flag also reads a `SLUICE_...` environment variable.
+//! The command line: `serve` (files or `--kube`), `bootstrap`, `crd`, `validate`, `release` (see [`release`]),
+//! `proxy-status` (see [`proxy_status`]). Every flag also reads a `SLUICE_...` environment variable.
 
+pub mod proxy_status;
 pub mod release;
 
-use crate::server::{Options, Sluice};
+use crate::server::{Options, Sluice, TlsOptions};
 use crate::source::{self, FileSourceStatus};
 use crate::store::Store;
-use crate::xds::Limits;
-use clap::{Parser, Subcommand, ValueEnum};
+pub use crate::telemetry::logging::LogFormat;
+use crate::tls::TlsFiles;
+use crate::xds::{Limits, Trust};
+use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,17 +24,13 @@ pub const DEFAULT_CONFIG: &str = include_str!("../../config/bookinfo.yaml");
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
-    /// Log filter (tracing's EnvFilter syntax, e.g. `info,sluice::xds=debug`).
+    /// Log filter (tracing's EnvFilter syntax, e.g. `info,sluice::xds=debug`); changeable at run time with
+    /// `PUT /debug/loglevel` on the admin port.
     #[arg(long, env = "SLUICE_LOG", default_value = "info", global = true)]
     pub log: String,
+    /// Log lines as plain text or one JSON object per line (with the xDS span's `proxy` and `protocol`).
     #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value = "text", global = true)]
     pub log_format: LogFormat,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum, serde::Serialize)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -48,6 +48,8 @@ pub enum Command {
     Release(release::ReleaseArgs),
     /// Print the ReleasePolicy CustomResourceDefinition (YAML), for `kubectl apply -f -`.
     Crd,
+    /// What each connected proxy holds, per type (SYNCED, STALE, NOT SENT, ERROR), from CSDS on the xDS port.
+    ProxyStatus(proxy_status::ProxyStatusArgs),
     /// Check config files offline; exit 1 with file:line errors.
     Validate {
         #[arg(required = true)]
@@ -85,11 +87,67 @@ pub struct ServeArgs {
     /// Most resource names one xDS request may carry.
     #[arg(long, env = "SLUICE_MAX_NAMES_PER_REQUEST", default_value_t = Limits::default().max_names_per_request)]
     pub max_names_per_request: usize,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// File holding the bearer token release changes need (REST `Authorization: Bearer`, gRPC `authorization`
+    /// metadata); re-read when it changes. Without it, release changes are taken from loopback clients only.
+    #[arg(long, env = "SLUICE_API_TOKEN_FILE")]
+    pub api_token_file: Option<PathBuf>,
+}
+
+/// mTLS for xDS: the three files turn it on.
+#[derive(clap::Args, Debug, serde::Serialize)]
+pub struct TlsArgs {
+    /// mTLS xDS address (served when --tls-cert, --tls-key and --tls-client-ca are given).
+    #[arg(long, env = "SLUICE_XDS_TLS_ADDR", default_value = "0.0.0.0:15012")]
+    pub xds_tls_addr: SocketAddr,
+    /// The server certificate chain (PEM); reloaded when it changes.
+    #[arg(long, env = "SLUICE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The server certificate's private key (PEM); reloaded when it changes.
+    #[arg(long, env = "SLUICE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// The CA bundle (PEM) proxy certificates must chain to; reloaded when it changes.
+    #[arg(long, env = "SLUICE_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// How often the TLS files are checked for changes, in milliseconds.
+    #[arg(long, env = "SLUICE_TLS_RELOAD_INTERVAL_MS", default_value_t = 1000)]
+    pub tls_reload_interval_ms: u64,
+    /// SPIFFE trust domain proxy certificates must name (`spiffe://DOMAIN/ns/NS/sa/SA`).
+    #[arg(long, env = "SLUICE_TRUST_DOMAIN", default_value = "cluster.local")]
+    pub trust_domain: String,
+    /// Namespaces every mTLS proxy sees besides its own (comma-separated; `*`: all).
+    #[arg(long, env = "SLUICE_SHARED_NAMESPACES", value_delimiter = ',')]
+    pub shared_namespaces: Vec<String>,
+    /// Turn the plaintext xDS port (--xds-addr) off; only the mTLS port serves.
+    #[arg(long, env = "SLUICE_NO_PLAINTEXT")]
+    pub no_plaintext: bool,
+}
+
+impl TlsArgs {
+    /// The mTLS options, or `None` when no TLS file is given; an error names a missing one.
+    pub fn options(&self) -> anyhow::Result<Option<TlsOptions>> {
+        let (cert, key, ca) = (&self.tls_cert, &self.tls_key, &self.tls_client_ca);
+        let (Some(cert), Some(key), Some(client_ca)) = (cert, key, ca) else {
+            if cert.is_some() || key.is_some() || ca.is_some() {
+                anyhow::bail!("mTLS needs all of --tls-cert, --tls-key and --tls-client-ca");
+            }
+            return Ok(None);
+        };
+        Ok(Some(TlsOptions {
+            addr: self.xds_tls_addr,
+            files: TlsFiles { cert: cert.clone(), key: key.clone(), client_ca: client_ca.clone() },
+            trust: Trust { trust_domain: self.trust_domain.clone(), shared_namespaces: self.shared_namespaces.clone() },
+            reload_interval: Duration::from_millis(self.tls_reload_interval_ms),
+        }))
+    }
 }
 
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log, cli.log_format);
+    if let Err(e) = crate::telemetry::logging::init(&cli.log, cli.log_format) {
+        return fail(format!("--log: {e:#}"));
+    }
     match cli.command {
         Command::Validate { paths } => source::validate_command(&paths),
         Command::Release(args) => release::run(args),
@@ -100,6 +158,7 @@ pub fn run() -> ExitCode {
             }
             Err(e) => fail(e),
         },
+        Command::ProxyStatus(args) => runtime(proxy_status::run(args)),
         Command::Bootstrap(args) => match serde_json::to_string_pretty(&crate::bootstrap::render(&args)) {
             Ok(text) => {
                 println!("{text}");
@@ -173,6 +232,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let options = Options {
         xds_addr: args.xds_addr,
+        plaintext: !args.tls.no_plaintext,
+        tls: args.tls.options()?,
+        api_token_file: args.api_token_file.clone(),
         admin_addr: Some(args.admin_addr),
         min_push_interval: Duration::from_millis(args.min_push_interval_ms),
         limits: Limits { max_names_per_request: args.max_names_per_request },
@@ -206,14 +268,27 @@ async fn shutdown_signal() {
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
-fn init_logging(filter: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|e| {
-        eprintln!("warning: --log `{filter}` is not a valid filter ({e}); using `info`");
-        tracing_subscriber::EnvFilter::new("info")
-    });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve_args(flags: &[&str]) -> ServeArgs {
+        let cli = Cli::try_parse_from(["sluice", "serve"].iter().chain(flags)).unwrap();
+        match cli.command {
+            Command::Serve(args) => args,
+            other => panic!("not serve: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn tls_needs_all_three_files_and_defaults_to_15012() {
+        assert!(serve_args(&[]).tls.options().unwrap().is_none(), "no TLS file: no mTLS port");
+        let err = serve_args(&["--tls-cert=c.pem"]).tls.options().unwrap_err().to_string();
+        assert!(err.contains("--tls-cert, --tls-key and --tls-client-ca"), "{err}");
+        let all = ["--tls-cert=c.pem", "--tls-key=k.pem", "--tls-client-ca=ca.pem", "--shared-namespaces=x,y"];
+        let tls = serve_args(&all).tls.options().unwrap().unwrap();
+        assert_eq!(tls.addr, "0.0.0.0:15012".parse().unwrap());
+        assert_eq!(tls.trust.trust_domain, "cluster.local");
+        assert_eq!(tls.trust.shared_namespaces, ["x", "y"]);
     }
 }

@@ -31,6 +31,10 @@ pub struct ReleaseArgs {
     /// Namespace of the release.
     #[arg(short = 'n', long, env = "SLUICE_NAMESPACE", default_value = "default", global = true)]
     pub namespace: String,
+    /// File holding the server's API token (its --api-token-file), sent as `Authorization: Bearer`. Without it
+    /// the server takes changes from loopback clients only.
+    #[arg(long, env = "SLUICE_API_TOKEN_FILE", global = true)]
+    pub token_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: ReleaseCommand,
 }
@@ -92,7 +96,7 @@ pub fn run(args: ReleaseArgs) -> ExitCode {
 
 /// Runs one command; returns what to print.
 async fn execute(args: ReleaseArgs) -> anyhow::Result<String> {
-    let api = Api::new(&args.server)?;
+    let api = Api::new(&args.server, args.token_file.as_deref())?;
     let ns = &args.namespace;
     let path = |name: &str| format!("/api/v1/namespaces/{ns}/releases/{name}");
     let verb = |name: &str, verb: &str| (format!("{}/{verb}", path(name)), name.to_string());
@@ -232,16 +236,28 @@ fn table(items: &[ReleaseView], with_ns: bool) -> String {
 struct Api {
     base: String,
     client: Client<HttpConnector, Full<Bytes>>,
+    /// `Bearer <token>` from --token-file.
+    authorization: Option<String>,
 }
 
 impl Api {
-    fn new(server: &str) -> anyhow::Result<Self> {
+    fn new(server: &str, token_file: Option<&std::path::Path>) -> anyhow::Result<Self> {
+        let authorization = token_file
+            .map(|path| {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("--token-file {}: cannot read", path.display()))?;
+                match text.trim() {
+                    "" => bail!("--token-file {}: is empty", path.display()),
+                    token => Ok(format!("Bearer {token}")),
+                }
+            })
+            .transpose()?;
         let base = server.trim_end_matches('/').to_string();
         let uri: axum::http::Uri = base.parse().with_context(|| format!("--server `{server}` is not a URL"))?;
         if uri.scheme_str() != Some("http") || uri.host().is_none() {
             bail!("--server `{server}` must be an http:// URL (e.g. http://127.0.0.1:15014)");
         }
-        Ok(Self { base, client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()) })
+        Ok(Self { base, client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()), authorization })
     }
 
     async fn view(&self, method: Method, path: &str, body: Option<serde_json::Value>) -> anyhow::Result<ReleaseView> {
@@ -260,11 +276,14 @@ impl Api {
             Some(b) => Bytes::from(serde_json::to_vec(b)?),
             None => Bytes::new(),
         };
-        let req = Request::builder()
+        let mut req = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base))
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Full::new(bytes))?;
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Some(auth) = &self.authorization {
+            req = req.header(header::AUTHORIZATION, auth);
+        }
+        let req = req.body(Full::new(bytes))?;
         let exchange = async {
             let resp = self.client.request(req).await.map_err(|e| connect_error(&self.base, &e))?;
             let status = resp.status();

@@ -11,12 +11,13 @@
 //! `translate` never matches selectors, and an endpoint change touches one service's entry only.
 
 mod build;
+pub mod mesh;
 mod policy;
 mod proxy;
 mod service;
 
 pub use policy::*;
-pub use proxy::{InterceptionMode, ProxyInfo};
+pub use proxy::{InterceptionMode, ProxyInfo, Visibility};
 pub use service::{Endpoint, Service, ServicePort, TargetPort};
 
 use serde::{Deserialize, Serialize};
@@ -49,6 +50,15 @@ pub struct Model {
     /// Endpoints per service (the key is the service's key). A service without an entry has no endpoints.
     pub endpoints: BTreeMap<ObjectKey, Vec<Endpoint>>,
     pub policies: BTreeMap<ObjectKey, ReleasePolicy>,
+    /// Istio VirtualServices (mesh routes), by their own key.
+    #[serde(default)]
+    pub virtual_services: BTreeMap<ObjectKey, mesh::VirtualService>,
+    /// Istio DestinationRules (subsets, traffic policy), by their own key.
+    #[serde(default)]
+    pub destination_rules: BTreeMap<ObjectKey, mesh::DestinationRule>,
+    /// Gateway API HTTPRoutes (GAMMA: parents of kind Service), by their own key.
+    #[serde(default)]
+    pub http_routes: BTreeMap<ObjectKey, mesh::HttpRouteObject>,
 }
 
 /// RFC 1123 label, as Kubernetes requires of names: 1–63 of `[a-z0-9-]`, starting and ending alphanumeric.
@@ -74,6 +84,23 @@ impl Model {
     /// Endpoints of one service (empty when it has none).
     pub fn endpoints_of(&self, service: &ObjectKey) -> &[Endpoint] {
         self.endpoints.get(service).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// The part of the model a proxy with `visibility` may see: the objects of those namespaces only (services,
+    /// endpoints, release policies, VirtualServices, DestinationRules, HTTPRoutes), so routes and listeners
+    /// translated from it name no other namespace's service (a route to an unseen host resolves to nothing).
+    pub fn visible_to(&self, visibility: &Visibility) -> Model {
+        fn keep<V: Clone>(map: &BTreeMap<ObjectKey, V>, visibility: &Visibility) -> BTreeMap<ObjectKey, V> {
+            map.iter().filter(|(k, _)| visibility.sees(&k.namespace)).map(|(k, v)| (k.clone(), v.clone())).collect()
+        }
+        Model {
+            services: keep(&self.services, visibility),
+            endpoints: keep(&self.endpoints, visibility),
+            policies: keep(&self.policies, visibility),
+            virtual_services: keep(&self.virtual_services, visibility),
+            destination_rules: keep(&self.destination_rules, visibility),
+            http_routes: keep(&self.http_routes, visibility),
+        }
     }
 
     /// The keys of services whose endpoints differ between `self` and `other`: the fast path re-derives only

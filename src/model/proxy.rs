@@ -1,7 +1,7 @@
 //! What Sluice knows about one connected proxy, from its Envoy `Node`.
 
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
 /// How a proxy captures traffic, which decides the listeners it gets.
@@ -28,6 +28,27 @@ pub struct ProxyInfo {
     pub labels: BTreeMap<String, String>,
     /// Ports the proxy's own workload serves (intercept mode's inbound listener).
     pub inbound_ports: Vec<u16>,
+    /// Which namespaces' services the proxy is given (set from its certificate on the mTLS port).
+    pub visibility: Visibility,
+}
+
+/// The namespaces whose services (clusters, endpoints, routes, listeners) a proxy may see.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Visibility {
+    /// Every namespace: plaintext streams (no identity to scope by) and `--shared-namespaces '*'`.
+    #[default]
+    All,
+    /// Only these: an mTLS proxy's own namespace plus the mesh-wide `--shared-namespaces`.
+    Namespaces(BTreeSet<String>),
+}
+
+impl Visibility {
+    pub fn sees(&self, namespace: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Namespaces(set) => set.contains(namespace),
+        }
+    }
 }
 
 impl ProxyInfo {
@@ -39,6 +60,7 @@ impl ProxyInfo {
             mode: InterceptionMode::Listen(addr),
             labels: BTreeMap::new(),
             inbound_ports: Vec::new(),
+            visibility: Visibility::All,
         }
     }
 }

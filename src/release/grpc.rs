@@ -5,9 +5,12 @@
 //!                     └─ ReleaseError ──status()──▶ tonic::Status   (the one mapping)
 //! ```
 //! The spec travels as JSON (`spec_json`), so gRPC, REST and config files share one schema and one validator.
+//! Mutations pass [`ApiAuth`] (`authorization: Bearer <token>` metadata, or a loopback client without a token
+//! file), as on the admin port: a proxy certificate on the mTLS port is no licence to change releases.
 
 use super::api::{self, API_VERSION};
 use super::{ReleaseController, ReleaseError, ReleaseView, Verb};
+use crate::auth::ApiAuth;
 use crate::model::ObjectKey;
 use crate::proto;
 use crate::proto::release_service_server::{ReleaseService, ReleaseServiceServer};
@@ -17,11 +20,21 @@ use tonic::{Request, Response, Status};
 #[derive(Clone)]
 pub struct ReleaseApi {
     controller: ReleaseController,
+    auth: ApiAuth,
 }
 
 impl ReleaseApi {
-    pub fn server(controller: ReleaseController) -> ReleaseServiceServer<Self> {
-        ReleaseServiceServer::new(Self { controller })
+    pub fn server(controller: ReleaseController, auth: ApiAuth) -> ReleaseServiceServer<Self> {
+        ReleaseServiceServer::new(Self { controller, auth })
+    }
+
+    /// Refuses a mutation without the token (or, with no token file, from a client that is not loopback).
+    fn allow<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let authorization = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
+        self.auth.check(authorization, request.remote_addr().map(|a| a.ip())).map_err(|e| {
+            tracing::warn!(peer = ?request.remote_addr(), error = %e, "release API call refused");
+            Status::unauthenticated(e.to_string())
+        })
     }
 }
 
@@ -123,6 +136,7 @@ impl ReleaseService for ReleaseApi {
         &self,
         request: Request<proto::ApplyReleaseRequest>,
     ) -> Result<Response<proto::Release>, Status> {
+        self.allow(&request)?;
         let release = request.into_inner().release.unwrap_or_default();
         let key = key(&release.namespace, &release.name)?;
         let spec = api::spec_from_json(release.spec_json.as_bytes()).map_err(|e| status(e.into()))?;
@@ -134,12 +148,14 @@ impl ReleaseService for ReleaseApi {
         &self,
         request: Request<proto::ReleaseRef>,
     ) -> Result<Response<proto::DeleteReleaseResponse>, Status> {
+        self.allow(&request)?;
         let key = key_of(Some(request.into_inner()))?;
         self.controller.blocking(move |c| c.delete(&key)).await.map_err(status)?;
         Ok(Response::new(proto::DeleteReleaseResponse {}))
     }
 
     async fn set_weight(&self, request: Request<proto::SetWeightRequest>) -> Result<Response<proto::Release>, Status> {
+        self.allow(&request)?;
         let req = request.into_inner();
         let key = key_of(req.r#ref)?;
         let weight = req.canary_weight;
@@ -148,6 +164,7 @@ impl ReleaseService for ReleaseApi {
     }
 
     async fn act(&self, request: Request<proto::ActRequest>) -> Result<Response<proto::Release>, Status> {
+        self.allow(&request)?;
         let req = request.into_inner();
         let key = key_of(req.r#ref)?;
         let verb = verb(req.verb)?;

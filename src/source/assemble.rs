@@ -10,8 +10,10 @@
 use super::documents::{Doc, Located, Object, Parsed};
 use super::error::LoadError;
 use super::objects::{
-    Kind, PolicyObject, Problem, ServiceObject, WorkloadObject, check_policy, check_service, check_workload,
+    DestinationRuleObject, HttpRouteObject, Kind, PolicyObject, Problem, ServiceObject, VirtualServiceObject,
+    WorkloadObject, check_mesh, check_policy, check_service, check_workload,
 };
+use crate::model::mesh::{self, DestinationRuleSpec, HttpRouteSpec, VirtualServiceSpec};
 use crate::model::{Endpoint, Model, ObjectKey, ReleasePolicy, Service, ServicePort, TargetPort};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,6 +25,10 @@ pub(crate) struct Assembled {
     pub services: usize,
     pub workloads: usize,
     pub policies: usize,
+    /// VirtualServices, DestinationRules and HTTPRoutes.
+    pub routing: usize,
+    /// Fields written but not translated, as `file:line` problems; the model holds the rest of each object.
+    pub warnings: Vec<LoadError>,
 }
 
 /// Objects of one kind by key, each with the document it came from.
@@ -30,15 +36,19 @@ type ByKey<T> = BTreeMap<ObjectKey, (Arc<Doc>, T)>;
 
 /// Builds the model from everything parsed; `Err` holds every error, the parse errors first.
 pub(crate) fn assemble(parsed: Parsed) -> Result<Assembled, Vec<LoadError>> {
-    let Parsed { objects, mut errors, broken_services } = parsed;
+    let Parsed { objects, mut errors, mut warnings, broken_services } = parsed;
     let mut services: ByKey<ServiceObject> = BTreeMap::new();
     let mut workloads: ByKey<WorkloadObject> = BTreeMap::new();
     let mut policies: ByKey<PolicyObject> = BTreeMap::new();
+    let mut routing = Routing::default();
     for Located { doc, object } in objects {
         match object {
             Object::Service(s) => add(&mut services, Kind::Service, doc, s, check_service, &mut errors),
             Object::Workload(w) => add(&mut workloads, Kind::Workload, doc, w, check_workload, &mut errors),
             Object::Policy(p) => add(&mut policies, Kind::ReleasePolicy, doc, p, check_policy, &mut errors),
+            Object::VirtualService(v) => add(&mut routing.vs, Kind::VirtualService, doc, v, check_vs, &mut errors),
+            Object::DestinationRule(d) => add(&mut routing.dr, Kind::DestinationRule, doc, d, check_dr, &mut errors),
+            Object::HttpRoute(r) => add(&mut routing.routes, Kind::HttpRoute, doc, r, check_route, &mut errors),
         }
     }
     let mut model = Model::default();
@@ -59,10 +69,75 @@ pub(crate) fn assemble(parsed: Parsed) -> Result<Assembled, Vec<LoadError>> {
         };
         model.policies.insert(key.clone(), policy);
     }
+    let routing_count = routing.vs.len() + routing.dr.len() + routing.routes.len();
+    routing.into_model(&mut model, &mut errors);
+    for (key, (doc, p)) in &policies {
+        let target = ObjectKey::new(key.namespace.clone(), p.spec.service.clone());
+        let routed = model.virtual_service_for(&target).is_some() || model.http_routes_for(&target).next().is_some();
+        if routed && p.spec.traffic.stickiness.is_some() {
+            let msg = "not applied: the service is routed by a VirtualService or HTTPRoute, inside whose routes the \
+                       policy splits without stickiness";
+            warnings.push(doc.error(&format!("ReleasePolicy {key}"), "spec.traffic.stickiness", msg));
+        }
+    }
     if !errors.is_empty() {
         return Err(errors);
     }
-    Ok(Assembled { model, services: services.len(), workloads: workloads.len(), policies: policies.len() })
+    Ok(Assembled {
+        model,
+        services: services.len(),
+        workloads: workloads.len(),
+        policies: policies.len(),
+        routing: routing_count,
+        warnings,
+    })
+}
+
+fn check_vs(o: &VirtualServiceObject) -> Vec<Problem> {
+    check_mesh(o, VirtualServiceSpec::validate)
+}
+
+fn check_dr(o: &DestinationRuleObject) -> Vec<Problem> {
+    check_mesh(o, DestinationRuleSpec::validate)
+}
+
+fn check_route(o: &HttpRouteObject) -> Vec<Problem> {
+    check_mesh(o, HttpRouteSpec::validate)
+}
+
+/// The mesh routing objects of a load, with the documents they came from.
+#[derive(Default)]
+struct Routing {
+    vs: ByKey<VirtualServiceObject>,
+    dr: ByKey<DestinationRuleObject>,
+    routes: ByKey<HttpRouteObject>,
+}
+
+impl Routing {
+    /// Puts the objects into the model, then checks what they name against it ([`mesh::check_references`]).
+    fn into_model(self, model: &mut Model, errors: &mut Vec<LoadError>) {
+        let mut docs: BTreeMap<(&'static str, ObjectKey), Arc<Doc>> = BTreeMap::new();
+        for (key, (doc, o)) in self.vs {
+            docs.insert(("VirtualService", key.clone()), doc);
+            let vs = mesh::VirtualService { name: key.name.clone(), namespace: key.namespace.clone(), spec: o.spec };
+            model.virtual_services.insert(key, vs);
+        }
+        for (key, (doc, o)) in self.dr {
+            docs.insert(("DestinationRule", key.clone()), doc);
+            let dr = mesh::DestinationRule { name: key.name.clone(), namespace: key.namespace.clone(), spec: o.spec };
+            model.destination_rules.insert(key, dr);
+        }
+        for (key, (doc, o)) in self.routes {
+            docs.insert(("HTTPRoute", key.clone()), doc);
+            let r = mesh::HttpRouteObject { name: key.name.clone(), namespace: key.namespace.clone(), spec: o.spec };
+            model.http_routes.insert(key, r);
+        }
+        for p in mesh::check_references(model) {
+            if let Some(doc) = docs.get(&(p.kind, p.key.clone())) {
+                errors.push(doc.error(&format!("{} {}", p.kind, p.key), &p.error.path, p.error.message));
+            }
+        }
+    }
 }
 
 /// Checks one object and files it under its key; a second object with the same key is an error.

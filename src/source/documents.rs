@@ -9,7 +9,10 @@
 
 use super::error::{LoadError, split_yaml_error};
 use super::lines::{Chunk, key_line, split_documents};
-use super::objects::{DEFAULT_NAMESPACE, Kind, PolicyObject, ServiceObject, WorkloadObject};
+use super::objects::{
+    DEFAULT_NAMESPACE, DestinationRuleObject, HttpRouteObject, Kind, PolicyObject, ServiceObject, VirtualServiceObject,
+    WorkloadObject,
+};
 use crate::model::ObjectKey;
 use serde::de::DeserializeOwned;
 use serde_yaml::Value;
@@ -49,6 +52,9 @@ pub(crate) enum Object {
     Service(ServiceObject),
     Workload(WorkloadObject),
     Policy(PolicyObject),
+    VirtualService(VirtualServiceObject),
+    DestinationRule(DestinationRuleObject),
+    HttpRoute(HttpRouteObject),
 }
 
 #[derive(Debug)]
@@ -62,6 +68,8 @@ pub(crate) struct Located {
 pub(crate) struct Parsed {
     pub objects: Vec<Located>,
     pub errors: Vec<LoadError>,
+    /// Fields written but not translated (mesh routing objects): reported, never silently ignored.
+    pub warnings: Vec<LoadError>,
     /// Services that exist but failed to parse: a policy naming one is not told "no such Service" as well.
     pub broken_services: BTreeSet<ObjectKey>,
 }
@@ -97,6 +105,9 @@ fn parse_document(doc: Arc<Doc>, out: &mut Parsed) {
         Kind::Service => typed(&doc, &label, out).map(Object::Service),
         Kind::Workload => typed(&doc, &label, out).map(Object::Workload),
         Kind::ReleasePolicy => typed(&doc, &label, out).map(Object::Policy),
+        Kind::VirtualService => mesh_typed(&doc, &label, &value, out).map(Object::VirtualService),
+        Kind::DestinationRule => mesh_typed(&doc, &label, &value, out).map(Object::DestinationRule),
+        Kind::HttpRoute => mesh_typed(&doc, &label, &value, out).map(Object::HttpRoute),
     };
     match object {
         Some(object) => out.objects.push(Located { doc, object }),
@@ -118,6 +129,20 @@ fn typed<T: DeserializeOwned>(doc: &Doc, label: &str, out: &mut Parsed) -> Optio
             None
         }
     }
+}
+
+/// [`typed`] for a mesh routing object, recording the fields of its `spec` that Sluice does not translate as
+/// warnings at their lines.
+fn mesh_typed<S>(doc: &Doc, label: &str, value: &Value, out: &mut Parsed) -> Option<super::objects::Envelope<S>>
+where
+    S: DeserializeOwned + serde::Serialize,
+{
+    let object: super::objects::Envelope<S> = typed(doc, label, out)?;
+    let raw = value.get("spec").map(serde_json::to_value).and_then(Result::ok).unwrap_or_default();
+    for field in crate::model::mesh::unsupported_fields("spec", &raw, &object.spec) {
+        out.warnings.push(doc.error(label, &field, "not supported by Sluice; ignored"));
+    }
+    Some(object)
 }
 
 /// A serde_yaml error, its document-relative line turned into a file line.

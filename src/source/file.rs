@@ -1,4 +1,5 @@
-//! The file source: Kubernetes-shaped YAML files (Service, Workload, ReleasePolicy) → a [`Model`], with hot reload.
+//! The file source: Kubernetes-shaped YAML files (Service, Workload, ReleasePolicy, Istio VirtualService and
+//! DestinationRule, Gateway API HTTPRoute) → a [`Model`], with hot reload.
 //!
 //! ```text
 //!  paths (files, directories of *.yaml|*.yml) ─read_sources─▶ Sources (path → text)
@@ -19,7 +20,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The name of this source's part in the [`Store`].
 pub const SOURCE: &str = "file";
@@ -42,6 +43,25 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Model, LoadErrors> {
 #[derive(Debug, PartialEq, Eq)]
 struct Sources {
     files: Vec<(String, Result<String, String>)>,
+}
+
+/// How long a file that went from content to empty must stay empty before it applies (and removes what it held).
+const EMPTIED_SETTLE: Duration = Duration::from_secs(2);
+
+impl Sources {
+    /// The files that are empty now but had content in `before` (every empty file when `before` is unknown).
+    fn emptied_since(&self, before: Option<&Sources>) -> Vec<&str> {
+        let had_content = |name: &str| {
+            before.is_none_or(|b| {
+                b.files.iter().any(|(n, text)| n == name && text.as_ref().is_ok_and(|t| !t.trim().is_empty()))
+            })
+        };
+        self.files
+            .iter()
+            .filter(|(name, text)| text.as_ref().is_ok_and(|t| t.trim().is_empty()) && had_content(name))
+            .map(|(name, _)| name.as_str())
+            .collect()
+    }
 }
 
 fn read_sources(paths: &[PathBuf]) -> Sources {
@@ -122,7 +142,7 @@ impl FileSourceStatus {
 
 /// Polls `paths` every `interval` and publishes each valid change to `store` as the [`SOURCE`] part, until
 /// `shutdown` resolves. A change applies when it has been the same for two polls (at most two intervals after
-/// the write), so a file caught mid-write is never loaded. The caller registers the source and sets the first model; the first poll reloads once
+/// the write; a file that went empty waits [`EMPTIED_SETTLE`]), so a file caught mid-write is never loaded. The caller registers the source and sets the first model; the first poll reloads once
 /// more, which leaves the store untouched when nothing changed in between. Errors go to the log only; use
 /// [`watch_with_status`] to also expose them.
 pub async fn watch(paths: Vec<PathBuf>, store: Store, interval: Duration, shutdown: impl Future<Output = ()>) {
@@ -142,7 +162,7 @@ pub async fn watch_with_status(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let paths = Arc::new(paths);
     let mut last: Option<Sources> = None;
-    let mut settling: Option<Sources> = None;
+    let mut settling: Option<(Sources, Instant)> = None;
     loop {
         tokio::select! {
             () = &mut shutdown => return,
@@ -158,13 +178,22 @@ pub async fn watch_with_status(
         };
         // A change applies once two polls in a row read the same bytes: an editor (or `fs::write`) truncates
         // before it writes, and a half-written multi-document file can still be valid YAML that drops services.
+        // A file that went empty must stay empty for EMPTIED_SETTLE: a writer descheduled between truncate and
+        // write (a loaded machine) would otherwise remove every service the file defined.
         if last.as_ref() == Some(&sources) {
             settling = None;
-        } else if settling.as_ref() == Some(&sources) {
-            reload(&sources, &store, &status);
-            last = settling.take();
+        } else if settling.as_ref().is_some_and(|(s, _)| *s == sources) {
+            let since = settling.as_ref().map(|(_, at)| at.elapsed()).unwrap_or_default();
+            // Before the first reload the watch does not know what the file held: any empty file waits.
+            let emptied = sources.emptied_since(last.as_ref());
+            if emptied.is_empty() || since >= EMPTIED_SETTLE {
+                reload(&sources, &store, &status);
+                last = settling.take().map(|(s, _)| s);
+            } else {
+                tracing::debug!(files = ?emptied, "file source: a file went empty; waiting before applying");
+            }
         } else {
-            settling = Some(sources);
+            settling = Some((sources, Instant::now()));
         }
     }
 }
@@ -172,6 +201,7 @@ pub async fn watch_with_status(
 fn reload(sources: &Sources, store: &Store, status: &FileSourceStatus) {
     match build(sources) {
         Ok(a) => {
+            report_unsupported(&a.warnings);
             store.set_part(SOURCE, a.model);
             status.set(None);
             tracing::info!(
@@ -192,7 +222,18 @@ fn reload(sources: &Sources, store: &Store, status: &FileSourceStatus) {
     }
 }
 
-/// `sluice validate PATH...`: prints `ok: N services, M workloads, K policies`, or every error (one per line,
+/// Logs each field a mesh routing object holds that Sluice does not translate, and counts them by kind in
+/// `sluice_unsupported_fields_total`.
+fn report_unsupported(warnings: &[LoadError]) {
+    for w in warnings {
+        tracing::warn!("file source: {w}");
+        let kind = w.object.split(' ').next().unwrap_or("").to_string();
+        metrics::counter!(crate::telemetry::names::UNSUPPORTED_FIELDS, "kind" => kind).increment(1);
+    }
+}
+
+/// `sluice validate PATH...`: prints a `warning:` line per untranslated field of a mesh routing object, then
+/// `ok: N services, M workloads, K policies, R routing objects`, or every error (one per line,
 /// `file:line` first) on stderr and exits with 1.
 pub fn validate_command(paths: &[PathBuf]) -> ExitCode {
     match validate_to(paths, &mut std::io::stdout(), &mut std::io::stderr()) {
@@ -208,7 +249,11 @@ pub fn validate_command(paths: &[PathBuf]) -> ExitCode {
 pub fn validate_to(paths: &[PathBuf], out: &mut impl Write, err: &mut impl Write) -> std::io::Result<ExitCode> {
     match build(&read_sources(paths)) {
         Ok(a) => {
-            writeln!(out, "ok: {} services, {} workloads, {} policies", a.services, a.workloads, a.policies)?;
+            for w in &a.warnings {
+                writeln!(out, "warning: {w}")?;
+            }
+            let (s, w, p, r) = (a.services, a.workloads, a.policies, a.routing);
+            writeln!(out, "ok: {s} services, {w} workloads, {p} policies, {r} routing objects")?;
             Ok(ExitCode::SUCCESS)
         }
         Err(errors) => {

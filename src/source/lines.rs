@@ -58,9 +58,40 @@ pub(crate) fn key_line(chunk: &Chunk<'_>, path: &str) -> usize {
         if let Some(i) = (from..lines.len()).find(|&i| line_has_key(lines[i], key)) {
             found = Some(i);
             from = i;
+            let index = segment.split_once('[').and_then(|(_, rest)| rest.trim_end_matches(']').parse().ok());
+            if let Some(item) = index.and_then(|n| list_item(&lines, i, n)) {
+                found = Some(item);
+                from = item;
+            }
         }
     }
     chunk.start_line + found.unwrap_or_else(|| first_content_line(&lines))
+}
+
+/// The line of item `n` of the block list under the key on line `key_at` (`None` for a flow list `[...]` or a
+/// list with fewer items).
+fn list_item(lines: &[&str], key_at: usize, n: usize) -> Option<usize> {
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let key_indent = indent(lines[key_at]);
+    let mut item_indent = None;
+    let mut seen = 0;
+    for (j, line) in lines.iter().enumerate().skip(key_at + 1) {
+        let t = line.trim_start();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let is_item = t == "-" || t.starts_with("- ");
+        if indent(line) < key_indent || (indent(line) == key_indent && !is_item) {
+            return None;
+        }
+        if is_item && *item_indent.get_or_insert(indent(line)) == indent(line) {
+            if seen == n {
+                return Some(j);
+            }
+            seen += 1;
+        }
+    }
+    None
 }
 
 /// Index of the first line that is neither blank, a comment nor a document marker (0 if none).
@@ -127,5 +158,11 @@ mod tests {
         assert_eq!(key_line(&chunk, "spec.ports[0].port"), 13);
         assert_eq!(key_line(&chunk, "nothing"), 11);
         assert_eq!(key_line(&chunk, ""), 11);
+        let list =
+            "spec:\n  http:\n  - route:\n    - host: a\n  - name: b\n    route:\n    - host: c\n      weight: 1\n";
+        let chunk = Chunk { start_line: 1, text: list };
+        assert_eq!(key_line(&chunk, "spec.http[1].route[0].weight"), 8);
+        assert_eq!(key_line(&chunk, "spec.http[1].name"), 5);
+        assert_eq!(key_line(&chunk, "spec.http[0].route[0].host"), 4);
     }
 }

@@ -4,6 +4,7 @@
 //! Every type refuses unknown fields, so a typo (`selecter:`) is an error with a line rather than a silently
 //! ignored setting. `status` is accepted and ignored, so `kubectl get -o yaml` output loads.
 
+use crate::model::mesh;
 use crate::model::{ObjectKey, ReleasePolicySpec, TargetPort};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
@@ -111,6 +112,9 @@ fn yes() -> bool {
 pub(crate) type ServiceObject = Envelope<ServiceSpec>;
 pub(crate) type WorkloadObject = Envelope<WorkloadSpec>;
 pub(crate) type PolicyObject = Envelope<ReleasePolicySpec>;
+pub(crate) type VirtualServiceObject = Envelope<mesh::VirtualServiceSpec>;
+pub(crate) type DestinationRuleObject = Envelope<mesh::DestinationRuleSpec>;
+pub(crate) type HttpRouteObject = Envelope<mesh::HttpRouteSpec>;
 
 /// The object kinds a config file may hold, as `(apiVersion, kind)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,6 +122,9 @@ pub(crate) enum Kind {
     Service,
     Workload,
     ReleasePolicy,
+    VirtualService,
+    DestinationRule,
+    HttpRoute,
 }
 
 impl Kind {
@@ -126,6 +133,9 @@ impl Kind {
             (CORE_V1, "Service") => Some(Kind::Service),
             (SLUICE_V1ALPHA1, "Workload") => Some(Kind::Workload),
             (SLUICE_V1ALPHA1, "ReleasePolicy") => Some(Kind::ReleasePolicy),
+            (v, "VirtualService") if mesh::ISTIO_VERSIONS.contains(&v) => Some(Kind::VirtualService),
+            (v, "DestinationRule") if mesh::ISTIO_VERSIONS.contains(&v) => Some(Kind::DestinationRule),
+            (mesh::GATEWAY_V1 | "gateway.networking.k8s.io/v1beta1", "HTTPRoute") => Some(Kind::HttpRoute),
             _ => None,
         }
     }
@@ -135,12 +145,16 @@ impl Kind {
             Kind::Service => "Service",
             Kind::Workload => "Workload",
             Kind::ReleasePolicy => "ReleasePolicy",
+            Kind::VirtualService => "VirtualService",
+            Kind::DestinationRule => "DestinationRule",
+            Kind::HttpRoute => "HTTPRoute",
         }
     }
 
     /// What an unknown `apiVersion`/`kind` pair is told to be instead.
-    pub const EXPECTED: &'static str =
-        "expected v1 Service, sluice.dev/v1alpha1 Workload or sluice.dev/v1alpha1 ReleasePolicy";
+    pub const EXPECTED: &'static str = "expected v1 Service, sluice.dev/v1alpha1 Workload or ReleasePolicy, \
+         networking.istio.io/v1 (v1beta1, v1alpha3) VirtualService or DestinationRule, or \
+         gateway.networking.k8s.io/v1 HTTPRoute";
 }
 
 /// Checks a Service on its own: names, port numbers, duplicate ports.
@@ -204,6 +218,14 @@ pub(crate) fn check_policy(p: &PolicyObject) -> Vec<Problem> {
     if let Err(e) = p.spec.validate() {
         problems.push((e.path, e.message));
     }
+    problems
+}
+
+/// Checks a mesh routing object on its own: its name, then the spec's own `validate`.
+pub(crate) fn check_mesh<S>(o: &Envelope<S>, validate: fn(&S) -> Vec<crate::model::FieldError>) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    o.metadata.check(&mut problems);
+    problems.extend(validate(&o.spec).into_iter().map(|e| (e.path, e.message)));
     problems
 }
 

@@ -10,6 +10,7 @@
 //! Subset membership lives in the load assignments (see `endpoint.rs`); a cluster only names its assignment.
 
 use super::{ads_config_source, naming, pack, seconds};
+use crate::model::mesh::TrafficPolicy;
 use crate::model::{
     DEFAULT_VERSION_LABEL, InterceptionMode, Model, ObjectKey, ProxyInfo, Routing, Service, ServicePort,
 };
@@ -17,17 +18,19 @@ use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
 use envoy_types::pb::envoy::config::core::v3::Http2ProtocolOptions;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{HttpProtocolOptions, http_protocol_options};
 use envoy_types::pb::envoy::r#type::v3::Percent;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+pub(crate) const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 const CONNECT_TIMEOUT_SECS: i64 = 1;
 
-/// One EDS cluster Sluice serves: a service port and, for a subset, the version it holds.
+/// One EDS cluster Sluice serves: a service port and, for a subset, the labels its endpoints carry.
 pub(crate) struct EdsCluster<'a> {
     pub name: String,
     pub port: &'a ServicePort,
-    /// `(version label, version)`; `None` for the catch-all cluster.
-    pub subset: Option<(&'a str, String)>,
+    /// The subset's labels (a version subset: `{version label: version}`); `None` for the catch-all cluster.
+    pub subset: Option<BTreeMap<String, String>>,
+    /// The DestinationRule's traffic policy for this cluster (the subset's sections laid over the rule's).
+    pub policy: Option<TrafficPolicy>,
 }
 
 /// The label that names versions of this service: the governing policy's, else `version`.
@@ -58,16 +61,40 @@ pub(crate) fn subset_versions(model: &Model, key: &ObjectKey) -> BTreeSet<String
     versions
 }
 
+/// Every subset of a service by name → its labels and traffic policy: one per version (see
+/// [`subset_versions`]), and a DestinationRule's `subsets` (which win over a version of the same name).
+pub(crate) fn subsets_of(
+    model: &Model,
+    key: &ObjectKey,
+) -> BTreeMap<String, (BTreeMap<String, String>, Option<TrafficPolicy>)> {
+    let label = version_label(model, key);
+    let rule = model.destination_rule_for(key);
+    let base = rule.and_then(|r| r.spec.traffic_policy.as_ref());
+    let mut out: BTreeMap<_, _> = subset_versions(model, key)
+        .into_iter()
+        .map(|v| {
+            let labels = BTreeMap::from([(label.to_string(), v.clone())]);
+            (v, (labels, base.cloned()))
+        })
+        .collect();
+    for s in rule.map(|r| r.spec.subsets.as_slice()).unwrap_or_default() {
+        let policy = TrafficPolicy::merged(base, s.traffic_policy.as_ref());
+        out.insert(s.name.clone(), (s.labels.clone(), policy));
+    }
+    out
+}
+
 /// Every EDS cluster of one service, catch-all first per port.
 pub(crate) fn eds_clusters_of<'a>(model: &'a Model, key: &ObjectKey, svc: &'a Service) -> Vec<EdsCluster<'a>> {
-    let label = version_label(model, key);
-    let versions = subset_versions(model, key);
+    let subsets = subsets_of(model, key);
+    let base = model.destination_rule_for(key).and_then(|r| r.spec.traffic_policy.clone());
     let mut out = Vec::new();
     for port in &svc.ports {
-        out.push(EdsCluster { name: naming::outbound_cluster(svc, port.port, ""), port, subset: None });
-        for v in &versions {
+        let name = naming::outbound_cluster(svc, port.port, "");
+        out.push(EdsCluster { name, port, subset: None, policy: base.clone() });
+        for (v, (labels, policy)) in &subsets {
             let name = naming::outbound_cluster(svc, port.port, v);
-            out.push(EdsCluster { name, port, subset: Some((label, v.clone())) });
+            out.push(EdsCluster { name, port, subset: Some(labels.clone()), policy: policy.clone() });
         }
     }
     out
@@ -79,7 +106,14 @@ pub fn clusters(model: &Model) -> Vec<Cluster> {
         .services
         .iter()
         .flat_map(|(key, svc)| eds_clusters_of(model, key, svc))
-        .map(|c| eds_cluster(c.name, c.port.is_http2()))
+        .map(|c| {
+            let http2 = c.port.is_http2();
+            let mut cluster = eds_cluster(c.name, http2);
+            if let Some(policy) = &c.policy {
+                super::traffic_policy::apply(policy, &mut cluster, http2);
+            }
+            cluster
+        })
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
@@ -119,7 +153,7 @@ fn eds_cluster(name: String, http2: bool) -> Cluster {
     }
 }
 
-fn http2_options() -> HttpProtocolOptions {
+pub(crate) fn http2_options() -> HttpProtocolOptions {
     use http_protocol_options::{ExplicitHttpConfig, UpstreamProtocolOptions, explicit_http_config::ProtocolConfig};
     HttpProtocolOptions {
         upstream_protocol_options: Some(UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig {

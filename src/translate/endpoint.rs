@@ -41,24 +41,22 @@ pub fn service_load_assignments(model: &Model, svc: &ObjectKey) -> Vec<ClusterLo
     out
 }
 
-/// The endpoints that serve `port` (a service port) and belong to `subset`, with the port each listens on.
+/// The endpoints that serve `port` (a service port) and carry every label of `subset` (none: all), with the
+/// port each listens on.
 pub(crate) fn serving<'a>(
     endpoints: &'a [Endpoint],
     port: u16,
-    subset: Option<(&'a str, &'a str)>,
+    subset: &'a [(&'a str, &'a str)],
 ) -> impl Iterator<Item = (&'a Endpoint, u16)> + 'a {
     endpoints.iter().filter_map(move |e| {
         let target = *e.ports.get(&port)?;
-        match subset {
-            Some((label, version)) if e.label(label) != Some(version) => None,
-            _ => Some((e, target)),
-        }
+        subset.iter().all(|(k, v)| e.label(k) == Some(*v)).then_some((e, target))
     })
 }
 
 /// Whether at least one ready endpoint of `version` serves `port`: a version without one gets no traffic.
 pub(crate) fn has_ready(endpoints: &[Endpoint], port: u16, label: &str, version: &str) -> bool {
-    serving(endpoints, port, Some((label, version))).any(|(e, _)| e.ready)
+    serving(endpoints, port, &[(label, version)]).any(|(e, _)| e.ready)
 }
 
 fn health(e: &Endpoint) -> Option<HealthStatus> {
@@ -70,8 +68,8 @@ fn health(e: &Endpoint) -> Option<HealthStatus> {
 }
 
 fn assignment(cluster: &EdsCluster<'_>, endpoints: &[Endpoint]) -> ClusterLoadAssignment {
-    let subset = cluster.subset.as_ref().map(|(label, v)| (*label, v.as_str()));
-    let mut listed: Vec<(&str, u16, HealthStatus)> = serving(endpoints, cluster.port.port, subset)
+    let subset: Vec<(&str, &str)> = cluster.subset.iter().flatten().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut listed: Vec<(&str, u16, HealthStatus)> = serving(endpoints, cluster.port.port, &subset)
         .filter_map(|(e, port)| Some((e.address.as_str(), port, health(e)?)))
         .collect();
     // By IP when the address parses (10.0.0.9 before 10.0.0.10), then as text; ties broken by port and health.
@@ -135,9 +133,9 @@ mod tests {
     #[test]
     fn serving_filters_by_port_and_version() {
         let eps = [ep("10.0.0.1", "v1", true, false), ep("10.0.0.2", "v3", true, false)];
-        let got: Vec<_> = serving(&eps, 9080, Some(("version", "v3"))).map(|(e, p)| (e.address.as_str(), p)).collect();
+        let got: Vec<_> = serving(&eps, 9080, &[("version", "v3")]).map(|(e, p)| (e.address.as_str(), p)).collect();
         assert_eq!(got, [("10.0.0.2", 8080)]);
-        assert_eq!(serving(&eps, 9090, None).count(), 0);
+        assert_eq!(serving(&eps, 9090, &[]).count(), 0);
         assert!(has_ready(&eps, 9080, "version", "v1"));
         assert!(!has_ready(&eps, 9080, "version", "v2"));
     }

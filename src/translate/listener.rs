@@ -1,7 +1,7 @@
 //! Listeners, by how the proxy captures traffic.
 //!
 //! ```text
-//!  Listen(addr)  ─▶ sluice_listen_<ip>_<port> ── HCM ── RDS "sluice-listen"
+//!  Listen(addr)  ─▶ sluice_listen_<ip>_<port> ── HCM ── RDS "sluice-listen"   (HCM filters: fault, cors, router)
 //!  Intercept     ─▶ virtualOutbound :15001 (original dst) ─┬─▶ 0.0.0.0_P  HCM ── RDS "P"    (HTTP ports)
 //!                                                          ├─▶ 0.0.0.0_P  tcp_proxy       (TCP-only ports)
 //!                                                          └─▶ default: tcp_proxy PassthroughCluster
@@ -34,7 +34,8 @@ const ANY_IP: &str = "0.0.0.0";
 pub fn listeners(model: &Model, proxy: &ProxyInfo) -> Vec<Listener> {
     let mut out = match &proxy.mode {
         InterceptionMode::Listen(addr) => {
-            let hcm = hcm("sluice_listen", Route::Rds(naming::LISTEN_ROUTE_CONFIG.to_string()));
+            let filters = super::mesh_filters::http_filters();
+            let hcm = hcm("sluice_listen", Route::Rds(naming::LISTEN_ROUTE_CONFIG.to_string()), &filters);
             vec![Listener {
                 name: naming::listen_listener(addr),
                 address: Some(socket_address(&addr.ip().to_string(), addr.port())),
@@ -59,7 +60,7 @@ enum Route {
     Inline(Box<RouteConfiguration>),
 }
 
-fn hcm(stat_prefix: &str, routes: Route) -> HttpConnectionManager {
+fn hcm(stat_prefix: &str, routes: Route, extra: &[HttpFilter]) -> HttpConnectionManager {
     use http_connection_manager::RouteSpecifier;
     let route_specifier = match routes {
         Route::Rds(name) => {
@@ -76,7 +77,7 @@ fn hcm(stat_prefix: &str, routes: Route) -> HttpConnectionManager {
         codec_type: http_connection_manager::CodecType::Auto as i32,
         stat_prefix: stat_prefix.to_string(),
         route_specifier: Some(route_specifier),
-        http_filters: vec![router],
+        http_filters: extra.iter().cloned().chain([router]).collect(),
         ..Default::default()
     }
 }
@@ -129,10 +130,11 @@ fn outbound_port_listeners(model: &Model) -> Vec<Listener> {
             }
         }
     }
+    let filters = super::mesh_filters::http_filters();
     let mut out = Vec::new();
     for port in &http_ports {
         let name = naming::outbound_port_listener(*port);
-        let hcm = hcm(&format!("outbound_{name}"), Route::Rds(naming::port_route_config(*port)));
+        let hcm = hcm(&format!("outbound_{name}"), Route::Rds(naming::port_route_config(*port)), &filters);
         out.push(unbound_listener(name, *port, chain(HCM_FILTER, pack(&hcm))));
     }
     for (port, owners) in tcp_owners.iter().filter(|(p, _)| !http_ports.contains(*p)) {
@@ -171,7 +173,7 @@ fn virtual_inbound(ports: &[u16]) -> Listener {
                 ..Default::default()
             };
             let config = RouteConfiguration { name: cluster, virtual_hosts: vec![vhost], ..Default::default() };
-            let hcm = hcm(&format!("inbound_0.0.0.0_{port}"), Route::Inline(Box::new(config)));
+            let hcm = hcm(&format!("inbound_0.0.0.0_{port}"), Route::Inline(Box::new(config)), &[]);
             FilterChain {
                 filter_chain_match: Some(FilterChainMatch {
                     destination_port: Some(UInt32Value { value: u32::from(port) }),
@@ -192,10 +194,12 @@ fn virtual_inbound(ports: &[u16]) -> Listener {
 
 /// API listeners, one per name a gRPC client may dial (`xds:///reviews.default:9080`), all with RDS by port.
 fn proxyless_listeners(model: &Model, proxy: &ProxyInfo) -> Vec<Listener> {
+    let filters = super::mesh_filters::proxyless_filters(model);
     let mut out = Vec::new();
     for svc in model.services.values() {
         for port in svc.ports.iter().filter(|p| p.is_http()) {
-            let hcm = hcm(&naming::virtual_host(svc, port.port), Route::Rds(naming::port_route_config(port.port)));
+            let rds = Route::Rds(naming::port_route_config(port.port));
+            let hcm = hcm(&naming::virtual_host(svc, port.port), rds, &filters);
             let api = pack(&hcm);
             for host in naming::host_names(svc, &proxy.namespace) {
                 out.push(Listener {

@@ -18,15 +18,20 @@
 
 mod cluster;
 mod endpoint;
+mod gamma;
 mod listener;
 mod matchers;
+mod mesh_filters;
+mod mesh_match;
+mod mesh_route;
 mod naming;
 mod route;
+mod traffic_policy;
 
 pub use cluster::{clusters, proxy_clusters};
 pub use endpoint::{load_assignments, service_load_assignments};
 pub use listener::listeners;
-pub use naming::{LISTEN_ROUTE_CONFIG, PASSTHROUGH_CLUSTER};
+pub use naming::{LISTEN_ROUTE_CONFIG, PASSTHROUGH_CLUSTER, outbound_namespace};
 pub use route::{RouteScope, route_configs, route_scope};
 
 use envoy_types::pb::envoy::config::core::v3::{

@@ -26,6 +26,14 @@ pub(crate) fn outbound_cluster(svc: &Service, port: u16, subset: &str) -> String
     format!("outbound|{port}|{subset}|{}", fqdn(svc))
 }
 
+/// The namespace an outbound cluster (or its load assignment, which has the same name) belongs to:
+/// `outbound|P|S|name.NS.svc.cluster.local` → `NS`. Service names and namespaces are DNS labels (no dots), so the
+/// second label of the FQDN is the namespace. `None` for any other name.
+pub fn outbound_namespace(cluster: &str) -> Option<&str> {
+    let fqdn = cluster.strip_prefix("outbound|")?.splitn(3, '|').nth(2)?;
+    fqdn.split('.').nth(1).filter(|ns| !ns.is_empty())
+}
+
 /// `inbound|PORT||`: intercept mode's cluster to the proxy's own workload.
 pub(crate) fn inbound_cluster(port: u16) -> String {
     format!("inbound|{port}||")
@@ -84,5 +92,14 @@ mod tests {
         let s = svc("reviews", "default");
         assert_eq!(host_names(&s, "default").last().map(String::as_str), Some("reviews"));
         assert_eq!(host_names(&s, "other").len(), 3);
+    }
+
+    #[test]
+    fn the_namespace_reads_back_from_a_cluster_name() {
+        let s = svc("reviews", "shop");
+        assert_eq!(outbound_namespace(&outbound_cluster(&s, 9080, "v1")), Some("shop"));
+        assert_eq!(outbound_namespace(&outbound_cluster(&s, 9080, "")), Some("shop"));
+        assert_eq!(outbound_namespace(&inbound_cluster(9080)), None);
+        assert_eq!(outbound_namespace(PASSTHROUGH_CLUSTER), None);
     }
 }

@@ -40,6 +40,9 @@ pub struct RouteScope {
     /// The `sourceLabels` rules this proxy's labels satisfy: `(policy key, rule index)`. Rules without
     /// `sourceLabels` apply everywhere and are not listed.
     pub source_rules: BTreeSet<(ObjectKey, usize)>,
+    /// The VirtualService matches with `sourceLabels` this proxy's labels satisfy: `(VirtualService key, http
+    /// index, match index)`. Matches without `sourceLabels` apply everywhere and are not listed.
+    pub mesh_sources: BTreeSet<(ObjectKey, usize, usize)>,
 }
 
 /// The scope of one proxy.
@@ -53,8 +56,19 @@ pub fn route_scope(model: &Model, proxy: &ProxyInfo) -> RouteScope {
             }
         }
     }
+    let mut mesh_sources = BTreeSet::new();
+    for (key, vs) in &model.virtual_services {
+        for (i, http) in vs.spec.http.iter().enumerate() {
+            for (j, m) in http.matches.iter().enumerate() {
+                let wanted = &m.source_labels;
+                if !wanted.is_empty() && wanted.iter().all(|(k, v)| proxy.labels.get(k) == Some(v)) {
+                    mesh_sources.insert((key.clone(), i, j));
+                }
+            }
+        }
+    }
     let listen = matches!(proxy.mode, InterceptionMode::Listen(_));
-    RouteScope { namespace: proxy.namespace.clone(), listen, source_rules }
+    RouteScope { namespace: proxy.namespace.clone(), listen, source_rules, mesh_sources }
 }
 
 /// Route configurations for a scope, sorted by name: `sluice-listen` in listen mode (always, even empty, since
@@ -107,9 +121,15 @@ fn virtual_host(
             domains.push(host);
         }
     }
-    let routes = match model.policy_for(key) {
-        None => vec![route("default".into(), prefix_all(), to(naming::outbound_cluster(svc, port.port, "")))],
-        Some(policy) => policy_routes(model, scope, key, policy, svc, port),
+    let routes = match (super::mesh_route::rules_for(model, key), model.policy_for(key)) {
+        (Some(rules), _) => super::mesh_route::routes(model, scope, &rules, key, port),
+        (None, None) => {
+            let mut action = to(naming::outbound_cluster(svc, port.port, ""));
+            let dr_policy = model.destination_rule_for(key).and_then(|r| r.spec.traffic_policy.as_ref());
+            action.hash_policy = super::traffic_policy::hash_policy(dr_policy);
+            vec![route("default".into(), prefix_all(), action)]
+        }
+        (None, Some(policy)) => policy_routes(model, scope, key, policy, svc, port),
     };
     VirtualHost { name: naming::virtual_host(svc, port.port), domains, routes, ..Default::default() }
 }
@@ -142,6 +162,54 @@ fn policy_routes(
     let split = [(spec.stable.as_str(), TOTAL_WEIGHT - canary), (spec.canary.as_str(), canary)];
     routes.extend(split_routes(policy, split, &subset));
     routes
+}
+
+/// What a release policy asks of a route it governs from inside a VirtualService or HTTPRoute route (see
+/// `mesh_route`): its rules as `(route name, matches, version)`, the split as `(version, basis points)`, and its
+/// mirror as `(version, percent)`.
+pub(crate) struct PolicyTraffic {
+    pub rules: Vec<(String, Vec<RouteMatch>, String)>,
+    pub split: Vec<(String, u32)>,
+    pub mirror: Option<(String, u32)>,
+}
+
+/// [`PolicyTraffic`] of a policy on one port, with the same readiness rules as [`policy_routes`].
+pub(crate) fn policy_traffic(
+    model: &Model,
+    scope: &RouteScope,
+    key: &ObjectKey,
+    policy: &ReleasePolicy,
+    port: &ServicePort,
+) -> PolicyTraffic {
+    let spec = &policy.spec;
+    let (canary_weight, rules) = match policy.routing() {
+        Routing::All(v) | Routing::Only(v) => {
+            return PolicyTraffic { rules: Vec::new(), split: vec![(v.to_string(), TOTAL_WEIGHT)], mirror: None };
+        }
+        Routing::Split { canary_weight, rules } => (canary_weight, rules),
+    };
+    let endpoints = model.endpoints_of(key);
+    let label = spec.version_label();
+    let ready = Ready {
+        stable: has_ready(endpoints, port.port, label, &spec.stable),
+        canary: has_ready(endpoints, port.port, label, &spec.canary),
+    };
+    let policy_key = ObjectKey::new(&policy.namespace, &policy.name);
+    let mut out_rules = Vec::new();
+    for (i, rule) in rules.iter().enumerate() {
+        let scoped = rule.matches.source_labels.is_empty() || scope.source_rules.contains(&(policy_key.clone(), i));
+        let Some(matches) = rule_matches(&rule.matches).filter(|_| scoped) else { continue };
+        let version = match ready.target(rule.to) {
+            Target::Stable => spec.stable.clone(),
+            Target::Canary => spec.canary.clone(),
+        };
+        let name = if rule.name.is_empty() { i.to_string() } else { rule.name.clone() };
+        out_rules.push((format!("{}.{name}", policy.name), matches, version));
+    }
+    let canary = ready.canary_weight(canary_weight.min(TOTAL_WEIGHT));
+    let split = vec![(spec.stable.clone(), TOTAL_WEIGHT - canary), (spec.canary.clone(), canary)];
+    let mirror = spec.traffic.mirror.as_ref().filter(|m| m.percent > 0).map(|m| (spec.canary.clone(), m.percent));
+    PolicyTraffic { rules: out_rules, split, mirror }
 }
 
 /// The operator's rules (those in scope and well formed), in order, each to its side's subset.

@@ -76,6 +76,10 @@ impl Protocol for Delta {
         }
     }
 
+    fn resource_bytes(resp: &DeltaDiscoveryResponse) -> usize {
+        resp.resources.iter().filter_map(|r| r.resource.as_ref()).map(|a| a.value.len()).sum()
+    }
+
     fn push(s: &mut Session, kind: TypeKind) -> Option<DeltaDiscoveryResponse> {
         let st = &s.types[kind.index()];
         if !st.subscribed || st.inflight.is_some() {

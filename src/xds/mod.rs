@@ -6,8 +6,10 @@
 //!                                                                          │  make-before-break ordering
 //!                                                                          ├─ sotw / delta: the wire forms
 //!                                                                          └─ registry: per-proxy sync state
+//!                                                          CSDS (csds) reads the registry + the newest snapshot
 //! ```
 
+pub mod csds;
 mod delta;
 pub mod node;
 pub mod publisher;
@@ -18,9 +20,12 @@ mod session;
 pub mod snapshot;
 mod sotw;
 pub mod stream;
+pub mod trust;
+mod visible;
 
 pub use registry::{ProxyStatus, Registry};
 pub use resource::TypeKind;
 pub use server::Xds;
 pub use snapshot::Snapshot;
 pub use stream::{Limits, StreamCtx};
+pub use trust::Trust;

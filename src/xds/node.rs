@@ -35,7 +35,7 @@ pub fn proxy_info(node: Option<&Node>) -> Result<ProxyInfo, NodeError> {
     }
     let empty = Struct::default();
     let meta = node.metadata.as_ref().unwrap_or(&empty);
-    let namespace = string(meta, META_NAMESPACE).unwrap_or("default").to_string();
+    let namespace = stated_namespace(node).map(|(ns, _)| ns).unwrap_or_else(|| "default".to_string());
     let mode = if let Some(listen) = string(meta, META_LISTEN) {
         let addr = listen.parse().map_err(|e| NodeError::Metadata {
             key: META_LISTEN,
@@ -47,7 +47,30 @@ pub fn proxy_info(node: Option<&Node>) -> Result<ProxyInfo, NodeError> {
     } else {
         InterceptionMode::Intercept
     };
-    Ok(ProxyInfo { id: node.id.clone(), namespace, mode, labels: labels(meta), inbound_ports: inbound_ports(meta)? })
+    Ok(ProxyInfo {
+        id: node.id.clone(),
+        namespace,
+        mode,
+        labels: labels(meta),
+        inbound_ports: inbound_ports(meta)?,
+        visibility: Default::default(),
+    })
+}
+
+/// The namespace a node claims, and where: `node.metadata.NAMESPACE`, else the namespace part of an Istio-style
+/// node id (`sidecar~IP~POD.NAMESPACE~NAMESPACE.svc.cluster.local`). `None` when it claims none.
+pub fn stated_namespace(node: &Node) -> Option<(String, &'static str)> {
+    let meta = node.metadata.as_ref();
+    if let Some(ns) = meta.and_then(|m| string(m, META_NAMESPACE)) {
+        return Some((ns.to_string(), "node.metadata.NAMESPACE"));
+    }
+    let parts: Vec<&str> = node.id.split('~').collect();
+    match parts.as_slice() {
+        [_, _, pod, _] => {
+            pod.split_once('.').map(|(_, ns)| (ns.to_string(), "node.id")).filter(|(ns, _)| !ns.is_empty())
+        }
+        _ => None,
+    }
 }
 
 fn field<'a>(meta: &'a Struct, key: &str) -> Option<&'a Kind> {
@@ -118,6 +141,15 @@ mod tests {
         let err = proxy_info(Some(&n)).unwrap_err().to_string();
         assert!(err.starts_with("node.metadata.SLUICE_LISTEN: `nope` is not ip:port"), "{err}");
         assert_eq!(proxy_info(None).unwrap_err(), NodeError::Missing);
+    }
+
+    #[test]
+    fn an_istio_node_id_states_its_namespace() {
+        let mut n = node(&[]);
+        n.id = "sidecar~10.0.0.1~reviews-v1-abc.shop~shop.svc.cluster.local".into();
+        assert_eq!(stated_namespace(&n), Some(("shop".into(), "node.id")));
+        assert_eq!(proxy_info(Some(&n)).unwrap().namespace, "shop");
+        assert_eq!(stated_namespace(&node(&[])), None);
     }
 
     #[test]

@@ -3,6 +3,9 @@
 //! The first change after a quiet period is translated at once (no delay for a lone change); changes arriving
 //! within `min_interval` of the last publish are coalesced into the next one, so a burst costs one translation
 //! per interval at most. An inconsistent snapshot is refused and the last good one keeps serving.
+//!
+//! Metrics: `pilot_debounce_time` (a change's wait before its build starts); each snapshot carries when its change
+//! was seen (`changed_at`), where each proxy's `pilot_proxy_convergence_time` starts.
 
 use super::snapshot::Snapshot;
 use crate::store::Store;
@@ -23,14 +26,17 @@ async fn run(store: Store, tx: watch::Sender<Option<Arc<Snapshot>>>, min_interva
     let mut models = store.subscribe();
     let mut version = 0u64;
     let mut previous: Option<Arc<Snapshot>> = None;
+    let mut changed_at = Instant::now();
     loop {
         let model = models.borrow_and_update().clone();
         let started = Instant::now();
+        crate::telemetry::xds::get().debounced(started - changed_at);
         version += 1;
         let prev = previous.clone();
         let built = tokio::task::spawn_blocking(move || Snapshot::build(version, model, prev.as_deref())).await;
         match built {
-            Ok(Ok(snapshot)) => {
+            Ok(Ok(mut snapshot)) => {
+                snapshot.changed_at = changed_at.into_std();
                 let snapshot = Arc::new(snapshot);
                 tracing::info!(
                     version,
@@ -48,6 +54,7 @@ async fn run(store: Store, tx: watch::Sender<Option<Arc<Snapshot>>>, min_interva
         if models.changed().await.is_err() || tx.is_closed() {
             return;
         }
+        changed_at = Instant::now();
         tokio::time::sleep_until(started + min_interval).await;
     }
 }

@@ -1,9 +1,12 @@
 //! The registry of connected proxies: what each was sent, what it ACKed, its last NACK. Streams write it; the
-//! admin port (`/debug/syncz`, config dumps), release status and test harnesses read it.
+//! admin port (`/debug/syncz`, config dumps), CSDS, release status and test harnesses read it.
+//! Connecting and dropping a stream moves the `pilot_xds{protocol}` gauge.
 
 use super::resource::{ResourceSet, TypeKind};
+use crate::model::ProxyInfo;
+use envoy_types::pb::envoy::config::core::v3::Node;
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
@@ -23,6 +26,20 @@ pub struct TypeStatus {
     /// What the proxy holds (ACKed), while the stream lives; see [`TypeStatus::held`].
     #[serde(skip)]
     pub held: std::sync::Weak<ResourceSet>,
+    /// What the proxy was last sent (SotW: the last response; Delta: everything sent that it still has), including
+    /// a response in flight or NACKed. An O(1) clone sharing structure with the stream's own set.
+    #[serde(skip)]
+    pub sent_set: ResourceSet,
+    /// The subscription: everything of the type, or these names (shared; rebuilt only when the names change).
+    #[serde(skip)]
+    pub wildcard: bool,
+    #[serde(skip)]
+    pub names: Arc<BTreeSet<String>>,
+    /// When the proxy last ACKed this type, and when it was last sent a response.
+    #[serde(skip)]
+    pub acked_at: Option<SystemTime>,
+    #[serde(skip)]
+    pub sent_at: Option<SystemTime>,
 }
 
 /// A rejected response, kept until a later response of that type is accepted.
@@ -46,6 +63,12 @@ pub struct ProxyStatus {
     /// The snapshot version this proxy holds in full right now (every type it needs ACKed, nothing held back);
     /// `None` while it catches up.
     pub synced_version: Option<u64>,
+    /// The node as the proxy sent it (CSDS echoes it and matches on it).
+    #[serde(skip)]
+    pub node: Arc<Node>,
+    /// What the snapshot's view of this proxy is computed from.
+    #[serde(skip)]
+    pub proxy: Arc<ProxyInfo>,
 }
 
 #[derive(Clone, Default)]
@@ -66,19 +89,22 @@ impl Registry {
     }
 
     /// Registers a stream; it is removed when the returned guard drops.
-    pub fn connect(&self, node_id: &str, protocol: &'static str) -> StreamGuard {
+    pub fn connect(&self, node: Node, proxy: ProxyInfo, protocol: &'static str) -> StreamGuard {
         let id = self.inner.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         let status = ProxyStatus {
-            node_id: node_id.to_string(),
+            node_id: proxy.id.clone(),
             stream: id,
             protocol,
             connected_since: SystemTime::now(),
             types: BTreeMap::new(),
             synced_version: None,
+            node: Arc::new(node),
+            proxy: Arc::new(proxy),
         };
         self.lock().insert(id, status);
         self.bump();
-        StreamGuard { registry: self.clone(), id }
+        crate::telemetry::xds::get().connected(protocol, 1.0);
+        StreamGuard { registry: self.clone(), id, protocol }
     }
 
     /// Every connected stream's status, ordered by node id then stream.
@@ -150,6 +176,7 @@ pub struct WaitError {
 pub struct StreamGuard {
     registry: Registry,
     id: u64,
+    protocol: &'static str,
 }
 
 impl StreamGuard {
@@ -169,6 +196,7 @@ impl Drop for StreamGuard {
     fn drop(&mut self) {
         self.registry.lock().remove(&self.id);
         self.registry.bump();
+        crate::telemetry::xds::get().connected(self.protocol, -1.0);
     }
 }
 

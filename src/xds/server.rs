@@ -1,9 +1,10 @@
-//! The tonic services: ADS (SotW and Delta) and the per-type CDS/EDS/LDS/RDS services, on one gRPC server.
+//! The tonic services: ADS (SotW and Delta), the per-type CDS/EDS/LDS/RDS services and CSDS, on one gRPC server.
 
 use super::delta::Delta;
 use super::resource::TypeKind;
 use super::sotw::Sotw;
 use super::stream::{Protocol, StreamCtx, run};
+use super::trust::Trust;
 use envoy_types::pb::envoy::service::cluster::v3::cluster_discovery_service_server::{
     ClusterDiscoveryService, ClusterDiscoveryServiceServer,
 };
@@ -23,6 +24,7 @@ use envoy_types::pb::envoy::service::route::v3::route_discovery_service_server::
     RouteDiscoveryService, RouteDiscoveryServiceServer,
 };
 use std::pin::Pin;
+use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -38,23 +40,40 @@ type Out<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
 #[derive(Clone)]
 pub struct Xds {
     ctx: StreamCtx,
+    /// Set on the mTLS port: every stream must carry a client certificate identity, which scopes what it sees.
+    trust: Option<Arc<Trust>>,
 }
 
 impl Xds {
+    /// The plaintext services: no identity, every namespace visible.
     pub fn new(ctx: StreamCtx) -> Self {
-        Self { ctx }
+        Self { ctx, trust: None }
     }
 
-    fn spawn<P: Protocol>(&self, inbound: Streaming<P::Req>, only: Option<TypeKind>) -> Out<P::Resp> {
+    /// The mTLS services: a stream without a SPIFFE identity from its certificate is refused.
+    pub fn mtls(ctx: StreamCtx, trust: Arc<Trust>) -> Self {
+        Self { ctx, trust: Some(trust) }
+    }
+
+    fn spawn<P: Protocol>(
+        &self,
+        req: Request<Streaming<P::Req>>,
+        only: Option<TypeKind>,
+    ) -> Result<Response<Out<P::Resp>>, Status> {
+        let peer = self.trust.as_ref().map(|t| t.peer(&req)).transpose()?;
         // At most one response per type is in flight, so 8 slots never fill: a stalled proxy holds no more.
         let (tx, rx) = mpsc::channel(8);
-        tokio::spawn(run::<P>(self.ctx.clone(), inbound, tx, only));
-        Box::pin(ReceiverStream::new(rx))
+        tokio::spawn(run::<P>(self.ctx.clone(), req.into_inner(), tx, only, peer));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    /// Adds every xDS service to a tonic router.
+    /// Adds every xDS service to a tonic router. CSDS (every proxy's config status) is left off the mTLS port: a
+    /// proxy certificate would otherwise read other namespaces' config through it.
     pub fn add_to(self, router: tonic::service::RoutesBuilder) -> tonic::service::RoutesBuilder {
         let mut router = router;
+        if self.trust.is_none() {
+            router.add_service(super::csds::Csds::new(self.ctx.registry.clone(), self.ctx.snapshots.clone()).server());
+        }
         router
             .add_service(limit(AggregatedDiscoveryServiceServer::new(self.clone())))
             .add_service(ClusterDiscoveryServiceServer::new(self.clone()))
@@ -81,14 +100,14 @@ impl AggregatedDiscoveryService for Xds {
         &self,
         req: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        Ok(Response::new(self.spawn::<Sotw>(req.into_inner(), None)))
+        self.spawn::<Sotw>(req, None)
     }
 
     async fn delta_aggregated_resources(
         &self,
         req: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        Ok(Response::new(self.spawn::<Delta>(req.into_inner(), None)))
+        self.spawn::<Delta>(req, None)
     }
 }
 
@@ -104,14 +123,14 @@ macro_rules! per_type_service {
                 &self,
                 req: Request<Streaming<DiscoveryRequest>>,
             ) -> Result<Response<Self::$sotw_ty>, Status> {
-                Ok(Response::new(self.spawn::<Sotw>(req.into_inner(), Some($kind))))
+                self.spawn::<Sotw>(req, Some($kind))
             }
 
             async fn $delta(
                 &self,
                 req: Request<Streaming<DeltaDiscoveryRequest>>,
             ) -> Result<Response<Self::$delta_ty>, Status> {
-                Ok(Response::new(self.spawn::<Delta>(req.into_inner(), Some($kind))))
+                self.spawn::<Delta>(req, Some($kind))
             }
 
             async fn $fetch(&self, _: Request<DiscoveryRequest>) -> Result<Response<DiscoveryResponse>, Status> {

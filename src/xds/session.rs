@@ -14,6 +14,10 @@
 //! At most one response per type is in flight: the next waits for the ACK or NACK, which also coalesces bursts and
 //! bounds what a proxy that stops reading can make Sluice hold. A NACK keeps the proxy's last good set and is never
 //! answered by re-sending the same content: only a new snapshot (different content) sends again.
+//!
+//! Metrics: a NACK counts in `pilot_total_xds_rejects{type}`; when the proxy comes to hold a changed config in full
+//! (every type ACKed), the time since the change counts in `pilot_proxy_convergence_time` (from the earliest change
+//! it had not yet converged on; the config a proxy gets when it connects is not a change).
 
 use super::registry::{Nack, StreamGuard, TypeStatus};
 use super::resource::{ResourceSet, TypeKind};
@@ -52,6 +56,9 @@ pub(crate) struct TypeState {
     pub sent: ResourceSet,
     pub acked_version: Option<String>,
     pub sent_version: Option<String>,
+    /// When the proxy last ACKed this type; when it was last sent a response.
+    pub acked_at: Option<SystemTime>,
+    pub sent_at: Option<SystemTime>,
     pub last_nack: Option<Nack>,
     /// SotW: a newly named resource must be (re)sent even if unchanged.
     pub force: bool,
@@ -92,6 +99,10 @@ pub(crate) struct Session {
     excluded: [std::cell::RefCell<Option<Excluded>>; 4],
     nonce: u64,
     guard: StreamGuard,
+    /// The earliest config change (published while connected) the proxy does not hold in full yet.
+    unconverged_since: Option<std::time::Instant>,
+    /// Per type: the subscription's names as last reported, and the `names_gen` they are of.
+    reported_names: [(u64, Arc<BTreeSet<String>>); 4],
 }
 
 impl Session {
@@ -106,17 +117,25 @@ impl Session {
             excluded: Default::default(),
             nonce: 0,
             guard,
+            unconverged_since: None,
+            reported_names: Default::default(),
         }
     }
 
     /// Takes a new snapshot; only types whose shared set changed need a push (an endpoint change touches EDS only).
     pub fn set_snapshot(&mut self, snapshot: Arc<Snapshot>) {
         let view = snapshot.view(&self.proxy);
+        let mut changed = false;
         for k in TypeKind::ALL {
             let same = self.view.as_ref().is_some_and(|old| Arc::ptr_eq(old.arc(k), view.arc(k)));
             self.dirty[k.index()] |= !same;
+            changed |= !same && self.types[k.index()].subscribed;
         }
         self.view = Some(view);
+        // A change to this proxy's config (not its first config, nor a change it does not see) starts the clock.
+        if self.snapshot.is_some() && changed {
+            self.unconverged_since.get_or_insert(snapshot.changed_at);
+        }
         self.snapshot = Some(snapshot);
     }
 
@@ -295,17 +314,20 @@ impl Session {
         if let Some(inflight) = st.inflight.take() {
             st.held = Arc::new(inflight.set);
             st.acked_version = Some(inflight.version);
+            st.acked_at = Some(SystemTime::now());
             st.last_nack = None;
+            tracing::debug!(type = kind.short(), version = %st.acked_version.as_deref().unwrap_or(""), "ACK");
         }
     }
 
     /// The proxy rejected the response in flight; it keeps its last good set, and we do not re-send this content.
     pub fn nack(&mut self, kind: TypeKind, reason: String) {
-        let proxy = self.proxy.id.clone();
         let st = self.state(kind);
         if let Some(inflight) = st.inflight.take() {
-            tracing::warn!(proxy = %proxy, type = kind.short(), version = %inflight.version, %reason, "NACK");
+            // The stream's span names the proxy.
+            tracing::warn!(type = kind.short(), version = %inflight.version, %reason, "NACK");
             st.last_nack = Some(Nack { version: inflight.version, reason, at: SystemTime::now() });
+            crate::telemetry::xds::get().rejected(kind);
         }
     }
 
@@ -346,8 +368,20 @@ impl Session {
     }
 
     /// Publishes this stream's state to the registry.
-    pub fn report(&self) {
+    pub fn report(&mut self) {
         let synced = self.synced().then(|| self.snapshot.as_ref().map(|s| s.version)).flatten();
+        if synced.is_some()
+            && let Some(since) = self.unconverged_since.take()
+        {
+            crate::telemetry::xds::get().converged(since.elapsed());
+        }
+        for k in TypeKind::ALL {
+            let st = &self.types[k.index()];
+            let reported = &mut self.reported_names[k.index()];
+            if reported.0 != st.names_gen {
+                *reported = (st.names_gen, Arc::new(st.names.clone()));
+            }
+        }
         let types: BTreeMap<TypeKind, TypeStatus> = TypeKind::ALL
             .into_iter()
             .filter(|k| self.types[k.index()].subscribed)
@@ -360,6 +394,11 @@ impl Session {
                     last_nack: st.last_nack.clone(),
                     resources: st.held.len(),
                     held: Arc::downgrade(&st.held),
+                    sent_set: st.sent.clone(),
+                    wildcard: st.wildcard,
+                    names: self.reported_names[k.index()].1.clone(),
+                    acked_at: st.acked_at,
+                    sent_at: st.sent_at,
                 };
                 (k, status)
             })

@@ -3,9 +3,12 @@
 //! A [`Snapshot`] holds what all proxies share (clusters, load assignments) eagerly, and what depends on the proxy
 //! (route configurations per [`RouteScope`], listeners and extra clusters per proxy shape) lazily, cached so that
 //! proxies of the same shape share one encoded set: memory grows with distinct config, not with proxy count.
+//! A proxy whose [`Visibility`] is limited (mTLS) gets the same sets filtered to its namespaces, cached per
+//! visibility group (see [`super::visible`]); its routes and listeners are translated from the visible model part.
 
 use super::resource::{Resource, ResourceSet, TypeKind};
-use crate::model::{DEFAULT_VERSION_LABEL, InterceptionMode, Model, ObjectKey, ProxyInfo};
+use super::visible;
+use crate::model::{DEFAULT_VERSION_LABEL, InterceptionMode, Model, ObjectKey, ProxyInfo, Visibility};
 use crate::translate::{self, RouteScope};
 use std::collections::BTreeMap;
 use std::collections::HashMap;
@@ -17,25 +20,40 @@ struct ProxyShape {
     mode: InterceptionMode,
     namespace: String,
     inbound_ports: Vec<u16>,
+    visibility: Visibility,
 }
 
 impl ProxyShape {
     fn of(p: &ProxyInfo) -> Self {
-        Self { mode: p.mode.clone(), namespace: p.namespace.clone(), inbound_ports: p.inbound_ports.clone() }
+        Self {
+            mode: p.mode.clone(),
+            namespace: p.namespace.clone(),
+            inbound_ports: p.inbound_ports.clone(),
+            visibility: p.visibility.clone(),
+        }
     }
 }
 
 /// Listeners and clusters for one proxy shape.
 type ShapeSets = (Arc<ResourceSet>, Arc<ResourceSet>);
+/// Clusters and load assignments a limited visibility covers.
+type ScopedSets = (Arc<ResourceSet>, Arc<ResourceSet>);
 
 pub struct Snapshot {
     /// Increases with every published snapshot; what "proxy X has ACKed version V" refers to.
     pub version: u64,
     pub model: Arc<Model>,
+    /// When the model change this snapshot carries was first seen (before coalescing): where a proxy's
+    /// convergence time starts. `build` sets it to now; the publisher sets the change's time.
+    pub changed_at: std::time::Instant,
     clusters: Arc<ResourceSet>,
     endpoints: Arc<ResourceSet>,
-    routes: Mutex<HashMap<RouteScope, Arc<ResourceSet>>>,
+    routes: Mutex<HashMap<(Visibility, RouteScope), Arc<ResourceSet>>>,
     shapes: Mutex<HashMap<ProxyShape, ShapeSets>>,
+    /// Per limited visibility: its clusters and assignments (carried to the next snapshot by diff).
+    scoped: Mutex<HashMap<Visibility, ScopedSets>>,
+    /// Per limited visibility: the visible part of the model (built when a route or shape cache misses).
+    models: Mutex<HashMap<Visibility, Arc<Model>>>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -90,13 +108,23 @@ impl Snapshot {
                 previous.map(|p| &*p.clusters),
             )),
         };
-        let endpoints = match fast {
+        let endpoints = Arc::new(match fast {
             Some(prev) => endpoints_fast_path(&prev.endpoints, &prev.model, &model, &changed),
             None => encode(
                 translate::load_assignments(&model).iter().map(Resource::load_assignment),
                 previous.map(|p| &*p.endpoints),
             ),
-        };
+        });
+        let scoped = previous
+            .map(|p| {
+                let carry = |v: &Visibility, (c, e): &ScopedSets| {
+                    let sets =
+                        (visible::carry(c, &p.clusters, &clusters, v), visible::carry(e, &p.endpoints, &endpoints, v));
+                    (v.clone(), sets)
+                };
+                lock(&p.scoped).iter().map(|(v, sets)| carry(v, sets)).collect()
+            })
+            .unwrap_or_default();
         let routes = match fast {
             Some(prev) if clusters_same && routes_same => lock(&prev.routes).clone(),
             _ => HashMap::new(),
@@ -109,9 +137,12 @@ impl Snapshot {
             version,
             routes: Mutex::new(routes),
             shapes: Mutex::new(shapes),
+            scoped: Mutex::new(scoped),
+            models: Mutex::default(),
             model,
+            changed_at: std::time::Instant::now(),
             clusters,
-            endpoints: Arc::new(endpoints),
+            endpoints,
         };
         snapshot.check()?;
         Ok(snapshot)
@@ -137,46 +168,72 @@ impl Snapshot {
         &self.endpoints
     }
 
-    /// The resources one proxy sees. Cheap after the first proxy of the same shape.
+    /// The resources one proxy sees. Cheap after the first proxy of the same shape and visibility.
     pub fn view(&self, proxy: &ProxyInfo) -> View {
+        let visibility = &proxy.visibility;
+        let (base_clusters, endpoints) = self.sets_for(visibility);
+        // The scope reads the whole model's policies: a rule the proxy cannot see only splits the cache key.
         let scope = translate::route_scope(&self.model, proxy);
         let routes = {
             let mut cache = lock(&self.routes);
             cache
-                .entry(scope)
-                .or_insert_with_key(|scope| {
-                    let set = encode(translate::route_configs(&self.model, scope).iter().map(Resource::route), None);
-                    self.warn_dangling(&set);
+                .entry((visibility.clone(), scope))
+                .or_insert_with_key(|(visibility, scope)| {
+                    let model = self.model_for(visibility);
+                    let set = encode(translate::route_configs(&model, scope).iter().map(Resource::route), None);
+                    warn_dangling(&set, &base_clusters);
                     Arc::new(set)
                 })
                 .clone()
         };
         let (listeners, clusters) = {
             let mut cache = lock(&self.shapes);
-            cache.entry(ProxyShape::of(proxy)).or_insert_with(|| self.shape_sets(proxy)).clone()
+            cache.entry(ProxyShape::of(proxy)).or_insert_with(|| self.shape_sets(proxy, &base_clusters)).clone()
         };
-        View { sets: [clusters, self.endpoints.clone(), listeners, routes] }
+        View { sets: [clusters, endpoints, listeners, routes] }
     }
 
-    fn shape_sets(&self, proxy: &ProxyInfo) -> ShapeSets {
-        let listeners = encode(translate::listeners(&self.model, proxy).iter().map(Resource::listener), None);
-        let extra = translate::proxy_clusters(&self.model, proxy);
+    /// The shared clusters and assignments `visibility` covers.
+    fn sets_for(&self, visibility: &Visibility) -> ScopedSets {
+        if *visibility == Visibility::All {
+            return (self.clusters.clone(), self.endpoints.clone());
+        }
+        let mut cache = lock(&self.scoped);
+        let sets = cache
+            .entry(visibility.clone())
+            .or_insert_with_key(|v| (visible::filter(&self.clusters, v), visible::filter(&self.endpoints, v)));
+        sets.clone()
+    }
+
+    /// The model part `visibility` covers (the whole model for [`Visibility::All`]).
+    fn model_for(&self, visibility: &Visibility) -> Arc<Model> {
+        if *visibility == Visibility::All {
+            return self.model.clone();
+        }
+        let mut cache = lock(&self.models);
+        cache.entry(visibility.clone()).or_insert_with_key(|v| Arc::new(self.model.visible_to(v))).clone()
+    }
+
+    fn shape_sets(&self, proxy: &ProxyInfo, base: &Arc<ResourceSet>) -> ShapeSets {
+        let model = self.model_for(&proxy.visibility);
+        let listeners = encode(translate::listeners(&model, proxy).iter().map(Resource::listener), None);
+        let extra = translate::proxy_clusters(&model, proxy);
         let clusters = if extra.is_empty() {
-            self.clusters.clone()
+            base.clone()
         } else {
-            let mut all = (*self.clusters).clone();
+            let mut all = (**base).clone();
             all.extend(extra.iter().map(|c| (c.name.clone(), Arc::new(Resource::cluster(c)))));
             Arc::new(all)
         };
         (Arc::new(listeners), clusters)
     }
+}
 
-    /// A route naming a missing cluster is a translate bug: say so loudly (tests assert it never happens).
-    fn warn_dangling(&self, routes: &ResourceSet) {
-        for r in routes.values() {
-            for c in r.refs.iter().filter(|c| !self.clusters.contains_key(*c)) {
-                tracing::error!(route = %r.name, cluster = %c, "route names a cluster that does not exist");
-            }
+/// A route naming a missing cluster is a translate bug: say so loudly (tests assert it never happens).
+fn warn_dangling(routes: &ResourceSet, clusters: &ResourceSet) {
+    for r in routes.values() {
+        for c in r.refs.iter().filter(|c| !clusters.contains_key(*c)) {
+            tracing::error!(route = %r.name, cluster = %c, "route names a cluster that does not exist");
         }
     }
 }
@@ -196,7 +253,11 @@ fn encode(items: impl Iterator<Item = Resource>, previous: Option<&ResourceSet>)
 }
 
 fn only_endpoints_changed(old: &Model, new: &Model) -> bool {
-    old.services == new.services && old.policies == new.policies
+    old.services == new.services
+        && old.policies == new.policies
+        && old.virtual_services == new.virtual_services
+        && old.destination_rules == new.destination_rules
+        && old.http_routes == new.http_routes
 }
 
 /// Re-derives the load assignments of the services whose endpoints changed; keeps every other one as it was.
@@ -237,6 +298,7 @@ fn readiness_of(model: &Model, svc: &ObjectKey) -> BTreeMap<String, bool> {
 mod tests {
     use super::*;
     use crate::model::{Endpoint, ReleasePolicy, ReleasePolicySpec, Service};
+    use crate::xds::TypeKind;
 
     fn model(v3_ready: bool, v1_port: u16) -> Model {
         let mut m = Model::default();
@@ -275,5 +337,37 @@ mod tests {
         assert!(lock(&b.routes).is_empty(), "readiness changed: routes are derived again");
         let after = b.view(&proxy()).get(crate::xds::TypeKind::Route).clone();
         assert_ne!(before["sluice-listen"].version, after["sluice-listen"].version, "v3's weight moved to v1");
+    }
+
+    fn two_namespaces(b_port: u16, a_port: u16) -> Model {
+        let mut m = Model::default();
+        for (ns, port) in [("a", a_port), ("b", b_port)] {
+            let svc = m.insert_service(Service::http(ns, "web", 80));
+            m.push_endpoint(&svc, Endpoint::ready("w", "127.0.0.1", 80, port));
+        }
+        m
+    }
+
+    #[test]
+    fn a_limited_visibility_sees_its_namespaces_and_is_woken_only_by_their_changes() {
+        let mut p = proxy();
+        p.namespace = "a".into();
+        p.visibility = Visibility::Namespaces(["a".to_string()].into());
+        let s1 = Snapshot::build(1, Arc::new(two_namespaces(1000, 2000)), None).unwrap();
+        let v1 = s1.view(&p);
+        let names = |v: &View, k| v.get(k).keys().cloned().collect::<Vec<_>>();
+        assert_eq!(names(&v1, TypeKind::Cluster), ["outbound|80||web.a.svc.cluster.local"]);
+        assert_eq!(names(&v1, TypeKind::Endpoint), ["outbound|80||web.a.svc.cluster.local"]);
+        let route = &v1.get(TypeKind::Route)["sluice-listen"];
+        assert_eq!(route.refs.iter().collect::<Vec<_>>(), ["outbound|80||web.a.svc.cluster.local"]);
+
+        // b's endpoint moves: a's scoped assignments keep their Arc (streams of `a` are not woken).
+        let s2 = Snapshot::build(2, Arc::new(two_namespaces(1001, 2000)), Some(&s1)).unwrap();
+        assert!(Arc::ptr_eq(v1.arc(TypeKind::Endpoint), s2.view(&p).arc(TypeKind::Endpoint)));
+        // a's endpoint moves: a new set, with the new assignment.
+        let s3 = Snapshot::build(3, Arc::new(two_namespaces(1001, 2001)), Some(&s2)).unwrap();
+        let v3 = s3.view(&p);
+        assert!(!Arc::ptr_eq(v1.arc(TypeKind::Endpoint), v3.arc(TypeKind::Endpoint)));
+        assert_eq!(v3.get(TypeKind::Endpoint), &*visible::filter(s3.endpoints(), &p.visibility));
     }
 }

@@ -46,6 +46,10 @@ impl Protocol for Sotw {
         subscribe(s, kind, req.resource_names);
     }
 
+    fn resource_bytes(resp: &DiscoveryResponse) -> usize {
+        resp.resources.iter().map(|a| a.value.len()).sum()
+    }
+
     fn push(s: &mut Session, kind: TypeKind) -> Option<DiscoveryResponse> {
         let st = &s.types[kind.index()];
         if !st.subscribed || st.inflight.is_some() {

@@ -6,17 +6,22 @@
 //!  snapshot watch (new config) ──▶ session.view ─────┘                 └─▶ registry (syncz, ACK waits)
 //! ```
 //! No config is sent before the first snapshot exists, and the first snapshot waits for every source to load.
+//! The task runs inside an `xds` span (`proxy`, `protocol`), so every line it logs names the proxy; per-type lines
+//! add `type`. Each response sent counts in `pilot_xds_pushes`, `pilot_xds_push_time`, `pilot_xds_config_size_bytes`.
 
 use super::node;
 use super::registry::Registry;
 use super::resource::TypeKind;
 use super::session::Session;
 use super::snapshot::Snapshot;
+use super::trust::Peer;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use futures::StreamExt;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::{mpsc, watch};
 use tonic::{Status, Streaming};
+use tracing::Instrument;
 
 /// What every stream task needs; cheap to clone.
 #[derive(Clone)]
@@ -54,21 +59,24 @@ pub(crate) trait Protocol: Send + 'static {
     fn handle(session: &mut Session, kind: TypeKind, req: Self::Req);
     /// The response to send for `kind` now, if any.
     fn push(session: &mut Session, kind: TypeKind) -> Option<Self::Resp>;
+    /// Resource bytes a response carries (for `pilot_xds_config_size_bytes`).
+    fn resource_bytes(resp: &Self::Resp) -> usize;
 }
 
 /// Runs one stream to its end. `only` restricts it to one type (the per-type services).
 pub(crate) async fn run<P: Protocol>(
-    mut ctx: StreamCtx,
+    ctx: StreamCtx,
     mut inbound: Streaming<P::Req>,
     tx: mpsc::Sender<Result<P::Resp, Status>>,
     only: Option<TypeKind>,
+    peer: Option<Peer>,
 ) {
     let first = match inbound.next().await {
         Some(Ok(req)) => req,
         Some(Err(status)) => return tracing::debug!(%status, "stream ended before its first request"),
         None => return,
     };
-    let proxy = match node::proxy_info(P::node(&first)) {
+    let mut proxy = match node::proxy_info(P::node(&first)) {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(error = %e, "refusing stream");
@@ -76,14 +84,39 @@ pub(crate) async fn run<P: Protocol>(
             return;
         }
     };
+    if let Some(peer) = &peer {
+        let stated = P::node(&first).and_then(node::stated_namespace);
+        if let Err(status) = peer.admit(&mut proxy, stated) {
+            tracing::warn!(proxy = %proxy.id, error = %status.message(), "refusing stream");
+            let _ = tx.send(Err(status)).await;
+            return;
+        }
+    }
     let span = tracing::info_span!("xds", proxy = %proxy.id, protocol = P::NAME);
-    let _enter = span.enter();
+    if let Some(p) = &peer {
+        span.in_scope(|| tracing::info!(identity = %p.identity, "mTLS identity accepted"));
+    }
+    let node = P::node(&first).cloned().unwrap_or_default();
+    serve::<P>(ctx, inbound, tx, only, first, node, proxy).instrument(span).await
+}
+
+/// The stream after its node was accepted: requests in, pushes out, until either side ends it.
+async fn serve<P: Protocol>(
+    mut ctx: StreamCtx,
+    mut inbound: Streaming<P::Req>,
+    tx: mpsc::Sender<Result<P::Resp, Status>>,
+    only: Option<TypeKind>,
+    first: P::Req,
+    node: Node,
+    proxy: crate::model::ProxyInfo,
+) {
     tracing::info!(namespace = %proxy.namespace, mode = ?proxy.mode, "connected");
-    let guard = ctx.registry.connect(&proxy.id, P::NAME);
+    let guard = ctx.registry.connect(node, proxy.clone(), P::NAME);
     let mut session = Session::new(proxy, only, guard);
     if let Some(s) = ctx.snapshots.borrow_and_update().clone() {
         session.set_snapshot(s);
     }
+    let metrics = crate::telemetry::xds::get();
     let mut next = Some(first);
     loop {
         if let Some(req) = next.take()
@@ -96,11 +129,15 @@ pub(crate) async fn run<P: Protocol>(
             if !session.take_dirty(kind) {
                 continue;
             }
+            let started = Instant::now();
             if let Some(resp) = P::push(&mut session, kind) {
-                tracing::debug!(type = kind.short(), "push");
+                let bytes = P::resource_bytes(&resp);
+                tracing::debug!(type = kind.short(), bytes, "push");
                 if tx.send(Ok(resp)).await.is_err() {
                     return;
                 }
+                metrics.pushed(kind, bytes, started.elapsed());
+                session.state(kind).sent_at = Some(std::time::SystemTime::now());
             }
         }
         session.report();

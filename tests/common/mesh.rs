@@ -55,6 +55,7 @@ pub async fn start_envoy(xds: SocketAddr, node: &str, sotw: bool) -> (Envoy, Soc
         sotw,
         labels: vec![],
         inbound_ports: vec![],
+        tls: Default::default(),
     };
     let envoy = Envoy::start(&render(&args));
     envoy.wait_live(Duration::from_secs(30)).await;

@@ -15,6 +15,8 @@ pub mod http;
 pub mod kmock;
 pub mod mesh;
 pub mod peers;
+pub mod pki;
+pub mod prom;
 pub mod stats;
 pub mod traffic;
 

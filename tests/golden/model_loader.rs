@@ -70,5 +70,12 @@ pub fn load_proxy(text: &str) -> ProxyInfo {
         "proxyless" => InterceptionMode::Proxyless,
         other => panic!("unknown mode {other}"),
     };
-    ProxyInfo { id: doc.id, namespace: doc.namespace, mode, labels: doc.labels, inbound_ports: doc.inbound_ports }
+    ProxyInfo {
+        id: doc.id,
+        namespace: doc.namespace,
+        mode,
+        labels: doc.labels,
+        inbound_ports: doc.inbound_ports,
+        visibility: Default::default(),
+    }
 }

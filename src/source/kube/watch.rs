@@ -4,6 +4,7 @@ use super::convert::{self, Invalid, Item, key_of};
 use super::index::{Change, Index, Kind};
 use super::{Access, ENDPOINT_SLICES, PODS, RELEASE_POLICIES, SERVICES, SOURCE};
 use crate::store::Store;
+use crate::telemetry::names;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -91,7 +92,7 @@ fn spawn_watch<K, S>(
                 None => return,
                 Some(Err(error)) => {
                     tracing::warn!(kind = kind.name(), %error, "watch failed; retrying with backoff");
-                    metrics::counter!("sluice_kube_watch_errors_total", "kind" => kind.name()).increment(1);
+                    metrics::counter!(names::KUBE_WATCH_ERRORS, "kind" => kind.name()).increment(1);
                     continue;
                 }
                 Some(Ok(watcher::Event::Apply(o))) => Change::Apply(key_of(&o), convert(&o)),
@@ -132,7 +133,7 @@ async fn run_index(
             changed |= applied.changed;
             if let Some(r) = applied.rejected {
                 tracing::warn!(kind = r.kind.name(), object = %r.key, error = %r.error, "skipping invalid object");
-                metrics::counter!("sluice_kube_invalid_objects_total", "kind" => r.kind.name()).increment(1);
+                metrics::counter!(names::KUBE_INVALID_OBJECTS, "kind" => r.kind.name()).increment(1);
             }
         }
         if changed && index.is_ready() {

@@ -1,0 +1,119 @@
+//! What an HTTPRoute's `status.parents` should say (GAMMA), computed from the model alone so that a cluster
+//! source only has to write it: per Service parent, `Accepted` and `ResolvedRefs`, with Gateway API's reasons.
+
+use super::{HttpRouteObject, ParentRef};
+use crate::model::{Model, ObjectKey};
+use serde::Serialize;
+
+/// Sluice's `controllerName` in `status.parents[].controllerName`.
+pub const CONTROLLER_NAME: &str = "sluice.dev/mesh";
+
+/// One `status.parents[]` entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParentStatus {
+    pub parent_ref: ParentRef,
+    pub controller_name: &'static str,
+    pub conditions: Vec<Condition>,
+}
+
+/// A condition as Kubernetes writes it (without the timestamp, which the writer adds).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// `"True"` or `"False"`.
+    pub status: &'static str,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+fn condition(kind: &'static str, ok: bool, reason: &'static str, message: String) -> Condition {
+    Condition { kind, status: if ok { "True" } else { "False" }, reason, message }
+}
+
+/// The status of every parent of `route` (Gateway parents included: Sluice does not serve them).
+pub fn http_route_status(model: &Model, key: &ObjectKey, route: &HttpRouteObject) -> Vec<ParentStatus> {
+    let resolved = resolved_refs(model, key, route);
+    route
+        .spec
+        .parent_refs
+        .iter()
+        .map(|p| {
+            let svc = ObjectKey::new(p.namespace.as_deref().unwrap_or(&key.namespace), p.name.clone());
+            let accepted = if !p.is_service() {
+                condition(
+                    "Accepted",
+                    false,
+                    "UnsupportedValue",
+                    "Sluice serves mesh routes: parents of kind Service".into(),
+                )
+            } else if !model.services.contains_key(&svc) {
+                condition("Accepted", false, "NoMatchingParent", format!("no Service {svc}"))
+            } else if let Some((vs, _)) = model.virtual_service_for(&svc) {
+                let msg = format!("VirtualService {vs} routes Service {svc} and takes precedence");
+                condition("Accepted", false, "Conflicted", msg)
+            } else {
+                condition("Accepted", true, "Accepted", format!("routes Service {svc}"))
+            };
+            ParentStatus {
+                parent_ref: p.clone(),
+                controller_name: CONTROLLER_NAME,
+                conditions: vec![accepted, resolved.clone()],
+            }
+        })
+        .collect()
+}
+
+fn resolved_refs(model: &Model, key: &ObjectKey, route: &HttpRouteObject) -> Condition {
+    for rule in &route.spec.rules {
+        for b in &rule.backend_refs {
+            if !b.backend().is_service() {
+                return condition("ResolvedRefs", false, "InvalidKind", format!("backend {} is not a Service", b.name));
+            }
+            let svc = ObjectKey::new(b.namespace.as_deref().unwrap_or(&key.namespace), b.name.clone());
+            let found =
+                model.services.get(&svc).is_some_and(|s| b.port.is_none_or(|p| s.ports.iter().any(|sp| sp.port == p)));
+            if !found {
+                return condition("ResolvedRefs", false, "BackendNotFound", format!("no Service {svc} with that port"));
+            }
+        }
+    }
+    condition("ResolvedRefs", true, "ResolvedRefs", "every backend resolves".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Service;
+    use crate::model::mesh::{HttpBackendRef, HttpRouteRule, HttpRouteSpec};
+
+    #[test]
+    fn accepted_and_resolved_per_parent() {
+        let mut m = Model::default();
+        m.insert_service(Service::http("default", "reviews", 9080));
+        let parent =
+            |kind: &str, name: &str| ParentRef { kind: Some(kind.into()), name: name.into(), ..Default::default() };
+        let backend = |name: &str| HttpBackendRef { name: name.into(), port: Some(9080), ..Default::default() };
+        let spec = HttpRouteSpec {
+            parent_refs: vec![parent("Service", "reviews"), parent("Service", "gone"), parent("Gateway", "gw")],
+            rules: vec![HttpRouteRule {
+                backend_refs: vec![backend("reviews"), backend("nope")],
+                ..Default::default()
+            }],
+        };
+        let key = ObjectKey::new("default", "r");
+        let route = HttpRouteObject { name: "r".into(), namespace: "default".into(), spec };
+        let status = http_route_status(&m, &key, &route);
+        let reasons: Vec<(&str, &str)> =
+            status.iter().map(|s| (s.conditions[0].reason, s.conditions[1].reason)).collect();
+        assert_eq!(
+            reasons,
+            [
+                ("Accepted", "BackendNotFound"),
+                ("NoMatchingParent", "BackendNotFound"),
+                ("UnsupportedValue", "BackendNotFound")
+            ]
+        );
+    }
+}

@@ -1,0 +1,134 @@
+//! The Prometheus recorder behind the `metrics` facade: installed once per process, rendered by `GET /metrics`.
+//! Metric names and histogram buckets live here, so the code that emits, the docs and the tests agree.
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// Metric names, shared by the code that emits them, the docs and the tests.
+pub mod names {
+    /// Gauge: connected xDS streams, by `protocol` (`sotw`, `delta`).
+    pub const XDS_CONNECTED: &str = "pilot_xds";
+    /// Counter: responses sent, by `type`.
+    pub const XDS_PUSHES: &str = "pilot_xds_pushes";
+    /// Histogram (seconds): computing and sending one response, by `type`.
+    pub const XDS_PUSH_TIME: &str = "pilot_xds_push_time";
+    /// Histogram (seconds): a config change until a proxy holds it in full (every type ACKed).
+    pub const PROXY_CONVERGENCE_TIME: &str = "pilot_proxy_convergence_time";
+    /// Counter: NACKs, by `type`.
+    pub const XDS_REJECTS: &str = "pilot_total_xds_rejects";
+    /// Histogram (seconds): a config change until its snapshot build starts (coalescing delay).
+    pub const DEBOUNCE_TIME: &str = "pilot_debounce_time";
+    /// Histogram (bytes): resource bytes in one response, by `type`.
+    pub const XDS_CONFIG_SIZE: &str = "pilot_xds_config_size_bytes";
+    /// Gauge: 1 for a release's current phase, 0 for the others; `namespace`, `policy`, `phase`.
+    pub const RELEASE_PHASE: &str = "sluice_release_phase";
+    /// Gauge: a version's share of traffic in percent as routed now; `namespace`, `policy`, `version`.
+    pub const RELEASE_WEIGHT: &str = "sluice_release_weight";
+    /// Gauge, reserved for the stats sink: requests/s per `namespace`, `service`, `version`, across all proxies.
+    pub const VERSION_RPS: &str = "sluice_version_requests_per_second";
+    /// Gauge, reserved for the stats sink: share of non-5xx responses (0..1) per `namespace`, `service`, `version`.
+    pub const VERSION_SUCCESS_RATE: &str = "sluice_version_success_rate";
+    /// Counter: fields of VirtualService, DestinationRule or HTTPRoute objects Sluice does not translate (each
+    /// reported with its object and path), by `kind`.
+    pub const UNSUPPORTED_FIELDS: &str = "sluice_unsupported_fields_total";
+    /// Counter: Kubernetes objects skipped as invalid (each logged once with its namespace/name), by `kind`.
+    pub const KUBE_INVALID_OBJECTS: &str = "sluice_kube_invalid_objects_total";
+    /// Counter: Kubernetes list/watch errors (each retried with backoff), by `kind`.
+    pub const KUBE_WATCH_ERRORS: &str = "sluice_kube_watch_errors_total";
+}
+
+/// Histogram buckets for durations, in seconds: 1 ms to 30 s.
+pub const TIME_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+/// Histogram buckets for response sizes, in bytes: 1 KiB to 64 MiB.
+pub const SIZE_BUCKETS: &[f64] =
+    &[1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0, 67108864.0];
+
+/// The installed recorder's handle; `None` when another recorder was installed first.
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the Prometheus recorder as the process's `metrics` recorder, once; later calls return the same handle.
+pub fn install() -> Option<&'static PrometheusHandle> {
+    HANDLE.get_or_init(build_and_install).as_ref()
+}
+
+fn build_and_install() -> Option<PrometheusHandle> {
+    let mut builder = PrometheusBuilder::new();
+    for name in [names::XDS_PUSH_TIME, names::PROXY_CONVERGENCE_TIME, names::DEBOUNCE_TIME] {
+        builder = builder
+            .set_buckets_for_metric(Matcher::Full(name.into()), TIME_BUCKETS)
+            .expect("TIME_BUCKETS is not empty");
+    }
+    builder = builder
+        .set_buckets_for_metric(Matcher::Full(names::XDS_CONFIG_SIZE.into()), SIZE_BUCKETS)
+        .expect("SIZE_BUCKETS is not empty");
+    let recorder = builder.build_recorder();
+    let handle = recorder.handle();
+    match metrics::set_global_recorder(recorder) {
+        Ok(()) => {
+            describe();
+            Some(handle)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "another metrics recorder is installed; /metrics shows release metrics only");
+            None
+        }
+    }
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(names::XDS_CONNECTED, "Connected xDS streams (one per proxy on ADS), by protocol.");
+    describe_counter!(names::XDS_PUSHES, "xDS responses sent, by type (cds, eds, lds, rds).");
+    describe_histogram!(names::XDS_PUSH_TIME, Unit::Seconds, "Time to compute and send one xDS response, by type.");
+    describe_histogram!(
+        names::PROXY_CONVERGENCE_TIME,
+        Unit::Seconds,
+        "Time from a config change until a connected proxy holds it in full (every type ACKed)."
+    );
+    describe_counter!(names::XDS_REJECTS, "xDS responses a proxy rejected (NACK), by type.");
+    describe_histogram!(
+        names::DEBOUNCE_TIME,
+        Unit::Seconds,
+        "Time from a config change until its snapshot build starts (changes within --min-push-interval coalesce)."
+    );
+    describe_histogram!(names::XDS_CONFIG_SIZE, Unit::Bytes, "Resource bytes in one xDS response, by type.");
+    describe_gauge!(names::VERSION_RPS, "Requests per second to a service version, summed over every proxy.");
+    describe_gauge!(names::VERSION_SUCCESS_RATE, "Share of non-5xx responses (0..1) of a service version.");
+    describe_counter!(
+        names::UNSUPPORTED_FIELDS,
+        "Config fields Sluice does not translate (reported, ignored), by kind."
+    );
+    describe_counter!(names::KUBE_INVALID_OBJECTS, "Kubernetes objects skipped as invalid, by kind.");
+    describe_counter!(names::KUBE_WATCH_ERRORS, "Kubernetes list/watch errors (retried with backoff), by kind.");
+}
+
+/// Renders every metric the recorder holds as Prometheus text (empty when another recorder is installed).
+pub fn render() -> String {
+    install().map(PrometheusHandle::render).unwrap_or_default()
+}
+
+/// Drains histogram samples into their buckets every few seconds, so memory stays bounded between scrapes. Runs
+/// until `stop` turns true.
+pub async fn upkeep(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let Some(handle) = install() else { return };
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(5)) => handle.run_upkeep(),
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn install_is_idempotent_and_renders_what_the_facade_records() {
+        let first = install().expect("no other recorder in the unit tests");
+        assert!(std::ptr::eq(first, install().expect("installed")), "one recorder per process");
+        metrics::counter!("sluice_unit_test_total", "type" => "cds").increment(2);
+        assert!(render().contains("sluice_unit_test_total{type=\"cds\"} 2"), "{}", render());
+    }
+}
