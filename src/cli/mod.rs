@@ -1,5 +1,5 @@
-//! The command line: `serve`, `bootstrap`, `validate`, `release` (see [`release`]), `proxy-status` (see
-//! [`proxy_status`]). Every flag also reads a `SLUICE_...` environment variable.
+//! The command line: `serve` (files or `--kube`), `bootstrap`, `crd`, `validate`, `release` (see [`release`]),
+//! `proxy-status` (see [`proxy_status`]). Every flag also reads a `SLUICE_...` environment variable.
 
 pub mod proxy_status;
 pub mod release;
@@ -46,6 +46,8 @@ pub enum Command {
     BenchChild(crate::bench::ChildArgs),
     /// Drive release tasks on a running Sluice: list, get, apply, weight, promote, abort, finalize, ...
     Release(release::ReleaseArgs),
+    /// Print the ReleasePolicy CustomResourceDefinition (YAML), for `kubectl apply -f -`.
+    Crd,
     /// What each connected proxy holds, per type (SYNCED, STALE, NOT SENT, ERROR), from CSDS on the xDS port.
     ProxyStatus(proxy_status::ProxyStatusArgs),
     /// Check config files offline; exit 1 with file:line errors.
@@ -60,6 +62,13 @@ pub struct ServeArgs {
     /// Config file or directory (repeatable). Without one, the embedded Bookinfo example is served.
     #[arg(long = "config", env = "SLUICE_CONFIG", value_delimiter = ',')]
     pub config: Vec<PathBuf>,
+    /// Watch a Kubernetes cluster (in-cluster config, else KUBECONFIG): Services, EndpointSlices, Pods and
+    /// ReleasePolicies. Without --config, nothing else is served.
+    #[arg(long, env = "SLUICE_KUBE")]
+    pub kube: bool,
+    /// With --kube: watch only these namespaces (comma-separated); all namespaces when empty.
+    #[arg(long, env = "SLUICE_NAMESPACES", value_delimiter = ',', requires = "kube")]
+    pub namespaces: Vec<String>,
     /// xDS gRPC address.
     #[arg(long, env = "SLUICE_XDS_ADDR", default_value = "0.0.0.0:15010")]
     pub xds_addr: SocketAddr,
@@ -182,6 +191,13 @@ pub fn run() -> ExitCode {
     match cli.command {
         Command::Validate { paths } => source::validate_command(&paths),
         Command::Release(args) => release::run(args),
+        Command::Crd => match source::kube::crd::crd_yaml() {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
         Command::ProxyStatus(args) => runtime(proxy_status::run(args)),
         Command::Bootstrap(args) => match serde_json::to_string_pretty(&crate::bootstrap::render(&args)) {
             Ok(text) => {
@@ -222,7 +238,15 @@ fn fail(e: impl std::fmt::Display) -> ExitCode {
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let store = Store::new();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    if args.config.is_empty() {
+    if args.kube {
+        let client = kube::Client::try_default()
+            .await
+            .map_err(|e| anyhow::anyhow!("--kube: no Kubernetes config (in-cluster or KUBECONFIG): {e}"))?;
+        source::kube::start(client, &args.namespaces, store.clone(), stop_rx.clone());
+    }
+    if args.config.is_empty() && args.kube {
+        // Kubernetes is the only source.
+    } else if args.config.is_empty() {
         let model = source::parse_str(DEFAULT_CONFIG, "config/bookinfo.yaml (embedded)")
             .map_err(|e| anyhow::anyhow!("the embedded example does not load:\n{e}"))?;
         store.set_part(source::SOURCE, model);

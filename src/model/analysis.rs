@@ -10,10 +10,11 @@
 //! ```
 
 use super::{FieldError, parse_duration};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Analysis {
     /// How often the canary is checked, as a duration (`30s`).
@@ -31,14 +32,14 @@ pub struct Analysis {
 }
 
 /// A lower bound: `{min: 0.99}`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AtLeast {
     pub min: f64,
 }
 
 /// An upper bound: `{max: 500}`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AtMost {
     pub max: f64,

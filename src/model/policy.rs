@@ -4,6 +4,7 @@
 //! them unchanged. [`ReleasePolicySpec::validate`] names the failing field as a path (`spec.traffic.canaryWeight`)
 //! so every front end reports errors the same way.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -25,7 +26,7 @@ pub struct ReleasePolicy {
     pub state: ReleaseState,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ReleasePolicySpec {
     /// The Service, in the policy's namespace.
@@ -50,7 +51,7 @@ impl ReleasePolicySpec {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Traffic {
     /// The canary's share in basis points; the stable version gets the rest.
@@ -65,7 +66,7 @@ pub struct Traffic {
     pub stickiness: Option<Stickiness>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Rule {
     #[serde(default)]
@@ -77,7 +78,7 @@ pub struct Rule {
 }
 
 /// Which side of the release a rule sends its requests to.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Target {
     #[default]
@@ -86,7 +87,7 @@ pub enum Target {
 }
 
 /// Conditions of one rule; all must hold (AND). Within `clientOS` or `browser`, any listed value matches (OR).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RuleMatch {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -115,7 +116,7 @@ impl RuleMatch {
 }
 
 /// A named value test: exactly one of `exact`, `prefix`, `regex`, `present`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StringMatch {
     pub name: String,
@@ -162,7 +163,7 @@ impl StringMatch {
 }
 
 /// Client operating systems recognised from the User-Agent header.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum ClientOs {
     Windows,
     #[serde(rename = "macOS")]
@@ -174,7 +175,7 @@ pub enum ClientOs {
 }
 
 /// Browsers recognised from the User-Agent header.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum Browser {
     Chrome,
     Firefox,
@@ -184,14 +185,14 @@ pub enum Browser {
     Ie,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Mirror {
     /// Share of requests copied to the canary, 0..=100.
     pub percent: u32,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Stickiness {
     pub cookie: String,
@@ -203,7 +204,7 @@ pub struct Stickiness {
 ///
 /// On the wire a step is a one-key map in YAML as in JSON (serde_yaml would otherwise want `!setWeight` tags), so
 /// it goes through [`StepWire`].
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(try_from = "StepWire", into = "StepWire")]
 pub enum Step {
     SetWeight(u32),
@@ -212,7 +213,7 @@ pub enum Step {
 }
 
 /// A step as written: exactly one of its fields is set.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct StepWire {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -242,7 +243,7 @@ impl From<Step> for StepWire {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Pause {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -250,7 +251,7 @@ pub struct Pause {
 }
 
 /// What the operator wants now.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum Action {
     #[default]
     Progress,
@@ -261,7 +262,7 @@ pub enum Action {
 }
 
 /// Lifecycle phase of a release.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum Phase {
     Pending,
     #[default]

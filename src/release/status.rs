@@ -4,6 +4,7 @@ use super::analysis::Outcome;
 use super::machine::Record;
 use crate::model::{Model, ObjectKey, Phase, ReleasePolicySpec, Step, TOTAL_WEIGHT};
 use crate::telemetry::WindowStats;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -23,7 +24,7 @@ pub struct Metadata {
     pub namespace: String,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReleaseStatus {
     pub phase: Phase,
@@ -39,14 +40,14 @@ pub struct ReleaseStatus {
     pub source: String,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Proxies {
     /// Connected proxies that hold the current traffic config (ACKed), of `total` connected.
     pub acked: usize,
     pub total: usize,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VersionStatus {
     pub name: String,
@@ -65,7 +66,7 @@ pub struct VersionStatus {
     pub latency_p99_ms: Option<f64>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Condition {
     #[serde(rename = "type")]
     pub kind: String,

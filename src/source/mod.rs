@@ -11,11 +11,13 @@
 //! - `documents`: one file's text → typed objects, with lines for serde errors.
 //! - `assemble`: typed objects → Model (selection, ports, duplicates, policy targets).
 //! - `lines`, `error`: document splitting, key lookup, and error formatting.
+//! - `kube`: Kubernetes mode: watchers, one index, the ReleasePolicy CRD.
 
 mod assemble;
 mod documents;
 mod error;
 pub mod file;
+pub mod kube;
 mod lines;
 mod objects;
 

@@ -32,6 +32,10 @@ pub mod names {
     /// Counter: fields of VirtualService, DestinationRule or HTTPRoute objects Sluice does not translate (each
     /// reported with its object and path), by `kind`.
     pub const UNSUPPORTED_FIELDS: &str = "sluice_unsupported_fields_total";
+    /// Counter: Kubernetes objects skipped as invalid (each logged once with its namespace/name), by `kind`.
+    pub const KUBE_INVALID_OBJECTS: &str = "sluice_kube_invalid_objects_total";
+    /// Counter: Kubernetes list/watch errors (each retried with backoff), by `kind`.
+    pub const KUBE_WATCH_ERRORS: &str = "sluice_kube_watch_errors_total";
 }
 
 /// Histogram buckets for durations, in seconds: 1 ms to 30 s.
@@ -95,6 +99,8 @@ fn describe() {
         names::UNSUPPORTED_FIELDS,
         "Config fields Sluice does not translate (reported, ignored), by kind."
     );
+    describe_counter!(names::KUBE_INVALID_OBJECTS, "Kubernetes objects skipped as invalid, by kind.");
+    describe_counter!(names::KUBE_WATCH_ERRORS, "Kubernetes list/watch errors (retried with backoff), by kind.");
 }
 
 /// Renders every metric the recorder holds as Prometheus text (empty when another recorder is installed).

@@ -13,6 +13,7 @@ pub mod child;
 pub mod cookies;
 pub mod envoy;
 pub mod http;
+pub mod kmock;
 pub mod mesh;
 pub mod peers;
 pub mod pki;

@@ -1,0 +1,244 @@
+//! Kubernetes objects → index items: `TryFrom`-style conversions with a typed error naming the field.
+//!
+//! Each watched kind becomes an [`Item`]: a Service becomes the model's [`Service`], a Pod only its labels (the
+//! version label among them), an EndpointSlice its service, ports and endpoints with their conditions, and a
+//! ReleasePolicy the model's policy (its spec parsed with the same types as a config file, then validated). An
+//! error here skips that one object; the watch goes on.
+
+use super::crd;
+use crate::model::{ObjectKey, ReleasePolicy, ReleasePolicySpec, Service, ServicePort, TargetPort};
+use k8s_openapi::api::core::v1::{Pod, Service as KubeService};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::{DynamicObject, PartialObjectMeta};
+use kube::{Resource, ResourceExt};
+use std::collections::BTreeMap;
+
+/// The label an EndpointSlice carries naming the Service it belongs to.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// An object Sluice cannot use: the field (as a user writes it) and why.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct Invalid {
+    pub field: String,
+    pub message: String,
+}
+
+impl Invalid {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { field: field.into(), message: message.into() }
+    }
+}
+
+/// What the index keeps of one object.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Item {
+    Service(Service),
+    Pod(PodLabels),
+    Slice(Slice),
+    Policy(Box<ReleasePolicy>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodLabels {
+    pub labels: BTreeMap<String, String>,
+}
+
+/// One EndpointSlice: which Service it serves, its named ports, and its endpoints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Slice {
+    pub service: String,
+    /// Port name (empty for an unnamed port) → the port the endpoints listen on.
+    pub ports: BTreeMap<String, u16>,
+    pub endpoints: Vec<SliceEndpoint>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SliceEndpoint {
+    pub address: String,
+    /// The Pod behind the address (`targetRef` of kind Pod), whose labels give the version.
+    pub pod: Option<String>,
+    /// `conditions.ready` (unset means ready, as the API says).
+    pub ready: bool,
+    /// `conditions.terminating` while still `serving`: no new requests, open ones drain.
+    pub terminating: bool,
+}
+
+/// The namespace/name key of any Kubernetes object.
+pub fn key_of<K: Resource>(obj: &K) -> ObjectKey {
+    let meta = obj.meta();
+    ObjectKey::new(meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default())
+}
+
+fn port_u16(field: &str, n: i32) -> Result<u16, Invalid> {
+    u16::try_from(n).ok().filter(|p| *p > 0).ok_or_else(|| Invalid::new(field, format!("{n} is not a port")))
+}
+
+pub fn service(svc: &KubeService) -> Result<Item, Invalid> {
+    let spec = svc.spec.as_ref().ok_or_else(|| Invalid::new("spec", "missing"))?;
+    let mut ports = Vec::new();
+    for (i, p) in spec.ports.iter().flatten().enumerate() {
+        let port = port_u16(&format!("spec.ports[{i}].port"), p.port)?;
+        let target_port = match &p.target_port {
+            None => TargetPort::Number(port),
+            Some(IntOrString::Int(n)) => TargetPort::Number(port_u16(&format!("spec.ports[{i}].targetPort"), *n)?),
+            Some(IntOrString::String(name)) => TargetPort::Name(name.clone()),
+        };
+        ports.push(ServicePort {
+            name: p.name.clone().unwrap_or_default(),
+            port,
+            target_port,
+            app_protocol: p.app_protocol.clone(),
+        });
+    }
+    Ok(Item::Service(Service {
+        name: svc.name_any(),
+        namespace: svc.namespace().unwrap_or_default(),
+        ports,
+        // Kubernetes resolves selection into EndpointSlices; the model's selector is for the file source.
+        selector: BTreeMap::new(),
+    }))
+}
+
+pub fn pod(pod: &PartialObjectMeta<Pod>) -> Result<Item, Invalid> {
+    Ok(Item::Pod(PodLabels { labels: pod.labels().clone() }))
+}
+
+pub fn endpoint_slice(slice: &EndpointSlice) -> Result<Item, Invalid> {
+    let service = slice
+        .labels()
+        .get(SERVICE_NAME_LABEL)
+        .cloned()
+        .ok_or_else(|| Invalid::new(format!("metadata.labels[{SERVICE_NAME_LABEL}]"), "missing"))?;
+    if slice.address_type == "FQDN" {
+        // FQDN slices name hosts, not addresses: nothing Envoy's EDS can take.
+        return Ok(Item::Slice(Slice { service, ports: BTreeMap::new(), endpoints: Vec::new() }));
+    }
+    let mut ports = BTreeMap::new();
+    for (i, p) in slice.ports.iter().flatten().enumerate() {
+        if let Some(n) = p.port {
+            ports.insert(p.name.clone().unwrap_or_default(), port_u16(&format!("ports[{i}].port"), n)?);
+        }
+    }
+    let endpoints = slice
+        .endpoints
+        .iter()
+        .filter_map(|e| {
+            let address = e.addresses.first()?.clone();
+            let c = e.conditions.clone().unwrap_or_default();
+            let ready = c.ready.unwrap_or(true);
+            let terminating = c.terminating.unwrap_or(false) && c.serving.unwrap_or(ready);
+            let pod = e.target_ref.as_ref().filter(|r| r.kind.as_deref() == Some("Pod")).and_then(|r| r.name.clone());
+            Some(SliceEndpoint { address, pod, ready: ready && !c.terminating.unwrap_or(false), terminating })
+        })
+        .collect();
+    Ok(Item::Slice(Slice { service, ports, endpoints }))
+}
+
+/// A ReleasePolicy read as a dynamic object, so one malformed spec fails that object only, not the whole list.
+pub fn release_policy(obj: &DynamicObject) -> Result<Item, Invalid> {
+    let spec = obj.data.get("spec").ok_or_else(|| Invalid::new("spec", "missing"))?;
+    let spec: ReleasePolicySpec = serde_path_to_error::deserialize(spec).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { "spec".to_string() } else { format!("spec.{path}") };
+        Invalid::new(field, e.into_inner().to_string())
+    })?;
+    spec.validate().map_err(|e| Invalid::new(e.path, e.message))?;
+    Ok(Item::Policy(Box::new(ReleasePolicy {
+        name: obj.name_any(),
+        namespace: obj.namespace().unwrap_or_default(),
+        spec,
+        state: Default::default(),
+    })))
+}
+
+/// The API resource of the ReleasePolicy CRD, for the dynamic watch.
+pub fn policy_resource() -> kube::api::ApiResource {
+    kube::api::ApiResource::erase::<crd::ReleasePolicy>(&())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn slice(endpoints: serde_json::Value) -> EndpointSlice {
+        serde_json::from_value(json!({
+            "metadata": {"name": "reviews-abc", "namespace": "default",
+                          "labels": {"kubernetes.io/service-name": "reviews"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 9080}],
+            "endpoints": endpoints,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn endpoint_conditions_map_to_ready_and_draining() {
+        let s = slice(json!([
+            {"addresses": ["10.0.0.1"], "targetRef": {"kind": "Pod", "name": "p1"}},
+            {"addresses": ["10.0.0.2"], "conditions": {"ready": false}},
+            {"addresses": ["10.0.0.3"], "conditions": {"ready": false, "serving": true, "terminating": true}},
+            {"addresses": ["10.0.0.4"], "conditions": {"ready": false, "serving": false, "terminating": true}},
+        ]));
+        let Item::Slice(s) = endpoint_slice(&s).unwrap() else { panic!() };
+        assert_eq!(s.service, "reviews");
+        assert_eq!(s.ports["http"], 9080);
+        let flags: Vec<_> = s.endpoints.iter().map(|e| (e.address.as_str(), e.ready, e.terminating)).collect();
+        assert_eq!(
+            flags,
+            [
+                ("10.0.0.1", true, false),
+                ("10.0.0.2", false, false),
+                ("10.0.0.3", false, true),
+                ("10.0.0.4", false, false)
+            ]
+        );
+        assert_eq!(s.endpoints[0].pod.as_deref(), Some("p1"));
+    }
+
+    #[test]
+    fn a_slice_without_its_service_label_is_invalid() {
+        let mut s = slice(json!([]));
+        s.metadata.labels = None;
+        let err = endpoint_slice(&s).unwrap_err();
+        assert_eq!(err.field, "metadata.labels[kubernetes.io/service-name]");
+    }
+
+    #[test]
+    fn a_policy_error_names_the_field() {
+        let obj: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "sluice.dev/v1alpha1", "kind": "ReleasePolicy",
+            "metadata": {"name": "bad", "namespace": "default"},
+            "spec": {"service": "reviews", "stable": "v1", "canary": "v2", "traffic": {"canaryWeight": "lots"}},
+        }))
+        .unwrap();
+        let err = release_policy(&obj).unwrap_err();
+        assert_eq!(err.field, "spec.traffic.canaryWeight", "{err}");
+        let obj: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "sluice.dev/v1alpha1", "kind": "ReleasePolicy",
+            "metadata": {"name": "bad", "namespace": "default"},
+            "spec": {"service": "reviews", "stable": "v1", "canary": "v1"},
+        }))
+        .unwrap();
+        assert_eq!(release_policy(&obj).unwrap_err().to_string(), "spec.canary: must differ from spec.stable");
+    }
+
+    #[test]
+    fn service_ports_and_target_ports() {
+        let svc: KubeService = serde_json::from_value(json!({
+            "metadata": {"name": "reviews", "namespace": "default"},
+            "spec": {"ports": [{"name": "http", "port": 9080, "targetPort": "web"}, {"port": 81}]},
+        }))
+        .unwrap();
+        let Item::Service(s) = service(&svc).unwrap() else { panic!() };
+        assert_eq!(s.ports[0].target_port, TargetPort::Name("web".into()));
+        assert_eq!(s.ports[1].target_port, TargetPort::Number(81));
+        let bad: KubeService = serde_json::from_value(json!({
+            "metadata": {"name": "x", "namespace": "default"}, "spec": {"ports": [{"port": 70000}]},
+        }))
+        .unwrap();
+        assert_eq!(service(&bad).unwrap_err().field, "spec.ports[0].port");
+    }
+}

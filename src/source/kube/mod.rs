@@ -1,0 +1,47 @@
+//! Kubernetes mode: watch the cluster and feed the store's `kube` part.
+//!
+//! ```text
+//!  Services ──────────┐
+//!  Pods (metadata) ───┤ kube_runtime::watcher per kind and namespace, with backoff
+//!  EndpointSlices ────┤   │ Event → Change (converted here: an invalid object becomes a logged, counted skip)
+//!  ReleasePolicies ───┘   ▼
+//!                     index task: Index (apply / delete / relist) ─▶ once every shard listed:
+//!                                                                   Store::set_part("kube", model)
+//! ```
+//! - `crd`: the ReleasePolicy CustomResourceDefinition (`sluice crd`).
+//! - `convert`: Kubernetes objects → index items, errors naming the field.
+//! - `index`: the pure index and the model it builds (endpoints joined to pods by `targetRef`).
+//! - `watch`: the one generic watch helper and the index task.
+//!
+//! The store does not count the source as loaded until every kind has finished its first list, so `/readyz` and
+//! the first xDS answer wait for it (never an empty or partial first push). [`ACCESS`] lists every API call the
+//! code makes; the ClusterRole in `deploy/` is checked against it.
+
+pub mod convert;
+pub mod crd;
+pub mod index;
+mod watch;
+
+pub use watch::start;
+
+/// The store part Kubernetes objects fill (merge order: `api` < `file` < `kube` < `local`).
+pub const SOURCE: &str = "kube";
+
+/// One kind of API call Sluice makes: the resource (with subresource, as RBAC names it) and the verbs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Access {
+    /// API group; empty for the core group.
+    pub group: &'static str,
+    pub resource: &'static str,
+    pub verbs: &'static [&'static str],
+}
+
+pub const SERVICES: Access = Access { group: "", resource: "services", verbs: &["list", "watch"] };
+pub const PODS: Access = Access { group: "", resource: "pods", verbs: &["list", "watch"] };
+pub const ENDPOINT_SLICES: Access =
+    Access { group: "discovery.k8s.io", resource: "endpointslices", verbs: &["list", "watch"] };
+pub const RELEASE_POLICIES: Access =
+    Access { group: "sluice.dev", resource: "releasepolicies", verbs: &["list", "watch"] };
+
+/// Every API call Sluice makes; the ClusterRole in `deploy/` grants exactly these.
+pub const ACCESS: &[Access] = &[SERVICES, PODS, ENDPOINT_SLICES, RELEASE_POLICIES];

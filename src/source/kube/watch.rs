@@ -1,0 +1,145 @@
+//! The watch streams and the index task: one generic helper spawns a watch for any kind.
+
+use super::convert::{self, Invalid, Item, key_of};
+use super::index::{Change, Index, Kind};
+use super::{Access, ENDPOINT_SLICES, PODS, RELEASE_POLICIES, SERVICES, SOURCE};
+use crate::store::Store;
+use crate::telemetry::names;
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, DynamicObject, PartialObjectMeta};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// How many converted events may wait for the index task before watchers wait.
+const QUEUE: usize = 1024;
+
+/// Registers the `kube` source on `store` and starts watching: every kind in every namespace of `namespaces`
+/// (all namespaces when empty). Runs until `stop` turns true.
+pub fn start(client: Client, namespaces: &[String], store: Store, stop: watch::Receiver<bool>) -> JoinHandle<()> {
+    store.register_source(SOURCE);
+    let scopes: Vec<Option<String>> = match namespaces {
+        [] => vec![None],
+        some => some.iter().cloned().map(Some).collect(),
+    };
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let mut index = Index::default();
+    let config = watcher::Config::default();
+    for scope in &scopes {
+        let ns = scope.as_deref();
+        let shard = index.add_shard(Kind::Service);
+        let services = watcher(api::<Service>(&client, ns, &SERVICES), config.clone());
+        spawn_watch(services, shard, Kind::Service, convert::service, tx.clone(), stop.clone());
+        let shard = index.add_shard(Kind::Pod);
+        // Labels are all Sluice needs of a Pod: metadata-only lists and watches.
+        let pods = watcher(api::<PartialObjectMeta<Pod>>(&client, ns, &PODS), config.clone());
+        spawn_watch(pods, shard, Kind::Pod, convert::pod, tx.clone(), stop.clone());
+        let shard = index.add_shard(Kind::EndpointSlice);
+        let slices = watcher(api::<EndpointSlice>(&client, ns, &ENDPOINT_SLICES), config.clone());
+        spawn_watch(slices, shard, Kind::EndpointSlice, convert::endpoint_slice, tx.clone(), stop.clone());
+        let shard = index.add_shard(Kind::ReleasePolicy);
+        let ar = convert::policy_resource();
+        debug_assert_eq!((ar.group.as_str(), ar.plural.as_str()), (RELEASE_POLICIES.group, RELEASE_POLICIES.resource));
+        let policies = match ns {
+            Some(ns) => Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar),
+            None => Api::<DynamicObject>::all_with(client.clone(), &ar),
+        };
+        let policies = watcher(policies, config.clone());
+        spawn_watch(policies, shard, Kind::ReleasePolicy, convert::release_policy, tx.clone(), stop.clone());
+    }
+    tokio::spawn(run_index(index, rx, store, stop))
+}
+
+/// An `Api` for a typed kind, in one namespace or all; `access` is the RBAC entry this watch relies on.
+fn api<K>(client: &Client, ns: Option<&str>, access: &Access) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    debug_assert_eq!((K::group(&()).as_ref(), K::plural(&()).as_ref()), (access.group, access.resource));
+    debug_assert!(access.verbs.contains(&"list") && access.verbs.contains(&"watch"));
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Spawns one watch stream: list, then watch, relisting when the API server says so; errors back off
+/// (kube's default: exponential from 800 ms to 30 s) and are logged and counted. Each event is converted here
+/// and sent to the index task as a [`Change`] of `shard`.
+fn spawn_watch<K, S>(
+    stream: S,
+    shard: usize,
+    kind: Kind,
+    convert: fn(&K) -> Result<Item, Invalid>,
+    tx: mpsc::Sender<(usize, Change)>,
+    mut stop: watch::Receiver<bool>,
+) where
+    K: Resource + Send + 'static,
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream.default_backoff());
+        loop {
+            let event = tokio::select! {
+                event = stream.next() => event,
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            let change = match event {
+                None => return,
+                Some(Err(error)) => {
+                    tracing::warn!(kind = kind.name(), %error, "watch failed; retrying with backoff");
+                    metrics::counter!(names::KUBE_WATCH_ERRORS, "kind" => kind.name()).increment(1);
+                    continue;
+                }
+                Some(Ok(watcher::Event::Apply(o))) => Change::Apply(key_of(&o), convert(&o)),
+                Some(Ok(watcher::Event::Delete(o))) => Change::Delete(key_of(&o)),
+                Some(Ok(watcher::Event::Init)) => Change::Init,
+                Some(Ok(watcher::Event::InitApply(o))) => Change::InitApply(key_of(&o), convert(&o)),
+                Some(Ok(watcher::Event::InitDone)) => {
+                    tracing::debug!(kind = kind.name(), "listed");
+                    Change::InitDone
+                }
+            };
+            if tx.send((shard, change)).await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// Applies changes in batches (whatever is queued), and publishes the model once every shard has listed.
+async fn run_index(
+    mut index: Index,
+    mut rx: mpsc::Receiver<(usize, Change)>,
+    store: Store,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut batch = Vec::new();
+    loop {
+        let n = tokio::select! {
+            n = rx.recv_many(&mut batch, QUEUE) => n,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        if n == 0 {
+            return;
+        }
+        let mut changed = false;
+        for (shard, change) in batch.drain(..) {
+            let applied = index.apply(shard, change);
+            changed |= applied.changed;
+            if let Some(r) = applied.rejected {
+                tracing::warn!(kind = r.kind.name(), object = %r.key, error = %r.error, "skipping invalid object");
+                metrics::counter!(names::KUBE_INVALID_OBJECTS, "kind" => r.kind.name()).increment(1);
+            }
+        }
+        if changed && index.is_ready() {
+            store.set_part(SOURCE, index.model());
+        }
+        // Let a burst of events queue up before the next model build.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}

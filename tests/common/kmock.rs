@@ -1,0 +1,142 @@
+//! The Kubernetes API emulator (PyPI `kmock`, served by `tests/peers/kmock_server.py`) as a child process on
+//! 127.0.0.1, with a kubeconfig pointing at it and a client. Objects survive [`Kmock::restart`] (a state file),
+//! as a real API server's objects survive in etcd. kmock assigns no `resourceVersion`: [`obj`] sets one.
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub struct Kmock {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Kmock {
+    /// Starts the emulator on a port the kernel picks.
+    pub fn start() -> Kmock {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (child, port) = spawn(&dir, 0, &[]);
+        let kmock = Kmock { child, port, dir };
+        std::fs::write(kmock.kubeconfig(), kubeconfig(port)).expect("writing kubeconfig");
+        kmock
+    }
+
+    /// Kills the emulator (by PID) and starts it again on the same port with the objects it had.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.respawn(&[]);
+    }
+
+    /// Starts the stopped emulator again, answering the first watch of each resource with `410 Gone` (its
+    /// history is gone, as after an API server restart with a compacted etcd): clients must relist.
+    pub fn restart_expiring_watches(&mut self) {
+        self.stop();
+        self.respawn(&["--expire-watches"]);
+    }
+
+    fn respawn(&mut self, extra: &[&str]) {
+        let (child, port) = spawn(&self.dir, self.port, extra);
+        assert_eq!(port, self.port);
+        self.child = child;
+    }
+
+    /// Removes an object from the stopped emulator's stored state, so no watch ever reports its deletion
+    /// (`resource` as `group/version/plural`, `v1/plural` for the core group).
+    pub fn drop_object(&self, resource: &str, name: &str) {
+        let path = self.dir.path().join("objects.json");
+        let text = std::fs::read_to_string(&path).expect("kmock state file");
+        let mut objects: Vec<Value> = serde_json::from_str(&text).expect("kmock state is JSON");
+        let before = objects.len();
+        objects.retain(|o| !(o["resource"] == resource && o["name"] == name));
+        assert_eq!(objects.len() + 1, before, "{resource} {name} was not stored");
+        std::fs::write(&path, serde_json::to_string(&objects).unwrap()).expect("writing kmock state");
+    }
+
+    /// Kills the emulator (by PID); [`Kmock::restart`] brings it back.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig")
+    }
+
+    /// A client for the emulator, configured from the kubeconfig as `sluice serve --kube` would be.
+    pub async fn client(&self) -> kube::Client {
+        let kubeconfig = Kubeconfig::read_from(self.kubeconfig()).expect("kubeconfig parses");
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .expect("kubeconfig loads");
+        kube::Client::try_from(config).expect("client")
+    }
+}
+
+impl Drop for Kmock {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn spawn(dir: &tempfile::TempDir, port: u16, extra: &[&str]) -> (Child, u16) {
+    let state = dir.path().join("objects.json");
+    let mut child = Command::new(super::venv_python())
+        .arg(super::peer("kmock_server.py"))
+        .args(["--port", &port.to_string(), "--state"])
+        .arg(&state)
+        .args(extra)
+        // Closed when the test process dies: the emulator then stops by itself.
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(
+            std::fs::OpenOptions::new().create(true).append(true).open(dir.path().join("kmock.log")).expect("log file"),
+        ))
+        .spawn()
+        .expect("spawning kmock_server.py");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("reading kmock stdout");
+    match line.strip_prefix("PORT ").and_then(|p| p.trim().parse().ok()) {
+        Some(port) => (child, port),
+        None => {
+            let _ = child.kill();
+            let log = std::fs::read_to_string(dir.path().join("kmock.log")).unwrap_or_default();
+            panic!("kmock_server.py did not print `PORT n` (got {line:?}):\n{log}")
+        }
+    }
+}
+
+fn kubeconfig(port: u16) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: kmock\n  cluster: {{server: \"http://127.0.0.1:{port}\"}}\n\
+         users:\n- name: test\n  user: {{}}\ncontexts:\n- name: kmock\n  context: {{cluster: kmock, user: test, namespace: default}}\n\
+         current-context: kmock\n"
+    )
+}
+
+static VERSION: AtomicU64 = AtomicU64::new(1);
+
+/// A fresh `resourceVersion` (kmock assigns none).
+pub fn resource_version() -> String {
+    VERSION.fetch_add(1, Ordering::Relaxed).to_string()
+}
+
+/// An object as `kubectl apply` would send it, with a fresh `resourceVersion`.
+pub fn obj(api_version: &str, kind: &str, name: &str, labels: Value, rest: Value) -> Value {
+    let mut o = json!({
+        "apiVersion": api_version,
+        "kind": kind,
+        "metadata": {"name": name, "namespace": "default", "labels": labels, "resourceVersion": resource_version()},
+    });
+    for (k, v) in rest.as_object().expect("an object").clone() {
+        o[k] = v;
+    }
+    o
+}

@@ -1,0 +1,107 @@
+"""A standalone Kubernetes API emulator for the tests: kmock's KubernetesEmulator served on 127.0.0.1.
+
+kmock is a pytest fixture library; this runner serves its emulator as a child process of the Rust tests.
+
+    python kmock_server.py [--port N] [--state FILE] [--expire-watches]
+
+Prints `PORT <n>` on stdout once listening. Stops when stdin closes (the parent test is gone) or on SIGTERM.
+With --state, the objects are loaded from FILE at start and written to it after every change, so a restarted
+emulator keeps its objects as a restarted API server keeps etcd. kmock assigns no resourceVersion; the tests set
+one on every object they write. With --expire-watches, the first watch of each resource is answered with
+`410 Gone` (as after an API server restart that compacted its history), so clients must relist.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+
+from kmock import KubernetesEmulator, Server  # noqa: F401  (public names)
+
+# The kinds Sluice reads and writes (sluice::source::kube::ACCESS): resource -> (kind, namespaced).
+RESOURCES = {
+    "v1/services": ("Service", True),
+    "v1/pods": ("Pod", True),
+    "discovery.k8s.io/v1/endpointslices": ("EndpointSlice", True),
+    "sluice.dev/v1alpha1/releasepolicies": ("ReleasePolicy", True),
+    "coordination.k8s.io/v1/leases": ("Lease", True),
+    "apps/v1/deployments": ("Deployment", True),
+}
+
+
+def save(emulator, path):
+    objects = [
+        {"resource": f"{res.group}/{res.version}/{res.plural}" if res.group else f"{res.version}/{res.plural}",
+         "namespace": ns, "name": name, "object": obj.raw}
+        for (res, ns, name), obj in emulator.objects.items()
+        if not obj.deleted
+    ]
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(objects, f)
+    os.replace(tmp, path)
+
+
+def load(emulator, path):
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        for entry in json.load(f):
+            emulator.objects[entry["resource"], entry["namespace"], entry["name"]] = entry["object"]
+
+
+class Emulator(KubernetesEmulator):
+    """Writes the state file after every request that changes objects."""
+
+    state_path = None
+    expire_watches = False
+    expired = set()
+
+    async def _serve_watch(self, request):
+        if self.expire_watches and request.resource not in self.expired:
+            self.expired.add(request.resource)
+            yield b""
+            yield {"type": "ERROR", "object": {"apiVersion": "v1", "kind": "Status", "status": "Failure",
+                                               "code": 410, "reason": "Expired", "message": "too old resource version"}}
+            return
+        async for event in super()._serve_watch(request):
+            yield event
+
+    async def _handle(self, request):
+        try:
+            return await super()._handle(request)
+        finally:
+            if self.state_path and request.method is not None and str(request.method.value) in ("POST", "PATCH", "PUT", "DELETE"):
+                save(self, self.state_path)
+
+
+async def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--state", default=None)
+    parser.add_argument("--expire-watches", action="store_true")
+    args = parser.parse_args()
+
+    async with Emulator() as emulator:
+        emulator.state_path = args.state
+        emulator.expire_watches = args.expire_watches
+        for resource, (kind, namespaced) in RESOURCES.items():
+            emulator.resources[resource] = {
+                "kind": kind, "namespaced": namespaced, "verbs": ["list", "watch", "get", "create", "patch", "delete"],
+                "subresources": ["status", "scale"] if kind in ("ReleasePolicy", "Deployment") else [],
+            }
+        if args.state:
+            load(emulator, args.state)
+        async with Server(emulator, host="127.0.0.1", port=args.port) as server:
+            print(f"PORT {server.port}", flush=True)
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGTERM, stop.set)
+            loop.add_reader(sys.stdin.fileno(), lambda: stop.set() if not sys.stdin.buffer.read1(4096) else None)
+            await stop.wait()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
