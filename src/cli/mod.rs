@@ -69,6 +69,10 @@ pub struct ServeArgs {
     /// With --kube: watch only these namespaces (comma-separated); all namespaces when empty.
     #[arg(long, env = "SLUICE_NAMESPACES", value_delimiter = ',', requires = "kube")]
     pub namespaces: Vec<String>,
+    /// With --kube: also watch Istio VirtualServices and DestinationRules and Gateway API HTTPRoutes
+    /// (`--kube-mesh-objects false` to skip them). A kind whose CRD is not installed is logged and served empty.
+    #[arg(long, env = "SLUICE_KUBE_MESH_OBJECTS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub kube_mesh_objects: bool,
     /// xDS gRPC address.
     #[arg(long, env = "SLUICE_XDS_ADDR", default_value = "0.0.0.0:15010")]
     pub xds_addr: SocketAddr,
@@ -242,7 +246,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let client = kube::Client::try_default()
             .await
             .map_err(|e| anyhow::anyhow!("--kube: no Kubernetes config (in-cluster or KUBECONFIG): {e}"))?;
-        source::kube::start(client, &args.namespaces, store.clone(), stop_rx.clone());
+        let options = source::kube::WatchOptions { mesh_objects: args.kube_mesh_objects };
+        source::kube::start_with(client, &args.namespaces, options, store.clone(), stop_rx.clone());
     }
     if args.config.is_empty() && args.kube {
         // Kubernetes is the only source.

@@ -18,8 +18,15 @@ pub struct Kmock {
 impl Kmock {
     /// Starts the emulator on a port the kernel picks.
     pub fn start() -> Kmock {
+        Kmock::start_omitting(&[])
+    }
+
+    /// Starts the emulator without serving these resources (`group/version/plural`), as a cluster without
+    /// their CRDs.
+    pub fn start_omitting(resources: &[&str]) -> Kmock {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (child, port) = spawn(&dir, 0, &[]);
+        let extra: Vec<&str> = resources.iter().flat_map(|r| ["--omit", r]).collect();
+        let (child, port) = spawn(&dir, 0, &extra);
         let kmock = Kmock { child, port, dir };
         std::fs::write(kmock.kubeconfig(), kubeconfig(port)).expect("writing kubeconfig");
         kmock

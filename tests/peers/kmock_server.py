@@ -2,13 +2,14 @@
 
 kmock is a pytest fixture library; this runner serves its emulator as a child process of the Rust tests.
 
-    python kmock_server.py [--port N] [--state FILE] [--expire-watches]
+    python kmock_server.py [--port N] [--state FILE] [--expire-watches] [--omit RESOURCE]...
 
 Prints `PORT <n>` on stdout once listening. Stops when stdin closes (the parent test is gone) or on SIGTERM.
 With --state, the objects are loaded from FILE at start and written to it after every change, so a restarted
 emulator keeps its objects as a restarted API server keeps etcd. kmock assigns no resourceVersion; the tests set
 one on every object they write. With --expire-watches, the first watch of each resource is answered with
-`410 Gone` (as after an API server restart that compacted its history), so clients must relist.
+`410 Gone` (as after an API server restart that compacted its history), so clients must relist. --omit leaves a
+resource (`group/version/plural`) unserved, as a cluster without that CRD.
 """
 
 import argparse
@@ -26,6 +27,9 @@ RESOURCES = {
     "v1/pods": ("Pod", True),
     "discovery.k8s.io/v1/endpointslices": ("EndpointSlice", True),
     "sluice.dev/v1alpha1/releasepolicies": ("ReleasePolicy", True),
+    "networking.istio.io/v1/virtualservices": ("VirtualService", True),
+    "networking.istio.io/v1/destinationrules": ("DestinationRule", True),
+    "gateway.networking.k8s.io/v1/httproutes": ("HTTPRoute", True),
     "coordination.k8s.io/v1/leases": ("Lease", True),
     "apps/v1/deployments": ("Deployment", True),
 }
@@ -82,15 +86,18 @@ async def main():
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--state", default=None)
     parser.add_argument("--expire-watches", action="store_true")
+    parser.add_argument("--omit", action="append", default=[])
     args = parser.parse_args()
 
     async with Emulator() as emulator:
         emulator.state_path = args.state
         emulator.expire_watches = args.expire_watches
         for resource, (kind, namespaced) in RESOURCES.items():
+            if resource in args.omit:
+                continue
             emulator.resources[resource] = {
                 "kind": kind, "namespaced": namespaced, "verbs": ["list", "watch", "get", "create", "patch", "delete"],
-                "subresources": ["status", "scale"] if kind in ("ReleasePolicy", "Deployment") else [],
+                "subresources": ["status", "scale"] if kind in ("ReleasePolicy", "Deployment") else ["status"] if kind == "HTTPRoute" else [],
             }
         if args.state:
             load(emulator, args.state)

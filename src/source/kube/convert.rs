@@ -2,11 +2,11 @@
 //!
 //! Each watched kind becomes an [`Item`]: a Service becomes the model's [`Service`], a Pod only its labels (the
 //! version label among them), an EndpointSlice its service, ports and endpoints with their conditions, and a
-//! ReleasePolicy the model's policy (its spec parsed with the same types as a config file, then validated). An
-//! error here skips that one object; the watch goes on.
+//! ReleasePolicy the model's policy (its spec parsed with the same types as a config file, then validated); the
+//! mesh routing objects are converted in [`super::mesh`]. An error here skips that one object; the watch goes on.
 
 use super::crd;
-use crate::model::{ObjectKey, ReleasePolicy, ReleasePolicySpec, Service, ServicePort, TargetPort};
+use crate::model::{ObjectKey, mesh, ReleasePolicy, ReleasePolicySpec, Service, ServicePort, TargetPort};
 use k8s_openapi::api::core::v1::{Pod, Service as KubeService};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -38,6 +38,9 @@ pub enum Item {
     Pod(PodLabels),
     Slice(Slice),
     Policy(Box<ReleasePolicy>),
+    VirtualService(Box<mesh::VirtualService>),
+    DestinationRule(Box<mesh::DestinationRule>),
+    HttpRoute(Box<mesh::HttpRouteObject>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -4,11 +4,13 @@
 //!  watch stream (kind, namespace scope) ─ Change ─▶ Shard: items, + a relist buffer between Init and InitDone
 //!                                                     │ all shards listed once?
 //!                                                     ▼
-//!                       Index::model(): services, endpoints (slices ⨝ pods by targetRef), policies
+//!                       Index::model(): services, endpoints (slices ⨝ pods by targetRef), policies,
+//!                                       virtual services, destination rules, HTTP routes
 //! ```
 //! Every watch stream (one per kind and watched namespace) owns a shard. A relist (`Init` … `InitApply` …
 //! `InitDone`) fills a buffer that replaces the shard's items at `InitDone`, so objects missing from the new list
-//! are gone, and no half-listed state is ever built. An invalid object is reported once per distinct error and
+//! are gone, and no half-listed state is ever built. `Absent` (a mesh kind whose CRD the API server does not
+//! serve) empties the shard and counts it as listed. An invalid object is reported once per distinct error and
 //! skipped (its last valid version, if any, stays); its delete still applies.
 
 use super::convert::{Invalid, Item, Slice};
@@ -22,10 +24,21 @@ pub enum Kind {
     Pod,
     EndpointSlice,
     ReleasePolicy,
+    VirtualService,
+    DestinationRule,
+    HttpRoute,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::Service, Kind::Pod, Kind::EndpointSlice, Kind::ReleasePolicy];
+    pub const ALL: [Kind; 7] = [
+        Kind::Service,
+        Kind::Pod,
+        Kind::EndpointSlice,
+        Kind::ReleasePolicy,
+        Kind::VirtualService,
+        Kind::DestinationRule,
+        Kind::HttpRoute,
+    ];
 
     /// The kind as a metric label and in logs.
     pub fn name(self) -> &'static str {
@@ -34,6 +47,9 @@ impl Kind {
             Kind::Pod => "Pod",
             Kind::EndpointSlice => "EndpointSlice",
             Kind::ReleasePolicy => "ReleasePolicy",
+            Kind::VirtualService => "VirtualService",
+            Kind::DestinationRule => "DestinationRule",
+            Kind::HttpRoute => "HTTPRoute",
         }
     }
 }
@@ -48,6 +64,8 @@ pub enum Change {
     InitApply(ObjectKey, Result<Item, Invalid>),
     /// The (re)list is complete: its objects replace the shard's.
     InitDone,
+    /// The kind is not served by the API server (its CRD is not installed): the shard counts as listed, empty.
+    Absent,
 }
 
 /// An object that was skipped, to be logged and counted by the caller.
@@ -125,6 +143,13 @@ impl Index {
                 s.items = fresh;
                 s.listed = true;
             }
+            Change::Absent => {
+                s.relist = None;
+                s.invalid.clear();
+                out.changed = !s.items.is_empty() || !s.listed;
+                s.items.clear();
+                s.listed = true;
+            }
             Change::Apply(key, item) => {
                 let previous = s.items.get(&key).cloned();
                 let kind = s.kind;
@@ -141,7 +166,8 @@ impl Index {
     }
 
     /// The model of everything indexed: each Service with the endpoints of its EndpointSlices (labels from the
-    /// Pod each endpoint's `targetRef` names), and every valid ReleasePolicy.
+    /// Pod each endpoint's `targetRef` names), every valid ReleasePolicy, VirtualService, DestinationRule and
+    /// HTTPRoute.
     pub fn model(&self) -> Model {
         let mut model = Model::default();
         let mut pods = BTreeMap::new();
@@ -159,6 +185,15 @@ impl Index {
                 }
                 Item::Policy(p) => {
                     model.policies.insert(key.clone(), (**p).clone());
+                }
+                Item::VirtualService(vs) => {
+                    model.virtual_services.insert(key.clone(), (**vs).clone());
+                }
+                Item::DestinationRule(dr) => {
+                    model.destination_rules.insert(key.clone(), (**dr).clone());
+                }
+                Item::HttpRoute(r) => {
+                    model.http_routes.insert(key.clone(), (**r).clone());
                 }
             }
         }
@@ -334,6 +369,23 @@ mod tests {
         assert_eq!(ix.apply(shard, Change::Apply(key("p"), bad())).rejected, None, "reported once");
         ix.apply(shard, Change::Delete(key("p")));
         assert!(ix.apply(shard, Change::Apply(key("p"), bad())).rejected.is_some(), "a new object again");
+    }
+
+    #[test]
+    fn an_absent_kind_counts_as_listed_and_empties_its_shard() {
+        let (mut ix, [s, p, e]) = index();
+        let vs = ix.add_shard(Kind::VirtualService);
+        for shard in [s, p, e] {
+            list(&mut ix, shard, vec![]);
+        }
+        assert!(!ix.is_ready());
+        assert!(ix.apply(vs, Change::Absent).changed);
+        assert!(ix.is_ready());
+        let item = Item::VirtualService(Box::default());
+        list(&mut ix, vs, vec![(key("reviews"), Ok(item))]);
+        assert_eq!(ix.model().virtual_services.len(), 1);
+        assert!(ix.apply(vs, Change::Absent).changed, "CRD removed: its objects go");
+        assert!(ix.model().virtual_services.is_empty());
     }
 
     #[test]

@@ -4,13 +4,15 @@
 //!  Services ──────────┐
 //!  Pods (metadata) ───┤ kube_runtime::watcher per kind and namespace, with backoff
 //!  EndpointSlices ────┤   │ Event → Change (converted here: an invalid object becomes a logged, counted skip)
-//!  ReleasePolicies ───┘   ▼
+//!  ReleasePolicies ───┤   ▼
+//!  VirtualServices, DestinationRules, HTTPRoutes (dynamic; optional: --kube-mesh-objects) ─┘
 //!                     index task: Index (apply / delete / relist) ─▶ once every shard listed:
 //!                                                                   Store::set_part("kube", model)
 //! ```
 //! - `crd`: the ReleasePolicy CustomResourceDefinition (`sluice crd`).
 //! - `convert`: Kubernetes objects → index items, errors naming the field.
 //! - `index`: the pure index and the model it builds (endpoints joined to pods by `targetRef`).
+//! - `mesh`: VirtualService, DestinationRule, HTTPRoute → the model's mesh types (unsupported fields reported).
 //! - `watch`: the one generic watch helper and the index task.
 //!
 //! The store does not count the source as loaded until every kind has finished its first list, so `/readyz` and
@@ -20,9 +22,24 @@
 pub mod convert;
 pub mod crd;
 pub mod index;
+pub mod mesh;
 mod watch;
 
-pub use watch::start;
+pub use watch::{start, start_with};
+
+/// What to watch beyond the core kinds.
+#[derive(Clone, Copy, Debug)]
+pub struct WatchOptions {
+    /// VirtualServices, DestinationRules and HTTPRoutes (`--kube-mesh-objects`, default on). A kind whose CRD is
+    /// not installed is logged and served as empty, without holding readiness back.
+    pub mesh_objects: bool,
+}
+
+impl Default for WatchOptions {
+    fn default() -> Self {
+        Self { mesh_objects: true }
+    }
+}
 
 /// The store part Kubernetes objects fill (merge order: `api` < `file` < `kube` < `local`).
 pub const SOURCE: &str = "kube";
@@ -42,6 +59,13 @@ pub const ENDPOINT_SLICES: Access =
     Access { group: "discovery.k8s.io", resource: "endpointslices", verbs: &["list", "watch"] };
 pub const RELEASE_POLICIES: Access =
     Access { group: "sluice.dev", resource: "releasepolicies", verbs: &["list", "watch"] };
+pub const VIRTUAL_SERVICES: Access =
+    Access { group: "networking.istio.io", resource: "virtualservices", verbs: &["list", "watch"] };
+pub const DESTINATION_RULES: Access =
+    Access { group: "networking.istio.io", resource: "destinationrules", verbs: &["list", "watch"] };
+pub const HTTP_ROUTES: Access =
+    Access { group: "gateway.networking.k8s.io", resource: "httproutes", verbs: &["list", "watch"] };
 
 /// Every API call Sluice makes; the ClusterRole in `deploy/` grants exactly these.
-pub const ACCESS: &[Access] = &[SERVICES, PODS, ENDPOINT_SLICES, RELEASE_POLICIES];
+pub const ACCESS: &[Access] =
+    &[SERVICES, PODS, ENDPOINT_SLICES, RELEASE_POLICIES, VIRTUAL_SERVICES, DESTINATION_RULES, HTTP_ROUTES];

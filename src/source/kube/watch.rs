@@ -2,7 +2,9 @@
 
 use super::convert::{self, Invalid, Item, key_of};
 use super::index::{Change, Index, Kind};
-use super::{Access, ENDPOINT_SLICES, PODS, RELEASE_POLICIES, SERVICES, SOURCE};
+use super::mesh::{self, DESTINATION_RULE, HTTP_ROUTE, VIRTUAL_SERVICE};
+use super::{Access, DESTINATION_RULES, ENDPOINT_SLICES, HTTP_ROUTES, PODS, RELEASE_POLICIES, SERVICES, SOURCE};
+use super::{VIRTUAL_SERVICES, WatchOptions};
 use crate::store::Store;
 use crate::telemetry::names;
 use futures::{Stream, StreamExt};
@@ -18,9 +20,20 @@ use tokio::task::JoinHandle;
 /// How many converted events may wait for the index task before watchers wait.
 const QUEUE: usize = 1024;
 
+/// [`start_with`] with the default options (the mesh routing objects watched too).
+pub fn start(client: Client, namespaces: &[String], store: Store, stop: watch::Receiver<bool>) -> JoinHandle<()> {
+    start_with(client, namespaces, WatchOptions::default(), store, stop)
+}
+
 /// Registers the `kube` source on `store` and starts watching: every kind in every namespace of `namespaces`
 /// (all namespaces when empty). Runs until `stop` turns true.
-pub fn start(client: Client, namespaces: &[String], store: Store, stop: watch::Receiver<bool>) -> JoinHandle<()> {
+pub fn start_with(
+    client: Client,
+    namespaces: &[String],
+    options: WatchOptions,
+    store: Store,
+    stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
     store.register_source(SOURCE);
     let scopes: Vec<Option<String>> = match namespaces {
         [] => vec![None],
@@ -50,6 +63,23 @@ pub fn start(client: Client, namespaces: &[String], store: Store, stop: watch::R
         };
         let policies = watcher(policies, config.clone());
         spawn_watch(policies, shard, Kind::ReleasePolicy, convert::release_policy, tx.clone(), stop.clone());
+        if options.mesh_objects {
+            let kinds: [(Kind, _, &Access, fn(&DynamicObject) -> Result<Item, Invalid>); 3] = [
+                (Kind::VirtualService, VIRTUAL_SERVICE, &VIRTUAL_SERVICES, mesh::virtual_service),
+                (Kind::DestinationRule, DESTINATION_RULE, &DESTINATION_RULES, mesh::destination_rule),
+                (Kind::HttpRoute, HTTP_ROUTE, &HTTP_ROUTES, mesh::http_route),
+            ];
+            for (kind, gvkp, access, convert) in kinds {
+                debug_assert_eq!((gvkp.0, gvkp.3), (access.group, access.resource));
+                let ar = mesh::resource(gvkp);
+                let api = match ns {
+                    Some(ns) => Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar),
+                    None => Api::<DynamicObject>::all_with(client.clone(), &ar),
+                };
+                let shard = index.add_shard(kind);
+                spawn_watch(watcher(api, config.clone()), shard, kind, convert, tx.clone(), stop.clone());
+            }
+        }
     }
     tokio::spawn(run_index(index, rx, store, stop))
 }
@@ -69,7 +99,9 @@ where
 
 /// Spawns one watch stream: list, then watch, relisting when the API server says so; errors back off
 /// (kube's default: exponential from 800 ms to 30 s) and are logged and counted. Each event is converted here
-/// and sent to the index task as a [`Change`] of `shard`.
+/// and sent to the index task as a [`Change`] of `shard`. For a mesh kind, a list answered `404` (its CRD is not
+/// installed) is logged once and sent as [`Change::Absent`], so readiness does not wait for it; the watch keeps
+/// retrying and picks the kind up once the CRD appears.
 fn spawn_watch<K, S>(
     stream: S,
     shard: usize,
@@ -83,6 +115,8 @@ fn spawn_watch<K, S>(
 {
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream.default_backoff());
+        let optional = matches!(kind, Kind::VirtualService | Kind::DestinationRule | Kind::HttpRoute);
+        let mut absent = false;
         loop {
             let event = tokio::select! {
                 event = stream.next() => event,
@@ -90,6 +124,19 @@ fn spawn_watch<K, S>(
             };
             let change = match event {
                 None => return,
+                Some(Err(watcher::Error::InitialListFailed(kube::Error::Api(status))))
+                    if optional && status.code == 404 =>
+                {
+                    if absent {
+                        continue;
+                    }
+                    absent = true;
+                    tracing::warn!(
+                        kind = kind.name(),
+                        "the API server does not serve this kind (CRD not installed?): serving without it, retrying"
+                    );
+                    Change::Absent
+                }
                 Some(Err(error)) => {
                     tracing::warn!(kind = kind.name(), %error, "watch failed; retrying with backoff");
                     metrics::counter!(names::KUBE_WATCH_ERRORS, "kind" => kind.name()).increment(1);
@@ -100,6 +147,7 @@ fn spawn_watch<K, S>(
                 Some(Ok(watcher::Event::Init)) => Change::Init,
                 Some(Ok(watcher::Event::InitApply(o))) => Change::InitApply(key_of(&o), convert(&o)),
                 Some(Ok(watcher::Event::InitDone)) => {
+                    absent = false;
                     tracing::debug!(kind = kind.name(), "listed");
                     Change::InitDone
                 }

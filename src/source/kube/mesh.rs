@@ -1,0 +1,110 @@
+//! The mesh routing objects from the cluster: Istio `VirtualService` and `DestinationRule`
+//! (`networking.istio.io/v1`) and Gateway API `HTTPRoute` (`gateway.networking.k8s.io/v1`), watched as
+//! dynamic objects so one malformed spec fails that object only.
+//!
+//! Each `spec` goes through the same types and checks as the file source: deserialized into
+//! [`crate::model::mesh`], its untranslated fields logged and counted (`sluice_unsupported_fields_total{kind}`,
+//! per object version seen), then [`validate`](crate::model::mesh::VirtualServiceSpec::validate)d; the first
+//! problem makes the object [`Invalid`] (logged once and counted by the index task).
+
+use super::convert::{Invalid, Item};
+use crate::model::FieldError;
+use crate::model::mesh::{
+    DestinationRule, DestinationRuleSpec, HttpRouteObject, HttpRouteSpec, VirtualService, VirtualServiceSpec,
+    unsupported_fields,
+};
+use crate::telemetry::names;
+use kube::ResourceExt;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// The API resource of each mesh kind Sluice watches: (group, version, kind, plural).
+pub const VIRTUAL_SERVICE: (&str, &str, &str, &str) =
+    ("networking.istio.io", "v1", "VirtualService", "virtualservices");
+pub const DESTINATION_RULE: (&str, &str, &str, &str) =
+    ("networking.istio.io", "v1", "DestinationRule", "destinationrules");
+pub const HTTP_ROUTE: (&str, &str, &str, &str) = ("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes");
+
+/// The [`ApiResource`] for a `(group, version, kind, plural)` entry above.
+pub fn resource((group, version, kind, plural): (&str, &str, &str, &str)) -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
+}
+
+/// `spec` deserialized into `S` (errors name the field), its untranslated fields reported, then validated.
+fn spec<S>(obj: &DynamicObject, kind: &'static str, validate: fn(&S) -> Vec<FieldError>) -> Result<S, Invalid>
+where
+    S: DeserializeOwned + Serialize,
+{
+    let raw = obj.data.get("spec").ok_or_else(|| Invalid { field: "spec".into(), message: "missing".into() })?;
+    let typed: S = serde_path_to_error::deserialize(raw).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { "spec".to_string() } else { format!("spec.{path}") };
+        Invalid { field, message: e.into_inner().to_string() }
+    })?;
+    let object = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
+    for field in unsupported_fields("spec", raw, &typed) {
+        tracing::warn!(kind, %object, %field, "not supported by Sluice; ignored");
+        metrics::counter!(names::UNSUPPORTED_FIELDS, "kind" => kind).increment(1);
+    }
+    if let Some(e) = validate(&typed).into_iter().next() {
+        return Err(Invalid { field: e.path, message: e.message });
+    }
+    Ok(typed)
+}
+
+pub fn virtual_service(obj: &DynamicObject) -> Result<Item, Invalid> {
+    let spec = spec::<VirtualServiceSpec>(obj, "VirtualService", VirtualServiceSpec::validate)?;
+    let (name, namespace) = (obj.name_any(), obj.namespace().unwrap_or_default());
+    Ok(Item::VirtualService(Box::new(VirtualService { name, namespace, spec })))
+}
+
+pub fn destination_rule(obj: &DynamicObject) -> Result<Item, Invalid> {
+    let spec = spec::<DestinationRuleSpec>(obj, "DestinationRule", DestinationRuleSpec::validate)?;
+    let (name, namespace) = (obj.name_any(), obj.namespace().unwrap_or_default());
+    Ok(Item::DestinationRule(Box::new(DestinationRule { name, namespace, spec })))
+}
+
+pub fn http_route(obj: &DynamicObject) -> Result<Item, Invalid> {
+    let spec = spec::<HttpRouteSpec>(obj, "HTTPRoute", HttpRouteSpec::validate)?;
+    let (name, namespace) = (obj.name_any(), obj.namespace().unwrap_or_default());
+    Ok(Item::HttpRoute(Box::new(HttpRouteObject { name, namespace, spec })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn dynamic(kind: &str, spec: serde_json::Value) -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "networking.istio.io/v1", "kind": kind,
+            "metadata": {"name": "reviews", "namespace": "default"}, "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_virtual_service_becomes_the_model_type() {
+        let obj = dynamic(
+            "VirtualService",
+            json!({"hosts": ["reviews"], "http": [{"route": [
+                {"destination": {"host": "reviews", "subset": "v1"}, "weight": 80},
+                {"destination": {"host": "reviews", "subset": "v3"}, "weight": 20}]}]}),
+        );
+        let Item::VirtualService(vs) = virtual_service(&obj).unwrap() else { panic!() };
+        assert_eq!((vs.name.as_str(), vs.namespace.as_str(), vs.spec.http[0].route.len()), ("reviews", "default", 2));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let wrong_type = dynamic("VirtualService", json!({"hosts": "reviews"}));
+        assert_eq!(virtual_service(&wrong_type).unwrap_err().field, "spec.hosts");
+        let no_hosts = dynamic("VirtualService", json!({"http": []}));
+        assert_eq!(virtual_service(&no_hosts).unwrap_err().to_string(), "spec.hosts: must name at least one host");
+        let no_host = dynamic("DestinationRule", json!({"host": ""}));
+        assert_eq!(destination_rule(&no_host).unwrap_err().field, "spec.host");
+        let no_parent = dynamic("HTTPRoute", json!({"parentRefs": [{"name": "gw"}]}));
+        assert_eq!(http_route(&no_parent).unwrap_err().field, "spec.parentRefs");
+    }
+}
