@@ -6,7 +6,7 @@
 //! mesh routing objects are converted in [`super::mesh`]. An error here skips that one object; the watch goes on.
 
 use super::crd;
-use crate::model::{ObjectKey, mesh, ReleasePolicy, ReleasePolicySpec, Service, ServicePort, TargetPort};
+use crate::model::{ObjectKey, ReleasePolicy, ReleasePolicySpec, Service, ServicePort, TargetPort, mesh};
 use k8s_openapi::api::core::v1::{Pod, Service as KubeService};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
