@@ -17,6 +17,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+/// The conversion of a kind watched as dynamic objects.
+type DynamicConvert = fn(&DynamicObject) -> Result<Item, Invalid>;
+
 /// How many converted events may wait for the index task before watchers wait.
 const QUEUE: usize = 1024;
 
@@ -64,7 +67,7 @@ pub fn start_with(
         let policies = watcher(policies, config.clone());
         spawn_watch(policies, shard, Kind::ReleasePolicy, convert::release_policy, tx.clone(), stop.clone());
         if options.mesh_objects {
-            let kinds: [(Kind, _, &Access, fn(&DynamicObject) -> Result<Item, Invalid>); 3] = [
+            let kinds: [(Kind, _, &Access, DynamicConvert); 3] = [
                 (Kind::VirtualService, VIRTUAL_SERVICE, &VIRTUAL_SERVICES, mesh::virtual_service),
                 (Kind::DestinationRule, DESTINATION_RULE, &DESTINATION_RULES, mesh::destination_rule),
                 (Kind::HttpRoute, HTTP_ROUTE, &HTTP_ROUTES, mesh::http_route),
