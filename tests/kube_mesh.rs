@@ -5,6 +5,7 @@
 //!   subset clusters at 80 and 20, and measured traffic splits within the statistical bound;
 //! - a malformed VirtualService beside it (a weight that is not a number) is skipped, logged naming
 //!   `namespace/name` and the field, and counted; an untranslated field of the good one is logged and counted;
+//! - HTTPRoute `status.parents` written back: `Conflicted` beside the VirtualService, `Accepted` otherwise;
 //! - a cluster without the Istio and Gateway API CRDs: Sluice logs it, gets ready and serves Services anyway.
 
 mod common;
@@ -118,6 +119,13 @@ async fn a_virtual_service_split_from_the_cluster_reaches_envoy_and_a_malformed_
                        {"destination": {"host": "reviews", "subset": "v3"}, "weight": 20}]);
     let good = json!({"hosts": ["reviews"], "exportTo": ["*"], "http": [{"route": route}]});
     create(&client, istio("VirtualService", "reviews", good)).await;
+    let svc = json!({"spec": {"ports": [{"name": "http", "port": 9080}]}});
+    create(&client, obj("v1", "Service", "ratings", json!({}), svc)).await;
+    for name in ["reviews", "ratings"] {
+        let spec = json!({"parentRefs": [{"group": "", "kind": "Service", "name": name, "port": 9080}],
+                          "rules": [{"backendRefs": [{"name": name, "port": 9080}]}]});
+        create(&client, obj("gateway.networking.k8s.io/v1", "HTTPRoute", name, json!({}), json!({"spec": spec}))).await;
+    }
     let bad =
         json!({"hosts": ["ratings"], "http": [{"route": [{"destination": {"host": "ratings"}, "weight": "lots"}]}]});
     create(&client, istio("VirtualService", "ratings", bad)).await;
@@ -162,6 +170,31 @@ async fn a_virtual_service_split_from_the_cluster_reaches_envoy_and_a_malformed_
     assert!(line.contains("default/reviews") && line.contains("spec.exportTo"), "{line}");
     assert_eq!(counter("sluice_kube_invalid_objects_total", "VirtualService"), 1);
     assert!(counter("sluice_unsupported_fields_total", "VirtualService") >= 1);
+
+    // HTTPRoute status.parents written back: reviews' route loses to its VirtualService, ratings' is accepted
+    // (the malformed VirtualService naming ratings is not in effect).
+    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"));
+    let routes = Api::<DynamicObject>::namespaced_with(client.clone(), "default", &ar);
+    for (name, accepted, reason) in [("reviews", "False", "Conflicted"), ("ratings", "True", "Accepted")] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let conditions = loop {
+            let route = routes.get(name).await.unwrap_or_else(|e| {
+                let log = std::fs::read_to_string(kmock.kubeconfig().with_file_name("kmock.log")).unwrap_or_default();
+                panic!("HTTPRoute {name}: {e}\n{log}")
+            });
+            let c = route.data["status"]["parents"][0]["conditions"].clone();
+            if c.is_array() {
+                break c;
+            }
+            assert!(std::time::Instant::now() < deadline, "no status.parents on HTTPRoute {name}: {route:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let get = |t: &str| conditions.as_array().unwrap().iter().find(|c| c["type"] == t).cloned().unwrap();
+        let a = get("Accepted");
+        assert_eq!((a["status"].as_str(), a["reason"].as_str()), (Some(accepted), Some(reason)), "{name}: {a}");
+        assert!(a["lastTransitionTime"].is_string(), "{a}");
+        assert_eq!(get("ResolvedRefs")["status"], "True", "{name}: {conditions}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,6 +14,7 @@
 //! - `index`: the pure index and the model it builds (endpoints joined to pods by `targetRef`).
 //! - `mesh`: VirtualService, DestinationRule, HTTPRoute → the model's mesh types (unsupported fields reported).
 //! - `watch`: the one generic watch helper and the index task.
+//! - `route_status`: writes HTTPRoute `status.parents` (Accepted, ResolvedRefs) from the merged model.
 //!
 //! The store does not count the source as loaded until every kind has finished its first list, so `/readyz` and
 //! the first xDS answer wait for it (never an empty or partial first push). [`ACCESS`] lists every API call the
@@ -23,6 +24,7 @@ pub mod convert;
 pub mod crd;
 pub mod index;
 pub mod mesh;
+mod route_status;
 mod watch;
 
 pub use watch::{start, start_with};
@@ -65,7 +67,18 @@ pub const DESTINATION_RULES: Access =
     Access { group: "networking.istio.io", resource: "destinationrules", verbs: &["list", "watch"] };
 pub const HTTP_ROUTES: Access =
     Access { group: "gateway.networking.k8s.io", resource: "httproutes", verbs: &["list", "watch"] };
+/// HTTPRoute `status.parents`, written by merge patch.
+pub const HTTP_ROUTE_STATUS: Access =
+    Access { group: "gateway.networking.k8s.io", resource: "httproutes/status", verbs: &["patch"] };
 
 /// Every API call Sluice makes; the ClusterRole in `deploy/` grants exactly these.
-pub const ACCESS: &[Access] =
-    &[SERVICES, PODS, ENDPOINT_SLICES, RELEASE_POLICIES, VIRTUAL_SERVICES, DESTINATION_RULES, HTTP_ROUTES];
+pub const ACCESS: &[Access] = &[
+    SERVICES,
+    PODS,
+    ENDPOINT_SLICES,
+    RELEASE_POLICIES,
+    VIRTUAL_SERVICES,
+    DESTINATION_RULES,
+    HTTP_ROUTES,
+    HTTP_ROUTE_STATUS,
+];

@@ -5,6 +5,7 @@ use super::index::{Change, Index, Kind};
 use super::mesh::{self, DESTINATION_RULE, HTTP_ROUTE, VIRTUAL_SERVICE};
 use super::{Access, DESTINATION_RULES, ENDPOINT_SLICES, HTTP_ROUTES, PODS, RELEASE_POLICIES, SERVICES, SOURCE};
 use super::{VIRTUAL_SERVICES, WatchOptions};
+use crate::model::ObjectKey;
 use crate::store::Store;
 use crate::telemetry::names;
 use futures::{Stream, StreamExt};
@@ -13,6 +14,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DynamicObject, PartialObjectMeta};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
+use std::collections::BTreeSet;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -84,7 +86,11 @@ pub fn start_with(
             }
         }
     }
-    tokio::spawn(run_index(index, rx, store, stop))
+    let (routes_tx, routes_rx) = watch::channel(BTreeSet::new());
+    if options.mesh_objects {
+        tokio::spawn(super::route_status::run(client, store.clone(), routes_rx, stop.clone()));
+    }
+    tokio::spawn(run_index(index, rx, store, routes_tx, stop))
 }
 
 /// An `Api` for a typed kind, in one namespace or all; `access` is the RBAC entry this watch relies on.
@@ -162,11 +168,13 @@ fn spawn_watch<K, S>(
     });
 }
 
-/// Applies changes in batches (whatever is queued), and publishes the model once every shard has listed.
+/// Applies changes in batches (whatever is queued), and publishes the model once every shard has listed (and the
+/// keys of its HTTPRoutes, for the status writer).
 async fn run_index(
     mut index: Index,
     mut rx: mpsc::Receiver<(usize, Change)>,
     store: Store,
+    routes: watch::Sender<BTreeSet<ObjectKey>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut batch = Vec::new();
@@ -188,7 +196,10 @@ async fn run_index(
             }
         }
         if changed && index.is_ready() {
-            store.set_part(SOURCE, index.model());
+            let model = index.model();
+            let keys: BTreeSet<ObjectKey> = model.http_routes.keys().cloned().collect();
+            routes.send_if_modified(|old| std::mem::replace(old, keys) != *old);
+            store.set_part(SOURCE, model);
         }
         // Let a burst of events queue up before the next model build.
         tokio::time::sleep(Duration::from_millis(1)).await;
