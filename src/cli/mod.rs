@@ -238,11 +238,13 @@ fn fail(e: impl std::fmt::Display) -> ExitCode {
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let store = Store::new();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut kube = None;
     if args.kube {
         let client = kube::Client::try_default()
             .await
             .map_err(|e| anyhow::anyhow!("--kube: no Kubernetes config (in-cluster or KUBECONFIG): {e}"))?;
-        source::kube::start(client, &args.namespaces, store.clone(), stop_rx.clone());
+        let watching = source::kube::start(client.clone(), &args.namespaces, store.clone(), stop_rx.clone());
+        kube = Some((client, watching));
     }
     if args.config.is_empty() && args.kube {
         // Kubernetes is the only source.
@@ -283,6 +285,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = serde_json::to_value(&args)?;
     tracing::info!(config = %config, "effective configuration");
     let sluice = Sluice::start_with(options, store, config).await?;
+    // One replica for now: it always leads (kept until shutdown, or the writer would see its leader gone).
+    let (_leading, leader) = tokio::sync::watch::channel(true);
+    if let Some((client, watching)) = kube {
+        let releases = sluice.releases().clone();
+        tokio::spawn(source::kube::write_status(client, releases, watching.observed, leader, stop_rx.clone()));
+    }
     shutdown_signal().await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);

@@ -12,6 +12,7 @@
 //! - `convert`: Kubernetes objects → index items, errors naming the field.
 //! - `index`: the pure index and the model it builds (endpoints joined to pods by `targetRef`).
 //! - `watch`: the one generic watch helper and the index task.
+//! - `status`: the ReleasePolicy status writer (the release controller's view → the `status` subresource).
 //!
 //! The store does not count the source as loaded until every kind has finished its first list, so `/readyz` and
 //! the first xDS answer wait for it (never an empty or partial first push). [`ACCESS`] lists every API call the
@@ -20,9 +21,11 @@
 pub mod convert;
 pub mod crd;
 pub mod index;
+mod status;
 mod watch;
 
-pub use watch::start;
+pub use status::write_status;
+pub use watch::{Watching, start};
 
 /// The store part Kubernetes objects fill (merge order: `api` < `file` < `kube` < `local`).
 pub const SOURCE: &str = "kube";
@@ -42,6 +45,9 @@ pub const ENDPOINT_SLICES: Access =
     Access { group: "discovery.k8s.io", resource: "endpointslices", verbs: &["list", "watch"] };
 pub const RELEASE_POLICIES: Access =
     Access { group: "sluice.dev", resource: "releasepolicies", verbs: &["list", "watch"] };
+/// The status writer's merge PATCH of `…/releasepolicies/NAME/status`.
+pub const RELEASE_POLICY_STATUS: Access =
+    Access { group: "sluice.dev", resource: "releasepolicies/status", verbs: &["patch"] };
 
 /// Every API call Sluice makes; the ClusterRole in `deploy/` grants exactly these.
-pub const ACCESS: &[Access] = &[SERVICES, PODS, ENDPOINT_SLICES, RELEASE_POLICIES];
+pub const ACCESS: &[Access] = &[SERVICES, PODS, ENDPOINT_SLICES, RELEASE_POLICIES, RELEASE_POLICY_STATUS];

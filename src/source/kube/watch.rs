@@ -1,7 +1,7 @@
 //! The watch streams and the index task: one generic helper spawns a watch for any kind.
 
 use super::convert::{self, Invalid, Item, key_of};
-use super::index::{Change, Index, Kind};
+use super::index::{Change, Index, Kind, Observed};
 use super::{Access, ENDPOINT_SLICES, PODS, RELEASE_POLICIES, SERVICES, SOURCE};
 use crate::store::Store;
 use crate::telemetry::names;
@@ -20,7 +20,7 @@ const QUEUE: usize = 1024;
 
 /// Registers the `kube` source on `store` and starts watching: every kind in every namespace of `namespaces`
 /// (all namespaces when empty). Runs until `stop` turns true.
-pub fn start(client: Client, namespaces: &[String], store: Store, stop: watch::Receiver<bool>) -> JoinHandle<()> {
+pub fn start(client: Client, namespaces: &[String], store: Store, stop: watch::Receiver<bool>) -> Watching {
     store.register_source(SOURCE);
     let scopes: Vec<Option<String>> = match namespaces {
         [] => vec![None],
@@ -51,7 +51,16 @@ pub fn start(client: Client, namespaces: &[String], store: Store, stop: watch::R
         let policies = watcher(policies, config.clone());
         spawn_watch(policies, shard, Kind::ReleasePolicy, convert::release_policy, tx.clone(), stop.clone());
     }
-    tokio::spawn(run_index(index, rx, store, stop))
+    let (observed_tx, observed) = watch::channel(Observed::new());
+    let task = tokio::spawn(run_index(index, rx, store, observed_tx, stop));
+    Watching { task, observed }
+}
+
+/// The running watch: the index task, and the ReleasePolicies it holds with their generations (updated with
+/// every model it publishes), for the status writer.
+pub struct Watching {
+    pub task: JoinHandle<()>,
+    pub observed: watch::Receiver<Observed>,
 }
 
 /// An `Api` for a typed kind, in one namespace or all; `access` is the RBAC entry this watch relies on.
@@ -116,6 +125,7 @@ async fn run_index(
     mut index: Index,
     mut rx: mpsc::Receiver<(usize, Change)>,
     store: Store,
+    observed: watch::Sender<Observed>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut batch = Vec::new();
@@ -138,6 +148,12 @@ async fn run_index(
         }
         if changed && index.is_ready() {
             store.set_part(SOURCE, index.model());
+            observed.send_if_modified(|o| {
+                let fresh = index.observed();
+                let modified = *o != fresh;
+                *o = fresh;
+                modified
+            });
         }
         // Let a burst of events queue up before the next model build.
         tokio::time::sleep(Duration::from_millis(1)).await;
