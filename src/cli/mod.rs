@@ -69,6 +69,15 @@ pub struct ServeArgs {
     /// With --kube: watch only these namespaces (comma-separated); all namespaces when empty.
     #[arg(long, env = "SLUICE_NAMESPACES", value_delimiter = ',', requires = "kube")]
     pub namespaces: Vec<String>,
+    /// With --kube: the coordination.k8s.io/v1 Lease replicas elect the status writer with, as `namespace/name`.
+    #[arg(long, env = "SLUICE_LEASE", default_value = "default/sluice", requires = "kube")]
+    pub lease: String,
+    /// With --kube: seconds a leader's lease lasts without renewal (another replica takes over after it).
+    #[arg(long, env = "SLUICE_LEASE_DURATION_SECS", default_value_t = 15, requires = "kube")]
+    pub lease_duration_secs: u64,
+    /// With --kube: this replica's name in the Lease (default: $POD_NAME, else `sluice-PID`).
+    #[arg(long, env = "POD_NAME", requires = "kube")]
+    pub identity: Option<String>,
     /// xDS gRPC address.
     #[arg(long, env = "SLUICE_XDS_ADDR", default_value = "0.0.0.0:15010")]
     pub xds_addr: SocketAddr,
@@ -285,9 +294,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = serde_json::to_value(&args)?;
     tracing::info!(config = %config, "effective configuration");
     let sluice = Sluice::start_with(options, store, config).await?;
-    // One replica for now: it always leads (kept until shutdown, or the writer would see its leader gone).
-    let (_leading, leader) = tokio::sync::watch::channel(true);
+    let (leading, leader) = tokio::sync::watch::channel(false);
     if let Some((client, watching)) = kube {
+        let (namespace, name) = args
+            .lease
+            .split_once('/')
+            .ok_or_else(|| anyhow::anyhow!("--lease {}: expected namespace/name", args.lease))?;
+        let config = source::kube::LeaseConfig {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            identity: args.identity.clone().unwrap_or_else(|| format!("sluice-{}", std::process::id())),
+            duration: Duration::from_secs(args.lease_duration_secs.max(1)),
+        };
+        tokio::spawn(source::kube::lead(client.clone(), config, leading, stop_rx.clone()));
         let releases = sluice.releases().clone();
         tokio::spawn(source::kube::write_status(client, releases, watching.observed, leader, stop_rx.clone()));
     }

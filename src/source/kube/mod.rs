@@ -12,6 +12,7 @@
 //! - `convert`: Kubernetes objects → index items, errors naming the field.
 //! - `index`: the pure index and the model it builds (endpoints joined to pods by `targetRef`).
 //! - `watch`: the one generic watch helper and the index task.
+//! - `lease`: leader election on a coordination.k8s.io/v1 Lease (only the leader writes status).
 //! - `status`: the ReleasePolicy status writer (the release controller's view → the `status` subresource).
 //!
 //! The store does not count the source as loaded until every kind has finished its first list, so `/readyz` and
@@ -21,9 +22,11 @@
 pub mod convert;
 pub mod crd;
 pub mod index;
+mod lease;
 mod status;
 mod watch;
 
+pub use lease::{LeaseConfig, lead};
 pub use status::write_status;
 pub use watch::{Watching, start};
 
@@ -48,6 +51,9 @@ pub const RELEASE_POLICIES: Access =
 /// The status writer's merge PATCH of `…/releasepolicies/NAME/status`.
 pub const RELEASE_POLICY_STATUS: Access =
     Access { group: "sluice.dev", resource: "releasepolicies/status", verbs: &["patch"] };
+/// Leader election: read, create and renew (or take over) the Lease.
+pub const LEASES: Access =
+    Access { group: "coordination.k8s.io", resource: "leases", verbs: &["get", "create", "patch"] };
 
 /// Every API call Sluice makes; the ClusterRole in `deploy/` grants exactly these.
-pub const ACCESS: &[Access] = &[SERVICES, PODS, ENDPOINT_SLICES, RELEASE_POLICIES, RELEASE_POLICY_STATUS];
+pub const ACCESS: &[Access] = &[SERVICES, PODS, ENDPOINT_SLICES, RELEASE_POLICIES, RELEASE_POLICY_STATUS, LEASES];
