@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{Backend, Envoy, LoadLoop, SluiceChild, assert_share, free_port, load, reviews_yaml, start_envoy};
+use common::{Backend, LoadLoop, SluiceChild, assert_share, free_port, load, reviews_yaml, start_envoy};
 use sluice::model::Phase;
 use sluice::release::Record;
 use sluice::release::persist::Persisted;
