@@ -91,8 +91,11 @@ async fn only_the_leader_writes_status_and_another_takes_over_when_it_dies() {
     tokio::time::sleep(Duration::from_secs(3 * LEASE_SECS)).await;
     assert_eq!(status(&client).await["phase"], "Erased", "a replica rewrote an unchanged status");
     assert_eq!(holder(&client).await.as_deref(), Some("replica-a"), "the leader renews");
-    let b_log = std::fs::read_to_string(dir.path().join("replica-b.log")).unwrap();
+    let log = |id: &str| std::fs::read_to_string(dir.path().join(format!("{id}.log"))).unwrap();
+    assert!(log("replica-a").contains("ReleasePolicy status written"), "{}", log("replica-a"));
+    let b_log = log("replica-b");
     assert!(!b_log.contains("leadership changed"), "the follower led while the leader lived:\n{b_log}");
+    assert!(!b_log.contains("ReleasePolicy status written"), "the follower wrote status:\n{b_log}");
 
     // Kill the leader: B takes the lease within the lease duration plus a retry period, and writes the status.
     let pid = a.pid();
@@ -111,6 +114,7 @@ async fn only_the_leader_writes_status_and_another_takes_over_when_it_dies() {
         if s["observedGeneration"] == 2 {
             assert_eq!(s["weights"], json!({"v1": 4000, "v3": 6000}), "{s:#}");
             assert_eq!(s["phase"], "Progressing");
+            assert!(log("replica-b").contains("ReleasePolicy status written"));
             break;
         }
         assert!(start.elapsed() < Duration::from_secs(5), "the new leader wrote no status: {s:#}\n{}", b.log_tail());

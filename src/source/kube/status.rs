@@ -53,7 +53,7 @@ pub async fn write_status(
                 let patch = serde_json::json!({ "status": merge_patch(written.get(&key), &status) });
                 match api.patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
                     Ok(_) => {
-                        tracing::debug!(release = %key, "status written");
+                        tracing::info!(release = %key, "ReleasePolicy status written");
                         written.insert(key, status);
                     }
                     Err(error) => {
