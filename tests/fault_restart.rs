@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{Backend, Envoy, LoadLoop, SluiceChild, free_port, load, reviews_yaml, start_envoy};
+use common::{Backend, LoadLoop, SluiceChild, free_port, load, reviews_yaml, start_envoy};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -22,15 +22,6 @@ fn config(v1: u16, v3: u16, canary: Option<u32>) -> String {
         )
     });
     reviews_yaml(v1, v3) + &policy.unwrap_or_default()
-}
-
-async fn wait_connected(envoy: &Envoy, connected: u64, timeout: Duration) -> Duration {
-    let started = Instant::now();
-    while envoy.stat("control_plane.connected_state").await != Some(connected) {
-        assert!(started.elapsed() < timeout, "Envoy's control_plane.connected_state is not {connected}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    started.elapsed()
 }
 
 /// Waits until every request through `listen` reaches v3 only.
@@ -68,14 +59,14 @@ async fn sluice_killed_under_load_loses_no_request_and_both_envoys_reconverge() 
     println!("kill -9 sluice (pid {})", server.pid());
     server.kill9();
     for envoy in [&delta, &sotw] {
-        wait_connected(envoy, 0, Duration::from_secs(5)).await;
+        envoy.wait_connected(0, Duration::from_secs(5)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await; // Envoy serves alone for a while, on its last config
 
     let restarted = Instant::now();
     let server = SluiceChild::start(&file, xds, admin, log(2), &[]).await;
     for (name, envoy) in [("delta", &delta), ("sotw", &sotw)] {
-        let took = wait_connected(envoy, 1, Duration::from_secs(20)).await;
+        let took = envoy.wait_connected(1, Duration::from_secs(20)).await;
         println!("Envoy {name} reconnected {took:?} after sluice was ready ({:?} after start)", restarted.elapsed());
     }
     // Converged: a change made after the restart reaches both Envoys.

@@ -109,60 +109,65 @@ async fn edits_reload_broken_edits_keep_the_last_model() {
     timeout(WITHIN, task).await.expect("watch did not stop").unwrap();
 }
 
+/// One watched file holding [`SERVICE`], its store, and the watch task.
+struct Watched {
+    _dir: tempfile::TempDir,
+    file: std::path::PathBuf,
+    store: Store,
+    rx: watch::Receiver<Arc<Model>>,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Watched {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("mesh.yaml");
+        std::fs::write(&file, SERVICE).unwrap();
+        let store = loaded_store(&file);
+        let mut rx = store.subscribe();
+        rx.borrow_and_update();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(source::watch(vec![file.clone()], store.clone(), INTERVAL, async {
+            let _ = stopped.await;
+        }));
+        // The first poll reloads the unchanged file: nobody is woken.
+        tokio::time::sleep(INTERVAL * 3).await;
+        assert!(!rx.has_changed().unwrap());
+        Self { _dir: dir, file, store, rx, stop, task }
+    }
+
+    async fn stop(self) {
+        self.stop.send(()).unwrap();
+        timeout(WITHIN, self.task).await.expect("watch did not stop").unwrap();
+    }
+}
+
 #[tokio::test]
 async fn a_watched_file_reloads_on_content_change() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("mesh.yaml");
-    std::fs::write(&file, SERVICE).unwrap();
-    let store = loaded_store(&file);
-    let mut rx = store.subscribe();
-    rx.borrow_and_update();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(source::watch(vec![file.clone()], store.clone(), INTERVAL, async {
-        let _ = stopped.await;
-    }));
-
-    // The first poll reloads the unchanged file: nobody is woken.
-    tokio::time::sleep(INTERVAL * 3).await;
-    assert!(!rx.has_changed().unwrap());
-
-    std::fs::write(&file, format!("{SERVICE}---\n{}", workload("w2", "10.0.0.2"))).unwrap();
-    assert_eq!(web_endpoints(&*next_model(&mut rx).await), ["w1", "w2"]);
-
-    stop.send(()).unwrap();
-    timeout(WITHIN, task).await.expect("watch did not stop").unwrap();
+    let mut w = Watched::start().await;
+    std::fs::write(&w.file, format!("{SERVICE}---\n{}", workload("w2", "10.0.0.2"))).unwrap();
+    assert_eq!(web_endpoints(&*next_model(&mut w.rx).await), ["w1", "w2"]);
+    w.stop().await;
 }
 
 /// A writer throttled between truncate and write leaves an empty file for a while (seconds, on a busy disk): the
 /// watch never applies a file with no content, so that cannot remove the file's services. A comment clears it.
 #[tokio::test]
 async fn an_emptied_file_never_applies_a_comment_clears_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("mesh.yaml");
-    std::fs::write(&file, SERVICE).unwrap();
-    let store = loaded_store(&file);
-    let mut rx = store.subscribe();
-    rx.borrow_and_update();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(source::watch(vec![file.clone()], store.clone(), INTERVAL, async {
-        let _ = stopped.await;
-    }));
-    tokio::time::sleep(INTERVAL * 3).await;
-
-    std::fs::write(&file, "").unwrap();
+    let mut w = Watched::start().await;
+    std::fs::write(&w.file, "").unwrap();
     tokio::time::sleep(INTERVAL * 20).await;
-    assert!(!rx.has_changed().unwrap(), "an empty file applied");
-    assert_eq!(web_endpoints(&store.model()), ["w1"]);
+    assert!(!w.rx.has_changed().unwrap(), "an empty file applied");
+    assert_eq!(web_endpoints(&w.store.model()), ["w1"]);
 
     // The write completes: nothing changed, nobody is woken.
-    std::fs::write(&file, SERVICE).unwrap();
+    std::fs::write(&w.file, SERVICE).unwrap();
     tokio::time::sleep(INTERVAL * 4).await;
-    assert!(!rx.has_changed().unwrap());
+    assert!(!w.rx.has_changed().unwrap());
 
     // Cleared on purpose, with a comment: applies.
-    std::fs::write(&file, "# nothing here for now\n").unwrap();
-    assert!(next_model(&mut rx).await.services.is_empty());
-
-    stop.send(()).unwrap();
-    timeout(WITHIN, task).await.expect("watch did not stop").unwrap();
+    std::fs::write(&w.file, "# nothing here for now\n").unwrap();
+    assert!(next_model(&mut w.rx).await.services.is_empty());
+    w.stop().await;
 }

@@ -73,8 +73,11 @@ fn slice(name: &str, port: u16, pod: &str) -> Value {
     )
 }
 
+/// A ReleasePolicy at `metadata.generation` 1 (an API server counts spec changes there; kmock does not).
 fn policy(name: &str, spec: Value) -> Value {
-    obj("sluice.dev/v1alpha1", "ReleasePolicy", name, json!({}), json!({"spec": spec}))
+    let mut p = obj("sluice.dev/v1alpha1", "ReleasePolicy", name, json!({}), json!({"spec": spec}));
+    p["metadata"]["generation"] = json!(1);
+    p
 }
 
 async fn set_endpoint(client: &kube::Client, slice: &str, pod: &str, conditions: Value) {
@@ -92,6 +95,7 @@ struct Mesh {
     v1: Backend,
     v3: Backend,
     _stop: watch::Sender<bool>,
+    _leading: watch::Sender<bool>,
 }
 
 async fn mesh(extra: &[(&str, &Backend)]) -> Mesh {
@@ -125,12 +129,16 @@ async fn mesh(extra: &[(&str, &Backend)]) -> Mesh {
     .await;
     let (stop, stop_rx) = watch::channel(false);
     let store = Store::new();
-    sluice::source::kube::start(kmock.client().await, &[], store.clone(), stop_rx);
+    let watching = sluice::source::kube::start(kmock.client().await, &[], store.clone(), stop_rx.clone());
     let sluice = Sluice::start_with(Options::local(), store, Value::Null).await.expect("start");
+    let (leading, leader) = watch::channel(true);
+    let releases = sluice.releases().clone();
+    let writer = sluice::source::kube::write_status(kmock.client().await, releases, watching.observed, leader, stop_rx);
+    tokio::spawn(writer);
     tokio::time::timeout(Duration::from_secs(10), sluice.store().wait_ready()).await.expect("every kind listed");
     let (envoy, listen) = start_envoy(sluice.xds_addr(), "envoy-1", false).await;
     sluice.wait_acked("envoy-1", Duration::from_secs(20)).await.expect("Envoy ACKs the config");
-    Mesh { kmock, client, sluice, envoy, listen, v1, v3, _stop: stop }
+    Mesh { kmock, client, sluice, envoy, listen, v1, v3, _stop: stop, _leading: leading }
 }
 
 /// The health of each endpoint of `cluster` in Envoy's EDS (`HEALTHY`, `DRAINING`, ...), by port.
@@ -336,4 +344,73 @@ async fn a_malformed_policy_beside_a_good_one_is_skipped_logged_and_counted() {
         assert!(Instant::now() < deadline, "the fixed policy was not picked up");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The `status` of the ReleasePolicy `name` as stored in the emulator.
+async fn stored_status(client: &kube::Client, name: &str) -> Value {
+    let ar = resource("sluice.dev/v1alpha1", "ReleasePolicy");
+    let api = Api::<DynamicObject>::namespaced_with(client.clone(), "default", &ar);
+    let o = api.get(name).await.unwrap_or_else(|e| panic!("getting {name}: {e}"));
+    o.data.get("status").cloned().unwrap_or(Value::Null)
+}
+
+/// Waits until the stored status satisfies `ok`; returns it.
+async fn status_until(client: &kube::Client, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = stored_status(client, "reviews").await;
+        if ok(&status) {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "status never showed {what}: {status:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The release view `GET /api/v1/.../releases/reviews` answers, and a REST verb on it.
+async fn rest(admin: SocketAddr, method: &str, verb: &str) -> Value {
+    use http_body_util::{BodyExt, Full};
+    let client: hyper_util::client::legacy::Client<_, Full<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let uri = format!("http://{admin}/api/v1/namespaces/default/releases/reviews{verb}");
+    let req = hyper::Request::builder().method(method).uri(uri).body(Full::default()).unwrap();
+    let resp = client.request(req).await.expect("the REST API answers");
+    assert!(resp.status().is_success(), "{method} {verb}: {}", resp.status());
+    serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).expect("JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn status_written_to_the_cluster_follows_the_release() {
+    let m = mesh(&[]).await;
+    let admin = m.sluice.admin_addr().expect("admin port");
+
+    // The first status: the spec's weight, one Envoy that ACKed, both versions with their one ready endpoint.
+    let status = status_until(&m.client, "the first status", |s| s["proxies"]["acked"] == 1).await;
+    let view = rest(admin, "GET", "").await;
+    assert_eq!(status["phase"], view["status"]["phase"], "{status:#}");
+    assert_eq!(status["weights"], json!({"v1": 8000, "v3": 2000}), "{status:#}");
+    assert_eq!(status["weights"], view["status"]["weights"]);
+    assert_eq!(status["proxies"], json!({"acked": 1, "total": 1}));
+    assert_eq!(status["observedGeneration"], 1);
+    let endpoints: Vec<(Value, Value)> =
+        status["versions"].as_array().unwrap().iter().map(|v| (v["name"].clone(), v["ready"].clone())).collect();
+    assert_eq!(endpoints, [(json!("v1"), json!(1)), (json!("v3"), json!(1))]);
+    let conditions = status["conditions"].as_array().unwrap();
+    let applied = conditions.iter().find(|c| c["type"] == "TrafficApplied").expect("TrafficApplied condition");
+    assert_eq!((&applied["status"], &applied["reason"]), (&json!("True"), &json!("AllProxiesAcked")));
+
+    // A weight patch (generation 2): the status follows with the new weights and generation.
+    let spec = json!({"metadata": {"generation": 2}, "spec": {"traffic": {"canaryWeight": 7000}}});
+    patch(&m.client, "sluice.dev/v1alpha1", "ReleasePolicy", "reviews", spec).await;
+    let status = status_until(&m.client, "generation 2", |s| s["observedGeneration"] == 2).await;
+    assert_eq!(status["weights"], json!({"v1": 3000, "v3": 7000}), "{status:#}");
+    assert_eq!(status["phase"], "Progressing");
+
+    // Promote through the REST API: the stored status says Promoted with all traffic on the canary.
+    let promoted = rest(admin, "POST", "/promote").await;
+    assert_eq!(promoted["status"]["phase"], "Promoted");
+    let status = status_until(&m.client, "Promoted", |s| s["phase"] == "Promoted").await;
+    assert_eq!(status["weights"], json!({"v1": 0, "v3": 10000}), "{status:#}");
+    assert_eq!(status["observedGeneration"], 2, "a verb changes no spec");
+    assert_eq!(status["weights"], rest(admin, "GET", "").await["status"]["weights"]);
 }

@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{Backend, Envoy, LoadLoop, SluiceChild, assert_share, free_port, load, reviews_yaml, start_envoy};
+use common::{Backend, LoadLoop, SluiceChild, assert_share, free_port, load, reviews_yaml, start_envoy};
 use sluice::model::Phase;
 use sluice::release::Record;
 use sluice::release::persist::Persisted;
@@ -58,16 +58,6 @@ async fn measure(listen: SocketAddr, what: &str, p: f64) {
     assert_share(what, batch.of("v3"), BATCH, p);
 }
 
-/// Envoy's view of its ADS stream: 1 connected, 0 not.
-async fn wait_connected(envoy: &Envoy, connected: u64, timeout: Duration) -> Duration {
-    let started = Instant::now();
-    while envoy.stat("control_plane.connected_state").await != Some(connected) {
-        assert!(started.elapsed() < timeout, "Envoy's control_plane.connected_state is not {connected}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    started.elapsed()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_release_keeps_traffic_and_state() {
     let (v1, v3) = (Backend::start("v1").await, Backend::start("v3").await);
@@ -91,7 +81,7 @@ async fn kill_9_mid_release_keeps_traffic_and_state() {
     let running = LoadLoop::start(listen, "reviews", 4, 100);
     println!("kill -9 sluice (pid {})", server.pid());
     server.kill9();
-    wait_connected(&envoy, 0, Duration::from_secs(5)).await;
+    envoy.wait_connected(0, Duration::from_secs(5)).await;
     measure(listen, "30% while sluice is down", 0.3).await;
 
     let server = SluiceChild::start(&file, xds, admin, log(2), &["--state-dir", state_arg]).await;
@@ -110,7 +100,7 @@ async fn kill_9_mid_release_keeps_traffic_and_state() {
         (Some(3000), Some(1)),
         "{view}"
     );
-    let took = wait_connected(&envoy, 1, Duration::from_secs(15)).await;
+    let took = envoy.wait_connected(1, Duration::from_secs(15)).await;
     println!("Envoy reconnected {took:?} after sluice was ready again");
     measure(listen, "30% after the restart", 0.3).await;
     assert_eq!(stored(&state).state, before.state, "reconnecting changes nothing");

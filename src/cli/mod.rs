@@ -73,6 +73,15 @@ pub struct ServeArgs {
     /// (`--kube-mesh-objects false` to skip them). A kind whose CRD is not installed is logged and served empty.
     #[arg(long, env = "SLUICE_KUBE_MESH_OBJECTS", default_value_t = true, action = clap::ArgAction::Set)]
     pub kube_mesh_objects: bool,
+    /// With --kube: the coordination.k8s.io/v1 Lease replicas elect the status writer with, as `namespace/name`.
+    #[arg(long, env = "SLUICE_LEASE", default_value = "default/sluice", requires = "kube")]
+    pub lease: String,
+    /// With --kube: seconds a leader's lease lasts without renewal (another replica takes over after it).
+    #[arg(long, env = "SLUICE_LEASE_DURATION_SECS", default_value_t = 15, requires = "kube")]
+    pub lease_duration_secs: u64,
+    /// With --kube: this replica's name in the Lease (default: $POD_NAME, else `sluice-PID`).
+    #[arg(long, env = "POD_NAME", requires = "kube")]
+    pub identity: Option<String>,
     /// xDS gRPC address.
     #[arg(long, env = "SLUICE_XDS_ADDR", default_value = "0.0.0.0:15010")]
     pub xds_addr: SocketAddr,
@@ -242,12 +251,15 @@ fn fail(e: impl std::fmt::Display) -> ExitCode {
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let store = Store::new();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut kube = None;
     if args.kube {
         let client = kube::Client::try_default()
             .await
             .map_err(|e| anyhow::anyhow!("--kube: no Kubernetes config (in-cluster or KUBECONFIG): {e}"))?;
         let options = source::kube::WatchOptions { mesh_objects: args.kube_mesh_objects };
-        source::kube::start_with(client, &args.namespaces, options, store.clone(), stop_rx.clone());
+        let watching =
+            source::kube::start_with(client.clone(), &args.namespaces, options, store.clone(), stop_rx.clone());
+        kube = Some((client, watching));
     }
     if args.config.is_empty() && args.kube {
         // Kubernetes is the only source.
@@ -288,6 +300,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = serde_json::to_value(&args)?;
     tracing::info!(config = %config, "effective configuration");
     let sluice = Sluice::start_with(options, store, config).await?;
+    let (leading, leader) = tokio::sync::watch::channel(false);
+    if let Some((client, watching)) = kube {
+        let (namespace, name) = args
+            .lease
+            .split_once('/')
+            .ok_or_else(|| anyhow::anyhow!("--lease {}: expected namespace/name", args.lease))?;
+        let config = source::kube::LeaseConfig {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            identity: args.identity.clone().unwrap_or_else(|| format!("sluice-{}", std::process::id())),
+            duration: Duration::from_secs(args.lease_duration_secs.max(1)),
+        };
+        tokio::spawn(source::kube::lead(client.clone(), config, leading, stop_rx.clone()));
+        let releases = sluice.releases().clone();
+        tokio::spawn(source::kube::write_status(client, releases, watching.observed, leader, stop_rx.clone()));
+    }
     shutdown_signal().await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);

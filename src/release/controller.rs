@@ -111,6 +111,11 @@ impl ReleaseController {
         }
     }
 
+    /// The store the controller reads sources from (and publishes release states to).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     pub fn list(&self, namespace: Option<&str>) -> Vec<ReleaseView> {
         let keys: Vec<ObjectKey> = self.lock().records.keys().cloned().collect();
         keys.iter().filter(|k| namespace.is_none_or(|ns| k.namespace == ns)).filter_map(|k| self.get(k).ok()).collect()

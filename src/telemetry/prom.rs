@@ -34,6 +34,8 @@ pub mod names {
     pub const UNSUPPORTED_FIELDS: &str = "sluice_unsupported_fields_total";
     /// Counter: Kubernetes objects skipped as invalid (each logged once with its namespace/name), by `kind`.
     pub const KUBE_INVALID_OBJECTS: &str = "sluice_kube_invalid_objects_total";
+    /// Counter: ReleasePolicy status writes that failed (each logged and retried).
+    pub const KUBE_STATUS_ERRORS: &str = "sluice_kube_status_write_errors_total";
     /// Counter: Kubernetes list/watch errors (each retried with backoff), by `kind`.
     pub const KUBE_WATCH_ERRORS: &str = "sluice_kube_watch_errors_total";
 }
@@ -100,6 +102,7 @@ fn describe() {
         "Config fields Sluice does not translate (reported, ignored), by kind."
     );
     describe_counter!(names::KUBE_INVALID_OBJECTS, "Kubernetes objects skipped as invalid, by kind.");
+    describe_counter!(names::KUBE_STATUS_ERRORS, "ReleasePolicy status writes the API server refused or missed.");
     describe_counter!(names::KUBE_WATCH_ERRORS, "Kubernetes list/watch errors (retried with backoff), by kind.");
 }
 

@@ -16,14 +16,26 @@ pub struct SluiceChild {
 impl SluiceChild {
     /// Starts `sluice serve --config CONFIG` plus `extra` flags and waits until `/readyz` answers 200.
     pub async fn start(config: &Path, xds: SocketAddr, admin: SocketAddr, log: PathBuf, extra: &[&str]) -> Self {
+        let mut args = vec![std::ffi::OsString::from("--config"), config.into()];
+        args.extend(extra.iter().map(std::ffi::OsString::from));
+        Self::start_with(&args, &[], xds, admin, log).await
+    }
+
+    /// Starts `sluice serve ARGS` with `env` added to its environment and waits until `/readyz` answers 200.
+    pub async fn start_with(
+        args: &[std::ffi::OsString],
+        env: &[(&str, &std::ffi::OsStr)],
+        xds: SocketAddr,
+        admin: SocketAddr,
+        log: PathBuf,
+    ) -> Self {
         let out = std::fs::File::create(&log).expect("create sluice log");
         let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .arg("serve")
-            .arg("--config")
-            .arg(config)
+            .envs(env.iter().map(|(k, v)| (*k, *v)))
             .args(["--xds-addr", &xds.to_string(), "--admin-addr", &admin.to_string()])
             .args(["--reload-interval-ms", "100"])
-            .args(extra)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("dup log"))
             .stderr(out)

@@ -160,6 +160,17 @@ impl Envoy {
             if stat == name { value.trim().parse().ok() } else { None }
         })
     }
+
+    /// Waits until Envoy's view of its ADS stream (`control_plane.connected_state`) is `connected` (1 or 0);
+    /// returns how long that took, and panics past `timeout`.
+    pub async fn wait_connected(&self, connected: u64, timeout: Duration) -> Duration {
+        let started = Instant::now();
+        while self.stat("control_plane.connected_state").await != Some(connected) {
+            assert!(started.elapsed() < timeout, "Envoy's control_plane.connected_state is not {connected}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        started.elapsed()
+    }
 }
 
 /// Blocks (briefly: Envoy binds admin before it fetches any config) until Envoy has written its admin

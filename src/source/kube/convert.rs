@@ -37,7 +37,8 @@ pub enum Item {
     Service(Service),
     Pod(PodLabels),
     Slice(Slice),
-    Policy(Box<ReleasePolicy>),
+    /// A policy with the `metadata.generation` of the object it was read from (the status reports it).
+    Policy(Box<ReleasePolicy>, Option<i64>),
     VirtualService(Box<mesh::VirtualService>),
     DestinationRule(Box<mesh::DestinationRule>),
     HttpRoute(Box<mesh::HttpRouteObject>),
@@ -148,12 +149,13 @@ pub fn release_policy(obj: &DynamicObject) -> Result<Item, Invalid> {
         Invalid::new(field, e.into_inner().to_string())
     })?;
     spec.validate().map_err(|e| Invalid::new(e.path, e.message))?;
-    Ok(Item::Policy(Box::new(ReleasePolicy {
+    let policy = ReleasePolicy {
         name: obj.name_any(),
         namespace: obj.namespace().unwrap_or_default(),
         spec,
         state: Default::default(),
-    })))
+    };
+    Ok(Item::Policy(Box::new(policy), obj.metadata.generation))
 }
 
 /// The API resource of the ReleasePolicy CRD, for the dynamic watch.

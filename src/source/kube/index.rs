@@ -14,7 +14,7 @@
 //! skipped (its last valid version, if any, stays); its delete still applies.
 
 use super::convert::{Invalid, Item, Slice};
-use crate::model::{Endpoint, Model, ObjectKey};
+use crate::model::{Endpoint, Model, ObjectKey, ReleasePolicySpec};
 use std::collections::BTreeMap;
 
 /// The kinds Sluice watches.
@@ -183,7 +183,7 @@ impl Index {
                 Item::Slice(slice) => {
                     slices.entry(ObjectKey::new(&key.namespace, &slice.service)).or_default().push(slice);
                 }
-                Item::Policy(p) => {
+                Item::Policy(p, _) => {
                     model.policies.insert(key.clone(), (**p).clone());
                 }
                 Item::VirtualService(vs) => {
@@ -230,6 +230,22 @@ impl Index {
         model
     }
 }
+
+impl Index {
+    /// Every valid ReleasePolicy's spec with the `metadata.generation` it was read at, for the status writer.
+    pub fn observed(&self) -> Observed {
+        let items = self.shards.iter().flat_map(|s| s.items.iter());
+        items
+            .filter_map(|(key, item)| match item {
+                Item::Policy(p, generation) => Some((key.clone(), (p.spec.clone(), *generation))),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Per ReleasePolicy: the spec as indexed and the generation of the object it came from.
+pub type Observed = BTreeMap<ObjectKey, (ReleasePolicySpec, Option<i64>)>;
 
 /// What one change did.
 #[derive(Debug, Default, PartialEq)]

@@ -15,6 +15,8 @@
 //! - `mesh`: VirtualService, DestinationRule, HTTPRoute → the model's mesh types (unsupported fields reported).
 //! - `watch`: the one generic watch helper and the index task.
 //! - `route_status`: writes HTTPRoute `status.parents` (Accepted, ResolvedRefs) from the merged model.
+//! - `lease`: leader election on a coordination.k8s.io/v1 Lease (only the leader writes status).
+//! - `status`: the ReleasePolicy status writer (the release controller's view → the `status` subresource).
 //!
 //! The store does not count the source as loaded until every kind has finished its first list, so `/readyz` and
 //! the first xDS answer wait for it (never an empty or partial first push). [`ACCESS`] lists every API call the
@@ -23,11 +25,15 @@
 pub mod convert;
 pub mod crd;
 pub mod index;
+mod lease;
 pub mod mesh;
 mod route_status;
+mod status;
 mod watch;
 
-pub use watch::{start, start_with};
+pub use lease::{LeaseConfig, lead};
+pub use status::write_status;
+pub use watch::{Watching, start, start_with};
 
 /// What to watch beyond the core kinds.
 #[derive(Clone, Copy, Debug)]
@@ -61,6 +67,13 @@ pub const ENDPOINT_SLICES: Access =
     Access { group: "discovery.k8s.io", resource: "endpointslices", verbs: &["list", "watch"] };
 pub const RELEASE_POLICIES: Access =
     Access { group: "sluice.dev", resource: "releasepolicies", verbs: &["list", "watch"] };
+/// The status writer's merge PATCH of `…/releasepolicies/NAME/status`.
+pub const RELEASE_POLICY_STATUS: Access =
+    Access { group: "sluice.dev", resource: "releasepolicies/status", verbs: &["patch"] };
+/// Leader election: read, create and renew (or take over) the Lease.
+pub const LEASES: Access =
+    Access { group: "coordination.k8s.io", resource: "leases", verbs: &["get", "create", "patch"] };
+
 pub const VIRTUAL_SERVICES: Access =
     Access { group: "networking.istio.io", resource: "virtualservices", verbs: &["list", "watch"] };
 pub const DESTINATION_RULES: Access =
@@ -77,6 +90,8 @@ pub const ACCESS: &[Access] = &[
     PODS,
     ENDPOINT_SLICES,
     RELEASE_POLICIES,
+    RELEASE_POLICY_STATUS,
+    LEASES,
     VIRTUAL_SERVICES,
     DESTINATION_RULES,
     HTTP_ROUTES,

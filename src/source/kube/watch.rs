@@ -1,7 +1,7 @@
 //! The watch streams and the index task: one generic helper spawns a watch for any kind.
 
 use super::convert::{self, Invalid, Item, key_of};
-use super::index::{Change, Index, Kind};
+use super::index::{Change, Index, Kind, Observed};
 use super::mesh::{self, DESTINATION_RULE, HTTP_ROUTE, VIRTUAL_SERVICE};
 use super::{Access, DESTINATION_RULES, ENDPOINT_SLICES, HTTP_ROUTES, PODS, RELEASE_POLICIES, SERVICES, SOURCE};
 use super::{VIRTUAL_SERVICES, WatchOptions};
@@ -26,7 +26,7 @@ type DynamicConvert = fn(&DynamicObject) -> Result<Item, Invalid>;
 const QUEUE: usize = 1024;
 
 /// [`start_with`] with the default options (the mesh routing objects watched too).
-pub fn start(client: Client, namespaces: &[String], store: Store, stop: watch::Receiver<bool>) -> JoinHandle<()> {
+pub fn start(client: Client, namespaces: &[String], store: Store, stop: watch::Receiver<bool>) -> Watching {
     start_with(client, namespaces, WatchOptions::default(), store, stop)
 }
 
@@ -38,7 +38,7 @@ pub fn start_with(
     options: WatchOptions,
     store: Store,
     stop: watch::Receiver<bool>,
-) -> JoinHandle<()> {
+) -> Watching {
     store.register_source(SOURCE);
     let scopes: Vec<Option<String>> = match namespaces {
         [] => vec![None],
@@ -90,7 +90,16 @@ pub fn start_with(
     if options.mesh_objects {
         tokio::spawn(super::route_status::run(client, store.clone(), routes_rx, stop.clone()));
     }
-    tokio::spawn(run_index(index, rx, store, routes_tx, stop))
+    let (observed_tx, observed) = watch::channel(Observed::new());
+    let task = tokio::spawn(run_index(index, rx, store, observed_tx, routes_tx, stop));
+    Watching { task, observed }
+}
+
+/// The running watch: the index task, and the ReleasePolicies it holds with their generations (updated with
+/// every model it publishes), for the status writer.
+pub struct Watching {
+    pub task: JoinHandle<()>,
+    pub observed: watch::Receiver<Observed>,
 }
 
 /// An `Api` for a typed kind, in one namespace or all; `access` is the RBAC entry this watch relies on.
@@ -174,6 +183,7 @@ async fn run_index(
     mut index: Index,
     mut rx: mpsc::Receiver<(usize, Change)>,
     store: Store,
+    observed: watch::Sender<Observed>,
     routes: watch::Sender<BTreeSet<ObjectKey>>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -200,6 +210,12 @@ async fn run_index(
             let keys: BTreeSet<ObjectKey> = model.http_routes.keys().cloned().collect();
             routes.send_if_modified(|old| std::mem::replace(old, keys) != *old);
             store.set_part(SOURCE, model);
+            observed.send_if_modified(|o| {
+                let fresh = index.observed();
+                let modified = *o != fresh;
+                *o = fresh;
+                modified
+            });
         }
         // Let a burst of events queue up before the next model build.
         tokio::time::sleep(Duration::from_millis(1)).await;
