@@ -132,7 +132,11 @@ async fn a_virtual_service_split_from_the_cluster_reaches_envoy_and_a_malformed_
 
     let (_stop, stop_rx) = watch::channel(false);
     let store = Store::new();
-    sluice::source::kube::start(client.clone(), &[], store.clone(), stop_rx);
+    let watching = sluice::source::kube::start(client.clone(), &[], store.clone(), stop_rx.clone());
+    // This replica leads (as the Lease holder would): it writes HTTPRoute status.
+    let (_leading, leader) = watch::channel(true);
+    let routes = watching.routes;
+    tokio::spawn(sluice::source::kube::write_route_status(client.clone(), store.clone(), routes, leader, stop_rx));
     let sluice = Sluice::start_with(Options::local(), store, Value::Null).await.expect("start");
     tokio::time::timeout(Duration::from_secs(10), sluice.store().wait_ready()).await.expect("every kind listed");
     let (envoy, listen) = start_envoy(sluice.xds_addr(), "envoy-1", false).await;

@@ -314,6 +314,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         };
         tokio::spawn(source::kube::lead(client.clone(), config, leading, stop_rx.clone()));
         let releases = sluice.releases().clone();
+        let store = sluice.store().clone();
+        let routes = watching.routes;
+        let route_leader = leader.clone();
+        tokio::spawn(source::kube::write_route_status(client.clone(), store, routes, route_leader, stop_rx.clone()));
         tokio::spawn(source::kube::write_status(client, releases, watching.observed, leader, stop_rx.clone()));
     }
     shutdown_signal().await;

@@ -32,6 +32,7 @@ mod status;
 mod watch;
 
 pub use lease::{LeaseConfig, lead};
+pub use route_status::write_route_status;
 pub use status::write_status;
 pub use watch::{Watching, start, start_with};
 

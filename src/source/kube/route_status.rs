@@ -5,7 +5,7 @@
 //!  index task ── keys of the cluster's HTTPRoutes ─┐
 //!  Store (merged model) ───────────────────────────┴▶ status per route ─ changed? ─▶ merge patch on /status
 //! ```
-//! A status is written when it differs from the last one written (conditions compared without timestamps), so a
+//! Only the leader (the Lease holder, as for ReleasePolicy status) writes. A status is written when it differs from the last one written (conditions compared without timestamps), so a
 //! steady cluster gets no writes. The patch replaces `status.parents` whole: other controllers' entries on the
 //! same route are not kept (Sluice is meant to be the mesh's only controller). A failed write is logged, counted
 //! in `sluice_kube_watch_errors_total{kind="HTTPRoute"}` and retried at the next model change.
@@ -22,11 +22,13 @@ use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use tokio::sync::watch;
 
-/// Runs until `stop`: on every change of the model or of the set of cluster routes, writes what changed.
-pub async fn run(
+/// Runs until `stop`: while `leader` is true, on every change of the model, of the set of cluster routes or of
+/// leadership, writes what changed (a new leader writes every route once).
+pub async fn write_route_status(
     client: Client,
     store: Store,
     mut routes: watch::Receiver<BTreeSet<ObjectKey>>,
+    mut leader: watch::Receiver<bool>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut models = store.subscribe();
@@ -36,7 +38,10 @@ pub async fn run(
         let keys = routes.borrow_and_update().clone();
         let model = models.borrow_and_update().clone();
         written.retain(|k, _| keys.contains(k));
-        for key in &keys {
+        if !*leader.borrow_and_update() {
+            written.clear();
+        }
+        for key in keys.iter().filter(|_| *leader.borrow()) {
             let Some(route) = model.http_routes.get(key) else { continue };
             let status = http_route_status(&model, key, route);
             if written.get(key) == Some(&status) {
@@ -58,6 +63,7 @@ pub async fn run(
         tokio::select! {
             r = routes.changed() => if r.is_err() { return },
             r = models.changed() => if r.is_err() { return },
+            r = leader.changed() => if r.is_err() { return },
             _ = stop.wait_for(|s| *s) => return,
         }
     }

@@ -86,20 +86,19 @@ pub fn start_with(
             }
         }
     }
-    let (routes_tx, routes_rx) = watch::channel(BTreeSet::new());
-    if options.mesh_objects {
-        tokio::spawn(super::route_status::run(client, store.clone(), routes_rx, stop.clone()));
-    }
+    let (routes_tx, routes) = watch::channel(BTreeSet::new());
     let (observed_tx, observed) = watch::channel(Observed::new());
     let task = tokio::spawn(run_index(index, rx, store, observed_tx, routes_tx, stop));
-    Watching { task, observed }
+    Watching { task, observed, routes }
 }
 
 /// The running watch: the index task, and the ReleasePolicies it holds with their generations (updated with
-/// every model it publishes), for the status writer.
+/// every model it publishes), for the status writer; the HTTPRoutes it holds, for the route status writer.
 pub struct Watching {
     pub task: JoinHandle<()>,
     pub observed: watch::Receiver<Observed>,
+    /// The keys of the cluster's HTTPRoutes in the last published model, for the route status writer.
+    pub routes: watch::Receiver<BTreeSet<ObjectKey>>,
 }
 
 /// An `Api` for a typed kind, in one namespace or all; `access` is the RBAC entry this watch relies on.
