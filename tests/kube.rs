@@ -16,9 +16,7 @@ use serde_json::{Value, json};
 use sluice::model::ObjectKey;
 use sluice::server::{Options, Sluice};
 use sluice::store::Store;
-use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -279,34 +277,9 @@ async fn an_emulator_restart_relists_without_an_empty_push() {
     assert_eq!(seen.last().map(|s| s.1), Some(2), "the relist removed reviews-v1b: {seen:?}");
 }
 
-/// The log of this test binary, captured (and echoed to stderr).
-fn log() -> Arc<Mutex<Vec<u8>>> {
-    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOG.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let writer = Tee(buf.clone());
-        tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).init();
-        buf
-    })
-    .clone()
-}
-
-#[derive(Clone)]
-struct Tee(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Tee {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        std::io::stderr().write(b)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_policy_beside_a_good_one_is_skipped_logged_and_counted() {
-    let log = log();
+    let log = common::captured_log();
 
     let kmock = Kmock::start();
     let client = kmock.client().await;

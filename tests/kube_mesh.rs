@@ -17,8 +17,6 @@ use serde_json::{Value, json};
 use sluice::model::ObjectKey;
 use sluice::server::{Options, Sluice};
 use sluice::store::Store;
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -73,31 +71,6 @@ fn weighted_clusters(v: &Value, out: &mut Vec<(String, u64)>) {
     }
 }
 
-/// The log of this test binary, captured (and echoed to stderr).
-fn log() -> Arc<Mutex<Vec<u8>>> {
-    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOG.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let writer = Tee(buf.clone());
-        tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).init();
-        buf
-    })
-    .clone()
-}
-
-#[derive(Clone)]
-struct Tee(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Tee {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        std::io::stderr().write(b)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// `metric{kind="KIND"}` as a scraper reads it from /metrics.
 fn counter(metric: &str, kind: &str) -> u64 {
     let text = sluice::telemetry::render();
@@ -107,7 +80,7 @@ fn counter(metric: &str, kind: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_virtual_service_split_from_the_cluster_reaches_envoy_and_a_malformed_one_is_skipped() {
-    let log = log();
+    let log = common::captured_log();
     let kmock = Kmock::start();
     let client = kmock.client().await;
     let (v1, v3) = (Backend::start("v1").await, Backend::start("v3").await);
@@ -203,7 +176,7 @@ async fn a_virtual_service_split_from_the_cluster_reaches_envoy_and_a_malformed_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_mesh_crds_sluice_gets_ready_and_serves_services() {
-    let log = log();
+    let log = common::captured_log();
     let kmock = Kmock::start_omitting(&[
         "networking.istio.io/v1/virtualservices",
         "networking.istio.io/v1/destinationrules",
