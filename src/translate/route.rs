@@ -151,17 +151,24 @@ fn policy_routes(
         }
         Routing::Split { canary_weight, rules } => (canary_weight, rules),
     };
-    let endpoints = model.endpoints_of(key);
-    let label = spec.version_label();
-    let ready = Ready {
-        stable: has_ready(endpoints, port.port, label, &spec.stable),
-        canary: has_ready(endpoints, port.port, label, &spec.canary),
-    };
+    let ready = Ready::of(model, key, policy, port);
     let mut routes = rule_routes(scope, policy, rules, &ready, &subset);
     let canary = ready.canary_weight(canary_weight.min(TOTAL_WEIGHT));
     let split = [(spec.stable.as_str(), TOTAL_WEIGHT - canary), (spec.canary.as_str(), canary)];
     routes.extend(split_routes(policy, split, &subset));
     routes
+}
+
+impl Ready {
+    /// Which of a policy's two versions has a ready endpoint on `port`.
+    fn of(model: &Model, key: &ObjectKey, policy: &ReleasePolicy, port: &ServicePort) -> Self {
+        let (endpoints, spec) = (model.endpoints_of(key), &policy.spec);
+        let label = spec.version_label();
+        Ready {
+            stable: has_ready(endpoints, port.port, label, &spec.stable),
+            canary: has_ready(endpoints, port.port, label, &spec.canary),
+        }
+    }
 }
 
 /// What a release policy asks of a route it governs from inside a VirtualService or HTTPRoute route (see
@@ -188,12 +195,7 @@ pub(crate) fn policy_traffic(
         }
         Routing::Split { canary_weight, rules } => (canary_weight, rules),
     };
-    let endpoints = model.endpoints_of(key);
-    let label = spec.version_label();
-    let ready = Ready {
-        stable: has_ready(endpoints, port.port, label, &spec.stable),
-        canary: has_ready(endpoints, port.port, label, &spec.canary),
-    };
+    let ready = Ready::of(model, key, policy, port);
     let policy_key = ObjectKey::new(&policy.namespace, &policy.name);
     let mut out_rules = Vec::new();
     for (i, rule) in rules.iter().enumerate() {
