@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use sluice::model::ObjectKey;
 use sluice::server::{Options, Sluice};
 use sluice::store::Store;
+use sluice::source::kube::BACKOFF_MAX;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -256,10 +257,12 @@ async fn an_emulator_restart_relists_without_an_empty_push() {
     m.envoy.wait_for(Duration::from_secs(30), |d| eds_hosts(d, V1_CLUSTER).iter().all(|(p, _)| *p != v1b_port)).await;
     println!("relisted after the restart in {:?}", start.elapsed());
 
-    // Converges: a weight edit after the restart reaches Envoy.
+    // Converges: a weight edit after the restart reaches Envoy. Each kind's watch retries on its own backoff, so
+    // the policy watch may still be waiting out its last retry (at most twice BACKOFF_MAX with jitter).
     let spec = json!({"spec": {"traffic": {"canaryWeight": 9000}}});
     patch(&m.client, "sluice.dev/v1alpha1", "ReleasePolicy", "reviews", spec).await;
-    until_share(m.listen, "v3", 0.75, Duration::from_secs(5)).await;
+    let took = until_share(m.listen, "v3", 0.75, BACKOFF_MAX * 2 + Duration::from_secs(3)).await;
+    println!("a weight edit after the restart followed after {took:?}");
 
     let report = traffic.stop().await;
     println!("during the restart: {}", report.summary());

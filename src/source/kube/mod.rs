@@ -34,7 +34,7 @@ mod watch;
 pub use lease::{LeaseConfig, lead};
 pub use route_status::write_route_status;
 pub use status::write_status;
-pub use watch::{Watching, start, start_with};
+pub use watch::{BACKOFF_MAX, Watching, start, start_with};
 
 /// What to watch beyond the core kinds.
 #[derive(Clone, Copy, Debug)]

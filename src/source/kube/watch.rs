@@ -12,6 +12,8 @@ use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DynamicObject, PartialObjectMeta};
+use kube::runtime::utils::ResetTimerBackoff;
+use kube::runtime::watcher::ExponentialBackoff;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
 use std::collections::BTreeSet;
@@ -21,6 +23,26 @@ use tokio::task::JoinHandle;
 
 /// The conversion of a kind watched as dynamic objects.
 type DynamicConvert = fn(&DynamicObject) -> Result<Item, Invalid>;
+
+/// The first retry after a watch error; doubled per failure up to [`BACKOFF_MAX`], each wait lengthened by a
+/// random share of itself (jitter: up to twice the nominal wait) so replicas do not retry in step.
+const BACKOFF_MIN: Duration = Duration::from_millis(250);
+/// The longest wait between retries. client-go waits up to 30 s; a control plane that misses a release policy
+/// edit for 30 s after an API server restart is worse than one list call per kind every 5 s while it is down.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A watch that has run this long without an error starts again from [`BACKOFF_MIN`].
+const BACKOFF_RESET: Duration = Duration::from_secs(120);
+
+/// The retry policy of every watch: exponential from [`BACKOFF_MIN`] to [`BACKOFF_MAX`], with jitter.
+fn backoff() -> ResetTimerBackoff<ExponentialBackoff> {
+    let builder = backon::ExponentialBuilder::default()
+        .with_min_delay(BACKOFF_MIN)
+        .with_max_delay(BACKOFF_MAX)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times();
+    ResetTimerBackoff::new(ExponentialBackoff::from(builder), BACKOFF_RESET)
+}
 
 /// How many converted events may wait for the index task before watchers wait.
 const QUEUE: usize = 1024;
@@ -131,7 +153,7 @@ fn spawn_watch<K, S>(
     S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
 {
     tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream.default_backoff());
+        let mut stream = std::pin::pin!(stream.backoff(backoff()));
         let optional = matches!(kind, Kind::VirtualService | Kind::DestinationRule | Kind::HttpRoute);
         let mut absent = false;
         loop {
