@@ -301,6 +301,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     tracing::info!(config = %config, "effective configuration");
     let sluice = Sluice::start_with(options, store, config).await?;
     let (leading, leader) = tokio::sync::watch::channel(false);
+    let (holding, holder) = tokio::sync::watch::channel(None);
     if let Some((client, watching)) = kube {
         let (namespace, name) = args
             .lease
@@ -312,8 +313,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             identity: args.identity.clone().unwrap_or_else(|| format!("sluice-{}", std::process::id())),
             duration: Duration::from_secs(args.lease_duration_secs.max(1)),
         };
-        tokio::spawn(source::kube::lead(client.clone(), config, leading, stop_rx.clone()));
         let releases = sluice.releases().clone();
+        // The cluster's releases: driven here only while this replica leads; otherwise the leader's stored state.
+        releases.share(crate::release::Shared {
+            source: source::kube::SOURCE.to_string(),
+            leading: leader.clone(),
+            holder,
+            stored: watching.stored,
+        });
+        tokio::spawn(source::kube::lead(client.clone(), config, leading, holding, stop_rx.clone()));
         let store = sluice.store().clone();
         let routes = watching.routes;
         let route_leader = leader.clone();

@@ -15,6 +15,7 @@
 
 use super::convert::{Invalid, Item, Slice};
 use crate::model::{Endpoint, Model, ObjectKey, ReleasePolicySpec};
+use crate::release::StoredRecords;
 use std::collections::BTreeMap;
 
 /// The kinds Sluice watches.
@@ -183,7 +184,7 @@ impl Index {
                 Item::Slice(slice) => {
                     slices.entry(ObjectKey::new(&key.namespace, &slice.service)).or_default().push(slice);
                 }
-                Item::Policy(p, _) => {
+                Item::Policy(p, _, _) => {
                     model.policies.insert(key.clone(), (**p).clone());
                 }
                 Item::VirtualService(vs) => {
@@ -237,7 +238,19 @@ impl Index {
         let items = self.shards.iter().flat_map(|s| s.items.iter());
         items
             .filter_map(|(key, item)| match item {
-                Item::Policy(p, generation) => Some((key.clone(), (p.spec.clone(), *generation))),
+                Item::Policy(p, generation, _) => Some((key.clone(), (p.spec.clone(), *generation))),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Every ReleasePolicy's record as its status stores it, where the status is for the spec indexed (what the
+    /// leader wrote; a follower serves it, a new leader goes on from it).
+    pub fn stored(&self) -> StoredRecords {
+        let items = self.shards.iter().flat_map(|s| s.items.iter());
+        items
+            .filter_map(|(key, item)| match item {
+                Item::Policy(_, _, Some(record)) => Some((key.clone(), (**record).clone())),
                 _ => None,
             })
             .collect()

@@ -17,6 +17,8 @@
 //! - `route_status`: writes HTTPRoute `status.parents` (Accepted, ResolvedRefs) from the merged model.
 //! - `lease`: leader election on a coordination.k8s.io/v1 Lease (only the leader writes status).
 //! - `status`: the ReleasePolicy status writer (the release controller's view → the `status` subresource).
+//! - `progress`: the release record in that status (step start, weight, analysis), read back by every replica:
+//!   followers serve it, a new leader goes on from it.
 //!
 //! The store does not count the source as loaded until every kind has finished its first list, so `/readyz` and
 //! the first xDS answer wait for it (never an empty or partial first push). [`ACCESS`] lists every API call the
@@ -27,6 +29,7 @@ pub mod crd;
 pub mod index;
 mod lease;
 pub mod mesh;
+pub mod progress;
 mod route_status;
 mod status;
 mod watch;

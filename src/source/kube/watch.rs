@@ -6,6 +6,7 @@ use super::mesh::{self, DESTINATION_RULE, HTTP_ROUTE, VIRTUAL_SERVICE};
 use super::{Access, DESTINATION_RULES, ENDPOINT_SLICES, HTTP_ROUTES, PODS, RELEASE_POLICIES, SERVICES, SOURCE};
 use super::{VIRTUAL_SERVICES, WatchOptions};
 use crate::model::ObjectKey;
+use crate::release::StoredRecords;
 use crate::store::Store;
 use crate::telemetry::names;
 use futures::{Stream, StreamExt};
@@ -110,8 +111,10 @@ pub fn start_with(
     }
     let (routes_tx, routes) = watch::channel(BTreeSet::new());
     let (observed_tx, observed) = watch::channel(Observed::new());
-    let task = tokio::spawn(run_index(index, rx, store, observed_tx, routes_tx, stop));
-    Watching { task, observed, routes }
+    let (stored_tx, stored) = watch::channel(StoredRecords::new());
+    let outputs = Outputs { observed: observed_tx, stored: stored_tx, routes: routes_tx };
+    let task = tokio::spawn(run_index(index, rx, store, outputs, stop));
+    Watching { task, observed, stored, routes }
 }
 
 /// The running watch: the index task, and the ReleasePolicies it holds with their generations (updated with
@@ -119,6 +122,8 @@ pub fn start_with(
 pub struct Watching {
     pub task: JoinHandle<()>,
     pub observed: watch::Receiver<Observed>,
+    /// The release records the ReleasePolicies' statuses store, for the release controller (followers adopt them).
+    pub stored: watch::Receiver<StoredRecords>,
     /// The keys of the cluster's HTTPRoutes in the last published model, for the route status writer.
     pub routes: watch::Receiver<BTreeSet<ObjectKey>>,
 }
@@ -200,12 +205,18 @@ fn spawn_watch<K, S>(
 
 /// Applies changes in batches (whatever is queued), and publishes the model once every shard has listed (and the
 /// keys of its HTTPRoutes, for the status writer).
+/// What the index task publishes besides the model.
+struct Outputs {
+    observed: watch::Sender<Observed>,
+    stored: watch::Sender<StoredRecords>,
+    routes: watch::Sender<BTreeSet<ObjectKey>>,
+}
+
 async fn run_index(
     mut index: Index,
     mut rx: mpsc::Receiver<(usize, Change)>,
     store: Store,
-    observed: watch::Sender<Observed>,
-    routes: watch::Sender<BTreeSet<ObjectKey>>,
+    out: Outputs,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut batch = Vec::new();
@@ -229,14 +240,13 @@ async fn run_index(
         if changed && index.is_ready() {
             let model = index.model();
             let keys: BTreeSet<ObjectKey> = model.http_routes.keys().cloned().collect();
-            routes.send_if_modified(|old| std::mem::replace(old, keys) != *old);
+            out.routes.send_if_modified(|old| std::mem::replace(old, keys) != *old);
+            // Stored records before the model: the release controller that sees a new policy finds its status.
+            let stored = index.stored();
+            out.stored.send_if_modified(|old| std::mem::replace(old, stored) != *old);
+            let observed = index.observed();
+            out.observed.send_if_modified(|old| std::mem::replace(old, observed) != *old);
             store.set_part(SOURCE, model);
-            observed.send_if_modified(|o| {
-                let fresh = index.observed();
-                let modified = *o != fresh;
-                *o = fresh;
-                modified
-            });
         }
         // Let a burst of events queue up before the next model build.
         tokio::time::sleep(Duration::from_millis(1)).await;
