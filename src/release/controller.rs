@@ -339,8 +339,13 @@ impl ReleaseController {
                     true => shared_keys.clone(),
                     false => shared_keys.intersection(&started).cloned().collect(),
                 };
-                if shared::adopt(&mut records, &adopting, &s.stored.borrow()) && !following {
-                    tracing::info!(releases = adopting.len(), "leading: going on from the stored release state");
+                shared::adopt(&mut records, &adopting, &s.stored.borrow());
+                if !following && !inner.took_over {
+                    // Steps that fell due while no replica led run now (the run loop waits only for future ones).
+                    for (key, r) in records.iter_mut().filter(|(k, _)| adopting.contains(*k)) {
+                        r.tick(now);
+                        tracing::info!(release = %key, step = r.state.step, phase = ?r.state.phase, "leading: going on from the stored release state");
+                    }
                 }
                 inner.took_over = !following;
             }
