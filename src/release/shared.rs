@@ -93,4 +93,59 @@ mod tests {
         assert_eq!(records[&c], Record::new(spec(1000), 0), "a release of another source is this replica's own");
         assert!(!adopt(&mut records, &keys, &stored), "adopting again changes nothing");
     }
+
+    /// Polls the controller's record until `f` holds (the run loop reacts to channel changes asynchronously).
+    async fn until(c: &crate::release::ReleaseController, key: &ObjectKey, f: impl Fn(&Record) -> bool) -> Record {
+        for _ in 0..200 {
+            if let Some(r) = c.record(key).filter(|r| f(r)) {
+                return r;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("record never matched: {:?}", c.record(key));
+    }
+
+    #[tokio::test]
+    async fn a_follower_serves_the_stored_record_refuses_verbs_and_goes_on_once_it_leads() {
+        use crate::model::{Model, ReleasePolicy};
+        use crate::release::{ReleaseController, ReleaseError, Verb};
+        let store = crate::store::Store::new();
+        let (_snapshots_tx, snapshots) = watch::channel(None);
+        let registry = crate::xds::Registry::new();
+        let c = ReleaseController::new(store.clone(), registry, snapshots, None, crate::telemetry::TrafficStats::new())
+            .unwrap();
+        let key = ObjectKey::new("default", "reviews");
+        // The leader stored: step 1 (a 10 s pause) begun 60 s ago, the weight set by hand to 3000.
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+        let mut stored = Record::new(spec(1000), now - 60_000);
+        stored.state.canary_weight = Some(3000);
+        let (lead, leading) = watch::channel(false);
+        let (_holder_tx, holder) = watch::channel(Some("replica-a".to_string()));
+        let (_stored_tx, stored_rx) = watch::channel(StoredRecords::from([(key.clone(), stored.clone())]));
+        c.share(Shared { source: "kube".into(), leading, holder, stored: stored_rx });
+        let (_stop_tx, stop) = watch::channel(false);
+        tokio::spawn(c.clone().run(stop));
+        let policy = ReleasePolicy {
+            name: "reviews".into(),
+            namespace: "default".into(),
+            spec: spec(1000),
+            state: Default::default(),
+        };
+        store.set_part("kube", Model { policies: [(key.clone(), policy)].into(), ..Default::default() });
+
+        let r = until(&c, &key, |r| r.state.canary_weight == Some(3000)).await;
+        assert_eq!(r, stored, "the follower serves the stored record, its pause long over but not ended");
+        match c.act(&key, Verb::Promote) {
+            Err(ReleaseError::NotLeader { leader, .. }) => assert_eq!(leader.as_deref(), Some("replica-a")),
+            other => panic!("a follower took a verb: {other:?}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(c.record(&key).unwrap(), stored, "still no step of its own");
+
+        lead.send_replace(true);
+        let r = until(&c, &key, |r| r.state.step == 2).await;
+        assert_eq!(r.canary_weight(), 3000, "the new leader ends the overdue pause and keeps the stored weight");
+        assert!(r.step_started_ms >= now, "the next step starts at takeover");
+        assert_eq!(c.act(&key, Verb::Promote).unwrap().status.phase, Phase::Promoted);
+    }
 }
