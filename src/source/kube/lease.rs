@@ -1,5 +1,6 @@
-//! Leader election on a `coordination.k8s.io/v1` Lease: one replica leads (writes ReleasePolicy status), every
-//! replica serves xDS.
+//! Leader election on a `coordination.k8s.io/v1` Lease: one replica leads (drives the cluster's releases and
+//! writes their status, see [`crate::release::shared`]), every replica serves xDS. Besides whether this replica
+//! leads, it publishes who does, so a follower's refusal of a verb can name the leader.
 //!
 //! ```text
 //!  every duration/3:  GET lease ─ absent ──────────────▶ create (holder = me)        ─▶ leading
