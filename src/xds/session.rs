@@ -72,6 +72,10 @@ pub(crate) struct TypeState {
     pub initial: BTreeMap<String, String>,
     /// Delta: subscribed names already reported absent in `removed_resources`.
     pub absent_told: BTreeSet<String>,
+    /// Delta: the `names_gen` of the last push. After a push every subscribed name is sent, reconnect-held
+    /// (`initial`) or told absent, and only a subscription change can break that, so while `names_gen` stays the
+    /// same the push need not walk the names (O(subscription)) looking for newly absent ones.
+    pub names_checked: Option<u64>,
 }
 
 impl TypeState {
@@ -89,6 +93,16 @@ struct Excluded {
     names: Vec<String>,
 }
 
+/// Whether the proxy holds the assignment of every EDS cluster it holds (see [`Session::follows`]), with what it
+/// was computed from: it depends on the CDS set held and on the key sets of the EDS set held and the view's EDS
+/// set, so an endpoint change (values only) keeps it valid, checked by structural diffs in O(change).
+struct Follows {
+    clusters: Arc<ResourceSet>,
+    held: Arc<ResourceSet>,
+    view: ResourceSet,
+    ok: bool,
+}
+
 pub(crate) struct Session {
     pub proxy: ProxyInfo,
     pub types: [TypeState; 4],
@@ -100,6 +114,7 @@ pub(crate) struct Session {
     dirty: [bool; 4],
     /// Per type: the view's names a named subscription leaves out, with what they were computed from.
     excluded: [std::cell::RefCell<Option<Excluded>>; 4],
+    follows_eds: std::cell::RefCell<Option<Follows>>,
     nonce: u64,
     guard: StreamGuard,
     /// The earliest config change (published while connected) the proxy does not hold in full yet.
@@ -118,6 +133,7 @@ impl Session {
             view: None,
             dirty: [true; 4],
             excluded: Default::default(),
+            follows_eds: Default::default(),
             nonce: 0,
             guard,
             unconverged_since: None,
@@ -368,17 +384,35 @@ impl Session {
     fn follows(&self, kind: TypeKind, view: &View) -> bool {
         let held = &self.types[kind.index()].held;
         match kind {
-            TypeKind::Endpoint => self.types[TypeKind::Cluster.index()]
-                .held
-                .values()
-                .flat_map(|c| c.refs.iter())
-                .filter(|n| view.get(kind).contains_key(*n))
-                .all(|n| held.contains_key(n)),
+            TypeKind::Endpoint => self.follows_eds(view.get(kind)),
             TypeKind::Route if !self.types[TypeKind::Listener.index()].held.is_empty() => {
                 view.get(kind).keys().all(|n| held.contains_key(n))
             }
             _ => true,
         }
+    }
+
+    /// Every EDS cluster the proxy holds whose assignment exists has its assignment held; cached (see [`Follows`]).
+    fn follows_eds(&self, view: &ResourceSet) -> bool {
+        let clusters = &self.types[TypeKind::Cluster.index()].held;
+        let held = &self.types[TypeKind::Endpoint.index()].held;
+        let same_keys = |a: &ResourceSet, b: &ResourceSet| a.diff(b).all(|d| matches!(d, DiffItem::Update { .. }));
+        let mut cache = self.follows_eds.borrow_mut();
+        if let Some(c) = cache.as_mut()
+            && Arc::ptr_eq(&c.clusters, clusters)
+            && (Arc::ptr_eq(&c.held, held) || same_keys(&c.held, held))
+            && same_keys(&c.view, view)
+        {
+            (c.held, c.view) = (held.clone(), view.clone());
+            return c.ok;
+        }
+        let ok = clusters
+            .values()
+            .flat_map(|c| c.refs.iter())
+            .filter(|n| view.contains_key(*n))
+            .all(|n| held.contains_key(n));
+        *cache = Some(Follows { clusters: clusters.clone(), held: held.clone(), view: view.clone(), ok });
+        ok
     }
 
     /// Publishes this stream's state to the registry.
