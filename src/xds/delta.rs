@@ -55,14 +55,20 @@ impl Protocol for Delta {
                 st.initial.remove(&name);
             }
             st.absent_told.remove(&name);
-            st.names_gen += u64::from(st.names.insert(name));
+            if !st.names.contains(&name) {
+                Arc::make_mut(&mut st.names).insert(name);
+                st.names_gen += 1;
+            }
         }
         for name in req.resource_names_unsubscribe {
             if name == "*" {
                 st.wildcard = false;
                 continue;
             }
-            st.names_gen += u64::from(st.names.remove(&name));
+            if st.names.contains(&name) {
+                Arc::make_mut(&mut st.names).remove(&name);
+                st.names_gen += 1;
+            }
             st.absent_told.remove(&name);
             if !st.wildcard {
                 st.initial.remove(&name);

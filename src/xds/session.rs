@@ -46,7 +46,8 @@ pub(crate) struct TypeState {
     pub wildcard: bool,
     /// The stream named resources at some point (so an empty list now means "none", not wildcard).
     pub ever_named: bool,
-    pub names: BTreeSet<String>,
+    /// Shared with the registry's report (copied on write), so a stream keeps one copy of its subscription.
+    pub names: Arc<BTreeSet<String>>,
     /// Bumped whenever `names` changes (keys the cache of names a named subscription leaves out).
     pub names_gen: u64,
     /// ACKed: what the proxy has applied. Shared with the registry only weakly, so updating it never copies.
@@ -119,8 +120,6 @@ pub(crate) struct Session {
     guard: StreamGuard,
     /// The earliest config change (published while connected) the proxy does not hold in full yet.
     unconverged_since: Option<std::time::Instant>,
-    /// Per type: the subscription's names as last reported, and the `names_gen` they are of.
-    reported_names: [(u64, Arc<BTreeSet<String>>); 4],
 }
 
 impl Session {
@@ -137,7 +136,6 @@ impl Session {
             nonce: 0,
             guard,
             unconverged_since: None,
-            reported_names: Default::default(),
         }
     }
 
@@ -423,13 +421,6 @@ impl Session {
         {
             crate::telemetry::xds::get().converged(since.elapsed());
         }
-        for k in TypeKind::ALL {
-            let st = &self.types[k.index()];
-            let reported = &mut self.reported_names[k.index()];
-            if reported.0 != st.names_gen {
-                *reported = (st.names_gen, Arc::new(st.names.clone()));
-            }
-        }
         let types: BTreeMap<TypeKind, TypeStatus> = TypeKind::ALL
             .into_iter()
             .filter(|k| self.types[k.index()].subscribed)
@@ -444,7 +435,7 @@ impl Session {
                     held: Arc::downgrade(&st.held),
                     sent_set: st.sent.clone(),
                     wildcard: st.wildcard,
-                    names: self.reported_names[k.index()].1.clone(),
+                    names: st.names.clone(),
                     acked_at: st.acked_at,
                     sent_at: st.sent_at,
                 };
