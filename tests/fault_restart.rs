@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{Backend, LoadLoop, SluiceChild, free_port, load, reviews_yaml, start_envoy};
+use common::{Backend, LoadLoop, SluiceChild, load, reviews_yaml, start_envoy};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -42,8 +42,7 @@ async fn sluice_killed_under_load_loses_no_request_and_both_envoys_reconverge() 
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("reviews.yaml");
     std::fs::write(&file, config(v1.port(), v3.port(), Some(0))).expect("write config");
-    let xds: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("xds address");
-    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("admin address");
+    let [xds, admin] = common::free_addrs();
     let log = |n: u32| dir.path().join(format!("sluice-{n}.log"));
 
     let server = SluiceChild::start(&file, xds, admin, log(1), &[]).await;

@@ -9,12 +9,11 @@
 
 mod common;
 
-use common::{SluiceChild, free_port};
+use common::SluiceChild;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use sluice::bench::proxy::{self, Mode, Recorder};
 use sluice::xds::TypeKind;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -86,8 +85,7 @@ async fn proxies_that_stop_reading_do_not_slow_the_others_and_memory_stays_bound
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("services.yaml");
     std::fs::write(&file, config(0)).expect("write config");
-    let xds: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("xds address");
-    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("admin address");
+    let [xds, admin] = common::free_addrs();
     let server = SluiceChild::start(&file, xds, admin, dir.path().join("sluice.log"), &[]).await;
     let channel = || Channel::from_shared(format!("http://{xds}")).expect("uri").connect_lazy();
 

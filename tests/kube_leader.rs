@@ -4,11 +4,10 @@
 
 mod common;
 
+use common::SluiceChild;
 use common::kmock::{Kmock, obj, resource_version};
-use common::{SluiceChild, free_port};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 const LEASE_SECS: u64 = 2;
@@ -22,12 +21,12 @@ fn api(client: &kube::Client, group: &str, version: &str, kind: &str) -> Api<Dyn
 }
 
 async fn replica(kmock: &Kmock, id: &str, dir: &std::path::Path) -> SluiceChild {
-    let addr = || -> SocketAddr { format!("127.0.0.1:{}", free_port()).parse().unwrap() };
+    let [xds, admin] = common::free_addrs();
     let args: Vec<std::ffi::OsString> =
         ["--kube", "--identity", id, "--lease-duration-secs", &LEASE_SECS.to_string()].map(Into::into).to_vec();
     let env = [("KUBECONFIG", kmock.kubeconfig().into_os_string())];
     let env: Vec<(&str, &std::ffi::OsStr)> = env.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
-    SluiceChild::start_with(&args, &env, addr(), addr(), dir.join(format!("{id}.log"))).await
+    SluiceChild::start_with(&args, &env, xds, admin, dir.join(format!("{id}.log"))).await
 }
 
 async fn holder(client: &kube::Client) -> Option<String> {

@@ -6,8 +6,8 @@
 mod common;
 
 use bytes::Bytes;
+use common::SluiceChild;
 use common::kmock::{Kmock, obj};
-use common::{SluiceChild, free_port};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -31,12 +31,12 @@ fn api(client: &kube::Client, group: &str, version: &str, kind: &str) -> Api<Dyn
 }
 
 async fn replica(kmock: &Kmock, id: &str, dir: &std::path::Path) -> SluiceChild {
-    let addr = || -> SocketAddr { format!("127.0.0.1:{}", free_port()).parse().unwrap() };
+    let [xds, admin] = common::free_addrs();
     let args: Vec<std::ffi::OsString> =
         ["--kube", "--identity", id, "--lease-duration-secs", &LEASE_SECS.to_string()].map(Into::into).to_vec();
     let env = [("KUBECONFIG", kmock.kubeconfig().into_os_string())];
     let env: Vec<(&str, &std::ffi::OsStr)> = env.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
-    SluiceChild::start_with(&args, &env, addr(), addr(), dir.join(format!("{id}.log"))).await
+    SluiceChild::start_with(&args, &env, xds, admin, dir.join(format!("{id}.log"))).await
 }
 
 /// One request to a replica's admin port → (status, JSON body).

@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{Backend, LoadLoop, SluiceChild, assert_share, free_port, load, reviews_yaml, start_envoy};
+use common::{Backend, LoadLoop, SluiceChild, assert_share, load, reviews_yaml, start_envoy};
 use sluice::model::Phase;
 use sluice::release::Record;
 use sluice::release::persist::Persisted;
@@ -64,8 +64,7 @@ async fn kill_9_mid_release_keeps_traffic_and_state() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (file, state) = (dir.path().join("reviews.yaml"), dir.path().join("state"));
     std::fs::write(&file, config(v1.port(), v3.port(), "Progress")).expect("write config");
-    let xds: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("xds address");
-    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("admin address");
+    let [xds, admin] = common::free_addrs();
     let log = |n: u32| dir.path().join(format!("sluice-{n}.log"));
 
     let state_arg = state.to_str().expect("utf-8 temp path");

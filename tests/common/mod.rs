@@ -33,7 +33,7 @@ pub use peers::Peer;
 pub use stats::{assert_share, split_bound};
 pub use traffic::{LoadLoop, LoadReport};
 
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 
 /// The repository root (where Cargo.toml is).
@@ -44,8 +44,16 @@ pub fn repo() -> PathBuf {
 /// A port that is free on 127.0.0.1 right now. Another process may take it before the caller binds
 /// it; prefer binding `127.0.0.1:0` yourself when the code under test accepts a listener.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local addr").port()
+    let [addr] = free_addrs();
+    addr.port()
+}
+
+/// `N` distinct free addresses on 127.0.0.1 (all held open until every one is chosen, so two calls of
+/// [`free_port`] cannot hand one process the same port twice). The same caveat as [`free_port`] applies.
+pub fn free_addrs<const N: usize>() -> [SocketAddr; N] {
+    let listeners: [TcpListener; N] =
+        std::array::from_fn(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0"));
+    listeners.map(|l| l.local_addr().expect("local addr"))
 }
 
 /// The project virtualenv's Python (with grpcio), for the peers in `tests/peers/`.
