@@ -43,11 +43,38 @@ pub struct ReleasePolicySpec {
     pub analysis: Option<super::Analysis>,
     #[serde(default)]
     pub action: Action,
+    /// Kubernetes mode: create the canary's Deployment as a copy of the stable one (see `model::deploy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy: Option<super::Deploy>,
+    /// What happens to the losing version's Deployment (Kubernetes mode; default: nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finalize: Option<super::Finalize>,
 }
 
 impl ReleasePolicySpec {
     pub fn version_label(&self) -> &str {
         self.version_label.as_deref().unwrap_or(DEFAULT_VERSION_LABEL)
+    }
+
+    /// What happens to the losing version's Deployment.
+    pub fn loser(&self) -> super::Loser {
+        self.finalize.as_ref().map(super::Finalize::loser).unwrap_or_default()
+    }
+
+    /// Refuses what needs Deployments, for a policy outside a cluster (a config file or the API): `spec.deploy`
+    /// and a `spec.finalize` loser action other than Keep.
+    pub fn check_without_deployments(&self, mode: &str) -> Result<(), FieldError> {
+        let why = format!("{mode} has no Deployments; only a ReleasePolicy in the cluster (sluice serve --kube) can");
+        if self.deploy.is_some() {
+            return Err(FieldError::new("spec.deploy", format!("{why} deploy the canary")));
+        }
+        match self.finalize.as_ref().map(|f| (f.loser.is_some(), f.loser())) {
+            Some((explicit, l)) if l != super::Loser::Keep => {
+                let path = if explicit { "spec.finalize.loser" } else { "spec.finalize.scaleDownLoser" };
+                Err(FieldError::new(path, format!("{why} scale or delete the loser")))
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -391,6 +418,12 @@ impl ReleasePolicySpec {
         }
         if let Some(a) = &self.analysis {
             a.validate()?;
+        }
+        if let Some(d) = &self.deploy {
+            d.validate()?;
+        }
+        if let Some(f) = &self.finalize {
+            f.validate()?;
         }
         Ok(())
     }
