@@ -15,8 +15,8 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchP
 use serde_json::{Value, json};
 use sluice::model::ObjectKey;
 use sluice::server::{Options, Sluice};
-use sluice::store::Store;
 use sluice::source::kube::BACKOFF_MAX;
+use sluice::store::Store;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;

@@ -37,8 +37,9 @@ pub enum Item {
     Service(Service),
     Pod(PodLabels),
     Slice(Slice),
-    /// A policy with the `metadata.generation` of the object it was read from (the status reports it).
-    Policy(Box<ReleasePolicy>, Option<i64>),
+    /// A policy with the `metadata.generation` of the object it was read from (the status reports it) and its
+    /// `metadata.uid` (the owner reference of the Deployments it creates).
+    Policy(Box<ReleasePolicy>, Option<i64>, Option<String>),
     VirtualService(Box<mesh::VirtualService>),
     DestinationRule(Box<mesh::DestinationRule>),
     HttpRoute(Box<mesh::HttpRouteObject>),
@@ -100,8 +101,9 @@ pub fn service(svc: &KubeService) -> Result<Item, Invalid> {
         name: svc.name_any(),
         namespace: svc.namespace().unwrap_or_default(),
         ports,
-        // Kubernetes resolves selection into EndpointSlices; the model's selector is for the file source.
-        selector: BTreeMap::new(),
+        // Kubernetes resolves selection into EndpointSlices (translate never reads this); the Deployment task
+        // uses it to find the Deployments behind the Service.
+        selector: spec.selector.clone().unwrap_or_default().into_iter().collect(),
     }))
 }
 
@@ -155,7 +157,7 @@ pub fn release_policy(obj: &DynamicObject) -> Result<Item, Invalid> {
         spec,
         state: Default::default(),
     };
-    Ok(Item::Policy(Box::new(policy), obj.metadata.generation))
+    Ok(Item::Policy(Box::new(policy), obj.metadata.generation, obj.metadata.uid.clone()))
 }
 
 /// The API resource of the ReleasePolicy CRD, for the dynamic watch.

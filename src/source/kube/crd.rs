@@ -39,6 +39,10 @@ pub struct PolicyStatus {
     /// `metadata.generation` of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The canary Deployment's rollout and the loser's fate (`spec.deploy`, `spec.finalize`), written by the
+    /// Deployment task under this key alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<super::rollout::Rollout>,
 }
 
 /// The CRD as applied to a cluster.

@@ -95,7 +95,7 @@ pub fn policy_status(view: ReleaseView, generation: Option<i64>) -> PolicyStatus
     for v in &mut release.versions {
         (v.rps, v.success_rate, v.latency_p50_ms, v.latency_p99_ms) = (None, None, None, None);
     }
-    PolicyStatus { release, observed_generation: generation }
+    PolicyStatus { release, observed_generation: generation, rollout: None }
 }
 
 fn to_json(status: PolicyStatus) -> Value {

@@ -1,7 +1,7 @@
 //! The watch streams and the index task: one generic helper spawns a watch for any kind.
 
 use super::convert::{self, Invalid, Item, key_of};
-use super::index::{Change, Index, Kind, Observed};
+use super::index::{Change, Index, Kind, Observed, Owners};
 use super::mesh::{self, DESTINATION_RULE, HTTP_ROUTE, VIRTUAL_SERVICE};
 use super::{Access, DESTINATION_RULES, ENDPOINT_SLICES, HTTP_ROUTES, PODS, RELEASE_POLICIES, SERVICES, SOURCE};
 use super::{VIRTUAL_SERVICES, WatchOptions};
@@ -110,8 +110,10 @@ pub fn start_with(
     }
     let (routes_tx, routes) = watch::channel(BTreeSet::new());
     let (observed_tx, observed) = watch::channel(Observed::new());
-    let task = tokio::spawn(run_index(index, rx, store, observed_tx, routes_tx, stop));
-    Watching { task, observed, routes }
+    let (owners_tx, owners) = watch::channel(Owners::new());
+    let outputs = Outputs { observed: observed_tx, routes: routes_tx, owners: owners_tx };
+    let task = tokio::spawn(run_index(index, rx, store, outputs, stop));
+    Watching { task, observed, routes, owners }
 }
 
 /// The running watch: the index task, and the ReleasePolicies it holds with their generations (updated with
@@ -121,6 +123,15 @@ pub struct Watching {
     pub observed: watch::Receiver<Observed>,
     /// The keys of the cluster's HTTPRoutes in the last published model, for the route status writer.
     pub routes: watch::Receiver<BTreeSet<ObjectKey>>,
+    /// The uid of every ReleasePolicy, for the owner references of the Deployments Sluice creates.
+    pub owners: watch::Receiver<Owners>,
+}
+
+/// What the index task publishes beside the model.
+struct Outputs {
+    observed: watch::Sender<Observed>,
+    routes: watch::Sender<BTreeSet<ObjectKey>>,
+    owners: watch::Sender<Owners>,
 }
 
 /// An `Api` for a typed kind, in one namespace or all; `access` is the RBAC entry this watch relies on.
@@ -204,8 +215,7 @@ async fn run_index(
     mut index: Index,
     mut rx: mpsc::Receiver<(usize, Change)>,
     store: Store,
-    observed: watch::Sender<Observed>,
-    routes: watch::Sender<BTreeSet<ObjectKey>>,
+    outputs: Outputs,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut batch = Vec::new();
@@ -229,9 +239,11 @@ async fn run_index(
         if changed && index.is_ready() {
             let model = index.model();
             let keys: BTreeSet<ObjectKey> = model.http_routes.keys().cloned().collect();
-            routes.send_if_modified(|old| std::mem::replace(old, keys) != *old);
+            outputs.routes.send_if_modified(|old| std::mem::replace(old, keys) != *old);
+            let owners = index.owners();
+            outputs.owners.send_if_modified(|old| std::mem::replace(old, owners) != *old);
             store.set_part(SOURCE, model);
-            observed.send_if_modified(|o| {
+            outputs.observed.send_if_modified(|o| {
                 let fresh = index.observed();
                 let modified = *o != fresh;
                 *o = fresh;
