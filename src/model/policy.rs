@@ -599,6 +599,20 @@ mod tests {
     }
 
     #[test]
+    fn outside_a_cluster_deploy_and_loser_actions_are_refused() {
+        let mut s = spec();
+        assert_eq!(s.check_without_deployments("the release API"), Ok(()));
+        s.finalize = Some(crate::model::Finalize { loser: Some(crate::model::Loser::Keep), scale_down_loser: None });
+        assert_eq!(s.check_without_deployments("the release API"), Ok(()), "Keep is what happens anyway");
+        s.finalize = Some(crate::model::Finalize { loser: None, scale_down_loser: Some(true) });
+        let err = s.check_without_deployments("the release API").unwrap_err();
+        assert_eq!(err.path, "spec.finalize.scaleDownLoser");
+        assert!(err.message.starts_with("the release API has no Deployments"), "{err}");
+        s.deploy = Some(crate::model::Deploy { images: [("r".into(), "r:v3".into())].into(), ..Default::default() });
+        assert_eq!(s.check_without_deployments("a config file").unwrap_err().path, "spec.deploy");
+    }
+
+    #[test]
     fn routing_follows_phase() {
         let mut p =
             ReleasePolicy { name: "r".into(), namespace: "default".into(), spec: spec(), state: Default::default() };
