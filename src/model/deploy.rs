@@ -18,7 +18,7 @@
 //! structural schema cannot hold a field that is a string or an object. The checks here are pure; the cluster
 //! side is `source::kube::deploy`.
 
-use super::FieldError;
+use super::{FieldError, ReleasePolicySpec};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -119,6 +119,29 @@ impl Deploy {
     }
 }
 
+impl ReleasePolicySpec {
+    /// What happens to the losing version's Deployment.
+    pub fn loser(&self) -> Loser {
+        self.finalize.as_ref().map(Finalize::loser).unwrap_or_default()
+    }
+
+    /// Refuses what needs Deployments, for a policy outside a cluster (a config file or the API): `spec.deploy`
+    /// and a `spec.finalize` loser action other than Keep.
+    pub fn check_without_deployments(&self, mode: &str) -> Result<(), FieldError> {
+        let why = format!("{mode} has no Deployments; only a ReleasePolicy in the cluster (sluice serve --kube) can");
+        if self.deploy.is_some() {
+            return Err(FieldError::new("spec.deploy", format!("{why} deploy the canary")));
+        }
+        match self.finalize.as_ref().map(|f| (f.loser.is_some(), f.loser())) {
+            Some((explicit, l)) if l != Loser::Keep => {
+                let path = if explicit { "spec.finalize.loser" } else { "spec.finalize.scaleDownLoser" };
+                Err(FieldError::new(path, format!("{why} scale or delete the loser")))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// The canary Deployment's name: the stable's with its `-<stable>` suffix replaced, else `<stable name>-<canary>`
 /// (`reviews-v1` → `reviews-v3`). Kubernetes names are at most 253 characters; validation keeps versions short.
 pub fn canary_name(stable_deployment: &str, stable: &str, canary: &str) -> String {
@@ -161,6 +184,25 @@ mod tests {
         assert_eq!(deploy("images: {Reviews_: x}"), Err("spec.deploy.images.Reviews_".into()));
         assert_eq!(deploy("{images: {r: x}, replicas: -1}"), Err("spec.deploy.replicas".into()));
         assert_eq!(deploy("{images: {r: x}, from: 'Not/A/Name'}"), Err("spec.deploy.from".into()));
+    }
+
+    #[test]
+    fn outside_a_cluster_deploy_and_loser_actions_are_refused() {
+        let mut s = ReleasePolicySpec {
+            service: "reviews".into(),
+            stable: "v1".into(),
+            canary: "v3".into(),
+            ..Default::default()
+        };
+        assert_eq!(s.check_without_deployments("the release API"), Ok(()));
+        s.finalize = Some(Finalize { loser: Some(Loser::Keep), scale_down_loser: None });
+        assert_eq!(s.check_without_deployments("the release API"), Ok(()), "Keep is what happens anyway");
+        s.finalize = Some(Finalize { loser: None, scale_down_loser: Some(true) });
+        let err = s.check_without_deployments("the release API").unwrap_err();
+        assert_eq!(err.path, "spec.finalize.scaleDownLoser");
+        assert!(err.message.starts_with("the release API has no Deployments"), "{err}");
+        s.deploy = Some(Deploy { images: [("r".into(), "r:v3".into())].into(), ..Default::default() });
+        assert_eq!(s.check_without_deployments("a config file").unwrap_err().path, "spec.deploy");
     }
 
     #[test]

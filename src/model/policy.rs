@@ -55,27 +55,6 @@ impl ReleasePolicySpec {
     pub fn version_label(&self) -> &str {
         self.version_label.as_deref().unwrap_or(DEFAULT_VERSION_LABEL)
     }
-
-    /// What happens to the losing version's Deployment.
-    pub fn loser(&self) -> super::Loser {
-        self.finalize.as_ref().map(super::Finalize::loser).unwrap_or_default()
-    }
-
-    /// Refuses what needs Deployments, for a policy outside a cluster (a config file or the API): `spec.deploy`
-    /// and a `spec.finalize` loser action other than Keep.
-    pub fn check_without_deployments(&self, mode: &str) -> Result<(), FieldError> {
-        let why = format!("{mode} has no Deployments; only a ReleasePolicy in the cluster (sluice serve --kube) can");
-        if self.deploy.is_some() {
-            return Err(FieldError::new("spec.deploy", format!("{why} deploy the canary")));
-        }
-        match self.finalize.as_ref().map(|f| (f.loser.is_some(), f.loser())) {
-            Some((explicit, l)) if l != super::Loser::Keep => {
-                let path = if explicit { "spec.finalize.loser" } else { "spec.finalize.scaleDownLoser" };
-                Err(FieldError::new(path, format!("{why} scale or delete the loser")))
-            }
-            _ => Ok(()),
-        }
-    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -596,20 +575,6 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
         assert_eq!(parse_duration("5 minutes"), None);
         assert_eq!(parse_duration(""), None);
-    }
-
-    #[test]
-    fn outside_a_cluster_deploy_and_loser_actions_are_refused() {
-        let mut s = spec();
-        assert_eq!(s.check_without_deployments("the release API"), Ok(()));
-        s.finalize = Some(crate::model::Finalize { loser: Some(crate::model::Loser::Keep), scale_down_loser: None });
-        assert_eq!(s.check_without_deployments("the release API"), Ok(()), "Keep is what happens anyway");
-        s.finalize = Some(crate::model::Finalize { loser: None, scale_down_loser: Some(true) });
-        let err = s.check_without_deployments("the release API").unwrap_err();
-        assert_eq!(err.path, "spec.finalize.scaleDownLoser");
-        assert!(err.message.starts_with("the release API has no Deployments"), "{err}");
-        s.deploy = Some(crate::model::Deploy { images: [("r".into(), "r:v3".into())].into(), ..Default::default() });
-        assert_eq!(s.check_without_deployments("a config file").unwrap_err().path, "spec.deploy");
     }
 
     #[test]
