@@ -5,8 +5,9 @@
 //!
 //! - `deploy_then_promote_finalize_scales_the_stable_after_envoy_acked`: a real Envoy; it is stopped (SIGSTOP, by
 //!   PID) across the finalize, so the scale-down must wait for its ACK; nothing else in the namespace changes.
-//! - `finalize_with_delete_deletes_the_stable`, `abort_scales_the_canary_to_zero`: the other actions (no proxy
-//!   connected: nothing to wait for), and a second Deployment task (a new leader) repeats nothing.
+//! - `finalize_with_delete_deletes_the_stable`, `abort_scales_the_canary_to_zero`,
+//!   `abort_with_delete_deletes_the_canary_and_never_recreates_it`: the other actions (no proxy connected: nothing
+//!   to wait for), and a second Deployment task (a new leader) repeats nothing.
 
 mod common;
 
@@ -222,7 +223,9 @@ async fn deploy_then_promote_finalize_scales_the_stable_after_envoy_acked() {
     let (envoy, listen): (Envoy, SocketAddr) = start_envoy(running.sluice.xds_addr(), "envoy-1", false).await;
 
     // The copy: name, labels, selector, pod template, image (only the named container's), replicas, owner.
+    let started = Instant::now();
     let canary = until(&client, "canary Deployment created", async || deployment(&client, "reviews-v3").await).await;
+    println!("canary Deployment seen {:?} after Envoy was up", started.elapsed());
     assert_eq!(canary["metadata"]["labels"], json!({"app": "reviews", "version": "v3"}));
     assert_eq!(canary["spec"]["selector"]["matchLabels"], json!({"app": "reviews", "version": "v3"}));
     assert_eq!(canary["spec"]["template"]["metadata"]["labels"], json!({"app": "reviews", "version": "v3"}));
@@ -310,10 +313,12 @@ async fn deploy_then_promote_finalize_scales_the_stable_after_envoy_acked() {
     assert_eq!(deployment(&client, "reviews-v1").await.unwrap()["spec"]["replicas"], 2, "scaled before Envoy ACKed");
     // Envoy resumes, ACKs the config without v1: only then is the stable scaled to zero.
     signal(&envoy, "-CONT");
+    let resumed = Instant::now();
     until(&client, "stable scaled to zero", async || {
         (deployment(&client, "reviews-v1").await?["spec"]["replicas"] == 0).then_some(())
     })
     .await;
+    println!("stable scaled to zero {:?} after Envoy resumed (tick {DEPLOY_TICK:?})", resumed.elapsed());
     let dump = envoy.admin_get("/config_dump").await;
     assert!(!dump.contains("outbound|9080|v1|reviews"), "Envoy still holds v1 when it was scaled down");
     let s = until(&client, "loser done in status", async || {
@@ -386,4 +391,19 @@ async fn abort_scales_the_canary_to_zero() {
     // Aborted: the canary is not created again.
     tokio::time::sleep(2 * DEPLOY_TICK).await;
     assert_eq!(deployment(&client, "reviews-v3").await.unwrap()["spec"]["replicas"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_with_delete_deletes_the_canary_and_never_recreates_it() {
+    let (_kmock, client, _running) = without_proxies(json!({"loser": "Delete"}), &["Abort"]).await;
+    until(&client, "canary deleted", async || deployment(&client, "reviews-v3").await.is_none().then_some(())).await;
+    assert_eq!(deployment(&client, "reviews-v1").await.unwrap()["spec"]["replicas"], 2, "the stable won: untouched");
+    let s = until(&client, "the release ended in status", async || {
+        let s = status(&client).await;
+        condition(&s["rollout"]["conditions"], "Deployed").is_some_and(|c| c["reason"] == "ReleaseEnded").then_some(s)
+    })
+    .await;
+    assert_eq!(s["rollout"]["loser"]["done"], true, "{s:#}");
+    tokio::time::sleep(2 * DEPLOY_TICK).await;
+    assert!(deployment(&client, "reviews-v3").await.is_none(), "an aborted release's canary came back");
 }
