@@ -8,6 +8,7 @@
 //! - `finalize_with_delete_deletes_the_stable`, `abort_scales_the_canary_to_zero`,
 //!   `abort_with_delete_deletes_the_canary_and_never_recreates_it`: the other actions (no proxy connected: nothing
 //!   to wait for), and a second Deployment task (a new leader) repeats nothing.
+//! - `a_follower_writes_no_deployment_until_it_leads`: without the lease, no Deployment write.
 
 mod common;
 
@@ -164,15 +165,19 @@ async fn act(client: &kube::Client, action: &str, generation: i64) {
 struct Running {
     sluice: Sluice,
     _stop: watch::Sender<bool>,
-    _leading: watch::Sender<bool>,
+    leading: watch::Sender<bool>,
 }
 
 async fn sluice(kmock: &Kmock) -> Running {
+    sluice_leading(kmock, true).await
+}
+
+async fn sluice_leading(kmock: &Kmock, leads: bool) -> Running {
     let (stop, stop_rx) = watch::channel(false);
     let store = Store::new();
     let watching = sluice::source::kube::start(kmock.client().await, &[], store.clone(), stop_rx.clone());
     let sluice = Sluice::start_with(Options::local(), store, Value::Null).await.expect("start");
-    let (leading, leader) = watch::channel(true);
+    let (leading, leader) = watch::channel(leads);
     let releases = sluice.releases().clone();
     let deploy = sluice::source::kube::manage_deployments(
         kmock.client().await,
@@ -191,7 +196,7 @@ async fn sluice(kmock: &Kmock) -> Running {
         stop_rx,
     ));
     tokio::time::timeout(BOUND, sluice.store().wait_ready()).await.expect("every kind listed");
-    Running { sluice, _stop: stop, _leading: leading }
+    Running { sluice, _stop: stop, leading }
 }
 
 /// Every object of the kinds the test cluster holds, by `Kind/name`, for a before/after comparison.
@@ -406,4 +411,16 @@ async fn abort_with_delete_deletes_the_canary_and_never_recreates_it() {
     assert_eq!(s["rollout"]["loser"]["done"], true, "{s:#}");
     tokio::time::sleep(2 * DEPLOY_TICK).await;
     assert!(deployment(&client, "reviews-v3").await.is_none(), "an aborted release's canary came back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_writes_no_deployment_until_it_leads() {
+    let kmock = Kmock::start();
+    let client = kmock.client().await;
+    cluster(&client, 9, json!({"loser": "Delete"})).await;
+    let running = sluice_leading(&kmock, false).await;
+    tokio::time::sleep(2 * DEPLOY_TICK).await;
+    assert!(deployment(&client, "reviews-v3").await.is_none(), "a follower created the canary");
+    running.leading.send_replace(true);
+    until(&client, "canary Deployment created", async || deployment(&client, "reviews-v3").await).await;
 }

@@ -127,8 +127,8 @@ async fn reconcile(
         None => rollout::behind_service(&deployments, spec, selector, &spec.stable),
     };
     let mut out = Rollout::default();
-    // The canary's Deployment: the one this policy owns, else the one to create from the stable.
-    let owned = |d: &&Deployment| uid.is_some_and(|u| rollout::owned_by(d, u));
+    // The canary's Deployment: the one this policy owns for this canary version, else one to create from the stable.
+    let owned = |d: &&Deployment| uid.is_some_and(|u| rollout::owned_by(d, u) && rollout::runs(d, spec, &spec.canary));
     let mut canary: Option<Deployment> = None;
     if spec.deploy.is_some() {
         canary = match (deployments.iter().find(owned), &stable, uid) {

@@ -98,6 +98,11 @@ fn template_labels(d: &Deployment) -> BTreeMap<String, String> {
     meta.and_then(|m| m.labels.clone()).unwrap_or_default()
 }
 
+/// Whether `d`'s pod template carries the policy's version label with `version`.
+pub fn runs(d: &Deployment, spec: &ReleasePolicySpec, version: &str) -> bool {
+    template_labels(d).get(spec.version_label()).map(String::as_str) == Some(version)
+}
+
 /// Whether `d` is owned by the ReleasePolicy with this uid.
 pub fn owned_by(d: &Deployment, uid: &str) -> bool {
     d.metadata.owner_references.iter().flatten().any(|r| r.uid == uid)
