@@ -11,6 +11,7 @@ pub mod admin;
 pub mod auth;
 pub mod bench;
 pub mod bootstrap;
+#[cfg(feature = "kube")]
 pub mod cli;
 pub mod envoy_json;
 pub mod model;

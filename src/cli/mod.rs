@@ -16,9 +16,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-/// The Bookinfo example, served when no source is given.
-pub const DEFAULT_CONFIG: &str = include_str!("../../config/bookinfo.yaml");
-
 #[derive(Parser, Debug)]
 #[command(name = "sluice", version, about = "An Envoy xDS control plane for grayscale releases")]
 pub struct Cli {
@@ -264,7 +261,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if args.config.is_empty() && args.kube {
         // Kubernetes is the only source.
     } else if args.config.is_empty() {
-        let model = source::parse_str(DEFAULT_CONFIG, "config/bookinfo.yaml (embedded)")
+        let model = source::parse_str(source::DEFAULT_CONFIG, "config/bookinfo.yaml (embedded)")
             .map_err(|e| anyhow::anyhow!("the embedded example does not load:\n{e}"))?;
         store.set_part(source::SOURCE, model);
     } else {

@@ -17,6 +17,7 @@ mod assemble;
 mod documents;
 mod error;
 pub mod file;
+#[cfg(feature = "kube")]
 pub mod kube;
 mod lines;
 mod objects;
@@ -25,3 +26,6 @@ pub use file::{
     FileSourceStatus, LoadError, LoadErrors, SOURCE, load_paths, parse_str, validate_command, validate_to, watch,
     watch_with_status,
 };
+
+/// The Bookinfo example (`config/bookinfo.yaml`), served when no source is given.
+pub const DEFAULT_CONFIG: &str = include_str!("../../config/bookinfo.yaml");

@@ -91,7 +91,7 @@ driver!(
 
 /// The model the driver serves at `variant` (the base Bookinfo example, edited a little per variant).
 pub fn model(variant: u8) -> Model {
-    let mut m = crate::source::parse_str(crate::cli::DEFAULT_CONFIG, "bookinfo.yaml").expect("the example loads");
+    let mut m = crate::source::parse_str(crate::source::DEFAULT_CONFIG, "bookinfo.yaml").expect("the example loads");
     let reviews = ObjectKey::new("default", "reviews");
     match variant % 4 {
         0 => {}
