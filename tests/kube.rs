@@ -283,6 +283,9 @@ async fn an_emulator_restart_relists_without_an_empty_push() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_policy_beside_a_good_one_is_skipped_logged_and_counted() {
     let log = common::captured_log();
+    // The recorder before the watch: its count of the invalid object must not go to the no-op recorder when the
+    // watch is faster than `Sluice::start_with` (which installs it too).
+    sluice::telemetry::prom::install();
 
     let kmock = Kmock::start();
     let client = kmock.client().await;

@@ -1,5 +1,6 @@
 //! The Release API as REST JSON on the admin port. Views are Kubernetes-shaped (`apiVersion`, `kind`,
-//! `metadata`, `spec`, `status`); errors are `{"error": "...", "field": "spec.traffic.canaryWeight"}`.
+//! `metadata`, `spec`, `status`); errors are `{"error": "...", "field": "spec.traffic.canaryWeight"}`. A verb on a
+//! Kubernetes release sent to a replica that does not lead is refused with 409 and `"leader": "<Lease holder>"`.
 //!
 //! | request | does |
 //! |---|---|
@@ -41,19 +42,27 @@ pub struct ApiError {
     status: StatusCode,
     message: String,
     field: Option<String>,
+    /// The Lease holder, when a follower refuses a verb.
+    leader: Option<String>,
 }
 
 /// The one place a [`ReleaseError`] becomes an HTTP status and body.
 impl From<ReleaseError> for ApiError {
     fn from(e: ReleaseError) -> Self {
         let message = e.to_string();
+        let leader = match &e {
+            ReleaseError::NotLeader { leader, .. } => leader.clone(),
+            _ => None,
+        };
         let (status, field) = match e {
             ReleaseError::NotFound(_) => (StatusCode::NOT_FOUND, None),
             ReleaseError::Invalid(f) => (StatusCode::BAD_REQUEST, Some(f.path)),
-            ReleaseError::Conflict(_) | ReleaseError::Refused(_) => (StatusCode::CONFLICT, None),
+            ReleaseError::Conflict(_) | ReleaseError::Refused(_) | ReleaseError::NotLeader { .. } => {
+                (StatusCode::CONFLICT, None)
+            }
             ReleaseError::Persist(_) | ReleaseError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, None),
         };
-        Self { status, message, field }
+        Self { status, message, field, leader }
     }
 }
 
@@ -65,10 +74,13 @@ impl From<FieldError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = match self.field {
-            Some(field) => json!({ "error": self.message, "field": field }),
-            None => json!({ "error": self.message }),
-        };
+        let mut body = json!({ "error": self.message });
+        if let Some(field) = self.field {
+            body["field"] = field.into();
+        }
+        if let Some(leader) = self.leader {
+            body["leader"] = leader.into();
+        }
         (self.status, axum::Json(body)).into_response()
     }
 }
@@ -123,6 +135,7 @@ async fn act(State(s): State<AdminState>, Path((ns, name, verb)): Path<(String, 
             status: StatusCode::NOT_FOUND,
             message: format!("no action `{verb}`: POST weight or one of {}", verbs.join(", ")),
             field: None,
+            leader: None,
         });
     };
     let key = api::key(&ns, &name)?;

@@ -253,10 +253,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let client = kube::Client::try_default()
             .await
             .map_err(|e| anyhow::anyhow!("--kube: no Kubernetes config (in-cluster or KUBECONFIG): {e}"))?;
-        let options = source::kube::WatchOptions { mesh_objects: args.kube_mesh_objects };
-        let watching =
-            source::kube::start_with(client.clone(), &args.namespaces, options, store.clone(), stop_rx.clone());
-        kube = Some((client, watching));
+        // Pending from the start (no xDS answer before the cluster is listed); the watch starts once the release
+        // controller knows the cluster's releases are shared, so it never drives one it should follow.
+        store.register_source(source::kube::SOURCE);
+        kube = Some(client);
     }
     if args.config.is_empty() && args.kube {
         // Kubernetes is the only source.
@@ -298,7 +298,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     tracing::info!(config = %config, "effective configuration");
     let sluice = Sluice::start_with(options, store, config).await?;
     let (leading, leader) = tokio::sync::watch::channel(false);
-    if let Some((client, watching)) = kube {
+    let (holding, holder) = tokio::sync::watch::channel(None);
+    if let Some(client) = kube {
         let (namespace, name) = args
             .lease
             .split_once('/')
@@ -309,8 +310,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             identity: args.identity.clone().unwrap_or_else(|| format!("sluice-{}", std::process::id())),
             duration: Duration::from_secs(args.lease_duration_secs.max(1)),
         };
-        tokio::spawn(source::kube::lead(client.clone(), config, leading, stop_rx.clone()));
         let releases = sluice.releases().clone();
+        let options = source::kube::WatchOptions { mesh_objects: args.kube_mesh_objects };
+        let watching = source::kube::start_with(
+            client.clone(),
+            &args.namespaces,
+            options,
+            sluice.store().clone(),
+            stop_rx.clone(),
+        );
+        // The cluster's releases: driven here only while this replica leads; otherwise the leader's stored state.
+        releases.share(crate::release::Shared {
+            source: source::kube::SOURCE.to_string(),
+            leading: leader.clone(),
+            holder,
+            stored: watching.stored,
+        });
+        tokio::spawn(source::kube::lead(client.clone(), config, leading, holding, stop_rx.clone()));
         let store = sluice.store().clone();
         let routes = watching.routes;
         let route_leader = leader.clone();

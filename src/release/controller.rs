@@ -1,16 +1,18 @@
 //! The release controller: the one owner of every release's record. Sources give specs; the controller turns
 //! verbs, weights and timed steps into release state, persists it before acknowledging, and lays it over the
-//! model for translate.
+//! model for translate. Releases of a shared source (Kubernetes) are driven only while this replica leads; a
+//! follower adopts the leader's stored records instead (see [`super::shared`]).
 
 use super::machine::{Record, Refused, Verb};
 use super::persist::{PersistError, Persisted, StateDir, StoredPolicy};
+use super::shared::{self, Shared};
 use super::status::{self, Proxies, ReleaseView};
 use crate::model::{FieldError, Model, ObjectKey, ReleasePolicy, ReleasePolicySpec};
 use crate::store::Store;
 use crate::telemetry::{Totals, TrafficStats, VersionKey};
 use crate::xds::{Registry, Snapshot};
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Notify, watch};
 
@@ -31,6 +33,12 @@ pub enum ReleaseError {
     Persist(#[from] PersistError),
     #[error("release request failed: {0}")]
     Internal(String),
+    /// A verb sent to a replica that follows: only the leader changes a shared release.
+    #[error(
+        "release {release} is driven by the leading replica {}, not this one: send the request there",
+        .leader.as_deref().unwrap_or("(none holds the lease now; retry shortly)")
+    )]
+    NotLeader { release: ObjectKey, leader: Option<String> },
 }
 
 #[derive(Clone)]
@@ -43,12 +51,16 @@ pub struct ReleaseController {
     traffic: TrafficStats,
     /// Per release with analysis: the canary's totals when its current interval began (and that instant).
     baselines: Arc<Mutex<BTreeMap<ObjectKey, (u64, Totals)>>>,
+    /// Set once in Kubernetes mode: the shared source and who leads it.
+    shared: Arc<OnceLock<Shared>>,
 }
 
 struct Inner {
     records: BTreeMap<ObjectKey, Record>,
     api: BTreeMap<ObjectKey, StoredPolicy>,
     dir: Option<StateDir>,
+    /// Leading, and the stored records were adopted since this replica began to lead.
+    took_over: bool,
 }
 
 fn now_ms() -> u64 {
@@ -75,17 +87,58 @@ impl ReleaseController {
             .filter_map(|(k, r)| k.split_once('/').map(|(ns, n)| (ObjectKey::new(ns, n), r)))
             .collect();
         let this = Self {
-            inner: Arc::new(Mutex::new(Inner { records, api, dir })),
+            inner: Arc::new(Mutex::new(Inner { records, api, dir, took_over: false })),
             store,
             registry,
             snapshots,
             wake: Arc::new(Notify::new()),
             traffic,
             baselines: Default::default(),
+            shared: Default::default(),
         };
         this.store.set_part(API_SOURCE, this.api_model());
         this.publish_states();
         Ok(this)
+    }
+
+    /// Makes the releases of `shared.source` follow the leader: from now on this replica drives them only while
+    /// it leads. Call once, from within the runtime (a task wakes the controller on every leadership or stored
+    /// state change).
+    pub fn share(&self, shared: Shared) {
+        let (mut leading, mut stored) = (shared.leading.clone(), shared.stored.clone());
+        if self.shared.set(shared).is_err() {
+            tracing::error!("release sharing set twice; keeping the first");
+            return;
+        }
+        let wake = self.wake.clone();
+        wake.notify_one();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    r = leading.changed() => if r.is_err() { return },
+                    r = stored.changed() => if r.is_err() { return },
+                }
+                wake.notify_one();
+            }
+        });
+    }
+
+    /// The releases this replica follows rather than drives: the shared source's, while another replica leads.
+    fn followed(&self, model: &Model) -> BTreeSet<ObjectKey> {
+        match self.shared.get() {
+            Some(s) if !s.leading() => self.shared_keys(model),
+            _ => BTreeSet::new(),
+        }
+    }
+
+    fn shared_keys(&self, model: &Model) -> BTreeSet<ObjectKey> {
+        let Some(s) = self.shared.get() else { return BTreeSet::new() };
+        model
+            .policies
+            .keys()
+            .filter(|k| self.store.policy_source(k).as_deref() == Some(s.source.as_str()))
+            .cloned()
+            .collect()
     }
 
     /// Runs the controller: reconciles when sources change, runs due steps, until `stop` turns true.
@@ -95,7 +148,14 @@ impl ReleaseController {
             self.reconcile();
             let analysing = self.refresh_baselines();
             let now = now_ms();
-            let due = self.lock().records.values().filter_map(|r| r.next_wake(now)).min();
+            let followed = self.followed(&self.store.model());
+            let due = self
+                .lock()
+                .records
+                .iter()
+                .filter(|(k, _)| !followed.contains(*k))
+                .filter_map(|(_, r)| r.next_wake(now))
+                .min();
             let mut sleep =
                 due.map(|d| Duration::from_millis(d.saturating_sub(now))).unwrap_or(Duration::from_secs(3600));
             if analysing {
@@ -119,6 +179,11 @@ impl ReleaseController {
     pub fn list(&self, namespace: Option<&str>) -> Vec<ReleaseView> {
         let keys: Vec<ObjectKey> = self.lock().records.keys().cloned().collect();
         keys.iter().filter(|k| namespace.is_none_or(|ns| k.namespace == ns)).filter_map(|k| self.get(k).ok()).collect()
+    }
+
+    /// A release's record as the controller holds it (the status writer stores it for the other replicas).
+    pub fn record(&self, key: &ObjectKey) -> Option<Record> {
+        self.lock().records.get(key).cloned()
     }
 
     pub fn get(&self, key: &ObjectKey) -> Result<ReleaseView, ReleaseError> {
@@ -209,6 +274,10 @@ impl ReleaseController {
         key: &ObjectKey,
         f: impl FnOnce(&mut Record, u64) -> Result<(), Refused>,
     ) -> Result<ReleaseView, ReleaseError> {
+        if self.followed(&self.store.model()).contains(key) {
+            let leader = self.shared.get().and_then(Shared::holder);
+            return Err(ReleaseError::NotLeader { release: key.clone(), leader });
+        }
         {
             let mut inner = self.lock();
             let mut records = inner.records.clone();
@@ -242,14 +311,19 @@ impl ReleaseController {
         Ok(())
     }
 
-    /// Follows source changes: new policies start, changed specs apply, removed policies end.
+    /// Follows source changes: new policies start, changed specs apply, removed policies end. Shared releases
+    /// take the stored record: when new, while following, and once on taking over.
     fn reconcile(&self) {
         let model = self.store.model();
+        let shared = self.shared.get();
+        let shared_keys = self.shared_keys(&model);
+        let following = shared.is_some_and(|s| !s.leading());
         let changed = {
             let mut inner = self.lock();
             let now = now_ms();
             let mut records = inner.records.clone();
             records.retain(|k, _| model.policies.contains_key(k));
+            let mut started = BTreeSet::new();
             for (key, policy) in &model.policies {
                 match records.get_mut(key) {
                     Some(r) if r.spec != policy.spec => r.respec(policy.spec.clone(), now),
@@ -257,8 +331,24 @@ impl ReleaseController {
                     None => {
                         tracing::info!(release = %key, "release started");
                         records.insert(key.clone(), Record::new(policy.spec.clone(), now));
+                        started.insert(key.clone());
                     }
                 }
+            }
+            if let Some(s) = shared {
+                let adopting = match following || !inner.took_over {
+                    true => shared_keys.clone(),
+                    false => shared_keys.intersection(&started).cloned().collect(),
+                };
+                shared::adopt(&mut records, &adopting, &s.stored.borrow());
+                if !following && !inner.took_over {
+                    // Steps that fell due while no replica led run now (the run loop waits only for future ones).
+                    for (key, r) in records.iter_mut().filter(|(k, _)| adopting.contains(*k)) {
+                        r.tick(now);
+                        tracing::info!(release = %key, step = r.state.step, phase = ?r.state.phase, "leading: going on from the stored release state");
+                    }
+                }
+                inner.took_over = !following;
             }
             let changed = records != inner.records;
             if changed && let Err(e) = inner.commit(records, None) {
@@ -296,12 +386,13 @@ impl ReleaseController {
     fn measure_due(
         &self,
         records: &BTreeMap<ObjectKey, Record>,
+        followed: &BTreeSet<ObjectKey>,
         now: u64,
     ) -> BTreeMap<ObjectKey, crate::telemetry::Measured> {
         let mut baselines = self.baselines.lock().unwrap_or_else(|e| e.into_inner());
         records
             .iter()
-            .filter(|(_, r)| r.next_check().is_some_and(|due| now >= due))
+            .filter(|(k, r)| !followed.contains(*k) && r.next_check().is_some_and(|due| now >= due))
             .map(|(k, r)| {
                 let totals = self.traffic.totals(&canary_key(k, r));
                 let base = baselines.get(k).map(|(_, t)| t.clone()).unwrap_or_else(|| totals.clone());
@@ -313,11 +404,12 @@ impl ReleaseController {
     }
 
     fn tick(&self) {
+        let followed = self.followed(&self.store.model());
         let changed = {
             let mut inner = self.lock();
             let mut records = inner.records.clone();
             let now = now_ms();
-            let measured = self.measure_due(&records, now);
+            let measured = self.measure_due(&records, &followed, now);
             let mut changed = false;
             for (key, m) in &measured {
                 if let Some(r) = records.get_mut(key) {
@@ -325,7 +417,8 @@ impl ReleaseController {
                     tracing::info!(release = %key, check = ?r.analysis.last, phase = ?r.state.phase, "analysis check");
                 }
             }
-            let changed = records.values_mut().fold(changed, |acc, r| r.tick(now) | acc);
+            let driven = records.iter_mut().filter(|(k, _)| !followed.contains(*k));
+            let changed = driven.fold(changed, |acc, (_, r)| r.tick(now) | acc);
             if changed && let Err(e) = inner.commit(records, None) {
                 tracing::error!(error = %e, "release step not stored; will retry");
             }

@@ -44,7 +44,10 @@ pub fn status(e: ReleaseError) -> Status {
     match e {
         ReleaseError::Invalid(_) => Status::invalid_argument(message),
         ReleaseError::NotFound(_) => Status::not_found(message),
-        ReleaseError::Conflict(_) | ReleaseError::Refused(_) => Status::failed_precondition(message),
+        // Not UNAVAILABLE: a retry to the same replica would be refused again; the message names the leader.
+        ReleaseError::Conflict(_) | ReleaseError::Refused(_) | ReleaseError::NotLeader { .. } => {
+            Status::failed_precondition(message)
+        }
         ReleaseError::Persist(_) | ReleaseError::Internal(_) => Status::internal(message),
     }
 }

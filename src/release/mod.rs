@@ -7,6 +7,8 @@
 //!  verbs/weight ──┘   (machine: pure)        └─▶ StateDir (atomic JSON) before any change is acknowledged
 //!                         ▲ ticks for timed pauses; status reads the registry (proxies ACKed / connected)
 //! ```
+//! In Kubernetes mode the cluster's releases are shared by the replicas: only the Lease holder drives them, the
+//! others serve the state it stored in the ReleasePolicy status ([`shared`]).
 
 pub mod analysis;
 pub mod api;
@@ -14,9 +16,11 @@ mod controller;
 pub mod grpc;
 pub mod machine;
 pub mod persist;
+pub mod shared;
 pub mod status;
 
 pub use controller::{ReleaseController, ReleaseError};
 pub use machine::{Record, Refused, Verb};
 pub use persist::{PersistError, StateDir};
+pub use shared::{Shared, StoredRecords};
 pub use status::{Condition, ReleaseStatus, ReleaseView};

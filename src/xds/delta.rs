@@ -35,6 +35,10 @@ impl Protocol for Delta {
     fn handle(s: &mut Session, kind: TypeKind, req: DeltaDiscoveryRequest) {
         let st = s.state(kind);
         let first = !st.subscribed;
+        if !req.resource_names_subscribe.is_empty() || !req.resource_names_unsubscribe.is_empty() {
+            // Names may have left `sent` or `absent_told`: the next push walks the subscription again.
+            st.names_checked = None;
+        }
         if first {
             st.subscribed = true;
             st.initial.extend(req.initial_resource_versions);
@@ -51,14 +55,20 @@ impl Protocol for Delta {
                 st.initial.remove(&name);
             }
             st.absent_told.remove(&name);
-            st.names_gen += u64::from(st.names.insert(name));
+            if !st.names.contains(&name) {
+                Arc::make_mut(&mut st.names).insert(name);
+                st.names_gen += 1;
+            }
         }
         for name in req.resource_names_unsubscribe {
             if name == "*" {
                 st.wildcard = false;
                 continue;
             }
-            st.names_gen += u64::from(st.names.remove(&name));
+            if st.names.contains(&name) {
+                Arc::make_mut(&mut st.names).remove(&name);
+                st.names_gen += 1;
+            }
             st.absent_told.remove(&name);
             if !st.wildcard {
                 st.initial.remove(&name);
@@ -112,13 +122,16 @@ impl Protocol for Delta {
             }
         }
         removals.extend(st.initial.keys().filter(|n| !desired.contains_key(*n)).cloned());
-        removals.extend(
-            st.names
-                .iter()
-                .filter(|n| !desired.contains_key(*n) && !st.sent.contains_key(*n) && !st.initial.contains_key(*n))
-                .filter(|n| !st.absent_told.contains(*n))
-                .cloned(),
-        );
+        if st.names_checked != Some(st.names_gen) {
+            removals.extend(
+                st.names
+                    .iter()
+                    .filter(|n| !desired.contains_key(*n) && !st.sent.contains_key(*n) && !st.initial.contains_key(*n))
+                    .filter(|n| !st.absent_told.contains(*n))
+                    .cloned(),
+            );
+        }
+        st.names_checked = Some(st.names_gen);
         let first_answer = st.sent_version.is_none() && st.wildcard;
         if updates.is_empty() && removals.is_empty() && !first_answer {
             return None;

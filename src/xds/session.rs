@@ -46,7 +46,8 @@ pub(crate) struct TypeState {
     pub wildcard: bool,
     /// The stream named resources at some point (so an empty list now means "none", not wildcard).
     pub ever_named: bool,
-    pub names: BTreeSet<String>,
+    /// Shared with the registry's report (copied on write), so a stream keeps one copy of its subscription.
+    pub names: Arc<BTreeSet<String>>,
     /// Bumped whenever `names` changes (keys the cache of names a named subscription leaves out).
     pub names_gen: u64,
     /// ACKed: what the proxy has applied. Shared with the registry only weakly, so updating it never copies.
@@ -72,6 +73,10 @@ pub(crate) struct TypeState {
     pub initial: BTreeMap<String, String>,
     /// Delta: subscribed names already reported absent in `removed_resources`.
     pub absent_told: BTreeSet<String>,
+    /// Delta: the `names_gen` of the last push. After a push every subscribed name is sent, reconnect-held
+    /// (`initial`) or told absent, and only a subscription change can break that, so while `names_gen` stays the
+    /// same the push need not walk the names (O(subscription)) looking for newly absent ones.
+    pub names_checked: Option<u64>,
 }
 
 impl TypeState {
@@ -89,6 +94,16 @@ struct Excluded {
     names: Vec<String>,
 }
 
+/// Whether the proxy holds the assignment of every EDS cluster it holds (see [`Session::follows`]), with what it
+/// was computed from: it depends on the CDS set held and on the key sets of the EDS set held and the view's EDS
+/// set, so an endpoint change (values only) keeps it valid, checked by structural diffs in O(change).
+struct Follows {
+    clusters: Arc<ResourceSet>,
+    held: Arc<ResourceSet>,
+    view: ResourceSet,
+    ok: bool,
+}
+
 pub(crate) struct Session {
     pub proxy: ProxyInfo,
     pub types: [TypeState; 4],
@@ -100,12 +115,11 @@ pub(crate) struct Session {
     dirty: [bool; 4],
     /// Per type: the view's names a named subscription leaves out, with what they were computed from.
     excluded: [std::cell::RefCell<Option<Excluded>>; 4],
+    follows_eds: std::cell::RefCell<Option<Follows>>,
     nonce: u64,
     guard: StreamGuard,
     /// The earliest config change (published while connected) the proxy does not hold in full yet.
     unconverged_since: Option<std::time::Instant>,
-    /// Per type: the subscription's names as last reported, and the `names_gen` they are of.
-    reported_names: [(u64, Arc<BTreeSet<String>>); 4],
 }
 
 impl Session {
@@ -118,10 +132,10 @@ impl Session {
             view: None,
             dirty: [true; 4],
             excluded: Default::default(),
+            follows_eds: Default::default(),
             nonce: 0,
             guard,
             unconverged_since: None,
-            reported_names: Default::default(),
         }
     }
 
@@ -368,17 +382,35 @@ impl Session {
     fn follows(&self, kind: TypeKind, view: &View) -> bool {
         let held = &self.types[kind.index()].held;
         match kind {
-            TypeKind::Endpoint => self.types[TypeKind::Cluster.index()]
-                .held
-                .values()
-                .flat_map(|c| c.refs.iter())
-                .filter(|n| view.get(kind).contains_key(*n))
-                .all(|n| held.contains_key(n)),
+            TypeKind::Endpoint => self.follows_eds(view.get(kind)),
             TypeKind::Route if !self.types[TypeKind::Listener.index()].held.is_empty() => {
                 view.get(kind).keys().all(|n| held.contains_key(n))
             }
             _ => true,
         }
+    }
+
+    /// Every EDS cluster the proxy holds whose assignment exists has its assignment held; cached (see [`Follows`]).
+    fn follows_eds(&self, view: &ResourceSet) -> bool {
+        let clusters = &self.types[TypeKind::Cluster.index()].held;
+        let held = &self.types[TypeKind::Endpoint.index()].held;
+        let same_keys = |a: &ResourceSet, b: &ResourceSet| a.diff(b).all(|d| matches!(d, DiffItem::Update { .. }));
+        let mut cache = self.follows_eds.borrow_mut();
+        if let Some(c) = cache.as_mut()
+            && Arc::ptr_eq(&c.clusters, clusters)
+            && (Arc::ptr_eq(&c.held, held) || same_keys(&c.held, held))
+            && same_keys(&c.view, view)
+        {
+            (c.held, c.view) = (held.clone(), view.clone());
+            return c.ok;
+        }
+        let ok = clusters
+            .values()
+            .flat_map(|c| c.refs.iter())
+            .filter(|n| view.contains_key(*n))
+            .all(|n| held.contains_key(n));
+        *cache = Some(Follows { clusters: clusters.clone(), held: held.clone(), view: view.clone(), ok });
+        ok
     }
 
     /// Publishes this stream's state to the registry.
@@ -388,13 +420,6 @@ impl Session {
             && let Some(since) = self.unconverged_since.take()
         {
             crate::telemetry::xds::get().converged(since.elapsed());
-        }
-        for k in TypeKind::ALL {
-            let st = &self.types[k.index()];
-            let reported = &mut self.reported_names[k.index()];
-            if reported.0 != st.names_gen {
-                *reported = (st.names_gen, Arc::new(st.names.clone()));
-            }
         }
         let types: BTreeMap<TypeKind, TypeStatus> = TypeKind::ALL
             .into_iter()
@@ -410,7 +435,7 @@ impl Session {
                     held: Arc::downgrade(&st.held),
                     sent_set: st.sent.clone(),
                     wildcard: st.wildcard,
-                    names: self.reported_names[k.index()].1.clone(),
+                    names: st.names.clone(),
                     acked_at: st.acked_at,
                     sent_at: st.sent_at,
                 };

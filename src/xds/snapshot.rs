@@ -10,6 +10,7 @@ use super::resource::{Resource, ResourceSet, TypeKind};
 use super::visible;
 use crate::model::{DEFAULT_VERSION_LABEL, InterceptionMode, Model, ObjectKey, ProxyInfo, Visibility};
 use crate::translate::{self, RouteScope};
+use imbl::ordmap::DiffItem;
 use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -103,18 +104,15 @@ impl Snapshot {
         let (clusters_same, routes_same) = (same(versions_of), same(readiness_of));
         let clusters = match fast {
             Some(prev) if clusters_same => prev.clusters.clone(),
-            _ => Arc::new(encode(
-                translate::clusters(&model).iter().map(Resource::cluster),
-                previous.map(|p| &*p.clusters),
-            )),
+            _ => encode_onto(translate::clusters(&model).iter().map(Resource::cluster), previous.map(|p| &p.clusters)),
         };
-        let endpoints = Arc::new(match fast {
-            Some(prev) => endpoints_fast_path(&prev.endpoints, &prev.model, &model, &changed),
-            None => encode(
+        let endpoints = match fast {
+            Some(prev) => Arc::new(endpoints_fast_path(&prev.endpoints, &prev.model, &model, &changed)),
+            None => encode_onto(
                 translate::load_assignments(&model).iter().map(Resource::load_assignment),
-                previous.map(|p| &*p.endpoints),
+                previous.map(|p| &p.endpoints),
             ),
-        });
+        };
         let scoped = previous
             .map(|p| {
                 let carry = |v: &Visibility, (c, e): &ScopedSets| {
@@ -242,7 +240,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Encodes resources, reusing the previous `Arc` when the bytes are the same (so versions and memory are shared).
+/// Encodes resources into a new set.
 fn encode(items: impl Iterator<Item = Resource>, previous: Option<&ResourceSet>) -> ResourceSet {
     items
         .map(|r| {
@@ -250,6 +248,24 @@ fn encode(items: impl Iterator<Item = Resource>, previous: Option<&ResourceSet>)
             (r.name.clone(), shared.cloned().unwrap_or_else(|| Arc::new(r)))
         })
         .collect()
+}
+
+/// Encodes resources as an edit of the previous set: the previous `Arc` itself when nothing changed (streams are
+/// not woken), else a set sharing structure with it, so every stream's diff against what it was sent costs
+/// O(change) instead of comparing every resource. One O(set) diff here, once per snapshot.
+fn encode_onto(items: impl Iterator<Item = Resource>, previous: Option<&Arc<ResourceSet>>) -> Arc<ResourceSet> {
+    let fresh = encode(items, previous.map(|p| &**p));
+    let Some(prev) = previous else { return Arc::new(fresh) };
+    let mut set = (**prev).clone();
+    let mut changed = false;
+    for d in prev.diff(&fresh) {
+        changed = true;
+        match d {
+            DiffItem::Add(n, r) | DiffItem::Update { new: (n, r), .. } => set.insert(n.clone(), r.clone()),
+            DiffItem::Remove(n, _) => set.remove(n),
+        };
+    }
+    if changed { Arc::new(set) } else { prev.clone() }
 }
 
 fn only_endpoints_changed(old: &Model, new: &Model) -> bool {

@@ -114,8 +114,8 @@ fn subscribe(s: &mut Session, kind: TypeKind, names: Vec<String>) {
             }
         }
     }
-    if st.names != names {
-        st.names = names;
+    if *st.names != names {
+        st.names = Arc::new(names);
         st.names_gen += 1;
     }
     st.subscribed = true;

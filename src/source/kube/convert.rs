@@ -5,8 +5,9 @@
 //! ReleasePolicy the model's policy (its spec parsed with the same types as a config file, then validated); the
 //! mesh routing objects are converted in [`super::mesh`]. An error here skips that one object; the watch goes on.
 
-use super::crd;
+use super::{crd, progress};
 use crate::model::{ObjectKey, ReleasePolicy, ReleasePolicySpec, Service, ServicePort, TargetPort, mesh};
+use crate::release::Record;
 use k8s_openapi::api::core::v1::{Pod, Service as KubeService};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -37,9 +38,10 @@ pub enum Item {
     Service(Service),
     Pod(PodLabels),
     Slice(Slice),
-    /// A policy with the `metadata.generation` of the object it was read from (the status reports it) and its
+    /// A policy with the `metadata.generation` of the object it was read from (the status reports it), the
+    /// record its status describes when that status is for this generation (what the leader stored), and its
     /// `metadata.uid` (the owner reference of the Deployments it creates).
-    Policy(Box<ReleasePolicy>, Option<i64>, Option<String>),
+    Policy(Box<ReleasePolicy>, Option<i64>, Option<Box<Record>>, Option<String>),
     VirtualService(Box<mesh::VirtualService>),
     DestinationRule(Box<mesh::DestinationRule>),
     HttpRoute(Box<mesh::HttpRouteObject>),
@@ -151,13 +153,26 @@ pub fn release_policy(obj: &DynamicObject) -> Result<Item, Invalid> {
         Invalid::new(field, e.into_inner().to_string())
     })?;
     spec.validate().map_err(|e| Invalid::new(e.path, e.message))?;
+    let generation = obj.metadata.generation;
+    // A status that cannot be restored is not the object's fault (it may predate this spec): the policy stands.
+    let stored = obj.data.get("status").and_then(|s| match progress::restore(&spec, generation, s) {
+        Ok(record) => Some(Box::new(record)),
+        Err(reason) => {
+            tracing::debug!(policy = %key_string(obj), %reason, "status not restored");
+            None
+        }
+    });
     let policy = ReleasePolicy {
         name: obj.name_any(),
         namespace: obj.namespace().unwrap_or_default(),
         spec,
         state: Default::default(),
     };
-    Ok(Item::Policy(Box::new(policy), obj.metadata.generation, obj.metadata.uid.clone()))
+    Ok(Item::Policy(Box::new(policy), generation, stored, obj.metadata.uid.clone()))
+}
+
+fn key_string(obj: &DynamicObject) -> String {
+    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
 }
 
 /// The API resource of the ReleasePolicy CRD, for the dynamic watch.

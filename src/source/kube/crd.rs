@@ -6,6 +6,7 @@
 
 use crate::model::ReleasePolicySpec;
 use crate::release::ReleaseStatus;
+use crate::source::kube::progress::Progress;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -39,6 +40,9 @@ pub struct PolicyStatus {
     /// `metadata.generation` of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// With `phase` and `step`: enough for another replica to serve this release and to drive it on.
+    #[serde(flatten)]
+    pub progress: Progress,
     /// The canary Deployment's rollout and the loser's fate (`spec.deploy`, `spec.finalize`), written by the
     /// Deployment task under this key alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -15,6 +15,7 @@
 
 use super::convert::{Invalid, Item, Slice};
 use crate::model::{Endpoint, Model, ObjectKey, ReleasePolicySpec};
+use crate::release::StoredRecords;
 use std::collections::BTreeMap;
 
 /// The kinds Sluice watches.
@@ -237,7 +238,19 @@ impl Index {
         let items = self.shards.iter().flat_map(|s| s.items.iter());
         items
             .filter_map(|(key, item)| match item {
-                Item::Policy(p, generation, _) => Some((key.clone(), (p.spec.clone(), *generation))),
+                Item::Policy(p, generation, ..) => Some((key.clone(), (p.spec.clone(), *generation))),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Every ReleasePolicy's record as its status stores it, where the status is for the spec indexed (what the
+    /// leader wrote; a follower serves it, a new leader goes on from it).
+    pub fn stored(&self) -> StoredRecords {
+        let items = self.shards.iter().flat_map(|s| s.items.iter());
+        items
+            .filter_map(|(key, item)| match item {
+                Item::Policy(_, _, Some(record), _) => Some((key.clone(), (**record).clone())),
                 _ => None,
             })
             .collect()
@@ -248,7 +261,7 @@ impl Index {
         let items = self.shards.iter().flat_map(|s| s.items.iter());
         items
             .filter_map(|(key, item)| match item {
-                Item::Policy(_, _, Some(uid)) => Some((key.clone(), uid.clone())),
+                Item::Policy(_, _, _, Some(uid)) => Some((key.clone(), uid.clone())),
                 _ => None,
             })
             .collect()

@@ -1,5 +1,6 @@
-//! Leader election on a `coordination.k8s.io/v1` Lease: one replica leads (writes ReleasePolicy status), every
-//! replica serves xDS.
+//! Leader election on a `coordination.k8s.io/v1` Lease: one replica leads (drives the cluster's releases and
+//! writes their status, see [`crate::release::shared`]), every replica serves xDS. Besides whether this replica
+//! leads, it publishes who does, so a follower's refusal of a verb can name the leader.
 //!
 //! ```text
 //!  every duration/3:  GET lease ─ absent ──────────────▶ create (holder = me)        ─▶ leading
@@ -31,22 +32,34 @@ pub struct LeaseConfig {
     pub duration: Duration,
 }
 
-/// Contends for the lease until `stop` turns true; `leading` says whether this replica holds it.
-pub async fn lead(client: Client, config: LeaseConfig, leading: watch::Sender<bool>, mut stop: watch::Receiver<bool>) {
+/// Contends for the lease until `stop` turns true; `leading` says whether this replica holds it, `holder` who does
+/// (as last read; `None` while nobody does or the Lease cannot be read), for a follower to name the leader.
+pub async fn lead(
+    client: Client,
+    config: LeaseConfig,
+    leading: watch::Sender<bool>,
+    holder: watch::Sender<Option<String>>,
+    mut stop: watch::Receiver<bool>,
+) {
     debug_assert_eq!((LEASES.group, LEASES.resource), ("coordination.k8s.io", "leases"));
     let api = Api::<Lease>::namespaced(client, &config.namespace);
     let retry = config.duration / 3;
     let mut renewed: Option<Instant> = None;
     loop {
         let held = match try_hold(&api, &config).await {
-            Ok(held) => {
+            Ok(by) => {
+                let held = by.as_deref() == Some(config.identity.as_str());
                 renewed = held.then(Instant::now);
+                holder.send_if_modified(|h| std::mem::replace(h, by.clone()) != by);
                 held
             }
             Err(error) => {
                 tracing::warn!(lease = %config.name, %error, "lease request failed; will retry");
                 // Keep leading only while the last renewal still holds.
-                renewed.is_some_and(|at| at.elapsed() < config.duration)
+                let held = renewed.is_some_and(|at| at.elapsed() < config.duration);
+                let by = held.then(|| config.identity.clone());
+                holder.send_if_modified(|h| std::mem::replace(h, by.clone()) != by);
+                held
             }
         };
         leading.send_if_modified(|l| {
@@ -59,14 +72,17 @@ pub async fn lead(client: Client, config: LeaseConfig, leading: watch::Sender<bo
             _ = tokio::time::sleep(retry) => {}
             _ = stop.wait_for(|s| *s) => {
                 leading.send_replace(false);
+                holder.send_replace(None);
                 return;
             }
         }
     }
 }
 
-/// One round: takes or renews the lease if it is free, expired or ours; true when this replica holds it now.
-async fn try_hold(api: &Api<Lease>, config: &LeaseConfig) -> Result<bool, kube::Error> {
+/// One round: takes or renews the lease if it is free, expired or ours; returns who holds it now (this replica's
+/// identity when it does; `None` when a race was lost and the winner is not known yet).
+async fn try_hold(api: &Api<Lease>, config: &LeaseConfig) -> Result<Option<String>, kube::Error> {
+    let me = Some(config.identity.clone());
     let now = Timestamp::now();
     let seconds = i32::try_from(config.duration.as_secs().max(1)).unwrap_or(i32::MAX);
     // By code, not reason: emulators word the 404 reason differently from `NotFound`.
@@ -88,9 +104,9 @@ async fn try_hold(api: &Api<Lease>, config: &LeaseConfig) -> Result<bool, kube::
             }),
         };
         return match api.create(&PostParams::default(), &lease).await {
-            Ok(_) => Ok(true),
+            Ok(_) => Ok(me),
             // Another replica created it first.
-            Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
             Err(e) => Err(e),
         };
     };
@@ -99,7 +115,7 @@ async fn try_hold(api: &Api<Lease>, config: &LeaseConfig) -> Result<bool, kube::
     let held_for = SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(seconds)));
     let expired = spec.renew_time.as_ref().is_none_or(|t| t.0 + held_for < now) || spec.holder_identity.is_none();
     if !ours && !expired {
-        return Ok(false);
+        return Ok(spec.holder_identity);
     }
     let mut patch = serde_json::json!({
         // A precondition on a real API server: a replica that read an older version gets 409.
@@ -111,8 +127,8 @@ async fn try_hold(api: &Api<Lease>, config: &LeaseConfig) -> Result<bool, kube::
         patch["spec"]["leaseTransitions"] = (spec.lease_transitions.unwrap_or(0) + 1).into();
     }
     match api.patch(&config.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+        Ok(_) => Ok(me),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
         Err(e) => Err(e),
     }
 }

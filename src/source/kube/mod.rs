@@ -17,6 +17,8 @@
 //! - `route_status`: writes HTTPRoute `status.parents` (Accepted, ResolvedRefs) from the merged model.
 //! - `lease`: leader election on a coordination.k8s.io/v1 Lease (only the leader writes status).
 //! - `status`: the ReleasePolicy status writer (the release controller's view → the `status` subresource).
+//! - `progress`: the release record in that status (step start, weight, analysis), read back by every replica:
+//!   followers serve it, a new leader goes on from it.
 //! - `deploy`, `rollout`: the Deployment task (`spec.deploy`: the canary's Deployment copied from the stable one;
 //!   `spec.finalize.loser`: the loser's scaled to zero or deleted once no proxy routes to it) → `status.rollout`.
 //!
@@ -30,6 +32,7 @@ mod deploy;
 pub mod index;
 mod lease;
 pub mod mesh;
+pub mod progress;
 pub mod rollout;
 mod route_status;
 mod status;

@@ -9,14 +9,17 @@
 //! ```
 //! A status is written only for a release whose controller spec equals the indexed spec, so `observedGeneration`
 //! is the generation of the spec the status describes (never a newer one the controller has not applied yet).
+//! Beside phase and step it stores the record's [`progress::Progress`] (weight, step start, analysis count): the state the
+//! other replicas serve and a new leader goes on from.
 //! The traffic numbers of the REST view (rps, success rate, latencies) are left out: they change every second, and
 //! a status write is an API server write (and a watch event for every client). A failed write is logged, counted,
 //! and retried at the next tick.
 
 use super::index::Observed;
+use super::progress;
 use super::{RELEASE_POLICY_STATUS, SOURCE, convert};
 use crate::model::ObjectKey;
-use crate::release::{ReleaseController, ReleaseView};
+use crate::release::{Record, ReleaseController, ReleaseView};
 use crate::source::kube::crd::PolicyStatus;
 use crate::telemetry::names;
 use kube::Client;
@@ -83,19 +86,27 @@ fn statuses(releases: &ReleaseController, observed: &Observed) -> BTreeMap<Objec
     observed
         .iter()
         .filter_map(|(key, (spec, generation))| {
+            let record = releases.record(key)?;
             let view = releases.get(key).ok().filter(|v| v.status.source == SOURCE && &v.spec == spec)?;
-            Some((key.clone(), to_json(policy_status(view, *generation))))
+            // Read apart, so a step may fall between: write only a consistent pair (the step's change wakes us).
+            if (view.status.phase, view.status.step, &view.spec)
+                != (record.state.phase, record.state.step, &record.spec)
+            {
+                return None;
+            }
+            Some((key.clone(), to_json(policy_status(view, &record, *generation))))
         })
         .collect()
 }
 
-/// The CRD status of a release view: the controller's status without the per-second traffic numbers.
-pub fn policy_status(view: ReleaseView, generation: Option<i64>) -> PolicyStatus {
+/// The CRD status of a release view: the controller's status without the per-second traffic numbers, with the
+/// record's progress.
+pub fn policy_status(view: ReleaseView, record: &Record, generation: Option<i64>) -> PolicyStatus {
     let mut release = view.status;
     for v in &mut release.versions {
         (v.rps, v.success_rate, v.latency_p50_ms, v.latency_p99_ms) = (None, None, None, None);
     }
-    PolicyStatus { release, observed_generation: generation, rollout: None }
+    PolicyStatus { release, observed_generation: generation, progress: progress::progress(record), rollout: None }
 }
 
 fn to_json(status: PolicyStatus) -> Value {

@@ -6,6 +6,7 @@ use super::mesh::{self, DESTINATION_RULE, HTTP_ROUTE, VIRTUAL_SERVICE};
 use super::{Access, DESTINATION_RULES, ENDPOINT_SLICES, HTTP_ROUTES, PODS, RELEASE_POLICIES, SERVICES, SOURCE};
 use super::{VIRTUAL_SERVICES, WatchOptions};
 use crate::model::ObjectKey;
+use crate::release::StoredRecords;
 use crate::store::Store;
 use crate::telemetry::names;
 use futures::{Stream, StreamExt};
@@ -110,10 +111,11 @@ pub fn start_with(
     }
     let (routes_tx, routes) = watch::channel(BTreeSet::new());
     let (observed_tx, observed) = watch::channel(Observed::new());
+    let (stored_tx, stored) = watch::channel(StoredRecords::new());
     let (owners_tx, owners) = watch::channel(Owners::new());
-    let outputs = Outputs { observed: observed_tx, routes: routes_tx, owners: owners_tx };
+    let outputs = Outputs { observed: observed_tx, stored: stored_tx, routes: routes_tx, owners: owners_tx };
     let task = tokio::spawn(run_index(index, rx, store, outputs, stop));
-    Watching { task, observed, routes, owners }
+    Watching { task, observed, stored, routes, owners }
 }
 
 /// The running watch: the index task, and the ReleasePolicies it holds with their generations (updated with
@@ -121,17 +123,12 @@ pub fn start_with(
 pub struct Watching {
     pub task: JoinHandle<()>,
     pub observed: watch::Receiver<Observed>,
+    /// The release records the ReleasePolicies' statuses store, for the release controller (followers adopt them).
+    pub stored: watch::Receiver<StoredRecords>,
     /// The keys of the cluster's HTTPRoutes in the last published model, for the route status writer.
     pub routes: watch::Receiver<BTreeSet<ObjectKey>>,
     /// The uid of every ReleasePolicy, for the owner references of the Deployments Sluice creates.
     pub owners: watch::Receiver<Owners>,
-}
-
-/// What the index task publishes beside the model.
-struct Outputs {
-    observed: watch::Sender<Observed>,
-    routes: watch::Sender<BTreeSet<ObjectKey>>,
-    owners: watch::Sender<Owners>,
 }
 
 /// An `Api` for a typed kind, in one namespace or all; `access` is the RBAC entry this watch relies on.
@@ -211,11 +208,19 @@ fn spawn_watch<K, S>(
 
 /// Applies changes in batches (whatever is queued), and publishes the model once every shard has listed (and the
 /// keys of its HTTPRoutes, for the status writer).
+/// What the index task publishes besides the model.
+struct Outputs {
+    observed: watch::Sender<Observed>,
+    stored: watch::Sender<StoredRecords>,
+    routes: watch::Sender<BTreeSet<ObjectKey>>,
+    owners: watch::Sender<Owners>,
+}
+
 async fn run_index(
     mut index: Index,
     mut rx: mpsc::Receiver<(usize, Change)>,
     store: Store,
-    outputs: Outputs,
+    out: Outputs,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut batch = Vec::new();
@@ -239,16 +244,15 @@ async fn run_index(
         if changed && index.is_ready() {
             let model = index.model();
             let keys: BTreeSet<ObjectKey> = model.http_routes.keys().cloned().collect();
-            outputs.routes.send_if_modified(|old| std::mem::replace(old, keys) != *old);
+            out.routes.send_if_modified(|old| std::mem::replace(old, keys) != *old);
+            // Stored records before the model: the release controller that sees a new policy finds its status.
+            let stored = index.stored();
+            out.stored.send_if_modified(|old| std::mem::replace(old, stored) != *old);
             let owners = index.owners();
-            outputs.owners.send_if_modified(|old| std::mem::replace(old, owners) != *old);
+            out.owners.send_if_modified(|old| std::mem::replace(old, owners) != *old);
+            let observed = index.observed();
+            out.observed.send_if_modified(|old| std::mem::replace(old, observed) != *old);
             store.set_part(SOURCE, model);
-            outputs.observed.send_if_modified(|o| {
-                let fresh = index.observed();
-                let modified = *o != fresh;
-                *o = fresh;
-                modified
-            });
         }
         // Let a burst of events queue up before the next model build.
         tokio::time::sleep(Duration::from_millis(1)).await;
