@@ -116,6 +116,30 @@ fn analysis_errors_point_at_the_key() {
 }
 
 #[test]
+fn deploy_and_a_loser_action_are_refused_in_file_mode() {
+    // policy() ends inside `traffic:`; `deploy` / `finalize` follow at line 18.
+    let text = policy("    canaryWeight: 0\n  deploy:\n    images: {a: 'a:v3'}\n");
+    assert_eq!(
+        errors(&text),
+        ["t.yaml:18: ReleasePolicy default/r: spec.deploy: a config file has no Deployments; only a ReleasePolicy \
+             in the cluster (sluice serve --kube) can deploy the canary"]
+    );
+    let text = policy("    canaryWeight: 0\n  finalize:\n    scaleDownLoser: true\n");
+    let errs = errors(&text);
+    assert!(
+        errs[0].starts_with("t.yaml:19: ReleasePolicy default/r: spec.finalize.scaleDownLoser: a config file"),
+        "{errs:?}"
+    );
+    // Keep is what file mode does anyway, so it is accepted; a mismatch is refused wherever the policy lives.
+    assert!(source::parse_str(&policy("    canaryWeight: 0\n  finalize: {loser: Keep}\n"), "t.yaml").is_ok());
+    let errs = errors(&policy("    canaryWeight: 0\n  finalize:\n    loser: Keep\n    scaleDownLoser: true\n"));
+    assert!(
+        errs[0].starts_with("t.yaml:20: ReleasePolicy default/r: spec.finalize.scaleDownLoser: disagrees"),
+        "{errs:?}"
+    );
+}
+
+#[test]
 fn an_unknown_field_is_refused_where_it_is() {
     let text = policy("    canaryWieght: 10\n");
     let errs = errors(&text);

@@ -331,6 +331,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let routes = watching.routes;
         let route_leader = leader.clone();
         tokio::spawn(source::kube::write_route_status(client.clone(), store, routes, route_leader, stop_rx.clone()));
+        let (observed, owners) = (watching.observed.clone(), watching.owners);
+        let deploy_leader = leader.clone();
+        let deployments = source::kube::manage_deployments(
+            client.clone(),
+            releases.clone(),
+            observed,
+            owners,
+            deploy_leader,
+            stop_rx.clone(),
+        );
+        tokio::spawn(deployments);
         tokio::spawn(source::kube::write_status(client, releases, watching.observed, leader, stop_rx.clone()));
     }
     shutdown_signal().await;

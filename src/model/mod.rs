@@ -12,12 +12,14 @@
 
 mod analysis;
 mod build;
+mod deploy;
 pub mod mesh;
 mod policy;
 mod proxy;
 mod service;
 
 pub use analysis::{Analysis, AtLeast, AtMost};
+pub use deploy::{Deploy, Finalize, Loser, MAX_REPLICAS, canary_name};
 pub use policy::*;
 pub use proxy::{InterceptionMode, ProxyInfo, Visibility};
 pub use service::{Endpoint, Service, ServicePort, TargetPort};
@@ -71,6 +73,11 @@ pub fn is_dns_label(s: &str) -> bool {
         && s.chars().all(|c| alnum(c) || c == '-')
         && s.starts_with(alnum)
         && s.ends_with(alnum)
+}
+
+/// RFC 1123 subdomain, as Kubernetes requires of Deployment names: dot-separated DNS labels, at most 253.
+pub fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
 }
 
 /// The domain Kubernetes services live under; part of every FQDN and cluster name.

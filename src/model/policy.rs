@@ -43,6 +43,12 @@ pub struct ReleasePolicySpec {
     pub analysis: Option<super::Analysis>,
     #[serde(default)]
     pub action: Action,
+    /// Kubernetes mode: create the canary's Deployment as a copy of the stable one (see `model::deploy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy: Option<super::Deploy>,
+    /// What happens to the losing version's Deployment (Kubernetes mode; default: nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finalize: Option<super::Finalize>,
 }
 
 impl ReleasePolicySpec {
@@ -391,6 +397,12 @@ impl ReleasePolicySpec {
         }
         if let Some(a) = &self.analysis {
             a.validate()?;
+        }
+        if let Some(d) = &self.deploy {
+            d.validate()?;
+        }
+        if let Some(f) = &self.finalize {
+            f.validate()?;
         }
         Ok(())
     }

@@ -204,6 +204,7 @@ impl ReleaseController {
     /// Creates or replaces a policy's spec (API-owned policies only).
     pub fn apply(&self, key: &ObjectKey, spec: ReleasePolicySpec) -> Result<ReleaseView, ReleaseError> {
         spec.validate()?;
+        spec.check_without_deployments("the release API")?;
         let model = self.store.model();
         self.check_apply(key, &spec, &model)?;
         {

@@ -176,6 +176,19 @@ fn conditions(record: &Record, versions: &[VersionStatus], proxies: &Proxies) ->
         let msg = format!("{} of {} endpoints of {} are ready", v.ready, v.endpoints, v.name);
         out.push(Condition::new(&format!("Ready/{}", v.name), ok, reason, msg));
     }
+    if let [stable, canary] = versions
+        && record.state.phase.is_split()
+        && record.canary_weight() > 0
+        && canary.ready == 0
+    {
+        let msg = format!(
+            "{} has no ready endpoints: its {} basis points go to {} until it has",
+            canary.name,
+            record.canary_weight(),
+            stable.name
+        );
+        out.push(Condition::new("CanaryWeightHeld", true, "CanaryNotReady", msg));
+    }
     if record.waiting_for_person() {
         let msg = format!("step {} is `pause: {{}}`: resume or promote to go on", record.state.step);
         out.push(Condition::new("Waiting", true, "PausedForPromotion", msg));

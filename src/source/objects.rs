@@ -215,7 +215,7 @@ pub(crate) fn check_workload(w: &WorkloadObject) -> Vec<Problem> {
 pub(crate) fn check_policy(p: &PolicyObject) -> Vec<Problem> {
     let mut problems = Vec::new();
     p.metadata.check(&mut problems);
-    if let Err(e) = p.spec.validate() {
+    if let Err(e) = p.spec.validate().and_then(|()| p.spec.check_without_deployments("a config file")) {
         problems.push((e.path, e.message));
     }
     problems

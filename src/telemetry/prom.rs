@@ -36,6 +36,8 @@ pub mod names {
     pub const KUBE_INVALID_OBJECTS: &str = "sluice_kube_invalid_objects_total";
     /// Counter: ReleasePolicy status writes that failed (each logged and retried).
     pub const KUBE_STATUS_ERRORS: &str = "sluice_kube_status_write_errors_total";
+    /// Counter: Deployment reads and writes that failed (each logged and retried).
+    pub const KUBE_DEPLOYMENT_ERRORS: &str = "sluice_kube_deployment_errors_total";
     /// Counter: Kubernetes list/watch errors (each retried with backoff), by `kind`.
     pub const KUBE_WATCH_ERRORS: &str = "sluice_kube_watch_errors_total";
 }
@@ -103,6 +105,7 @@ fn describe() {
     );
     describe_counter!(names::KUBE_INVALID_OBJECTS, "Kubernetes objects skipped as invalid, by kind.");
     describe_counter!(names::KUBE_STATUS_ERRORS, "ReleasePolicy status writes the API server refused or missed.");
+    describe_counter!(names::KUBE_DEPLOYMENT_ERRORS, "Deployment reads and writes that failed (retried).");
     describe_counter!(names::KUBE_WATCH_ERRORS, "Kubernetes list/watch errors (retried with backoff), by kind.");
 }
 

@@ -38,9 +38,10 @@ pub enum Item {
     Service(Service),
     Pod(PodLabels),
     Slice(Slice),
-    /// A policy with the `metadata.generation` of the object it was read from (the status reports it), and the
-    /// record its status describes when that status is for this generation (what the leader stored).
-    Policy(Box<ReleasePolicy>, Option<i64>, Option<Box<Record>>),
+    /// A policy with the `metadata.generation` of the object it was read from (the status reports it), the
+    /// record its status describes when that status is for this generation (what the leader stored), and its
+    /// `metadata.uid` (the owner reference of the Deployments it creates).
+    Policy(Box<ReleasePolicy>, Option<i64>, Option<Box<Record>>, Option<String>),
     VirtualService(Box<mesh::VirtualService>),
     DestinationRule(Box<mesh::DestinationRule>),
     HttpRoute(Box<mesh::HttpRouteObject>),
@@ -102,8 +103,9 @@ pub fn service(svc: &KubeService) -> Result<Item, Invalid> {
         name: svc.name_any(),
         namespace: svc.namespace().unwrap_or_default(),
         ports,
-        // Kubernetes resolves selection into EndpointSlices; the model's selector is for the file source.
-        selector: BTreeMap::new(),
+        // Kubernetes resolves selection into EndpointSlices (translate never reads this); the Deployment task
+        // uses it to find the Deployments behind the Service.
+        selector: spec.selector.clone().unwrap_or_default().into_iter().collect(),
     }))
 }
 
@@ -166,7 +168,7 @@ pub fn release_policy(obj: &DynamicObject) -> Result<Item, Invalid> {
         spec,
         state: Default::default(),
     };
-    Ok(Item::Policy(Box::new(policy), generation, stored))
+    Ok(Item::Policy(Box::new(policy), generation, stored, obj.metadata.uid.clone()))
 }
 
 fn key_string(obj: &DynamicObject) -> String {

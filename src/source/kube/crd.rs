@@ -43,6 +43,10 @@ pub struct PolicyStatus {
     /// With `phase` and `step`: enough for another replica to serve this release and to drive it on.
     #[serde(flatten)]
     pub progress: Progress,
+    /// The canary Deployment's rollout and the loser's fate (`spec.deploy`, `spec.finalize`), written by the
+    /// Deployment task under this key alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<super::rollout::Rollout>,
 }
 
 /// The CRD as applied to a cluster.

@@ -184,7 +184,7 @@ impl Index {
                 Item::Slice(slice) => {
                     slices.entry(ObjectKey::new(&key.namespace, &slice.service)).or_default().push(slice);
                 }
-                Item::Policy(p, _, _) => {
+                Item::Policy(p, ..) => {
                     model.policies.insert(key.clone(), (**p).clone());
                 }
                 Item::VirtualService(vs) => {
@@ -238,7 +238,7 @@ impl Index {
         let items = self.shards.iter().flat_map(|s| s.items.iter());
         items
             .filter_map(|(key, item)| match item {
-                Item::Policy(p, generation, _) => Some((key.clone(), (p.spec.clone(), *generation))),
+                Item::Policy(p, generation, ..) => Some((key.clone(), (p.spec.clone(), *generation))),
                 _ => None,
             })
             .collect()
@@ -250,12 +250,26 @@ impl Index {
         let items = self.shards.iter().flat_map(|s| s.items.iter());
         items
             .filter_map(|(key, item)| match item {
-                Item::Policy(_, _, Some(record)) => Some((key.clone(), (**record).clone())),
+                Item::Policy(_, _, Some(record), _) => Some((key.clone(), (**record).clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Every valid ReleasePolicy's `metadata.uid`, for the owner references of the Deployments Sluice creates.
+    pub fn owners(&self) -> Owners {
+        let items = self.shards.iter().flat_map(|s| s.items.iter());
+        items
+            .filter_map(|(key, item)| match item {
+                Item::Policy(_, _, _, Some(uid)) => Some((key.clone(), uid.clone())),
                 _ => None,
             })
             .collect()
     }
 }
+
+/// Per ReleasePolicy: its `metadata.uid`.
+pub type Owners = BTreeMap<ObjectKey, String>;
 
 /// Per ReleasePolicy: the spec as indexed and the generation of the object it came from.
 pub type Observed = BTreeMap<ObjectKey, (ReleasePolicySpec, Option<i64>)>;

@@ -19,6 +19,8 @@
 //! - `status`: the ReleasePolicy status writer (the release controller's view → the `status` subresource).
 //! - `progress`: the release record in that status (step start, weight, analysis), read back by every replica:
 //!   followers serve it, a new leader goes on from it.
+//! - `deploy`, `rollout`: the Deployment task (`spec.deploy`: the canary's Deployment copied from the stable one;
+//!   `spec.finalize.loser`: the loser's scaled to zero or deleted once no proxy routes to it) → `status.rollout`.
 //!
 //! The store does not count the source as loaded until every kind has finished its first list, so `/readyz` and
 //! the first xDS answer wait for it (never an empty or partial first push). [`ACCESS`] lists every API call the
@@ -26,14 +28,17 @@
 
 pub mod convert;
 pub mod crd;
+mod deploy;
 pub mod index;
 mod lease;
 pub mod mesh;
 pub mod progress;
+pub mod rollout;
 mod route_status;
 mod status;
 mod watch;
 
+pub use deploy::{TICK as DEPLOY_TICK, manage_deployments};
 pub use lease::{LeaseConfig, lead};
 pub use route_status::write_route_status;
 pub use status::write_status;
@@ -87,6 +92,11 @@ pub const HTTP_ROUTES: Access =
 /// HTTPRoute `status.parents`, written by merge patch.
 pub const HTTP_ROUTE_STATUS: Access =
     Access { group: "gateway.networking.k8s.io", resource: "httproutes/status", verbs: &["patch"] };
+/// The Deployment task (`deploy`): `list` to find the stable and canary Deployments of a policy's namespace,
+/// `create` the canary's copy (`spec.deploy`), `patch` `spec.replicas: 0` and `delete` for the loser
+/// (`spec.finalize.loser`). No `watch` (it reads once a second while a policy needs it), no `update`, no `scale`.
+pub const DEPLOYMENTS: Access =
+    Access { group: "apps", resource: "deployments", verbs: &["list", "create", "patch", "delete"] };
 
 /// Every API call Sluice makes; the ClusterRole in `deploy/` grants exactly these.
 pub const ACCESS: &[Access] = &[
@@ -100,4 +110,5 @@ pub const ACCESS: &[Access] = &[
     DESTINATION_RULES,
     HTTP_ROUTES,
     HTTP_ROUTE_STATUS,
+    DEPLOYMENTS,
 ];

@@ -106,7 +106,7 @@ pub fn policy_status(view: ReleaseView, record: &Record, generation: Option<i64>
     for v in &mut release.versions {
         (v.rps, v.success_rate, v.latency_p50_ms, v.latency_p99_ms) = (None, None, None, None);
     }
-    PolicyStatus { release, observed_generation: generation, progress: progress::progress(record) }
+    PolicyStatus { release, observed_generation: generation, progress: progress::progress(record), rollout: None }
 }
 
 fn to_json(status: PolicyStatus) -> Value {

@@ -1,7 +1,7 @@
 //! The watch streams and the index task: one generic helper spawns a watch for any kind.
 
 use super::convert::{self, Invalid, Item, key_of};
-use super::index::{Change, Index, Kind, Observed};
+use super::index::{Change, Index, Kind, Observed, Owners};
 use super::mesh::{self, DESTINATION_RULE, HTTP_ROUTE, VIRTUAL_SERVICE};
 use super::{Access, DESTINATION_RULES, ENDPOINT_SLICES, HTTP_ROUTES, PODS, RELEASE_POLICIES, SERVICES, SOURCE};
 use super::{VIRTUAL_SERVICES, WatchOptions};
@@ -112,9 +112,10 @@ pub fn start_with(
     let (routes_tx, routes) = watch::channel(BTreeSet::new());
     let (observed_tx, observed) = watch::channel(Observed::new());
     let (stored_tx, stored) = watch::channel(StoredRecords::new());
-    let outputs = Outputs { observed: observed_tx, stored: stored_tx, routes: routes_tx };
+    let (owners_tx, owners) = watch::channel(Owners::new());
+    let outputs = Outputs { observed: observed_tx, stored: stored_tx, routes: routes_tx, owners: owners_tx };
     let task = tokio::spawn(run_index(index, rx, store, outputs, stop));
-    Watching { task, observed, stored, routes }
+    Watching { task, observed, stored, routes, owners }
 }
 
 /// The running watch: the index task, and the ReleasePolicies it holds with their generations (updated with
@@ -126,6 +127,8 @@ pub struct Watching {
     pub stored: watch::Receiver<StoredRecords>,
     /// The keys of the cluster's HTTPRoutes in the last published model, for the route status writer.
     pub routes: watch::Receiver<BTreeSet<ObjectKey>>,
+    /// The uid of every ReleasePolicy, for the owner references of the Deployments Sluice creates.
+    pub owners: watch::Receiver<Owners>,
 }
 
 /// An `Api` for a typed kind, in one namespace or all; `access` is the RBAC entry this watch relies on.
@@ -210,6 +213,7 @@ struct Outputs {
     observed: watch::Sender<Observed>,
     stored: watch::Sender<StoredRecords>,
     routes: watch::Sender<BTreeSet<ObjectKey>>,
+    owners: watch::Sender<Owners>,
 }
 
 async fn run_index(
@@ -244,6 +248,8 @@ async fn run_index(
             // Stored records before the model: the release controller that sees a new policy finds its status.
             let stored = index.stored();
             out.stored.send_if_modified(|old| std::mem::replace(old, stored) != *old);
+            let owners = index.owners();
+            out.owners.send_if_modified(|old| std::mem::replace(old, owners) != *old);
             let observed = index.observed();
             out.observed.send_if_modified(|old| std::mem::replace(old, observed) != *old);
             store.set_part(SOURCE, model);
