@@ -116,3 +116,7 @@ async fn try_hold(api: &Api<Lease>, config: &LeaseConfig) -> Result<bool, kube::
         Err(e) => Err(e),
     }
 }
+
+#[cfg(test)]
+#[path = "lease_tests.rs"]
+mod tests;
