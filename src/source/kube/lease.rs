@@ -132,3 +132,7 @@ async fn try_hold(api: &Api<Lease>, config: &LeaseConfig) -> Result<Option<Strin
         Err(e) => Err(e),
     }
 }
+
+#[cfg(test)]
+#[path = "lease_tests.rs"]
+mod tests;
