@@ -27,7 +27,7 @@ fn config() -> LeaseConfig {
 }
 
 /// Starts one round against a mock server; the test answers its requests through the returned handle.
-fn round() -> (JoinHandle<Result<bool, kube::Error>>, Server) {
+fn round() -> (JoinHandle<Result<Option<String>, kube::Error>>, Server) {
     let (service, server) = mock::pair::<Request<Body>, Response<Body>>();
     let api = Api::<Lease>::namespaced(Client::new(service, "default"), "sluice");
     (tokio::spawn(async move { try_hold(&api, &config()).await }), server)
@@ -69,7 +69,7 @@ async fn an_absent_lease_is_created_with_this_replica_as_holder() {
     assert_eq!((method, path.as_str()), (Method::POST, "/apis/coordination.k8s.io/v1/namespaces/sluice/leases"));
     assert_eq!(body["metadata"]["name"], "sluice");
     assert_eq!((&body["spec"]["holderIdentity"], &body["spec"]["leaseDurationSeconds"]), (&json!("me"), &json!(15)));
-    assert!(round.await.unwrap().expect("no error"), "the creator leads");
+    assert_eq!(round.await.unwrap().expect("no error").as_deref(), Some("me"), "the creator leads");
 }
 
 #[tokio::test]
@@ -77,14 +77,14 @@ async fn losing_the_create_race_does_not_lead() {
     let (round, mut server) = round();
     next(&mut server, StatusCode::NOT_FOUND, status(404, "NotFound")).await;
     next(&mut server, StatusCode::CONFLICT, status(409, "AlreadyExists")).await;
-    assert!(!round.await.unwrap().expect("a lost race is no error"));
+    assert_eq!(round.await.unwrap().expect("a lost race is no error"), None, "the winner is not known yet");
 }
 
 #[tokio::test]
 async fn a_lease_another_replica_renewed_recently_is_left_alone() {
     let (round, mut server) = round();
     next(&mut server, StatusCode::OK, lease("other", Duration::from_secs(5))).await;
-    assert!(!round.await.unwrap().expect("no error"));
+    assert_eq!(round.await.unwrap().expect("no error").as_deref(), Some("other"));
     assert!(server.next_request().await.is_none(), "no write to a lease another replica holds");
 }
 
@@ -99,7 +99,7 @@ async fn an_expired_lease_is_taken_over_with_the_read_version_as_precondition() 
     assert_eq!(body["spec"]["holderIdentity"], "me");
     assert_eq!(body["spec"]["leaseTransitions"], 3, "a takeover counts a transition");
     assert!(body["spec"]["acquireTime"].is_string());
-    assert!(round.await.unwrap().expect("no error"));
+    assert_eq!(round.await.unwrap().expect("no error").as_deref(), Some("me"));
 }
 
 #[tokio::test]
@@ -110,7 +110,7 @@ async fn the_holder_renews_without_counting_a_transition() {
     assert_eq!(method, Method::PATCH);
     assert!(body["spec"]["renewTime"].is_string());
     assert!(body["spec"].get("leaseTransitions").is_none() && body["spec"].get("acquireTime").is_none(), "{body}");
-    assert!(round.await.unwrap().expect("no error"));
+    assert_eq!(round.await.unwrap().expect("no error").as_deref(), Some("me"));
 }
 
 #[tokio::test]
@@ -118,7 +118,7 @@ async fn a_takeover_another_replica_won_first_does_not_lead() {
     let (round, mut server) = round();
     next(&mut server, StatusCode::OK, lease("other", Duration::from_secs(20))).await;
     next(&mut server, StatusCode::CONFLICT, status(409, "Conflict")).await;
-    assert!(!round.await.unwrap().expect("a lost race is no error"));
+    assert_eq!(round.await.unwrap().expect("a lost race is no error"), None);
 }
 
 #[tokio::test]
