@@ -9,9 +9,8 @@
 
 mod common;
 
-use common::kmock::{Kmock, obj, resource_version};
+use common::kmock::{Kmock, api, create, obj, patch};
 use common::{Backend, Envoy, LoadLoop, assert_share, load, start_envoy};
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use sluice::model::ObjectKey;
 use sluice::server::{Options, Sluice};
@@ -23,27 +22,6 @@ use tokio::sync::watch;
 
 const V1_CLUSTER: &str = "outbound|9080|v1|reviews.default.svc.cluster.local";
 const V3_CLUSTER: &str = "outbound|9080|v3|reviews.default.svc.cluster.local";
-
-fn resource(api_version: &str, kind: &str) -> ApiResource {
-    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-    ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind))
-}
-
-async fn create(client: &kube::Client, o: Value) {
-    let ar = resource(o["apiVersion"].as_str().unwrap(), o["kind"].as_str().unwrap());
-    let api = Api::<DynamicObject>::namespaced_with(client.clone(), "default", &ar);
-    let name = o["metadata"]["name"].as_str().unwrap().to_string();
-    api.create(&PostParams::default(), &serde_json::from_value(o).unwrap())
-        .await
-        .unwrap_or_else(|e| panic!("creating {name}: {e}"));
-}
-
-/// A JSON merge patch, with a fresh resourceVersion as an API server would assign.
-async fn patch(client: &kube::Client, api_version: &str, kind: &str, name: &str, mut p: Value) {
-    p["metadata"]["resourceVersion"] = json!(resource_version());
-    let api = Api::<DynamicObject>::namespaced_with(client.clone(), "default", &resource(api_version, kind));
-    api.patch(name, &PatchParams::default(), &Patch::Merge(p)).await.unwrap_or_else(|e| panic!("patching {name}: {e}"));
-}
 
 fn pod(name: &str, version: &str) -> Value {
     obj(
@@ -327,9 +305,10 @@ async fn a_malformed_policy_beside_a_good_one_is_skipped_logged_and_counted() {
 
 /// The `status` of the ReleasePolicy `name` as stored in the emulator.
 async fn stored_status(client: &kube::Client, name: &str) -> Value {
-    let ar = resource("sluice.dev/v1alpha1", "ReleasePolicy");
-    let api = Api::<DynamicObject>::namespaced_with(client.clone(), "default", &ar);
-    let o = api.get(name).await.unwrap_or_else(|e| panic!("getting {name}: {e}"));
+    let o = api(client, "sluice.dev/v1alpha1", "ReleasePolicy")
+        .get(name)
+        .await
+        .unwrap_or_else(|e| panic!("getting {name}: {e}"));
     o.data.get("status").cloned().unwrap_or(Value::Null)
 }
 

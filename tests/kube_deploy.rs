@@ -12,9 +12,9 @@
 
 mod common;
 
-use common::kmock::{Kmock, obj, resource_version};
+use common::kmock::{Kmock, api, create, obj, patch, resource_version};
 use common::{Backend, Envoy, captured_log, load, start_envoy};
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
 use sluice::server::{Options, Sluice};
 use sluice::source::kube::DEPLOY_TICK;
@@ -25,29 +25,6 @@ use tokio::sync::watch;
 
 /// Generous bound for anything the Deployment task does: a few of its ticks, on a loaded machine.
 const BOUND: Duration = Duration::from_secs(10);
-
-fn resource(api_version: &str, kind: &str) -> ApiResource {
-    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-    ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind))
-}
-
-fn api(client: &kube::Client, api_version: &str, kind: &str) -> Api<DynamicObject> {
-    Api::namespaced_with(client.clone(), "default", &resource(api_version, kind))
-}
-
-async fn create(client: &kube::Client, o: Value) {
-    let a = api(client, o["apiVersion"].as_str().unwrap(), o["kind"].as_str().unwrap());
-    let name = o["metadata"]["name"].as_str().unwrap().to_string();
-    a.create(&PostParams::default(), &serde_json::from_value(o).unwrap())
-        .await
-        .unwrap_or_else(|e| panic!("creating {name}: {e}"));
-}
-
-async fn patch(client: &kube::Client, api_version: &str, kind: &str, name: &str, mut p: Value) {
-    p["metadata"]["resourceVersion"] = json!(resource_version());
-    let a = api(client, api_version, kind);
-    a.patch(name, &PatchParams::default(), &Patch::Merge(p)).await.unwrap_or_else(|e| panic!("patching {name}: {e}"));
-}
 
 /// The Deployment controller's part: the Deployment's status says how many replicas are updated and ready.
 async fn deployment_status(client: &kube::Client, name: &str, ready: i32) {

@@ -4,33 +4,15 @@
 
 mod common;
 
-use common::SluiceChild;
-use common::kmock::{Kmock, obj, resource_version};
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
+use common::kmock::{Kmock, api, obj, resource_version};
+use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
 const LEASE_SECS: u64 = 2;
 
-fn api(client: &kube::Client, group: &str, version: &str, kind: &str) -> Api<DynamicObject> {
-    Api::namespaced_with(
-        client.clone(),
-        "default",
-        &ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind)),
-    )
-}
-
-async fn replica(kmock: &Kmock, id: &str, dir: &std::path::Path) -> SluiceChild {
-    let [xds, admin] = common::free_addrs();
-    let args: Vec<std::ffi::OsString> =
-        ["--kube", "--identity", id, "--lease-duration-secs", &LEASE_SECS.to_string()].map(Into::into).to_vec();
-    let env = [("KUBECONFIG", kmock.kubeconfig().into_os_string())];
-    let env: Vec<(&str, &std::ffi::OsStr)> = env.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
-    SluiceChild::start_with(&args, &env, xds, admin, dir.join(format!("{id}.log"))).await
-}
-
 async fn holder(client: &kube::Client) -> Option<String> {
-    let lease = match api(client, "coordination.k8s.io", "v1", "Lease").get("sluice").await {
+    let lease = match api(client, "coordination.k8s.io/v1", "Lease").get("sluice").await {
         Ok(lease) => lease,
         Err(kube::Error::Api(e)) if e.code == 404 => return None,
         Err(e) => panic!("lease get: {e}"),
@@ -51,7 +33,7 @@ async fn new_holder(client: &kube::Client, not: Option<&str>, limit: Duration) -
 }
 
 async fn status(client: &kube::Client) -> Value {
-    let rp = api(client, "sluice.dev", "v1alpha1", "ReleasePolicy").get("reviews").await.expect("policy get");
+    let rp = api(client, "sluice.dev/v1alpha1", "ReleasePolicy").get("reviews").await.expect("policy get");
     rp.data.get("status").cloned().unwrap_or(Value::Null)
 }
 
@@ -61,21 +43,18 @@ async fn only_the_leader_writes_status_and_another_takes_over_when_it_dies() {
     let client = kmock.client().await;
     let dir = tempfile::tempdir().unwrap();
     let svc = obj("v1", "Service", "reviews", json!({}), json!({"spec": {"ports": [{"name": "http", "port": 9080}]}}));
-    api(&client, "", "v1", "Service")
-        .create(&PostParams::default(), &serde_json::from_value(svc).unwrap())
-        .await
-        .unwrap();
+    api(&client, "v1", "Service").create(&PostParams::default(), &serde_json::from_value(svc).unwrap()).await.unwrap();
     let spec =
         json!({"spec": {"service": "reviews", "stable": "v1", "canary": "v3", "traffic": {"canaryWeight": 2000}}});
     let mut policy = obj("sluice.dev/v1alpha1", "ReleasePolicy", "reviews", json!({}), spec);
     policy["metadata"]["generation"] = json!(1);
-    let policies = api(&client, "sluice.dev", "v1alpha1", "ReleasePolicy");
+    let policies = api(&client, "sluice.dev/v1alpha1", "ReleasePolicy");
     policies.create(&PostParams::default(), &serde_json::from_value(policy).unwrap()).await.unwrap();
 
-    let a = replica(&kmock, "replica-a", dir.path()).await;
+    let a = kmock.replica("replica-a", LEASE_SECS, dir.path()).await;
     let (first, _) = new_holder(&client, None, Duration::from_secs(5)).await;
     assert_eq!(first, "replica-a");
-    let b = replica(&kmock, "replica-b", dir.path()).await;
+    let b = kmock.replica("replica-b", LEASE_SECS, dir.path()).await;
 
     // Wait for the leader's first status, then erase it: only the leader may write it back.
     let start = Instant::now();

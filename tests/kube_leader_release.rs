@@ -7,11 +7,11 @@ mod common;
 
 use bytes::Bytes;
 use common::SluiceChild;
-use common::kmock::{Kmock, obj};
+use common::kmock::{Kmock, api, obj};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
+use kube::api::PostParams;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
@@ -24,20 +24,6 @@ const FROZEN_PAUSE_MS: u64 = 2000;
 /// The later pauses, run in full by the new leader.
 const PAUSE_MS: u64 = 1000;
 const PATH: &str = "/api/v1/namespaces/default/releases/reviews";
-
-fn api(client: &kube::Client, group: &str, version: &str, kind: &str) -> Api<DynamicObject> {
-    let gvk = GroupVersionKind::gvk(group, version, kind);
-    Api::namespaced_with(client.clone(), "default", &ApiResource::from_gvk(&gvk))
-}
-
-async fn replica(kmock: &Kmock, id: &str, dir: &std::path::Path) -> SluiceChild {
-    let [xds, admin] = common::free_addrs();
-    let args: Vec<std::ffi::OsString> =
-        ["--kube", "--identity", id, "--lease-duration-secs", &LEASE_SECS.to_string()].map(Into::into).to_vec();
-    let env = [("KUBECONFIG", kmock.kubeconfig().into_os_string())];
-    let env: Vec<(&str, &std::ffi::OsStr)> = env.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
-    SluiceChild::start_with(&args, &env, xds, admin, dir.join(format!("{id}.log"))).await
-}
 
 /// One request to a replica's admin port → (status, JSON body).
 async fn call(admin: SocketAddr, method: &str, path: &str, body: &str) -> (u16, Value) {
@@ -63,12 +49,12 @@ async fn view(replica: &SluiceChild) -> (u64, u64, String) {
 }
 
 async fn status(client: &kube::Client) -> Value {
-    let rp = api(client, "sluice.dev", "v1alpha1", "ReleasePolicy").get("reviews").await.expect("policy get");
+    let rp = api(client, "sluice.dev/v1alpha1", "ReleasePolicy").get("reviews").await.expect("policy get");
     rp.data.get("status").cloned().unwrap_or(Value::Null)
 }
 
 async fn lease(client: &kube::Client) -> Value {
-    match api(client, "coordination.k8s.io", "v1", "Lease").get("sluice").await {
+    match api(client, "coordination.k8s.io/v1", "Lease").get("sluice").await {
         Ok(l) => l.data["spec"].clone(),
         Err(kube::Error::Api(e)) if e.code == 404 => Value::Null,
         Err(e) => panic!("lease get: {e}"),
@@ -106,10 +92,7 @@ async fn the_leader_steps_the_follower_serves_its_state_and_takes_over_from_the_
     let client = kmock.client().await;
     let dir = tempfile::tempdir().unwrap();
     let svc = obj("v1", "Service", "reviews", json!({}), json!({"spec": {"ports": [{"name": "http", "port": 9080}]}}));
-    api(&client, "", "v1", "Service")
-        .create(&PostParams::default(), &serde_json::from_value(svc).unwrap())
-        .await
-        .unwrap();
+    api(&client, "v1", "Service").create(&PostParams::default(), &serde_json::from_value(svc).unwrap()).await.unwrap();
     let pause = |ms: u64| json!({"pause": {"duration": format!("{ms}ms")}});
     let steps = json!([
         {"setWeight": 1000}, {"pause": {}},
@@ -121,10 +104,10 @@ async fn the_leader_steps_the_follower_serves_its_state_and_takes_over_from_the_
     let spec = json!({"spec": {"service": "reviews", "stable": "v1", "canary": "v3", "steps": steps}});
     let mut policy = obj("sluice.dev/v1alpha1", "ReleasePolicy", "reviews", json!({}), spec);
     policy["metadata"]["generation"] = json!(1);
-    let policies = api(&client, "sluice.dev", "v1alpha1", "ReleasePolicy");
+    let policies = api(&client, "sluice.dev/v1alpha1", "ReleasePolicy");
     policies.create(&PostParams::default(), &serde_json::from_value(policy).unwrap()).await.unwrap();
 
-    let a = replica(&kmock, "replica-a", dir.path()).await;
+    let a = kmock.replica("replica-a", LEASE_SECS, dir.path()).await;
     until("replica-a holds the lease", Duration::from_secs(5), || async {
         (lease(&client).await["holderIdentity"] == "replica-a").then_some(())
     })
@@ -134,7 +117,7 @@ async fn the_leader_steps_the_follower_serves_its_state_and_takes_over_from_the_
         (s["step"] == 1 && s["stepStartedAt"].is_string()).then_some(())
     })
     .await;
-    let b = replica(&kmock, "replica-b", dir.path()).await;
+    let b = kmock.replica("replica-b", LEASE_SECS, dir.path()).await;
     assert_eq!(view(&b).await, (1, 1000, "Progressing".into()), "the follower serves the stored step");
 
     // Verbs on the follower are refused, naming the leader; on the leader they apply.

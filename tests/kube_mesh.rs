@@ -10,9 +10,9 @@
 
 mod common;
 
-use common::kmock::{Kmock, obj};
+use common::kmock::{Kmock, create, obj};
 use common::{Backend, assert_share, load, start_envoy};
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::{Value, json};
 use sluice::model::ObjectKey;
 use sluice::server::{Options, Sluice};
@@ -22,16 +22,6 @@ use tokio::sync::watch;
 
 const V1_CLUSTER: &str = "outbound|9080|v1|reviews.default.svc.cluster.local";
 const V3_CLUSTER: &str = "outbound|9080|v3|reviews.default.svc.cluster.local";
-
-async fn create(client: &kube::Client, o: Value) {
-    let (group, version) = o["apiVersion"].as_str().unwrap().rsplit_once('/').unwrap_or(("", "v1"));
-    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, o["kind"].as_str().unwrap()));
-    let api = Api::<DynamicObject>::namespaced_with(client.clone(), "default", &ar);
-    let name = o["metadata"]["name"].as_str().unwrap().to_string();
-    api.create(&PostParams::default(), &serde_json::from_value(o).unwrap())
-        .await
-        .unwrap_or_else(|e| panic!("creating {name}: {e}"));
-}
 
 /// Service reviews with one pod and one EndpointSlice per (version, backend).
 async fn reviews(client: &kube::Client, backends: &[(&str, &Backend)]) {

@@ -2,6 +2,8 @@
 //! 127.0.0.1, with a kubeconfig pointing at it and a client. Objects survive [`Kmock::restart`] (a state file),
 //! as a real API server's objects survive in etcd. kmock assigns no `resourceVersion`: [`obj`] sets one.
 
+use super::SluiceChild;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
@@ -146,4 +148,42 @@ pub fn obj(api_version: &str, kind: &str, name: &str, labels: Value, rest: Value
         o[k] = v;
     }
     o
+}
+
+/// The namespaced (`default`) API of any kind, by `apiVersion` (`group/version`, or `v1` for the core group).
+pub fn api(client: &kube::Client, api_version: &str, kind: &str) -> Api<DynamicObject> {
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    Api::namespaced_with(
+        client.clone(),
+        "default",
+        &ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind)),
+    )
+}
+
+/// Creates `o` (from [`obj`]) in the emulator.
+pub async fn create(client: &kube::Client, o: Value) {
+    let a = api(client, o["apiVersion"].as_str().unwrap(), o["kind"].as_str().unwrap());
+    let name = o["metadata"]["name"].as_str().unwrap().to_string();
+    a.create(&PostParams::default(), &serde_json::from_value(o).unwrap())
+        .await
+        .unwrap_or_else(|e| panic!("creating {name}: {e}"));
+}
+
+/// A JSON merge patch, with a fresh resourceVersion as an API server would assign.
+pub async fn patch(client: &kube::Client, api_version: &str, kind: &str, name: &str, mut p: Value) {
+    p["metadata"]["resourceVersion"] = json!(resource_version());
+    let a = api(client, api_version, kind);
+    a.patch(name, &PatchParams::default(), &Patch::Merge(p)).await.unwrap_or_else(|e| panic!("patching {name}: {e}"));
+}
+
+impl Kmock {
+    /// A `sluice serve --kube` child against this emulator, named `id` in the Lease, its log in `dir/ID.log`.
+    pub async fn replica(&self, id: &str, lease_secs: u64, dir: &std::path::Path) -> SluiceChild {
+        let [xds, admin] = super::free_addrs();
+        let args: Vec<std::ffi::OsString> =
+            ["--kube", "--identity", id, "--lease-duration-secs", &lease_secs.to_string()].map(Into::into).to_vec();
+        let env = [("KUBECONFIG", self.kubeconfig().into_os_string())];
+        let env: Vec<(&str, &std::ffi::OsStr)> = env.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
+        SluiceChild::start_with(&args, &env, xds, admin, dir.join(format!("{id}.log"))).await
+    }
 }
