@@ -96,7 +96,9 @@ impl Snapshot {
     /// changed, only the affected services' load assignments are derived again, and clusters, routes and listeners
     /// are carried over unless those services' versions (or a version's readiness) changed.
     pub fn build(version: u64, model: Arc<Model>, previous: Option<&Snapshot>) -> Result<Self, Inconsistent> {
-        let fast = previous.filter(|p| only_endpoints_changed(&p.model, &model));
+        // Both questions are structural diffs of the models' persistent maps: O(change) for a model derived from
+        // the previous one by edits (as the store publishes them), whatever the model's size.
+        let fast = previous.filter(|p| p.model.only_endpoints_differ(&model));
         let changed = fast.map(|p| p.model.services_with_changed_endpoints(&model)).unwrap_or_default();
         let same = |f: fn(&Model, &ObjectKey) -> BTreeMap<String, bool>| {
             fast.is_some_and(|p| changed.iter().all(|svc| f(&p.model, svc) == f(&model, svc)))
@@ -142,20 +144,35 @@ impl Snapshot {
             clusters,
             endpoints,
         };
-        snapshot.check()?;
+        snapshot.check(previous)?;
         Ok(snapshot)
     }
 
     /// Every EDS cluster has its assignment (go-control-plane's `consistent`); routes are checked per scope.
-    fn check(&self) -> Result<(), Inconsistent> {
-        for c in self.clusters.values() {
-            for r in c.refs.iter() {
-                if !self.endpoints.contains_key(r) {
-                    return Err(Inconsistent::MissingAssignment { cluster: c.name.clone() });
+    /// The previous snapshot passed this check, so unless an assignment went away only the clusters that are new
+    /// or changed since then need checking (a structural diff: O(change)).
+    fn check(&self, previous: Option<&Snapshot>) -> Result<(), Inconsistent> {
+        if let Some(p) = previous
+            && !p.endpoints.diff(&self.endpoints).any(|d| matches!(d, DiffItem::Remove(..)))
+        {
+            for d in p.clusters.diff(&self.clusters) {
+                if let DiffItem::Add(_, c) | DiffItem::Update { new: (_, c), .. } = d {
+                    self.check_cluster(c)?;
                 }
             }
+            return Ok(());
+        }
+        for c in self.clusters.values() {
+            self.check_cluster(c)?;
         }
         Ok(())
+    }
+
+    fn check_cluster(&self, c: &Resource) -> Result<(), Inconsistent> {
+        match c.refs.iter().all(|r| self.endpoints.contains_key(r)) {
+            true => Ok(()),
+            false => Err(Inconsistent::MissingAssignment { cluster: c.name.clone() }),
+        }
     }
 
     pub fn clusters(&self) -> &Arc<ResourceSet> {
@@ -266,14 +283,6 @@ fn encode_onto(items: impl Iterator<Item = Resource>, previous: Option<&Arc<Reso
         };
     }
     if changed { Arc::new(set) } else { prev.clone() }
-}
-
-fn only_endpoints_changed(old: &Model, new: &Model) -> bool {
-    old.services == new.services
-        && old.policies == new.policies
-        && old.virtual_services == new.virtual_services
-        && old.destination_rules == new.destination_rules
-        && old.http_routes == new.http_routes
 }
 
 /// Re-derives the load assignments of the services whose endpoints changed; keeps every other one as it was.
