@@ -271,4 +271,66 @@ mod tests {
         store.update(|_| {});
         assert!(!rx.has_changed().unwrap());
     }
+
+    #[test]
+    fn a_later_part_wins_a_clash_and_removing_it_uncovers_the_earlier() {
+        let store = Store::new();
+        let key = ObjectKey::new("default", "a");
+        let port = |n: u16, s: &str| {
+            let mut svc = svc(s);
+            svc.ports.push(crate::model::ServicePort {
+                name: String::new(),
+                port: n,
+                target_port: crate::model::TargetPort::Number(n),
+                app_protocol: None,
+            });
+            svc
+        };
+        store.update_part("api", |m| {
+            m.services.insert(key.clone(), port(1, "a"));
+        });
+        store.update_part("file", |m| {
+            m.services.insert(key.clone(), port(2, "a"));
+        });
+        assert_eq!(store.model().services[&key].ports[0].port, 2, "\"file\" sorts after \"api\"");
+        store.update_part("api", |m| {
+            m.services.insert(key.clone(), port(3, "a"));
+        });
+        assert_eq!(store.model().services[&key].ports[0].port, 2, "an earlier part's edit stays covered");
+        store.update_part("file", |m| {
+            m.services.remove(&key);
+        });
+        assert_eq!(store.model().services[&key].ports[0].port, 3, "the earlier part shows through");
+        store.update_part("api", |m| {
+            m.services.remove(&key);
+        });
+        assert!(store.model().services.is_empty());
+    }
+
+    #[test]
+    fn release_states_lay_over_policies_and_an_edit_shares_the_rest() {
+        use crate::model::{Phase, ReleasePolicy, ReleasePolicySpec};
+        let store = Store::new();
+        let mut rx = store.subscribe();
+        let key = ObjectKey::new("default", "r");
+        store.update(|m| {
+            m.insert_service(svc("a"));
+            m.insert_policy(ReleasePolicy::new("default", "r", ReleasePolicySpec::split("a", "v1", "v2", 100)));
+        });
+        rx.borrow_and_update();
+        let state = ReleaseState { phase: Phase::Paused, canary_weight: Some(7), step: 0 };
+        store.set_release_states([(key.clone(), state.clone())].into());
+        assert!(rx.has_changed().unwrap());
+        let before = rx.borrow_and_update().clone();
+        assert_eq!(before.policies[&key].state, state);
+        store.set_release_states([(key.clone(), state.clone())].into());
+        assert!(!rx.has_changed().unwrap(), "the same states wake nobody");
+        // A policy edit in the part keeps the state laid over it; the services map is shared, not copied.
+        store.update(|m| m.policies.get_mut(&key).unwrap().spec.canary = "v3".into());
+        let after = store.model();
+        assert_eq!((after.policies[&key].spec.canary.as_str(), &after.policies[&key].state), ("v3", &state));
+        assert!(after.services.ptr_eq(&before.services));
+        store.set_release_states(BTreeMap::new());
+        assert_eq!(store.model().policies[&key].state, ReleaseState::default());
+    }
 }
