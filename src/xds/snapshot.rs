@@ -395,4 +395,36 @@ mod tests {
         assert!(!Arc::ptr_eq(v1.arc(TypeKind::Endpoint), v3.arc(TypeKind::Endpoint)));
         assert_eq!(v3.get(TypeKind::Endpoint), &*visible::filter(s3.endpoints(), &p.visibility));
     }
+
+    #[test]
+    fn store_edits_build_the_same_sets_as_a_fresh_translation() {
+        let store = crate::store::Store::new();
+        store.set_model(model(true, 19082));
+        let mut prev = Snapshot::build(1, store.model(), None).unwrap();
+        let reviews = || ObjectKey::new("default", "reviews");
+        let edits: [&dyn Fn(&mut Model); 3] = [
+            // Endpoints only, same versions: the fast path, clusters shared.
+            &|m| {
+                m.endpoints.get_mut(&reviews()).unwrap()[0].ports.insert(9080, 19090);
+            },
+            // Endpoints only, v3 gone: clusters and routes derived again.
+            &|m| m.endpoints.get_mut(&reviews()).unwrap().retain(|e| e.label("version") != Some("v3")),
+            // Not endpoints only.
+            &|m| m.policies.clear(),
+        ];
+        for (i, edit) in edits.into_iter().enumerate() {
+            let before = store.model();
+            store.update(|m| edit(m));
+            let next = Snapshot::build(2 + i as u64, store.model(), Some(&prev)).unwrap();
+            assert!(!Arc::ptr_eq(&before, &next.model), "edit {i} changed the model");
+            let fresh = Snapshot::build(99, store.model(), None).unwrap();
+            assert_eq!(**next.clusters(), **fresh.clusters(), "clusters after edit {i}");
+            assert_eq!(**next.endpoints(), **fresh.endpoints(), "assignments after edit {i}");
+            let kinds = [TypeKind::Cluster, TypeKind::Endpoint, TypeKind::Listener, TypeKind::Route];
+            for k in kinds {
+                assert_eq!(next.view(&proxy()).get(k), fresh.view(&proxy()).get(k), "{k:?} after edit {i}");
+            }
+            prev = next;
+        }
+    }
 }
