@@ -1,6 +1,7 @@
 //! Incremental (Delta) xDS: responses carry only what changed, and `removed_resources`.
 
 use super::resource::TypeKind;
+use super::response::Response;
 use super::session::{Inflight, Session};
 use super::stream::Protocol;
 use envoy_types::pb::envoy::config::core::v3::Node;
@@ -95,11 +96,7 @@ impl Protocol for Delta {
         }
     }
 
-    fn resource_bytes(resp: &DeltaDiscoveryResponse) -> usize {
-        resp.resources.iter().filter_map(|r| r.resource.as_ref()).map(|a| a.value.len()).sum()
-    }
-
-    fn push(s: &mut Session, kind: TypeKind) -> Option<DeltaDiscoveryResponse> {
+    fn push(s: &mut Session, kind: TypeKind) -> Option<Response> {
         let st = &s.types[kind.index()];
         if !st.subscribed || st.inflight.is_some() {
             return None;
@@ -152,13 +149,6 @@ impl Protocol for Delta {
         st.last_nonce = Some(nonce.clone());
         st.sent_version = Some(system_version.clone());
         st.inflight = Some(Inflight { nonce: nonce.clone(), version: system_version.clone(), set: desired });
-        Some(DeltaDiscoveryResponse {
-            system_version_info: system_version,
-            resources: updates.iter().map(|r| r.to_delta()).collect(),
-            type_url: kind.type_url().to_string(),
-            removed_resources: removals,
-            nonce,
-            ..Default::default()
-        })
+        Some(Response { kind, version: system_version, nonce, resources: updates, removed: removals, delta: true })
     }
 }

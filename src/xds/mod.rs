@@ -21,6 +21,7 @@ pub mod publisher;
 mod queue;
 pub mod registry;
 pub mod resource;
+mod response;
 pub mod server;
 mod session;
 pub mod snapshot;

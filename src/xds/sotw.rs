@@ -1,6 +1,7 @@
 //! State-of-the-world xDS: every response carries the full set of its type (as requested).
 
 use super::resource::{TypeKind, set_version};
+use super::response::Response;
 use super::session::{Inflight, Session};
 use super::stream::Protocol;
 use envoy_types::pb::envoy::config::core::v3::Node;
@@ -50,11 +51,7 @@ impl Protocol for Sotw {
         subscribe(s, kind, req.resource_names);
     }
 
-    fn resource_bytes(resp: &DiscoveryResponse) -> usize {
-        resp.resources.iter().map(|a| a.value.len()).sum()
-    }
-
-    fn push(s: &mut Session, kind: TypeKind) -> Option<DiscoveryResponse> {
+    fn push(s: &mut Session, kind: TypeKind) -> Option<Response> {
         let st = &s.types[kind.index()];
         if !st.subscribed || st.inflight.is_some() {
             return None;
@@ -77,13 +74,9 @@ impl Protocol for Sotw {
             return None;
         }
         let nonce = s.next_nonce();
-        let resp = DiscoveryResponse {
-            version_info: version.clone(),
-            resources: desired.values().map(|r| r.to_any()).collect(),
-            type_url: kind.type_url().to_string(),
-            nonce: nonce.clone(),
-            ..Default::default()
-        };
+        let resources = desired.values().cloned().collect();
+        let resp =
+            Response { kind, version: version.clone(), nonce: nonce.clone(), resources, removed: vec![], delta: false };
         let st = s.state(kind);
         st.force = false;
         st.last_nonce = Some(nonce.clone());

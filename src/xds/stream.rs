@@ -15,11 +15,11 @@ use super::node;
 use super::queue::SendQueue;
 use super::registry::Registry;
 use super::resource::TypeKind;
+use super::response::{CHUNK, Chunks, Response};
 use super::session::Session;
 use super::snapshot::Snapshot;
 use super::trust::Peer;
-use super::wire::{self, Requests};
-use bytes::Bytes;
+use super::wire::Requests;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use futures::StreamExt;
 use std::sync::Arc;
@@ -52,10 +52,8 @@ pub(crate) trait Protocol: Send + 'static {
     fn names(req: &Self::Req) -> impl Iterator<Item = &str>;
     /// Applies one request: subscription changes, ACK or NACK.
     fn handle(session: &mut Session, kind: TypeKind, req: Self::Req);
-    /// The response to send for `kind` now, if any.
-    fn push(session: &mut Session, kind: TypeKind) -> Option<Self::Resp>;
-    /// Resource bytes a response carries (for `pilot_xds_config_size_bytes`).
-    fn resource_bytes(resp: &Self::Resp) -> usize;
+    /// The response to send for `kind` now, if any (its wire form is `Self::Resp`).
+    fn push(session: &mut Session, kind: TypeKind) -> Option<Response>;
 }
 
 /// Runs one stream to its end. `only` restricts it to one type (the per-type services); `_slot` is its place in
@@ -63,7 +61,7 @@ pub(crate) trait Protocol: Send + 'static {
 pub(crate) async fn run<P: Protocol>(
     ctx: StreamCtx,
     mut inbound: Requests<P::Req>,
-    tx: SendQueue<Bytes>,
+    tx: SendQueue<Chunks>,
     only: Option<TypeKind>,
     peer: Option<Peer>,
     _slot: SlotGuard,
@@ -102,7 +100,7 @@ pub(crate) async fn run<P: Protocol>(
 async fn serve<P: Protocol>(
     mut ctx: StreamCtx,
     mut inbound: Requests<P::Req>,
-    tx: SendQueue<Bytes>,
+    tx: SendQueue<Chunks>,
     only: Option<TypeKind>,
     first: P::Req,
     node: Node,
@@ -166,7 +164,7 @@ fn with_flag(status: Status) -> Status {
 pub(crate) fn push_dirty<P: Protocol>(
     session: &mut Session,
     limits: &Limits,
-    tx: &SendQueue<Bytes>,
+    tx: &SendQueue<Chunks>,
 ) -> Result<(), Status> {
     for kind in TypeKind::ALL {
         if !tx.has_room() {
@@ -177,14 +175,12 @@ pub(crate) fn push_dirty<P: Protocol>(
         }
         let started = Instant::now();
         if let Some(resp) = P::push(session, kind) {
-            let bytes = prost::Message::encoded_len(&resp);
+            let bytes = resp.encoded_len();
             limits.check_response(kind, bytes)?;
-            let resource_bytes = P::resource_bytes(&resp);
+            let resource_bytes = resp.resource_bytes();
             tracing::debug!(type = kind.short(), bytes, "push");
-            // Encoded into an allocation of its exact size, freed once written (see `wire`).
-            let frame = wire::frame(&resp, bytes);
-            drop(resp);
-            tx.push(frame, bytes).map_err(|_| Status::cancelled("the proxy is gone"))?;
+            // Encoded chunk by chunk as HTTP/2 sends it (see `response`).
+            tx.push(Chunks::new(resp, bytes, CHUNK), bytes).map_err(|_| Status::cancelled("the proxy is gone"))?;
             crate::telemetry::xds::get().pushed(kind, resource_bytes, started.elapsed());
             session.state(kind).sent_at = Some(std::time::SystemTime::now());
         }

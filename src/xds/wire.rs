@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  HTTP/2 request body ──▶ Requests<M>: 5-byte prefix + protobuf ──▶ M        (buffer dropped when idle and big)
-//!  stream task ──frame(M)──▶ exact-size Bytes ──▶ send queue ──▶ Responses ──▶ HTTP/2 DATA, then grpc-status
+//!  stream task ──Response──▶ send queue ──▶ Responses: chunks encoded as polled ──▶ HTTP/2 DATA, then grpc-status
 //! ```
 //! tonic's codec keeps one encode and one decode buffer per stream and re-uses them, so each stream kept a buffer
 //! the size of its largest response (the initial EDS set: about 1 MB with 1,000 services) and of its largest
@@ -14,6 +14,7 @@
 //! decode limit's message is tonic's, so callers name the flag the same way.
 
 use super::queue::Outbound;
+use super::response::Chunks;
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue};
 use http_body::Body as _;
@@ -28,17 +29,7 @@ pub const PREFIX: usize = 5;
 /// A request buffer larger than this is dropped whenever it holds no partial message.
 pub const IDLE_BUFFER_LIMIT: usize = 16 * 1024;
 
-/// `msg` (whose encoded length is `len`) as one gRPC message: prefix and protobuf in one exact-size allocation.
-pub fn frame<M: prost::Message>(msg: &M, len: usize) -> Bytes {
-    let mut buf = Vec::with_capacity(PREFIX + len);
-    buf.push(0);
-    buf.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
-    msg.encode_raw(&mut buf);
-    debug_assert_eq!(buf.len(), PREFIX + len);
-    Bytes::from(buf)
-}
-
-/// The message inside a frame made by [`frame`] (tests, the fuzzing driver).
+/// The message inside a gRPC frame (tests, the fuzzing driver).
 pub fn unframe<M: prost::Message + Default>(frame: &[u8]) -> Result<M, prost::DecodeError> {
     M::decode(frame.get(PREFIX..).unwrap_or_default())
 }
@@ -137,13 +128,15 @@ impl<M> Unpin for Requests<M> {}
 /// A gRPC response body: the frames the stream task queues, then the status as trailers (OK when the task ends
 /// without one).
 pub struct Responses {
-    out: Outbound<Bytes>,
+    out: Outbound<Chunks>,
+    /// The response being sent.
+    current: Option<Chunks>,
     done: bool,
 }
 
 impl Responses {
-    pub(crate) fn new(out: Outbound<Bytes>) -> Self {
-        Self { out, done: false }
+    pub(crate) fn new(out: Outbound<Chunks>) -> Self {
+        Self { out, current: None, done: false }
     }
 }
 
@@ -158,10 +151,16 @@ impl http_body::Body for Responses {
         if self.done {
             return Poll::Ready(None);
         }
-        let status = match ready!(futures::StreamExt::poll_next_unpin(&mut self.out, cx)) {
-            Some(Ok(frame)) => return Poll::Ready(Some(Ok(http_body::Frame::data(frame)))),
-            Some(Err(status)) => status,
-            None => Status::ok(""),
+        let status = loop {
+            if let Some(chunk) = self.current.as_mut().and_then(Chunks::next_chunk) {
+                return Poll::Ready(Some(Ok(http_body::Frame::data(chunk))));
+            }
+            self.current = None;
+            match ready!(futures::StreamExt::poll_next_unpin(&mut self.out, cx)) {
+                Some(Ok(chunks)) => self.current = Some(chunks),
+                Some(Err(status)) => break status,
+                None => break Status::ok(""),
+            }
         };
         self.done = true;
         Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers(&status)))))
@@ -217,6 +216,16 @@ mod tests {
         }
     }
 
+    /// `msg` (whose encoded length is `len`) as one gRPC message: prefix and protobuf in one exact-size allocation.
+    fn frame<M: prost::Message>(msg: &M, len: usize) -> Bytes {
+        let mut buf = Vec::with_capacity(PREFIX + len);
+        buf.push(0);
+        buf.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
+        msg.encode_raw(&mut buf);
+        debug_assert_eq!(buf.len(), PREFIX + len);
+        Bytes::from(buf)
+    }
+
     fn framed(m: &DiscoveryRequest) -> Vec<u8> {
         frame(m, prost::Message::encoded_len(m)).to_vec()
     }
@@ -264,19 +273,44 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn responses_are_the_queued_frames_then_the_status_as_trailers() {
-        let (tx, out) = super::super::queue::channel::<Bytes>(4, 1 << 20);
-        let m = req(2);
-        let f = frame(&m, prost::Message::encoded_len(&m));
-        tx.push(f.clone(), f.len()).unwrap();
+    async fn responses_are_the_queued_responses_in_chunks_then_the_status_as_trailers() {
+        use crate::xds::resource::{Resource, TypeKind};
+        use crate::xds::response::{CHUNK, Response};
+        use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
+        use std::sync::Arc;
+        let resources: Vec<_> = (0..400)
+            .map(|i| Arc::new(Resource::new(TypeKind::Cluster, format!("c{i}"), vec![1; 100 + i * 20], vec![])))
+            .collect();
+        let resp = Response {
+            kind: TypeKind::Cluster,
+            version: "v".into(),
+            nonce: "1".into(),
+            resources,
+            removed: vec![],
+            delta: false,
+        };
+        let (expected, len) = (resp.to_sotw(), resp.encoded_len());
+        assert!(len > 10 * CHUNK);
+        let (tx, out) = super::super::queue::channel(4, 1 << 30);
+        tx.push(Chunks::new(resp, len, CHUNK), len).unwrap();
         tx.fail(Status::permission_denied("namespace b"));
         let mut body = Responses::new(out);
-        let first = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await.unwrap().unwrap();
-        assert_eq!(unframe::<DiscoveryRequest>(first.data_ref().unwrap()).unwrap(), m);
-        let last = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await.unwrap().unwrap();
-        let t = last.trailers_ref().unwrap();
-        assert_eq!(t.get("grpc-status").unwrap(), "7");
-        assert_eq!(t.get("grpc-message").unwrap(), "namespace%20b");
+        let (mut joined, mut chunks) = (Vec::new(), 0);
+        let trailers = loop {
+            let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await.unwrap().unwrap();
+            match frame.into_data() {
+                Ok(data) => {
+                    assert!(data.len() <= CHUNK + 6_000, "a chunk of {} bytes", data.len());
+                    joined.extend_from_slice(&data);
+                    chunks += 1;
+                }
+                Err(frame) => break frame.into_trailers().unwrap(),
+            }
+        };
+        assert!(chunks > 10, "{chunks} chunks");
+        assert_eq!(unframe::<DiscoveryResponse>(&joined).unwrap(), expected);
+        assert_eq!(trailers.get("grpc-status").unwrap(), "7");
+        assert_eq!(trailers.get("grpc-message").unwrap(), "namespace%20b");
         assert!(std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await.is_none());
     }
 }
