@@ -10,8 +10,12 @@
 //! API refuses to create such a clash). Release state (phase, weight, step) is not part of any source: the release
 //! controller sets it for every policy with [`Store::set_release_states`]. A change that leaves the merged model
 //! equal wakes nobody.
+//!
+//! The merged model is kept, not rebuilt: a change re-merges only the keys that differ between the part before
+//! and after (a structural diff of persistent maps, see [`crate::model::Objects`]), so publishing one endpoint
+//! change costs O(change · parts), and the published model shares all other structure with the previous one.
 
-use crate::model::{Model, ObjectKey, ReleaseState};
+use crate::model::{Model, ObjectKey, Objects, ReleaseState, diff_key};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
@@ -35,6 +39,10 @@ struct Parts {
     states: BTreeMap<ObjectKey, ReleaseState>,
     /// Sources that must load once before the store is ready.
     pending: BTreeSet<String>,
+    /// The union of `models` with `states` laid over its policies: what was last published.
+    merged: Model,
+    /// `merged` differs from what was last published.
+    dirty: bool,
 }
 
 impl Default for Store {
@@ -62,17 +70,23 @@ impl Store {
     /// Replaces one source's part and marks that source loaded.
     pub fn set_part(&self, source: &str, model: Model) {
         let mut parts = self.lock();
-        parts.models.insert(source.to_string(), model);
+        let new = model.clone();
+        let old = parts.models.insert(source.to_string(), model).unwrap_or_default();
         parts.pending.remove(source);
-        self.publish(&parts);
+        parts.remerge(&old, &new);
+        self.publish(&mut parts);
     }
 
     /// Edits one source's part in place (the part starts empty).
     pub fn update_part(&self, source: &str, edit: impl FnOnce(&mut Model)) {
         let mut parts = self.lock();
-        edit(parts.models.entry(source.to_string()).or_default());
+        let part = parts.models.entry(source.to_string()).or_default();
+        let old = part.clone();
+        edit(part);
+        let new = part.clone();
         parts.pending.remove(source);
-        self.publish(&parts);
+        parts.remerge(&old, &new);
+        self.publish(&mut parts);
     }
 
     /// The source a harness or test edits with [`Store::update`].
@@ -92,8 +106,13 @@ impl Store {
     /// keeps the default state: follow its spec.
     pub fn set_release_states(&self, states: BTreeMap<ObjectKey, ReleaseState>) {
         let mut parts = self.lock();
-        parts.states = states;
-        self.publish(&parts);
+        let old = std::mem::replace(&mut parts.states, states);
+        let changed: BTreeSet<ObjectKey> =
+            old.keys().chain(parts.states.keys()).filter(|k| old.get(*k) != parts.states.get(*k)).cloned().collect();
+        for key in &changed {
+            parts.remerge_key(key, |m| &m.policies, |m| &mut m.policies);
+        }
+        self.publish(&mut parts);
     }
 
     /// The source whose part defines the policy `key` as served: the last part in merge order that has it.
@@ -132,31 +151,90 @@ impl Store {
         self.inner.parts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn publish(&self, parts: &Parts) {
-        let mut merged = Model::default();
-        for part in parts.models.values() {
-            merged.services.extend(part.services.iter().map(|(k, v)| (k.clone(), v.clone())));
-            merged.endpoints.extend(part.endpoints.iter().map(|(k, v)| (k.clone(), v.clone())));
-            merged.policies.extend(part.policies.iter().map(|(k, v)| (k.clone(), v.clone())));
-            merged.virtual_services.extend(part.virtual_services.iter().map(|(k, v)| (k.clone(), v.clone())));
-            merged.destination_rules.extend(part.destination_rules.iter().map(|(k, v)| (k.clone(), v.clone())));
-            merged.http_routes.extend(part.http_routes.iter().map(|(k, v)| (k.clone(), v.clone())));
+    fn publish(&self, parts: &mut Parts) {
+        if std::mem::take(&mut parts.dirty) {
+            let merged = Arc::new(parts.merged.clone());
+            self.inner.model.send_replace(merged);
         }
-        for (key, policy) in merged.policies.iter_mut() {
-            policy.state = parts.states.get(key).cloned().unwrap_or_default();
-        }
-        self.inner.model.send_if_modified(|current| {
-            if **current == merged {
-                return false;
-            }
-            *current = Arc::new(merged);
-            true
-        });
         if parts.pending.is_empty() {
             self.inner.ready.send_if_modified(|r| !std::mem::replace(r, true));
         }
     }
 }
+
+impl Parts {
+    /// Brings `merged` up to date after one part changed from `old` to `new` (already in `models`): only the keys
+    /// their diff names are merged again.
+    fn remerge(&mut self, old: &Model, new: &Model) {
+        self.remerge_map(&old.services, &new.services, |m| &m.services, |m| &mut m.services);
+        self.remerge_map(&old.endpoints, &new.endpoints, |m| &m.endpoints, |m| &mut m.endpoints);
+        self.remerge_map(&old.policies, &new.policies, |m| &m.policies, |m| &mut m.policies);
+        self.remerge_map(
+            &old.virtual_services,
+            &new.virtual_services,
+            |m| &m.virtual_services,
+            |m| &mut m.virtual_services,
+        );
+        self.remerge_map(
+            &old.destination_rules,
+            &new.destination_rules,
+            |m| &m.destination_rules,
+            |m| &mut m.destination_rules,
+        );
+        self.remerge_map(&old.http_routes, &new.http_routes, |m| &m.http_routes, |m| &mut m.http_routes);
+    }
+
+    fn remerge_map<V: Clone + PartialEq + Overlay>(
+        &mut self,
+        old: &Objects<V>,
+        new: &Objects<V>,
+        get: fn(&Model) -> &Objects<V>,
+        get_mut: fn(&mut Model) -> &mut Objects<V>,
+    ) {
+        for d in old.diff(new) {
+            self.remerge_key(diff_key(&d), get, get_mut);
+        }
+    }
+
+    /// Merges one key again: the value of the last part (in name order) that has it, with release state laid
+    /// over a policy. Marks the model dirty only when the merged value really changed.
+    fn remerge_key<V: Clone + PartialEq + Overlay>(
+        &mut self,
+        key: &ObjectKey,
+        get: fn(&Model) -> &Objects<V>,
+        get_mut: fn(&mut Model) -> &mut Objects<V>,
+    ) {
+        let value = self.models.values().rev().find_map(|m| get(m).get(key)).map(|v| v.overlay(key, &self.states));
+        let merged = get_mut(&mut self.merged);
+        if merged.get(key) == value.as_ref() {
+            return;
+        }
+        match value {
+            Some(v) => merged.insert(key.clone(), v),
+            None => merged.remove(key),
+        };
+        self.dirty = true;
+    }
+}
+
+/// What the store lays over a part's object when merging: the release state over a policy, nothing otherwise.
+trait Overlay: Sized + Clone {
+    fn overlay(&self, _key: &ObjectKey, _states: &BTreeMap<ObjectKey, ReleaseState>) -> Self {
+        self.clone()
+    }
+}
+
+impl Overlay for crate::model::ReleasePolicy {
+    fn overlay(&self, key: &ObjectKey, states: &BTreeMap<ObjectKey, ReleaseState>) -> Self {
+        Self { state: states.get(key).cloned().unwrap_or_default(), ..self.clone() }
+    }
+}
+
+impl Overlay for crate::model::Service {}
+impl Overlay for Vec<crate::model::Endpoint> {}
+impl Overlay for crate::model::mesh::VirtualService {}
+impl Overlay for crate::model::mesh::DestinationRule {}
+impl Overlay for crate::model::mesh::HttpRouteObject {}
 
 #[cfg(test)]
 mod tests {
@@ -192,5 +270,67 @@ mod tests {
         assert_eq!(rx.borrow_and_update().services.len(), 2);
         store.update(|_| {});
         assert!(!rx.has_changed().unwrap());
+    }
+
+    #[test]
+    fn a_later_part_wins_a_clash_and_removing_it_uncovers_the_earlier() {
+        let store = Store::new();
+        let key = ObjectKey::new("default", "a");
+        let port = |n: u16, s: &str| {
+            let mut svc = svc(s);
+            svc.ports.push(crate::model::ServicePort {
+                name: String::new(),
+                port: n,
+                target_port: crate::model::TargetPort::Number(n),
+                app_protocol: None,
+            });
+            svc
+        };
+        store.update_part("api", |m| {
+            m.services.insert(key.clone(), port(1, "a"));
+        });
+        store.update_part("file", |m| {
+            m.services.insert(key.clone(), port(2, "a"));
+        });
+        assert_eq!(store.model().services[&key].ports[0].port, 2, "\"file\" sorts after \"api\"");
+        store.update_part("api", |m| {
+            m.services.insert(key.clone(), port(3, "a"));
+        });
+        assert_eq!(store.model().services[&key].ports[0].port, 2, "an earlier part's edit stays covered");
+        store.update_part("file", |m| {
+            m.services.remove(&key);
+        });
+        assert_eq!(store.model().services[&key].ports[0].port, 3, "the earlier part shows through");
+        store.update_part("api", |m| {
+            m.services.remove(&key);
+        });
+        assert!(store.model().services.is_empty());
+    }
+
+    #[test]
+    fn release_states_lay_over_policies_and_an_edit_shares_the_rest() {
+        use crate::model::{Phase, ReleasePolicy, ReleasePolicySpec};
+        let store = Store::new();
+        let mut rx = store.subscribe();
+        let key = ObjectKey::new("default", "r");
+        store.update(|m| {
+            m.insert_service(svc("a"));
+            m.insert_policy(ReleasePolicy::new("default", "r", ReleasePolicySpec::split("a", "v1", "v2", 100)));
+        });
+        rx.borrow_and_update();
+        let state = ReleaseState { phase: Phase::Paused, canary_weight: Some(7), step: 0 };
+        store.set_release_states([(key.clone(), state.clone())].into());
+        assert!(rx.has_changed().unwrap());
+        let before = rx.borrow_and_update().clone();
+        assert_eq!(before.policies[&key].state, state);
+        store.set_release_states([(key.clone(), state.clone())].into());
+        assert!(!rx.has_changed().unwrap(), "the same states wake nobody");
+        // A policy edit in the part keeps the state laid over it; the services map is shared, not copied.
+        store.update(|m| m.policies.get_mut(&key).unwrap().spec.canary = "v3".into());
+        let after = store.model();
+        assert_eq!((after.policies[&key].spec.canary.as_str(), &after.policies[&key].state), ("v3", &state));
+        assert!(after.services.ptr_eq(&before.services));
+        store.set_release_states(BTreeMap::new());
+        assert_eq!(store.model().policies[&key].state, ReleaseState::default());
     }
 }

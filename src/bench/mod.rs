@@ -58,6 +58,10 @@ pub struct BenchArgs {
     /// Print one JSON object instead of the table.
     #[arg(long, env = "SLUICE_BENCH_JSON")]
     pub json: bool,
+    /// Only the translation figures (in this process, no server, no proxies): whole model at --services, and one
+    /// endpoint change at S = 100, 1,000 and 10,000.
+    #[arg(long, env = "SLUICE_BENCH_TRANSLATION_ONLY")]
+    pub translation_only: bool,
 }
 
 /// `sluice bench-child`: one server process of the benchmark (spawned by the driver, not for people).
@@ -102,6 +106,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Results> {
         ..Default::default()
     };
     translation(&shape, &mut r)?;
+    if args.translation_only {
+        return Ok(r);
+    }
     let s = phase(Kind::Sluice, &args, &shape).await?;
     (r.connect_s, r.rss_mb, r.baseline_rss_mb, r.idle_cpu_percent) = (s.connect_s, s.rss_mb, s.baseline_mb, s.idle_cpu);
     r.rss_per_proxy_kb = (s.rss_mb - s.baseline_mb).max(0.0) * 1024.0 / args.proxies as f64;
@@ -118,25 +125,35 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Results> {
     Ok(r)
 }
 
-/// Pure translation figures, in this process: the whole model, and one endpoint change at S=100 and S=10,000.
+/// Pure translation figures, in this process: the whole model, and one endpoint change at S = 100, 1,000 and
+/// 10,000. A change is timed along the path a real one takes: the store edits its part and publishes the merged
+/// model, the snapshot is built from the previous one, and a proxy's view of it is taken.
 fn translation(shape: &Shape, r: &mut Results) -> anyhow::Result<()> {
     let model = Arc::new(fixture::model(shape));
     let started = Instant::now();
     let snap = Snapshot::build(1, model, None)?;
     let _ = snap.view(&proxy_info());
     r.translate_ms = started.elapsed().as_secs_f64() * 1e3;
-    for (services, out) in [(100, &mut r.endpoint_change_us_s100), (10_000, &mut r.endpoint_change_us_s10000)] {
+    let sizes = [
+        (100, &mut r.endpoint_change_us_s100),
+        (1_000, &mut r.endpoint_change_us_s1000),
+        (10_000, &mut r.endpoint_change_us_s10000),
+    ];
+    for (services, out) in sizes {
         let s = Shape { services, ..*shape };
-        let mut model = fixture::model(&s);
-        let prev = Snapshot::build(1, Arc::new(model.clone()), None)?;
+        let store = crate::store::Store::new();
+        store.set_model(fixture::model(&s));
+        let mut prev = Snapshot::build(1, store.model(), None)?;
+        let _ = prev.view(&proxy_info());
         let rounds = 20;
         let mut total = Duration::ZERO;
         for round in 0..rounds {
-            fixture::churn(&mut model, (round * 37 + 1) % services, round);
-            let next = Arc::new(model.clone());
             let started = Instant::now();
-            let _ = Snapshot::build(2, next, Some(&prev))?;
+            store.update(|m| fixture::churn(m, (round * 37 + 1) % services, round));
+            let next = Snapshot::build(2 + round as u64, store.model(), Some(&prev))?;
+            let _ = next.view(&proxy_info());
             total += started.elapsed();
+            prev = next;
         }
         *out = total.as_secs_f64() * 1e6 / rounds as f64;
     }

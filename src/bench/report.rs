@@ -55,6 +55,7 @@ pub struct Results {
     pub connect_floor_ratio: f64,
     pub translate_ms: f64,
     pub endpoint_change_us_s100: f64,
+    pub endpoint_change_us_s1000: f64,
     pub endpoint_change_us_s10000: f64,
 }
 
@@ -110,9 +111,27 @@ impl Results {
         row("RSS without proxies (MB)", f(self.baseline_rss_mb), "".into(), "".into());
         row("RSS per proxy (KB)", f(self.rss_per_proxy_kb), "".into(), "".into());
         row("idle CPU (% of one core)", f(self.idle_cpu_percent), "".into(), "".into());
-        row("translate whole model (ms)", format!("{:.2}", self.translate_ms), "".into(), "".into());
-        row("one endpoint change, S=100 (us)", f(self.endpoint_change_us_s100), "".into(), "".into());
-        row("one endpoint change, S=10000 (us)", f(self.endpoint_change_us_s10000), "".into(), "".into());
+        for (name, value) in self.translation_rows() {
+            row(&name, value, "".into(), "".into());
+        }
         t
+    }
+
+    /// The translation figures only (`--translation-only`).
+    pub fn translation_table(&self) -> String {
+        let mut t = format!("| {:<34} | {:>12} |\n| {:<34} | {:>12} |\n", "measure", "sluice", "---", "---");
+        for (name, value) in self.translation_rows() {
+            t.push_str(&format!("| {name:<34} | {value:>12} |\n"));
+        }
+        t
+    }
+
+    fn translation_rows(&self) -> Vec<(String, String)> {
+        vec![
+            (format!("translate whole model, S={} (ms)", self.services), format!("{:.2}", self.translate_ms)),
+            ("one endpoint change, S=100 (us)".into(), format!("{:.1}", self.endpoint_change_us_s100)),
+            ("one endpoint change, S=1000 (us)".into(), format!("{:.1}", self.endpoint_change_us_s1000)),
+            ("one endpoint change, S=10000 (us)".into(), format!("{:.1}", self.endpoint_change_us_s10000)),
+        ]
     }
 }

@@ -218,11 +218,12 @@ pub fn run() -> ExitCode {
         },
         Command::Serve(args) => runtime(serve(args)),
         Command::Bench(args) => runtime(async move {
-            let json = args.json;
+            let (json, translation_only) = (args.json, args.translation_only);
             let results = crate::bench::run(args).await?;
-            match json {
-                true => println!("{}", serde_json::to_string(&results)?),
-                false => print!("{}", results.table()),
+            match (json, translation_only) {
+                (true, _) => println!("{}", serde_json::to_string(&results)?),
+                (false, true) => print!("{}", results.translation_table()),
+                (false, false) => print!("{}", results.table()),
             }
             Ok(ExitCode::SUCCESS)
         }),

@@ -25,8 +25,13 @@ pub use proxy::{InterceptionMode, ProxyInfo, Visibility};
 pub use service::{Endpoint, Service, ServicePort, TargetPort};
 
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::fmt;
+
+/// The maps of a [`Model`]: persistent (structure-sharing) ordered maps. Cloning a model is O(1), an edit copies
+/// only the path to the changed entry, and [`imbl::OrdMap::diff`] between two versions skips the subtrees they
+/// share, so finding what changed costs O(change), not O(model). Built like a `BTreeMap`
+/// (`insert`, `entry`, `get_mut`, `collect`, `From<BTreeMap>`).
+pub type Objects<V> = imbl::OrdMap<ObjectKey, V>;
 
 /// Names an object: `namespace/name`. Ordered, so models iterate deterministically.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -50,19 +55,19 @@ impl fmt::Display for ObjectKey {
 /// Everything Sluice knows about the mesh at one moment.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Model {
-    pub services: BTreeMap<ObjectKey, Service>,
+    pub services: Objects<Service>,
     /// Endpoints per service (the key is the service's key). A service without an entry has no endpoints.
-    pub endpoints: BTreeMap<ObjectKey, Vec<Endpoint>>,
-    pub policies: BTreeMap<ObjectKey, ReleasePolicy>,
+    pub endpoints: Objects<Vec<Endpoint>>,
+    pub policies: Objects<ReleasePolicy>,
     /// Istio VirtualServices (mesh routes), by their own key.
     #[serde(default)]
-    pub virtual_services: BTreeMap<ObjectKey, mesh::VirtualService>,
+    pub virtual_services: Objects<mesh::VirtualService>,
     /// Istio DestinationRules (subsets, traffic policy), by their own key.
     #[serde(default)]
-    pub destination_rules: BTreeMap<ObjectKey, mesh::DestinationRule>,
+    pub destination_rules: Objects<mesh::DestinationRule>,
     /// Gateway API HTTPRoutes (GAMMA: parents of kind Service), by their own key.
     #[serde(default)]
-    pub http_routes: BTreeMap<ObjectKey, mesh::HttpRouteObject>,
+    pub http_routes: Objects<mesh::HttpRouteObject>,
 }
 
 /// RFC 1123 label, as Kubernetes requires of names: 1–63 of `[a-z0-9-]`, starting and ending alphanumeric.
@@ -99,7 +104,7 @@ impl Model {
     /// endpoints, release policies, VirtualServices, DestinationRules, HTTPRoutes), so routes and listeners
     /// translated from it name no other namespace's service (a route to an unseen host resolves to nothing).
     pub fn visible_to(&self, visibility: &Visibility) -> Model {
-        fn keep<V: Clone>(map: &BTreeMap<ObjectKey, V>, visibility: &Visibility) -> BTreeMap<ObjectKey, V> {
+        fn keep<V: Clone>(map: &Objects<V>, visibility: &Visibility) -> Objects<V> {
             map.iter().filter(|(k, _)| visibility.sees(&k.namespace)).map(|(k, v)| (k.clone(), v.clone())).collect()
         }
         Model {
@@ -112,19 +117,28 @@ impl Model {
         }
     }
 
-    /// The keys of services whose endpoints differ between `self` and `other`: the fast path re-derives only
-    /// their load assignments.
+    /// The keys of services whose endpoints differ between `self` and `other`, in order: the fast path re-derives
+    /// only their load assignments. A structural diff: O(change) when `other` was derived from `self` by edits.
     pub fn services_with_changed_endpoints(&self, other: &Model) -> Vec<ObjectKey> {
-        let mut keys: Vec<ObjectKey> = self
-            .endpoints
-            .keys()
-            .chain(other.endpoints.keys())
-            .filter(|k| self.endpoints.get(*k) != other.endpoints.get(*k))
-            .cloned()
-            .collect();
-        keys.sort();
-        keys.dedup();
-        keys
+        self.endpoints.diff(&other.endpoints).map(|d| diff_key(&d).clone()).collect()
+    }
+
+    /// Whether anything but endpoints differs (services, policies, mesh objects). O(change), like
+    /// [`Model::services_with_changed_endpoints`].
+    pub fn only_endpoints_differ(&self, other: &Model) -> bool {
+        self.services == other.services
+            && self.policies == other.policies
+            && self.virtual_services == other.virtual_services
+            && self.destination_rules == other.destination_rules
+            && self.http_routes == other.http_routes
+    }
+}
+
+/// The key a diff item is about.
+pub fn diff_key<'a, K, V>(d: &imbl::ordmap::DiffItem<'a, 'a, K, V>) -> &'a K {
+    use imbl::ordmap::DiffItem;
+    match d {
+        DiffItem::Add(k, _) | DiffItem::Remove(k, _) | DiffItem::Update { new: (k, _), .. } => k,
     }
 }
 

@@ -131,7 +131,7 @@ mod tests {
             spec: spec(1000),
             state: Default::default(),
         };
-        store.set_part("kube", Model { policies: [(key.clone(), policy)].into(), ..Default::default() });
+        store.set_part("kube", Model { policies: imbl::OrdMap::unit(key.clone(), policy), ..Default::default() });
 
         let r = until(&c, &key, |r| r.state.canary_weight == Some(3000)).await;
         assert_eq!(r, stored, "the follower serves the stored record, its pause long over but not ended");

@@ -96,7 +96,9 @@ impl Snapshot {
     /// changed, only the affected services' load assignments are derived again, and clusters, routes and listeners
     /// are carried over unless those services' versions (or a version's readiness) changed.
     pub fn build(version: u64, model: Arc<Model>, previous: Option<&Snapshot>) -> Result<Self, Inconsistent> {
-        let fast = previous.filter(|p| only_endpoints_changed(&p.model, &model));
+        // Both questions are structural diffs of the models' persistent maps: O(change) for a model derived from
+        // the previous one by edits (as the store publishes them), whatever the model's size.
+        let fast = previous.filter(|p| p.model.only_endpoints_differ(&model));
         let changed = fast.map(|p| p.model.services_with_changed_endpoints(&model)).unwrap_or_default();
         let same = |f: fn(&Model, &ObjectKey) -> BTreeMap<String, bool>| {
             fast.is_some_and(|p| changed.iter().all(|svc| f(&p.model, svc) == f(&model, svc)))
@@ -142,20 +144,35 @@ impl Snapshot {
             clusters,
             endpoints,
         };
-        snapshot.check()?;
+        snapshot.check(previous)?;
         Ok(snapshot)
     }
 
     /// Every EDS cluster has its assignment (go-control-plane's `consistent`); routes are checked per scope.
-    fn check(&self) -> Result<(), Inconsistent> {
-        for c in self.clusters.values() {
-            for r in c.refs.iter() {
-                if !self.endpoints.contains_key(r) {
-                    return Err(Inconsistent::MissingAssignment { cluster: c.name.clone() });
+    /// The previous snapshot passed this check, so unless an assignment went away only the clusters that are new
+    /// or changed since then need checking (a structural diff: O(change)).
+    fn check(&self, previous: Option<&Snapshot>) -> Result<(), Inconsistent> {
+        if let Some(p) = previous
+            && !p.endpoints.diff(&self.endpoints).any(|d| matches!(d, DiffItem::Remove(..)))
+        {
+            for d in p.clusters.diff(&self.clusters) {
+                if let DiffItem::Add(_, c) | DiffItem::Update { new: (_, c), .. } = d {
+                    self.check_cluster(c)?;
                 }
             }
+            return Ok(());
+        }
+        for c in self.clusters.values() {
+            self.check_cluster(c)?;
         }
         Ok(())
+    }
+
+    fn check_cluster(&self, c: &Resource) -> Result<(), Inconsistent> {
+        match c.refs.iter().all(|r| self.endpoints.contains_key(r)) {
+            true => Ok(()),
+            false => Err(Inconsistent::MissingAssignment { cluster: c.name.clone() }),
+        }
     }
 
     pub fn clusters(&self) -> &Arc<ResourceSet> {
@@ -268,14 +285,6 @@ fn encode_onto(items: impl Iterator<Item = Resource>, previous: Option<&Arc<Reso
     if changed { Arc::new(set) } else { prev.clone() }
 }
 
-fn only_endpoints_changed(old: &Model, new: &Model) -> bool {
-    old.services == new.services
-        && old.policies == new.policies
-        && old.virtual_services == new.virtual_services
-        && old.destination_rules == new.destination_rules
-        && old.http_routes == new.http_routes
-}
-
 /// Re-derives the load assignments of the services whose endpoints changed; keeps every other one as it was.
 fn endpoints_fast_path(prev: &ResourceSet, old: &Model, new: &Model, changed: &[ObjectKey]) -> ResourceSet {
     let mut set = prev.clone();
@@ -385,5 +394,37 @@ mod tests {
         let v3 = s3.view(&p);
         assert!(!Arc::ptr_eq(v1.arc(TypeKind::Endpoint), v3.arc(TypeKind::Endpoint)));
         assert_eq!(v3.get(TypeKind::Endpoint), &*visible::filter(s3.endpoints(), &p.visibility));
+    }
+
+    #[test]
+    fn store_edits_build_the_same_sets_as_a_fresh_translation() {
+        let store = crate::store::Store::new();
+        store.set_model(model(true, 19082));
+        let mut prev = Snapshot::build(1, store.model(), None).unwrap();
+        let reviews = || ObjectKey::new("default", "reviews");
+        let edits: [&dyn Fn(&mut Model); 3] = [
+            // Endpoints only, same versions: the fast path, clusters shared.
+            &|m| {
+                m.endpoints.get_mut(&reviews()).unwrap()[0].ports.insert(9080, 19090);
+            },
+            // Endpoints only, v3 gone: clusters and routes derived again.
+            &|m| m.endpoints.get_mut(&reviews()).unwrap().retain(|e| e.label("version") != Some("v3")),
+            // Not endpoints only.
+            &|m| m.policies.clear(),
+        ];
+        for (i, edit) in edits.into_iter().enumerate() {
+            let before = store.model();
+            store.update(|m| edit(m));
+            let next = Snapshot::build(2 + i as u64, store.model(), Some(&prev)).unwrap();
+            assert!(!Arc::ptr_eq(&before, &next.model), "edit {i} changed the model");
+            let fresh = Snapshot::build(99, store.model(), None).unwrap();
+            assert_eq!(**next.clusters(), **fresh.clusters(), "clusters after edit {i}");
+            assert_eq!(**next.endpoints(), **fresh.endpoints(), "assignments after edit {i}");
+            let kinds = [TypeKind::Cluster, TypeKind::Endpoint, TypeKind::Listener, TypeKind::Route];
+            for k in kinds {
+                assert_eq!(next.view(&proxy()).get(k), fresh.view(&proxy()).get(k), "{k:?} after edit {i}");
+            }
+            prev = next;
+        }
     }
 }
