@@ -3,7 +3,8 @@
 //! the charts move while traffic flows, "take over all traffic" (after its confirm step) moves the traffic, and an
 //! API refusal is shown. Needs `/usr/bin/chromium` and `npm ci` in tests/browser (both from scripts/setup).
 //!
-//! Set `SLUICE_DASHBOARD_SCREENSHOT=docs/dashboard.png` to refresh the README's screenshot.
+//! `SLUICE_DASHBOARD_SCREENSHOT=docs/dashboard.png cargo test --test heavy dashboard_browser::` refreshes the
+//! README's screenshot.
 
 use crate::common;
 
