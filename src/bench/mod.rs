@@ -179,7 +179,13 @@ struct ServerProc {
 
 async fn spawn(kind: Kind, shape: &Shape) -> anyhow::Result<ServerProc> {
     let exe = std::env::current_exe().context("finding the sluice binary")?;
-    let mut child = tokio::process::Command::new(exe)
+    // A profiler to run Sluice's process under (e.g. `heaptrack`), for finding where its time or memory goes.
+    let wrap =
+        if kind == Kind::Sluice { std::env::var("SLUICE_BENCH_WRAP").unwrap_or_default() } else { String::new() };
+    let mut words: Vec<std::ffi::OsString> = wrap.split_whitespace().map(Into::into).collect();
+    words.push(exe.into());
+    let mut child = tokio::process::Command::new(&words[0])
+        .args(&words[1..])
         .args(["bench-child", "--kind", if kind == Kind::Sluice { "sluice" } else { "floor" }])
         .args([
             "--services",
@@ -196,12 +202,16 @@ async fn spawn(kind: Kind, shape: &Shape) -> anyhow::Result<ServerProc> {
     let pid = child.id().context("server pid")?;
     let stdin = child.stdin.take().context("stdin")?;
     let mut stdout = BufReader::new(child.stdout.take().context("stdout")?).lines();
-    let line = tokio::time::timeout(TIMEOUT, stdout.next_line()).await.context("server start timed out")??;
-    let addr = line
-        .as_deref()
-        .and_then(|l| l.strip_prefix("ready "))
-        .context("server did not print `ready ADDR`")?
-        .to_string();
+    // A profiler wrapping the child may print lines of its own first.
+    let ready = async {
+        while let Some(line) = stdout.next_line().await? {
+            if let Some(addr) = line.strip_prefix("ready ") {
+                return Ok(addr.to_string());
+            }
+        }
+        anyhow::bail!("server did not print `ready ADDR`")
+    };
+    let addr = tokio::time::timeout(TIMEOUT, ready).await.context("server start timed out")??;
     Ok(ServerProc { child, stdin, stdout, addr, pid })
 }
 

@@ -35,6 +35,7 @@ impl Protocol for Delta {
     fn handle(s: &mut Session, kind: TypeKind, req: DeltaDiscoveryRequest) {
         let st = s.state(kind);
         let first = !st.subscribed;
+        let names_gen = st.names_gen;
         if !req.resource_names_subscribe.is_empty() || !req.resource_names_unsubscribe.is_empty() {
             // Names may have left `sent` or `absent_told`: the next push walks the subscription again.
             st.names_checked = None;
@@ -77,6 +78,9 @@ impl Protocol for Delta {
                 }
                 st.sent.remove(&name);
             }
+        }
+        if st.names_gen != names_gen {
+            st.names = super::names::intern(std::mem::take(&mut st.names));
         }
         if req.response_nonce.is_empty() {
             return;

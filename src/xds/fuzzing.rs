@@ -29,8 +29,8 @@ use std::sync::Arc;
 struct Driver<P: Protocol> {
     session: Session,
     limits: Limits,
-    tx: SendQueue<P::Resp>,
-    out: Outbound<P::Resp>,
+    tx: SendQueue<bytes::Bytes>,
+    out: Outbound<bytes::Bytes>,
     snapshot: Arc<Snapshot>,
     /// Set once the stream would have ended (a refused request or response): later steps are no-ops.
     ended: Option<tonic::Status>,
@@ -153,7 +153,10 @@ impl<P: Protocol> Driver<P> {
     pub fn read(&mut self) {
         while let Some(Some(item)) = self.out.next().now_or_never() {
             match item {
-                Ok(resp) => self.responses.push(resp),
+                Ok(frame) => match super::wire::unframe::<P::Resp>(&frame) {
+                    Ok(resp) => self.responses.push(resp),
+                    Err(e) => panic!("a queued response does not decode: {e}"),
+                },
                 Err(status) => self.ended = Some(status),
             }
         }

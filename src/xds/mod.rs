@@ -15,6 +15,7 @@ mod delta;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod limits;
+mod names;
 pub mod node;
 pub mod publisher;
 mod queue;
@@ -27,6 +28,7 @@ mod sotw;
 pub mod stream;
 pub mod trust;
 mod visible;
+pub mod wire;
 
 pub use limits::{Limits, StreamSlots};
 pub use registry::{ProxyStatus, Registry};

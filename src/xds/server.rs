@@ -6,29 +6,14 @@ use super::resource::TypeKind;
 use super::sotw::Sotw;
 use super::stream::{Protocol, StreamCtx, run};
 use super::trust::Trust;
-use envoy_types::pb::envoy::service::cluster::v3::cluster_discovery_service_server::{
-    ClusterDiscoveryService, ClusterDiscoveryServiceServer,
-};
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
-    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-};
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-};
-use envoy_types::pb::envoy::service::endpoint::v3::endpoint_discovery_service_server::{
-    EndpointDiscoveryService, EndpointDiscoveryServiceServer,
-};
-use envoy_types::pb::envoy::service::listener::v3::listener_discovery_service_server::{
-    ListenerDiscoveryService, ListenerDiscoveryServiceServer,
-};
-use envoy_types::pb::envoy::service::route::v3::route_discovery_service_server::{
-    RouteDiscoveryService, RouteDiscoveryServiceServer,
-};
-use std::pin::Pin;
+use super::wire::{self, Requests, Responses};
+use std::convert::Infallible;
 use std::sync::Arc;
-use tonic::{Request, Response, Status, Streaming};
-
-type Out<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
+use std::task::{Context, Poll};
+use tonic::Status;
+use tonic::body::Body;
+use tonic::codegen::{BoxFuture, Service};
+use tonic::server::NamedService;
 
 /// Every xDS service, sharing one [`StreamCtx`].
 #[derive(Clone)]
@@ -50,127 +35,122 @@ impl Xds {
     }
 
     /// Starts the task of a new stream, or refuses it (no identity on the mTLS port; past `--max-streams`).
-    fn spawn<P: Protocol>(
-        &self,
-        req: Request<Streaming<P::Req>>,
-        only: Option<TypeKind>,
-    ) -> Result<Response<Out<P::Resp>>, Status> {
-        let peer = self.trust.as_ref().map(|t| t.peer(&req)).transpose()?;
+    fn spawn<P: Protocol>(&self, req: http::Request<Body>, only: Option<TypeKind>) -> Result<Responses, Status> {
+        wire::check_encoding(req.headers())?;
+        let (parts, body) = req.into_parts();
+        let head = tonic::Request::from_http(http::Request::from_parts(parts, ()));
+        let peer = self.trust.as_ref().map(|t| t.peer(&head)).transpose()?;
         let slot = self.ctx.slots.acquire(self.ctx.limits.max_streams).inspect_err(|status| {
             tracing::warn!(%status, "refusing stream");
         })?;
         let (tx, rx) = queue::channel(self.ctx.limits.send_queue, self.ctx.limits.send_queue_bytes);
-        tokio::spawn(run::<P>(self.ctx.clone(), req.into_inner(), tx, only, peer, slot));
-        Ok(Response::new(Box::pin(rx)))
+        let inbound = Requests::<P::Req>::new(body, self.ctx.limits.max_request_bytes);
+        tokio::spawn(run::<P>(self.ctx.clone(), inbound, tx, only, peer, slot));
+        Ok(Responses::new(rx))
+    }
+
+    /// Answers one call of service `service` (a gRPC service name) by its method, the last path segment.
+    fn call(&self, service: &str, req: http::Request<Body>) -> http::Response<Body> {
+        let method = req.uri().path().rsplit('/').next().unwrap_or_default().to_string();
+        let only = match service {
+            ADS => None,
+            CDS => Some(TypeKind::Cluster),
+            EDS => Some(TypeKind::Endpoint),
+            LDS => Some(TypeKind::Listener),
+            _ => Some(TypeKind::Route),
+        };
+        let suffix = only.map_or("AggregatedResources", |k| match k {
+            TypeKind::Cluster => "Clusters",
+            TypeKind::Endpoint => "Endpoints",
+            TypeKind::Listener => "Listeners",
+            TypeKind::Route => "Routes",
+        });
+        let result = match method.strip_suffix(suffix) {
+            Some("Stream") => self.spawn::<Sotw>(req, only),
+            Some("Delta") => self.spawn::<Delta>(req, only),
+            Some("Fetch") => Err(Status::unimplemented("REST/unary fetch is not served; use a gRPC stream")),
+            _ => Err(Status::unimplemented(format!("{service} has no method {method}"))),
+        };
+        match result {
+            Ok(responses) => wire::response(responses),
+            Err(status) => status.into_http(),
+        }
     }
 
     /// Adds every xDS service to a tonic router. CSDS (every proxy's config status) is left off the mTLS port: a
-    /// proxy certificate would otherwise read other namespaces' config through it.
-    /// Every service has the request and response size limits.
+    /// proxy certificate would otherwise read other namespaces' config through it. The request size limit is
+    /// applied by [`Requests`], the response limit by the stream task before it queues a response.
     pub fn add_to(self, router: tonic::service::RoutesBuilder) -> tonic::service::RoutesBuilder {
-        let (req, resp) = (self.ctx.limits.max_request_bytes, self.ctx.limits.max_response_bytes);
-        macro_rules! limited {
-            ($server:ident) => {
-                $server::new(self.clone()).max_decoding_message_size(req).max_encoding_message_size(resp)
-            };
-        }
         let mut router = router;
         if self.trust.is_none() {
             let csds = super::csds::Csds::new(self.ctx.registry.clone(), self.ctx.snapshots.clone());
-            router.add_service(csds.server().max_decoding_message_size(req));
+            router.add_service(csds.server().max_decoding_message_size(self.ctx.limits.max_request_bytes));
         }
         router
-            .add_service(limited!(AggregatedDiscoveryServiceServer))
-            .add_service(limited!(ClusterDiscoveryServiceServer))
-            .add_service(limited!(EndpointDiscoveryServiceServer))
-            .add_service(limited!(ListenerDiscoveryServiceServer))
-            .add_service(limited!(RouteDiscoveryServiceServer));
+            .add_service(Named::<AdsName>::new(self.clone()))
+            .add_service(Named::<CdsName>::new(self.clone()))
+            .add_service(Named::<EdsName>::new(self.clone()))
+            .add_service(Named::<LdsName>::new(self.clone()))
+            .add_service(Named::<RdsName>::new(self));
         router
     }
 }
 
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for Xds {
-    type StreamAggregatedResourcesStream = Out<DiscoveryResponse>;
-    type DeltaAggregatedResourcesStream = Out<DeltaDiscoveryResponse>;
+const ADS: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
+const CDS: &str = "envoy.service.cluster.v3.ClusterDiscoveryService";
+const EDS: &str = "envoy.service.endpoint.v3.EndpointDiscoveryService";
+const LDS: &str = "envoy.service.listener.v3.ListenerDiscoveryService";
+const RDS: &str = "envoy.service.route.v3.RouteDiscoveryService";
 
-    async fn stream_aggregated_resources(
-        &self,
-        req: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        self.spawn::<Sotw>(req, None)
-    }
-
-    async fn delta_aggregated_resources(
-        &self,
-        req: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        self.spawn::<Delta>(req, None)
-    }
+/// A gRPC service name, as a type (tonic's router routes by [`NamedService::NAME`]).
+pub trait ServiceName: Send + Sync + 'static {
+    const NAME: &'static str;
 }
 
-/// Implements one per-type service: SotW and Delta streams restricted to `$kind`; no unary fetch.
-macro_rules! per_type_service {
-    ($trait:ident, $kind:expr, $stream:ident, $delta:ident, $fetch:ident, $sotw_ty:ident, $delta_ty:ident) => {
-        #[tonic::async_trait]
-        impl $trait for Xds {
-            type $sotw_ty = Out<DiscoveryResponse>;
-            type $delta_ty = Out<DeltaDiscoveryResponse>;
-
-            async fn $stream(
-                &self,
-                req: Request<Streaming<DiscoveryRequest>>,
-            ) -> Result<Response<Self::$sotw_ty>, Status> {
-                self.spawn::<Sotw>(req, Some($kind))
-            }
-
-            async fn $delta(
-                &self,
-                req: Request<Streaming<DeltaDiscoveryRequest>>,
-            ) -> Result<Response<Self::$delta_ty>, Status> {
-                self.spawn::<Delta>(req, Some($kind))
-            }
-
-            async fn $fetch(&self, _: Request<DiscoveryRequest>) -> Result<Response<DiscoveryResponse>, Status> {
-                Err(Status::unimplemented("REST/unary fetch is not served; use a gRPC stream"))
-            }
+macro_rules! service_name {
+    ($($ty:ident = $name:ident),*) => {$(
+        #[doc(hidden)]
+        pub struct $ty;
+        impl ServiceName for $ty {
+            const NAME: &'static str = $name;
         }
-    };
+    )*};
+}
+service_name!(AdsName = ADS, CdsName = CDS, EdsName = EDS, LdsName = LDS, RdsName = RDS);
+
+/// One xDS gRPC service (ADS or a per-type one), answered by [`Xds`] with its own framing (see `wire`).
+pub struct Named<N> {
+    xds: Xds,
+    _name: std::marker::PhantomData<fn() -> N>,
 }
 
-per_type_service!(
-    ClusterDiscoveryService,
-    TypeKind::Cluster,
-    stream_clusters,
-    delta_clusters,
-    fetch_clusters,
-    StreamClustersStream,
-    DeltaClustersStream
-);
-per_type_service!(
-    EndpointDiscoveryService,
-    TypeKind::Endpoint,
-    stream_endpoints,
-    delta_endpoints,
-    fetch_endpoints,
-    StreamEndpointsStream,
-    DeltaEndpointsStream
-);
-per_type_service!(
-    ListenerDiscoveryService,
-    TypeKind::Listener,
-    stream_listeners,
-    delta_listeners,
-    fetch_listeners,
-    StreamListenersStream,
-    DeltaListenersStream
-);
-per_type_service!(
-    RouteDiscoveryService,
-    TypeKind::Route,
-    stream_routes,
-    delta_routes,
-    fetch_routes,
-    StreamRoutesStream,
-    DeltaRoutesStream
-);
+impl<N> Named<N> {
+    fn new(xds: Xds) -> Self {
+        Self { xds, _name: std::marker::PhantomData }
+    }
+}
+
+impl<N> Clone for Named<N> {
+    fn clone(&self) -> Self {
+        Self::new(self.xds.clone())
+    }
+}
+
+impl<N: ServiceName> NamedService for Named<N> {
+    const NAME: &'static str = N::NAME;
+}
+
+impl<N: ServiceName> Service<http::Request<Body>> for Named<N> {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Infallible>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        let resp = self.xds.call(N::NAME, req);
+        Box::pin(async move { Ok(resp) })
+    }
+}

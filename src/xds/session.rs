@@ -46,7 +46,8 @@ pub(crate) struct TypeState {
     pub wildcard: bool,
     /// The stream named resources at some point (so an empty list now means "none", not wildcard).
     pub ever_named: bool,
-    /// Shared with the registry's report (copied on write), so a stream keeps one copy of its subscription.
+    /// Shared with the registry's report and, through `names::intern`, with every stream naming the same set (copied
+    /// on write).
     pub names: Arc<BTreeSet<String>>,
     /// Bumped whenever `names` changes (keys the cache of names a named subscription leaves out).
     pub names_gen: u64,

@@ -115,7 +115,7 @@ fn subscribe(s: &mut Session, kind: TypeKind, names: Vec<String>) {
         }
     }
     if *st.names != names {
-        st.names = Arc::new(names);
+        st.names = super::names::intern(Arc::new(names));
         st.names_gen += 1;
     }
     st.subscribed = true;

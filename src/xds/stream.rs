@@ -18,12 +18,14 @@ use super::resource::TypeKind;
 use super::session::Session;
 use super::snapshot::Snapshot;
 use super::trust::Peer;
+use super::wire::{self, Requests};
+use bytes::Bytes;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::watch;
-use tonic::{Status, Streaming};
+use tonic::Status;
 use tracing::Instrument;
 
 /// What every stream task needs; cheap to clone.
@@ -41,7 +43,7 @@ pub struct StreamCtx {
 /// One wire protocol's request handling and response building.
 pub(crate) trait Protocol: Send + 'static {
     type Req: prost::Message + Default + Send + 'static;
-    type Resp: prost::Message + Send + 'static;
+    type Resp: prost::Message + Default + Send + 'static;
     const NAME: &'static str;
     fn node(req: &Self::Req) -> Option<&Node>;
     fn type_url(req: &Self::Req) -> &str;
@@ -60,8 +62,8 @@ pub(crate) trait Protocol: Send + 'static {
 /// the stream limit, held until it ends.
 pub(crate) async fn run<P: Protocol>(
     ctx: StreamCtx,
-    mut inbound: Streaming<P::Req>,
-    tx: SendQueue<P::Resp>,
+    mut inbound: Requests<P::Req>,
+    tx: SendQueue<Bytes>,
     only: Option<TypeKind>,
     peer: Option<Peer>,
     _slot: SlotGuard,
@@ -99,8 +101,8 @@ pub(crate) async fn run<P: Protocol>(
 /// The stream after its node was accepted: requests in, pushes out, until either side ends it.
 async fn serve<P: Protocol>(
     mut ctx: StreamCtx,
-    mut inbound: Streaming<P::Req>,
-    tx: SendQueue<P::Resp>,
+    mut inbound: Requests<P::Req>,
+    tx: SendQueue<Bytes>,
     only: Option<TypeKind>,
     first: P::Req,
     node: Node,
@@ -164,7 +166,7 @@ fn with_flag(status: Status) -> Status {
 pub(crate) fn push_dirty<P: Protocol>(
     session: &mut Session,
     limits: &Limits,
-    tx: &SendQueue<P::Resp>,
+    tx: &SendQueue<Bytes>,
 ) -> Result<(), Status> {
     for kind in TypeKind::ALL {
         if !tx.has_room() {
@@ -179,7 +181,10 @@ pub(crate) fn push_dirty<P: Protocol>(
             limits.check_response(kind, bytes)?;
             let resource_bytes = P::resource_bytes(&resp);
             tracing::debug!(type = kind.short(), bytes, "push");
-            tx.push(resp, bytes).map_err(|_| Status::cancelled("the proxy is gone"))?;
+            // Encoded into an allocation of its exact size, freed once written (see `wire`).
+            let frame = wire::frame(&resp, bytes);
+            drop(resp);
+            tx.push(frame, bytes).map_err(|_| Status::cancelled("the proxy is gone"))?;
             crate::telemetry::xds::get().pushed(kind, resource_bytes, started.elapsed());
             session.state(kind).sent_at = Some(std::time::SystemTime::now());
         }
