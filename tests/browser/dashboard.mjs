@@ -1,5 +1,5 @@
 // Drives the Sluice dashboard in Debian's headless Chromium through playwright-core (no bundled browser).
-// Run by tests/dashboard_browser.rs, which starts Sluice, a real Envoy, backends and steady load first.
+// Run by tests/heavy/dashboard_browser.rs, which starts Sluice, a real Envoy, backends and steady load first.
 // Env: DASHBOARD_URL (required), CANARY (version name), SCREENSHOT (optional PNG path, taken SCREENSHOT_WAIT_MS
 // after the chart checks).
 // Exits 1 with a message on the first failed check.

@@ -5,7 +5,8 @@
 //!                               ▲ admin: /ready, /config_dump, /stats
 //!                               └── Envoy::admin_get / wait_live / wait_for / stat
 //! ```
-//! Each test binary compiles this module with `mod common;` and uses only part of it.
+//! Each test binary compiles this module once (`#[path = "../common/mod.rs"] mod common;` in `tests/<group>/main.rs`)
+//! and uses only part of it.
 #![allow(dead_code, unused_imports)] // each test binary uses a different part
 
 pub mod backend;

@@ -1,0 +1,49 @@
+//! A proxyless gRPC client (Python grpcio's `xds:///` resolver) takes its config from Sluice: API listener,
+//! routes, clusters and endpoints, and its calls follow the release weights.
+
+use crate::common;
+
+use common::{Peer, assert_share, peers::grpc_client};
+use sluice::model::*;
+use sluice::server::{Options, Sluice};
+use std::time::Duration;
+
+fn echo_model(v1: u16, v3: u16, canary_weight: u32) -> Model {
+    let mut m = Model::default();
+    let svc = m.insert_service(Service::grpc("default", "echo", 9090));
+    for (version, port) in [("v1", v1), ("v3", v3)] {
+        m.push_endpoint(
+            &svc,
+            Endpoint::ready(&format!("echo-{version}"), "127.0.0.1", 9090, port).with_label("version", version),
+        );
+    }
+    m.insert_policy(ReleasePolicy::new(
+        "default",
+        "echo-v3",
+        ReleasePolicySpec::split("echo", "v1", "v3", canary_weight),
+    ));
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxyless_grpc_calls_follow_the_weights() {
+    let v1 = Peer::grpc_server("v1", 0);
+    let v3 = Peer::grpc_server("v3", 0);
+    let sluice = Sluice::start(Options::local()).await.expect("start");
+    sluice.store().set_model(echo_model(v1.port(), v3.port(), 3000));
+    sluice.wait_published(Duration::from_secs(5)).await.expect("published");
+
+    let xds = sluice.xds_addr().to_string();
+    let n = 1000;
+    let out = tokio::task::spawn_blocking(move || {
+        grpc_client(&["--xds", &xds, "--target", "echo.default.svc.cluster.local:9090", "-n", &n.to_string()])
+    })
+    .await
+    .expect("client ran");
+    assert_eq!(out["errors"], 0, "every call succeeds: {out}");
+    let count = |v: &str| out["counts"][v].as_u64().unwrap_or(0) as usize;
+    assert_eq!(count("v1") + count("v3"), n, "{out}");
+    assert_share("proxyless v3 share at 30%", count("v3"), n, 0.3);
+
+    sluice.shutdown().await;
+}

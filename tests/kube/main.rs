@@ -1,0 +1,14 @@
+//! Kubernetes mode against the kmock API emulator (`tests/common/kmock.rs`), one test binary: the watch of
+//! Services, Pods and ReleasePolicies, Istio/Gateway API objects, release deploy tasks, and leader election.
+//! (The leader-election test that stops a replica mid-release is in `tests/heavy`.)
+//!
+//! Shared by the tests of this binary: the capturing log subscriber (`common::captured_log`) and the metrics
+//! recorder; each test that reads a counter asserts one only it moves (its own kind of invalid object).
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod deploy;
+mod leader;
+mod mesh;
+mod serve;
