@@ -48,9 +48,9 @@ fn parse(line: &str) -> Option<Command> {
     }
 }
 
-pub async fn run(kind: Kind, shape: Shape) -> anyhow::Result<()> {
+pub async fn run(kind: Kind, shape: Shape, max_streams: usize) -> anyhow::Result<()> {
     match kind {
-        Kind::Sluice => run_sluice(shape).await,
+        Kind::Sluice => run_sluice(shape, max_streams).await,
         Kind::Floor => run_floor(shape).await,
     }
 }
@@ -67,8 +67,9 @@ async fn commands(mut apply: impl FnMut(Command) -> anyhow::Result<bool>) -> any
     Ok(())
 }
 
-async fn run_sluice(shape: Shape) -> anyhow::Result<()> {
-    let options = Options { admin_addr: None, ..Options::local() };
+async fn run_sluice(shape: Shape, max_streams: usize) -> anyhow::Result<()> {
+    let mut options = Options { admin_addr: None, ..Options::local() };
+    options.limits.max_streams = options.limits.max_streams.max(max_streams);
     let sluice = Sluice::start(options).await?;
     sluice.store().set_model(fixture::model(&shape));
     sluice.wait_published(Duration::from_secs(120)).await?;

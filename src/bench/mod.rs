@@ -75,6 +75,9 @@ pub struct ChildArgs {
     pub endpoints_per_service: usize,
     #[arg(long)]
     pub policy_every: usize,
+    /// At least this many streams are let in (the driver's proxies, which may pass the default limit).
+    #[arg(long, default_value_t = 0)]
+    pub max_streams: usize,
 }
 
 pub async fn child(args: ChildArgs) -> anyhow::Result<()> {
@@ -83,7 +86,7 @@ pub async fn child(args: ChildArgs) -> anyhow::Result<()> {
         endpoints_per_service: args.endpoints_per_service,
         policy_every: args.policy_every,
     };
-    child::run(args.kind, shape).await
+    child::run(args.kind, shape, args.max_streams).await
 }
 
 const TIMEOUT: Duration = Duration::from_secs(300);
@@ -194,7 +197,7 @@ struct ServerProc {
     pid: u32,
 }
 
-async fn spawn(kind: Kind, shape: &Shape) -> anyhow::Result<ServerProc> {
+async fn spawn(kind: Kind, shape: &Shape, args: &BenchArgs) -> anyhow::Result<ServerProc> {
     let exe = std::env::current_exe().context("finding the sluice binary")?;
     // A profiler to run Sluice's process under (e.g. `heaptrack`), for finding where its time or memory goes.
     let wrap =
@@ -211,6 +214,7 @@ async fn spawn(kind: Kind, shape: &Shape) -> anyhow::Result<ServerProc> {
             &shape.endpoints_per_service.to_string(),
         ])
         .args(["--policy-every", &shape.policy_every.to_string(), "--log", "warn"])
+        .args(["--max-streams", &(args.proxies + args.stalled + 16).to_string()])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -244,7 +248,7 @@ impl ServerProc {
 }
 
 async fn phase(kind: Kind, args: &BenchArgs, shape: &Shape) -> anyhow::Result<Phase> {
-    let mut server = spawn(kind, shape).await?;
+    let mut server = spawn(kind, shape, args).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let baseline = procstat::rss_bytes(server.pid).unwrap_or(0);
     let n = args.proxies;
