@@ -2,14 +2,17 @@
 //! ACKs every response, and records when it ACKed each type and how many bytes it received.
 
 use crate::xds::TypeKind;
+use crate::xds::wire::{self, Requests};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::config::listener::v3::{Listener, filter::ConfigType};
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, http_connection_manager::RouteSpecifier,
 };
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
 use envoy_types::pb::google::protobuf::{Any, Struct, Value, value::Kind as ValueKind};
+use futures::StreamExt;
 use prost::Message;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -110,24 +113,55 @@ pub async fn run(
     rec: Arc<Recorder>,
     stalled: bool,
 ) -> Result<(), tonic::Status> {
-    let mut client = AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(usize::MAX);
     match mode {
-        Mode::Sotw => sotw(&mut client, i, rec, stalled).await,
-        Mode::Delta => delta(&mut client, i, rec, stalled).await,
+        Mode::Sotw => sotw(channel, i, rec, stalled).await,
+        Mode::Delta => delta(channel, i, rec, stalled).await,
     }
+}
+
+const ADS: &str = "/envoy.service.discovery.v3.AggregatedDiscoveryService/";
+
+/// Opens an ADS stream (`method`) sending `requests`, read with `xds::wire`'s decoder: tonic's client codec keeps a
+/// buffer the size of the largest response per stream (~1 MB here), which at N = 10,000 alone outgrew the machine.
+async fn open<Req, Resp>(
+    mut channel: Channel,
+    method: &str,
+    requests: mpsc::Receiver<Req>,
+) -> Result<Requests<Resp>, tonic::Status>
+where
+    Req: Message + 'static,
+    Resp: Message + Default,
+{
+    use tonic::codegen::Service;
+    let frames = ReceiverStream::new(requests).map(|m| Ok::<_, tonic::Status>(http_body::Frame::data(wire::frame(&m))));
+    let req = http::Request::builder()
+        .method(http::Method::POST)
+        .uri(format!("{ADS}{method}"))
+        .header(http::header::CONTENT_TYPE, "application/grpc")
+        .header(http::header::TE, "trailers")
+        .body(tonic::body::Body::new(http_body_util::StreamBody::new(frames)))
+        .map_err(|e| tonic::Status::internal(e.to_string()))?;
+    let unavailable = |e: tonic::transport::Error| tonic::Status::unavailable(e.to_string());
+    std::future::poll_fn(|cx| channel.poll_ready(cx)).await.map_err(unavailable)?;
+    let resp = channel.call(req).await.map_err(unavailable)?;
+    if let Some(status) = tonic::Status::from_header_map(resp.headers()).filter(|s| s.code() != tonic::Code::Ok) {
+        return Err(status);
+    }
+    Ok(Requests::new(resp.into_body(), usize::MAX))
+}
+
+/// A name's 64-bit hash: what a proxy keeps to know which names it subscribed to (strings would cost ~300 KB per
+/// simulated proxy).
+fn hashed(name: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(name.as_bytes())
 }
 
 fn kind_of(url: &str) -> Result<TypeKind, tonic::Status> {
     TypeKind::from_type_url(url).ok_or_else(|| tonic::Status::internal(format!("unexpected type {url}")))
 }
 
-async fn sotw(
-    client: &mut AggregatedDiscoveryServiceClient<Channel>,
-    i: usize,
-    rec: Arc<Recorder>,
-    stalled: bool,
-) -> Result<(), tonic::Status> {
-    let (tx, rx) = mpsc::unbounded_channel();
+async fn sotw(channel: Channel, i: usize, rec: Arc<Recorder>, stalled: bool) -> Result<(), tonic::Status> {
+    let (tx, rx) = mpsc::channel(64);
     let req = |kind: TypeKind, names: &[String], version: &str, nonce: &str| DiscoveryRequest {
         type_url: kind.type_url().into(),
         resource_names: names.to_vec(),
@@ -135,23 +169,20 @@ async fn sotw(
         response_nonce: nonce.into(),
         ..Default::default()
     };
-    let _ = tx.send(DiscoveryRequest { node: Some(node(i)), ..req(TypeKind::Cluster, &[], "", "") });
-    let mut stream = client
-        .stream_aggregated_resources(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
-        .await?
-        .into_inner();
+    let _ = tx.send(DiscoveryRequest { node: Some(node(i)), ..req(TypeKind::Cluster, &[], "", "") }).await;
+    let mut stream = open::<_, DiscoveryResponse>(channel, "StreamAggregatedResources", rx).await?;
     if stalled {
         return futures::future::pending().await;
     }
     let mut names: [Vec<String>; 4] = Default::default();
     let mut last: [(String, String); 4] = Default::default();
     let mut asked = [true, false, false, false];
-    while let Some(resp) = stream.message().await? {
+    while let Some(resp) = stream.next().await.transpose()? {
         let kind = kind_of(&resp.type_url)?;
         let bytes = resp.encoded_len();
         last[kind.index()] = (resp.version_info.clone(), resp.nonce.clone());
         let (v, n) = &last[kind.index()];
-        let _ = tx.send(req(kind, &names[kind.index()], v, n));
+        let _ = tx.send(req(kind, &names[kind.index()], v, n)).await;
         rec.acked(i, kind, bytes);
         let (next, wanted) = match kind {
             TypeKind::Cluster => (TypeKind::Endpoint, resp.resources.iter().map(name_of).collect()),
@@ -163,18 +194,13 @@ async fn sotw(
             asked[next.index()] = true;
             names[next.index()] = wanted;
             let (v, n) = &last[next.index()];
-            let _ = tx.send(req(next, &names[next.index()], v, n));
+            let _ = tx.send(req(next, &names[next.index()], v, n)).await;
         }
     }
     Ok(())
 }
 
-async fn delta(
-    client: &mut AggregatedDiscoveryServiceClient<Channel>,
-    i: usize,
-    rec: Arc<Recorder>,
-    stalled: bool,
-) -> Result<(), tonic::Status> {
+async fn delta(channel: Channel, i: usize, rec: Arc<Recorder>, stalled: bool) -> Result<(), tonic::Status> {
     let (tx, rx) = mpsc::channel(64);
     let sub = |kind: TypeKind, names: Vec<String>| DeltaDiscoveryRequest {
         type_url: kind.type_url().into(),
@@ -182,13 +208,13 @@ async fn delta(
         ..Default::default()
     };
     let _ = tx.send(DeltaDiscoveryRequest { node: Some(node(i)), ..sub(TypeKind::Cluster, vec![]) }).await;
-    let mut stream = client.delta_aggregated_resources(ReceiverStream::new(rx)).await?.into_inner();
+    let mut stream = open::<_, DeltaDiscoveryResponse>(channel, "DeltaAggregatedResources", rx).await?;
     if stalled {
         return futures::future::pending().await;
     }
-    let mut subscribed: [std::collections::BTreeSet<String>; 4] = Default::default();
+    let mut subscribed: [std::collections::HashSet<u64>; 4] = Default::default();
     let mut asked = [true, false, false, false];
-    while let Some(resp) = stream.message().await? {
+    while let Some(resp) = stream.next().await.transpose()? {
         let kind = kind_of(&resp.type_url)?;
         let bytes = resp.encoded_len();
         let ack = DeltaDiscoveryRequest {
@@ -207,7 +233,7 @@ async fn delta(
             }
             TypeKind::Route => continue,
         };
-        let new: Vec<String> = wanted.into_iter().filter(|n| subscribed[next.index()].insert(n.clone())).collect();
+        let new: Vec<String> = wanted.into_iter().filter(|n| subscribed[next.index()].insert(hashed(n))).collect();
         if !asked[next.index()] || !new.is_empty() {
             asked[next.index()] = true;
             let _ = tx.send(sub(next, new)).await;

@@ -29,12 +29,22 @@ pub const PREFIX: usize = 5;
 /// A request buffer larger than this is dropped whenever it holds no partial message.
 pub const IDLE_BUFFER_LIMIT: usize = 16 * 1024;
 
+/// `msg` as one gRPC message: prefix and protobuf in one exact-size allocation (the bench's simulated proxies).
+pub fn frame<M: prost::Message>(msg: &M) -> Bytes {
+    let len = msg.encoded_len();
+    let mut buf = Vec::with_capacity(PREFIX + len);
+    buf.push(0);
+    buf.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
+    msg.encode_raw(&mut buf);
+    Bytes::from(buf)
+}
+
 /// The message inside a gRPC frame (tests, the fuzzing driver).
 pub fn unframe<M: prost::Message + Default>(frame: &[u8]) -> Result<M, prost::DecodeError> {
     M::decode(frame.get(PREFIX..).unwrap_or_default())
 }
 
-/// The messages of a gRPC request body, each at most `max` bytes.
+/// The messages of a gRPC request body, each at most `max` bytes (or of a response body, with its status).
 pub struct Requests<M> {
     body: tonic::body::Body,
     buf: BytesMut,
@@ -103,11 +113,17 @@ impl<M: prost::Message + Default> futures::Stream for Requests<M> {
                 return Poll::Ready(Some(item));
             }
             match ready!(Pin::new(&mut this.body).poll_frame(cx)) {
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        this.buf.extend_from_slice(&data);
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => this.buf.extend_from_slice(&data),
+                    // A response stream's trailers carry its status (the bench's proxies read responses here too).
+                    Err(frame) => {
+                        let status = frame.trailers_ref().and_then(Status::from_header_map);
+                        if let Some(status) = status.filter(|s| s.code() != tonic::Code::Ok) {
+                            this.done = true;
+                            return Poll::Ready(Some(Err(status)));
+                        }
                     }
-                }
+                },
                 Some(Err(status)) => {
                     this.done = true;
                     return Poll::Ready(Some(Err(status)));
@@ -216,18 +232,8 @@ mod tests {
         }
     }
 
-    /// `msg` (whose encoded length is `len`) as one gRPC message: prefix and protobuf in one exact-size allocation.
-    fn frame<M: prost::Message>(msg: &M, len: usize) -> Bytes {
-        let mut buf = Vec::with_capacity(PREFIX + len);
-        buf.push(0);
-        buf.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
-        msg.encode_raw(&mut buf);
-        debug_assert_eq!(buf.len(), PREFIX + len);
-        Bytes::from(buf)
-    }
-
     fn framed(m: &DiscoveryRequest) -> Vec<u8> {
-        frame(m, prost::Message::encoded_len(m)).to_vec()
+        frame(m).to_vec()
     }
 
     #[tokio::test]
