@@ -220,8 +220,8 @@ impl ReleaseController {
                 }
             }
             inner.commit(records, Some(api))?;
+            self.store.set_part(API_SOURCE, api_model(&inner));
         }
-        self.store.set_part(API_SOURCE, self.api_model());
         self.publish_states();
         self.get(key)
     }
@@ -243,8 +243,8 @@ impl ReleaseController {
             let mut records = inner.records.clone();
             records.remove(key);
             inner.commit(records, Some(api))?;
+            self.store.set_part(API_SOURCE, api_model(&inner));
         }
-        self.store.set_part(API_SOURCE, self.api_model());
         self.publish_states();
         Ok(())
     }
@@ -314,12 +314,14 @@ impl ReleaseController {
     /// Follows source changes: new policies start, changed specs apply, removed policies end. Shared releases
     /// take the stored record: when new, while following, and once on taking over.
     fn reconcile(&self) {
-        let model = self.store.model();
         let shared = self.shared.get();
-        let shared_keys = self.shared_keys(&model);
         let following = shared.is_some_and(|s| !s.leading());
         let changed = {
             let mut inner = self.lock();
+            // The model is read under the lock: `apply` and `delete` change the API part while holding it, so a
+            // model read before their change can never drop the record they just made.
+            let model = self.store.model();
+            let shared_keys = self.shared_keys(&model);
             let now = now_ms();
             let mut records = inner.records.clone();
             records.retain(|k, _| model.policies.contains_key(k));
@@ -450,21 +452,7 @@ impl ReleaseController {
     }
 
     fn api_model(&self) -> Model {
-        let inner = self.lock();
-        let policies = inner
-            .api
-            .iter()
-            .map(|(k, p)| {
-                let policy = ReleasePolicy {
-                    name: p.name.clone(),
-                    namespace: p.namespace.clone(),
-                    spec: p.spec.clone(),
-                    state: Default::default(),
-                };
-                (k.clone(), policy)
-            })
-            .collect();
-        Model { policies, ..Default::default() }
+        api_model(&self.lock())
     }
 
     fn publish_states(&self) {
@@ -475,6 +463,24 @@ impl ReleaseController {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// The API source's part of the model: the policies the release API owns.
+fn api_model(inner: &Inner) -> Model {
+    let policies = inner
+        .api
+        .iter()
+        .map(|(k, p)| {
+            let policy = ReleasePolicy {
+                name: p.name.clone(),
+                namespace: p.namespace.clone(),
+                spec: p.spec.clone(),
+                state: Default::default(),
+            };
+            (k.clone(), policy)
+        })
+        .collect();
+    Model { policies, ..Default::default() }
 }
 
 fn canary_key(key: &ObjectKey, r: &Record) -> VersionKey {
