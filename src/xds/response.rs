@@ -151,10 +151,11 @@ impl Writer {
         }
     }
 
+    /// Hands the buffer over as a chunk; the next one is allocated only when something is written to it (so the
+    /// last flush of a response allocates nothing).
     fn flush(&mut self) {
         if !self.buf.is_empty() {
-            let next = Vec::with_capacity(self.chunk.min(CHUNK));
-            self.done.push_back(Bytes::from(std::mem::replace(&mut self.buf, next)));
+            self.done.push_back(Bytes::from(std::mem::take(&mut self.buf)));
         }
     }
 }
@@ -198,6 +199,9 @@ impl Chunks {
     fn fill(&mut self) {
         let resp = &self.resp;
         let w = &mut self.w;
+        if w.buf.capacity() == 0 {
+            w.buf.reserve(w.chunk.min(CHUNK).min(PREFIX + self.len));
+        }
         let mut i = match self.next {
             None => {
                 w.buf.push(0);
