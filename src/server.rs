@@ -151,6 +151,7 @@ impl Sluice {
             registry: registry.clone(),
             limits: options.limits,
             slots: Default::default(),
+            syncs: crate::xds::gate::SyncGate::new(options.limits.max_initial_syncs),
             stop: stop_rx.clone(),
         };
         let mut stop_wait = stop_rx;

@@ -48,9 +48,9 @@ fn parse(line: &str) -> Option<Command> {
     }
 }
 
-pub async fn run(kind: Kind, shape: Shape, max_streams: usize) -> anyhow::Result<()> {
+pub async fn run(kind: Kind, shape: Shape, max_streams: usize, syncs: Option<usize>) -> anyhow::Result<()> {
     match kind {
-        Kind::Sluice => run_sluice(shape, max_streams).await,
+        Kind::Sluice => run_sluice(shape, max_streams, syncs).await,
         Kind::Floor => run_floor(shape).await,
     }
 }
@@ -67,9 +67,10 @@ async fn commands(mut apply: impl FnMut(Command) -> anyhow::Result<bool>) -> any
     Ok(())
 }
 
-async fn run_sluice(shape: Shape, max_streams: usize) -> anyhow::Result<()> {
+async fn run_sluice(shape: Shape, max_streams: usize, syncs: Option<usize>) -> anyhow::Result<()> {
     let mut options = Options { admin_addr: None, ..Options::local() };
     options.limits.max_streams = options.limits.max_streams.max(max_streams);
+    options.limits.max_initial_syncs = syncs.unwrap_or(options.limits.max_initial_syncs);
     let sluice = Sluice::start(options).await?;
     sluice.store().set_model(fixture::model(&shape));
     sluice.wait_published(Duration::from_secs(120)).await?;

@@ -52,6 +52,9 @@ pub struct BenchArgs {
     /// Extra proxies that subscribe and then never read (backpressure check).
     #[arg(long, env = "SLUICE_BENCH_STALLED", default_value_t = 1)]
     pub stalled: usize,
+    /// Sluice's --max-initial-syncs for the run (0: no bound; default: Sluice's default).
+    #[arg(long, env = "SLUICE_BENCH_MAX_INITIAL_SYNCS")]
+    pub max_initial_syncs: Option<usize>,
     /// Skip the floor server.
     #[arg(long, env = "SLUICE_BENCH_NO_FLOOR")]
     pub no_floor: bool,
@@ -78,6 +81,8 @@ pub struct ChildArgs {
     /// At least this many streams are let in (the driver's proxies, which may pass the default limit).
     #[arg(long, default_value_t = 0)]
     pub max_streams: usize,
+    #[arg(long)]
+    pub max_initial_syncs: Option<usize>,
 }
 
 pub async fn child(args: ChildArgs) -> anyhow::Result<()> {
@@ -86,7 +91,7 @@ pub async fn child(args: ChildArgs) -> anyhow::Result<()> {
         endpoints_per_service: args.endpoints_per_service,
         policy_every: args.policy_every,
     };
-    child::run(args.kind, shape, args.max_streams).await
+    child::run(args.kind, shape, args.max_streams, args.max_initial_syncs).await
 }
 
 const TIMEOUT: Duration = Duration::from_secs(300);
@@ -119,10 +124,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Results> {
     (r.weight_p50_ms, r.weight_p99_ms, r.weight_max_ms) = (s.weight.p50_ms, s.weight.p99_ms, s.weight.max_ms);
     (r.churn_bytes_per_proxy, r.weight_bytes_per_proxy) = (s.churn_bytes, s.weight_bytes);
     (r.storm_reconnects, r.reconnects) = (s.storm_reconnects, s.reconnects);
+    r.reconnect_reasons = s.reconnect_reasons;
+    (r.storm_server_cpu_s, r.storm_driver_cpu_s) = (s.storm_server_cpu_s, s.storm_driver_cpu_s);
+    r.storm_bytes_per_proxy = s.storm_bytes.iter().sum();
+    r.storm_bytes_by_type = s.storm_bytes;
     if !args.no_floor {
         let f = phase(Kind::Floor, &args, &shape).await?;
         (r.floor_connect_s, r.floor_churn_p50_ms, r.floor_churn_p99_ms) = (f.connect_s, f.churn.p50_ms, f.churn.p99_ms);
         (r.floor_churn_bytes_per_proxy, r.floor_weight_p99_ms) = (f.churn_bytes, f.weight.p99_ms);
+        (r.floor_storm_server_cpu_s, r.floor_storm_driver_cpu_s) = (f.storm_server_cpu_s, f.storm_driver_cpu_s);
     }
     r.finish();
     Ok(r)
@@ -187,6 +197,15 @@ struct Phase {
     /// Streams opened again during the connect storm, and over the whole phase.
     storm_reconnects: u64,
     reconnects: u64,
+    reconnect_reasons: std::collections::BTreeMap<String, u64>,
+    /// CPU seconds the server and the driver used during the connect storm, and bytes each proxy received in it.
+    storm_server_cpu_s: f64,
+    storm_driver_cpu_s: f64,
+    storm_bytes: [f64; 4],
+}
+
+fn cpu(pid: u32) -> f64 {
+    procstat::cpu_time(pid).unwrap_or_default().as_secs_f64()
 }
 
 struct ServerProc {
@@ -215,6 +234,7 @@ async fn spawn(kind: Kind, shape: &Shape, args: &BenchArgs) -> anyhow::Result<Se
         ])
         .args(["--policy-every", &shape.policy_every.to_string(), "--log", "warn"])
         .args(["--max-streams", &(args.proxies + args.stalled + 16).to_string()])
+        .args(args.max_initial_syncs.iter().flat_map(|n| ["--max-initial-syncs".to_string(), n.to_string()]))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -255,12 +275,15 @@ async fn phase(kind: Kind, args: &BenchArgs, shape: &Shape) -> anyhow::Result<Ph
     let rec = Recorder::new(n + args.stalled);
     let channels = connections(&server.addr, args.connections.clamp(1, n + args.stalled))?;
     let started = Instant::now();
+    let (server_cpu0, driver_cpu0) = (cpu(server.pid), cpu(std::process::id()));
     let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let reconnects = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let reasons: Arc<std::sync::Mutex<std::collections::BTreeMap<String, u64>>> = Default::default();
     let tasks: Vec<_> = (0..n + args.stalled)
         .map(|i| {
             let ch = channels[i % channels.len()].clone();
             let (rec, mode, stopping, reconnects) = (rec.clone(), args.mode, stopping.clone(), reconnects.clone());
+            let reasons = reasons.clone();
             tokio::spawn(async move {
                 // Like Envoy: a failed or closed stream is opened again after a jittered backoff.
                 let mut backoff = Duration::from_millis(50);
@@ -270,6 +293,10 @@ async fn phase(kind: Kind, args: &BenchArgs, shape: &Shape) -> anyhow::Result<Ph
                         return;
                     }
                     reconnects.fetch_add(1, Ordering::Relaxed);
+                    if let Err(status) = &result {
+                        let why = format!("{:?}: {}", status.code(), status.message());
+                        *reasons.lock().unwrap_or_else(|e| e.into_inner()).entry(why).or_default() += 1;
+                    }
                     let jitter = Duration::from_millis((i as u64 * 7919) % backoff.as_millis().max(1) as u64);
                     tokio::time::sleep(backoff + jitter).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
@@ -279,6 +306,11 @@ async fn phase(kind: Kind, args: &BenchArgs, shape: &Shape) -> anyhow::Result<Ph
         .collect();
     wait_all(&rec, n, |s| s.synced.load(Ordering::Acquire) > 0).await.context("connect storm")?;
     let connect_s = started.elapsed().as_secs_f64();
+    let storm_server_cpu_s = cpu(server.pid) - server_cpu0;
+    let storm_driver_cpu_s = cpu(std::process::id()) - driver_cpu0;
+    let storm_bytes = [TypeKind::Cluster, TypeKind::Endpoint, TypeKind::Listener, TypeKind::Route].map(|k| {
+        rec.slots()[..n].iter().map(|s| s.bytes[k.index()].load(Ordering::Relaxed)).sum::<u64>() as f64 / n as f64
+    });
     let storm_reconnects = reconnects.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let cpu0 = procstat::cpu_time(server.pid).unwrap_or_default();
@@ -306,6 +338,10 @@ async fn phase(kind: Kind, args: &BenchArgs, shape: &Shape) -> anyhow::Result<Ph
         idle_cpu,
         storm_reconnects,
         reconnects: reconnects.load(Ordering::Relaxed),
+        reconnect_reasons: std::mem::take(&mut *reasons.lock().unwrap_or_else(|e| e.into_inner())),
+        storm_server_cpu_s,
+        storm_driver_cpu_s,
+        storm_bytes,
     })
 }
 

@@ -2,7 +2,8 @@
 //! ACKs every response, and records when it ACKed each type and how many bytes it received.
 
 use crate::xds::TypeKind;
-use crate::xds::wire::{self, Requests};
+use crate::xds::wire::{self, Raw, Requests};
+use bytes::Bytes;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::config::listener::v3::{Listener, filter::ConfigType};
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
@@ -65,16 +66,100 @@ impl Recorder {
     }
 }
 
-/// A bare message with only a resource's name (field 1 in Cluster, ClusterLoadAssignment, Listener and
-/// RouteConfiguration), so a proxy learns names without decoding whole resources.
-#[derive(Clone, PartialEq, Message)]
-struct NameOnly {
-    #[prost(string, tag = "1")]
-    name: String,
+/// The fields of a response a proxy reads first; the tags are the same in `DiscoveryResponse` and
+/// `DeltaDiscoveryResponse` (1: version, 4: type URL, 5: nonce).
+#[derive(Debug, Default, PartialEq)]
+struct Header {
+    version: String,
+    type_url: String,
+    nonce: String,
 }
 
-fn name_of(any: &Any) -> String {
-    NameOnly::decode(any.value.as_slice()).map(|n| n.name).unwrap_or_default()
+/// Reads a response's [`Header`] by walking its top-level fields, skipping each resource (one length-delimited
+/// field) by its length. A prost decode of the same fields was the driver's largest cost.
+fn header(mut b: &[u8]) -> Result<Header, tonic::Status> {
+    let bad = || tonic::Status::internal("bad response: a field runs past the message");
+    let varint = |b: &mut &[u8]| prost::encoding::decode_varint(b).map_err(|_| bad());
+    let mut h = Header::default();
+    while !b.is_empty() {
+        let key = varint(&mut b)?;
+        match key & 7 {
+            0 => {
+                varint(&mut b)?;
+            }
+            1 => b = b.get(8..).ok_or_else(bad)?,
+            5 => b = b.get(4..).ok_or_else(bad)?,
+            2 => {
+                let len = varint(&mut b)? as usize;
+                let (field, rest) = (b.get(..len).ok_or_else(bad)?, &b[len..]);
+                b = rest;
+                let text = || String::from_utf8_lossy(field).into_owned();
+                match key >> 3 {
+                    1 => h.version = text(),
+                    4 => h.type_url = text(),
+                    5 => h.nonce = text(),
+                    _ => {}
+                }
+            }
+            _ => return Err(tonic::Status::internal("bad response: unknown wire type")),
+        }
+    }
+    Ok(h)
+}
+
+/// Only the resources' names of a Delta response, without decoding the resources (`Resource`'s name is field 3).
+#[derive(Clone, PartialEq, Message)]
+struct DeltaNames {
+    #[prost(message, repeated, tag = "2")]
+    resources: Vec<DeltaName>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct DeltaName {
+    #[prost(bytes = "bytes", tag = "3")]
+    name: Bytes,
+}
+
+/// Only the resources' names of a SotW response: each `Any` holds the resource in field 2, and every type served
+/// names itself in field 1.
+#[derive(Clone, PartialEq, Message)]
+struct SotwNames {
+    #[prost(message, repeated, tag = "2")]
+    resources: Vec<AnyValue>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct AnyValue {
+    #[prost(message, optional, tag = "2")]
+    value: Option<NameOnly>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct NameOnly {
+    #[prost(bytes = "bytes", tag = "1")]
+    name: Bytes,
+}
+
+/// A Delta subscription naming resources (`DeltaDiscoveryRequest` fields 2 and 3), built from the names as read.
+#[derive(Clone, PartialEq, Message)]
+struct Subscribe {
+    #[prost(string, tag = "2")]
+    type_url: String,
+    #[prost(bytes = "bytes", repeated, tag = "3")]
+    names: Vec<Bytes>,
+}
+
+fn decode<M: Message + Default>(raw: &Bytes) -> Result<M, tonic::Status> {
+    M::decode(raw.clone()).map_err(|e| tonic::Status::internal(format!("bad response: {e}")))
+}
+
+/// The resource names of a response (`delta`: Delta's `Resource`s; otherwise SotW's `Any`s).
+fn names_in(raw: &Bytes, delta: bool) -> Result<Vec<Bytes>, tonic::Status> {
+    Ok(if delta {
+        decode::<DeltaNames>(raw)?.resources.into_iter().map(|r| r.name).collect()
+    } else {
+        decode::<SotwNames>(raw)?.resources.into_iter().filter_map(|r| Some(r.value?.name)).collect()
+    })
 }
 
 /// The node of simulated proxy `i` (`bench-proxy-NNNNN` in namespace `default`).
@@ -121,19 +206,16 @@ pub async fn run(
 
 const ADS: &str = "/envoy.service.discovery.v3.AggregatedDiscoveryService/";
 
-/// Opens an ADS stream (`method`) sending `requests`, read with `xds::wire`'s decoder: tonic's client codec keeps a
-/// buffer the size of the largest response per stream (~1 MB here), which at N = 10,000 alone outgrew the machine.
-async fn open<Req, Resp>(
+/// Opens an ADS stream (`method`) sending the framed `requests`, read undecoded with `xds::wire`'s decoder: tonic's
+/// client codec keeps a buffer the size of the largest response per stream (~1 MB here), which at N = 10,000
+/// alone outgrew the machine, and a whole decode of every response cost the driver as much CPU as Sluice spent.
+async fn open(
     mut channel: Channel,
     method: &str,
-    requests: mpsc::Receiver<Req>,
-) -> Result<Requests<Resp>, tonic::Status>
-where
-    Req: Message + 'static,
-    Resp: Message + Default,
-{
+    requests: mpsc::Receiver<Bytes>,
+) -> Result<Requests<Raw>, tonic::Status> {
     use tonic::codegen::Service;
-    let frames = ReceiverStream::new(requests).map(|m| Ok::<_, tonic::Status>(http_body::Frame::data(wire::frame(&m))));
+    let frames = ReceiverStream::new(requests).map(|m| Ok::<_, tonic::Status>(http_body::Frame::data(m)));
     let req = http::Request::builder()
         .method(http::Method::POST)
         .uri(format!("{ADS}{method}"))
@@ -152,8 +234,8 @@ where
 
 /// A name's 64-bit hash: what a proxy keeps to know which names it subscribed to (strings would cost ~300 KB per
 /// simulated proxy).
-fn hashed(name: &str) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(name.as_bytes())
+fn hashed(name: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(name)
 }
 
 fn kind_of(url: &str) -> Result<TypeKind, tonic::Status> {
@@ -162,32 +244,39 @@ fn kind_of(url: &str) -> Result<TypeKind, tonic::Status> {
 
 async fn sotw(channel: Channel, i: usize, rec: Arc<Recorder>, stalled: bool) -> Result<(), tonic::Status> {
     let (tx, rx) = mpsc::channel(64);
-    let req = |kind: TypeKind, names: &[String], version: &str, nonce: &str| DiscoveryRequest {
-        type_url: kind.type_url().into(),
-        resource_names: names.to_vec(),
-        version_info: version.into(),
-        response_nonce: nonce.into(),
-        ..Default::default()
+    let req = |kind: TypeKind, names: &[String], version: &str, nonce: &str| {
+        wire::frame(&DiscoveryRequest {
+            type_url: kind.type_url().into(),
+            resource_names: names.to_vec(),
+            version_info: version.into(),
+            response_nonce: nonce.into(),
+            ..Default::default()
+        })
     };
-    let _ = tx.send(DiscoveryRequest { node: Some(node(i)), ..req(TypeKind::Cluster, &[], "", "") }).await;
-    let mut stream = open::<_, DiscoveryResponse>(channel, "StreamAggregatedResources", rx).await?;
+    let first =
+        DiscoveryRequest { node: Some(node(i)), type_url: TypeKind::Cluster.type_url().into(), ..Default::default() };
+    let _ = tx.send(wire::frame(&first)).await;
+    let mut stream = open(channel, "StreamAggregatedResources", rx).await?;
     if stalled {
         return futures::future::pending().await;
     }
     let mut names: [Vec<String>; 4] = Default::default();
     let mut last: [(String, String); 4] = Default::default();
     let mut asked = [true, false, false, false];
-    while let Some(resp) = stream.next().await.transpose()? {
-        let kind = kind_of(&resp.type_url)?;
-        let bytes = resp.encoded_len();
-        last[kind.index()] = (resp.version_info.clone(), resp.nonce.clone());
+    while let Some(Raw(raw)) = stream.next().await.transpose()? {
+        let head = header(&raw)?;
+        let kind = kind_of(&head.type_url)?;
+        last[kind.index()] = (head.version, head.nonce);
         let (v, n) = &last[kind.index()];
         let _ = tx.send(req(kind, &names[kind.index()], v, n)).await;
-        rec.acked(i, kind, bytes);
-        let (next, wanted) = match kind {
-            TypeKind::Cluster => (TypeKind::Endpoint, resp.resources.iter().map(name_of).collect()),
+        rec.acked(i, kind, raw.len());
+        let (next, wanted): (TypeKind, Vec<String>) = match kind {
+            TypeKind::Cluster => {
+                let names = names_in(&raw, false)?;
+                (TypeKind::Endpoint, names.iter().map(|n| String::from_utf8_lossy(n).into_owned()).collect())
+            }
             TypeKind::Endpoint => (TypeKind::Listener, Vec::new()),
-            TypeKind::Listener => (TypeKind::Route, rds_names(&resp.resources)),
+            TypeKind::Listener => (TypeKind::Route, rds_names(&decode::<DiscoveryResponse>(&raw)?.resources)),
             TypeKind::Route => continue,
         };
         if !asked[next.index()] || (!wanted.is_empty() && wanted != names[next.index()]) {
@@ -202,42 +291,69 @@ async fn sotw(channel: Channel, i: usize, rec: Arc<Recorder>, stalled: bool) -> 
 
 async fn delta(channel: Channel, i: usize, rec: Arc<Recorder>, stalled: bool) -> Result<(), tonic::Status> {
     let (tx, rx) = mpsc::channel(64);
-    let sub = |kind: TypeKind, names: Vec<String>| DeltaDiscoveryRequest {
-        type_url: kind.type_url().into(),
-        resource_names_subscribe: names,
+    let sub = |kind: TypeKind, names: Vec<Bytes>| wire::frame(&Subscribe { type_url: kind.type_url().into(), names });
+    let first = DeltaDiscoveryRequest {
+        node: Some(node(i)),
+        type_url: TypeKind::Cluster.type_url().into(),
         ..Default::default()
     };
-    let _ = tx.send(DeltaDiscoveryRequest { node: Some(node(i)), ..sub(TypeKind::Cluster, vec![]) }).await;
-    let mut stream = open::<_, DeltaDiscoveryResponse>(channel, "DeltaAggregatedResources", rx).await?;
+    let _ = tx.send(wire::frame(&first)).await;
+    let mut stream = open(channel, "DeltaAggregatedResources", rx).await?;
     if stalled {
         return futures::future::pending().await;
     }
-    let mut subscribed: [std::collections::HashSet<u64>; 4] = Default::default();
+    let mut subscribed: [std::collections::BTreeSet<u64>; 4] = Default::default();
     let mut asked = [true, false, false, false];
-    while let Some(resp) = stream.next().await.transpose()? {
-        let kind = kind_of(&resp.type_url)?;
-        let bytes = resp.encoded_len();
-        let ack = DeltaDiscoveryRequest {
-            type_url: resp.type_url.clone(),
-            response_nonce: resp.nonce.clone(),
-            ..Default::default()
-        };
-        let _ = tx.send(ack).await;
-        rec.acked(i, kind, bytes);
-        let (next, wanted): (TypeKind, Vec<String>) = match kind {
-            TypeKind::Cluster => (TypeKind::Endpoint, resp.resources.iter().map(|r| r.name.clone()).collect()),
+    while let Some(Raw(raw)) = stream.next().await.transpose()? {
+        let head = header(&raw)?;
+        let kind = kind_of(&head.type_url)?;
+        let ack = DeltaDiscoveryRequest { type_url: head.type_url, response_nonce: head.nonce, ..Default::default() };
+        let _ = tx.send(wire::frame(&ack)).await;
+        rec.acked(i, kind, raw.len());
+        let (next, wanted): (TypeKind, Vec<Bytes>) = match kind {
+            TypeKind::Cluster => (TypeKind::Endpoint, names_in(&raw, true)?),
             TypeKind::Endpoint => (TypeKind::Listener, Vec::new()),
             TypeKind::Listener => {
-                let anys: Vec<Any> = resp.resources.iter().filter_map(|r| r.resource.clone()).collect();
-                (TypeKind::Route, rds_names(&anys))
+                let resp: DeltaDiscoveryResponse = decode(&raw)?;
+                let anys: Vec<Any> = resp.resources.into_iter().filter_map(|r| r.resource).collect();
+                (TypeKind::Route, rds_names(&anys).into_iter().map(Bytes::from).collect())
             }
             TypeKind::Route => continue,
         };
-        let new: Vec<String> = wanted.into_iter().filter(|n| subscribed[next.index()].insert(hashed(n))).collect();
+        let new: Vec<Bytes> = wanted.into_iter().filter(|n| subscribed[next.index()].insert(hashed(n))).collect();
         if !asked[next.index()] || !new.is_empty() {
             asked[next.index()] = true;
             let _ = tx.send(sub(next, new)).await;
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::service::discovery::v3::Resource;
+
+    #[test]
+    fn the_header_and_names_read_are_what_prost_decodes() {
+        let resource = |n: &str| Resource {
+            name: n.into(),
+            version: "v".into(),
+            resource: Some(Any { type_url: "t".into(), value: vec![1, 2, 3] }),
+            ..Default::default()
+        };
+        let resp = DeltaDiscoveryResponse {
+            system_version_info: "7".into(),
+            resources: vec![resource("a"), resource("b")],
+            type_url: TypeKind::Cluster.type_url().into(),
+            nonce: "42".into(),
+            removed_resources: vec!["gone".into()],
+            ..Default::default()
+        };
+        let raw = Bytes::from(resp.encode_to_vec());
+        let want = Header { version: "7".into(), type_url: resp.type_url.clone(), nonce: "42".into() };
+        assert_eq!(header(&raw).unwrap(), want);
+        assert_eq!(names_in(&raw, true).unwrap(), [Bytes::from("a"), Bytes::from("b")]);
+        assert!(header(&raw[..raw.len() - 1]).is_err(), "a truncated message is an error");
+    }
 }

@@ -45,11 +45,22 @@ pub struct Results {
     /// Streams the simulated proxies had to open again (server reset or closed them) during the storm / in all.
     pub storm_reconnects: u64,
     pub reconnects: u64,
+    /// Why streams ended (gRPC code and message) → how many times, over the whole phase.
+    pub reconnect_reasons: std::collections::BTreeMap<String, u64>,
+    /// Bytes each proxy received in the connect storm (its full config), and the CPU seconds the server and the
+    /// driver (all simulated proxies) used until the last proxy had it.
+    pub storm_bytes_per_proxy: f64,
+    /// The same by type: CDS, EDS, LDS, RDS.
+    pub storm_bytes_by_type: [f64; 4],
+    pub storm_server_cpu_s: f64,
+    pub storm_driver_cpu_s: f64,
     pub floor_connect_s: f64,
     pub floor_churn_p50_ms: f64,
     pub floor_churn_p99_ms: f64,
     pub floor_churn_bytes_per_proxy: f64,
     pub floor_weight_p99_ms: f64,
+    pub floor_storm_server_cpu_s: f64,
+    pub floor_storm_driver_cpu_s: f64,
     pub churn_floor_ratio: f64,
     pub weight_floor_ratio: f64,
     pub connect_floor_ratio: f64,
@@ -85,6 +96,16 @@ impl Results {
             format!("{:.2}", self.floor_connect_s),
             r(self.connect_floor_ratio),
         );
+        let [c, e, l, rt] = self.storm_bytes_by_type.map(|b| b / 1024.0);
+        row("connect storm: KB/proxy", f(self.storm_bytes_per_proxy / 1024.0), "".into(), "".into());
+        row("  CDS / EDS / LDS / RDS (KB)", format!("{c:.0}/{e:.0}/{l:.0}/{rt:.0}"), "".into(), "".into());
+        row(
+            "connect storm: server CPU (s)",
+            f(self.storm_server_cpu_s),
+            f(self.floor_storm_server_cpu_s),
+            r(ratio(self.storm_server_cpu_s, self.floor_storm_server_cpu_s)),
+        );
+        row("connect storm: driver CPU (s)", f(self.storm_driver_cpu_s), f(self.floor_storm_driver_cpu_s), "".into());
         row(
             "endpoint change p50 (ms)",
             f(self.churn_p50_ms),

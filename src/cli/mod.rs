@@ -31,6 +31,8 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+// Parsed once per process: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Serve xDS to Envoy and the admin HTTP port.
     Serve(ServeArgs),
@@ -129,6 +131,10 @@ pub struct LimitArgs {
     /// Bytes of responses queued per stream that the proxy has not read (then as --send-queue).
     #[arg(long, env = "SLUICE_SEND_QUEUE_BYTES", default_value_t = Limits::default().send_queue_bytes)]
     pub send_queue_bytes: usize,
+    /// Streams receiving their first config at once (a connect storm is served in turns; each stream keeps its
+    /// place until synced, 5 s at most); 0: no bound.
+    #[arg(long, env = "SLUICE_MAX_INITIAL_SYNCS", default_value_t = Limits::default().max_initial_syncs)]
+    pub max_initial_syncs: usize,
 }
 
 impl LimitArgs {
@@ -141,6 +147,7 @@ impl LimitArgs {
             max_name_bytes: self.max_name_bytes,
             send_queue: self.send_queue,
             send_queue_bytes: self.send_queue_bytes,
+            max_initial_syncs: self.max_initial_syncs,
         }
     }
 }

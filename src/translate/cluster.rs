@@ -133,7 +133,9 @@ pub fn proxy_clusters(_model: &Model, proxy: &ProxyInfo) -> Vec<Cluster> {
 }
 
 fn eds_cluster(name: String, http2: bool) -> Cluster {
-    let eds = cluster::EdsClusterConfig { eds_config: Some(ads_config_source()), service_name: name.clone() };
+    // No `service_name`: Envoy and gRPC then ask EDS for the cluster's own name, and every proxy is sent ~50 bytes
+    // less per cluster (150 KB of each sidecar's first config with 1,000 services).
+    let eds = cluster::EdsClusterConfig { eds_config: Some(ads_config_source()), service_name: String::new() };
     let mut options = HashMap::new();
     if http2 {
         options.insert(HTTP_PROTOCOL_OPTIONS.to_string(), pack(&http2_options()));

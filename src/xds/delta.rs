@@ -3,6 +3,7 @@
 use super::resource::TypeKind;
 use super::response::Response;
 use super::session::{Inflight, Session};
+use super::sorted;
 use super::stream::Protocol;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
@@ -46,11 +47,21 @@ impl Protocol for Delta {
             st.initial.extend(req.initial_resource_versions);
             st.wildcard = kind.is_wildcard() && req.resource_names_subscribe.is_empty();
         }
-        for name in req.resource_names_subscribe {
-            if name == "*" {
-                st.wildcard = true;
-                continue;
-            }
+        let mut subscribe = req.resource_names_subscribe;
+        subscribe.retain(|name| {
+            st.wildcard |= name == "*";
+            name != "*"
+        });
+        // A subscription's first names (a sidecar's EDS request names thousands) are one sorted bulk build; the
+        // per-name path below would search the set, and the sets it clears, once per name.
+        let fresh = st.names.is_empty()
+            && st.absent_told.is_empty()
+            && (first || (st.sent.is_empty() && st.initial.is_empty()));
+        if fresh && !subscribe.is_empty() {
+            st.names = Arc::new(std::mem::take(&mut subscribe).into_iter().collect());
+            st.names_gen += 1;
+        }
+        for name in subscribe {
             if !first {
                 // The proxy does not hold it: send it even if unchanged.
                 st.sent.remove(&name);
@@ -124,12 +135,13 @@ impl Protocol for Delta {
         }
         removals.extend(st.initial.keys().filter(|n| !desired.contains_key(*n)).cloned());
         if st.names_checked != Some(st.names_gen) {
+            // One merge pass over the subscription and the desired set (both sorted); the few names left are looked up.
+            let undesired = sorted::missing(st.names.iter().map(String::as_str), desired.keys().map(String::as_str));
             removals.extend(
-                st.names
-                    .iter()
-                    .filter(|n| !desired.contains_key(*n) && !st.sent.contains_key(*n) && !st.initial.contains_key(*n))
+                undesired
+                    .filter(|n| !st.sent.contains_key(*n) && !st.initial.contains_key(*n))
                     .filter(|n| !st.absent_told.contains(*n))
-                    .cloned(),
+                    .map(String::from),
             );
         }
         st.names_checked = Some(st.names_gen);

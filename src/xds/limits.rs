@@ -7,6 +7,7 @@
 //!  each request ─▶ check_request (names, name length)      ── ResourceExhausted / InvalidArgument
 //!  after apply ──▶ check_subscription (names per type)     ── ResourceExhausted
 //!  each response ▶ max_response_bytes, then the send queue (see `queue`): a full queue coalesces, never grows
+//!  first config ─▶ max_initial_syncs (see `gate`): the rest wait their turn, each place held 5 s at most
 //! ```
 
 use super::resource::TypeKind;
@@ -32,6 +33,8 @@ pub struct Limits {
     pub send_queue: usize,
     /// Bytes of responses queued on one stream that the proxy has not read yet.
     pub send_queue_bytes: usize,
+    /// Streams receiving their first config at once; the others wait their turn (see `gate`). 0: no bound.
+    pub max_initial_syncs: usize,
 }
 
 impl Default for Limits {
@@ -44,6 +47,7 @@ impl Default for Limits {
             max_name_bytes: 1024,
             send_queue: 4,
             send_queue_bytes: 64 * 1024 * 1024,
+            max_initial_syncs: 128,
         }
     }
 }

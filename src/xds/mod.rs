@@ -14,6 +14,7 @@ mod delta;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod gate;
 pub mod limits;
 mod names;
 pub mod node;
@@ -25,6 +26,7 @@ mod response;
 pub mod server;
 mod session;
 pub mod snapshot;
+mod sorted;
 mod sotw;
 pub mod stream;
 pub mod trust;

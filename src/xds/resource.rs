@@ -72,6 +72,7 @@ pub struct Resource {
     pub version: String,
     pub kind: TypeKind,
     pub body: Bytes,
+    /// Ascending, no duplicates (merge passes in `xds::sorted` rely on it).
     pub refs: Box<[String]>,
 }
 
@@ -88,7 +89,9 @@ impl Eq for Resource {}
 pub type ResourceSet = imbl::OrdMap<String, Arc<Resource>>;
 
 impl Resource {
-    pub fn new(kind: TypeKind, name: String, body: Vec<u8>, refs: Vec<String>) -> Self {
+    pub fn new(kind: TypeKind, name: String, body: Vec<u8>, mut refs: Vec<String>) -> Self {
+        refs.sort_unstable();
+        refs.dedup();
         let version = content_version(&body);
         Self { name, version, kind, body: Bytes::from(body), refs: refs.into_boxed_slice() }
     }

@@ -22,6 +22,7 @@
 use super::registry::{Nack, StreamGuard, TypeStatus};
 use super::resource::{ResourceSet, TypeKind};
 use super::snapshot::{Snapshot, View};
+use super::sorted;
 use crate::model::ProxyInfo;
 use imbl::ordmap::DiffItem;
 use std::collections::{BTreeMap, BTreeSet};
@@ -219,7 +220,9 @@ impl Session {
             c.view = all.clone();
             return c.names.clone();
         }
-        let names: Vec<String> = all.keys().filter(|n| !st.names.contains(*n)).cloned().collect();
+        let subscribed = st.names.iter().map(String::as_str);
+        let names: Vec<String> =
+            sorted::missing(all.keys().map(String::as_str), subscribed).map(String::from).collect();
         *cache = Some(Excluded { names_gen: st.names_gen, view: all.clone(), names: names.clone() });
         names
     }
@@ -255,17 +258,14 @@ impl Session {
                     .filter(|(n, r)| !r.refs.is_empty() && given(n).is_none_or(|o| o.version != r.version))
                     .map(|(n, _)| n.clone())
                     .collect();
-                if !new.is_empty() {
-                    let ready = self.ready_clusters();
-                    for name in new {
-                        if set.get(&name).is_some_and(|r| r.refs.iter().all(|c| ready.contains(c.as_str()))) {
-                            continue;
-                        }
-                        match given(&name) {
-                            Some(old) => set.insert(name, old.clone()),
-                            None => set.remove(&name),
-                        };
+                for name in new {
+                    if set.get(&name).is_some_and(|r| self.ready(&r.refs)) {
+                        continue;
                     }
+                    match given(&name) {
+                        Some(old) => set.insert(name, old.clone()),
+                        None => set.remove(&name),
+                    };
                 }
             }
         }
@@ -279,15 +279,16 @@ impl Session {
         self.only.is_none() && self.types[TypeKind::Cluster.index()].wildcard
     }
 
-    /// Clusters the proxy may route to: ACKed, and (for EDS clusters) with their assignment ACKed.
-    fn ready_clusters(&self) -> BTreeSet<&str> {
-        let eds = &self.types[TypeKind::Endpoint.index()].held;
-        self.types[TypeKind::Cluster.index()]
-            .held
-            .values()
-            .filter(|c| c.refs.iter().all(|r| eds.contains_key(r)))
-            .map(|c| c.name.as_str())
-            .collect()
+    /// Whether the proxy may route to every cluster of `clusters` (ascending): it holds each (ACKed) and, for an
+    /// EDS cluster, its assignment. Merge passes over the held sets (see `xds::sorted`).
+    fn ready(&self, clusters: &[String]) -> bool {
+        let Some(held) = sorted::lookup_all(clusters, &self.types[TypeKind::Cluster.index()].held) else {
+            return false;
+        };
+        let mut assignments: Vec<&str> = held.iter().flat_map(|c| c.refs.iter().map(String::as_str)).collect();
+        assignments.sort_unstable();
+        assignments.dedup();
+        sorted::all_in(&assignments, &self.types[TypeKind::Endpoint.index()].held)
     }
 
     /// Clusters not in the new set that a held or in-flight route or listener still names.
@@ -405,17 +406,16 @@ impl Session {
             (c.held, c.view) = (held.clone(), view.clone());
             return c.ok;
         }
-        let ok = clusters
-            .values()
-            .flat_map(|c| c.refs.iter())
-            .filter(|n| view.contains_key(*n))
-            .all(|n| held.contains_key(n));
+        let mut assignments: Vec<&str> = clusters.values().flat_map(|c| c.refs.iter().map(String::as_str)).collect();
+        assignments.sort_unstable();
+        assignments.dedup();
+        let ok = !sorted::missing(assignments, held.keys().map(String::as_str)).any(|n| view.contains_key(n));
         *cache = Some(Follows { clusters: clusters.clone(), held: held.clone(), view: view.clone(), ok });
         ok
     }
 
-    /// Publishes this stream's state to the registry.
-    pub fn report(&mut self) {
+    /// Publishes this stream's state to the registry; true when the proxy is synced.
+    pub fn report(&mut self) -> bool {
         let synced = self.synced().then(|| self.snapshot.as_ref().map(|s| s.version)).flatten();
         if synced.is_some()
             && let Some(since) = self.unconverged_since.take()
@@ -447,5 +447,6 @@ impl Session {
             s.types = types;
             s.synced_version = synced;
         });
+        synced.is_some()
     }
 }

@@ -10,6 +10,7 @@
 //! add `type`. Each response sent counts in `pilot_xds_pushes`, `pilot_xds_push_time`, `pilot_xds_config_size_bytes`.
 //! The task never waits on the proxy: a full send queue (see `queue`) leaves types dirty until the proxy reads.
 
+use super::gate::{SyncGate, Turn};
 use super::limits::{Limits, SlotGuard, StreamSlots};
 use super::node;
 use super::queue::SendQueue;
@@ -35,6 +36,8 @@ pub struct StreamCtx {
     pub registry: Registry,
     pub limits: Limits,
     pub slots: StreamSlots,
+    /// Places for streams receiving their first config.
+    pub syncs: SyncGate,
     /// Turns true when the server stops: every stream ends, so proxies reconnect (to another replica or the
     /// restarted server) instead of holding the shutdown open.
     pub stop: watch::Receiver<bool>,
@@ -113,6 +116,7 @@ async fn serve<P: Protocol>(
         session.set_snapshot(s);
     }
     let mut next = Some(first);
+    let mut turn = Turn::Waiting;
     loop {
         if let Some(req) = next.take()
             && let Err(status) = apply::<P>(&mut session, &ctx.limits, req)
@@ -120,13 +124,29 @@ async fn serve<P: Protocol>(
             tracing::warn!(%status, "refusing request; stream closed");
             return tx.fail(status);
         }
-        if let Err(status) = push_dirty::<P>(&mut session, &ctx.limits, &tx) {
+        // The first config waits for a place in the gate (see `gate`); requests meanwhile wait unread.
+        if matches!(turn, Turn::Waiting) && session.snapshot.is_some() {
+            tokio::select! {
+                place = ctx.syncs.enter() => turn = Turn::Holding(place),
+                _ = ctx.stop.wait_for(|stop| *stop) => return tracing::info!("server stopping; stream closed"),
+            }
+        }
+        if !matches!(turn, Turn::Waiting)
+            && let Err(status) = push_dirty::<P>(&mut session, &ctx.limits, &tx)
+        {
             return tx.fail(status);
         }
-        session.report();
+        if session.report() && matches!(turn, Turn::Holding(_)) {
+            turn = Turn::Done;
+        }
+        let hold_until = match &turn {
+            Turn::Holding(place) => Some(place.until),
+            _ => None,
+        };
         // The proxy is not reading: its dirty types wait (coalescing to the latest state) until it drains.
         let stalled = !tx.has_room() && session.any_dirty();
         tokio::select! {
+            _ = sleep_until(hold_until), if hold_until.is_some() => turn = Turn::Done,
             msg = inbound.next() => match msg {
                 Some(Ok(req)) => next = Some(req),
                 Some(Err(status)) => {
@@ -146,6 +166,14 @@ async fn serve<P: Protocol>(
                 }
             }
         }
+    }
+}
+
+/// Sleeps until `at` (never, for `None`).
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

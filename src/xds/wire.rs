@@ -44,6 +44,26 @@ pub fn unframe<M: prost::Message + Default>(frame: &[u8]) -> Result<M, prost::De
     M::decode(frame.get(PREFIX..).unwrap_or_default())
 }
 
+/// How a message is made from its bytes: protobuf messages decode; [`Raw`] keeps the bytes.
+pub trait Decode: Sized {
+    fn decode(bytes: BytesMut) -> Result<Self, prost::DecodeError>;
+}
+
+impl<M: prost::Message + Default> Decode for M {
+    fn decode(bytes: BytesMut) -> Result<Self, prost::DecodeError> {
+        M::decode(bytes)
+    }
+}
+
+/// A message's protobuf bytes, undecoded (the bench's simulated proxies read only the fields they need).
+pub struct Raw(pub Bytes);
+
+impl Decode for Raw {
+    fn decode(bytes: BytesMut) -> Result<Self, prost::DecodeError> {
+        Ok(Raw(bytes.freeze()))
+    }
+}
+
 /// The messages of a gRPC request body, each at most `max` bytes (or of a response body, with its status).
 pub struct Requests<M> {
     body: tonic::body::Body,
@@ -53,7 +73,7 @@ pub struct Requests<M> {
     _message: PhantomData<fn() -> M>,
 }
 
-impl<M: prost::Message + Default> Requests<M> {
+impl<M: Decode> Requests<M> {
     pub fn new(body: tonic::body::Body, max: usize) -> Self {
         Self { body, buf: BytesMut::new(), max, done: false, _message: PhantomData }
     }
@@ -83,7 +103,7 @@ impl<M: prost::Message + Default> Requests<M> {
         }
         self.buf.advance(PREFIX);
         let message = self.buf.split_to(len);
-        let decoded = M::decode(message).map_err(|e| {
+        let decoded = <M as Decode>::decode(message).map_err(|e| {
             self.done = true;
             Status::internal(format!("the request is not a valid protobuf message: {e}"))
         });
@@ -100,7 +120,7 @@ impl<M: prost::Message + Default> Requests<M> {
     }
 }
 
-impl<M: prost::Message + Default> futures::Stream for Requests<M> {
+impl<M: Decode> futures::Stream for Requests<M> {
     type Item = Result<M, Status>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {

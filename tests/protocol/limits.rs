@@ -167,3 +167,23 @@ async fn a_proxy_that_acks_without_reading_gets_a_bounded_queue_then_the_latest_
     assert!(received < VERSIONS / 2, "{received} responses for {VERSIONS} versions: the backlog was not coalesced");
     s.shutdown().await;
 }
+
+/// `--max-initial-syncs`: with one place, a second proxy's first config waits while the first proxy holds the
+/// place (it never ACKs, so it is never synced), and is sent once that place is given back: 5 s (`gate::HOLD`) at
+/// most, so a proxy that stalls cannot hold the others back.
+#[tokio::test]
+async fn a_first_config_waits_for_a_place_that_a_proxy_never_acking_keeps_for_5_s_at_most() {
+    let s = start_with(Limits { max_initial_syncs: 1, ..Limits::default() }, bookinfo()).await;
+    let mut a = Sotw::connect(s.xds_addr(), "a").await;
+    a.send(CDS, &[], "", "", None).await;
+    a.recv().await;
+    let asked = std::time::Instant::now();
+    let mut b = Sotw::connect(s.xds_addr(), "b").await;
+    b.send(CDS, &[], "", "", None).await;
+    let early = tokio::time::timeout(Duration::from_secs(3), b.recv()).await;
+    assert!(early.is_err(), "b was sent its config while a held the only place");
+    tokio::time::timeout(Duration::from_secs(5), b.recv()).await.expect("b's turn came once a's place was freed");
+    let waited = asked.elapsed();
+    assert!(waited >= sluice::xds::gate::HOLD - Duration::from_millis(500), "b waited only {waited:?}");
+    s.shutdown().await;
+}
