@@ -1,6 +1,8 @@
 //! The `sluice` binary: see `sluice --help`.
 
-/// mimalloc, not the system allocator: see Cargo.toml and BENCHMARKS.md (RSS per proxy).
+/// mimalloc, not the system allocator (feature `mimalloc`, on by default): see Cargo.toml and BENCHMARKS.md (RSS
+/// per proxy).
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
