@@ -44,7 +44,7 @@ impl SyncGate {
         Place { _permit: permit, until: Instant::now() + HOLD }
     }
 
-    /// Places free now (tests, metrics).
+    /// Places free now (`None`: no bound).
     pub fn available(&self) -> Option<usize> {
         self.places.as_ref().map(|p| p.available_permits())
     }

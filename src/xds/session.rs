@@ -285,9 +285,7 @@ impl Session {
         let Some(held) = sorted::lookup_all(clusters, &self.types[TypeKind::Cluster.index()].held) else {
             return false;
         };
-        let mut assignments: Vec<&str> = held.iter().flat_map(|c| c.refs.iter().map(String::as_str)).collect();
-        assignments.sort_unstable();
-        assignments.dedup();
+        let assignments = sorted::refs_of(held.into_iter());
         sorted::all_in(&assignments, &self.types[TypeKind::Endpoint.index()].held)
     }
 
@@ -406,9 +404,7 @@ impl Session {
             (c.held, c.view) = (held.clone(), view.clone());
             return c.ok;
         }
-        let mut assignments: Vec<&str> = clusters.values().flat_map(|c| c.refs.iter().map(String::as_str)).collect();
-        assignments.sort_unstable();
-        assignments.dedup();
+        let assignments = sorted::refs_of(clusters.values());
         let ok = !sorted::missing(assignments, held.keys().map(String::as_str)).any(|n| view.contains_key(n));
         *cache = Some(Follows { clusters: clusters.clone(), held: held.clone(), view: view.clone(), ok });
         ok

@@ -61,6 +61,14 @@ pub(crate) fn lookup_all<'s>(names: &[String], set: &'s ResourceSet) -> Option<V
     Some(out)
 }
 
+/// Every name the resources' `refs` hold, ascending, once each (e.g. the assignments of a list of clusters).
+pub(crate) fn refs_of<'a>(resources: impl Iterator<Item = &'a Arc<Resource>>) -> Vec<&'a str> {
+    let mut names: Vec<&str> = resources.flat_map(|r| r.refs.iter().map(String::as_str)).collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
 /// Whether every name of `names` (ascending) is a key of `set`.
 pub(crate) fn all_in(names: &[&str], set: &ResourceSet) -> bool {
     if names.len() * LOOKUP_RATIO < set.len() {
