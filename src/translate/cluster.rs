@@ -1,16 +1,18 @@
-//! Clusters: one EDS cluster per service port for all endpoints, one per version subset, plus the per-proxy
-//! extras of intercept mode.
+//! Clusters: one EDS cluster per service port for all endpoints, one per subset something routes to (a release
+//! policy's versions, a VirtualService's subsets, a DestinationRule's subsets), plus the per-proxy extras of
+//! intercept mode.
 //!
 //! ```text
 //!  Service reviews:9080 ─┬─▶ outbound|9080||reviews...    (catch-all)
-//!   endpoints v1, v3     ├─▶ outbound|9080|v1|reviews...  (subset: version label = v1)
+//!   endpoints v1, v2, v3 ├─▶ outbound|9080|v1|reviews...  (subset: version label = v1)
 //!   policy stable v1 ... └─▶ outbound|9080|v3|reviews...  (subset; kept for a governed service even if empty)
+//!                            (no v2 cluster: nothing routes to v2)
 //! ```
 //!
 //! Subset membership lives in the load assignments (see `endpoint.rs`); a cluster only names its assignment.
 
 use super::{ads_config_source, naming, pack, seconds};
-use crate::model::mesh::TrafficPolicy;
+use crate::model::mesh::{TrafficPolicy, host_is};
 use crate::model::{
     DEFAULT_VERSION_LABEL, InterceptionMode, Model, ObjectKey, ProxyInfo, Routing, Service, ServicePort,
 };
@@ -38,27 +40,61 @@ pub(crate) fn version_label<'a>(model: &'a Model, key: &ObjectKey) -> &'a str {
     model.policy_for(key).map(|p| p.spec.version_label()).unwrap_or(DEFAULT_VERSION_LABEL)
 }
 
-/// The versions that get subset clusters: every value of the version label among the endpoints, plus a
-/// governing policy's stable and canary; minus the loser of a finished release (`Routing::Only`).
+/// The versions that get subset clusters: those something routes to. A governing policy's stable and canary
+/// (minus the loser of a finished release, `Routing::Only`), and each version a mesh VirtualService names as a
+/// destination or mirror `subset` (when no DestinationRule subset has that name, it is a version: see
+/// [`subset_exists`]). A version nothing routes to gets no cluster: every sidecar would hold and warm one per
+/// version of every service, about half of its clusters and assignments, for nothing. A policy or route that
+/// names a version later adds its cluster, and sessions send a route only once its clusters have warmed (see
+/// `xds::session`), so the switch fails no request.
 pub(crate) fn subset_versions(model: &Model, key: &ObjectKey) -> BTreeSet<String> {
-    let label = version_label(model, key);
-    let mut versions: BTreeSet<String> = model
-        .endpoints_of(key)
-        .iter()
-        .filter_map(|e| e.label(label))
-        .filter(|v| !v.is_empty())
-        .map(String::from)
-        .collect();
-    if let Some(policy) = model.policy_for(key) {
-        let spec = &policy.spec;
-        versions.insert(spec.stable.clone());
-        versions.insert(spec.canary.clone());
-        if let Routing::Only(winner) = policy.routing() {
-            let loser = if winner == spec.stable { &spec.canary } else { &spec.stable };
-            versions.remove(loser);
-        }
+    let (kept, loser) = policy_versions(model, key);
+    let mut versions: BTreeSet<String> = kept.into_iter().map(String::from).collect();
+    let mut named = named_subsets(model, key).peekable();
+    if named.peek().is_some() {
+        let present = endpoint_versions(model, key);
+        versions.extend(named.filter(|s| present.contains(s) && Some(*s) != loser).map(String::from));
     }
     versions
+}
+
+/// A governing policy's versions that keep clusters (stable and canary; the winner only once the release ended)
+/// and the loser of an ended release, whose config is gone.
+fn policy_versions<'a>(model: &'a Model, key: &ObjectKey) -> (Vec<&'a str>, Option<&'a str>) {
+    let Some(policy) = model.policy_for(key) else { return (Vec::new(), None) };
+    let spec = &policy.spec;
+    match policy.routing() {
+        Routing::Only(winner) => {
+            let loser = if winner == spec.stable { &spec.canary } else { &spec.stable };
+            (vec![winner], Some(loser.as_str()))
+        }
+        _ => (vec![spec.stable.as_str(), spec.canary.as_str()], None),
+    }
+}
+
+/// Every value of the version label among a service's endpoints.
+fn endpoint_versions<'a>(model: &'a Model, key: &ObjectKey) -> BTreeSet<&'a str> {
+    let label = version_label(model, key);
+    model.endpoints_of(key).iter().filter_map(|e| e.label(label)).filter(|v| !v.is_empty()).collect()
+}
+
+/// The subsets the mesh VirtualServices name for the service, as a destination or a mirror.
+fn named_subsets<'a>(model: &'a Model, key: &'a ObjectKey) -> impl Iterator<Item = &'a str> + 'a {
+    let mesh = model.virtual_services.iter().filter(|(_, vs)| vs.spec.applies_to_mesh());
+    mesh.flat_map(move |(k, vs)| {
+        let http = vs.spec.http.iter();
+        let dests = http.flat_map(|h| h.route.iter().map(|d| &d.destination).chain(h.mirror.as_ref()));
+        dests.filter_map(move |d| d.subset.as_deref().filter(|_| host_is(&d.host, &k.namespace, key)))
+    })
+}
+
+/// Whether a route may name `subset` of the service: a DestinationRule subset, a governing policy's stable or
+/// canary (whose cluster exists even before its endpoints do), or a version among its endpoints; not the loser of
+/// an ended release.
+pub(crate) fn subset_exists(model: &Model, key: &ObjectKey, subset: &str) -> bool {
+    let in_rule = model.destination_rule_for(key).is_some_and(|r| r.spec.subsets.iter().any(|s| s.name == subset));
+    let (kept, loser) = policy_versions(model, key);
+    in_rule || (loser != Some(subset) && (kept.contains(&subset) || endpoint_versions(model, key).contains(subset)))
 }
 
 /// Every subset of a service by name → its labels and traffic policy: one per version (see
@@ -229,7 +265,28 @@ mod tests {
     fn governed_service_has_stable_and_canary_subsets_even_without_endpoints() {
         let n = names(&model(crate::model::Phase::Progressing));
         let subsets: Vec<&str> = n.iter().map(|s| s.split('|').nth(2).unwrap_or("?")).collect();
-        assert_eq!(subsets, ["v1", "v2", "v3", ""]); // `|` sorts after letters
+        assert_eq!(subsets, ["v1", "v3", ""], "v2 has endpoints but nothing routes to it"); // `|` sorts last
+    }
+
+    #[test]
+    fn a_version_gets_a_cluster_only_when_something_routes_to_it() {
+        let mut m = model(crate::model::Phase::Progressing);
+        m.policies.clear();
+        assert_eq!(names(&m), ["outbound|9080||reviews.default.svc.cluster.local"]);
+        let route = |subset: &str| serde_json::json!({"destination": {"host": "reviews", "subset": subset}});
+        let spec = serde_json::json!({"hosts": ["ratings"], "http": [{"route": [route("v2")], "mirror":
+            {"host": "reviews.default.svc.cluster.local", "subset": "v9"}}]});
+        let vs = crate::model::mesh::VirtualService {
+            name: "vs".into(),
+            namespace: "default".into(),
+            spec: serde_json::from_value(spec).expect("spec"),
+        };
+        m.virtual_services.insert(ObjectKey::new("default", "vs"), vs);
+        let n = names(&m);
+        assert_eq!(n[0], "outbound|9080|v2|reviews.default.svc.cluster.local", "{n:?}");
+        assert_eq!(n.len(), 2, "v9 has no endpoints, so the mirror names nothing: {n:?}");
+        assert!(subset_exists(&m, &ObjectKey::new("default", "reviews"), "v2"));
+        assert!(!subset_exists(&m, &ObjectKey::new("default", "reviews"), "v9"));
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //!    then the route itself with its destinations to the service replaced by the policy's stable/canary split.
 //! ```
 
-use super::cluster::subsets_of;
+use super::cluster::{subset_exists, subsets_of};
 use super::mesh_match::{and, route_match};
 use super::naming;
 use super::route::{PolicyTraffic, RouteScope, policy_traffic};
@@ -139,8 +139,10 @@ impl<'a> Host<'a> {
             None if svc.ports.len() == 1 => svc.ports[0].port,
             None => svc.ports.iter().find(|sp| sp.port == self.port.port).or(svc.ports.first())?.port,
         };
-        if let Some(s) = &d.subset {
-            subsets_of(self.model, &key).get(s)?;
+        if let Some(s) = &d.subset
+            && !subset_exists(self.model, &key, s)
+        {
+            return None;
         }
         Some(Resolved { key, svc, port, subset: d.subset.clone() })
     }

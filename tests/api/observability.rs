@@ -112,7 +112,7 @@ async fn a_nack_counts_as_a_reject_of_its_type_and_csds_shows_it_with_the_reason
     let decoded = envoy_types::pb::envoy::config::cluster::v3::Cluster::decode(rejected.value.as_slice()).unwrap();
     assert_eq!(decoded.name, details);
     // What the proxy kept: its last good clusters, ACKed at the last good version.
-    let kept = find(&rs, CDS, &cluster("v1", "reviews")).expect("reviews v1 cluster");
+    let kept = find(&rs, CDS, &cluster("", "reviews")).expect("reviews cluster");
     assert_eq!(
         (kept.client_status, kept.config_status, kept.version_info.as_str()),
         (ClientResourceStatus::Acked as i32, ConfigStatus::Synced as i32, good.version_info.as_str())

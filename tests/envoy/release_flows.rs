@@ -1,5 +1,6 @@
 //! The grayscale release end to end through a real Envoy 1.40, under continuous load: 0% → 20% → 50% → promote →
-//! finalize, 20% → abort, and a step plan that moves on by itself. Releases are driven in process through
+//! finalize, 20% → abort, a policy created and deleted (its clusters come and go), and a step plan that moves on
+//! by itself. Releases are driven in process through
 //! `Sluice::releases()` (the controller the REST API and CLI call); every split is measured with a separate batch
 //! and asserted with a 99.9% bound.
 //!
@@ -172,6 +173,50 @@ async fn abort_returns_all_traffic_to_stable_under_load() {
     let report = running.stop().await;
     println!("load over the abort flow: {}", report.summary());
     assert_eq!(m.v3.count(), v3_before, "after abort v3 gets no request");
+    assert_eq!((report.counts.non_2xx, report.counts.errors), (0, 0), "{}", report.summary());
+    assert!(report.rate() >= MIN_RATE, "the load ran at {:.0}/s, below {MIN_RATE}/s", report.rate());
+    m.stop().await;
+}
+
+/// A service without a policy has one cluster (no version subsets). Creating the policy under load adds v1's and
+/// v3's clusters, and Envoy warms them before any route names them; deleting it after finalize goes back to the
+/// one cluster. Not one request fails at any step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_created_and_deleted_under_load_adds_and_removes_its_clusters_without_a_failure() {
+    let m = Mesh::start(false).await;
+    let subsets = |dump: &serde_json::Value| {
+        let text = dump.to_string();
+        ["v1", "v3"].map(|v| text.contains(&format!("outbound|9080|{v}|reviews")))
+    };
+    let dump = m.envoy.admin_get("/config_dump").await;
+    assert!(dump.contains("outbound|9080||reviews"), "the service's cluster is in Envoy");
+    assert!(!dump.contains("outbound|9080|v1|") && !dump.contains("outbound|9080|v3|"), "no version cluster yet");
+    let running = LoadLoop::start(m.listen, "reviews", LOAD_TASKS, LOAD_PER_TASK);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let spec = ReleasePolicySpec::split("reviews", "v1", "v3", 2000);
+    m.sluice.releases().apply(&key(), spec).expect("apply the policy");
+    m.applied("created at 20%").await;
+    m.envoy.wait_for(Duration::from_secs(10), |dump| subsets(dump) == [true, true]).await;
+    m.measure("v3 at 20% in a new release", 0.2).await;
+
+    m.sluice.releases().act(&key(), Verb::Promote).expect("promote");
+    m.applied("promote").await;
+    m.sluice.releases().act(&key(), Verb::Finalize).expect("finalize");
+    m.applied("finalize").await;
+    m.envoy.wait_for(Duration::from_secs(10), |dump| subsets(dump) == [false, true]).await;
+    m.measure("v3 after finalize", 1.0).await;
+
+    // The release is over: its policy goes, and so does v3's cluster; the service's own cluster routes again.
+    // (v1 still has a workload, so the catch-all sends to both, as before the release.)
+    m.sluice.releases().delete(&key()).expect("delete the policy");
+    m.envoy.wait_for(Duration::from_secs(10), |dump| subsets(dump) == [false, false]).await;
+    let after = load(m.listen, "reviews", BATCH, 8).await;
+    assert_eq!((after.errors, after.non_2xx), (0, 0), "after the policy is deleted: {after:?}");
+    assert!(after.of("v1") > 0 && after.of("v3") > 0, "the catch-all spreads over both workloads: {after:?}");
+
+    let report = running.stop().await;
+    println!("load from no policy to no policy: {}", report.summary());
     assert_eq!((report.counts.non_2xx, report.counts.errors), (0, 0), "{}", report.summary());
     assert!(report.rate() >= MIN_RATE, "the load ran at {:.0}/s, below {MIN_RATE}/s", report.rate());
     m.stop().await;
