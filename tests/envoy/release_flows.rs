@@ -2,7 +2,7 @@
 //! finalize, 20% → abort, a policy created and deleted (its clusters come and go), and a step plan that moves on
 //! by itself. Releases are driven in process through
 //! `Sluice::releases()` (the controller the REST API and CLI call); every split is measured with a separate batch
-//! and asserted with a 99.9% bound.
+//! and asserted with a 99.999% bound.
 //!
 //! ```text
 //!  LoadLoop (≥200 req/s) ─┐
