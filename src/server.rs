@@ -101,6 +101,21 @@ pub enum StartError {
     NoXds,
 }
 
+/// Connections the kernel queues until Sluice accepts them. tokio's default, 1,024, overflowed when 1,000
+/// sidecars connected at once (as after a restart): the kernel answered with SYN cookies and reset some of the
+/// connections, and every stream on them started over (`sluice bench --mode sotw`: 50-110 streams reopened per
+/// run, 0 with this). Linux caps it at `net.core.somaxconn` (4,096 by default).
+pub const ACCEPT_BACKLOG: u32 = 4096;
+
+/// A TCP listener on `addr` with [`ACCEPT_BACKLOG`] (and `SO_REUSEADDR`, as `TcpListener::bind` sets on Unix, so a
+/// restarted server gets its port back while old connections linger in TIME_WAIT).
+pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(ACCEPT_BACKLOG)
+}
+
 impl Sluice {
     /// Starts with an empty store.
     pub async fn start(options: Options) -> Result<Self, StartError> {
@@ -111,9 +126,7 @@ impl Sluice {
     /// served at `/debug/config`.
     pub async fn start_with(options: Options, store: Store, config: serde_json::Value) -> Result<Self, StartError> {
         crate::telemetry::install();
-        let bind = |what, addr| async move {
-            TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
-        };
+        let bind = |what, addr| async move { listen(addr).map_err(|source| StartError::Bind { what, addr, source }) };
         let auth = ApiAuth::new(options.api_token_file.as_deref())?;
         if !auth.has_token() {
             tracing::warn!(

@@ -150,7 +150,7 @@ async fn run_floor(shape: Shape) -> anyhow::Result<()> {
     let mut snapshot = Snapshot::build(1, Arc::new(model.clone()), None)?;
     let (changes, _) = broadcast::channel(16);
     let floor = Floor { first: Arc::new(prebuild(&snapshot, 1)), changes: changes.clone() };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let listener = crate::server::listen(([127, 0, 0, 1], 0).into())?; // the same accept backlog as Sluice's
     println!("ready {}", listener.local_addr()?);
     let server = tonic::transport::Server::builder()
         .add_service(AggregatedDiscoveryServiceServer::new(floor).max_encoding_message_size(usize::MAX))

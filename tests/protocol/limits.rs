@@ -187,3 +187,29 @@ async fn a_first_config_waits_for_a_place_that_a_proxy_never_acking_keeps_for_5_
     assert!(waited >= sluice::xds::gate::HOLD - Duration::from_millis(500), "b waited only {waited:?}");
     s.shutdown().await;
 }
+
+/// 1,500 sidecars connecting at once (a control-plane restart) are all queued for accept, none dropped: beyond the
+/// accept backlog the kernel falls back to SYN cookies and later resets connections the client thinks are open.
+/// Each connection is opened and left idle while nothing accepts, as when Sluice is busy.
+#[tokio::test]
+async fn a_connect_storm_beyond_a_thousand_fits_the_accept_backlog() {
+    const CLIENTS: usize = 1500;
+    let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .map(|s| s.trim().parse().expect("somaxconn"))
+        .expect("read net.core.somaxconn");
+    assert!(somaxconn >= CLIENTS, "net.core.somaxconn = {somaxconn} caps every backlog below {CLIENTS}");
+    let listener = sluice::server::listen(([127, 0, 0, 1], 0).into()).expect("listen");
+    let addr = listener.local_addr().unwrap();
+    let mut clients = Vec::with_capacity(CLIENTS);
+    for i in 0..CLIENTS {
+        let connect = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr));
+        let conn = connect.await.unwrap_or_else(|_| panic!("connection {i} of {CLIENTS} not established within 5 s"));
+        clients.push(conn.expect("connect"));
+    }
+    let mut accepted = 0;
+    while let Ok(conn) = tokio::time::timeout(Duration::from_millis(500), listener.accept()).await {
+        conn.expect("accept");
+        accepted += 1;
+    }
+    assert_eq!(accepted, CLIENTS, "connections queued for accept (backlog {})", sluice::server::ACCEPT_BACKLOG);
+}
