@@ -302,7 +302,8 @@ fn endpoints_fast_path(prev: &ResourceSet, old: &Model, new: &Model, changed: &[
     set
 }
 
-/// The versions a service's endpoints carry (its subset clusters follow them).
+/// The versions a service's endpoints carry (a subset a VirtualService names gets its cluster only while a version
+/// carries it: see `translate::cluster::subset_versions`).
 fn versions_of(model: &Model, svc: &ObjectKey) -> BTreeMap<String, bool> {
     let label = model.policy_for(svc).map(|p| p.spec.version_label()).unwrap_or(DEFAULT_VERSION_LABEL);
     model.endpoints_of(svc).iter().filter_map(|e| e.label(label)).map(|v| (v.to_string(), true)).collect()
