@@ -52,19 +52,13 @@ impl Xds {
     /// Answers one call of service `service` (a gRPC service name) by its method, the last path segment.
     fn call(&self, service: &str, req: http::Request<Body>) -> http::Response<Body> {
         let method = req.uri().path().rsplit('/').next().unwrap_or_default().to_string();
-        let only = match service {
-            ADS => None,
-            CDS => Some(TypeKind::Cluster),
-            EDS => Some(TypeKind::Endpoint),
-            LDS => Some(TypeKind::Listener),
-            _ => Some(TypeKind::Route),
+        let (only, suffix) = match service {
+            ADS => (None, "AggregatedResources"),
+            CDS => (Some(TypeKind::Cluster), "Clusters"),
+            EDS => (Some(TypeKind::Endpoint), "Endpoints"),
+            LDS => (Some(TypeKind::Listener), "Listeners"),
+            _ => (Some(TypeKind::Route), "Routes"),
         };
-        let suffix = only.map_or("AggregatedResources", |k| match k {
-            TypeKind::Cluster => "Clusters",
-            TypeKind::Endpoint => "Endpoints",
-            TypeKind::Listener => "Listeners",
-            TypeKind::Route => "Routes",
-        });
         let result = match method.strip_suffix(suffix) {
             Some("Stream") => self.spawn::<Sotw>(req, only),
             Some("Delta") => self.spawn::<Delta>(req, only),

@@ -369,3 +369,31 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     conn.read_to_string(&mut out).await.unwrap();
     out
 }
+
+/// The per-type services (CDS, EDS, LDS, RDS without ADS) answer their own type on both protocols, and refuse the
+/// unary fetch with a reason.
+#[tokio::test]
+async fn per_type_services_serve_their_type_and_refuse_fetch() {
+    use envoy_types::pb::envoy::service::cluster::v3::cluster_discovery_service_client::ClusterDiscoveryServiceClient;
+    use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+    use envoy_types::pb::envoy::service::route::v3::route_discovery_service_client::RouteDiscoveryServiceClient;
+    let s = start(bookinfo()).await;
+    let url = format!("http://{}", s.xds_addr());
+    let mut cds = ClusterDiscoveryServiceClient::connect(url.clone()).await.expect("connect");
+    let req = DiscoveryRequest { node: Some(client::node("p-cds")), type_url: CDS.into(), ..Default::default() };
+    let mut rx = cds.stream_clusters(tokio_stream::iter(vec![req])).await.expect("StreamClusters").into_inner();
+    let r = rx.message().await.expect("a response").expect("not the end");
+    assert_eq!((r.type_url.as_str(), r.resources.len()), (CDS, 2), "SotW CDS: both catch-all clusters");
+
+    let req =
+        DeltaDiscoveryRequest { node: Some(client::node("p-cds-delta")), type_url: CDS.into(), ..Default::default() };
+    let mut rx = cds.delta_clusters(tokio_stream::iter(vec![req])).await.expect("DeltaClusters").into_inner();
+    let r = rx.message().await.expect("a response").expect("not the end");
+    assert_eq!((r.type_url.as_str(), r.resources.len()), (CDS, 2), "Delta CDS: both catch-all clusters");
+
+    let mut rds = RouteDiscoveryServiceClient::connect(url).await.expect("connect");
+    let err = rds.fetch_routes(DiscoveryRequest::default()).await.expect_err("unary fetch is refused");
+    assert_eq!(err.code(), tonic::Code::Unimplemented, "{err:?}");
+    assert!(err.message().contains("gRPC stream"), "the reason says what to use: {}", err.message());
+    s.shutdown().await;
+}
