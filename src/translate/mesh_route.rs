@@ -186,11 +186,12 @@ impl<'a> Host<'a> {
                 Some(split) => split.iter().map(|(v, bp)| (Some(v.clone()), w * bp)).collect(),
                 None => vec![(r.subset.clone(), w * TOTAL_WEIGHT)],
             };
+            // Per destination, not per part: `subsets_of` scans the mesh VirtualServices.
+            let subsets = subsets_of(self.model, &r.key);
+            let base = self.model.destination_rule_for(&r.key).and_then(|dr| dr.spec.traffic_policy.as_ref());
             for (subset, weight) in parts {
-                let subsets = subsets_of(self.model, &r.key);
-                let base = self.model.destination_rule_for(&r.key).and_then(|dr| dr.spec.traffic_policy.clone());
-                let policy = subset.as_ref().and_then(|s| subsets.get(s)).map(|(_, p)| p.clone()).unwrap_or(base);
-                hashes.push(hash_policy(policy.as_ref()));
+                let policy = subset.as_ref().and_then(|s| subsets.get(s)).map(|(_, p)| p.as_ref()).unwrap_or(base);
+                hashes.push(hash_policy(policy));
                 let cluster = naming::outbound_cluster(r.svc, r.port, subset.as_deref().unwrap_or(""));
                 let entry = weights.entry(cluster).or_insert((0, d.headers.as_ref()));
                 entry.0 += weight;
