@@ -25,14 +25,10 @@ async fn main() -> anyhow::Result<()> {
     let listen: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
     let args = BootstrapArgs {
         node_id: "example".into(),
-        namespace: "default".into(),
         xds: sluice.xds_addr().to_string().parse().map_err(anyhow::Error::msg)?,
         listen: Some(listen),
         admin_port: free_port()?,
-        sotw: false,
-        labels: vec![],
-        inbound_ports: vec![],
-        tls: Default::default(),
+        ..Default::default()
     };
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("envoy.json");

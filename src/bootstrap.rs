@@ -75,7 +75,56 @@ pub struct BootstrapArgs {
     #[arg(long, env = "SLUICE_INBOUND_PORTS", value_delimiter = ',')]
     pub inbound_ports: Vec<u16>,
     #[command(flatten)]
+    pub stats: StatsInclusion,
+    #[command(flatten)]
     pub tls: BootstrapTls,
+}
+
+/// Envoy stats to keep beyond what Sluice reads (Istio's `statsInclusion*` annotations). Envoy creates no stat the
+/// matcher leaves out, so a sidecar's memory and its stats-sink stream stay small unless an operator asks.
+#[derive(Clone, Debug, Default, clap::Args, serde::Serialize)]
+pub struct StatsInclusion {
+    /// More of Envoy's stats to keep, by name prefix (comma-separated), as Istio's
+    /// `sidecar.istio.io/statsInclusionPrefixes`: e.g. `cluster.outbound|9080||reviews.default.svc.cluster.local.`
+    /// for that cluster's retry, circuit-breaker and outlier counters. Only Sluice's own stats and the `server.`,
+    /// `control_plane.`, `cluster_manager.`, `listener_manager.` families are kept otherwise.
+    #[arg(long = "stats-inclusion-prefixes", env = "SLUICE_STATS_INCLUSION_PREFIXES", value_delimiter = ',')]
+    pub prefixes: Vec<String>,
+    /// More stats to keep by name suffix (comma-separated), as `sidecar.istio.io/statsInclusionSuffixes`:
+    /// e.g. `upstream_rq_retry,upstream_rq_pending_overflow`.
+    #[arg(long = "stats-inclusion-suffixes", env = "SLUICE_STATS_INCLUSION_SUFFIXES", value_delimiter = ',')]
+    pub suffixes: Vec<String>,
+    /// More stats to keep by regular expression on the whole name (comma-separated; RE2 syntax), as
+    /// `sidecar.istio.io/statsInclusionRegexps`: e.g. `.*circuit_breakers.*`.
+    #[arg(
+        long = "stats-inclusion-regexps",
+        env = "SLUICE_STATS_INCLUSION_REGEXPS",
+        value_delimiter = ',',
+        value_parser = parse_regex
+    )]
+    pub regexps: Vec<String>,
+}
+
+impl Default for BootstrapArgs {
+    /// The flags' defaults; a harness sets `node_id` and `xds` and leaves the rest (`..Default::default()`).
+    fn default() -> Self {
+        BootstrapArgs {
+            node_id: String::new(),
+            namespace: "default".into(),
+            xds: HostPort { host: "127.0.0.1".into(), port: 15010 },
+            listen: None,
+            admin_port: 15000,
+            sotw: false,
+            labels: Vec::new(),
+            inbound_ports: Vec::new(),
+            stats: StatsInclusion::default(),
+            tls: BootstrapTls::default(),
+        }
+    }
+}
+
+fn parse_regex(s: &str) -> Result<String, String> {
+    crate::model::pattern::check_regex(s).map(|()| s.to_string())
 }
 
 /// mTLS to Sluice's TLS port (15012): the proxy's certificate (with its SPIFFE ID), key, and the CA that signed
@@ -150,7 +199,7 @@ pub fn render(args: &BootstrapArgs) -> Value {
         "layered_runtime": { "layers": [{ "name": "static", "static_layer": {} }] },
         "stats_sinks": [stats_sink()],
         "stats_flush_interval": STATS_FLUSH_INTERVAL,
-        "stats_config": stats_config(),
+        "stats_config": stats_config(args),
     })
 }
 
@@ -170,10 +219,16 @@ fn stats_sink() -> Value {
     })
 }
 
-fn stats_config() -> Value {
+fn stats_config(args: &BootstrapArgs) -> Value {
     let prefixes = ["server.", "control_plane.", "cluster_manager.", "listener_manager."];
     let mut patterns: Vec<Value> = vec![json!({ "safe_regex": { "regex": KEPT_CLUSTER_STATS } })];
     patterns.extend(prefixes.iter().map(|p| json!({ "prefix": p })));
+    let non_empty = |v: &&String| !v.is_empty();
+    let more = &args.stats;
+    patterns.extend(more.prefixes.iter().filter(non_empty).map(|p| json!({ "prefix": p })));
+    patterns.extend(more.suffixes.iter().filter(non_empty).map(|p| json!({ "suffix": p })));
+    let regexps = more.regexps.iter().filter(non_empty);
+    patterns.extend(regexps.map(|r| json!({ "safe_regex": { "regex": r } })));
     json!({ "stats_matcher": { "inclusion_list": { "patterns": patterns } } })
 }
 
@@ -337,6 +392,22 @@ mod tests {
     }
 
     #[test]
+    fn inclusion_flags_keep_more_stats() {
+        let b = render_flags(&[
+            "--node-id=p",
+            "--stats-inclusion-prefixes=cluster.outbound|9080||reviews.default.svc.cluster.local.,http.",
+            "--stats-inclusion-suffixes=upstream_rq_retry",
+            "--stats-inclusion-regexps=.*circuit_breakers.*",
+        ]);
+        let patterns = &b["stats_config"]["stats_matcher"]["inclusion_list"]["patterns"];
+        let n = patterns.as_array().map_or(0, Vec::len);
+        assert_eq!(patterns[n - 4], json!({"prefix": "cluster.outbound|9080||reviews.default.svc.cluster.local."}));
+        assert_eq!(patterns[n - 3], json!({"prefix": "http."}));
+        assert_eq!(patterns[n - 2], json!({"suffix": "upstream_rq_retry"}));
+        assert_eq!(patterns[n - 1], json!({"safe_regex": {"regex": ".*circuit_breakers.*"}}));
+    }
+
+    #[test]
     fn flags_fill_metadata_and_sotw() {
         let b = render_flags(&[
             "--node-id=p2",
@@ -404,6 +475,7 @@ mod tests {
         assert!(!parse(&["--node-id=p", "--xds=:15010"]));
         assert!(!parse(&["--node-id=p", "--labels=novalue"]));
         assert!(!parse(&["--node-id=p", "--listen=host:1"]), "--listen takes an IP");
+        assert!(!parse(&["--node-id=p", "--stats-inclusion-regexps=a(b"]), "a broken regex");
         assert_eq!("[::1]:80".parse::<HostPort>().unwrap().to_string(), "[::1]:80");
     }
 }

@@ -13,6 +13,7 @@ pub mod bench;
 pub mod bootstrap;
 #[cfg(feature = "kube")]
 pub mod cli;
+pub mod conn;
 pub mod envoy_json;
 pub mod model;
 pub mod release;

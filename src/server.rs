@@ -44,6 +44,8 @@ pub struct Options {
     pub limits: Limits,
     /// Where release state survives restarts; `None` keeps it in memory only.
     pub state_dir: Option<std::path::PathBuf>,
+    /// What to do with a state file that cannot be read.
+    pub corrupt_state: crate::release::CorruptState,
 }
 
 /// The mTLS xDS port: where, which files, and how identities scope config.
@@ -69,6 +71,7 @@ impl Options {
             min_push_interval: Duration::from_millis(10),
             limits: Limits::default(),
             state_dir: None,
+            corrupt_state: Default::default(),
         }
     }
 }
@@ -153,8 +156,8 @@ impl Sluice {
         let (admin_addr, xds_tls_addr) = (local(&admin_listener), local(&tls_listener));
         let xds_addr = local(&xds_listener).or(xds_tls_addr).unwrap_or(options.xds_addr);
         let registry = Registry::new();
-        let snapshots = publisher::spawn(store.clone(), options.min_push_interval);
-        let dir = options.state_dir.as_deref().map(StateDir::open).transpose()?;
+        let snapshots = publisher::spawn(store.clone(), options.min_push_interval, options.limits);
+        let dir = options.state_dir.as_deref().map(|d| StateDir::open_with(d, options.corrupt_state)).transpose()?;
         let traffic = TrafficStats::new();
         let releases =
             ReleaseController::new(store.clone(), registry.clone(), snapshots.clone(), dir, traffic.clone())?;
@@ -177,21 +180,23 @@ impl Sluice {
             tokio::spawn(crate::telemetry::upkeep(stop.subscribe())),
         ];
         let release_api = || crate::release::grpc::ReleaseApi::server(releases.clone(), auth.clone());
-        let sink = || telemetry::Sink::server(traffic.clone());
+        let limits = options.limits;
+        let sink = |trust| telemetry::Sink::server(traffic.clone(), ctx.slots.clone(), limits, trust);
+        // The admin port gets a quarter of the connections (at most 256), the xDS ports the rest: a flood on one
+        // never takes the other's descriptors.
+        let admin_share = (limits.max_connections / 4).clamp(1, 256);
+        let budget = crate::conn::Budget::new(limits.max_connections.saturating_sub(admin_share).max(1));
+        let admin_budget = crate::conn::Budget::new(admin_share);
         if let Some(listener) = xds_listener {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-            tasks.push(tokio::spawn(serve_xds(
-                incoming,
-                Xds::new(ctx.clone()),
-                release_api(),
-                sink(),
-                stopped.clone(),
-            )));
+            let incoming = crate::conn::incoming(listener, budget.clone(), limits.handshake_timeout);
+            let (xds, sink) = (Xds::new(ctx.clone()), sink(None));
+            tasks.push(tokio::spawn(serve_xds(incoming, xds, release_api(), sink, limits, stopped.clone())));
         }
         if let (Some(listener), Some(tls), Some(t)) = (tls_listener, tls, &options.tls) {
-            let xds = Xds::mtls(ctx, Arc::new(t.trust.clone()));
-            let incoming = crate::tls::incoming(listener, tls.clone());
-            tasks.push(tokio::spawn(serve_xds(incoming, xds, release_api(), sink(), stopped.clone())));
+            let trust = Arc::new(t.trust.clone());
+            let (xds, sink) = (Xds::mtls(ctx.clone(), trust.clone()), sink(Some(trust)));
+            let incoming = crate::tls::incoming(listener, tls.clone(), budget.clone(), limits.handshake_timeout);
+            tasks.push(tokio::spawn(serve_xds(incoming, xds, release_api(), sink, limits, stopped.clone())));
             tasks.push(tokio::spawn(tls.watch(t.reload_interval, stopped.clone())));
         }
         if let Some(listener) = admin_listener {
@@ -203,7 +208,8 @@ impl Sluice {
                 config,
                 auth: auth.clone(),
             };
-            tasks.push(tokio::spawn(admin::serve(listener, state, stopped)));
+            let serve = admin::serve(listener, state, admin_budget, limits.handshake_timeout, stopped);
+            tasks.push(tokio::spawn(serve));
         }
         tracing::info!(%xds_addr, ?xds_tls_addr, admin_addr = ?admin_addr, "sluice serving");
         Ok(Self { store, registry, releases, snapshots, xds_addr, xds_tls_addr, admin_addr, traffic, stop, tasks })
@@ -299,6 +305,7 @@ async fn serve_xds<I, IO, IE>(
     xds: Xds,
     release_api: crate::proto::release_service_server::ReleaseServiceServer<crate::release::grpc::ReleaseApi>,
     sink: envoy_types::pb::envoy::service::metrics::v3::metrics_service_server::MetricsServiceServer<telemetry::Sink>,
+    limits: crate::xds::Limits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) where
     I: futures::Stream<Item = Result<IO, IE>>,
@@ -309,9 +316,12 @@ async fn serve_xds<I, IO, IE>(
     routes.add_service(release_api);
     routes.add_service(sink);
     let routes = routes.routes();
+    // Keepalive pings find dead peers (no answer in 10 s); a connection opens at most
+    // `--max-streams-per-connection` streams at once.
     let result = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .max_concurrent_streams(Some(limits.max_streams_per_connection))
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;

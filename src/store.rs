@@ -89,6 +89,11 @@ impl Store {
         self.publish(&mut parts);
     }
 
+    /// One source's part as it last set it (`None` before it did).
+    pub fn part(&self, source: &str) -> Option<Model> {
+        self.lock().models.get(source).cloned()
+    }
+
     /// The source a harness or test edits with [`Store::update`].
     pub const LOCAL: &'static str = "local";
 

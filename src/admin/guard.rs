@@ -1,8 +1,12 @@
-//! The gate in front of every mutating admin request (any method but GET, HEAD, OPTIONS).
+//! The gate in front of every admin request.
 //!
 //! ```text
-//!  request ─▶ safe method? ──yes──▶ handler                (reads stay open: loopback by default)
-//!               │ no
+//!  request ─▶ safe method (GET, HEAD, OPTIONS)?
+//!               ├─ /healthz, /readyz, /metrics (probes, scrapers)                   ─▶ handler
+//!               ├─ Host is a loopback name                                          ─▶ handler
+//!               ├─ a valid bearer token (with --api-token-file)                      ─▶ handler
+//!               └─ otherwise: 403 (a DNS-rebinding page reads the whole topology)
+//!               │ not safe
 //!               ├─ Sec-Fetch-Site cross-site/same-site, or Origin ≠ http(s)://<Host>  ─▶ 403 (cross-site)
 //!               ├─ no --api-token-file and Host is not a loopback name              ─▶ 403 (DNS rebinding)
 //!               ├─ ApiAuth::check(Authorization, peer)                                ─▶ 401
@@ -21,7 +25,13 @@ use std::net::SocketAddr;
 
 pub async fn guard(State(auth): State<ApiAuth>, req: Request, next: Next) -> Response {
     if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
-        return next.run(req).await;
+        return match read_allowed(&req, &auth) {
+            Ok(()) => next.run(req).await,
+            Err(message) => {
+                tracing::warn!(path = %req.uri().path(), %message, "admin read refused");
+                (StatusCode::FORBIDDEN, axum::Json(json!({ "error": message }))).into_response()
+            }
+        };
     }
     if let Err(message) = same_origin(req.headers(), auth.has_token()) {
         tracing::warn!(method = %req.method(), path = %req.uri().path(), %message, "admin request refused");
@@ -35,6 +45,25 @@ pub async fn guard(State(auth): State<ApiAuth>, req: Request, next: Next) -> Res
         return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response();
     }
     next.run(req).await
+}
+
+/// Paths every client may read: what probes and scrapers ask for (they use the pod's address as Host).
+const OPEN_READS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
+/// A read is answered on a loopback Host, or with the token; probes and metrics always.
+fn read_allowed(req: &Request, auth: &ApiAuth) -> Result<(), String> {
+    let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if OPEN_READS.contains(&req.uri().path()) || host.is_empty() || loopback_host(host) {
+        return Ok(());
+    }
+    let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if auth.has_token() && authorization.is_some() && auth.check(authorization, None).is_ok() {
+        return Ok(());
+    }
+    Err(format!(
+        "Host `{host}` is not a loopback name: reads other than /healthz, /readyz and /metrics need the bearer token \
+         of --api-token-file (a page that rebinds its name to this address must not read the mesh)"
+    ))
 }
 
 /// Refuses what a browser marks as coming from another site. Clients that are not browsers send neither header.

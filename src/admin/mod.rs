@@ -72,12 +72,47 @@ async fn readyz(axum::extract::State(s): axum::extract::State<AdminState>) -> (S
 pub async fn serve(
     listener: TcpListener,
     state: AdminState,
+    budget: crate::conn::Budget,
+    within: std::time::Duration,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    if let Err(e) = axum::serve(listener, router(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
-        tracing::error!(error = %e, "admin server failed");
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    let app = router(state);
+    // A request head (and each later one on a kept-alive connection) must arrive within `within`: slow or
+    // partial headers cannot hold a connection.
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(within);
+    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(100).keep_alive_interval(within);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let a = tokio::select! {
+            a = crate::conn::accept(&listener, &budget, "admin") => a,
+            _ = shutdown.as_mut() => break,
+        };
+        let peer = a.peer;
+        let guarded = crate::conn::Guarded::new(a.tcp, a.place, 0, within);
+        let state = guarded.state();
+        let io = TokioIo::new(guarded);
+        // A request that reaches the router establishes the connection: one that never sends a whole head is the
+        // first the budget closes when full.
+        let app = app.clone().layer(axum::Extension(axum::extract::ConnectInfo(peer)));
+        let svc = tower::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            state.establish();
+            tower::ServiceExt::oneshot(app.clone(), req)
+        });
+        let svc = hyper_util::service::TowerToHyperService::new(svc);
+        let conn = builder.serve_connection_with_upgrades(io, svc).into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "admin connection ended");
+            }
+        });
+    }
+    // Open requests get 5 s to finish.
+    if tokio::time::timeout(std::time::Duration::from_secs(5), graceful.shutdown()).await.is_err() {
+        tracing::debug!("admin connections still open at shutdown were dropped");
     }
 }

@@ -90,12 +90,21 @@ pub struct ServeArgs {
     /// How often config files are checked for changes, in milliseconds.
     #[arg(long, env = "SLUICE_RELOAD_INTERVAL_MS", default_value_t = 200)]
     pub reload_interval_ms: u64,
+    /// How long config files must stay unchanged before an edit that removes objects or changes a ReleasePolicy,
+    /// VirtualService, DestinationRule or HTTPRoute applies, in milliseconds: longer than a slow writer's pause
+    /// mid-file (a half-written file must not end a release). Other edits apply within two reload intervals.
+    #[arg(long, env = "SLUICE_FILE_REMOVAL_GRACE_MS", default_value_t = source::REMOVAL_GRACE.as_millis() as u64)]
+    pub file_removal_grace_ms: u64,
     /// Shortest time between two pushes, in milliseconds; changes within it are coalesced.
     #[arg(long, env = "SLUICE_MIN_PUSH_INTERVAL_MS", default_value_t = 10)]
     pub min_push_interval_ms: u64,
     /// Directory where release state (API policies, weights, steps, phases) survives restarts.
     #[arg(long, env = "SLUICE_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// A state file that cannot be read: `refuse` to start (naming it), or `move-aside` (renamed to
+    /// `releases.json.corrupt-<time>`, logged) and start without release state.
+    #[arg(long, env = "SLUICE_CORRUPT_STATE", value_enum, default_value_t = crate::release::CorruptState::Refuse)]
+    pub corrupt_state: crate::release::CorruptState,
     #[command(flatten)]
     pub limits: LimitArgs,
     #[command(flatten)]
@@ -135,6 +144,25 @@ pub struct LimitArgs {
     /// place until synced, 5 s at most); 0: no bound.
     #[arg(long, env = "SLUICE_MAX_INITIAL_SYNCS", default_value_t = Limits::default().max_initial_syncs)]
     pub max_initial_syncs: usize,
+    /// Most xDS and stats streams one peer may hold: one source IP on the plaintext port (loopback clients are
+    /// not counted), one certificate identity on the mTLS port; more are refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "SLUICE_MAX_STREAMS_PER_PEER", default_value_t = Limits::default().max_streams_per_peer)]
+    pub max_streams_per_peer: usize,
+    /// Most HTTP/2 streams one connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS).
+    #[arg(
+        long,
+        env = "SLUICE_MAX_STREAMS_PER_CONNECTION",
+        default_value_t = Limits::default().max_streams_per_connection
+    )]
+    pub max_streams_per_connection: u32,
+    /// Most connections open at once over every port (the admin port gets a quarter, at most 256); more wait in
+    /// the kernel's queue. Default: the open-file limit less 128.
+    #[arg(long, env = "SLUICE_MAX_CONNECTIONS", default_value_t = Limits::default().max_connections)]
+    pub max_connections: usize,
+    /// Longest a new connection may take to send its first request (TLS handshake, HTTP/2 preface, HTTP/1
+    /// request head, and each later request head on the admin port), in ms; then it is closed.
+    #[arg(long, env = "SLUICE_HANDSHAKE_TIMEOUT_MS", default_value_t = Limits::default().handshake_timeout.as_millis() as u64)]
+    pub handshake_timeout_ms: u64,
 }
 
 impl LimitArgs {
@@ -148,6 +176,10 @@ impl LimitArgs {
             send_queue: self.send_queue,
             send_queue_bytes: self.send_queue_bytes,
             max_initial_syncs: self.max_initial_syncs,
+            max_streams_per_peer: self.max_streams_per_peer,
+            max_streams_per_connection: self.max_streams_per_connection,
+            max_connections: self.max_connections,
+            handshake_timeout: std::time::Duration::from_millis(self.handshake_timeout_ms),
         }
     }
 }
@@ -282,15 +314,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             }
         }
         let mut stop = stop_rx.clone();
-        tokio::spawn(source::watch_with_status(
-            args.config.clone(),
-            store.clone(),
-            Duration::from_millis(args.reload_interval_ms),
-            FileSourceStatus::default(),
-            async move {
-                let _ = stop.wait_for(|s| *s).await;
-            },
-        ));
+        let options = source::WatchOptions {
+            interval: Duration::from_millis(args.reload_interval_ms),
+            grace: Duration::from_millis(args.file_removal_grace_ms),
+            status: FileSourceStatus::default(),
+        };
+        tokio::spawn(source::watch_with(args.config.clone(), store.clone(), options, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }));
     }
     let options = Options {
         xds_addr: args.xds_addr,
@@ -301,6 +332,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         min_push_interval: Duration::from_millis(args.min_push_interval_ms),
         limits: args.limits.limits(),
         state_dir: args.state_dir.clone(),
+        corrupt_state: args.corrupt_state,
     };
     let config = serde_json::to_value(&args)?;
     tracing::info!(config = %config, "effective configuration");

@@ -14,6 +14,7 @@ mod analysis;
 mod build;
 mod deploy;
 pub mod mesh;
+pub mod pattern;
 mod policy;
 mod proxy;
 mod service;

@@ -416,15 +416,35 @@ fn validate_rule(path: &str, rule: &Rule) -> Result<(), FieldError> {
         ));
     }
     let m = &rule.matches;
-    for (field, list) in [("headers", &m.headers), ("cookies", &m.cookies), ("query", &m.query)] {
+    for (field, list) in [(Field::Header, &m.headers), (Field::Cookie, &m.cookies), (Field::Query, &m.query)] {
         for (i, sm) in list.iter().enumerate() {
-            validate_string_match(&format!("{path}.match.{field}[{i}]"), sm)?;
+            validate_string_match(&format!("{path}.match.{}[{i}]", field.name()), sm, field)?;
         }
     }
     Ok(())
 }
 
-fn validate_string_match(path: &str, m: &StringMatch) -> Result<(), FieldError> {
+/// Which request part a rule's condition reads.
+#[derive(Clone, Copy, PartialEq)]
+enum Field {
+    Header,
+    Cookie,
+    Query,
+}
+
+impl Field {
+    fn name(self) -> &'static str {
+        match self {
+            Field::Header => "headers",
+            Field::Cookie => "cookies",
+            Field::Query => "query",
+        }
+    }
+}
+
+/// One condition, checked as Envoy will check what it becomes: a header name Envoy accepts, no empty prefix, and
+/// a regex RE2 compiles within Envoy's program-size limit (for a cookie, the whole-header pattern it becomes).
+fn validate_string_match(path: &str, m: &StringMatch, field: Field) -> Result<(), FieldError> {
     if m.name.is_empty() {
         return Err(FieldError::new(format!("{path}.name"), "must not be empty"));
     }
@@ -437,13 +457,30 @@ fn validate_string_match(path: &str, m: &StringMatch) -> Result<(), FieldError> 
     let Some(kind) = m.kind() else {
         return Err(FieldError::new(path, "needs exactly one of exact, prefix, regex, present"));
     };
-    if let MatchKind::Regex(re) = kind {
-        if re.len() > MAX_REGEX_LEN {
-            return Err(FieldError::new(format!("{path}.regex"), format!("longer than {MAX_REGEX_LEN} bytes")));
+    if field == Field::Header {
+        super::pattern::check_header_name(&m.name).map_err(|e| FieldError::new(format!("{path}.name"), e))?;
+    }
+    match kind {
+        MatchKind::Prefix(p) => {
+            super::pattern::check_prefix(p).map_err(|e| FieldError::new(format!("{path}.prefix"), e))?;
         }
-        if re.is_empty() {
-            return Err(FieldError::new(format!("{path}.regex"), "must not be empty"));
+        MatchKind::Regex(re) => {
+            if re.len() > MAX_REGEX_LEN {
+                return Err(FieldError::new(format!("{path}.regex"), format!("longer than {MAX_REGEX_LEN} bytes")));
+            }
+            if re.is_empty() {
+                return Err(FieldError::new(format!("{path}.regex"), "must not be empty"));
+            }
+            super::pattern::check_regex(re).map_err(|e| FieldError::new(format!("{path}.regex"), e))?;
+            if field == Field::Cookie {
+                let whole = super::pattern::cookie_regex(m).unwrap_or_default();
+                super::pattern::check_regex(&whole).map_err(|e| {
+                    let why = format!("inside the pattern over the whole cookie header it becomes: {e}");
+                    FieldError::new(format!("{path}.regex"), why)
+                })?;
+            }
         }
+        _ => {}
     }
     Ok(())
 }

@@ -438,12 +438,14 @@ impl ReleaseController {
         let current = snapshot.as_ref().filter(|s| {
             s.model.policies.get(key).is_some_and(|p: &ReleasePolicy| p.state == record.state && p.spec == record.spec)
         });
+        let service = crate::translate::service_fqdn(&key.namespace, &record.spec.service);
+        let refused = self.registry.refusals_of(&service);
         match current {
             Some(s) => {
-                let (acked, total) = self.registry.acked_count(s.version);
-                Proxies { acked, total }
+                let (acked, total) = self.registry.acked_count_for(s.version, &service);
+                Proxies { acked, total, refused }
             }
-            None => Proxies { acked: 0, total },
+            None => Proxies { acked: 0, total, refused },
         }
     }
 

@@ -21,6 +21,6 @@ pub mod status;
 
 pub use controller::{ReleaseController, ReleaseError};
 pub use machine::{Record, Refused, Verb};
-pub use persist::{PersistError, StateDir};
+pub use persist::{CorruptState, PersistError, StateDir};
 pub use shared::{Shared, StoredRecords};
 pub use status::{Condition, ReleaseStatus, ReleaseView};

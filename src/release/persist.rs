@@ -41,23 +41,45 @@ impl StoredPolicy {
 pub enum PersistError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("{path}: not a Sluice state file: {source}")]
+    #[error(
+        "{path}: not a Sluice state file: {source} (start with --corrupt-state move-aside to move it aside and \
+         start without release state)"
+    )]
     Parse { path: PathBuf, source: serde_json::Error },
     #[error("{path}: state format {found} is newer than this Sluice understands ({FORMAT})")]
     Format { path: PathBuf, found: u32 },
+}
+
+/// What to do at start with a state file that cannot be read as one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CorruptState {
+    /// Refuse to start, naming the file (the operator decides: nothing is lost by accident).
+    #[default]
+    Refuse,
+    /// Move the file aside (`releases.json.corrupt-<unix time>`), say so in the log, and start with no state.
+    MoveAside,
 }
 
 /// A state directory.
 #[derive(Clone, Debug)]
 pub struct StateDir {
     dir: PathBuf,
+    on_corrupt: CorruptState,
 }
 
 impl StateDir {
-    /// Creates the directory if needed.
+    /// Creates the directory if needed (readable by its owner only: it holds every release's spec and state).
     pub fn open(dir: &Path) -> Result<Self, PersistError> {
-        std::fs::create_dir_all(dir).map_err(|source| PersistError::Io { path: dir.to_path_buf(), source })?;
-        Ok(Self { dir: dir.to_path_buf() })
+        Self::open_with(dir, CorruptState::Refuse)
+    }
+
+    /// [`StateDir::open`], with what [`StateDir::load`] does about a corrupt file.
+    pub fn open_with(dir: &Path, on_corrupt: CorruptState) -> Result<Self, PersistError> {
+        use std::os::unix::fs::DirBuilderExt;
+        let io = |source| PersistError::Io { path: dir.to_path_buf(), source };
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io)?;
+        Ok(Self { dir: dir.to_path_buf(), on_corrupt })
     }
 
     pub fn file(&self) -> PathBuf {
@@ -74,12 +96,28 @@ impl StateDir {
             }
             Err(source) => return Err(PersistError::Io { path, source }),
         };
-        let state: Persisted =
-            serde_json::from_slice(&text).map_err(|source| PersistError::Parse { path: path.clone(), source })?;
+        let state: Persisted = match serde_json::from_slice(&text) {
+            Ok(s) => s,
+            Err(source) if self.on_corrupt == CorruptState::MoveAside => return self.move_aside(&path, &source),
+            Err(source) => return Err(PersistError::Parse { path: path.clone(), source }),
+        };
         if state.format > FORMAT {
             return Err(PersistError::Format { path, found: state.format });
         }
         Ok(state)
+    }
+
+    /// Renames a corrupt state file out of the way and starts with no state.
+    fn move_aside(&self, path: &Path, why: &serde_json::Error) -> Result<Persisted, PersistError> {
+        let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let aside = self.dir.join(format!("{FILE}.corrupt-{secs}"));
+        std::fs::rename(path, &aside).map_err(|source| PersistError::Io { path: path.to_path_buf(), source })?;
+        tracing::error!(
+            file = %path.display(), moved_to = %aside.display(), error = %why,
+            "the release state file is corrupt: moved aside; starting with no release state (API policies and \
+             release progress are lost unless restored from that file)"
+        );
+        Ok(Persisted { format: FORMAT, ..Default::default() })
     }
 
     /// Replaces the stored state atomically and durably.
@@ -90,7 +128,9 @@ impl StateDir {
         let mut body =
             serde_json::to_vec_pretty(&Persisted { format: FORMAT, ..state.clone() }).map_err(|e| io(e.into()))?;
         body.push(b'\n');
-        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f =
+            std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(io)?;
         f.write_all(&body).map_err(io)?;
         f.sync_all().map_err(io)?;
         drop(f);
@@ -126,11 +166,31 @@ mod tests {
     }
 
     #[test]
-    fn a_corrupt_file_is_an_error_naming_it() {
+    fn a_corrupt_file_is_an_error_naming_it_or_is_moved_aside() {
         let dir = tempfile::tempdir().unwrap();
         let sd = StateDir::open(dir.path()).unwrap();
         std::fs::write(sd.file(), b"{not json").unwrap();
         let err = sd.load().unwrap_err().to_string();
         assert!(err.contains("releases.json: not a Sluice state file"), "{err}");
+        assert!(err.contains("--corrupt-state move-aside"), "{err}");
+        let sd = StateDir::open_with(dir.path(), CorruptState::MoveAside).unwrap();
+        assert_eq!(sd.load().unwrap().records.len(), 0);
+        let moved: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(moved.iter().any(|n| n.starts_with("releases.json.corrupt-")), "{moved:?}");
+        assert!(!sd.file().exists());
+    }
+
+    #[test]
+    fn the_state_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let sd = StateDir::open(&dir.path().join("state")).unwrap();
+        sd.save(&Persisted::default()).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&sd.file()), 0o600);
+        assert_eq!(mode(&dir.path().join("state")), 0o700);
     }
 }

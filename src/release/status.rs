@@ -45,6 +45,10 @@ pub struct Proxies {
     /// Connected proxies that hold the current traffic config (ACKed), of `total` connected.
     pub acked: usize,
     pub total: usize,
+    /// What proxies refused (NACKed) of this release's Service, one line each (`proxy: part: Envoy's reason`); each
+    /// such part stays at the proxy's last good content until the config changes, so those proxies are not ACKed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -170,6 +174,15 @@ fn conditions(record: &Record, versions: &[VersionStatus], proxies: &Proxies) ->
         if applied { "AllProxiesAcked" } else { "WaitingForProxies" },
         format!("{} of {} connected proxies hold the current traffic config", proxies.acked, proxies.total),
     ));
+    if let Some(first) = proxies.refused.first() {
+        let more = proxies.refused.len() - 1;
+        let tail = if more > 0 { format!(" (and {more} more)") } else { String::new() };
+        let msg = format!(
+            "a proxy refused this Service's config, kept at its last good version there until the policy changes: \
+             {first}{tail}"
+        );
+        out.push(Condition::new("Refused", true, "ProxyRejectedConfig", msg));
+    }
     for v in versions {
         let ok = v.ready > 0;
         let reason = if ok { "EndpointsReady" } else { "NoReadyEndpoints" };

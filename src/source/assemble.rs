@@ -29,6 +29,9 @@ pub(crate) struct Assembled {
     pub routing: usize,
     /// Fields written but not translated, as `file:line` problems; the model holds the rest of each object.
     pub warnings: Vec<LoadError>,
+    /// Routing objects that lose (part of) what they ask for to an older one ([`mesh::conflicts`]), at the
+    /// loser's field. `sluice validate` prints them; the server reports conflicts of the merged model itself.
+    pub conflicts: Vec<LoadError>,
 }
 
 /// Objects of one kind by key, each with the document it came from.
@@ -36,7 +39,7 @@ type ByKey<T> = BTreeMap<ObjectKey, (Arc<Doc>, T)>;
 
 /// Builds the model from everything parsed; `Err` holds every error, the parse errors first.
 pub(crate) fn assemble(parsed: Parsed) -> Result<Assembled, Vec<LoadError>> {
-    let Parsed { objects, mut errors, mut warnings, broken_services } = parsed;
+    let Parsed { objects, mut errors, mut warnings, broken_services, documents: _ } = parsed;
     let mut services: ByKey<ServiceObject> = BTreeMap::new();
     let mut workloads: ByKey<WorkloadObject> = BTreeMap::new();
     let mut policies: ByKey<PolicyObject> = BTreeMap::new();
@@ -70,7 +73,7 @@ pub(crate) fn assemble(parsed: Parsed) -> Result<Assembled, Vec<LoadError>> {
         model.policies.insert(key.clone(), policy);
     }
     let routing_count = routing.vs.len() + routing.dr.len() + routing.routes.len();
-    routing.into_model(&mut model, &mut errors);
+    let conflicts = routing.into_model(&mut model, &mut errors);
     for (key, (doc, p)) in &policies {
         let target = ObjectKey::new(key.namespace.clone(), p.spec.service.clone());
         let routed = model.virtual_service_for(&target).is_some() || model.http_routes_for(&target).next().is_some();
@@ -90,6 +93,7 @@ pub(crate) fn assemble(parsed: Parsed) -> Result<Assembled, Vec<LoadError>> {
         policies: policies.len(),
         routing: routing_count,
         warnings,
+        conflicts,
     })
 }
 
@@ -114,22 +118,26 @@ struct Routing {
 }
 
 impl Routing {
-    /// Puts the objects into the model, then checks what they name against it ([`mesh::check_references`]).
-    fn into_model(self, model: &mut Model, errors: &mut Vec<LoadError>) {
+    /// Puts the objects into the model, then checks what they name against it ([`mesh::check_references`]);
+    /// returns the conflicts between them.
+    fn into_model(self, model: &mut Model, errors: &mut Vec<LoadError>) -> Vec<LoadError> {
         let mut docs: BTreeMap<(&'static str, ObjectKey), Arc<Doc>> = BTreeMap::new();
         for (key, (doc, o)) in self.vs {
+            let (name, namespace, provenance) = (key.name.clone(), key.namespace.clone(), doc.provenance());
             docs.insert(("VirtualService", key.clone()), doc);
-            let vs = mesh::VirtualService { name: key.name.clone(), namespace: key.namespace.clone(), spec: o.spec };
+            let vs = mesh::VirtualService { name, namespace, spec: o.spec, provenance };
             model.virtual_services.insert(key, vs);
         }
         for (key, (doc, o)) in self.dr {
+            let (name, namespace, provenance) = (key.name.clone(), key.namespace.clone(), doc.provenance());
             docs.insert(("DestinationRule", key.clone()), doc);
-            let dr = mesh::DestinationRule { name: key.name.clone(), namespace: key.namespace.clone(), spec: o.spec };
+            let dr = mesh::DestinationRule { name, namespace, spec: o.spec, provenance };
             model.destination_rules.insert(key, dr);
         }
         for (key, (doc, o)) in self.routes {
+            let (name, namespace, provenance) = (key.name.clone(), key.namespace.clone(), doc.provenance());
             docs.insert(("HTTPRoute", key.clone()), doc);
-            let r = mesh::HttpRouteObject { name: key.name.clone(), namespace: key.namespace.clone(), spec: o.spec };
+            let r = mesh::HttpRouteObject { name, namespace, spec: o.spec, provenance };
             model.http_routes.insert(key, r);
         }
         for p in mesh::check_references(model) {
@@ -137,6 +145,13 @@ impl Routing {
                 errors.push(doc.error(&format!("{} {}", p.kind, p.key), &p.error.path, p.error.message));
             }
         }
+        let conflicts = mesh::conflicts(model).into_iter();
+        conflicts
+            .filter_map(|c| {
+                let doc = docs.get(&(c.kind, c.loser.0.clone()))?;
+                Some(doc.error(&format!("{} {}", c.kind, c.loser.0), &c.field, c.message()))
+            })
+            .collect()
     }
 }
 

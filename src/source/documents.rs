@@ -25,6 +25,9 @@ pub(crate) struct Doc {
     pub file: Arc<str>,
     pub start_line: usize,
     pub text: String,
+    /// Position among every document of one load (files in load order, documents top to bottom): "the first
+    /// loaded" wins a conflict between routing objects.
+    pub seq: u64,
 }
 
 impl Doc {
@@ -38,6 +41,11 @@ impl Doc {
             field: field.to_string(),
             message: message.into(),
         }
+    }
+
+    /// Where and when (in load order) the object was written, for choosing between conflicting objects.
+    pub fn provenance(&self) -> crate::model::mesh::Provenance {
+        crate::model::mesh::Provenance { created: None, seq: self.seq, at: self.name_at() }
     }
 
     /// `file:line` of the object's name, for "first defined at" messages.
@@ -72,13 +80,22 @@ pub(crate) struct Parsed {
     pub warnings: Vec<LoadError>,
     /// Services that exist but failed to parse: a policy naming one is not told "no such Service" as well.
     pub broken_services: BTreeSet<ObjectKey>,
+    /// Documents read so far (the next document's `seq`).
+    pub documents: u64,
 }
 
 /// Parses one file's text into `out`, collecting every error.
 pub(crate) fn parse_file(text: &str, origin: &str, out: &mut Parsed) {
+    if let Err((line, message)) = super::shape::check(text) {
+        let e = LoadError { file: origin.to_string(), line, object: String::new(), field: String::new(), message };
+        out.errors.push(e);
+        return;
+    }
     let file: Arc<str> = Arc::from(origin);
     for chunk in split_documents(text) {
-        let doc = Arc::new(Doc { file: file.clone(), start_line: chunk.start_line, text: chunk.text.to_string() });
+        let seq = out.documents;
+        out.documents += 1;
+        let doc = Arc::new(Doc { file: file.clone(), start_line: chunk.start_line, text: chunk.text.to_string(), seq });
         parse_document(doc, out);
     }
 }
@@ -105,9 +122,11 @@ fn parse_document(doc: Arc<Doc>, out: &mut Parsed) {
         Kind::Service => typed(&doc, &label, out).map(Object::Service),
         Kind::Workload => typed(&doc, &label, out).map(Object::Workload),
         Kind::ReleasePolicy => typed(&doc, &label, out).map(|p| Object::Policy(Box::new(p))),
-        Kind::VirtualService => mesh_typed(&doc, &label, &value, out).map(Object::VirtualService),
-        Kind::DestinationRule => mesh_typed(&doc, &label, &value, out).map(|d| Object::DestinationRule(Box::new(d))),
-        Kind::HttpRoute => mesh_typed(&doc, &label, &value, out).map(Object::HttpRoute),
+        Kind::VirtualService => mesh_typed(&doc, &label, known, &value, out).map(Object::VirtualService),
+        Kind::DestinationRule => {
+            mesh_typed(&doc, &label, known, &value, out).map(|d| Object::DestinationRule(Box::new(d)))
+        }
+        Kind::HttpRoute => mesh_typed(&doc, &label, known, &value, out).map(Object::HttpRoute),
     };
     match object {
         Some(object) => out.objects.push(Located { doc, object }),
@@ -132,17 +151,26 @@ fn typed<T: DeserializeOwned>(doc: &Doc, label: &str, out: &mut Parsed) -> Optio
 }
 
 /// [`typed`] for a mesh routing object, recording the fields of its `spec` that Sluice does not translate as
-/// warnings at their lines.
-fn mesh_typed<S>(doc: &Doc, label: &str, value: &Value, out: &mut Parsed) -> Option<super::objects::Envelope<S>>
+/// warnings at their lines, or as errors for the security fields that fail closed (the object is then refused).
+fn mesh_typed<S>(
+    doc: &Doc,
+    label: &str,
+    kind: Kind,
+    value: &Value,
+    out: &mut Parsed,
+) -> Option<super::objects::Envelope<S>>
 where
     S: DeserializeOwned + serde::Serialize,
 {
     let object: super::objects::Envelope<S> = typed(doc, label, out)?;
     let raw = value.get("spec").map(serde_json::to_value).and_then(Result::ok).unwrap_or_default();
-    for field in crate::model::mesh::unsupported_fields("spec", &raw, &object.spec) {
-        out.warnings.push(doc.error(label, &field, "not supported by Sluice; ignored"));
+    let mut refused = false;
+    for u in crate::model::mesh::untranslated(kind.name(), "spec", &raw, &object.spec) {
+        refused |= u.refused;
+        let problem = doc.error(label, &u.path, u.message);
+        if u.refused { out.errors.push(problem) } else { out.warnings.push(problem) }
     }
-    Some(object)
+    (!refused).then_some(object)
 }
 
 /// A serde_yaml error, its document-relative line turned into a file line.

@@ -11,6 +11,8 @@
 //! - `documents`: one file's text → typed objects, with lines for serde errors.
 //! - `assemble`: typed objects → Model (selection, ports, duplicates, policy targets).
 //! - `lines`, `error`: document splitting, key lookup, and error formatting.
+//! - `shape`: size and nesting depth, checked before the YAML parser runs.
+//! - `settle`: which edits wait for the removal grace (a slow writer's half-written file).
 //! - `kube`: Kubernetes mode: watchers, one index, the ReleasePolicy CRD.
 
 mod assemble;
@@ -21,10 +23,12 @@ pub mod file;
 pub mod kube;
 mod lines;
 mod objects;
+mod settle;
+mod shape;
 
 pub use file::{
-    FileSourceStatus, LoadError, LoadErrors, SOURCE, load_paths, parse_str, validate_command, validate_to, watch,
-    watch_with_status,
+    FileSourceStatus, LoadError, LoadErrors, REMOVAL_GRACE, SOURCE, WatchOptions, load_paths, parse_str,
+    validate_command, validate_to, watch, watch_with,
 };
 
 /// The Bookinfo example (`config/bookinfo.yaml`), served when no source is given.

@@ -17,6 +17,12 @@ pub mod names {
     pub const PROXY_CONVERGENCE_TIME: &str = "pilot_proxy_convergence_time";
     /// Counter: NACKs, by `type`.
     pub const XDS_REJECTS: &str = "pilot_total_xds_rejects";
+    /// Counter: generated resources that break a constraint of Envoy's API (its protoc-gen-validate annotations),
+    /// by `type`; each is logged with where and which rule.
+    pub const INVALID_RESOURCES: &str = "sluice_invalid_resources_total";
+    /// Counter: parts of a proxy's config (a resource, or a virtual host) found to be what it refused, and held
+    /// back for it (`xds::contain`), by `type`.
+    pub const XDS_CONTAINED: &str = "sluice_xds_refused_total";
     /// Histogram (seconds): a config change until its snapshot build starts (coalescing delay).
     pub const DEBOUNCE_TIME: &str = "pilot_debounce_time";
     /// Histogram (bytes): resource bytes in one response, by `type`.
@@ -32,6 +38,9 @@ pub mod names {
     /// Counter: fields of VirtualService, DestinationRule or HTTPRoute objects Sluice does not translate (each
     /// reported with its object and path), by `kind`.
     pub const UNSUPPORTED_FIELDS: &str = "sluice_unsupported_fields_total";
+    /// Gauge: routing objects that lose (part of) what they ask for to an older object for the same Service
+    /// (a second VirtualService; a DestinationRule's policy or subset that a merge drops), by `kind`.
+    pub const CONFIG_CONFLICTS: &str = "sluice_config_conflicts";
     /// Counter: Kubernetes objects skipped as invalid (each logged once with its namespace/name), by `kind`.
     pub const KUBE_INVALID_OBJECTS: &str = "sluice_kube_invalid_objects_total";
     /// Counter: ReleasePolicy status writes that failed (each logged and retried).
@@ -91,6 +100,10 @@ fn describe() {
         "Time from a config change until a connected proxy holds it in full (every type ACKed)."
     );
     describe_counter!(names::XDS_REJECTS, "xDS responses a proxy rejected (NACK), by type.");
+    describe_counter!(
+        names::XDS_CONTAINED,
+        "Parts of a proxy config found to be what it refused and held back for it (the rest goes on), by type."
+    );
     describe_histogram!(
         names::DEBOUNCE_TIME,
         Unit::Seconds,

@@ -12,10 +12,13 @@
 
 use super::stats::{Delta, Histogram, TrafficStats, VersionKey};
 use crate::translate::parse_outbound_subset;
+use crate::xds::limits::{Limits, Peer, StreamSlots};
+use crate::xds::trust::Trust;
 use envoy_types::pb::envoy::service::metrics::v3::metrics_service_server::{MetricsService, MetricsServiceServer};
 use envoy_types::pb::envoy::service::metrics::v3::{StreamMetricsMessage, StreamMetricsResponse};
 use envoy_types::pb::io::prometheus::client::MetricFamily;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -29,16 +32,29 @@ const FLUSH_INTERVAL_MS: u64 = 1000;
 
 /// Most clusters whose histogram one stream remembers.
 const MAX_CLUSTERS_PER_PROXY: usize = 10_000;
+/// Buckets a latency histogram may have (Envoy's default has 20); one with more is ignored, so a stream's
+/// memory stays bounded (~MAX_CLUSTERS_PER_PROXY x MAX_BUCKETS counters).
+const MAX_BUCKETS: usize = 64;
 
 /// The tonic service; one task per proxy stream.
 #[derive(Clone)]
 pub struct Sink {
     stats: TrafficStats,
+    /// The xDS streams' slots: a stats stream counts against `--max-streams` and `--max-streams-per-peer` too.
+    slots: StreamSlots,
+    limits: Limits,
+    /// On the mTLS port: streams are counted per certificate identity.
+    trust: Option<Arc<Trust>>,
 }
 
 impl Sink {
-    pub fn server(stats: TrafficStats) -> MetricsServiceServer<Sink> {
-        MetricsServiceServer::new(Sink { stats })
+    pub fn server(
+        stats: TrafficStats,
+        slots: StreamSlots,
+        limits: Limits,
+        trust: Option<Arc<Trust>>,
+    ) -> MetricsServiceServer<Sink> {
+        MetricsServiceServer::new(Sink { stats, slots, limits, trust })
     }
 }
 
@@ -52,6 +68,11 @@ impl MetricsService for Sink {
         &self,
         request: Request<Streaming<StreamMetricsMessage>>,
     ) -> Result<Response<StreamMetricsResponse>, Status> {
+        let identity = match &self.trust {
+            Some(t) => Some(t.peer(&request)?.identity.to_string()),
+            None => None,
+        };
+        let _slot = self.slots.acquire(&self.limits, Peer::of(identity.as_deref(), request.remote_addr()))?;
         let mut inbound = request.into_inner();
         let mut proxy = ProxyState::default();
         let mut node = String::new();
@@ -98,7 +119,9 @@ impl ProxyState {
                     if stat == REQUESTS { d.requests += value } else { d.errors += value }
                 }
                 LATENCY => {
-                    let Some(h) = metric.histogram.as_ref() else { continue };
+                    let Some(h) = metric.histogram.as_ref().filter(|h| h.bucket.len() <= MAX_BUCKETS) else {
+                        continue;
+                    };
                     let now = Histogram {
                         bounds: h.bucket.iter().map(|b| b.upper_bound.unwrap_or(f64::INFINITY)).collect(),
                         cumulative: h.bucket.iter().map(|b| b.cumulative_count.unwrap_or(0)).collect(),

@@ -16,6 +16,7 @@ pub struct XdsMetrics {
     push_time: [Histogram; 4],
     config_size: [Histogram; 4],
     rejects: [Counter; 4],
+    contained: [Counter; 4],
     connected_sotw: Gauge,
     connected_delta: Gauge,
     convergence: Histogram,
@@ -31,6 +32,7 @@ static XDS: LazyLock<XdsMetrics> = LazyLock::new(|| {
         push_time: per_type_h(&|t| histogram!(names::XDS_PUSH_TIME, "type" => t)),
         config_size: per_type_h(&|t| histogram!(names::XDS_CONFIG_SIZE, "type" => t)),
         rejects: per_type(&|t| counter!(names::XDS_REJECTS, "type" => t)),
+        contained: per_type(&|t| counter!(names::XDS_CONTAINED, "type" => t)),
         connected_sotw: gauge!(names::XDS_CONNECTED, "protocol" => "sotw"),
         connected_delta: gauge!(names::XDS_CONNECTED, "protocol" => "delta"),
         convergence: histogram!(names::PROXY_CONVERGENCE_TIME),
@@ -54,6 +56,12 @@ impl XdsMetrics {
     /// The proxy rejected a response of `kind`.
     pub fn rejected(&self, kind: TypeKind) {
         self.rejects[kind.index()].increment(1);
+    }
+
+    /// A NACK was traced to one part of the config (a resource, or a route configuration's virtual host), which is
+    /// held back for that proxy while everything else goes on.
+    pub fn contained(&self, kind: TypeKind) {
+        self.contained[kind.index()].increment(1);
     }
 
     /// A stream of `protocol` (`sotw` or `delta`) opened (`+1`) or closed (`-1`).

@@ -1,40 +1,44 @@
-//! The TLS accept loop: every handshake runs in its own task (bounded by a timeout), so a slow or hostile client
-//! never holds up the others; finished handshakes go to tonic as a stream of connections.
+//! The TLS accept loop: every handshake runs in its own task (bounded by the handshake timeout), so a slow or
+//! hostile client never holds up the others; finished handshakes go to tonic as a stream of connections, each
+//! holding its place in the connection budget (which may close a connection still shaking hands to make room).
 
 use super::ServerTls;
+use crate::conn::{Budget, Guarded};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 
-/// Longest a client may take to finish the TLS handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection that finished its handshake.
+pub type Accepted = TlsStream<Guarded<TcpStream>>;
 
-/// Accepts on `listener` and yields connections whose handshake (client certificate included) succeeded. The
-/// accept loop stops when the returned stream is dropped.
-pub fn incoming(listener: TcpListener, tls: ServerTls) -> ReceiverStream<std::io::Result<TlsStream<TcpStream>>> {
+/// Accepts on `listener` (within `budget`) and yields connections whose handshake (client certificate included)
+/// succeeded within `within`. The accept loop stops when the returned stream is dropped.
+pub fn incoming(
+    listener: TcpListener,
+    tls: ServerTls,
+    budget: Budget,
+    within: Duration,
+) -> ReceiverStream<std::io::Result<Accepted>> {
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
         loop {
-            let accepted = tokio::select! {
-                a = listener.accept() => a,
+            let a = tokio::select! {
+                a = crate::conn::accept(&listener, &budget, "xDS TLS") => a,
                 _ = tx.closed() => return,
-            };
-            let (tcp, peer) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "xDS TLS accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
             };
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
             let tx = tx.clone();
+            let peer = a.peer;
+            // While it shakes hands the budget may close it to make room; once its certificate is verified it is
+            // an authenticated mesh client (keepalive pings find one that goes silent).
+            let guarded = Guarded::new(a.tcp, a.place, 0, within);
+            let state = guarded.state();
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                match tokio::time::timeout(within, acceptor.accept(guarded)).await {
                     Ok(Ok(stream)) => {
+                        state.establish();
                         let _ = tx.send(Ok(stream)).await;
                     }
                     Ok(Err(e)) => tracing::warn!(%peer, error = %e, "xDS TLS handshake refused"),

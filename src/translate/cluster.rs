@@ -23,7 +23,7 @@ use envoy_types::pb::envoy::r#type::v3::Percent;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 pub(crate) const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
-const CONNECT_TIMEOUT_SECS: i64 = 1;
+use super::defaults::CONNECT_TIMEOUT_SECS;
 
 /// One EDS cluster Sluice serves: a service port and, for a subset, the labels its endpoints carry.
 pub(crate) struct EdsCluster<'a> {
@@ -92,7 +92,7 @@ fn named_subsets<'a>(model: &'a Model, key: &'a ObjectKey) -> impl Iterator<Item
 /// canary (whose cluster exists even before its endpoints do), or a version among its endpoints; not the loser of
 /// an ended release.
 pub(crate) fn subset_exists(model: &Model, key: &ObjectKey, subset: &str) -> bool {
-    let in_rule = model.destination_rule_for(key).is_some_and(|r| r.spec.subsets.iter().any(|s| s.name == subset));
+    let in_rule = model.destination_rule_for(key).is_some_and(|r| r.subset(subset).is_some());
     let (kept, loser) = policy_versions(model, key);
     in_rule || (loser != Some(subset) && (kept.contains(&subset) || endpoint_versions(model, key).contains(subset)))
 }
@@ -105,7 +105,7 @@ pub(crate) fn subsets_of(
 ) -> BTreeMap<String, (BTreeMap<String, String>, Option<TrafficPolicy>)> {
     let label = version_label(model, key);
     let rule = model.destination_rule_for(key);
-    let base = rule.and_then(|r| r.spec.traffic_policy.as_ref());
+    let base = rule.as_ref().and_then(|r| r.traffic_policy());
     let mut out: BTreeMap<_, _> = subset_versions(model, key)
         .into_iter()
         .map(|v| {
@@ -113,7 +113,7 @@ pub(crate) fn subsets_of(
             (v, (labels, base.cloned()))
         })
         .collect();
-    for s in rule.map(|r| r.spec.subsets.as_slice()).unwrap_or_default() {
+    for s in rule.map(|r| r.subsets()).unwrap_or_default() {
         let policy = TrafficPolicy::merged(base, s.traffic_policy.as_ref());
         out.insert(s.name.clone(), (s.labels.clone(), policy));
     }
@@ -123,7 +123,7 @@ pub(crate) fn subsets_of(
 /// Every EDS cluster of one service, catch-all first per port.
 pub(crate) fn eds_clusters_of<'a>(model: &'a Model, key: &ObjectKey, svc: &'a Service) -> Vec<EdsCluster<'a>> {
     let subsets = subsets_of(model, key);
-    let base = model.destination_rule_for(key).and_then(|r| r.spec.traffic_policy.clone());
+    let base = model.destination_rule_for(key).and_then(|r| r.traffic_policy().cloned());
     let mut out = Vec::new();
     for port in &svc.ports {
         let name = naming::outbound_cluster(svc, port.port, "");
@@ -168,6 +168,15 @@ pub fn proxy_clusters(_model: &Model, proxy: &ProxyInfo) -> Vec<Cluster> {
     out
 }
 
+/// The cluster as a proxyless gRPC client needs it, when that differs: gRPC accepts `ROUND_ROBIN` and
+/// `RING_HASH` only, so istiod's `LEAST_REQUEST` default (and a DestinationRule's `LEAST_REQUEST`/`RANDOM`) becomes
+/// `ROUND_ROBIN`, as istiod's generator for gRPC clients writes it. `None`: the cluster serves gRPC as it is.
+pub fn for_grpc(c: &Cluster) -> Option<Cluster> {
+    let lb = cluster::LbPolicy::try_from(c.lb_policy).ok()?;
+    matches!(lb, cluster::LbPolicy::LeastRequest | cluster::LbPolicy::Random)
+        .then(|| Cluster { lb_policy: cluster::LbPolicy::RoundRobin as i32, ..c.clone() })
+}
+
 fn eds_cluster(name: String, http2: bool) -> Cluster {
     // No `service_name`: Envoy and gRPC then ask EDS for the cluster's own name, and every proxy is sent ~50 bytes
     // less per cluster (150 KB of each sidecar's first config with 1,000 services).
@@ -181,6 +190,9 @@ fn eds_cluster(name: String, http2: bool) -> Cluster {
         cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::Eds as i32)),
         eds_cluster_config: Some(eds),
         connect_timeout: Some(seconds(CONNECT_TIMEOUT_SECS)),
+        // istiod's default balancer (since 1.14); a DestinationRule's `loadBalancer` replaces it.
+        lb_policy: cluster::LbPolicy::LeastRequest as i32,
+        circuit_breakers: Some(super::defaults::circuit_breakers()),
         // 0%: Envoy never spreads traffic over unhealthy (not ready) endpoints in panic mode.
         common_lb_config: Some(cluster::CommonLbConfig {
             healthy_panic_threshold: Some(Percent { value: 0.0 }),
@@ -207,6 +219,7 @@ fn passthrough_cluster() -> Cluster {
         cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::OriginalDst as i32)),
         lb_policy: cluster::LbPolicy::ClusterProvided as i32,
         connect_timeout: Some(seconds(CONNECT_TIMEOUT_SECS)),
+        circuit_breakers: Some(super::defaults::circuit_breakers()),
         ..Default::default()
     }
 }
@@ -218,6 +231,7 @@ fn inbound_cluster(port: u16) -> Cluster {
         name,
         cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::Static as i32)),
         connect_timeout: Some(seconds(CONNECT_TIMEOUT_SECS)),
+        circuit_breakers: Some(super::defaults::circuit_breakers()),
         ..Default::default()
     }
 }
@@ -280,6 +294,7 @@ mod tests {
             name: "vs".into(),
             namespace: "default".into(),
             spec: serde_json::from_value(spec).expect("spec"),
+            provenance: Default::default(),
         };
         m.virtual_services.insert(ObjectKey::new("default", "vs"), vs);
         let n = names(&m);

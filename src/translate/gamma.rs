@@ -8,16 +8,16 @@
 //!  backendRefs[] {name, port, weight}    ─▶ route[] {destination {host, port}, weight}  (default weight 1)
 //!  filters RequestHeaderModifier / ResponseHeaderModifier ─▶ headers.request / headers.response
 //!          RequestRedirect ─▶ redirect    URLRewrite ─▶ rewrite    RequestMirror ─▶ mirror + mirrorPercentage
-//!  timeouts.request ─▶ timeout            timeouts.backendRequest ─▶ retries.perTryTimeout (no retries added)
+//!  timeouts.request ─▶ timeout            timeouts.backendRequest ─▶ timeout (wins over request, as istiod)
 //! ```
-//! Rules of several HTTPRoutes on one Service are concatenated, consumer routes first, then in key order; route
+//! Rules of several HTTPRoutes on one Service are concatenated, consumer routes first, then the oldest first; route
 //! names are `ns.name.i`.
 
 use super::mesh_route::MeshRule;
 use crate::model::mesh::{
-    Destination, HeaderModifier, HeaderOperations, Headers, HttpMatchRequest, HttpRedirect, HttpRetry, HttpRewrite,
-    HttpRoute, HttpRouteMatch, HttpRouteRule, PathMatchType, PathModifier, Percent, PortSelector, RegexRewrite,
-    StringMatch, ValueMatchType,
+    Destination, HeaderModifier, HeaderOperations, Headers, HttpMatchRequest, HttpRedirect, HttpRewrite, HttpRoute,
+    HttpRouteMatch, HttpRouteRule, PathMatchType, PathModifier, Percent, PortSelector, RegexRewrite, StringMatch,
+    ValueMatchType,
 };
 use crate::model::{Model, ObjectKey};
 
@@ -25,8 +25,13 @@ use crate::model::{Model, ObjectKey};
 pub(crate) fn rules_for(model: &Model, key: &ObjectKey) -> Vec<MeshRule> {
     let mut out = Vec::new();
     // Consumer routes (from the client's namespace) come first: for their clients they win over the producer's.
+    // Then the oldest first, as istiod merges them.
     let mut routes: Vec<_> = model.http_routes_for(key).collect();
-    routes.sort_by_key(|(k, _)| k.namespace == key.namespace);
+    routes.sort_by(|a, b| {
+        (a.0.namespace == key.namespace)
+            .cmp(&(b.0.namespace == key.namespace))
+            .then_with(|| crate::model::mesh::older((a.0, &a.1.provenance), (b.0, &b.1.provenance)))
+    });
     for (route_key, route) in routes {
         let ports: Vec<Option<u16>> =
             route.spec.parent_refs.iter().filter(|p| p.is_service() && p.name == key.name).map(|p| p.port).collect();
@@ -35,7 +40,7 @@ pub(crate) fn rules_for(model: &Model, key: &ObjectKey) -> Vec<MeshRule> {
         for (i, rule) in route.spec.rules.iter().enumerate() {
             let name = format!("{}.{}.{i}", route_key.namespace, route_key.name);
             let http = convert(name, rule, port, consumer.as_deref());
-            out.push(MeshRule { origin: route_key.clone(), index: i, http });
+            out.push(MeshRule { origin: route_key.clone(), index: i, http, gateway_api: true });
         }
     }
     out
@@ -69,10 +74,9 @@ fn convert(name: String, rule: &HttpRouteRule, port: Option<u16>, consumer: Opti
         apply_filter(f, prefix_match, &mut http);
     }
     if let Some(t) = &rule.timeouts {
-        http.timeout = t.request.clone();
-        if let Some(b) = &t.backend_request {
-            http.retries = Some(HttpRetry { attempts: 0, per_try_timeout: Some(b.clone()), retry_on: None });
-        }
+        // As istiod converts it: without a retry stanza (Sluice reads none), `backendRequest` bounds the request
+        // and wins over `request`. Retries stay istiod's default policy.
+        http.timeout = t.backend_request.clone().or_else(|| t.request.clone());
     }
     http
 }

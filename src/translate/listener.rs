@@ -35,7 +35,7 @@ pub fn listeners(model: &Model, proxy: &ProxyInfo) -> Vec<Listener> {
     let mut out = match &proxy.mode {
         InterceptionMode::Listen(addr) => {
             let filters = super::mesh_filters::http_filters();
-            let hcm = hcm("sluice_listen", Route::Rds(naming::LISTEN_ROUTE_CONFIG.to_string()), &filters);
+            let hcm = sidecar_hcm(hcm("sluice_listen", Route::Rds(naming::LISTEN_ROUTE_CONFIG.to_string()), &filters));
             vec![Listener {
                 name: naming::listen_listener(addr),
                 address: Some(socket_address(&addr.ip().to_string(), addr.port())),
@@ -80,6 +80,19 @@ fn hcm(stat_prefix: &str, routes: Route, extra: &[HttpFilter]) -> HttpConnection
         http_filters: extra.iter().cloned().chain([router]).collect(),
         ..Default::default()
     }
+}
+
+/// An Envoy sidecar's connection manager as istiod writes it where the user wrote nothing: no idle timeout on a
+/// stream (Envoy's 5 minutes would cut a quiet long poll or gRPC stream), WebSocket upgrades allowed, paths
+/// normalized (RFC 3986) before matching and escaped slashes kept as sent. Not for proxyless gRPC clients, which
+/// read none of it.
+fn sidecar_hcm(mut hcm: HttpConnectionManager) -> HttpConnectionManager {
+    use http_connection_manager::{PathWithEscapedSlashesAction, UpgradeConfig};
+    hcm.stream_idle_timeout = Some(super::seconds(0));
+    hcm.upgrade_configs = vec![UpgradeConfig { upgrade_type: "websocket".into(), ..Default::default() }];
+    hcm.normalize_path = Some(BoolValue { value: true });
+    hcm.path_with_escaped_slashes_action = PathWithEscapedSlashesAction::KeepUnchanged as i32;
+    hcm
 }
 
 fn tcp_proxy(stat_prefix: &str, cluster: &str) -> TcpProxy {
@@ -134,7 +147,7 @@ fn outbound_port_listeners(model: &Model) -> Vec<Listener> {
     let mut out = Vec::new();
     for port in &http_ports {
         let name = naming::outbound_port_listener(*port);
-        let hcm = hcm(&format!("outbound_{name}"), Route::Rds(naming::port_route_config(*port)), &filters);
+        let hcm = sidecar_hcm(hcm(&format!("outbound_{name}"), Route::Rds(naming::port_route_config(*port)), &filters));
         out.push(unbound_listener(name, *port, chain(HCM_FILTER, pack(&hcm))));
     }
     for (port, owners) in tcp_owners.iter().filter(|(p, _)| !http_ports.contains(*p)) {
@@ -169,11 +182,11 @@ fn virtual_inbound(ports: &[u16]) -> Listener {
             let vhost = VirtualHost {
                 name: format!("inbound|http|{port}"),
                 domains: vec!["*".to_string()],
-                routes: vec![super::route::to_cluster("default", &cluster)],
+                routes: vec![super::route::inbound_to_cluster("default", &cluster)],
                 ..Default::default()
             };
             let config = RouteConfiguration { name: cluster, virtual_hosts: vec![vhost], ..Default::default() };
-            let hcm = hcm(&format!("inbound_0.0.0.0_{port}"), Route::Inline(Box::new(config)), &[]);
+            let hcm = sidecar_hcm(hcm(&format!("inbound_0.0.0.0_{port}"), Route::Inline(Box::new(config)), &[]));
             FilterChain {
                 filter_chain_match: Some(FilterChainMatch {
                     destination_port: Some(UInt32Value { value: u32::from(port) }),

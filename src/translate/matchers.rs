@@ -12,6 +12,7 @@
 //! engine) and always match the whole value, so there is no lookahead: browser and OS patterns are written so
 //! Chrome does not match Edge or Opera, Safari does not match Chrome, Linux not Android, macOS not iOS.
 
+use crate::model::pattern::{cookie_regex, escape, whole_cookie};
 use crate::model::{Browser, ClientOs, MatchKind, RuleMatch, StringMatch};
 use envoy_types::pb::envoy::config::route::v3::{
     HeaderMatcher, QueryParameterMatcher, RouteMatch, header_matcher, query_parameter_matcher, route_match,
@@ -89,35 +90,6 @@ fn string_match(kind: &MatchKind<'_>) -> Option<StringMatcher> {
         MatchKind::Present => return None,
     };
     Some(StringMatcher { match_pattern: Some(pattern), ignore_case: false })
-}
-
-/// A regex over the whole `cookie` header that holds when one cookie is exactly `NAME=VALUE` (VALUE as the match
-/// says): the cookie starts the header or follows `;` and optional spaces, and ends at `;` or the end.
-pub(crate) fn cookie_regex(c: &StringMatch) -> Option<String> {
-    let value = match c.kind()? {
-        MatchKind::Exact(v) => escape(v),
-        MatchKind::Prefix(v) => format!("{}[^;]*", escape(v)),
-        MatchKind::Regex(re) => format!("(?:{re})"),
-        MatchKind::Present => "[^;]*".to_string(),
-    };
-    Some(whole_cookie(&c.name, &value))
-}
-
-/// The whole-header pattern for one cookie named `name` whose value matches the pattern `value`.
-fn whole_cookie(name: &str, value: &str) -> String {
-    format!("(?:.*;\\s*)?{}={value}\\s*(?:;.*)?", escape(name))
-}
-
-/// Escapes RE2 metacharacters so the text matches literally.
-pub(crate) fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for ch in text.chars() {
-        if "\\.+*?()|[]{}^$".contains(ch) {
-            out.push('\\');
-        }
-        out.push(ch);
-    }
-    out
 }
 
 /// One whole-value pattern for any of the listed operating systems: `.*(?:A|B).*`.

@@ -22,8 +22,8 @@ use envoy_types::pb::envoy::config::core::v3::{
     HeaderValue, HeaderValueOption, RuntimeFractionalPercent, header_value_option,
 };
 use envoy_types::pb::envoy::config::route::v3::{
-    DirectResponseAction, RedirectAction, RetryPolicy, Route, RouteAction, RouteMatch, WeightedCluster,
-    redirect_action, route, route_action, weighted_cluster::ClusterWeight,
+    DirectResponseAction, RedirectAction, Route, RouteAction, RouteMatch, WeightedCluster, redirect_action, route,
+    route_action, weighted_cluster::ClusterWeight,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{RegexMatchAndSubstitute, RegexMatcher};
 use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent::DenominatorType};
@@ -36,17 +36,18 @@ pub(crate) struct MeshRule {
     pub origin: ObjectKey,
     pub index: usize,
     pub http: HttpRoute,
+    /// Converted from a Gateway API HTTPRoute, whose spec answers 500 where no backend can take a request.
+    pub gateway_api: bool,
 }
-
-/// Istio's default `retryOn` when a route sets `retries` without it.
-const DEFAULT_RETRY_ON: &str = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
 
 /// The rules that route `key`: its VirtualService's, else its HTTPRoutes' (GAMMA); `None` when neither exists.
 pub(crate) fn rules_for(model: &Model, key: &ObjectKey) -> Option<Vec<MeshRule>> {
     if let Some((origin, vs)) = model.virtual_service_for(key) {
         let rules = vs.spec.http.iter().enumerate();
         return Some(
-            rules.map(|(index, http)| MeshRule { origin: origin.clone(), index, http: http.clone() }).collect(),
+            rules
+                .map(|(index, http)| MeshRule { origin: origin.clone(), index, http: http.clone(), gateway_api: false })
+                .collect(),
         );
     }
     let rules = super::gamma::rules_for(model, key);
@@ -154,8 +155,12 @@ impl<'a> Host<'a> {
             Some(r) => route::Action::Redirect(redirect(r)),
             None => match self.action(rule, split, &mut out) {
                 Some(a) => route::Action::Route(a),
-                // Nothing it names exists (validation reports it): as Envoy answers an unknown cluster.
-                None => route::Action::DirectResponse(DirectResponseAction { status: 503, ..Default::default() }),
+                // Nothing it names exists (validation reports it), or every weight is 0: a VirtualService answers as
+                // Envoy does an unknown cluster (503); an HTTPRoute as Gateway API says (and istiod does), 500.
+                None => {
+                    let status = if rule.gateway_api { 500 } else { 503 };
+                    route::Action::DirectResponse(DirectResponseAction { status, ..Default::default() })
+                }
             },
         };
         out.action = Some(action);
@@ -188,7 +193,7 @@ impl<'a> Host<'a> {
             };
             // Per destination, not per part: `subsets_of` scans the mesh VirtualServices.
             let subsets = subsets_of(self.model, &r.key);
-            let base = self.model.destination_rule_for(&r.key).and_then(|dr| dr.spec.traffic_policy.as_ref());
+            let base = self.model.destination_rule_for(&r.key).and_then(|dr| dr.traffic_policy());
             for (subset, weight) in parts {
                 let policy = subset.as_ref().and_then(|s| subsets.get(s)).map(|(_, p)| p.as_ref()).unwrap_or(base);
                 hashes.push(hash_policy(policy));
@@ -197,11 +202,10 @@ impl<'a> Host<'a> {
                 entry.0 += weight;
             }
         }
+        // Only destinations with weight take traffic; with none (all weights 0), nothing does.
+        weights.retain(|_, (w, _)| *w > 0);
         if weights.is_empty() {
             return None;
-        }
-        if weights.values().any(|(w, _)| *w > 0) {
-            weights.retain(|_, (w, _)| *w > 0);
         }
         let mut action = RouteAction::default();
         if weights.len() == 1 {
@@ -240,39 +244,9 @@ impl<'a> Host<'a> {
                 });
             }
         }
-        action.timeout = http.timeout.as_deref().and_then(proto_duration);
-        action.retry_policy = http.retries.as_ref().and_then(|r| {
-            let per_try_timeout = r.per_try_timeout.as_deref().and_then(proto_duration);
-            if r.attempts == 0 {
-                // No retries (Istio's `attempts: 0`); a per-try timeout alone still bounds the one try (GAMMA's
-                // `backendRequest`).
-                let only_timeout =
-                    RetryPolicy { num_retries: Some(UInt32Value { value: 0 }), per_try_timeout, ..Default::default() };
-                return only_timeout.per_try_timeout.is_some().then_some(only_timeout);
-            }
-            let mut on = Vec::new();
-            let mut codes = Vec::new();
-            for part in r.retry_on.as_deref().unwrap_or(DEFAULT_RETRY_ON).split(',').map(str::trim) {
-                match part.parse::<u32>() {
-                    Ok(code) => codes.push(code),
-                    Err(_) if !part.is_empty() => on.push(part.to_string()),
-                    Err(_) => {}
-                }
-            }
-            if r.retry_on.is_none() {
-                codes.push(503);
-            }
-            if !codes.is_empty() && !on.iter().any(|o| o == "retriable-status-codes") {
-                on.push("retriable-status-codes".into());
-            }
-            Some(RetryPolicy {
-                retry_on: on.join(","),
-                num_retries: Some(UInt32Value { value: r.attempts }),
-                per_try_timeout,
-                retriable_status_codes: codes,
-                ..Default::default()
-            })
-        });
+        let hashed = http.route.len() == 1 && !action.hash_policy.is_empty();
+        let timeout = http.timeout.as_deref().and_then(proto_duration);
+        super::defaults::route_action(action, timeout, http.retries.as_ref(), hashed);
         if let Some(m) = &http.mirror {
             if let Some(r) = self.resolve(&rule.origin.namespace, m) {
                 let cluster = naming::outbound_cluster(r.svc, r.port, r.subset.as_deref().unwrap_or(""));

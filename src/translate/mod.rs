@@ -17,6 +17,7 @@
 //! [`proxy_clusters`], and every EDS cluster has exactly one assignment in [`load_assignments`].
 
 mod cluster;
+mod defaults;
 mod endpoint;
 mod gamma;
 mod listener;
@@ -28,10 +29,10 @@ mod naming;
 mod route;
 mod traffic_policy;
 
-pub use cluster::{clusters, proxy_clusters};
+pub use cluster::{clusters, for_grpc, proxy_clusters};
 pub use endpoint::{load_assignments, service_load_assignments};
 pub use listener::listeners;
-pub use naming::{LISTEN_ROUTE_CONFIG, PASSTHROUGH_CLUSTER, outbound_namespace, parse_outbound_subset};
+pub use naming::{LISTEN_ROUTE_CONFIG, PASSTHROUGH_CLUSTER, outbound_namespace, parse_outbound_subset, service_fqdn};
 pub use route::{RouteScope, route_configs, route_scope};
 
 use envoy_types::pb::envoy::config::core::v3::{

@@ -18,7 +18,12 @@ pub const PASSTHROUGH_CLUSTER: &str = "PassthroughCluster";
 
 /// `name.ns.svc.cluster.local`.
 pub(crate) fn fqdn(svc: &Service) -> String {
-    format!("{}.{}.svc.{CLUSTER_DOMAIN}", svc.name, svc.namespace)
+    service_fqdn(&svc.namespace, &svc.name)
+}
+
+/// `name.namespace.svc.cluster.local`: what cluster and virtual host names end with.
+pub fn service_fqdn(namespace: &str, name: &str) -> String {
+    format!("{name}.{namespace}.svc.{CLUSTER_DOMAIN}")
 }
 
 /// `outbound|PORT|SUBSET|FQDN`; an empty subset means all endpoints.

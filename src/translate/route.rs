@@ -125,7 +125,7 @@ fn virtual_host(
         (Some(rules), _) => super::mesh_route::routes(model, scope, &rules, key, port),
         (None, None) => {
             let mut action = to(naming::outbound_cluster(svc, port.port, ""));
-            let dr_policy = model.destination_rule_for(key).and_then(|r| r.spec.traffic_policy.as_ref());
+            let dr_policy = model.destination_rule_for(key).and_then(|r| r.traffic_policy());
             action.hash_policy = super::traffic_policy::hash_policy(dr_policy);
             vec![route("default".into(), prefix_all(), action)]
         }
@@ -336,12 +336,30 @@ impl Ready {
     }
 }
 
-/// A catch-all route (prefix `/`) to one cluster.
-pub(crate) fn to_cluster(name: &str, cluster: &str) -> Route {
-    route(name.to_string(), prefix_all(), to(cluster.to_string()))
+/// An inbound catch-all route (prefix `/`) to the local app, as istiod writes it: no timeout, the client's
+/// `grpc-timeout` honoured as sent, and a request reset before it reached the app retried (twice).
+pub(crate) fn inbound_to_cluster(name: &str, cluster: &str) -> Route {
+    let mut action = to(cluster.to_string());
+    action.timeout = Some(super::seconds(0));
+    action.max_stream_duration = Some(route_action::MaxStreamDuration {
+        max_stream_duration: Some(super::seconds(0)),
+        grpc_timeout_header_max: Some(super::seconds(0)),
+        ..Default::default()
+    });
+    action.retry_policy = Some(super::defaults::inbound_retry_policy());
+    Route {
+        name: name.to_string(),
+        r#match: Some(prefix_all()),
+        action: Some(route::Action::Route(action)),
+        ..Default::default()
+    }
 }
 
-fn route(name: String, matches: RouteMatch, action: RouteAction) -> Route {
+/// An outbound route with istiod's defaults for what the policy leaves unset: no timeout, its default retries
+/// (see `defaults`).
+fn route(name: String, matches: RouteMatch, mut action: RouteAction) -> Route {
+    let hashed = !action.hash_policy.is_empty();
+    super::defaults::route_action(&mut action, None, None, hashed);
     Route { name, r#match: Some(matches), action: Some(route::Action::Route(action)), ..Default::default() }
 }
 

@@ -1,12 +1,13 @@
 //! A DestinationRule's `trafficPolicy` → Cluster fields, and its consistent hash → route hash policies.
 //!
 //! ```text
-//!  loadBalancer.simple            ─▶ lb_policy (ROUND_ROBIN, LEAST_REQUEST for LEAST_CONN/LEAST_REQUEST, RANDOM)
+//!  loadBalancer.simple            ─▶ lb_policy (ROUND_ROBIN, RANDOM; LEAST_REQUEST for LEAST_CONN, LEAST_REQUEST
+//!                                    and when unset, as istiod)
 //!  loadBalancer.consistentHash    ─▶ lb_policy RING_HASH (+ minimum ring size); the key ─▶ RouteAction.hash_policy
-//!  connectionPool.tcp             ─▶ circuit_breakers.max_connections, connect_timeout
+//!  connectionPool.tcp             ─▶ circuit_breakers.max_connections, connect_timeout (others stay 2^32-1)
 //!  connectionPool.http            ─▶ circuit_breakers.{max_pending_requests, max_requests, max_retries},
 //!                                    HttpProtocolOptions.common_http_protocol_options.max_requests_per_connection
-//!  outlierDetection               ─▶ outlier_detection (enforcing 100% for the error kinds set), panic threshold
+//!  outlierDetection               ─▶ outlier_detection (counts left out: Envoy's defaults), panic threshold
 //! ```
 
 use super::cluster::{HTTP_PROTOCOL_OPTIONS, http2_options};
@@ -14,9 +15,7 @@ use super::pack;
 use crate::model::mesh::{
     ConnectionPoolSettings, ConsistentHashLb, OutlierDetection, SimpleLb, TrafficPolicy, parse_proto_duration,
 };
-use envoy_types::pb::envoy::config::cluster::v3::{
-    CircuitBreakers, Cluster, OutlierDetection as EnvoyOutlier, circuit_breakers::Thresholds, cluster,
-};
+use envoy_types::pb::envoy::config::cluster::v3::{Cluster, OutlierDetection as EnvoyOutlier, cluster};
 use envoy_types::pb::envoy::config::core::v3::{Http1ProtocolOptions, HttpProtocolOptions as CoreHttpOptions};
 use envoy_types::pb::envoy::config::route::v3::route_action::{HashPolicy, hash_policy};
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{HttpProtocolOptions, http_protocol_options};
@@ -38,9 +37,11 @@ pub(crate) fn apply(policy: &TrafficPolicy, c: &mut Cluster, http2: bool) {
     if let Some(lb) = &policy.load_balancer {
         if let Some(simple) = lb.simple {
             c.lb_policy = match simple {
-                SimpleLb::LeastConn | SimpleLb::LeastRequest => cluster::LbPolicy::LeastRequest,
+                // LEAST_CONN is istiod's deprecated alias; UNSPECIFIED is istiod's default.
+                SimpleLb::LeastConn | SimpleLb::LeastRequest | SimpleLb::Unspecified => cluster::LbPolicy::LeastRequest,
                 SimpleLb::Random => cluster::LbPolicy::Random,
-                SimpleLb::RoundRobin | SimpleLb::Unspecified | SimpleLb::Passthrough => cluster::LbPolicy::RoundRobin,
+                // PASSTHROUGH is refused by validation.
+                SimpleLb::RoundRobin | SimpleLb::Passthrough => cluster::LbPolicy::RoundRobin,
             } as i32;
         }
         if let Some(hash) = &lb.consistent_hash {
@@ -63,27 +64,30 @@ pub(crate) fn apply(policy: &TrafficPolicy, c: &mut Cluster, http2: bool) {
 }
 
 fn connection_pool(pool: &ConnectionPoolSettings, c: &mut Cluster, http2: bool) {
-    let mut t = Thresholds::default();
+    // As istiod: each limit the rule sets (above 0) replaces istiod's 2^32-1 default; the others keep it.
+    let breakers = c.circuit_breakers.get_or_insert_with(super::defaults::circuit_breakers);
+    let Some(t) = breakers.thresholds.first_mut() else { return };
+    let set = |field: &mut Option<UInt32Value>, v: Option<u32>| {
+        if let Some(v) = v.filter(|v| *v > 0) {
+            *field = Some(u32v(v));
+        }
+    };
     if let Some(tcp) = &pool.tcp {
-        t.max_connections = tcp.max_connections.map(u32v);
+        set(&mut t.max_connections, tcp.max_connections);
         if let Some(d) = tcp.connect_timeout.as_deref().and_then(proto_duration) {
             c.connect_timeout = Some(d);
         }
     }
     if let Some(http) = &pool.http {
-        t.max_pending_requests = http.http1_max_pending_requests.map(u32v);
-        t.max_requests = http.http2_max_requests.map(u32v);
-        t.max_retries = http.max_retries.map(u32v);
-        if let Some(n) = http.max_requests_per_connection {
+        set(&mut t.max_pending_requests, http.http1_max_pending_requests);
+        set(&mut t.max_requests, http.http2_max_requests);
+        set(&mut t.max_retries, http.max_retries);
+        if let Some(n) = http.max_requests_per_connection.filter(|n| *n > 0) {
             let mut options = if http2 { http2_options() } else { http1_options() };
             let common = CoreHttpOptions { max_requests_per_connection: Some(u32v(n)), ..Default::default() };
             options.common_http_protocol_options = Some(common);
             c.typed_extension_protocol_options.insert(HTTP_PROTOCOL_OPTIONS.to_string(), pack(&options));
         }
-    }
-    let any = [t.max_connections, t.max_pending_requests, t.max_requests, t.max_retries].iter().any(Option::is_some);
-    if any {
-        c.circuit_breakers = Some(CircuitBreakers { thresholds: vec![t], ..Default::default() });
     }
 }
 
@@ -98,23 +102,24 @@ fn http1_options() -> HttpProtocolOptions {
 }
 
 fn outlier(o: &OutlierDetection, c: &mut Cluster) {
-    // As istiod: an error kind that is set is enforced on every host (100%), success-rate ejection is off.
+    // As istiod: a count left out is not written, so Envoy's default applies (5 consecutive 5xx, enforced;
+    // gateway errors off); a count above 0 is enforced on every host; an explicit 0 turns that check off.
+    // Success-rate ejection is off, and `minHealthPercent` (default 0) is the panic threshold.
+    let count = |v: Option<u32>| v.map(u32v);
     let enforcing = |v: Option<u32>| v.map(|n| u32v(if n > 0 { 100 } else { 0 }));
     c.outlier_detection = Some(EnvoyOutlier {
-        consecutive_5xx: o.consecutive_5xx_errors.map(u32v),
-        enforcing_consecutive_5xx: enforcing(o.consecutive_5xx_errors).or(Some(u32v(0))),
-        consecutive_gateway_failure: o.consecutive_gateway_errors.map(u32v),
+        consecutive_5xx: count(o.consecutive_5xx_errors),
+        enforcing_consecutive_5xx: enforcing(o.consecutive_5xx_errors),
+        consecutive_gateway_failure: count(o.consecutive_gateway_errors),
         enforcing_consecutive_gateway_failure: enforcing(o.consecutive_gateway_errors),
         interval: o.interval.as_deref().and_then(proto_duration),
         base_ejection_time: o.base_ejection_time.as_deref().and_then(proto_duration),
-        max_ejection_percent: o.max_ejection_percent.map(u32v),
+        max_ejection_percent: o.max_ejection_percent.filter(|p| *p > 0).map(u32v),
         enforcing_success_rate: Some(u32v(0)),
         ..Default::default()
     });
-    if let Some(min) = o.min_health_percent {
-        let lb = c.common_lb_config.get_or_insert_with(Default::default);
-        lb.healthy_panic_threshold = Some(Percent { value: f64::from(min) });
-    }
+    let lb = c.common_lb_config.get_or_insert_with(Default::default);
+    lb.healthy_panic_threshold = Some(Percent { value: f64::from(o.min_health_percent.unwrap_or(0)) });
 }
 
 /// The route hash policy of a consistent-hash load balancer (empty when the policy hashes nothing).

@@ -18,6 +18,7 @@
 //! `node_matchers` select proxies by node id (`exact`, `prefix`, `suffix`, `contains`, with `ignore_case`); several
 //! matchers are OR-ed, as the protocol says. Metadata matchers and regexes are refused with the field named.
 
+use super::contain::Refused;
 use super::registry::{ProxyStatus, Registry, TypeStatus};
 use super::resource::Resource;
 use super::snapshot::Snapshot;
@@ -148,9 +149,14 @@ fn stream_configs(stream: &ProxyStatus, snapshot: Option<&Snapshot>, exclude: bo
             names.extend(status.names.iter());
         }
         let delta = stream.protocol == "delta";
+        names.extend(status.refused.iter().map(|r| &r.unit.resource));
         for name in names {
             let entry = Entry { held: held.get(name), sent: status.sent_set.get(name), exists: offers(name) };
-            out.push(entry.config(kind.type_url(), name, status, delta, exclude));
+            let refused = status.refused.iter().find(|r| r.unit.resource == *name);
+            out.push(match refused {
+                Some(r) => entry.refused(kind.type_url(), name, r, delta, exclude),
+                None => entry.config(kind.type_url(), name, status, delta, exclude),
+            });
         }
     }
     out
@@ -209,6 +215,37 @@ impl Entry<'_> {
             config_status: config as i32,
             client_status: client as i32,
             error_state,
+            is_static_resource: false,
+        }
+    }
+}
+
+impl Entry<'_> {
+    /// A resource with a part the proxy refused (see `xds::contain`): ERROR and NACKED, with the refused content
+    /// and the proxy's reason; what the proxy keeps meanwhile is its last good content of that part.
+    fn refused(&self, type_url: &str, name: &str, r: &Refused, delta: bool, exclude: bool) -> GenericXdsConfig {
+        let shown = r.rejected.as_ref().filter(|_| !exclude).map(|res| res.to_any());
+        let version_info = match (&r.rejected, delta) {
+            (Some(res), true) => res.version.clone(),
+            _ => r.version.clone(),
+        };
+        GenericXdsConfig {
+            type_url: type_url.to_string(),
+            name: name.to_string(),
+            version_info,
+            xds_config: shown.clone(),
+            last_updated: self.held.map(|_| timestamp(r.at)),
+            config_status: ConfigStatus::Error as i32,
+            client_status: ClientResourceStatus::Nacked as i32,
+            error_state: Some(UpdateFailureState {
+                failed_configuration: shown,
+                last_update_attempt: Some(timestamp(r.at)),
+                details: match &r.unit.virtual_host {
+                    Some(_) => format!("{}: {}", r.unit, r.reason),
+                    None => r.reason.clone(),
+                },
+                version_info: r.version.clone(),
+            }),
             is_static_resource: false,
         }
     }

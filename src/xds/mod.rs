@@ -9,6 +9,7 @@
 //!                                                          CSDS (csds) reads the registry + the newest snapshot
 //! ```
 
+pub mod contain;
 pub mod csds;
 mod delta;
 #[cfg(any(test, feature = "fuzzing"))]
@@ -18,6 +19,7 @@ pub mod gate;
 pub mod limits;
 mod names;
 pub mod node;
+pub mod pgv;
 pub mod publisher;
 mod queue;
 pub mod registry;

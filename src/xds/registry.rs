@@ -23,6 +23,10 @@ pub struct TypeStatus {
     pub last_nack: Option<Nack>,
     /// How many resources of this type the proxy holds.
     pub resources: usize,
+    /// Parts of its config the proxy refused, each held back at its last good content until it changes
+    /// (`xds::contain`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<super::contain::Refused>,
     /// What the proxy holds (ACKed), while the stream lives; see [`TypeStatus::held`].
     #[serde(skip)]
     pub held: std::sync::Weak<ResourceSet>,
@@ -63,12 +67,28 @@ pub struct ProxyStatus {
     /// The snapshot version this proxy holds in full right now (every type it needs ACKed, nothing held back);
     /// `None` while it catches up.
     pub synced_version: Option<u64>,
+    /// The snapshot version this proxy holds in full but for the parts it refused (which it keeps at their last
+    /// good content): equal to `synced_version` unless it refused something.
+    pub settled_version: Option<u64>,
     /// The node as the proxy sent it (CSDS echoes it and matches on it).
     #[serde(skip)]
     pub node: Arc<Node>,
     /// What the snapshot's view of this proxy is computed from.
     #[serde(skip)]
     pub proxy: Arc<ProxyInfo>,
+}
+
+impl ProxyStatus {
+    /// Whether a part of the config this proxy refused belongs to the Service with FQDN `service`: one of its
+    /// virtual hosts (`fqdn:port`) or clusters (`outbound|port|subset|fqdn`).
+    pub fn refuses(&self, service: &str) -> bool {
+        self.types.values().flat_map(|t| &t.refused).any(|r| r.unit.belongs_to(service))
+    }
+
+    /// Every part this proxy refused, by type.
+    pub fn refused(&self) -> impl Iterator<Item = (TypeKind, &super::contain::Refused)> {
+        self.types.iter().flat_map(|(k, t)| t.refused.iter().map(move |r| (*k, r)))
+    }
 }
 
 #[derive(Clone, Default)]
@@ -98,6 +118,7 @@ impl Registry {
             connected_since: SystemTime::now(),
             types: BTreeMap::new(),
             synced_version: None,
+            settled_version: None,
             node: Arc::new(node),
             proxy: Arc::new(proxy),
         };
@@ -130,6 +151,31 @@ impl Registry {
         let total = streams.len();
         let acked = streams.values().filter(|s| s.synced_version.is_some_and(|v| v >= version)).count();
         (acked, total)
+    }
+
+    /// Connected streams and, of those, how many hold snapshot `version` (or newer) as far as the Service with
+    /// FQDN `service` goes: in full, or in full but for refused parts that are not that Service's.
+    pub fn acked_count_for(&self, version: u64, service: &str) -> (usize, usize) {
+        let streams = self.lock();
+        let total = streams.len();
+        let holds = |s: &ProxyStatus| {
+            s.synced_version.is_some_and(|v| v >= version)
+                || (s.settled_version.is_some_and(|v| v >= version) && !s.refuses(service))
+        };
+        (streams.values().filter(|s| holds(s)).count(), total)
+    }
+
+    /// What connected proxies refused of the Service with FQDN `service`: `proxy: part: reason`, at most 10.
+    pub fn refusals_of(&self, service: &str) -> Vec<String> {
+        let streams = self.lock();
+        let mut out = Vec::new();
+        for s in streams.values() {
+            for (kind, r) in s.refused().filter(|(_, r)| r.unit.belongs_to(service)) {
+                out.push(format!("{} ({}): {}: {}", s.node_id, kind.short(), r.unit, r.reason));
+            }
+        }
+        out.truncate(10);
+        out
     }
 
     /// Waits until `node_id` is connected and holds snapshot `version` (or newer) in full.

@@ -40,8 +40,10 @@ impl Xds {
         let (parts, body) = req.into_parts();
         let head = tonic::Request::from_http(http::Request::from_parts(parts, ()));
         let peer = self.trust.as_ref().map(|t| t.peer(&head)).transpose()?;
-        let slot = self.ctx.slots.acquire(self.ctx.limits.max_streams).inspect_err(|status| {
-            tracing::warn!(%status, "refusing stream");
+        let identity = peer.as_ref().map(|p| p.identity.to_string());
+        let who = super::limits::Peer::of(identity.as_deref(), head.remote_addr());
+        let slot = self.ctx.slots.acquire(&self.ctx.limits, who).inspect_err(|status| {
+            tracing::warn!(%status, remote = ?head.remote_addr(), "refusing stream");
         })?;
         let (tx, rx) = queue::channel(self.ctx.limits.send_queue, self.ctx.limits.send_queue_bytes);
         let inbound = Requests::<P::Req>::new(body, self.ctx.limits.max_request_bytes);

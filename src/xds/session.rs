@@ -19,6 +19,7 @@
 //! (every type ACKed), the time since the change counts in `pilot_proxy_convergence_time` (from the earliest change
 //! it had not yet converged on; the config a proxy gets when it connects is not a change).
 
+use super::contain::Containment;
 use super::registry::{Nack, StreamGuard, TypeStatus};
 use super::resource::{ResourceSet, TypeKind};
 use super::snapshot::{Snapshot, View};
@@ -79,6 +80,8 @@ pub(crate) struct TypeState {
     /// (`initial`) or told absent, and only a subscription change can break that, so while `names_gen` stays the
     /// same the push need not walk the names (O(subscription)) looking for newly absent ones.
     pub names_checked: Option<u64>,
+    /// What this proxy refused and what is on trial (see `xds::contain`); empty unless it NACKed.
+    pub contain: std::cell::RefCell<Containment>,
 }
 
 impl TypeState {
@@ -172,6 +175,15 @@ impl Session {
         }
     }
 
+    /// Whether the snapshot serves this proxy a resource of `kind` named `name` (or it holds or was sent one).
+    /// Before the first snapshot every name counts as known (the request size limit still bounds them).
+    pub fn knows(&self, kind: TypeKind, name: &str) -> bool {
+        let st = &self.types[kind.index()];
+        self.view.as_ref().is_none_or(|v| v.get(kind).contains_key(name))
+            || st.held.contains_key(name)
+            || st.sent.contains_key(name)
+    }
+
     /// Whether `kind` needs a push computed now; clears the mark.
     pub fn take_dirty(&mut self, kind: TypeKind) -> bool {
         std::mem::take(&mut self.dirty[kind.index()])
@@ -229,7 +241,7 @@ impl Session {
 
     /// What to offer the proxy now, with make-before-break applied (see the module doc).
     pub fn desired(&self, kind: TypeKind) -> ResourceSet {
-        let mut set = self.target(kind);
+        let mut set = self.contained_target(kind);
         if !self.orders_clusters() {
             return set;
         }
@@ -270,6 +282,16 @@ impl Session {
             }
         }
         set
+    }
+
+    /// The target with what the proxy refused (and suspects not on trial) at the content it holds.
+    fn contained_target(&self, kind: TypeKind) -> ResourceSet {
+        let st = &self.types[kind.index()];
+        let target = self.target(kind);
+        if st.contain.borrow().is_empty() {
+            return target;
+        }
+        st.contain.borrow_mut().apply(kind, target, &st.held)
     }
 
     /// Make-before-break applies when this stream sees every type and takes clusters by wildcard, as Envoy does.
@@ -337,7 +359,10 @@ impl Session {
             st.held = Arc::new(inflight.set);
             st.acked_version = Some(inflight.version);
             st.acked_at = Some(SystemTime::now());
-            st.last_nack = None;
+            st.contain.get_mut().ack(kind, &st.held);
+            if st.contain.get_mut().refused().next().is_none() {
+                st.last_nack = None;
+            }
             tracing::debug!(type = kind.short(), version = %st.acked_version.as_deref().unwrap_or(""), "ACK");
         }
     }
@@ -354,8 +379,15 @@ impl Session {
         if let Some(inflight) = st.inflight.take() {
             // The stream's span names the proxy.
             tracing::warn!(type = kind.short(), version = %inflight.version, %reason, "NACK");
+            // Find what it refuses: the next push offers everything else (see `xds::contain`).
+            for unit in st.contain.get_mut().nack(kind, &inflight.set, &st.held, &inflight.version, &reason) {
+                tracing::warn!(type = kind.short(), %unit, %reason, "refused: held back at the proxy's last good \
+                    config until it changes; every other change goes on");
+                crate::telemetry::xds::get().contained(kind);
+            }
             st.last_nack = Some(Nack { version: inflight.version, reason, at: SystemTime::now() });
             crate::telemetry::xds::get().rejected(kind);
+            self.dirty[kind.index()] = true;
         }
     }
 
@@ -376,6 +408,19 @@ impl Session {
     fn holds_target(&self, kind: TypeKind, _view: &View) -> bool {
         let st = &self.types[kind.index()];
         st.held.diff(&self.target(kind)).next().is_none()
+    }
+
+    /// Like [`Session::synced`], with the parts the proxy refused counted at the content it keeps for them.
+    fn settled(&self) -> bool {
+        let Some(view) = &self.view else { return false };
+        if self.types.iter().any(|st| st.inflight.is_some()) {
+            return false;
+        }
+        TypeKind::ALL.into_iter().all(|k| {
+            let st = &self.types[k.index()];
+            let holds = || st.held.diff(&self.contained_target(k)).next().is_none();
+            self.follows(k, view) && (!st.subscribed || holds())
+        })
     }
 
     /// The proxy holds what the types before `kind` lead it to ask of `kind`.
@@ -412,7 +457,10 @@ impl Session {
 
     /// Publishes this stream's state to the registry; true when the proxy is synced.
     pub fn report(&mut self) -> bool {
-        let synced = self.synced().then(|| self.snapshot.as_ref().map(|s| s.version)).flatten();
+        let version = self.snapshot.as_ref().map(|s| s.version);
+        let synced = self.synced().then_some(version).flatten();
+        let contained = self.types.iter().any(|st| !st.contain.borrow().is_empty());
+        let settled = if contained { self.settled().then_some(version).flatten() } else { synced };
         if synced.is_some()
             && let Some(since) = self.unconverged_since.take()
         {
@@ -429,6 +477,7 @@ impl Session {
                     pending: st.inflight.is_some(),
                     last_nack: st.last_nack.clone(),
                     resources: st.held.len(),
+                    refused: st.contain.borrow().refused().cloned().collect(),
                     held: Arc::downgrade(&st.held),
                     sent_set: st.sent.clone(),
                     wildcard: st.wildcard,
@@ -442,6 +491,7 @@ impl Session {
         self.guard.update(|s| {
             s.types = types;
             s.synced_version = synced;
+            s.settled_version = settled;
         });
         synced.is_some()
     }

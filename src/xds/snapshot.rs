@@ -195,7 +195,9 @@ impl Snapshot {
                 .entry((visibility.clone(), scope))
                 .or_insert_with_key(|(visibility, scope)| {
                     let model = self.model_for(visibility);
-                    let set = encode(translate::route_configs(&model, scope).iter().map(Resource::route), None);
+                    let configs = translate::route_configs(&model, scope);
+                    report_violations(configs.iter().map(|c| (c.name.as_str(), super::pgv::check_message(c))));
+                    let set = encode(configs.iter().map(Resource::route), None);
                     warn_dangling(&set, &base_clusters);
                     Arc::new(set)
                 })
@@ -232,6 +234,13 @@ impl Snapshot {
     fn shape_sets(&self, proxy: &ProxyInfo, base: &Arc<ResourceSet>) -> ShapeSets {
         let model = self.model_for(&proxy.visibility);
         let listeners = encode(translate::listeners(&model, proxy).iter().map(Resource::listener), None);
+        let grpc;
+        let base = if proxy.mode == InterceptionMode::Proxyless {
+            grpc = Arc::new(grpc_clusters(base));
+            &grpc
+        } else {
+            base
+        };
         let extra = translate::proxy_clusters(&model, proxy);
         let clusters = if extra.is_empty() {
             base.clone()
@@ -241,6 +250,35 @@ impl Snapshot {
             Arc::new(all)
         };
         (Arc::new(listeners), clusters)
+    }
+}
+
+/// The clusters as a proxyless gRPC client takes them ([`translate::for_grpc`]: no `LEAST_REQUEST`, which gRPC
+/// refuses); the others are the shared resources themselves. Built once per snapshot whose clusters changed.
+fn grpc_clusters(base: &ResourceSet) -> ResourceSet {
+    use prost::Message;
+    let mut out = base.clone();
+    for (name, r) in base.iter() {
+        let Ok(cluster) = envoy_types::pb::envoy::config::cluster::v3::Cluster::decode(r.body.clone()) else {
+            continue;
+        };
+        if let Some(grpc) = translate::for_grpc(&cluster) {
+            out.insert(name.clone(), Arc::new(Resource::cluster(&grpc)));
+        }
+    }
+    out
+}
+
+/// Route configurations that break a constraint of Envoy's API (its protoc-gen-validate annotations) would be
+/// NACKed: say which and where, and count them (`sluice_invalid_resources_total{type}`). They are sent anyway, and
+/// a proxy's NACK is contained to the refused virtual host (see `contain`); input validation should have stopped
+/// what produced them, so each one is a bug worth a report.
+fn report_violations<'a>(checked: impl Iterator<Item = (&'a str, Vec<super::pgv::Violation>)>) {
+    for (name, violations) in checked.filter(|(_, v)| !v.is_empty()) {
+        for v in &violations {
+            tracing::error!(route_config = %name, violation = %v, "generated a route Envoy's API refuses");
+        }
+        metrics::counter!(crate::telemetry::names::INVALID_RESOURCES, "type" => "rds").increment(1);
     }
 }
 

@@ -73,6 +73,12 @@ impl Protocol for Sotw {
         if st.sent_version.as_deref() == Some(version.as_str()) && !st.force {
             return None;
         }
+        if st.acked_version.as_deref() == Some(version.as_str()) && !st.force {
+            // After a NACK whose refused part is held back, the proxy already holds exactly this.
+            st.sent = desired;
+            st.sent_version = Some(version);
+            return None;
+        }
         let nonce = s.next_nonce();
         let resources = desired.values().cloned().collect();
         let resp =

@@ -217,7 +217,7 @@ pub(crate) fn push_dirty<P: Protocol>(
 }
 
 pub(crate) fn apply<P: Protocol>(session: &mut Session, limits: &Limits, req: P::Req) -> Result<(), Status> {
-    limits.check_request(P::name_count(&req), P::names(&req))?;
+    limits.check_name_lengths(P::names(&req))?;
     let url = P::type_url(&req);
     let kind = match (TypeKind::from_type_url(url), session.only) {
         (Some(k), Some(only)) if k != only => {
@@ -230,8 +230,18 @@ pub(crate) fn apply<P: Protocol>(session: &mut Session, limits: &Limits, req: P:
             return Ok(());
         }
     };
+    // Names of resources Sluice serves this proxy never count: a proxy may always name what it was sent (an EDS
+    // request for every cluster of a large mesh, a reconnect's initial versions); the limit is for the rest.
+    if P::name_count(&req) > limits.max_names_per_request {
+        let unknown = P::names(&req).filter(|n| !session.knows(kind, n)).count();
+        limits.check_request(unknown)?;
+    }
     P::handle(session, kind, req);
-    limits.check_subscription(kind, session.state(kind).names.len())?;
+    let subscribed = &session.types[kind.index()].names;
+    if subscribed.len() > limits.max_names_per_request {
+        let unknown = subscribed.iter().filter(|n| !session.knows(kind, n)).count();
+        limits.check_subscription(kind, unknown)?;
+    }
     session.touch(kind);
     Ok(())
 }

@@ -165,3 +165,30 @@ async fn the_cli_sends_the_token_from_its_file() {
     let views = s.releases().list(None);
     assert_eq!(views[0].status.weights.get("v3"), Some(&2500));
 }
+
+/// A page that rebinds its own name to 127.0.0.1 sends its name as `Host`: reads of the mesh (releases, config
+/// dumps, the dashboard's data) are refused unless the token comes with them; probes and metrics stay open.
+#[tokio::test]
+async fn reads_on_a_name_that_is_not_loopback_need_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "s3cret\n").unwrap();
+    let s = start(&token_file).await;
+    let admin = s.admin_addr().unwrap();
+    let rebound = [("host", "evil.example:15014")];
+    let (code, body) = call(admin, "GET", "/api/v1/releases", &rebound, "").await;
+    assert_eq!(code, 403, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("not a loopback name"), "{body}");
+    let (code, _) = call(admin, "GET", "/debug/syncz", &rebound, "").await;
+    assert_eq!(code, 403);
+    let with_token = [("host", "evil.example:15014"), ("authorization", "Bearer s3cret")];
+    assert_eq!(call(admin, "GET", "/api/v1/releases", &with_token, "").await.0, 200);
+    assert_eq!(call(admin, "GET", "/api/v1/releases", &[("host", "localhost:15014")], "").await.0, 200);
+    // Probes and scrapers use the pod's address as Host.
+    let client = common::http::client();
+    for path in ["/healthz", "/readyz"] {
+        let (code, _) = common::http::get_with(&client, admin, "10.1.2.3:15014", path, &[]).await.unwrap();
+        assert_eq!(code, 200, "{path}");
+    }
+    s.shutdown().await;
+}

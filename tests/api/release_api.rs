@@ -234,3 +234,37 @@ async fn grpc_lifecycle_and_refusals() {
     assert_eq!(err.code(), Code::NotFound);
     s.shutdown().await;
 }
+
+/// Every regex class Envoy's RE2 refuses, and an empty prefix, is refused with the field before any proxy sees
+/// it (a route Envoy NACKs would freeze every later route change on that proxy).
+#[tokio::test]
+async fn rest_refuses_what_envoy_would_refuse() {
+    let s = start().await;
+    let admin = s.admin_addr().unwrap();
+    let rule = |m: Value| {
+        json!({"spec": {"service": "reviews", "stable": "v1", "canary": "v3",
+            "traffic": {"rules": [{"name": "r", "to": "canary", "match": m}]}}})
+        .to_string()
+    };
+    let field = "spec.traffic.rules[0].match";
+    let cases = [
+        (json!({"headers": [{"name": "x-user", "regex": "(?=jason)"}]}), "headers[0].regex", "invalid perl operator"),
+        (json!({"headers": [{"name": "x-user", "regex": "(a)\\1"}]}), "headers[0].regex", "invalid escape"),
+        (json!({"headers": [{"name": "x-user", "regex": "(ab"}]}), "headers[0].regex", "missing )"),
+        (json!({"query": [{"name": "q", "regex": "a{1000}{1000}"}]}), "query[0].regex", "bad repetition"),
+        (json!({"headers": [{"name": "x-user", "regex": "[a-z]{200}"}]}), "headers[0].regex", "program has"),
+        (json!({"cookies": [{"name": "c", "regex": "[a-z]{90}"}]}), "cookies[0].regex", "whole cookie header"),
+        (json!({"headers": [{"name": "x-user", "prefix": ""}]}), "headers[0].prefix", "must not be empty"),
+        (json!({"query": [{"name": "q", "prefix": ""}]}), "query[0].prefix", "must not be empty"),
+        (json!({"headers": [{"name": "x user", "exact": "a"}]}), "headers[0].name", "not a header name"),
+    ];
+    for (m, path, says) in cases {
+        let (code, body) = call(admin, "PUT", PATH, Some(&rule(m.clone()))).await;
+        assert_eq!((code, body["field"].as_str()), (400, Some(format!("{field}.{path}").as_str())), "{m}: {body}");
+        assert!(error(&body).contains(says), "{m}: {body}");
+    }
+    // What RE2 takes within Envoy's limit is accepted.
+    let ok = json!({"headers": [{"name": "x-user", "regex": "jason|ana"}], "cookies": [{"name": "c", "regex": "b.*"}]});
+    assert_eq!(call(admin, "PUT", PATH, Some(&rule(ok))).await.0, 200);
+    s.shutdown().await;
+}

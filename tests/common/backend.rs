@@ -5,7 +5,8 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// A real HTTP server on 127.0.0.1 that answers every request with its name as the body and in an
@@ -23,6 +24,10 @@ struct State {
     requests: AtomicU64,
     /// Of every 100 requests, this many answer 500.
     fail_percent: AtomicU32,
+    /// Failures are picked by a pseudo-random draw per request instead of evenly spread.
+    fail_random: AtomicBool,
+    /// Each answer waits this long (milliseconds).
+    delay_ms: AtomicU64,
 }
 
 impl Backend {
@@ -30,8 +35,13 @@ impl Backend {
     pub async fn start(name: &str) -> Backend {
         let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.expect("bind backend");
         let addr = listener.local_addr().expect("backend addr");
-        let state =
-            Arc::new(State { name: name.to_string(), requests: AtomicU64::new(0), fail_percent: AtomicU32::new(0) });
+        let state = Arc::new(State {
+            name: name.to_string(),
+            requests: AtomicU64::new(0),
+            fail_percent: AtomicU32::new(0),
+            fail_random: AtomicBool::new(false),
+            delay_ms: AtomicU64::new(0),
+        });
         let handler_state = state.clone();
         let app = Router::new().fallback(move || answer(handler_state.clone()));
         let (stop, stopped) = oneshot::channel::<()>();
@@ -74,13 +84,41 @@ impl Backend {
         assert!(percent <= 100, "fail_percent {percent} > 100");
         self.state.fail_percent.store(percent, Ordering::Relaxed);
     }
+
+    /// From now on, answer 500 to each request with probability `percent`/100, drawn independently per request
+    /// (retries of one client request are then independent tries, as with a flaky real service).
+    pub fn fail_random(&self, percent: u32) {
+        self.fail_percent(percent);
+        self.state.fail_random.store(true, Ordering::Relaxed);
+    }
+
+    /// From now on, wait `delay` before each answer.
+    pub fn set_delay(&self, delay: Duration) {
+        self.state.delay_ms.store(delay.as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+/// SplitMix64: a well-spread 64-bit value for each request number.
+fn splitmix(n: u64) -> u64 {
+    let mut z = n.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 async fn answer(state: Arc<State>) -> impl IntoResponse {
     let n = state.requests.fetch_add(1, Ordering::Relaxed);
-    // Bresenham: request n fails when the running total of failures owed steps up.
+    let delay = state.delay_ms.load(Ordering::Relaxed);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     let p = u64::from(state.fail_percent.load(Ordering::Relaxed));
-    let fail = (n + 1) * p / 100 > n * p / 100;
+    let fail = if state.fail_random.load(Ordering::Relaxed) {
+        splitmix(n) % 100 < p
+    } else {
+        // Bresenham: request n fails when the running total of failures owed steps up.
+        (n + 1) * p / 100 > n * p / 100
+    };
     let status = if fail { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::OK };
     (status, [("x-backend", state.name.clone())], state.name.clone())
 }

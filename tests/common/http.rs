@@ -58,6 +58,18 @@ pub async fn get_response(
     path: &str,
     headers: &[(&str, &str)],
 ) -> anyhow::Result<Response> {
+    get_response_within(client, addr, host, path, headers, REQUEST_TIMEOUT).await
+}
+
+/// [`get_response`] with its own deadline (for answers that are slow on purpose).
+pub async fn get_response_within(
+    client: &Client,
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    deadline: Duration,
+) -> anyhow::Result<Response> {
     let mut req = Request::get(format!("http://{addr}{path}")).header("host", host);
     for (name, value) in headers {
         req = req.header(*name, *value);
@@ -70,7 +82,7 @@ pub async fn get_response(
         let body = resp.into_body().collect().await.context("reading body")?.to_bytes();
         anyhow::Ok(Response { status, headers, body: String::from_utf8_lossy(&body).into_owned() })
     };
-    tokio::time::timeout(REQUEST_TIMEOUT, exchange).await.context("request timed out")?
+    tokio::time::timeout(deadline, exchange).await.context("request timed out")?
 }
 
 /// What a load run saw. `by_body` counts 2xx answers by body (a backend answers its name).

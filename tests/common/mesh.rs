@@ -46,17 +46,22 @@ pub fn reviews_model(v1: u16, v3: u16) -> Model {
 /// Starts an Envoy that takes its config from Sluice at `xds` (Delta ADS, or SotW), waits until it is LIVE, and
 /// returns it with the address its single HTTP listener bound.
 pub async fn start_envoy(xds: SocketAddr, node: &str, sotw: bool) -> (Envoy, SocketAddr) {
-    let args = BootstrapArgs {
+    start_envoy_with(BootstrapArgs { sotw, ..listen_args(xds, node) }).await
+}
+
+/// The bootstrap flags of a listen-mode Envoy on port 0 for `node` (tests add their own).
+pub fn listen_args(xds: SocketAddr, node: &str) -> BootstrapArgs {
+    BootstrapArgs {
         node_id: node.into(),
-        namespace: "default".into(),
         xds: xds.to_string().parse().expect("xds host:port"),
         listen: Some("127.0.0.1:0".parse().expect("listen address")),
         admin_port: 0,
-        sotw,
-        labels: vec![],
-        inbound_ports: vec![],
-        tls: Default::default(),
-    };
+        ..Default::default()
+    }
+}
+
+/// [`start_envoy`] from bootstrap flags.
+pub async fn start_envoy_with(args: BootstrapArgs) -> (Envoy, SocketAddr) {
     let envoy = Envoy::start(&render(&args));
     envoy.wait_live(Duration::from_secs(30)).await;
     let listen = envoy.listener_addr(Duration::from_secs(10)).await;

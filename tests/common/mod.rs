@@ -14,6 +14,7 @@ pub mod child;
 pub mod cookies;
 pub mod envoy;
 pub mod http;
+pub mod istio_samples;
 pub mod kmock;
 pub mod log;
 pub mod mesh;

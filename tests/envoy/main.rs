@@ -9,8 +9,11 @@
 mod common;
 
 mod bootstrap;
+mod containment;
 mod harness_selftest;
 mod istio;
+mod istio_defaults;
+mod istio_samples;
 mod mtls;
 mod proxyless_grpc;
 mod release_flows;

@@ -44,6 +44,7 @@ async fn envoy_over_mtls_gets_its_namespace_and_routes() {
         sotw: false,
         labels: vec![],
         inbound_ports: vec![],
+        stats: Default::default(),
         tls: BootstrapTls {
             tls_cert: Some(proxy_cert),
             tls_key: Some(proxy_key),

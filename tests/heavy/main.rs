@@ -10,11 +10,13 @@ mod common;
 
 mod analysis_envoy;
 mod bench_smoke;
+mod connection_floods;
 mod dashboard_browser;
 mod fault_restart;
 mod fault_slow_reader;
 mod fault_streams;
 mod kube_leader_release;
+mod large_mesh;
 mod telemetry_envoy;
 
 use tokio::sync::{Mutex, MutexGuard};

@@ -23,6 +23,15 @@ use tokio::sync::watch;
 const V1_CLUSTER: &str = "outbound|9080|v1|reviews.default.svc.cluster.local";
 const V3_CLUSTER: &str = "outbound|9080|v3|reviews.default.svc.cluster.local";
 
+/// Backends v1 and v3 behind `reviews`, and a DestinationRule with their subsets.
+async fn reviews_with_subsets(client: &kube::Client) -> (Backend, Backend) {
+    let (v1, v3) = (Backend::start("v1").await, Backend::start("v3").await);
+    reviews(client, &[("v1", &v1), ("v3", &v3)]).await;
+    let subsets = json!([{"name": "v1", "labels": {"version": "v1"}}, {"name": "v3", "labels": {"version": "v3"}}]);
+    create(client, istio("DestinationRule", "reviews", json!({"host": "reviews", "subsets": subsets}))).await;
+    (v1, v3)
+}
+
 /// Service reviews with one pod and one EndpointSlice per (version, backend).
 async fn reviews(client: &kube::Client, backends: &[(&str, &Backend)]) {
     let spec = json!({"spec": {"selector": {"app": "reviews"}, "ports": [{"name": "http", "port": 9080}]}});
@@ -73,10 +82,7 @@ async fn a_virtual_service_split_from_the_cluster_reaches_envoy_and_a_malformed_
     let log = common::captured_log();
     let kmock = Kmock::start();
     let client = kmock.client().await;
-    let (v1, v3) = (Backend::start("v1").await, Backend::start("v3").await);
-    reviews(&client, &[("v1", &v1), ("v3", &v3)]).await;
-    let subsets = json!([{"name": "v1", "labels": {"version": "v1"}}, {"name": "v3", "labels": {"version": "v3"}}]);
-    create(&client, istio("DestinationRule", "reviews", json!({"host": "reviews", "subsets": subsets}))).await;
+    let (_v1, _v3) = reviews_with_subsets(&client).await;
     // Istio's virtual-service-reviews-80-20 sample (v3 for v2), with an `exportTo` Sluice does not translate.
     let route = json!([{"destination": {"host": "reviews", "subset": "v1"}, "weight": 80},
                        {"destination": {"host": "reviews", "subset": "v3"}, "weight": 20}]);
@@ -197,4 +203,44 @@ async fn without_the_mesh_crds_sluice_gets_ready_and_serves_services() {
             "the missing {kind} CRD is logged:\n{text}"
         );
     }
+}
+
+/// Two VirtualServices for `reviews` in the cluster: the older one (by `creationTimestamp`, as istiod decides)
+/// routes, whatever the names; the other is reported, naming both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_virtual_services_for_one_host_the_older_routes() {
+    let log = common::captured_log();
+    let kmock = Kmock::start();
+    let client = kmock.client().await;
+    let (_v1, _v3) = reviews_with_subsets(&client).await;
+    // `aaa-newer` sorts first by name, but `zzz-older` was created first.
+    for (name, subset, created) in
+        [("aaa-newer", "v1", "2026-02-01T00:00:00Z"), ("zzz-older", "v3", "2026-01-01T00:00:00Z")]
+    {
+        let mut vs = istio(
+            "VirtualService",
+            name,
+            json!({"hosts": ["reviews"], "http": [{"route": [{"destination": {"host": "reviews", "subset": subset}}]}]}),
+        );
+        vs["metadata"]["creationTimestamp"] = json!(created);
+        create(&client, vs).await;
+    }
+
+    let (_stop, stop_rx) = watch::channel(false);
+    let store = Store::new();
+    sluice::source::kube::start(client.clone(), &[], store.clone(), stop_rx);
+    let sluice = Sluice::start_with(Options::local(), store, Value::Null).await.expect("start");
+    tokio::time::timeout(Duration::from_secs(10), sluice.store().wait_ready()).await.expect("every kind listed");
+    let (_envoy, listen) = start_envoy(sluice.xds_addr(), "envoy-1", false).await;
+    sluice.wait_acked("envoy-1", Duration::from_secs(20)).await.expect("Envoy ACKs the config");
+    let all = load(listen, "reviews", 400, 8).await;
+    assert_eq!((all.of("v3"), all.total()), (400, 400), "the older VirtualService routes: {all:?}");
+
+    let text = String::from_utf8_lossy(&log.lock().unwrap()).to_string();
+    let line = text
+        .lines()
+        .find(|l| l.contains("conflict:") && l.contains("default/aaa-newer"))
+        .unwrap_or_else(|| panic!("the conflict is logged:\n{text}"));
+    assert!(line.contains("default/zzz-older (cluster) routes it and is older"), "{line}");
+    drop(kmock);
 }

@@ -114,14 +114,29 @@ async fn nack_keeps_last_good_is_not_resent_and_shows_in_syncz() {
     let syncz = http_get(s.admin_addr().unwrap(), "/debug/syncz").await;
     assert!(syncz.contains("cluster details: invalid"), "syncz shows the NACK reason: {syncz}");
 
-    // New config is sent again, and its ACK clears the NACK.
+    // The refused cluster is traced (it was the one change) and held back; other new config still flows.
+    assert_eq!(status.refused.iter().map(|r| r.unit.resource.as_str()).collect::<Vec<_>>(), [cluster("", "details")]);
     publish(&s, |m| add_service(m, "productpage")).await;
+    let next = c.recv().await;
+    let got = names(&next);
+    assert!(got.contains(&cluster("", "productpage")) && !got.contains(&cluster("", "details")), "{got:?}");
+    c.ack(&next, &[]).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let status = &s.registry().get("p-nack")[0].types[&TypeKind::Cluster];
+    assert!(status.last_nack.is_some(), "the refusal stands while the refused cluster is unchanged");
+
+    // A new version of the refused cluster is offered again, and its ACK clears the NACK.
+    publish(&s, |m| {
+        m.services.remove(&ObjectKey::new("default", "details"));
+        m.insert_service(Service::grpc("default", "details", 9080));
+    })
+    .await;
     let fixed = c.recv().await;
-    assert_ne!(fixed.version_info, bad.version_info);
+    assert!(names(&fixed).contains(&cluster("", "details")));
     c.ack(&fixed, &[]).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let status = &s.registry().get("p-nack")[0].types[&TypeKind::Cluster];
-    assert!(status.last_nack.is_none());
+    assert!(status.last_nack.is_none() && status.refused.is_empty());
     assert_eq!(status.acked.as_deref(), Some(fixed.version_info.as_str()));
     s.shutdown().await;
 }

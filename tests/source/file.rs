@@ -371,3 +371,19 @@ fn the_readme_example_error_is_what_users_see() {
     let readme = std::fs::read_to_string(bookinfo().with_file_name("README.md")).unwrap();
     assert!(readme.contains(expected), "config/README.md shows another error");
 }
+
+/// A `*.yaml` link in a config directory whose target is gone is reported (`sluice validate`, the log), not
+/// skipped silently; the rest of the directory loads.
+#[test]
+fn a_dangling_link_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(bookinfo(), dir.path().join("bookinfo.yaml")).unwrap();
+    let link = dir.path().join("gone.yaml");
+    std::os::unix::fs::symlink(dir.path().join("no-such-file.yaml"), &link).unwrap();
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = source::validate_to(&[dir.path().to_path_buf()], &mut out, &mut err).unwrap();
+    let out = String::from_utf8(out).unwrap();
+    assert_eq!(code, ExitCode::SUCCESS, "{}", String::from_utf8_lossy(&err));
+    let expected = format!("warning: {}: a symbolic link whose target does not exist: not read", link.display());
+    assert!(out.lines().any(|l| l == expected), "{out}");
+}

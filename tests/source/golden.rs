@@ -251,3 +251,34 @@ fn inline_rds(value: &mut Value, routes: &BTreeMap<String, Value>) {
         _ => {}
     }
 }
+
+/// Every resource of every case meets the constraints Envoy's API declares (its protoc-gen-validate annotations,
+/// read from the descriptor set): what Envoy would refuse with "Proto constraint validation failed".
+#[test]
+fn every_case_meets_envoys_own_constraints() {
+    use sluice::xds::pgv::check_message;
+    let mut checked = 0;
+    for case in cases() {
+        let (model, proxy) = (&case.model, &case.proxy);
+        let scope = translate::route_scope(model, proxy);
+        let mut broken: Vec<String> = Vec::new();
+        let mut note = |what: &str, v: Vec<sluice::xds::pgv::Violation>| {
+            broken.extend(v.into_iter().map(|v| format!("{what}: {v}")));
+        };
+        for c in translate::clusters(model).iter().chain(&translate::proxy_clusters(model, proxy)) {
+            note(&c.name, check_message(c));
+        }
+        for a in translate::load_assignments(model) {
+            note(&a.cluster_name, check_message(&a));
+        }
+        for r in translate::route_configs(model, &scope) {
+            note(&r.name, check_message(&r));
+        }
+        for l in translate::listeners(model, proxy) {
+            note(&l.name, check_message(&l));
+        }
+        assert!(broken.is_empty(), "case {}: {broken:#?}", case.name);
+        checked += 1;
+    }
+    assert!(checked >= 20, "{checked} cases");
+}

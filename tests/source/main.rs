@@ -8,6 +8,8 @@ mod common;
 
 mod file;
 mod golden;
+mod istio_compat;
 mod mesh;
+mod slow_writes;
 mod translate_purity;
 mod watch;

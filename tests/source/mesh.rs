@@ -185,3 +185,51 @@ async fn the_watcher_counts_unsupported_fields_in_metrics() {
     let _ = stop.send(true);
     watcher.await.unwrap();
 }
+
+/// Regexes Envoy's RE2 refuses and empty prefixes in VirtualService and HTTPRoute matches fail `sluice validate`
+/// with `file:line` and the field (a route Envoy NACKs would freeze every later route change on the proxy).
+#[test]
+fn matchers_envoy_refuses_fail_validation() {
+    let bad = "---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - match:
+    - headers:
+        end-user: {regex: \"(?!jason).*\"}
+      queryParams:
+        q: {prefix: \"\"}
+      uri: {regex: \"/api/(v1\"}
+    route:
+    - destination: {host: reviews}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: reviews}
+spec:
+  parentRefs: [{kind: Service, name: reviews}]
+  rules:
+  - matches:
+    - path: {type: RegularExpression, value: \"/a{1000}{1000}\"}
+    backendRefs:
+    - {name: reviews, port: 9080}
+";
+    let (code, out, err, f) = validate(&format!("{BASE}{bad}"));
+    assert_eq!(code, ExitCode::FAILURE, "{out}");
+    let fields: Vec<&str> = err.lines().map(|l| l.split(": ").nth(2).unwrap_or(l)).collect();
+    assert_eq!(
+        fields,
+        [
+            "spec.http[0].match[0].headers.end-user.regex",
+            "spec.http[0].match[0].queryParams.q.prefix",
+            "spec.http[0].match[0].uri.regex",
+            "spec.rules[0].matches[0].path.value"
+        ],
+        "{err}"
+    );
+    assert!(err.lines().all(|l| l.starts_with(&f)), "each names the file and line: {err}");
+    assert!(err.contains("invalid perl operator") && err.contains("bad repetition operator"), "{err}");
+}

@@ -76,7 +76,10 @@ async fn edits_reload_broken_edits_keep_the_last_model() {
     let status = FileSourceStatus::default();
     let (stop, stopped) = oneshot::channel::<()>();
     let paths = vec![dir.path().to_path_buf()];
-    let task = tokio::spawn(source::watch_with_status(paths, store.clone(), INTERVAL, status.clone(), async {
+    // A short removal grace: this test removes a file and expects its workload gone within a second.
+    let options =
+        source::WatchOptions { interval: INTERVAL, grace: Duration::from_millis(200), status: status.clone() };
+    let task = tokio::spawn(source::watch_with(paths, store.clone(), options, async {
         let _ = stopped.await;
     }));
 
@@ -166,8 +169,11 @@ async fn an_emptied_file_never_applies_a_comment_clears_it() {
     tokio::time::sleep(INTERVAL * 4).await;
     assert!(!w.rx.has_changed().unwrap());
 
-    // Cleared on purpose, with a comment: applies.
+    // Cleared on purpose, with a comment: applies once the file stayed so for the removal grace.
+    let cleared = std::time::Instant::now();
     std::fs::write(&w.file, "# nothing here for now\n").unwrap();
-    assert!(next_model(&mut w.rx).await.services.is_empty());
+    timeout(source::REMOVAL_GRACE + WITHIN, w.rx.changed()).await.expect("the removal applies").unwrap();
+    assert!(w.rx.borrow_and_update().services.is_empty());
+    assert!(cleared.elapsed() >= source::REMOVAL_GRACE, "not before the grace: {:?}", cleared.elapsed());
     w.stop().await;
 }

@@ -32,8 +32,12 @@ async function answer(res, what) {
   return body;
 }
 
+/// Reads carry the token too: served on a name that is not loopback, the admin port answers reads only with it.
 async function get(path) {
-  return answer(await fetch(API + path, { headers: { Accept: "application/json" } }), `GET ${path}`);
+  const headers = { Accept: "application/json" };
+  const t = token();
+  if (t) headers.Authorization = `Bearer ${t}`;
+  return answer(await fetch(API + path, { headers }), `GET ${path}`);
 }
 
 /// Every mutating request goes through here: it adds `Authorization: Bearer <token>` when a token is set.

@@ -11,6 +11,9 @@ pub struct DestinationRule {
     pub name: String,
     pub namespace: String,
     pub spec: DestinationRuleSpec,
+    /// Where it came from and how old it is: decides between two objects for one Service.
+    #[serde(default, skip_serializing_if = "super::is_unset")]
+    pub provenance: super::Provenance,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -10,6 +10,9 @@ pub struct HttpRouteObject {
     pub name: String,
     pub namespace: String,
     pub spec: HttpRouteSpec,
+    /// Where it came from and how old it is: the rules of several HTTPRoutes on one Service go oldest first.
+    #[serde(default, skip_serializing_if = "super::is_unset")]
+    pub provenance: super::Provenance,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

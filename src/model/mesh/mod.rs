@@ -10,12 +10,14 @@
 //! Both sources deserialize a `spec` into these types and call [`unsupported_fields`] with the raw value, so a
 //! field Sluice does not translate is reported (log, metric, `sluice validate`) with the same path everywhere.
 
+mod conflict;
 mod destination_rule;
 mod http_route;
 mod status;
 mod validate;
 mod virtual_service;
 
+pub use conflict::*;
 pub use destination_rule::*;
 pub use http_route::*;
 pub use status::*;
@@ -40,6 +42,86 @@ pub fn unsupported_fields<T: Serialize>(prefix: &str, raw: &Value, typed: &T) ->
     let mut out = Vec::new();
     diff(prefix, raw, &typed, &mut out);
     out
+}
+
+/// A field Sluice does not translate, and what becomes of the object that holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Untranslated {
+    /// As a user writes it: `spec.trafficPolicy.tls`.
+    pub path: String,
+    /// What a user is told.
+    pub message: String,
+    /// The field's loss would weaken security: the whole object is refused (fail closed), never applied without it.
+    pub refused: bool,
+}
+
+/// The message of an untranslated field that is only reported.
+pub const IGNORED: &str = "not supported by Sluice; ignored";
+
+/// [`unsupported_fields`] with a verdict each: a security field of `kind` ([`fails_closed`]) refuses the object;
+/// a deprecated field Istio itself ignores says so; anything else is ignored with a warning.
+pub fn untranslated<T: Serialize>(kind: &str, prefix: &str, raw: &Value, typed: &T) -> Vec<Untranslated> {
+    let mut out = Vec::new();
+    for path in unsupported_fields(prefix, raw, typed) {
+        let value = at_path(raw, path.strip_prefix(prefix).unwrap_or(&path));
+        let mut inner = Vec::new();
+        leaf_keys(&path, value, &mut inner);
+        let refusals: Vec<Untranslated> = inner
+            .into_iter()
+            .filter_map(|p| {
+                fails_closed(kind, &p).map(|why| Untranslated { path: p, message: why.into(), refused: true })
+            })
+            .collect();
+        if refusals.is_empty() {
+            let message = deprecated(kind, &path).unwrap_or(IGNORED).to_string();
+            out.push(Untranslated { path, message, refused: false });
+        } else {
+            out.extend(refusals);
+        }
+    }
+    out
+}
+
+/// Why dropping the field at `path` of a `kind` object would weaken security, if it would. Today: every TLS
+/// setting of a DestinationRule (`trafficPolicy.tls`, per port, per subset), of any mode: without it the user's
+/// traffic would go out in plaintext, or to a peer nobody verified.
+pub fn fails_closed(kind: &str, path: &str) -> Option<&'static str> {
+    let last = path.rsplit('.').next().unwrap_or(path);
+    (kind == "DestinationRule" && last == "tls" && path.contains("trafficPolicy")).then_some(
+        "TLS settings are not supported by Sluice yet: the object is refused rather than applied without them \
+         (its traffic would go out in plaintext); the last good config keeps serving",
+    )
+}
+
+/// The message for a deprecated field that istiod itself ignores.
+fn deprecated(kind: &str, path: &str) -> Option<&'static str> {
+    (kind == "DestinationRule" && path.ends_with("outlierDetection.consecutiveErrors")).then_some(
+        "deprecated and ignored, as istiod has since 1.7: use consecutive5xxErrors or consecutiveGatewayErrors \
+         (Envoy's default of 5 consecutive 5xx still ejects)",
+    )
+}
+
+/// The value at a dotted path with `[i]` indexes (`.a.b[0].c`), or `Null`.
+fn at_path<'a>(value: &'a Value, path: &str) -> &'a Value {
+    let mut v = value;
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        let (key, indexes) = part.split_once('[').map_or((part, ""), |(k, rest)| (k, rest));
+        v = v.get(key).unwrap_or(&Value::Null);
+        for i in indexes.split('[').filter_map(|i| i.trim_end_matches(']').parse::<usize>().ok()) {
+            v = v.get(i).unwrap_or(&Value::Null);
+        }
+    }
+    v
+}
+
+/// `path` and the path of every key below it.
+fn leaf_keys(path: &str, value: &Value, out: &mut Vec<String>) {
+    out.push(path.to_string());
+    match value {
+        Value::Object(m) => m.iter().for_each(|(k, v)| leaf_keys(&format!("{path}.{k}"), v, out)),
+        Value::Array(a) => a.iter().enumerate().for_each(|(i, v)| leaf_keys(&format!("{path}[{i}]"), v, out)),
+        _ => {}
+    }
 }
 
 fn diff(path: &str, raw: &Value, typed: &Value, out: &mut Vec<String>) {
@@ -79,6 +161,11 @@ fn is_default(v: &Value) -> bool {
     matches!(v, Value::Bool(false)) || v.as_str() == Some("")
 }
 
+/// Whether a value is its type's default (for `skip_serializing_if`).
+pub(crate) fn is_unset<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
 /// The Service a host names, seen from `namespace`: `reviews` (that namespace), `reviews.ns`, `reviews.ns.svc`,
 /// `reviews.ns.svc.cluster.local`. `None` for other forms (wildcards, external hosts).
 pub fn service_of_host(host: &str, namespace: &str) -> Option<ObjectKey> {
@@ -112,12 +199,6 @@ pub fn host_is(host: &str, namespace: &str, svc: &ObjectKey) -> bool {
 }
 
 impl super::Model {
-    /// The VirtualService that routes a service for sidecars: the first by key among those that apply to the
-    /// mesh and name the service in `hosts` (istiod, too, applies one per host; the others are reported).
-    pub fn virtual_service_for<'a>(&'a self, svc: &'a ObjectKey) -> Option<(&'a ObjectKey, &'a VirtualService)> {
-        self.virtual_services_for(svc).next()
-    }
-
     /// Every mesh VirtualService naming the service, in key order.
     pub fn virtual_services_for<'a>(
         &'a self,
@@ -126,11 +207,6 @@ impl super::Model {
         self.virtual_services.iter().filter(move |(k, vs)| {
             vs.spec.applies_to_mesh() && vs.spec.hosts.iter().any(|h| host_is(h, &k.namespace, svc))
         })
-    }
-
-    /// The DestinationRule of a service's host: the first by key (the others are reported).
-    pub fn destination_rule_for(&self, svc: &ObjectKey) -> Option<&DestinationRule> {
-        self.destination_rules.iter().find(|(k, dr)| host_is(&dr.spec.host, &k.namespace, svc)).map(|(_, dr)| dr)
     }
 
     /// The HTTPRoutes with a Service parent naming `svc`, in key order.
@@ -161,6 +237,37 @@ mod tests {
             unsupported_fields("spec", &raw, &typed),
             ["spec.exportTo", "spec.http[0].directResponse", "spec.http[0].match[0].statPrefix"]
         );
+    }
+
+    #[test]
+    fn security_fields_fail_closed_and_others_are_ignored() {
+        let raw = json!({"host": "reviews", "exportTo": ["."], "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"},
+            "portLevelSettings": [{"port": {"number": 9080}, "tls": {"mode": "SIMPLE"}}],
+            "outlierDetection": {"consecutiveErrors": 7}},
+            "subsets": [{"name": "v1", "labels": {"version": "v1"}, "trafficPolicy": {"tls": {"mode": "DISABLE"}}}]});
+        let typed: DestinationRuleSpec = serde_json::from_value(raw.clone()).expect("spec");
+        let found = untranslated("DestinationRule", "spec", &raw, &typed);
+        let refused: Vec<&str> = found.iter().filter(|u| u.refused).map(|u| u.path.as_str()).collect();
+        let mut refused_sorted = refused.clone();
+        refused_sorted.sort();
+        assert_eq!(
+            refused_sorted,
+            [
+                "spec.subsets[0].trafficPolicy.tls",
+                "spec.trafficPolicy.portLevelSettings[0].tls",
+                "spec.trafficPolicy.tls"
+            ]
+        );
+        let ignored: Vec<(&str, bool)> =
+            found.iter().filter(|u| !u.refused).map(|u| (u.path.as_str(), u.message == IGNORED)).collect();
+        assert_eq!(
+            ignored,
+            [("spec.exportTo", true), ("spec.trafficPolicy.outlierDetection.consecutiveErrors", false)],
+            "a deprecated field says so"
+        );
+        let vs = json!({"hosts": ["r"], "tls": [{"match": [{"sniHosts": ["r"]}]}]});
+        let typed: VirtualServiceSpec = serde_json::from_value(vs.clone()).expect("spec");
+        assert!(untranslated("VirtualService", "spec", &vs, &typed).iter().all(|u| !u.refused), "TLS routing is not");
     }
 
     #[test]

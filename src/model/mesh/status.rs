@@ -103,7 +103,8 @@ mod tests {
             }],
         };
         let key = ObjectKey::new("default", "r");
-        let route = HttpRouteObject { name: "r".into(), namespace: "default".into(), spec };
+        let route =
+            HttpRouteObject { name: "r".into(), namespace: "default".into(), spec, provenance: Default::default() };
         let status = http_route_status(&m, &key, &route);
         let reasons: Vec<(&str, &str)> =
             status.iter().map(|s| (s.conditions[0].reason, s.conditions[1].reason)).collect();

@@ -3,10 +3,10 @@
 //! validate`, and meant for a cluster watcher's status conditions.
 
 use super::{
-    ConsistentHashLb, DestinationRuleSpec, HttpRoute, HttpRouteSpec, StringMatch, TrafficPolicy, VirtualServiceSpec,
-    service_of_host,
+    ConsistentHashLb, DestinationRuleSpec, HttpRoute, HttpRouteSpec, PathMatchType, StringMatch, TrafficPolicy,
+    ValueMatchType, VirtualServiceSpec, service_of_host,
 };
-use crate::model::{FieldError, Model, ObjectKey};
+use crate::model::{FieldError, Model, ObjectKey, pattern};
 use std::time::Duration;
 
 /// Parses a protobuf-style duration as Istio writes them: `10s`, `0.5s`, `100ms`, `1m`, `1h`.
@@ -38,11 +38,36 @@ fn percent(path: &str, value: Option<f64>, out: &mut Vec<FieldError>) {
     }
 }
 
+/// One `StringMatch`: exactly one of its forms (none for a presence test where `allow_empty`), and as Envoy
+/// will check it: no empty `prefix` (where `prefix_min` says Envoy refuses one), a regex RE2 compiles within
+/// Envoy's program-size limit.
 fn string_match(path: &str, m: &StringMatch, allow_empty: bool, out: &mut Vec<FieldError>) {
     match m.count() {
         0 if allow_empty => {}
         1 => {}
         _ => out.push(FieldError::new(path, "needs exactly one of exact, prefix, regex")),
+    }
+    regex(&format!("{path}.regex"), m.regex.as_deref(), out);
+}
+
+/// A `StringMatch` that becomes an Envoy `StringMatcher` (headers, query parameters, pseudo-headers), whose
+/// `prefix` must not be empty.
+fn value_match(path: &str, m: &StringMatch, allow_empty: bool, out: &mut Vec<FieldError>) {
+    string_match(path, m, allow_empty, out);
+    if let Some(Err(e)) = m.prefix.as_deref().map(pattern::check_prefix) {
+        out.push(FieldError::new(format!("{path}.prefix"), e));
+    }
+}
+
+fn regex(path: &str, re: Option<&str>, out: &mut Vec<FieldError>) {
+    if let Some(Err(e)) = re.map(pattern::check_regex) {
+        out.push(FieldError::new(path, e));
+    }
+}
+
+fn header_name(path: &str, name: &str, out: &mut Vec<FieldError>) {
+    if let Err(e) = pattern::check_header_name(name) {
+        out.push(FieldError::new(path, e));
     }
 }
 
@@ -68,17 +93,22 @@ fn validate_http(path: &str, http: &HttpRoute, out: &mut Vec<FieldError>) {
     }
     for (j, m) in http.matches.iter().enumerate() {
         let p = format!("{path}.match[{j}]");
-        for (field, sm) in [("uri", &m.uri), ("scheme", &m.scheme), ("method", &m.method), ("authority", &m.authority)]
-        {
+        if let Some(sm) = &m.uri {
+            string_match(&format!("{p}.uri"), sm, false, out);
+        }
+        for (field, sm) in [("scheme", &m.scheme), ("method", &m.method), ("authority", &m.authority)] {
             if let Some(sm) = sm {
-                string_match(&format!("{p}.{field}"), sm, false, out);
+                value_match(&format!("{p}.{field}"), sm, false, out);
             }
         }
         for (field, map) in
             [("headers", &m.headers), ("queryParams", &m.query_params), ("withoutHeaders", &m.without_headers)]
         {
             for (name, sm) in map {
-                string_match(&format!("{p}.{field}.{name}"), sm, true, out);
+                value_match(&format!("{p}.{field}.{name}"), sm, true, out);
+                if field != "queryParams" {
+                    header_name(&format!("{p}.{field}.{name}"), name, out);
+                }
             }
         }
     }
@@ -99,6 +129,13 @@ fn validate_http(path: &str, http: &HttpRoute, out: &mut Vec<FieldError>) {
     duration(&format!("{path}.timeout"), http.timeout.as_ref(), out);
     if let Some(r) = &http.retries {
         duration(&format!("{path}.retries.perTryTimeout"), r.per_try_timeout.as_ref(), out);
+        duration(&format!("{path}.retries.backoff"), r.backoff.as_ref(), out);
+        // As istiod's validation: `attempts: 0` turns retries off, so a setting for the retries is a mistake.
+        let set = [r.per_try_timeout.is_some(), r.retry_on.is_some(), r.retry_remote_localities == Some(true)];
+        if r.attempts == 0 && set.iter().any(|b| *b) {
+            let msg = "is 0 (no retries), so perTryTimeout, retryOn and retryRemoteLocalities cannot be set";
+            out.push(FieldError::new(format!("{path}.retries.attempts"), msg));
+        }
     }
     if let Some(f) = &http.fault {
         if let Some(d) = &f.delay {
@@ -121,8 +158,11 @@ fn validate_http(path: &str, http: &HttpRoute, out: &mut Vec<FieldError>) {
     if let Some(c) = &http.cors_policy {
         duration(&format!("{path}.corsPolicy.maxAge"), c.max_age.as_ref(), out);
         for (k, o) in c.allow_origins.iter().enumerate() {
-            string_match(&format!("{path}.corsPolicy.allowOrigins[{k}]"), o, false, out);
+            value_match(&format!("{path}.corsPolicy.allowOrigins[{k}]"), o, false, out);
         }
+    }
+    if let Some(re) = http.rewrite.as_ref().and_then(|r| r.uri_regex_rewrite.as_ref()) {
+        regex(&format!("{path}.rewrite.uriRegexRewrite.match"), Some(&re.pattern), out);
     }
 }
 
@@ -203,6 +243,23 @@ impl HttpRouteSpec {
         }
         for (i, rule) in self.rules.iter().enumerate() {
             let path = format!("spec.rules[{i}]");
+            for (j, m) in rule.matches.iter().enumerate() {
+                let p = format!("{path}.matches[{j}]");
+                if let Some(path_match) = m.path.as_ref().filter(|pm| pm.kind == Some(PathMatchType::RegularExpression))
+                {
+                    regex(&format!("{p}.path.value"), Some(path_match.value.as_deref().unwrap_or("/")), &mut out);
+                }
+                for (field, list) in [("headers", &m.headers), ("queryParams", &m.query_params)] {
+                    for (k, v) in list.iter().enumerate() {
+                        if field == "headers" {
+                            header_name(&format!("{p}.{field}[{k}].name"), &v.name, &mut out);
+                        }
+                        if v.kind == Some(ValueMatchType::RegularExpression) {
+                            regex(&format!("{p}.{field}[{k}].value"), Some(&v.value), &mut out);
+                        }
+                    }
+                }
+            }
             for (j, b) in rule.backend_refs.iter().enumerate() {
                 if !b.backend().is_service() {
                     out.push(FieldError::new(format!("{path}.backendRefs[{j}].kind"), "only Service backends"));
@@ -232,7 +289,7 @@ pub struct ReferenceProblem {
     pub error: FieldError,
 }
 
-/// Hosts, subsets and backends that name nothing in the model, and objects that lose to another one.
+/// Hosts, subsets and backends that name nothing in the model (conflicts between objects are [`super::conflicts`]).
 pub fn check_references(model: &Model) -> Vec<ReferenceProblem> {
     let mut out = Vec::new();
     let mut push = |kind, key: &ObjectKey, path: String, msg: String| {
@@ -240,14 +297,9 @@ pub fn check_references(model: &Model) -> Vec<ReferenceProblem> {
     };
     for (key, vs) in &model.virtual_services {
         for (i, host) in vs.spec.hosts.iter().enumerate() {
-            match service_of_host(host, &key.namespace) {
-                Some(svc) if model.services.contains_key(&svc) => {
-                    if let Some((first, _)) = model.virtual_service_for(&svc).filter(|(k, _)| *k != key) {
-                        let msg = format!("Service {svc} is already routed by VirtualService {first}");
-                        push("VirtualService", key, format!("spec.hosts[{i}]"), msg);
-                    }
-                }
-                _ => push("VirtualService", key, format!("spec.hosts[{i}]"), format!("no Service for host `{host}`")),
+            // A second VirtualService for a Service is a conflict (see `conflicts`), reported, not refused.
+            if !service_of_host(host, &key.namespace).is_some_and(|svc| model.services.contains_key(&svc)) {
+                push("VirtualService", key, format!("spec.hosts[{i}]"), format!("no Service for host `{host}`"));
             }
         }
         for (i, http) in vs.spec.http.iter().enumerate() {
@@ -265,21 +317,9 @@ pub fn check_references(model: &Model) -> Vec<ReferenceProblem> {
         }
     }
     for (key, dr) in &model.destination_rules {
-        match service_of_host(&dr.spec.host, &key.namespace) {
-            Some(svc) if model.services.contains_key(&svc) => {
-                if model
-                    .destination_rule_for(&svc)
-                    .is_some_and(|first| first.name != key.name || first.namespace != key.namespace)
-                {
-                    push(
-                        "DestinationRule",
-                        key,
-                        "spec.host".into(),
-                        format!("Service {svc} already has a DestinationRule"),
-                    );
-                }
-            }
-            _ => push("DestinationRule", key, "spec.host".into(), format!("no Service for host `{}`", dr.spec.host)),
+        // Several DestinationRules for a Service merge (see `conflicts` for what a merge drops).
+        if !service_of_host(&dr.spec.host, &key.namespace).is_some_and(|svc| model.services.contains_key(&svc)) {
+            push("DestinationRule", key, "spec.host".into(), format!("no Service for host `{}`", dr.spec.host));
         }
     }
     for (key, route) in &model.http_routes {
@@ -321,7 +361,7 @@ fn destination_problem(model: &Model, namespace: &str, d: &super::Destination) -
         return Some(("port.number", format!("Service {svc} has no port {port}")));
     }
     let subset = d.subset.as_deref()?;
-    let defined = model.destination_rule_for(&svc).is_some_and(|dr| dr.spec.subsets.iter().any(|s| s.name == subset));
+    let defined = model.destination_rule_for(&svc).is_some_and(|dr| dr.subset(subset).is_some());
     (!defined).then(|| ("subset", format!("no DestinationRule for `{}` defines subset `{subset}`", d.host)))
 }
 

@@ -13,6 +13,9 @@ pub struct VirtualService {
     pub name: String,
     pub namespace: String,
     pub spec: VirtualServiceSpec,
+    /// Where it came from and how old it is: decides between two objects for one Service.
+    #[serde(default, skip_serializing_if = "super::is_unset")]
+    pub provenance: super::Provenance,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -194,6 +197,15 @@ pub struct HttpRetry {
     /// Envoy retry conditions and status codes, comma-separated (`5xx,gateway-error,503`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_on: Option<String>,
+    /// Retry on another locality's hosts (Envoy's previous-priorities retry priority).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_remote_localities: Option<bool>,
+    /// Retries avoid the hosts already tried (default: yes, except on a consistent-hash route).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_ignore_previous_hosts: Option<bool>,
+    /// The base interval between retries (a duration; Envoy's default 25ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -10,8 +10,8 @@
 use super::convert::{Invalid, Item};
 use crate::model::FieldError;
 use crate::model::mesh::{
-    DestinationRule, DestinationRuleSpec, HttpRouteObject, HttpRouteSpec, VirtualService, VirtualServiceSpec,
-    unsupported_fields,
+    DestinationRule, DestinationRuleSpec, HttpRouteObject, HttpRouteSpec, Provenance, VirtualService,
+    VirtualServiceSpec, untranslated,
 };
 use crate::telemetry::names;
 use kube::ResourceExt;
@@ -43,9 +43,17 @@ where
         Invalid { field, message: e.into_inner().to_string() }
     })?;
     let object = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
-    for field in unsupported_fields("spec", raw, &typed) {
-        tracing::warn!(kind, %object, %field, "not supported by Sluice; ignored");
-        metrics::counter!(names::UNSUPPORTED_FIELDS, "kind" => kind).increment(1);
+    let mut refusal = None;
+    for u in untranslated(kind, "spec", raw, &typed) {
+        if u.refused {
+            refusal.get_or_insert(Invalid { field: u.path, message: u.message });
+        } else {
+            tracing::warn!(kind, %object, field = %u.path, "{}", u.message);
+            metrics::counter!(names::UNSUPPORTED_FIELDS, "kind" => kind).increment(1);
+        }
+    }
+    if let Some(refused) = refusal {
+        return Err(refused);
     }
     if let Some(e) = validate(&typed).into_iter().next() {
         return Err(Invalid { field: e.path, message: e.message });
@@ -53,22 +61,28 @@ where
     Ok(typed)
 }
 
+/// A cluster object's age: its `creationTimestamp` (the oldest of two objects for one Service wins).
+fn provenance(obj: &DynamicObject) -> Provenance {
+    let created = obj.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second());
+    Provenance { created, seq: 0, at: "cluster".into() }
+}
+
 pub fn virtual_service(obj: &DynamicObject) -> Result<Item, Invalid> {
     let spec = spec::<VirtualServiceSpec>(obj, "VirtualService", VirtualServiceSpec::validate)?;
-    let (name, namespace) = (obj.name_any(), obj.namespace().unwrap_or_default());
-    Ok(Item::VirtualService(Box::new(VirtualService { name, namespace, spec })))
+    let (name, namespace, provenance) = (obj.name_any(), obj.namespace().unwrap_or_default(), provenance(obj));
+    Ok(Item::VirtualService(Box::new(VirtualService { name, namespace, spec, provenance })))
 }
 
 pub fn destination_rule(obj: &DynamicObject) -> Result<Item, Invalid> {
     let spec = spec::<DestinationRuleSpec>(obj, "DestinationRule", DestinationRuleSpec::validate)?;
-    let (name, namespace) = (obj.name_any(), obj.namespace().unwrap_or_default());
-    Ok(Item::DestinationRule(Box::new(DestinationRule { name, namespace, spec })))
+    let (name, namespace, provenance) = (obj.name_any(), obj.namespace().unwrap_or_default(), provenance(obj));
+    Ok(Item::DestinationRule(Box::new(DestinationRule { name, namespace, spec, provenance })))
 }
 
 pub fn http_route(obj: &DynamicObject) -> Result<Item, Invalid> {
     let spec = spec::<HttpRouteSpec>(obj, "HTTPRoute", HttpRouteSpec::validate)?;
-    let (name, namespace) = (obj.name_any(), obj.namespace().unwrap_or_default());
-    Ok(Item::HttpRoute(Box::new(HttpRouteObject { name, namespace, spec })))
+    let (name, namespace, provenance) = (obj.name_any(), obj.namespace().unwrap_or_default(), provenance(obj));
+    Ok(Item::HttpRoute(Box::new(HttpRouteObject { name, namespace, spec, provenance })))
 }
 
 #[cfg(test)]
@@ -106,5 +120,17 @@ mod tests {
         assert_eq!(destination_rule(&no_host).unwrap_err().field, "spec.host");
         let no_parent = dynamic("HTTPRoute", json!({"parentRefs": [{"name": "gw"}]}));
         assert_eq!(http_route(&no_parent).unwrap_err().field, "spec.parentRefs");
+    }
+
+    #[test]
+    fn a_tls_setting_refuses_the_rule_and_the_age_decides_conflicts() {
+        let mtls =
+            dynamic("DestinationRule", json!({"host": "reviews", "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}}));
+        let refused = destination_rule(&mtls).unwrap_err();
+        assert_eq!(refused.field, "spec.trafficPolicy.tls", "fails closed: {refused}");
+        let mut plain = dynamic("DestinationRule", json!({"host": "reviews"}));
+        plain.metadata.creation_timestamp = serde_json::from_value(json!("2026-01-02T00:00:00Z")).ok();
+        let Item::DestinationRule(dr) = destination_rule(&plain).unwrap() else { panic!() };
+        assert_eq!((dr.provenance.created, dr.provenance.at.as_str()), (Some(1_767_312_000), "cluster"));
     }
 }
