@@ -74,6 +74,9 @@ pub struct BootstrapArgs {
     /// Ports the workload serves, `9080,9081`.
     #[arg(long, env = "SLUICE_INBOUND_PORTS", value_delimiter = ',')]
     pub inbound_ports: Vec<u16>,
+    /// Serve Envoy's Prometheus stats on this port (`0.0.0.0:PORT/stats/prometheus`, as Istio's 15090); 0: off.
+    #[arg(long, env = "SLUICE_PROMETHEUS_PORT", default_value_t = 0)]
+    pub prometheus_port: u16,
     #[command(flatten)]
     pub stats: StatsInclusion,
     #[command(flatten)]
@@ -117,6 +120,7 @@ impl Default for BootstrapArgs {
             sotw: false,
             labels: Vec::new(),
             inbound_ports: Vec::new(),
+            prometheus_port: 0,
             stats: StatsInclusion::default(),
             tls: BootstrapTls::default(),
         }
@@ -190,10 +194,17 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
 
 /// The Envoy bootstrap for `args`, as JSON (which Envoy also accepts as YAML).
 pub fn render(args: &BootstrapArgs) -> Value {
+    let mut clusters = vec![xds_cluster(&args.xds, &args.tls)];
+    let mut listeners = Vec::new();
+    if args.prometheus_port != 0 {
+        let (listener, cluster) = prometheus(args.prometheus_port, args.admin_port);
+        listeners.push(listener);
+        clusters.push(cluster);
+    }
     json!({
         "node": node(args),
         "dynamic_resources": dynamic_resources(args.sotw),
-        "static_resources": { "clusters": [xds_cluster(&args.xds, &args.tls)] },
+        "static_resources": { "clusters": clusters, "listeners": listeners },
         "admin": { "address": socket_address("127.0.0.1", args.admin_port) },
         // An empty static layer keeps Envoy from warning that no runtime is configured.
         "layered_runtime": { "layers": [{ "name": "static", "static_layer": {} }] },
@@ -201,6 +212,33 @@ pub fn render(args: &BootstrapArgs) -> Value {
         "stats_flush_interval": STATS_FLUSH_INTERVAL,
         "stats_config": stats_config(args),
     })
+}
+
+/// A static listener on `port` that answers `GET /stats/prometheus` from Envoy's admin endpoint (and nothing
+/// else of it), and the cluster that reaches the admin port.
+fn prometheus(port: u16, admin_port: u16) -> (Value, Value) {
+    const CLUSTER: &str = "prometheus_stats";
+    let route = json!({ "match": { "prefix": "/stats/prometheus" }, "route": { "cluster": CLUSTER } });
+    let hcm = json!({
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "prometheus_stats",
+        "route_config": { "virtual_hosts": [{ "name": "prometheus", "domains": ["*"], "routes": [route] }] },
+        "http_filters": [{ "name": "envoy.filters.http.router", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" } }],
+    });
+    let listener = json!({
+        "name": "prometheus_stats",
+        "address": socket_address("0.0.0.0", port),
+        "filter_chains": [{ "filters": [{ "name": "envoy.filters.network.http_connection_manager", "typed_config": hcm }] }],
+    });
+    let cluster = json!({
+        "name": CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": { "cluster_name": CLUSTER, "endpoints": [{ "lb_endpoints": [{ "endpoint": {
+            "address": socket_address("127.0.0.1", admin_port) } }] }] },
+    });
+    (listener, cluster)
 }
 
 /// Envoy's MetricsService sink to Sluice's gRPC port: counters as deltas per flush, histograms as cumulative

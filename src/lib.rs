@@ -8,6 +8,7 @@
 //! See ARCHITECTURE.md for the map.
 
 pub mod admin;
+pub mod agent;
 pub mod auth;
 pub mod bench;
 pub mod bootstrap;
@@ -15,6 +16,7 @@ pub mod bootstrap;
 pub mod cli;
 pub mod conn;
 pub mod envoy_json;
+pub mod iptables;
 pub mod model;
 pub mod release;
 pub mod server;

@@ -49,6 +49,12 @@ pub enum Command {
     Crd,
     /// What each connected proxy holds, per type (SYNCED, STALE, NOT SENT, ERROR), from CSDS on the xDS port.
     ProxyStatus(proxy_status::ProxyStatusArgs),
+    /// The sidecar's agent: builds Envoy's bootstrap from the pod, runs and restarts Envoy, drains it on
+    /// SIGTERM, answers readiness on 15021 (istiod's pilot-agent).
+    Proxy(crate::agent::ProxyArgs),
+    /// Install (or with --cleanup remove, with --dry-run print) the pod's traffic interception rules, as an
+    /// init container does (istio-iptables' flags).
+    Iptables(crate::iptables::IptablesArgs),
     /// Check config files offline; exit 1 with file:line errors.
     Validate {
         #[arg(required = true)]
@@ -256,6 +262,8 @@ pub fn run() -> ExitCode {
             Err(e) => fail(e),
         },
         Command::Serve(args) => runtime(serve(args)),
+        Command::Proxy(args) => runtime(async move { Ok(crate::agent::run(args).await) }),
+        Command::Iptables(args) => crate::iptables::command(&args),
         Command::Bench(args) => runtime(async move {
             let (json, translation_only) = (args.json, args.translation_only);
             let results = crate::bench::run(args).await?;

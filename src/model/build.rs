@@ -29,7 +29,7 @@ impl Service {
             target_port: TargetPort::Number(port),
             app_protocol: proto.map(String::from),
         };
-        Self { name: name.into(), namespace: namespace.into(), ports: vec![port], selector: BTreeMap::new() }
+        Self { name: name.into(), namespace: namespace.into(), ports: vec![port], ..Default::default() }
     }
 
     pub fn key(&self) -> ObjectKey {

@@ -12,6 +12,10 @@ pub struct Service {
     /// Labels a workload must carry to back this service (file source only; Kubernetes resolves selection).
     #[serde(default)]
     pub selector: BTreeMap<String, String>,
+    /// The virtual IP clients reach it at (`spec.clusterIP`; `None` for a headless Service or none given): an
+    /// intercepting sidecar routes connections to it, and HTTP requests addressed to it by IP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_ip: Option<std::net::IpAddr>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

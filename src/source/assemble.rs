@@ -211,6 +211,7 @@ fn to_service(svc: &ServiceObject) -> Service {
         namespace: svc.metadata.namespace().to_string(),
         ports,
         selector: svc.spec.selector.clone(),
+        cluster_ip: svc.spec.cluster_ip(),
     }
 }
 

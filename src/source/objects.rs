@@ -73,6 +73,22 @@ pub(crate) struct ServiceSpec {
     pub ports: Vec<ServicePortSpec>,
     #[serde(default)]
     pub selector: BTreeMap<String, String>,
+    /// The Service's virtual IP, as Kubernetes writes it (`None` or `"None"`: headless).
+    #[serde(default, rename = "clusterIP")]
+    pub cluster_ip: Option<String>,
+    /// Accepted so Kubernetes manifests load; the first IP must equal `clusterIP`.
+    #[serde(default, rename = "clusterIPs")]
+    pub cluster_ips: Vec<String>,
+    /// Accepted so Kubernetes manifests load (`ClusterIP`); other types are served as ClusterIP.
+    #[serde(default, rename = "type")]
+    _kind: Option<IgnoredAny>,
+}
+
+impl ServiceSpec {
+    /// The cluster IP, parsed (`None` when absent or headless).
+    pub fn cluster_ip(&self) -> Option<IpAddr> {
+        self.cluster_ip.as_deref().filter(|ip| *ip != "None" && !ip.is_empty()).and_then(|ip| ip.parse().ok())
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -191,6 +207,16 @@ pub(crate) fn check_service(svc: &ServiceObject) -> Vec<Problem> {
         if let Some(proto) = p.protocol.as_deref().filter(|p| *p != "TCP") {
             problems.push((format!("{path}.protocol"), format!("`{proto}` is not supported; only TCP")));
         }
+    }
+    if let Some(ip) = svc.spec.cluster_ip.as_deref().filter(|ip| *ip != "None" && !ip.is_empty())
+        && ip.parse::<IpAddr>().is_err()
+    {
+        problems.push(("spec.clusterIP".into(), format!("`{ip}` is not an IP address (or None, for headless)")));
+    }
+    if let Some(first) = svc.spec.cluster_ips.first()
+        && svc.spec.cluster_ip.as_deref().is_some_and(|ip| ip != first)
+    {
+        problems.push(("spec.clusterIPs".into(), "the first must equal spec.clusterIP".into()));
     }
     problems
 }

@@ -52,7 +52,11 @@ where
 {
     let (filter_layer, handle) = reload::Layer::new(parse(filter)?);
     let output = match format {
-        LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(writer).boxed(),
+        // Colour only on a terminal: a log file or a pod's log must not carry escape codes.
+        LogFormat::Text => {
+            use std::io::IsTerminal;
+            tracing_subscriber::fmt::layer().with_ansi(std::io::stderr().is_terminal()).with_writer(writer).boxed()
+        }
         LogFormat::Json => tracing_subscriber::fmt::layer().json().with_writer(writer).boxed(),
     };
     tracing_subscriber::registry().with(filter_layer).with(output).try_init()?;

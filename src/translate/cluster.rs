@@ -161,7 +161,7 @@ pub fn proxy_clusters(_model: &Model, proxy: &ProxyInfo) -> Vec<Cluster> {
     if proxy.mode != InterceptionMode::Intercept {
         return Vec::new();
     }
-    let mut out = vec![passthrough_cluster()];
+    let mut out = vec![passthrough_cluster(), inbound_passthrough_cluster()];
     let ports: BTreeSet<u16> = proxy.inbound_ports.iter().copied().collect();
     out.extend(ports.into_iter().map(inbound_cluster));
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -213,9 +213,27 @@ pub(crate) fn http2_options() -> HttpProtocolOptions {
     }
 }
 
+/// Connections to where they were going (`ORIGINAL_DST`): destinations outside the mesh.
 fn passthrough_cluster() -> Cluster {
+    original_dst_cluster(naming::PASSTHROUGH_CLUSTER)
+}
+
+/// Inbound connections for a port no chain serves, to their original destination (the app on the pod's address),
+/// from 127.0.0.6: the interception rules let that source through, so Envoy does not catch its own connection.
+fn inbound_passthrough_cluster() -> Cluster {
+    use envoy_types::pb::envoy::config::core::v3::BindConfig;
     Cluster {
-        name: naming::PASSTHROUGH_CLUSTER.to_string(),
+        upstream_bind_config: Some(BindConfig {
+            source_address: Some(super::tcp_address(naming::INBOUND_PASSTHROUGH_SOURCE, 0)),
+            ..Default::default()
+        }),
+        ..original_dst_cluster(naming::INBOUND_PASSTHROUGH_CLUSTER)
+    }
+}
+
+fn original_dst_cluster(name: &str) -> Cluster {
+    Cluster {
+        name: name.to_string(),
         cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::OriginalDst as i32)),
         lb_policy: cluster::LbPolicy::ClusterProvided as i32,
         connect_timeout: Some(seconds(CONNECT_TIMEOUT_SECS)),

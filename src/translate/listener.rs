@@ -2,33 +2,24 @@
 //!
 //! ```text
 //!  Listen(addr)  ─▶ sluice_listen_<ip>_<port> ── HCM ── RDS "sluice-listen"   (HCM filters: fault, cors, router)
-//!  Intercept     ─▶ virtualOutbound :15001 (original dst) ─┬─▶ 0.0.0.0_P  HCM ── RDS "P"    (HTTP ports)
-//!                                                          ├─▶ 0.0.0.0_P  tcp_proxy       (TCP-only ports)
-//!                                                          └─▶ default: tcp_proxy PassthroughCluster
-//!                   virtualInbound  :15006 (original dst) ──▶ per inbound port: HCM ── inbound|P||
+//!  Intercept     ─▶ see `intercept` (virtualOutbound 15001, virtualInbound 15006)
 //!  Proxyless     ─▶ API listeners fqdn:P, name.ns.svc:P, name.ns:P, name:P ── HCM ── RDS "P"
 //! ```
 
 use super::{ads_config_source, naming, pack, socket_address};
 use crate::model::{InterceptionMode, Model, ProxyInfo};
-use envoy_types::pb::envoy::config::listener::v3::{
-    ApiListener, Filter, FilterChain, FilterChainMatch, Listener, filter,
-};
-use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
+use envoy_types::pb::envoy::config::listener::v3::{ApiListener, Filter, FilterChain, Listener, filter};
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
 };
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
-use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
-use std::collections::{BTreeMap, BTreeSet};
+use envoy_types::pb::google::protobuf::BoolValue;
 
-const HCM_FILTER: &str = "envoy.filters.network.http_connection_manager";
-const TCP_PROXY_FILTER: &str = "envoy.filters.network.tcp_proxy";
+pub(super) const HCM_FILTER: &str = "envoy.filters.network.http_connection_manager";
+pub(super) const TCP_PROXY_FILTER: &str = "envoy.filters.network.tcp_proxy";
 const ROUTER_FILTER: &str = "envoy.filters.http.router";
-const OUTBOUND_PORT: u16 = 15001;
-const INBOUND_PORT: u16 = 15006;
-const ANY_IP: &str = "0.0.0.0";
 
 /// The listeners of one proxy, sorted by name.
 pub fn listeners(model: &Model, proxy: &ProxyInfo) -> Vec<Listener> {
@@ -47,7 +38,7 @@ pub fn listeners(model: &Model, proxy: &ProxyInfo) -> Vec<Listener> {
                 ..Default::default()
             }]
         }
-        InterceptionMode::Intercept => intercept_listeners(model, proxy),
+        InterceptionMode::Intercept => super::intercept::listeners(model, proxy),
         InterceptionMode::Proxyless => proxyless_listeners(model, proxy),
     };
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -55,12 +46,12 @@ pub fn listeners(model: &Model, proxy: &ProxyInfo) -> Vec<Listener> {
 }
 
 /// Where an HCM gets its routes.
-enum Route {
+pub(super) enum Route {
     Rds(String),
     Inline(Box<RouteConfiguration>),
 }
 
-fn hcm(stat_prefix: &str, routes: Route, extra: &[HttpFilter]) -> HttpConnectionManager {
+pub(super) fn hcm(stat_prefix: &str, routes: Route, extra: &[HttpFilter]) -> HttpConnectionManager {
     use http_connection_manager::RouteSpecifier;
     let route_specifier = match routes {
         Route::Rds(name) => {
@@ -86,7 +77,7 @@ fn hcm(stat_prefix: &str, routes: Route, extra: &[HttpFilter]) -> HttpConnection
 /// stream (Envoy's 5 minutes would cut a quiet long poll or gRPC stream), WebSocket upgrades allowed, paths
 /// normalized (RFC 3986) before matching and escaped slashes kept as sent. Not for proxyless gRPC clients, which
 /// read none of it.
-fn sidecar_hcm(mut hcm: HttpConnectionManager) -> HttpConnectionManager {
+pub(super) fn sidecar_hcm(mut hcm: HttpConnectionManager) -> HttpConnectionManager {
     use http_connection_manager::{PathWithEscapedSlashesAction, UpgradeConfig};
     hcm.stream_idle_timeout = Some(super::seconds(0));
     hcm.upgrade_configs = vec![UpgradeConfig { upgrade_type: "websocket".into(), ..Default::default() }];
@@ -95,7 +86,7 @@ fn sidecar_hcm(mut hcm: HttpConnectionManager) -> HttpConnectionManager {
     hcm
 }
 
-fn tcp_proxy(stat_prefix: &str, cluster: &str) -> TcpProxy {
+pub(super) fn tcp_proxy(stat_prefix: &str, cluster: &str) -> TcpProxy {
     TcpProxy {
         stat_prefix: stat_prefix.to_string(),
         cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(cluster.to_string())),
@@ -103,104 +94,12 @@ fn tcp_proxy(stat_prefix: &str, cluster: &str) -> TcpProxy {
     }
 }
 
-fn chain(filter_name: &str, config: envoy_types::pb::google::protobuf::Any) -> FilterChain {
+pub(super) fn chain(filter_name: &str, config: envoy_types::pb::google::protobuf::Any) -> FilterChain {
     FilterChain {
         filters: vec![Filter {
             name: filter_name.to_string(),
             config_type: Some(filter::ConfigType::TypedConfig(config)),
         }],
-        ..Default::default()
-    }
-}
-
-fn intercept_listeners(model: &Model, proxy: &ProxyInfo) -> Vec<Listener> {
-    let passthrough = tcp_proxy("PassthroughCluster", naming::PASSTHROUGH_CLUSTER);
-    let mut out = vec![Listener {
-        name: "virtualOutbound".to_string(),
-        address: Some(socket_address(ANY_IP, OUTBOUND_PORT)),
-        use_original_dst: Some(BoolValue { value: true }),
-        default_filter_chain: Some(chain(TCP_PROXY_FILTER, pack(&passthrough))),
-        ..Default::default()
-    }];
-    out.extend(outbound_port_listeners(model));
-    // Without inbound ports there is nothing to accept, and Envoy refuses a listener without filter chains.
-    if !proxy.inbound_ports.is_empty() {
-        out.push(virtual_inbound(&proxy.inbound_ports));
-    }
-    out
-}
-
-/// `0.0.0.0_P` per service port, not bound: virtualOutbound hands connections over by original destination.
-fn outbound_port_listeners(model: &Model) -> Vec<Listener> {
-    let mut http_ports = BTreeSet::new();
-    let mut tcp_owners: BTreeMap<u16, Vec<String>> = BTreeMap::new();
-    for svc in model.services.values() {
-        for port in &svc.ports {
-            if port.is_http() {
-                http_ports.insert(port.port);
-            } else {
-                tcp_owners.entry(port.port).or_default().push(naming::outbound_cluster(svc, port.port, ""));
-            }
-        }
-    }
-    let filters = super::mesh_filters::http_filters();
-    let mut out = Vec::new();
-    for port in &http_ports {
-        let name = naming::outbound_port_listener(*port);
-        let hcm = sidecar_hcm(hcm(&format!("outbound_{name}"), Route::Rds(naming::port_route_config(*port)), &filters));
-        out.push(unbound_listener(name, *port, chain(HCM_FILTER, pack(&hcm))));
-    }
-    for (port, owners) in tcp_owners.iter().filter(|(p, _)| !http_ports.contains(*p)) {
-        let name = naming::outbound_port_listener(*port);
-        // A port shared by several TCP services cannot be told apart without the IP: pass it through.
-        let cluster = match owners.as_slice() {
-            [only] => only.as_str(),
-            _ => naming::PASSTHROUGH_CLUSTER,
-        };
-        let tcp = tcp_proxy(&format!("outbound_{name}"), cluster);
-        out.push(unbound_listener(name, *port, chain(TCP_PROXY_FILTER, pack(&tcp))));
-    }
-    out
-}
-
-fn unbound_listener(name: String, port: u16, filter_chain: FilterChain) -> Listener {
-    Listener {
-        name,
-        address: Some(socket_address(ANY_IP, port)),
-        bind_to_port: Some(BoolValue { value: false }),
-        filter_chains: vec![filter_chain],
-        ..Default::default()
-    }
-}
-
-fn virtual_inbound(ports: &[u16]) -> Listener {
-    let ports: BTreeSet<u16> = ports.iter().copied().collect();
-    let filter_chains = ports
-        .into_iter()
-        .map(|port| {
-            let cluster = naming::inbound_cluster(port);
-            let vhost = VirtualHost {
-                name: format!("inbound|http|{port}"),
-                domains: vec!["*".to_string()],
-                routes: vec![super::route::inbound_to_cluster("default", &cluster)],
-                ..Default::default()
-            };
-            let config = RouteConfiguration { name: cluster, virtual_hosts: vec![vhost], ..Default::default() };
-            let hcm = sidecar_hcm(hcm(&format!("inbound_0.0.0.0_{port}"), Route::Inline(Box::new(config)), &[]));
-            FilterChain {
-                filter_chain_match: Some(FilterChainMatch {
-                    destination_port: Some(UInt32Value { value: u32::from(port) }),
-                    ..Default::default()
-                }),
-                ..chain(HCM_FILTER, pack(&hcm))
-            }
-        })
-        .collect();
-    Listener {
-        name: "virtualInbound".to_string(),
-        address: Some(socket_address(ANY_IP, INBOUND_PORT)),
-        use_original_dst: Some(BoolValue { value: true }),
-        filter_chains,
         ..Default::default()
     }
 }

@@ -20,6 +20,7 @@ mod cluster;
 mod defaults;
 mod endpoint;
 mod gamma;
+mod intercept;
 mod listener;
 mod matchers;
 mod mesh_filters;
@@ -32,7 +33,10 @@ mod traffic_policy;
 pub use cluster::{clusters, for_grpc, proxy_clusters};
 pub use endpoint::{load_assignments, service_load_assignments};
 pub use listener::listeners;
-pub use naming::{LISTEN_ROUTE_CONFIG, PASSTHROUGH_CLUSTER, outbound_namespace, parse_outbound_subset, service_fqdn};
+pub use naming::{
+    INBOUND_PASSTHROUGH_SOURCE, LISTEN_ROUTE_CONFIG, PASSTHROUGH_CLUSTER, outbound_namespace, parse_outbound_subset,
+    service_fqdn,
+};
 pub use route::{RouteScope, route_configs, route_scope};
 
 use envoy_types::pb::envoy::config::core::v3::{
@@ -57,11 +61,16 @@ pub(crate) fn ads_config_source() -> ConfigSource {
 /// A TCP socket address.
 pub(crate) fn socket_address(ip: &str, port: u16) -> envoy_types::pb::envoy::config::core::v3::Address {
     envoy_types::pb::envoy::config::core::v3::Address {
-        address: Some(address::Address::SocketAddress(SocketAddress {
-            address: ip.to_string(),
-            port_specifier: Some(socket_address::PortSpecifier::PortValue(u32::from(port))),
-            ..Default::default()
-        })),
+        address: Some(address::Address::SocketAddress(tcp_address(ip, port))),
+    }
+}
+
+/// The `SocketAddress` inside [`socket_address`].
+pub(crate) fn tcp_address(ip: &str, port: u16) -> SocketAddress {
+    SocketAddress {
+        address: ip.to_string(),
+        port_specifier: Some(socket_address::PortSpecifier::PortValue(u32::from(port))),
+        ..Default::default()
     }
 }
 

@@ -15,6 +15,11 @@ pub const LISTEN_ROUTE_CONFIG: &str = "sluice-listen";
 
 /// Intercept mode's cluster for traffic to destinations Sluice does not know: the original destination.
 pub const PASSTHROUGH_CLUSTER: &str = "PassthroughCluster";
+/// Intercept mode: inbound connections to a port the proxy serves no listener chain for go to their original
+/// destination, from 127.0.0.6 (which the interception rules never redirect).
+pub const INBOUND_PASSTHROUGH_CLUSTER: &str = "InboundPassthroughClusterIpv4";
+/// The source address of the inbound passthrough's connections.
+pub const INBOUND_PASSTHROUGH_SOURCE: &str = "127.0.0.6";
 
 /// `name.ns.svc.cluster.local`.
 pub(crate) fn fqdn(svc: &Service) -> String {

@@ -37,6 +37,9 @@ pub struct RouteScope {
     pub namespace: String,
     /// Listen mode (one `sluice-listen` configuration) rather than one configuration per port.
     pub listen: bool,
+    /// Intercept mode: each port's configuration ends with a catch-all virtual host to `PassthroughCluster`, so
+    /// an HTTP call to a host the mesh does not know still reaches it (istiod's `allow_any`).
+    pub passthrough: bool,
     /// The `sourceLabels` rules this proxy's labels satisfy: `(policy key, rule index)`. Rules without
     /// `sourceLabels` apply everywhere and are not listed.
     pub source_rules: BTreeSet<(ObjectKey, usize)>,
@@ -68,7 +71,8 @@ pub fn route_scope(model: &Model, proxy: &ProxyInfo) -> RouteScope {
         }
     }
     let listen = matches!(proxy.mode, InterceptionMode::Listen(_));
-    RouteScope { namespace: proxy.namespace.clone(), listen, source_rules, mesh_sources }
+    let passthrough = proxy.mode == InterceptionMode::Intercept;
+    RouteScope { namespace: proxy.namespace.clone(), listen, passthrough, source_rules, mesh_sources }
 }
 
 /// Route configurations for a scope, sorted by name: `sluice-listen` in listen mode (always, even empty, since
@@ -93,6 +97,9 @@ pub fn route_configs(model: &Model, scope: &RouteScope) -> Vec<RouteConfiguratio
         .into_iter()
         .map(|(name, mut virtual_hosts)| {
             virtual_hosts.sort_by(|a, b| a.name.cmp(&b.name));
+            if scope.passthrough {
+                virtual_hosts.push(allow_any());
+            }
             let config = RouteConfiguration { name, virtual_hosts, ..Default::default() };
             debug_assert!(repeated_domain(&config).is_none(), "{:?}", repeated_domain(&config));
             config
@@ -106,6 +113,23 @@ pub(crate) fn repeated_domain(config: &RouteConfiguration) -> Option<&str> {
     config.virtual_hosts.iter().flat_map(|v| &v.domains).find(|d| !seen.insert(d.as_str())).map(String::as_str)
 }
 
+/// The last virtual host of an intercept-mode configuration: any host no service claims goes where the client
+/// was connecting (no timeout, no retries, as istiod's `allow_any`).
+fn allow_any() -> VirtualHost {
+    let action = RouteAction {
+        cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(naming::PASSTHROUGH_CLUSTER.into())),
+        timeout: Some(super::seconds(0)),
+        ..Default::default()
+    };
+    let route = Route {
+        name: "allow_any".into(),
+        r#match: Some(prefix_all()),
+        action: Some(route::Action::Route(action)),
+        ..Default::default()
+    };
+    VirtualHost { name: "allow_any".into(), domains: vec!["*".into()], routes: vec![route], ..Default::default() }
+}
+
 fn virtual_host(
     model: &Model,
     scope: &RouteScope,
@@ -115,7 +139,12 @@ fn virtual_host(
     bare: bool,
 ) -> VirtualHost {
     let mut domains = Vec::new();
-    for host in naming::host_names(svc, &scope.namespace) {
+    // A client that calls the Service by its cluster IP sends it as the Host.
+    let ip = svc.cluster_ip.map(|ip| match ip {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+    });
+    for host in naming::host_names(svc, &scope.namespace).into_iter().chain(ip) {
         domains.push(format!("{host}:{}", port.port));
         if bare {
             domains.push(host);

@@ -22,6 +22,8 @@ struct ProxyShape {
     namespace: String,
     inbound_ports: Vec<u16>,
     visibility: Visibility,
+    /// Intercept mode only: which Services select the proxy decides its inbound ports' protocols.
+    labels: Option<BTreeMap<String, String>>,
 }
 
 impl ProxyShape {
@@ -31,6 +33,7 @@ impl ProxyShape {
             namespace: p.namespace.clone(),
             inbound_ports: p.inbound_ports.clone(),
             visibility: p.visibility.clone(),
+            labels: (p.mode == InterceptionMode::Intercept).then(|| p.labels.clone()),
         }
     }
 }
@@ -198,7 +201,7 @@ impl Snapshot {
                     let configs = translate::route_configs(&model, scope);
                     report_violations(configs.iter().map(|c| (c.name.as_str(), super::pgv::check_message(c))));
                     let set = encode(configs.iter().map(Resource::route), None);
-                    warn_dangling(&set, &base_clusters);
+                    warn_dangling(&set, &base_clusters, scope.passthrough);
                     Arc::new(set)
                 })
                 .clone()
@@ -282,10 +285,12 @@ fn report_violations<'a>(checked: impl Iterator<Item = (&'a str, Vec<super::pgv:
     }
 }
 
-/// A route naming a missing cluster is a translate bug: say so loudly (tests assert it never happens).
-fn warn_dangling(routes: &ResourceSet, clusters: &ResourceSet) {
+/// A route naming a missing cluster is a translate bug: say so loudly (tests assert it never happens). In intercept
+/// mode the catch-all virtual host names `PassthroughCluster`, which is per proxy (`translate::proxy_clusters`).
+fn warn_dangling(routes: &ResourceSet, clusters: &ResourceSet, passthrough: bool) {
+    let exists = |c: &str| clusters.contains_key(c) || (passthrough && c == translate::PASSTHROUGH_CLUSTER);
     for r in routes.values() {
-        for c in r.refs.iter().filter(|c| !clusters.contains_key(*c)) {
+        for c in r.refs.iter().filter(|c| !exists(c)) {
             tracing::error!(route = %r.name, cluster = %c, "route names a cluster that does not exist");
         }
     }

@@ -20,6 +20,8 @@ pub mod log;
 pub mod mesh;
 pub mod peers;
 pub mod pki;
+pub mod podmesh;
+pub mod podnet;
 pub mod prom;
 pub mod stats;
 pub mod traffic;

@@ -63,3 +63,17 @@ fn envoy_accepts_an_mtls_bootstrap() {
     validate(&["--node-id=p4", "--namespace=shop", "--xds=127.0.0.1:15012", &cert, &key, &root]);
     validate(&["--node-id=p5", "--xds=sluice.sluice-system.svc:15012", &cert, &key, &root]);
 }
+
+/// The sidecar bootstrap `sluice proxy` renders: intercept mode (no `--listen`), inbound ports, labels, stats
+/// inclusions and the Prometheus listener on 15090.
+#[test]
+fn envoy_accepts_the_sidecar_bootstrap() {
+    validate(&[
+        "--node-id=sidecar~10.1.0.5~reviews-v3-abc.default~default.svc.cluster.local",
+        "--xds=10.1.0.1:15010",
+        "--labels=app=reviews,version=v3",
+        "--inbound-ports=9080",
+        "--prometheus-port=15090",
+        "--stats-inclusion-suffixes=upstream_rq_retry",
+    ]);
+}

@@ -37,20 +37,16 @@ async fn envoy_over_mtls_gets_its_namespace_and_routes() {
 
     let args = BootstrapArgs {
         node_id: "productpage-1".into(),
-        namespace: "default".into(),
         xds: xds.to_string().parse().unwrap(),
         listen: Some("127.0.0.1:0".parse().unwrap()),
         admin_port: 0,
-        sotw: false,
-        labels: vec![],
-        inbound_ports: vec![],
-        stats: Default::default(),
         tls: BootstrapTls {
             tls_cert: Some(proxy_cert),
             tls_key: Some(proxy_key),
             tls_ca: Some(ca_file),
             tls_server_name: None,
         },
+        ..Default::default()
     };
     let envoy = Envoy::start(&render(&args));
     envoy.wait_live(Duration::from_secs(30)).await;

@@ -106,6 +106,7 @@ pub fn service(svc: &KubeService) -> Result<Item, Invalid> {
         // Kubernetes resolves selection into EndpointSlices (translate never reads this); the Deployment task
         // uses it to find the Deployments behind the Service.
         selector: spec.selector.clone().unwrap_or_default().into_iter().collect(),
+        cluster_ip: spec.cluster_ip.as_deref().filter(|ip| *ip != "None").and_then(|ip| ip.parse().ok()),
     }))
 }
 

@@ -1,0 +1,283 @@
+//! `sluice proxy`: the sidecar's agent (istiod's `pilot-agent`). It builds Envoy's bootstrap from the pod (its
+//! name, namespace, address, labels from the downward API, the ports its app serves), starts Envoy, restarts it
+//! when it dies (with a growing delay, never a tight loop that hides the error), drains it on SIGTERM, and answers
+//! the pod's readiness probe on 15021. The app never talks to it.
+//!
+//! ```text
+//!  env + flags ─▶ pod::Pod ─▶ BootstrapArgs (intercept mode, Prometheus on 15090) ─▶ bootstrap.json
+//!  supervise::step (pure) ◀── events: Envoy started / exited, timer, SIGTERM ──▶ actions: spawn, drain, stop, exit
+//!  :15021 /healthz/ready ─▶ Envoy's /ready is LIVE and it holds clusters and listeners from Sluice ─▶ 200, else 503
+//! ```
+
+pub mod pod;
+pub mod supervise;
+
+use crate::bootstrap::{BootstrapArgs, BootstrapTls, HostPort, StatsInclusion};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+use supervise::{Action, Event, State};
+use tokio::process::{Child, Command};
+
+/// `sluice proxy` flags; each also reads an environment variable, so a pod spec fills them from the downward API.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ProxyArgs {
+    /// Sluice's xDS address.
+    #[arg(long, env = "SLUICE_XDS", default_value = "sluice.sluice-system.svc:15010")]
+    pub xds: HostPort,
+    /// The Envoy binary.
+    #[arg(long, env = "SLUICE_ENVOY_BIN", default_value = "envoy")]
+    pub envoy_bin: PathBuf,
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: String,
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub pod_namespace: String,
+    /// The pod's IP address.
+    #[arg(long, env = "INSTANCE_IP")]
+    pub instance_ip: Option<std::net::IpAddr>,
+    /// The pod's service account (shown in the node metadata).
+    #[arg(long, env = "SERVICE_ACCOUNT", default_value = "default")]
+    pub service_account: String,
+    /// The pod's labels as the downward API writes them (`key="value"` per line); read at start.
+    #[arg(long, env = "SLUICE_LABELS_FILE", default_value = "/etc/podinfo/labels")]
+    pub labels_file: PathBuf,
+    /// Labels beyond (or instead of) the file, `k=v,k=v`.
+    #[arg(long, env = "SLUICE_LABELS", value_delimiter = ',')]
+    pub labels: Vec<String>,
+    /// Ports the app serves, `9080,9081` (empty: none): each gets an inbound listener chain.
+    #[arg(long, env = "SLUICE_INBOUND_PORTS", default_value = "")]
+    pub inbound_ports: String,
+    /// Where the readiness probe is answered (`/healthz/ready`).
+    #[arg(long, env = "SLUICE_STATUS_PORT", default_value_t = 15021)]
+    pub status_port: u16,
+    /// Envoy's Prometheus port (`/stats/prometheus`); 0: none.
+    #[arg(long, env = "SLUICE_PROMETHEUS_PORT", default_value_t = 15090)]
+    pub prometheus_port: u16,
+    /// Envoy's admin port, on 127.0.0.1.
+    #[arg(long, env = "SLUICE_ENVOY_ADMIN_PORT", default_value_t = 15000)]
+    pub admin_port: u16,
+    /// On SIGTERM, how long listeners drain (open requests finish) before Envoy is stopped.
+    #[arg(long, env = "SLUICE_DRAIN_SECONDS", default_value_t = 5)]
+    pub drain_seconds: u64,
+    /// Where the bootstrap is written.
+    #[arg(long, env = "SLUICE_CONFIG_DIR", default_value = "/tmp/sluice-proxy")]
+    pub config_dir: PathBuf,
+    /// Envoy's worker threads.
+    #[arg(long, env = "SLUICE_CONCURRENCY", default_value_t = 2)]
+    pub concurrency: u32,
+    /// The uid Envoy runs as when the agent runs as root: the interception rules (`sluice iptables -u`) never
+    /// redirect this uid's connections, so Envoy's own calls are not looped back into it.
+    #[arg(long, env = "SLUICE_PROXY_UID", default_value_t = 1337)]
+    pub proxy_uid: u32,
+    /// The gid Envoy runs as when the agent runs as root (`sluice iptables -g`).
+    #[arg(long, env = "SLUICE_PROXY_GID", default_value_t = 1337)]
+    pub proxy_gid: u32,
+    /// Use State-of-the-World ADS instead of Delta.
+    #[arg(long, env = "SLUICE_SOTW")]
+    pub sotw: bool,
+    #[command(flatten)]
+    pub stats: StatsInclusion,
+    #[command(flatten)]
+    pub tls: BootstrapTls,
+}
+
+impl ProxyArgs {
+    /// The pod this agent runs in, as its flags and files describe it.
+    pub fn pod(&self) -> Result<pod::Pod, String> {
+        let mut labels = match std::fs::read_to_string(&self.labels_file) {
+            Ok(text) => pod::parse_labels(&text).map_err(|e| format!("{}: {e}", self.labels_file.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
+            Err(e) => return Err(format!("{}: {e}", self.labels_file.display())),
+        };
+        for kv in &self.labels {
+            let (k, v) = kv.split_once('=').ok_or_else(|| format!("--labels: `{kv}` is not key=value"))?;
+            labels.insert(k.to_string(), v.to_string());
+        }
+        if self.pod_name.is_empty() {
+            return Err("POD_NAME (--pod-name) is required".into());
+        }
+        let inbound_ports = pod::parse_ports(&self.inbound_ports).map_err(|e| format!("--inbound-ports: {e}"))?;
+        Ok(pod::Pod {
+            name: self.pod_name.clone(),
+            namespace: self.pod_namespace.clone(),
+            ip: self.instance_ip,
+            service_account: self.service_account.clone(),
+            labels,
+            inbound_ports,
+        })
+    }
+
+    /// Envoy's bootstrap for `pod`: intercept mode, Prometheus on its port.
+    pub fn bootstrap(&self, pod: &pod::Pod) -> BootstrapArgs {
+        BootstrapArgs {
+            node_id: pod.node_id(),
+            namespace: pod.namespace.clone(),
+            xds: self.xds.clone(),
+            listen: None,
+            admin_port: self.admin_port,
+            sotw: self.sotw,
+            labels: pod.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            inbound_ports: pod.inbound_ports.clone(),
+            prometheus_port: self.prometheus_port,
+            stats: self.stats.clone(),
+            tls: self.tls.clone(),
+        }
+    }
+}
+
+/// `sluice proxy`: runs until SIGTERM (then drains and exits 0), or exits 1 naming what is missing.
+pub async fn run(args: ProxyArgs) -> ExitCode {
+    let pod = match args.pod() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("sluice proxy: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let bootstrap = crate::bootstrap::render(&args.bootstrap(&pod));
+    let file = args.config_dir.join("envoy.json");
+    let written = std::fs::create_dir_all(&args.config_dir)
+        .and_then(|()| std::fs::write(&file, serde_json::to_vec_pretty(&bootstrap).unwrap_or_default()));
+    if let Err(e) = written {
+        eprintln!("sluice proxy: writing {}: {e}", file.display());
+        return ExitCode::FAILURE;
+    }
+    let admin = SocketAddr::from(([127, 0, 0, 1], args.admin_port));
+    let status = SocketAddr::from(([0, 0, 0, 0], args.status_port));
+    match tokio::net::TcpListener::bind(status).await {
+        Ok(listener) => {
+            tokio::spawn(health::serve(listener, admin));
+        }
+        Err(e) => {
+            eprintln!("sluice proxy: the status port {status}: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let euid = rustix::process::geteuid().as_raw();
+    if euid != 0 && euid != args.proxy_uid {
+        tracing::warn!(
+            uid = euid,
+            proxy_uid = args.proxy_uid,
+            "Envoy runs as the agent's uid, which the interception rules do not exempt: its connections loop"
+        );
+    }
+    tracing::info!(node = %pod.node_id(), envoy = %args.envoy_bin.display(), "sluice proxy starting Envoy");
+    let code = supervise_envoy(&args, &file, admin).await;
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// Performs the state machine's actions until it says to exit.
+async fn supervise_envoy(args: &ProxyArgs, bootstrap: &std::path::Path, admin: SocketAddr) -> i32 {
+    use tokio::signal::unix::{SignalKind, signal};
+    let drain = Duration::from_secs(args.drain_seconds);
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        eprintln!("sluice proxy: cannot listen for signals");
+        return 1;
+    };
+    let mut state = State::Starting { failures: 0 };
+    let mut actions = std::collections::VecDeque::from([Action::Spawn]);
+    let mut envoy: Option<Child> = None;
+    loop {
+        while let Some(action) = actions.pop_front() {
+            match action {
+                Action::Spawn => {
+                    let event = match spawn(args, bootstrap) {
+                        Ok(child) => {
+                            tracing::info!(pid = child.id(), "Envoy started");
+                            envoy = Some(child);
+                            Event::Started(Instant::now())
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, bin = %args.envoy_bin.display(), "cannot start Envoy");
+                            Event::Exited { at: Instant::now(), code: 127 }
+                        }
+                    };
+                    let (s, more) = supervise::step(state, event, drain);
+                    state = s;
+                    actions.extend(more);
+                }
+                Action::Report { code, restart_in, failures } => tracing::error!(
+                    code,
+                    failures,
+                    restart_in_ms = restart_in.as_millis() as u64,
+                    "Envoy exited; starting it again after the delay"
+                ),
+                Action::Drain => {
+                    tracing::info!(seconds = drain.as_secs(), "SIGTERM: draining Envoy's listeners");
+                    health::post(admin, "/drain_listeners?graceful&inboundonly").await;
+                }
+                Action::Stop => signal_envoy(envoy.as_ref(), rustix::process::Signal::TERM),
+                Action::Kill => {
+                    tracing::warn!("Envoy still runs 5 s after SIGTERM: SIGKILL");
+                    signal_envoy(envoy.as_ref(), rustix::process::Signal::KILL);
+                }
+                Action::Exit(code) => return code,
+            }
+        }
+        let deadline = match &state {
+            State::Backoff { until, .. } | State::Draining { until } | State::Stopping { until } => Some(*until),
+            _ => None,
+        };
+        let sleep = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        let exited = async {
+            match envoy.as_mut() {
+                Some(child) => child.wait().await.ok(),
+                None => std::future::pending().await,
+            }
+        };
+        let event = tokio::select! {
+            status = exited => {
+                envoy = None;
+                let code = status.map_or(-1, exit_code);
+                Event::Exited { at: Instant::now(), code }
+            }
+            () = sleep => Event::Tick(Instant::now()),
+            _ = term.recv() => Event::Term(Instant::now()),
+            _ = int.recv() => Event::Term(Instant::now()),
+        };
+        let (s, more) = supervise::step(state, event, drain);
+        state = s;
+        actions.extend(more);
+    }
+}
+
+fn signal_envoy(envoy: Option<&Child>, signal: rustix::process::Signal) {
+    let pid = envoy.and_then(Child::id).and_then(|p| rustix::process::Pid::from_raw(p as i32));
+    if let Some(pid) = pid
+        && let Err(e) = rustix::process::kill_process(pid, signal)
+    {
+        tracing::warn!(error = %e, ?signal, "signalling Envoy");
+    }
+}
+
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status.code().unwrap_or_else(|| -status.signal().unwrap_or(0))
+}
+
+fn spawn(args: &ProxyArgs, bootstrap: &std::path::Path) -> std::io::Result<Child> {
+    let mut command = Command::new(&args.envoy_bin);
+    if rustix::process::geteuid().is_root() {
+        // As root (an init-less pod, or a test bed), Envoy drops to the proxy's uid; its groups are cleared.
+        command.uid(args.proxy_uid).gid(args.proxy_gid);
+    }
+    command
+        .arg("-c")
+        .arg(bootstrap)
+        // Pods on one host share the IPC namespace the shared-memory base id lives in.
+        .args(["--use-dynamic-base-id", "--log-level", "warning"])
+        // `misc` repeats a deprecation notice per route config (max_grpc_timeout, istiod's gRPC timeout default).
+        .args(["--component-log-level", "misc:error"])
+        .args(["--concurrency", &args.concurrency.to_string()])
+        .args(["--drain-time-s", &args.drain_seconds.to_string(), "--drain-strategy", "immediate"])
+        .kill_on_drop(true)
+        .spawn()
+}
+
+mod health;
