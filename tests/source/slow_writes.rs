@@ -106,6 +106,12 @@ async fn a_writer_pausing_mid_file_neither_moves_traffic_nor_resets_the_release(
     let sluice = Sluice::start_with(Options::local(), store.clone(), serde_json::Value::Null).await.expect("start");
     let key = ObjectKey::new("default", "reviews-v3");
     sluice.wait_published(Duration::from_secs(5)).await.expect("published");
+    // The release controller picks the policy up from the store on its own task: wait for it.
+    let seen = Instant::now();
+    while sluice.releases().get(&key).is_err() {
+        assert!(seen.elapsed() < Duration::from_secs(5), "the release controller sees the policy within 5 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     // The operator runs the release: 30%, paused.
     sluice.releases().set_weight(&key, 3000).expect("weight");
     sluice.releases().act(&key, sluice::release::Verb::Pause).expect("pause");
