@@ -12,10 +12,12 @@ pub mod agent;
 pub mod auth;
 pub mod bench;
 pub mod bootstrap;
+pub mod ca;
 #[cfg(feature = "kube")]
 pub mod cli;
 pub mod conn;
 pub mod envoy_json;
+pub mod inject;
 pub mod iptables;
 pub mod model;
 pub mod release;

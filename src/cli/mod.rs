@@ -55,6 +55,8 @@ pub enum Command {
     /// Install (or with --cleanup remove, with --dry-run print) the pod's traffic interception rules, as an
     /// init container does (istio-iptables' flags).
     Iptables(crate::iptables::IptablesArgs),
+    /// Inject the sidecar into the pod templates of a manifest and print it (as `istioctl kube-inject`).
+    Inject(crate::inject::offline::InjectArgs),
     /// Check config files offline; exit 1 with file:line errors.
     Validate {
         #[arg(required = true)]
@@ -115,6 +117,8 @@ pub struct ServeArgs {
     pub limits: LimitArgs,
     #[command(flatten)]
     pub tls: TlsArgs,
+    #[command(flatten)]
+    pub inject: crate::inject::webhook::WebhookArgs,
     /// File holding the bearer token release changes need (REST `Authorization: Bearer`, gRPC `authorization`
     /// metadata); re-read when it changes. Without it, release changes are taken from loopback clients only.
     #[arg(long, env = "SLUICE_API_TOKEN_FILE")]
@@ -264,6 +268,7 @@ pub fn run() -> ExitCode {
         Command::Serve(args) => runtime(serve(args)),
         Command::Proxy(args) => runtime(async move { Ok(crate::agent::run(args).await) }),
         Command::Iptables(args) => crate::iptables::command(&args),
+        Command::Inject(args) => crate::inject::offline::command(&args),
         Command::Bench(args) => runtime(async move {
             let (json, translation_only) = (args.json, args.translation_only);
             let results = crate::bench::run(args).await?;
@@ -347,6 +352,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let sluice = Sluice::start_with(options, store, config).await?;
     let (leading, leader) = tokio::sync::watch::channel(false);
     let (holding, holder) = tokio::sync::watch::channel(None);
+    let leader_for_webhook = leader.clone();
+    let kube_client = kube.clone();
     if let Some(client) = kube {
         let (namespace, name) = args
             .lease
@@ -392,11 +399,58 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tokio::spawn(deployments);
         tokio::spawn(source::kube::write_status(client, releases, watching.observed, leader, stop_rx.clone()));
     }
+    if args.inject.enabled {
+        start_webhook(&args, kube_client.as_ref(), leader_for_webhook, stop_rx.clone()).await?;
+    }
     shutdown_signal().await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     sluice.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--inject`: the webhook's serving certificate (files, the cluster's Secret, or the state directory's CA), then
+/// its HTTPS server until shutdown.
+async fn start_webhook(
+    args: &ServeArgs,
+    kube: Option<&kube::Client>,
+    leader: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    use crate::inject::{certs, webhook};
+    let w = &args.inject;
+    let tls = match (&w.cert, &w.key, kube, &args.state_dir) {
+        (Some(cert), Some(key), _, _) => {
+            let tls = certs::from_files(cert, key).map_err(|e| anyhow::anyhow!("--inject-tls-cert: {e}"))?;
+            tokio::spawn(certs::watch_files(tls.clone(), cert.clone(), key.clone(), Duration::from_secs(5)));
+            tls
+        }
+        (_, _, Some(client), _) => {
+            let (tls, ca) = source::kube::webhook::certs(client, &w.secret, &w.dns_names).await?;
+            let config = w.webhook_config.clone();
+            tokio::spawn(source::kube::webhook::keep_ca_bundle(client.clone(), config, ca, leader, stop.clone()));
+            tls
+        }
+        (_, _, None, Some(dir)) => {
+            let (tls, _) = certs::from_state_dir(dir, &w.dns_names).map_err(|e| anyhow::anyhow!("--inject: {e}"))?;
+            tls
+        }
+        _ => anyhow::bail!(
+            "--inject needs a serving certificate: --inject-tls-cert and --inject-tls-key, --state-dir (Sluice \
+             keeps its CA there) or --kube (in a Secret)"
+        ),
+    };
+    let listener =
+        tokio::net::TcpListener::bind(w.addr).await.map_err(|e| anyhow::anyhow!("--inject-addr {}: {e}", w.addr))?;
+    tracing::info!(addr = %listener.local_addr()?, "sidecar injection webhook serving (POST /inject)");
+    let budget = crate::conn::Budget::new(256);
+    let within = Duration::from_millis(args.limits.handshake_timeout_ms);
+    let mut stop = stop;
+    let shutdown = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    tokio::spawn(webhook::serve(listener, tls, std::sync::Arc::new(w.settings.clone()), budget, within, shutdown));
+    Ok(())
 }
 
 async fn shutdown_signal() {

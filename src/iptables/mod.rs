@@ -82,16 +82,17 @@ fn ports(flag: &'static str, text: &str) -> Result<Vec<u16>, IptablesError> {
     list(text).map(|p| p.parse().map_err(|_| IptablesError::Flag { flag, value: p.into(), what: "a port" })).collect()
 }
 
-fn cidrs(flag: &'static str, text: &str) -> Result<Vec<String>, IptablesError> {
+fn cidrs_flag(flag: &'static str, text: &str) -> Result<Vec<String>, IptablesError> {
+    cidrs(text).map_err(|value| IptablesError::Flag { flag, value, what: "an IPv4 CIDR" })
+}
+
+/// A comma-separated list of IPv4 CIDRs (a bare address is a /32), normalized to `ip/len`; `Err`: the bad item.
+pub fn cidrs(text: &str) -> Result<Vec<String>, String> {
     list(text)
         .map(|c| {
             let (ip, len) = c.split_once('/').unwrap_or((c, "32"));
             let ok = ip.parse::<std::net::Ipv4Addr>().is_ok() && len.parse::<u8>().is_ok_and(|l| l <= 32);
-            if ok {
-                Ok(format!("{ip}/{len}"))
-            } else {
-                Err(IptablesError::Flag { flag, value: c.into(), what: "an IPv4 CIDR" })
-            }
+            if ok { Ok(format!("{ip}/{len}")) } else { Err(c.to_string()) }
         })
         .collect()
 }
@@ -118,9 +119,9 @@ impl IptablesArgs {
             include_cidrs: if all(&self.include_cidrs) {
                 None
             } else {
-                Some(cidrs("service-cidr", &self.include_cidrs)?)
+                Some(cidrs_flag("service-cidr", &self.include_cidrs)?)
             },
-            exclude_cidrs: cidrs("service-exclude-cidr", &self.exclude_cidrs)?,
+            exclude_cidrs: cidrs_flag("service-exclude-cidr", &self.exclude_cidrs)?,
             exclude_outbound_ports: ports("local-outbound-ports-exclude", &self.exclude_outbound_ports)?,
             include_outbound_ports: ports("outbound-ports", &self.include_outbound_ports)?,
         })

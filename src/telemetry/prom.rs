@@ -20,6 +20,9 @@ pub mod names {
     /// Counter: generated resources that break a constraint of Envoy's API (its protoc-gen-validate annotations),
     /// by `type`; each is logged with where and which rule.
     pub const INVALID_RESOURCES: &str = "sluice_invalid_resources_total";
+    /// Counter: injection webhook requests by `result` (`injected`, `skipped`, `refused`, `not-a-pod`, `invalid`,
+    /// `empty`, `unsupported-media-type`).
+    pub const INJECT_REQUESTS: &str = "sluice_inject_requests_total";
     /// Counter: parts of a proxy's config (a resource, or a virtual host) found to be what it refused, and held
     /// back for it (`xds::contain`), by `type`.
     pub const XDS_CONTAINED: &str = "sluice_xds_refused_total";
@@ -116,6 +119,7 @@ fn describe() {
         names::UNSUPPORTED_FIELDS,
         "Config fields Sluice does not translate (reported, ignored), by kind."
     );
+    describe_counter!(names::INJECT_REQUESTS, "Sidecar injection webhook requests, by result.");
     describe_counter!(names::KUBE_INVALID_OBJECTS, "Kubernetes objects skipped as invalid, by kind.");
     describe_counter!(names::KUBE_STATUS_ERRORS, "ReleasePolicy status writes the API server refused or missed.");
     describe_counter!(names::KUBE_DEPLOYMENT_ERRORS, "Deployment reads and writes that failed (retried).");

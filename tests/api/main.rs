@@ -17,3 +17,4 @@ mod release_api;
 mod release_cli;
 mod release_status;
 mod telemetry_sink;
+mod webhook_https;

@@ -179,9 +179,15 @@ pub async fn patch(client: &kube::Client, api_version: &str, kind: &str, name: &
 impl Kmock {
     /// A `sluice serve --kube` child against this emulator, named `id` in the Lease, its log in `dir/ID.log`.
     pub async fn replica(&self, id: &str, lease_secs: u64, dir: &std::path::Path) -> SluiceChild {
+        self.replica_with(id, lease_secs, dir, &[]).await
+    }
+
+    /// [`Kmock::replica`] with `extra` flags.
+    pub async fn replica_with(&self, id: &str, lease_secs: u64, dir: &std::path::Path, extra: &[&str]) -> SluiceChild {
         let [xds, admin] = super::free_addrs();
-        let args: Vec<std::ffi::OsString> =
+        let mut args: Vec<std::ffi::OsString> =
             ["--kube", "--identity", id, "--lease-duration-secs", &lease_secs.to_string()].map(Into::into).to_vec();
+        args.extend(extra.iter().map(Into::into));
         let env = [("KUBECONFIG", self.kubeconfig().into_os_string())];
         let env: Vec<(&str, &std::ffi::OsStr)> = env.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
         SluiceChild::start_with(&args, &env, xds, admin, dir.join(format!("{id}.log"))).await

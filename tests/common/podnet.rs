@@ -138,11 +138,38 @@ impl PodNet {
 
     /// Starts `program args` in `pod` (its own PID namespace), output to `<label>.log`.
     pub fn spawn(&self, pod: &Netns, label: &str, program: &Path, args: &[&str], env: &[(&str, &str)]) -> PodProc {
+        self.spawn_as(pod, label, None, program, args, env)
+    }
+
+    /// [`PodNet::spawn`] as `user` (uid, gid; no supplementary groups) when given, as a container's
+    /// `runAsUser`/`runAsGroup` would run it; root otherwise.
+    pub fn spawn_as(
+        &self,
+        pod: &Netns,
+        label: &str,
+        user: Option<(u32, u32)>,
+        program: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> PodProc {
         let log = self.dir.path().join(format!("{label}.log"));
         let out = std::fs::File::create(&log).expect("create log");
+        let setpriv: Vec<String> = match user {
+            Some((uid, gid)) => {
+                vec![
+                    "setpriv".into(),
+                    format!("--reuid={uid}"),
+                    format!("--regid={gid}"),
+                    "--clear-groups".into(),
+                    "--".into(),
+                ]
+            }
+            None => Vec::new(),
+        };
         let child = Command::new("setpriv")
             .args(["--pdeathsig", "KILL", "--", "ip", "netns", "exec", &pod.ns])
             .args(["unshare", "--pid", "--fork", "--kill-child=KILL", "--"])
+            .args(&setpriv)
             .arg(program)
             .args(args)
             .envs(env.iter().copied())
@@ -359,26 +386,35 @@ pub async fn connect(ns: &str, addr: SocketAddr) -> std::io::Result<tokio::net::
 /// An Envoy binary that uid 1337 can run: the venv's, or (when the checkout is in a directory that uid cannot
 /// enter, such as /root) a copy in a world-readable directory made once per test process.
 pub fn envoy_for_proxy_uid() -> PathBuf {
-    static COPY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    COPY.get_or_init(|| {
-        let real = real_envoy();
-        let ok = Command::new("setpriv")
-            .args(["--reuid=1337", "--regid=1337", "--clear-groups", "--", "test", "-x"])
-            .arg(&real)
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return real;
-        }
+    for_proxy_uid(&real_envoy())
+}
+
+/// `exe` if uid 1337 can run it, else a copy in a world-readable directory (made once per test process and
+/// executable; the directory is named by this process's id, removed by [`sweep_stale`] later).
+pub fn for_proxy_uid(exe: &Path) -> PathBuf {
+    static COPIES: Mutex<Vec<(PathBuf, PathBuf)>> = Mutex::new(Vec::new());
+    let mut copies = COPIES.lock().unwrap();
+    if let Some((_, copy)) = copies.iter().find(|(real, _)| real == exe) {
+        return copy.clone();
+    }
+    let ok = Command::new("setpriv")
+        .args(["--reuid=1337", "--regid=1337", "--clear-groups", "--", "test", "-x"])
+        .arg(exe)
+        .status()
+        .is_ok_and(|s| s.success());
+    let chosen = if ok {
+        exe.to_path_buf()
+    } else {
         let dir = std::env::temp_dir().join(format!("sluice-podnet-envoy-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("create envoy copy dir");
+        std::fs::create_dir_all(&dir).expect("create the copy directory");
         set_mode(&dir, 0o755);
-        let copy = dir.join("envoy");
-        std::fs::copy(&real, &copy).expect("copy envoy");
+        let copy = dir.join(exe.file_name().expect("a file name"));
+        std::fs::copy(exe, &copy).expect("copy the executable");
         set_mode(&copy, 0o755);
         copy
-    })
-    .clone()
+    };
+    copies.push((exe.to_path_buf(), chosen.clone()));
+    chosen
 }
 
 /// The Envoy executable itself: `.venv/bin/envoy` is a Python launcher that execs `envoy/_bin/envoy`.
@@ -423,6 +459,15 @@ fn sweep_stale() {
         let Some(pid) = ns.strip_prefix(PREFIX).and_then(|r| r.split('-').next()) else { continue };
         if !Path::new("/proc").join(pid).exists() {
             remove_namespace(ns);
+        }
+    }
+    // Executables copied for uid 1337 by test processes that are gone.
+    for entry in std::fs::read_dir(std::env::temp_dir()).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name.strip_prefix("sluice-podnet-envoy-")
+            && !Path::new("/proc").join(pid).exists()
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The heavy and timing-sensitive tests, one test binary whose tests run one at a time (each takes [`serial`]
 //! first): faults (SIGKILL under load, slow readers, 1,000 reconnecting streams), `sluice bench`, the dashboard in
-//! a headless browser, traffic measured per version (analysis, telemetry), and a replica SIGSTOPped mid-release.
+//! a headless browser, traffic measured per version (analysis, telemetry), a replica SIGSTOPped mid-release, and the
+//! container image (built with buildah, its roles run from its root filesystem).
 //! Each had a binary of its own before; serialized, none starves another of the machine's cores.
 
 #[path = "../protocol/client.rs"]
@@ -15,6 +16,7 @@ mod dashboard_browser;
 mod fault_restart;
 mod fault_slow_reader;
 mod fault_streams;
+mod image_build;
 mod kube_leader_release;
 mod large_mesh;
 mod telemetry_envoy;

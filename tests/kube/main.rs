@@ -12,3 +12,4 @@ mod deploy;
 mod leader;
 mod mesh;
 mod serve;
+mod webhook;

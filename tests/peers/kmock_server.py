@@ -32,6 +32,8 @@ RESOURCES = {
     "gateway.networking.k8s.io/v1/httproutes": ("HTTPRoute", True),
     "coordination.k8s.io/v1/leases": ("Lease", True),
     "apps/v1/deployments": ("Deployment", True),
+    "v1/secrets": ("Secret", True),
+    "admissionregistration.k8s.io/v1/mutatingwebhookconfigurations": ("MutatingWebhookConfiguration", False),
 }
 
 

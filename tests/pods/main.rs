@@ -10,6 +10,7 @@ mod common;
 
 mod agent;
 mod bookinfo;
+mod injected;
 mod interception;
 mod iptables_rules;
 

@@ -8,6 +8,7 @@ mod common;
 
 mod file;
 mod golden;
+mod inject_golden;
 mod istio_compat;
 mod mesh;
 mod slow_writes;

@@ -37,6 +37,7 @@ pub mod rollout;
 mod route_status;
 mod status;
 mod watch;
+pub mod webhook;
 
 pub use deploy::{TICK as DEPLOY_TICK, manage_deployments};
 pub use lease::{LeaseConfig, lead};
@@ -98,7 +99,17 @@ pub const HTTP_ROUTE_STATUS: Access =
 pub const DEPLOYMENTS: Access =
     Access { group: "apps", resource: "deployments", verbs: &["list", "create", "patch", "delete"] };
 
-/// Every API call Sluice makes; the ClusterRole in `deploy/` grants exactly these.
+/// The injection webhook's certificate (`webhook`): `get` the Secret every replica shares, `create` it (the first
+/// replica), `patch` a renewed serving certificate into it. Granted in Sluice's own namespace only (a Role).
+pub const SECRETS: Access = Access { group: "", resource: "secrets", verbs: &["get", "create", "patch"] };
+/// The lease holder keeps the MutatingWebhookConfiguration's `caBundle` set: `get` it, merge `patch` it.
+pub const MUTATING_WEBHOOKS: Access = Access {
+    group: "admissionregistration.k8s.io",
+    resource: "mutatingwebhookconfigurations",
+    verbs: &["get", "patch"],
+};
+
+/// Every API call Sluice makes; the ClusterRole and Role in `deploy/` grant exactly these.
 pub const ACCESS: &[Access] = &[
     SERVICES,
     PODS,
@@ -111,4 +122,6 @@ pub const ACCESS: &[Access] = &[
     HTTP_ROUTES,
     HTTP_ROUTE_STATUS,
     DEPLOYMENTS,
+    SECRETS,
+    MUTATING_WEBHOOKS,
 ];

@@ -1,0 +1,83 @@
+//! Sidecar injection: what istiod's mutating webhook does, for Sluice's sidecar. A pod being created gets the
+//! `sluice-init` init container (`sluice iptables`), the `sluice-proxy` sidecar (`sluice proxy`) and their
+//! volumes, as an RFC 6902 JSONPatch that only adds. The same pure core serves the webhook (`sluice serve
+//! --inject`, `POST /inject` on 15017) and the offline form (`sluice inject -f`, as `istioctl kube-inject`).
+//!
+//! ```text
+//!  AdmissionReview ─▶ review::answer ─▶ policy::decide (hostNetwork, system namespaces, opt-out, injected?)
+//!                                     ─▶ annotations::parse (Istio's annotations; a bad value refuses the pod)
+//!                                     ─▶ template::parts ─▶ patch::ops ─▶ response (JSONPatch, base64)
+//!  sluice inject -f F ─▶ offline: each pod template ─▶ the same ops, applied with `json-patch` ─▶ YAML
+//! ```
+
+pub mod annotations;
+pub mod certs;
+pub mod offline;
+pub mod patch;
+pub mod policy;
+pub mod review;
+pub mod template;
+pub mod webhook;
+
+use serde_json::Value;
+
+/// How sidecars are injected; shared by `sluice serve --inject` and `sluice inject`.
+#[derive(Clone, Debug, clap::Args, serde::Serialize)]
+pub struct Settings {
+    /// The image of the injected containers: sluice and Envoy (`scripts/build-image` builds it).
+    #[arg(long = "proxy-image", env = "SLUICE_PROXY_IMAGE", default_value = "sluice:latest")]
+    pub image: String,
+    /// The injected containers' `imagePullPolicy`.
+    #[arg(long = "proxy-image-pull-policy", env = "SLUICE_PROXY_IMAGE_PULL_POLICY", default_value = "IfNotPresent")]
+    pub image_pull_policy: String,
+    /// The xDS address injected sidecars connect to.
+    #[arg(long = "proxy-xds", env = "SLUICE_PROXY_XDS", default_value = "sluice.sluice-system.svc:15010")]
+    pub xds: String,
+    /// Inject the sidecar as a native sidecar (an init container with `restartPolicy: Always`; Kubernetes 1.29+):
+    /// it starts before the app's containers and stops after them.
+    #[arg(long = "native-sidecars", env = "SLUICE_NATIVE_SIDECARS")]
+    pub native_sidecars: bool,
+    /// The sidecar's drain on SIGTERM, in seconds (`proxy.istio.io/config` `terminationDrainDuration` per pod).
+    #[arg(long = "proxy-drain-seconds", env = "SLUICE_PROXY_DRAIN_SECONDS", default_value_t = 5)]
+    pub drain_seconds: u64,
+    /// Envoy's worker threads (`proxy.istio.io/config` `concurrency` per pod).
+    #[arg(long = "proxy-concurrency", env = "SLUICE_PROXY_CONCURRENCY", default_value_t = 2)]
+    pub concurrency: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            image: "sluice:latest".into(),
+            image_pull_policy: "IfNotPresent".into(),
+            xds: "sluice.sluice-system.svc:15010".into(),
+            native_sidecars: false,
+            drain_seconds: 5,
+            concurrency: 2,
+        }
+    }
+}
+
+/// What injection does to one pod.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// The JSONPatch to apply, and warnings for the user (annotations not honoured).
+    Injected { ops: Vec<Value>, warnings: Vec<String> },
+    /// Left as it is, and why.
+    Skipped(policy::Skip),
+    /// An annotation asks for something that cannot be done: the pod is refused, naming it.
+    Refused(annotations::BadAnnotation),
+}
+
+/// Injection for `pod` (a Pod as JSON, or a pod template's `metadata` and `spec`) in `namespace`.
+pub fn inject(pod: &Value, namespace: &str, settings: &Settings) -> Outcome {
+    if let Err(skip) = policy::decide(pod, namespace) {
+        return Outcome::Skipped(skip);
+    }
+    let overrides = match annotations::parse(pod["metadata"]["annotations"].as_object()) {
+        Ok(o) => o,
+        Err(e) => return Outcome::Refused(e),
+    };
+    let parts = template::parts(pod, settings, &overrides);
+    Outcome::Injected { ops: patch::ops(pod, &parts), warnings: overrides.warnings }
+}

@@ -1,0 +1,216 @@
+//! What injection adds to a pod (pure): the `sluice-init` init container (`sluice iptables` with the pod's
+//! ports), the `sluice-proxy` sidecar (`sluice proxy`: uid 1337, readiness on 15021, Prometheus on 15090, the
+//! downward-API env and volume the agent reads), their volumes, and the annotations and labels istiod writes.
+//! With native sidecars the proxy is an init container with `restartPolicy: Always`, right after `sluice-init`.
+
+use super::Settings;
+use super::annotations::Overrides;
+use super::policy::STATUS_ANNOTATION;
+use serde_json::{Value, json};
+
+pub const PROXY_CONTAINER: &str = "sluice-proxy";
+pub const INIT_CONTAINER: &str = "sluice-init";
+pub const PODINFO_VOLUME: &str = "sluice-podinfo";
+pub const ENVOY_VOLUME: &str = "sluice-envoy";
+/// Where the agent reads the pod's labels and writes Envoy's bootstrap, inside the sidecar.
+pub const PODINFO_DIR: &str = "/etc/podinfo";
+pub const ENVOY_DIR: &str = "/etc/sluice/proxy";
+/// Envoy in the image (see scripts/build-image).
+pub const ENVOY_BIN: &str = "/usr/local/bin/envoy";
+/// The ports `sluice iptables` never redirects inbound (istiod's: 15090 Prometheus, 15021 health, 15020 metrics).
+pub const EXCLUDED_INBOUND: [u16; 3] = [15090, 15021, 15020];
+
+/// Everything injection adds; `patch::ops` turns it into a JSONPatch against the pod.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Parts {
+    pub init: Value,
+    pub sidecar: Value,
+    /// The sidecar goes among the init containers (native sidecar) instead of the containers.
+    pub native: bool,
+    pub volumes: Vec<Value>,
+    /// Added only where the pod does not already have the key.
+    pub annotations: Vec<(String, String)>,
+    pub labels: Vec<(String, String)>,
+}
+
+pub fn parts(pod: &Value, settings: &Settings, o: &Overrides) -> Parts {
+    let image = o.image.clone().unwrap_or_else(|| settings.image.clone());
+    let app_ports = container_ports(pod);
+    let init = init_container(&image, settings, o);
+    let sidecar = sidecar_container(&image, settings, o, &app_ports, settings.native_sidecars);
+    let native = settings.native_sidecars;
+    let status = json!({
+        "initContainers": if native { vec![INIT_CONTAINER, PROXY_CONTAINER] } else { vec![INIT_CONTAINER] },
+        "containers": if native { Vec::<&str>::new() } else { vec![PROXY_CONTAINER] },
+        "volumes": [PODINFO_VOLUME, ENVOY_VOLUME],
+    });
+    let meta = &pod["metadata"];
+    let has = |key: &str| meta["annotations"].get(key).is_some();
+    let mut annotations = vec![(STATUS_ANNOTATION.to_string(), status.to_string())];
+    let first_app = pod["spec"]["containers"].as_array().and_then(|c| c.first()).and_then(|c| c["name"].as_str());
+    if let Some(name) = first_app.filter(|_| !has("kubectl.kubernetes.io/default-container")) {
+        annotations.push(("kubectl.kubernetes.io/default-container".into(), name.into()));
+    }
+    let scraped = meta["annotations"].as_object().is_some_and(|a| a.keys().any(|k| k.starts_with("prometheus.io/")));
+    if !scraped {
+        annotations.push(("prometheus.io/scrape".into(), "true".into()));
+        annotations.push(("prometheus.io/port".into(), "15090".into()));
+        annotations.push(("prometheus.io/path".into(), "/stats/prometheus".into()));
+    }
+    let labels_in = &meta["labels"];
+    let label = |keys: &[&str]| keys.iter().find_map(|k| labels_in.get(*k).and_then(Value::as_str)).map(str::to_string);
+    let name = label(&["service.istio.io/canonical-name", "app.kubernetes.io/name", "app"])
+        .or_else(|| meta["generateName"].as_str().map(|g| g.trim_end_matches('-').to_string()))
+        .or_else(|| meta["name"].as_str().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into());
+    let revision = label(&["service.istio.io/canonical-revision", "app.kubernetes.io/version", "version"])
+        .unwrap_or_else(|| "latest".into());
+    let labels = [
+        ("security.istio.io/tlsMode", "istio".to_string()),
+        ("service.istio.io/canonical-name", name),
+        ("service.istio.io/canonical-revision", revision),
+    ]
+    .into_iter()
+    .filter(|(k, _)| labels_in.get(*k).is_none())
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    Parts { init, sidecar, native, volumes: volumes(), annotations, labels }
+}
+
+/// The TCP ports the pod's containers declare, in order, without repeats.
+fn container_ports(pod: &Value) -> Vec<u16> {
+    let mut out = Vec::new();
+    for c in pod["spec"]["containers"].as_array().into_iter().flatten() {
+        for p in c["ports"].as_array().into_iter().flatten() {
+            let tcp = p["protocol"].as_str().is_none_or(|proto| proto == "TCP");
+            if let Some(port) = p["containerPort"].as_u64().and_then(|n| u16::try_from(n).ok())
+                && tcp
+                && !out.contains(&port)
+            {
+                out.push(port);
+            }
+        }
+    }
+    out
+}
+
+fn join<T: ToString>(items: &[T]) -> String {
+    items.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+}
+
+fn init_container(image: &str, settings: &Settings, o: &Overrides) -> Value {
+    let mut excluded: Vec<u16> = EXCLUDED_INBOUND.to_vec();
+    excluded.extend(o.exclude_inbound_ports.iter().filter(|p| !EXCLUDED_INBOUND.contains(p)));
+    let args = [
+        "iptables".to_string(),
+        "-p".into(),
+        "15001".into(),
+        "-z".into(),
+        "15006".into(),
+        "-u".into(),
+        "1337".into(),
+        "-g".into(),
+        "1337".into(),
+        "-m".into(),
+        "REDIRECT".into(),
+        "-i".into(),
+        o.include_outbound_ip_ranges.clone().unwrap_or_else(|| "*".into()),
+        "-x".into(),
+        o.exclude_outbound_ip_ranges.join(","),
+        "-b".into(),
+        o.include_inbound_ports.clone().unwrap_or_else(|| "*".into()),
+        "-d".into(),
+        join(&excluded),
+        "-o".into(),
+        join(&o.exclude_outbound_ports),
+        "-q".into(),
+        join(&o.include_outbound_ports),
+    ];
+    json!({
+        "name": INIT_CONTAINER,
+        "image": image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "args": args,
+        "resources": {"requests": {"cpu": "10m", "memory": "40Mi"}, "limits": {"cpu": "2000m", "memory": "1024Mi"}},
+        "securityContext": {
+            "runAsUser": 0, "runAsGroup": 0, "runAsNonRoot": false, "privileged": false,
+            "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": false,
+            "capabilities": {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]},
+        },
+    })
+}
+
+fn sidecar_container(image: &str, settings: &Settings, o: &Overrides, ports: &[u16], native: bool) -> Value {
+    let field = |path: &str| json!({"valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}});
+    let mut env = vec![
+        json!({"name": "POD_NAME"}),
+        json!({"name": "POD_NAMESPACE"}),
+        json!({"name": "INSTANCE_IP"}),
+        json!({"name": "SERVICE_ACCOUNT"}),
+    ];
+    for (e, path) in
+        env.iter_mut().zip(["metadata.name", "metadata.namespace", "status.podIP", "spec.serviceAccountName"])
+    {
+        e.as_object_mut().expect("object").extend(field(path).as_object().expect("object").clone());
+    }
+    let drain = o.drain_seconds.unwrap_or(settings.drain_seconds);
+    let concurrency = o.concurrency.unwrap_or(settings.concurrency);
+    let values = [
+        ("SLUICE_XDS", settings.xds.clone()),
+        ("SLUICE_ENVOY_BIN", ENVOY_BIN.to_string()),
+        ("SLUICE_LABELS_FILE", format!("{PODINFO_DIR}/labels")),
+        ("SLUICE_INBOUND_PORTS", join(ports)),
+        ("SLUICE_CONFIG_DIR", ENVOY_DIR.to_string()),
+        ("SLUICE_DRAIN_SECONDS", drain.to_string()),
+        ("SLUICE_CONCURRENCY", concurrency.to_string()),
+    ];
+    env.extend(values.into_iter().map(|(k, v)| json!({"name": k, "value": v})));
+    for (k, v) in [
+        ("SLUICE_STATS_INCLUSION_PREFIXES", &o.stats_prefixes),
+        ("SLUICE_STATS_INCLUSION_SUFFIXES", &o.stats_suffixes),
+        ("SLUICE_STATS_INCLUSION_REGEXPS", &o.stats_regexps),
+    ] {
+        if let Some(v) = v {
+            env.push(json!({"name": k, "value": v}));
+        }
+    }
+    let pick = |o: &Option<String>, d: &str| o.clone().unwrap_or_else(|| d.to_string());
+    let mut c = json!({
+        "name": PROXY_CONTAINER,
+        "image": image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "args": ["proxy"],
+        "env": env,
+        "ports": [{"name": "http-envoy-prom", "containerPort": 15090, "protocol": "TCP"}],
+        "readinessProbe": {
+            "httpGet": {"path": "/healthz/ready", "port": 15021},
+            "initialDelaySeconds": 1, "periodSeconds": 2, "timeoutSeconds": 3, "failureThreshold": 30,
+        },
+        "resources": {
+            "requests": {"cpu": pick(&o.cpu_request, "100m"), "memory": pick(&o.memory_request, "128Mi")},
+            "limits": {"cpu": pick(&o.cpu_limit, "2000m"), "memory": pick(&o.memory_limit, "1024Mi")},
+        },
+        "securityContext": {
+            "runAsUser": 1337, "runAsGroup": 1337, "runAsNonRoot": true, "privileged": false,
+            "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [
+            {"name": PODINFO_VOLUME, "mountPath": PODINFO_DIR, "readOnly": true},
+            {"name": ENVOY_VOLUME, "mountPath": ENVOY_DIR},
+        ],
+    });
+    if native {
+        c["restartPolicy"] = json!("Always");
+    }
+    c
+}
+
+fn volumes() -> Vec<Value> {
+    vec![
+        json!({"name": PODINFO_VOLUME, "downwardAPI": {"items": [
+            {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
+            {"path": "annotations", "fieldRef": {"fieldPath": "metadata.annotations"}},
+        ]}}),
+        json!({"name": ENVOY_VOLUME, "emptyDir": {"medium": "Memory"}}),
+    ]
+}

@@ -1,0 +1,212 @@
+//! Injected pods run: Bookinfo's reviews (v1, v3) and productpage pod templates, taken unchanged from
+//! `deploy/bookinfo.yaml`, go through the injection webhook (`sluice serve --inject`, HTTPS, a real client verifying
+//! its CA), the JSONPatch is applied by the `json-patch` crate, and the test bed runs what the patched spec says
+//! (`tests/common/podspec.rs`): the init container's `sluice iptables` args, then the app and the sidecar's
+//! `sluice proxy` with its env (fieldRefs resolved, the downward-API labels file written) as uid 1337, the host's
+//! `sluice` and Envoy standing in for the image.
+//!
+//! ```text
+//!  client pod ─▶ productpage (injected) ─▶ its sidecar :15001 ─▶ reviews-v1 | reviews-v3 (injected) :15006 ─▶ app
+//!                                                                   80%        20% (canaryWeight 2000)
+//! ```
+//! The templates keep their namespace's meaning but are created in `default`, where the test mesh's Services are.
+//! One user annotation is added before injection: `sidecar.istio.io/statsInclusionPrefixes` (the listener stats
+//! the test reads), which also shows that annotation reaching Envoy.
+
+use crate::common::child::SluiceChild;
+use crate::common::https::{ask, wait_listening};
+use crate::common::podmesh::{PodMesh, Sidecar, service_yaml, sluice_bin, workload_yaml};
+use crate::common::podnet::{HUB_IP, envoy_for_proxy_uid};
+use crate::common::podspec::{self, Images, PodMeta};
+use crate::common::{free_addrs, peer, repo, venv_python};
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const URL: &str = "--url=http://productpage:9080/productpage";
+/// Deployment ─▶ test-bed pod, injected through the webhook.
+const INJECTED: [(&str, &str); 3] =
+    [("reviews-v1", "reviews-v1"), ("reviews-v3", "reviews-v3"), ("productpage-v1", "productpage")];
+
+/// The Deployments' pod templates in `deploy/bookinfo.yaml`, by Deployment name.
+fn templates() -> BTreeMap<String, Value> {
+    let text = std::fs::read_to_string(repo().join("deploy/bookinfo.yaml")).expect("deploy/bookinfo.yaml");
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|de| Value::deserialize(de).expect("bookinfo.yaml parses"))
+        .filter(|d| d["kind"] == "Deployment")
+        .map(|d| (d["metadata"]["name"].as_str().unwrap().to_string(), d["spec"]["template"].clone()))
+        .collect()
+}
+
+/// The image of each Bookinfo app ─▶ the Python stand-in (`tests/peers/bookinfo.py`, same role and version).
+fn images(templates: &BTreeMap<String, Value>) -> Images {
+    let python = venv_python().to_string_lossy().into_owned();
+    let script = peer("bookinfo.py").to_string_lossy().into_owned();
+    let mut entrypoints = BTreeMap::new();
+    for t in templates.values() {
+        let labels = &t["metadata"]["labels"];
+        let (role, version) = (labels["app"].as_str().unwrap(), labels["version"].as_str().unwrap());
+        let image = t["spec"]["containers"][0]["image"].as_str().unwrap().to_string();
+        let line = [&python, "-u", &script, "--role", role, "--version", version, "--port", "9080"];
+        entrypoints.insert(image, line.map(String::from).to_vec());
+    }
+    let sluice = sluice_bin().to_string_lossy().into_owned();
+    entrypoints.insert("sluice:latest".into(), vec![sluice]);
+    let paths = BTreeMap::from([
+        ("/usr/local/bin/envoy".to_string(), envoy_for_proxy_uid()),
+        ("/usr/local/bin/sluice".to_string(), sluice_bin()),
+    ]);
+    Images { entrypoints, paths }
+}
+
+/// The Pod the API server would send for `template` (namespace `default`, a ReplicaSet's generateName).
+fn pod_of(deployment: &str, template: &Value) -> Value {
+    let mut pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": template["metadata"].clone(),
+                         "spec": template["spec"].clone()});
+    pod["metadata"]["generateName"] = json!(format!("{deployment}-7c9f6d5b8d-"));
+    pod["metadata"]["namespace"] = json!("default");
+    pod["metadata"]["annotations"]["sidecar.istio.io/statsInclusionPrefixes"] = json!("http.,listener.,cluster.");
+    pod
+}
+
+/// `pod` sent to the webhook as a CREATE review; the patched pod.
+fn inject(webhook: std::net::SocketAddr, ca: &std::path::Path, pod: &Value) -> Value {
+    let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": "3f1c", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                    "resource": {"group": "", "version": "v1", "resource": "pods"},
+                    "namespace": "default", "operation": "CREATE", "object": pod}});
+    let answers = ask(
+        webhook,
+        ca,
+        &json!([{"path": "/inject", "headers": {"Content-Type": "application/json"},
+                                             "body": review.to_string()}]),
+    );
+    assert_eq!(answers[0]["status"], 200, "{}", answers[0]);
+    let body: Value = serde_json::from_str(answers[0]["body"].as_str().unwrap()).expect("an AdmissionReview");
+    let response = &body["response"];
+    assert_eq!((response["allowed"].as_bool(), response["patchType"].as_str()), (Some(true), Some("JSONPatch")));
+    let bytes = base64::engine::general_purpose::STANDARD.decode(response["patch"].as_str().unwrap()).unwrap();
+    let patch: json_patch::Patch = serde_json::from_slice(&bytes).expect("an RFC 6902 patch");
+    let mut patched = pod.clone();
+    json_patch::patch(&mut patched, &patch).expect("the patch applies");
+    patched
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_bookinfo_pods_run_and_split_by_the_release_policy() {
+    let _serial = crate::serial().await;
+    let templates = templates();
+    let images = images(&templates);
+
+    // The webhook: its own `sluice serve --inject` on loopback, telling sidecars where Sluice's xDS is.
+    let dir = tempfile::tempdir().unwrap();
+    let (empty, state) = (dir.path().join("mesh"), dir.path().join("state"));
+    std::fs::create_dir_all(&empty).unwrap();
+    let [xds, admin, inject_addr] = free_addrs();
+    let args: Vec<std::ffi::OsString> = [
+        "--config",
+        empty.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--inject",
+        "--inject-addr",
+        &inject_addr.to_string(),
+        "--inject-dns-names",
+        "localhost",
+        "--proxy-xds",
+        &format!("{HUB_IP}:15010"),
+    ]
+    .map(Into::into)
+    .to_vec();
+    let webhook = SluiceChild::start_with(&args, &[], xds, admin, dir.path().join("webhook.log")).await;
+    wait_listening(inject_addr).await;
+    let ca = state.join("webhook-ca.pem");
+
+    // The mesh: Services with cluster IPs, a Workload per pod with its template's labels, reviews at 80/20.
+    let mut mesh = PodMesh::new();
+    for pod in ["productpage", "details", "ratings", "reviews-v1", "reviews-v3", "client"] {
+        mesh.add_pod(pod);
+    }
+    for svc in ["productpage", "details", "reviews", "ratings"] {
+        mesh.add_service(svc);
+    }
+    let mut config = String::new();
+    for (svc, ip) in &mesh.services {
+        config.push_str(&service_yaml(svc, *ip, 9080, "http"));
+    }
+    for (pod, app, version) in [
+        ("productpage", "productpage", "v1"),
+        ("details", "details", "v1"),
+        ("ratings", "ratings", "v1"),
+        ("reviews-v1", "reviews", "v1"),
+        ("reviews-v3", "reviews", "v3"),
+    ] {
+        config.push_str(&workload_yaml(pod, app, version, mesh.pod(pod).ip));
+    }
+    config.push_str(
+        "---\napiVersion: sluice.dev/v1alpha1\nkind: ReleasePolicy\nmetadata: {name: reviews-v3}\nspec:\n  \
+         service: reviews\n  stable: v1\n  canary: v3\n  traffic: {canaryWeight: 2000}\n",
+    );
+    mesh.write_config(&config);
+    mesh.start_sluice().await;
+
+    // details and ratings as the other pod tests run them; reviews and productpage as injected.
+    mesh.start_bookinfo_pod("details", "details", "v1", false).await;
+    mesh.start_bookinfo_pod("ratings", "ratings", "v1", false).await;
+    for (deployment, pod) in INJECTED {
+        let original = pod_of(deployment, &templates[deployment]);
+        let injected = inject(inject_addr, &ca, &original);
+        let name = format!("{deployment}-7c9f6d5b8d-x2x4q");
+        podspec::run(&mut mesh, pod, &injected, PodMeta { name: &name, namespace: "default" }, &images).await;
+        let running: Vec<&String> = mesh.apps.keys().filter(|k| k.starts_with(&format!("{pod}/"))).collect();
+        println!("{deployment}: injected and running as {running:?}");
+        assert_eq!(running.len(), 2, "the app and the sidecar run in {pod}: {running:?}");
+    }
+    drop(webhook);
+    mesh.intercept("client");
+    mesh.start_agent("client", &Sidecar { labels: vec![("app".into(), "client".into())], ..Default::default() });
+    mesh.wait_ready("client", Duration::from_secs(30)).await;
+    for (_, pod) in INJECTED {
+        let label = format!("{pod}/sluice-proxy");
+        let log = mesh.apps[&label].log();
+        assert!(!log.contains("ERROR"), "{label} logged an error:\n{log}");
+    }
+
+    let split = mesh.load("client", &[URL, "--count=2000", "--workers=8"], Duration::from_secs(240)).await;
+    println!("2000 calls through injected pods: {:?} in {:.1} s ({} req/s)", split.versions, split.seconds, split.rate);
+    assert_eq!(split.failed, 0, "{} of {} failed: {:?}", split.failed, split.total, split.errors);
+    assert_eq!(split.ok, 2000);
+    let v3 = split.share("v3");
+    assert!((0.17..=0.23).contains(&v3), "v3 got {:.1}% of 2000 (want 17-23%): {:?}", v3 * 100.0, split.versions);
+
+    // Through both sidecars: productpage's Envoy routed every call to reviews out of its outbound listener, and
+    // reviews v3's Envoy took its share on its inbound one.
+    let outbound = mesh.envoy_stat("productpage", "http.outbound_0.0.0.0_9080.downstream_rq_total").await;
+    assert!(outbound >= 4000, "productpage's sidecar routed {outbound} calls (2000 to reviews, 2000 to details)");
+    let inbound = mesh.envoy_stat("reviews-v3", "http.inbound_0.0.0.0_9080.downstream_rq_total").await;
+    assert!(inbound >= split.versions["v3"], "reviews-v3's sidecar saw {inbound} inbound requests");
+    // The sidecar runs as the injected runAsUser 1337, the agent and Envoy both (no root in the sidecar).
+    let processes = processes_in(&mesh.pod("reviews-v3").ns);
+    println!("reviews-v3 processes (name, uid): {processes:?}");
+    for name in ["sluice", "envoy"] {
+        let uids: Vec<u32> = processes.iter().filter(|(n, _)| n == name).map(|(_, uid)| *uid).collect();
+        assert!(!uids.is_empty() && uids.iter().all(|u| *u == 1337), "{name} in reviews-v3 runs as {uids:?}");
+    }
+}
+
+/// (process name, real uid) of every process in network namespace `ns`.
+fn processes_in(ns: &str) -> Vec<(String, u32)> {
+    let out = std::process::Command::new("ip").args(["netns", "pids", ns]).output().expect("ip netns pids");
+    let mut found = Vec::new();
+    for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_string();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let uid = status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|l| l.split_whitespace().next());
+        if let Some(uid) = uid.and_then(|u| u.parse().ok()) {
+            found.push((comm, uid));
+        }
+    }
+    found
+}
