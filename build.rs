@@ -1,4 +1,5 @@
-//! Compiles Sluice's own Release API (`proto/sluice/v1`) without a system `protoc`, and embeds the Envoy API
+//! Compiles Sluice's own Release API (`proto/sluice/v1`) and Istio's certificate service (`proto/istio/v1/auth`)
+//! without a system `protoc`, and embeds the Envoy API
 //! descriptor set that `envoy-types` ships (for Envoy JSON in config dumps and golden tests).
 
 use std::path::{Path, PathBuf};
@@ -6,7 +7,7 @@ use std::path::{Path, PathBuf};
 const ENVOY_TYPES_VERSION: &str = "0.7.7";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/sluice/v1/release.proto"];
+    let protos = ["proto/sluice/v1/release.proto", "proto/istio/v1/auth/ca.proto"];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }

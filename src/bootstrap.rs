@@ -19,6 +19,7 @@
 use serde_json::{Map, Value, json};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::str::FromStr;
 
 /// Node metadata: the proxy's namespace (a string). Outbound config is shared per namespace.
@@ -32,6 +33,10 @@ pub const META_LISTEN: &str = "SLUICE_LISTEN";
 /// Node metadata: comma-separated ports (`"9080,9081"`) the workload serves; each gets an inbound
 /// listener chain and an `inbound|PORT||` cluster.
 pub const META_INBOUND_PORTS: &str = "INBOUND_PORTS";
+/// `"true"`: the proxy holds a workload certificate over SDS (`sds-grpc`) and can take workload mTLS.
+pub const META_MTLS: &str = "SLUICE_MTLS";
+/// The bootstrap cluster of the agent's SDS server.
+pub const SDS_CLUSTER: &str = "sds-grpc";
 
 /// Name of the static cluster that points at Sluice's xDS port.
 pub const XDS_CLUSTER: &str = "sluice-xds";
@@ -81,6 +86,11 @@ pub struct BootstrapArgs {
     pub stats: StatsInclusion,
     #[command(flatten)]
     pub tls: BootstrapTls,
+    /// The Unix socket of the SDS server holding the workload certificate (`sluice proxy --mtls` serves it):
+    /// adds the static cluster `sds-grpc` and announces workload mTLS in the node metadata (`SLUICE_MTLS`), so
+    /// Sluice sends this proxy TLS contexts that take their secrets from it.
+    #[arg(long = "sds-socket", env = "SLUICE_SDS_SOCKET")]
+    pub sds_socket: Option<PathBuf>,
 }
 
 /// Envoy stats to keep beyond what Sluice reads (Istio's `statsInclusion*` annotations). Envoy creates no stat the
@@ -123,6 +133,7 @@ impl Default for BootstrapArgs {
             prometheus_port: 0,
             stats: StatsInclusion::default(),
             tls: BootstrapTls::default(),
+            sds_socket: None,
         }
     }
 }
@@ -201,6 +212,9 @@ pub fn render(args: &BootstrapArgs) -> Value {
         listeners.push(listener);
         clusters.push(cluster);
     }
+    if let Some(socket) = &args.sds_socket {
+        clusters.push(sds_cluster(socket));
+    }
     json!({
         "node": node(args),
         "dynamic_resources": dynamic_resources(args.sotw),
@@ -211,6 +225,23 @@ pub fn render(args: &BootstrapArgs) -> Value {
         "stats_sinks": [stats_sink()],
         "stats_flush_interval": STATS_FLUSH_INTERVAL,
         "stats_config": stats_config(args),
+    })
+}
+
+/// The static cluster `sds-grpc` (istio-agent's name): the agent's SDS server on a Unix socket, HTTP/2.
+fn sds_cluster(socket: &std::path::Path) -> Value {
+    json!({
+        "name": SDS_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            HTTP_PROTOCOL_OPTIONS: {
+                "@type": format!("type.googleapis.com/{HTTP_PROTOCOL_OPTIONS}"),
+                "explicit_http_config": { "http2_protocol_options": {} },
+            }
+        },
+        "load_assignment": { "cluster_name": SDS_CLUSTER, "endpoints": [{ "lb_endpoints": [{ "endpoint": {
+            "address": { "pipe": { "path": socket.to_string_lossy() } } } }] }] },
     })
 }
 
@@ -281,6 +312,9 @@ fn node(args: &BootstrapArgs) -> Value {
     if !args.inbound_ports.is_empty() {
         let ports: Vec<String> = args.inbound_ports.iter().map(u16::to_string).collect();
         meta.insert(META_INBOUND_PORTS.into(), ports.join(",").into());
+    }
+    if args.sds_socket.is_some() {
+        meta.insert(META_MTLS.into(), "true".into());
     }
     json!({ "id": args.node_id, "cluster": args.namespace, "metadata": meta })
 }

@@ -33,4 +33,10 @@ pub mod xds;
 pub mod proto {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("sluice.v1");
+
+    /// Istio's `istio.v1.auth.IstioCertificateService` (wire-compatible with istiod's CA).
+    pub mod istio_ca {
+        #![allow(clippy::all, missing_docs)]
+        tonic::include_proto!("istio.v1.auth");
+    }
 }

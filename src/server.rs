@@ -25,6 +25,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tonic::service::Routes;
 
 /// Where and how to serve.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -46,6 +47,9 @@ pub struct Options {
     pub state_dir: Option<std::path::PathBuf>,
     /// What to do with a state file that cannot be read.
     pub corrupt_state: crate::release::CorruptState,
+    /// The workload CA (`--ca`) on the mTLS port; without `tls` the port serves a certificate the mesh CA signs.
+    #[serde(skip)]
+    pub ca: Option<crate::ca::CaOptions>,
 }
 
 /// The mTLS xDS port: where, which files, and how identities scope config.
@@ -72,6 +76,7 @@ impl Options {
             limits: Limits::default(),
             state_dir: None,
             corrupt_state: Default::default(),
+            ca: None,
         }
     }
 }
@@ -136,7 +141,16 @@ impl Sluice {
                 "no --api-token-file: release changes (REST and gRPC) are accepted from loopback clients only"
             );
         }
-        let tls = options.tls.as_ref().map(|t| ServerTls::load(t.files.clone())).transpose()?;
+        // With the CA on the port, a client without a certificate finishes the handshake (a workload's first
+        // certificate request carries only a token); every other service there checks for one itself.
+        let ca = options.ca.as_ref();
+        let tls = match (&options.tls, ca) {
+            (Some(t), ca) => Some(ServerTls::load_with(t.files.clone(), ca.is_some())?),
+            (None, Some(ca)) => Some(ca.serving.server_tls(ca.server.authority())?),
+            (None, None) => None,
+        };
+        let tls_port =
+            options.tls.as_ref().map(|t| (t.addr, t.trust.clone())).or(ca.map(|c| (c.addr, c.trust.clone())));
         if !options.plaintext && tls.is_none() {
             return Err(StartError::NoXds);
         }
@@ -144,8 +158,8 @@ impl Sluice {
             true => Some(bind("xDS", options.xds_addr).await?),
             false => None,
         };
-        let tls_listener = match &options.tls {
-            Some(t) => Some(bind("xDS TLS", t.addr).await?),
+        let tls_listener = match &tls_port {
+            Some((addr, _)) => Some(bind("xDS TLS", *addr).await?),
             None => None,
         };
         let admin_listener = match options.admin_addr {
@@ -189,15 +203,27 @@ impl Sluice {
         let admin_budget = crate::conn::Budget::new(admin_share);
         if let Some(listener) = xds_listener {
             let incoming = crate::conn::incoming(listener, budget.clone(), limits.handshake_timeout);
-            let (xds, sink) = (Xds::new(ctx.clone()), sink(None));
-            tasks.push(tokio::spawn(serve_xds(incoming, xds, release_api(), sink, limits, stopped.clone())));
+            let routes = xds_routes(Xds::new(ctx.clone()), release_api(), sink(None), None);
+            tasks.push(tokio::spawn(serve_xds(incoming, routes, limits, stopped.clone())));
         }
-        if let (Some(listener), Some(tls), Some(t)) = (tls_listener, tls, &options.tls) {
-            let trust = Arc::new(t.trust.clone());
+        if let (Some(listener), Some(tls), Some((_, trust))) = (tls_listener, tls, tls_port) {
+            let trust = Arc::new(trust);
             let (xds, sink) = (Xds::mtls(ctx.clone(), trust.clone()), sink(Some(trust)));
+            let routes = xds_routes(xds, release_api(), sink, Some(ca.map(|c| c.server.service())));
             let incoming = crate::tls::incoming(listener, tls.clone(), budget.clone(), limits.handshake_timeout);
-            tasks.push(tokio::spawn(serve_xds(incoming, xds, release_api(), sink, limits, stopped.clone())));
-            tasks.push(tokio::spawn(tls.watch(t.reload_interval, stopped.clone())));
+            tasks.push(tokio::spawn(serve_xds(incoming, routes, limits, stopped.clone())));
+            match (&options.tls, ca) {
+                (Some(t), _) => tasks.push(tokio::spawn(tls.watch(t.reload_interval, stopped.clone()))),
+                (None, Some(ca)) => {
+                    let keep = ca.serving.clone().keep(ca.server.authority().clone(), tls, stopped.clone());
+                    tasks.push(tokio::spawn(keep));
+                }
+                (None, None) => {}
+            }
+        }
+        if let Some(ca) = ca {
+            tasks.push(tokio::spawn(ca.server.authority().clone().watch(ca.dir.clone(), stopped.clone())));
+            tracing::info!(dir = ?ca.dir, "workload CA serving IstioCertificateService on the mTLS port");
         }
         if let Some(listener) = admin_listener {
             let state = AdminState {
@@ -298,13 +324,39 @@ impl Drop for Sluice {
 #[error("timed out: {0}")]
 pub struct WaitTimeout(pub String);
 
-/// Serves xDS, the Release API (`sluice.v1.ReleaseService`) and the stats sink (`MetricsService`) on one gRPC
-/// port, plaintext or mTLS.
+type ReleaseServer = crate::proto::release_service_server::ReleaseServiceServer<crate::release::grpc::ReleaseApi>;
+type SinkServer =
+    envoy_types::pb::envoy::service::metrics::v3::metrics_service_server::MetricsServiceServer<telemetry::Sink>;
+type CaService =
+    crate::proto::istio_ca::istio_certificate_service_server::IstioCertificateServiceServer<crate::ca::CaServer>;
+
+/// The services of one xDS port: xDS, the Release API (`sluice.v1.ReleaseService`) and the stats sink
+/// (`MetricsService`); `mtls` is `Some` on the mTLS port, holding the certificate service when `--ca` is on.
+/// There a connection may carry no client certificate (the CA's callers), so every service but the CA refuses
+/// one without: xDS and the sink through `xds::trust`, the Release API through `tls::require_client_cert`.
+fn xds_routes(xds: Xds, release: ReleaseServer, sink: SinkServer, mtls: Option<Option<CaService>>) -> Routes {
+    let mut routes = xds.add_to(tonic::service::RoutesBuilder::default());
+    routes.add_service(sink);
+    match mtls {
+        None => {
+            routes.add_service(release);
+        }
+        Some(ca) => {
+            let release =
+                tonic::service::interceptor::InterceptedService::new(release, crate::tls::require_client_cert);
+            routes.add_service(release);
+            if let Some(ca) = ca {
+                routes.add_service(ca);
+            }
+        }
+    }
+    routes.routes()
+}
+
+/// Serves one xDS port's routes (see [`xds_routes`]), plaintext or mTLS.
 async fn serve_xds<I, IO, IE>(
     incoming: I,
-    xds: Xds,
-    release_api: crate::proto::release_service_server::ReleaseServiceServer<crate::release::grpc::ReleaseApi>,
-    sink: envoy_types::pb::envoy::service::metrics::v3::metrics_service_server::MetricsServiceServer<telemetry::Sink>,
+    routes: Routes,
     limits: crate::xds::Limits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) where
@@ -312,10 +364,6 @@ async fn serve_xds<I, IO, IE>(
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + tonic::transport::server::Connected + Unpin + Send + 'static,
     IE: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let mut routes = xds.add_to(tonic::service::RoutesBuilder::default());
-    routes.add_service(release_api);
-    routes.add_service(sink);
-    let routes = routes.routes();
     // Keepalive pings find dead peers (no answer in 10 s); a connection opens at most
     // `--max-streams-per-connection` streams at once.
     let result = tonic::transport::Server::builder()

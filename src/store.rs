@@ -126,6 +126,16 @@ impl Store {
         parts.models.iter().rev().find(|(_, m)| m.policies.contains_key(key)).map(|(source, _)| source.clone())
     }
 
+    /// Sets the server's mesh-wide settings (trust domain, root namespace) that translation reads from the model.
+    pub fn set_settings(&self, settings: crate::model::MeshSettings) {
+        let mut parts = self.lock();
+        if parts.merged.settings != settings {
+            parts.merged.settings = settings;
+            parts.dirty = true;
+        }
+        self.publish(&mut parts);
+    }
+
     /// The current merged model.
     pub fn model(&self) -> Arc<Model> {
         self.inner.model.borrow().clone()
@@ -187,6 +197,12 @@ impl Parts {
             |m| &mut m.destination_rules,
         );
         self.remerge_map(&old.http_routes, &new.http_routes, |m| &m.http_routes, |m| &mut m.http_routes);
+        self.remerge_map(
+            &old.peer_authentications,
+            &new.peer_authentications,
+            |m| &m.peer_authentications,
+            |m| &mut m.peer_authentications,
+        );
     }
 
     fn remerge_map<V: Clone + PartialEq + Overlay>(
@@ -240,6 +256,7 @@ impl Overlay for Vec<crate::model::Endpoint> {}
 impl Overlay for crate::model::mesh::VirtualService {}
 impl Overlay for crate::model::mesh::DestinationRule {}
 impl Overlay for crate::model::mesh::HttpRouteObject {}
+impl Overlay for crate::model::mesh::PeerAuthentication {}
 
 #[cfg(test)]
 mod tests {

@@ -9,7 +9,9 @@
 //!  :15021 /healthz/ready ─▶ Envoy's /ready is LIVE and it holds clusters and listeners from Sluice ─▶ 200, else 503
 //! ```
 
+pub mod cert;
 pub mod pod;
+pub mod sds;
 pub mod supervise;
 
 use crate::bootstrap::{BootstrapArgs, BootstrapTls, HostPort, StatsInclusion};
@@ -80,6 +82,54 @@ pub struct ProxyArgs {
     pub stats: StatsInclusion,
     #[command(flatten)]
     pub tls: BootstrapTls,
+    #[command(flatten)]
+    pub mtls: MtlsArgs,
+}
+
+/// Workload mTLS: the agent gets the pod's certificate from Sluice's CA and serves it to Envoy over SDS.
+#[derive(Clone, Debug, clap::Args)]
+pub struct MtlsArgs {
+    /// Get a workload certificate and serve it to Envoy (SDS on `CONFIG_DIR/sds.sock`); Sluice then sends this
+    /// proxy mTLS contexts.
+    #[arg(long = "mtls", env = "SLUICE_MTLS")]
+    pub enabled: bool,
+    /// Sluice's CA (its mTLS port); default: the xDS host on port 15012.
+    #[arg(long = "ca-addr", env = "SLUICE_CA_ADDR")]
+    pub ca_addr: Option<String>,
+    /// The name Sluice's certificate carries (checked, and sent as SNI).
+    #[arg(long = "ca-server-name", env = "SLUICE_CA_SERVER_NAME", default_value = "sluice.sluice-system.svc")]
+    pub ca_server_name: String,
+    /// The mesh root(s) Sluice's certificate chains to, as PEM text (the injector puts it here); else the file.
+    #[arg(long = "ca-root-pem", env = "SLUICE_CA_ROOT_PEM", hide_env_values = true)]
+    pub ca_root_pem: Option<String>,
+    /// The mesh root(s) Sluice's certificate chains to (PEM).
+    #[arg(long = "ca-root-file", env = "SLUICE_CA_ROOT_FILE", default_value = "/var/run/secrets/sluice/root-cert.pem")]
+    pub ca_root_file: PathBuf,
+    /// The token the CA authenticates the pod by (a projected service-account token with audience sluice-ca,
+    /// or the file-mode credential); read again for each request.
+    #[arg(long = "ca-token-file", env = "SLUICE_CA_TOKEN_FILE", default_value = "/var/run/secrets/tokens/sluice-ca")]
+    pub token_file: PathBuf,
+    /// The certificate lifetime asked for (the CA caps it).
+    #[arg(long = "cert-ttl-secs", env = "SLUICE_CERT_TTL_SECS", default_value_t = 86_400)]
+    pub ttl_secs: u64,
+    /// The SPIFFE trust domain of the pod's identity.
+    #[arg(long = "trust-domain", env = "SLUICE_TRUST_DOMAIN", default_value = "cluster.local")]
+    pub trust_domain: String,
+}
+
+impl MtlsArgs {
+    fn client(&self, xds: &HostPort) -> cert::CaClient {
+        cert::CaClient {
+            addr: self.ca_addr.clone().unwrap_or_else(|| format!("{}:15012", xds.host)),
+            server_name: self.ca_server_name.clone(),
+            root: match &self.ca_root_pem {
+                Some(pem) => cert::Root::Pem(pem.clone()),
+                None => cert::Root::File(self.ca_root_file.clone()),
+            },
+            token_file: self.token_file.clone(),
+            ttl: Duration::from_secs(self.ttl_secs),
+        }
+    }
 }
 
 impl ProxyArgs {
@@ -122,7 +172,15 @@ impl ProxyArgs {
             prometheus_port: self.prometheus_port,
             stats: self.stats.clone(),
             tls: self.tls.clone(),
+            sds_socket: self.mtls.enabled.then(|| self.sds_socket()),
         }
+    }
+}
+
+impl ProxyArgs {
+    /// The SDS server's socket, beside the bootstrap.
+    pub fn sds_socket(&self) -> PathBuf {
+        self.config_dir.join("sds.sock")
     }
 }
 
@@ -153,6 +211,12 @@ pub async fn run(args: ProxyArgs) -> ExitCode {
             eprintln!("sluice proxy: the status port {status}: {e}");
             return ExitCode::FAILURE;
         }
+    }
+    if args.mtls.enabled
+        && let Err(e) = start_sds(&args, &pod).await
+    {
+        eprintln!("sluice proxy: {e}");
+        return ExitCode::FAILURE;
     }
     let euid = rustix::process::geteuid().as_raw();
     if euid != 0 && euid != args.proxy_uid {
@@ -245,6 +309,19 @@ async fn supervise_envoy(args: &ProxyArgs, bootstrap: &std::path::Path, admin: S
         state = s;
         actions.extend(more);
     }
+}
+
+/// The certificate keeper and the SDS server Envoy reads it from.
+async fn start_sds(args: &ProxyArgs, pod: &pod::Pod) -> Result<(), String> {
+    let identity = cert::spiffe_id(&args.mtls.trust_domain, &pod.namespace, &pod.service_account);
+    let (tx, rx) = tokio::sync::watch::channel(None);
+    let socket = args.sds_socket();
+    // As root, the socket belongs to Envoy's uid (it alone connects); otherwise to the agent, which is Envoy's.
+    let owner = rustix::process::geteuid().is_root().then_some((args.proxy_uid, args.proxy_gid));
+    sds::serve(&socket, owner, rx).await.map_err(|e| format!("the SDS socket {}: {e}", socket.display()))?;
+    tracing::info!(%identity, socket = %socket.display(), "serving the workload certificate over SDS");
+    tokio::spawn(args.mtls.client(&args.xds).keep(identity, tx));
+    Ok(())
 }
 
 fn signal_envoy(envoy: Option<&Child>, signal: rustix::process::Signal) {

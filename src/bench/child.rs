@@ -109,6 +109,7 @@ fn floor_proxy() -> ProxyInfo {
         labels: Default::default(),
         inbound_ports: vec![],
         visibility: Default::default(),
+        mtls: false,
     }
 }
 

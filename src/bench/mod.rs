@@ -181,6 +181,7 @@ fn proxy_info() -> crate::model::ProxyInfo {
         labels: Default::default(),
         inbound_ports: vec![],
         visibility: Default::default(),
+        mtls: false,
     }
 }
 

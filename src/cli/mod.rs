@@ -76,10 +76,13 @@ pub struct ServeArgs {
     /// With --kube: watch only these namespaces (comma-separated); all namespaces when empty.
     #[arg(long, env = "SLUICE_NAMESPACES", value_delimiter = ',', requires = "kube")]
     pub namespaces: Vec<String>,
-    /// With --kube: also watch Istio VirtualServices and DestinationRules and Gateway API HTTPRoutes
+    /// With --kube: also watch Istio VirtualServices, DestinationRules and PeerAuthentications and Gateway API HTTPRoutes
     /// (`--kube-mesh-objects false` to skip them). A kind whose CRD is not installed is logged and served empty.
     #[arg(long, env = "SLUICE_KUBE_MESH_OBJECTS", default_value_t = true, action = clap::ArgAction::Set)]
     pub kube_mesh_objects: bool,
+    /// Istio's root namespace: a PeerAuthentication there without a selector applies to the whole mesh.
+    #[arg(long, env = "SLUICE_ROOT_NAMESPACE", default_value = crate::model::DEFAULT_ROOT_NAMESPACE)]
+    pub root_namespace: String,
     /// With --kube: the coordination.k8s.io/v1 Lease replicas elect the status writer with, as `namespace/name`.
     #[arg(long, env = "SLUICE_LEASE", default_value = "default/sluice", requires = "kube")]
     pub lease: String,
@@ -119,6 +122,8 @@ pub struct ServeArgs {
     pub tls: TlsArgs,
     #[command(flatten)]
     pub inject: crate::inject::webhook::WebhookArgs,
+    #[command(flatten)]
+    pub ca: crate::ca::CaArgs,
     /// File holding the bearer token release changes need (REST `Authorization: Bearer`, gRPC `authorization`
     /// metadata); re-read when it changes. Without it, release changes are taken from loopback clients only.
     #[arg(long, env = "SLUICE_API_TOKEN_FILE")]
@@ -299,7 +304,10 @@ fn fail(e: impl std::fmt::Display) -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    args.ca.check(args.state_dir.as_deref(), args.kube)?;
     let store = Store::new();
+    let (trust_domain, root_namespace) = (args.tls.trust_domain.clone(), args.root_namespace.clone());
+    store.set_settings(crate::model::MeshSettings { trust_domain, root_namespace });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut kube = None;
     if args.kube {
@@ -336,7 +344,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             let _ = stop.wait_for(|s| *s).await;
         }));
     }
+    let trust =
+        Trust { trust_domain: args.tls.trust_domain.clone(), shared_namespaces: args.tls.shared_namespaces.clone() };
+    let ca = args.ca.options(args.state_dir.as_deref(), kube.as_ref(), args.tls.xds_tls_addr, trust).await?;
+    // Injected sidecars trust the mesh root and get workload mTLS when Sluice runs its CA.
+    let mesh_root = ca.as_ref().map(|c| c.server.authority().current().root_pem.clone());
     let options = Options {
+        ca,
         xds_addr: args.xds_addr,
         plaintext: !args.tls.no_plaintext,
         tls: args.tls.options()?,
@@ -400,7 +414,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tokio::spawn(source::kube::write_status(client, releases, watching.observed, leader, stop_rx.clone()));
     }
     if args.inject.enabled {
-        start_webhook(&args, kube_client.as_ref(), leader_for_webhook, stop_rx.clone()).await?;
+        start_webhook(&args, mesh_root, kube_client.as_ref(), leader_for_webhook, stop_rx.clone()).await?;
     }
     shutdown_signal().await;
     tracing::info!("shutting down");
@@ -413,6 +427,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 /// its HTTPS server until shutdown.
 async fn start_webhook(
     args: &ServeArgs,
+    mesh_root: Option<String>,
     kube: Option<&kube::Client>,
     leader: tokio::sync::watch::Receiver<bool>,
     stop: tokio::sync::watch::Receiver<bool>,
@@ -449,7 +464,8 @@ async fn start_webhook(
     let shutdown = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
-    tokio::spawn(webhook::serve(listener, tls, std::sync::Arc::new(w.settings.clone()), budget, within, shutdown));
+    let settings = crate::inject::Settings { mesh_root_pem: mesh_root, ..w.settings.clone() };
+    tokio::spawn(webhook::serve(listener, tls, std::sync::Arc::new(settings), budget, within, shutdown));
     Ok(())
 }
 
@@ -493,5 +509,20 @@ mod tests {
         assert_eq!(tls.addr, "0.0.0.0:15012".parse().unwrap());
         assert_eq!(tls.trust.trust_domain, "cluster.local");
         assert_eq!(tls.trust.shared_namespaces, ["x", "y"]);
+    }
+
+    #[test]
+    fn the_ca_needs_a_place_for_its_key_and_a_way_to_authenticate() {
+        let ca = serve_args(&["--ca"]).ca;
+        assert_eq!(ca.ca_audiences, ["sluice-ca", "istio-ca"]);
+        assert_eq!((ca.workload_cert_ttl_secs, ca.max_workload_cert_ttl_secs), (86400, 604800));
+        assert_eq!(ca.ca_secret, "sluice-system/sluice-mesh-ca");
+        assert_eq!(ca.ca_dns_names, ["sluice.sluice-system.svc", "sluice.sluice-system.svc.cluster.local"]);
+        let err = ca.check(None, false).unwrap_err().to_string();
+        assert!(err.contains("--ca-dir") && err.contains("--state-dir") && err.contains("--kube"), "{err}");
+        let err = ca.check(Some(std::path::Path::new("/d")), false).unwrap_err().to_string();
+        assert!(err.contains("--ca-tokens"), "{err}");
+        assert!(ca.check(None, true).is_ok(), "Kubernetes: a Secret and TokenReviews");
+        assert!(serve_args(&[]).ca.check(None, false).is_ok(), "no --ca: nothing to check");
     }
 }

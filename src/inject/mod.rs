@@ -43,6 +43,11 @@ pub struct Settings {
     /// Envoy's worker threads (`proxy.istio.io/config` `concurrency` per pod).
     #[arg(long = "proxy-concurrency", env = "SLUICE_PROXY_CONCURRENCY", default_value_t = 2)]
     pub concurrency: u32,
+    /// The mesh CA's root (PEM), when Sluice runs its CA (`serve --ca`): injected sidecars then get workload
+    /// mTLS (their agent asks the CA with a projected token and trusts this root). Set by `serve`, not a flag.
+    #[arg(skip)]
+    #[serde(skip)]
+    pub mesh_root_pem: Option<String>,
 }
 
 impl Default for Settings {
@@ -54,6 +59,7 @@ impl Default for Settings {
             native_sidecars: false,
             drain_seconds: 5,
             concurrency: 2,
+            mesh_root_pem: None,
         }
     }
 }

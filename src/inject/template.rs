@@ -12,6 +12,11 @@ pub const PROXY_CONTAINER: &str = "sluice-proxy";
 pub const INIT_CONTAINER: &str = "sluice-init";
 pub const PODINFO_VOLUME: &str = "sluice-podinfo";
 pub const ENVOY_VOLUME: &str = "sluice-envoy";
+/// The projected service-account token the CA authenticates the pod by (workload mTLS only).
+pub const TOKEN_VOLUME: &str = "sluice-token";
+pub const TOKEN_DIR: &str = "/var/run/secrets/tokens";
+/// The token's audience (`--ca-audiences` accepts it; istiod's is `istio-ca`).
+pub const TOKEN_AUDIENCE: &str = "sluice-ca";
 /// Where the agent reads the pod's labels and writes Envoy's bootstrap, inside the sidecar.
 pub const PODINFO_DIR: &str = "/etc/podinfo";
 pub const ENVOY_DIR: &str = "/etc/sluice/proxy";
@@ -42,7 +47,7 @@ pub fn parts(pod: &Value, settings: &Settings, o: &Overrides) -> Parts {
     let status = json!({
         "initContainers": if native { vec![INIT_CONTAINER, PROXY_CONTAINER] } else { vec![INIT_CONTAINER] },
         "containers": if native { Vec::<&str>::new() } else { vec![PROXY_CONTAINER] },
-        "volumes": [PODINFO_VOLUME, ENVOY_VOLUME],
+        "volumes": volume_names(settings),
     });
     let meta = &pod["metadata"];
     let has = |key: &str| meta["annotations"].get(key).is_some();
@@ -74,7 +79,7 @@ pub fn parts(pod: &Value, settings: &Settings, o: &Overrides) -> Parts {
     .filter(|(k, _)| labels_in.get(*k).is_none())
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    Parts { init, sidecar, native, volumes: volumes(), annotations, labels }
+    Parts { init, sidecar, native, volumes: volumes(settings), annotations, labels }
 }
 
 /// The TCP ports the pod's containers declare, in order, without repeats.
@@ -165,6 +170,17 @@ fn sidecar_container(image: &str, settings: &Settings, o: &Overrides, ports: &[u
         ("SLUICE_CONCURRENCY", concurrency.to_string()),
     ];
     env.extend(values.into_iter().map(|(k, v)| json!({"name": k, "value": v})));
+    if let Some(root) = &settings.mesh_root_pem {
+        // Workload mTLS: the agent asks Sluice's CA (its TLS port, verified against this root) with the pod's
+        // projected token, and serves the certificate to Envoy over SDS.
+        for (k, v) in [
+            ("SLUICE_MTLS", "true".to_string()),
+            ("SLUICE_CA_ROOT_PEM", root.clone()),
+            ("SLUICE_CA_TOKEN_FILE", format!("{TOKEN_DIR}/{TOKEN_AUDIENCE}")),
+        ] {
+            env.push(json!({"name": k, "value": v}));
+        }
+    }
     for (k, v) in [
         ("SLUICE_STATS_INCLUSION_PREFIXES", &o.stats_prefixes),
         ("SLUICE_STATS_INCLUSION_SUFFIXES", &o.stats_suffixes),
@@ -199,18 +215,36 @@ fn sidecar_container(image: &str, settings: &Settings, o: &Overrides, ports: &[u
             {"name": ENVOY_VOLUME, "mountPath": ENVOY_DIR},
         ],
     });
+    if settings.mesh_root_pem.is_some() {
+        let mounts = c["volumeMounts"].as_array_mut().expect("a list");
+        mounts.push(json!({"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": true}));
+    }
     if native {
         c["restartPolicy"] = json!("Always");
     }
     c
 }
 
-fn volumes() -> Vec<Value> {
-    vec![
+fn volume_names(settings: &Settings) -> Vec<&'static str> {
+    let mut names = vec![PODINFO_VOLUME, ENVOY_VOLUME];
+    if settings.mesh_root_pem.is_some() {
+        names.push(TOKEN_VOLUME);
+    }
+    names
+}
+
+fn volumes(settings: &Settings) -> Vec<Value> {
+    let mut out = vec![
         json!({"name": PODINFO_VOLUME, "downwardAPI": {"items": [
             {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
             {"path": "annotations", "fieldRef": {"fieldPath": "metadata.annotations"}},
         ]}}),
         json!({"name": ENVOY_VOLUME, "emptyDir": {"medium": "Memory"}}),
-    ]
+    ];
+    if settings.mesh_root_pem.is_some() {
+        // A token for Sluice's CA only (its own audience), rotated by the kubelet, valid 12 h.
+        out.push(json!({"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": {
+            "audience": TOKEN_AUDIENCE, "expirationSeconds": 43200, "path": TOKEN_AUDIENCE}}]}}));
+    }
+    out
 }

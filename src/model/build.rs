@@ -47,6 +47,7 @@ impl Endpoint {
             labels: BTreeMap::new(),
             ready: true,
             terminating: false,
+            service_account: None,
         }
     }
 

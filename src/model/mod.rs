@@ -18,12 +18,14 @@ pub mod pattern;
 mod policy;
 mod proxy;
 mod service;
+mod settings;
 
 pub use analysis::{Analysis, AtLeast, AtMost};
 pub use deploy::{Deploy, Finalize, Loser, MAX_REPLICAS, canary_name};
 pub use policy::*;
 pub use proxy::{InterceptionMode, ProxyInfo, Visibility};
-pub use service::{Endpoint, Service, ServicePort, TargetPort};
+pub use service::{Endpoint, Service, ServicePort, TLS_MODE_ISTIO, TLS_MODE_LABEL, TargetPort};
+pub use settings::{DEFAULT_ROOT_NAMESPACE, MeshSettings};
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -69,6 +71,12 @@ pub struct Model {
     /// Gateway API HTTPRoutes (GAMMA: parents of kind Service), by their own key.
     #[serde(default)]
     pub http_routes: Objects<mesh::HttpRouteObject>,
+    /// Istio PeerAuthentications (what each sidecar accepts inbound: mTLS STRICT, PERMISSIVE, DISABLE).
+    #[serde(default)]
+    pub peer_authentications: Objects<mesh::PeerAuthentication>,
+    /// The server's mesh-wide settings (trust domain, root namespace); not from any source part.
+    #[serde(default)]
+    pub settings: MeshSettings,
 }
 
 /// RFC 1123 label, as Kubernetes requires of names: 1–63 of `[a-z0-9-]`, starting and ending alphanumeric.
@@ -115,6 +123,10 @@ impl Model {
             virtual_services: keep(&self.virtual_services, visibility),
             destination_rules: keep(&self.destination_rules, visibility),
             http_routes: keep(&self.http_routes, visibility),
+            // All of them: the root namespace's apply mesh-wide, and a proxy reads only its own namespace's and
+            // those (nothing of another namespace reaches its config).
+            peer_authentications: self.peer_authentications.clone(),
+            settings: self.settings.clone(),
         }
     }
 
@@ -124,7 +136,7 @@ impl Model {
         self.endpoints.diff(&other.endpoints).map(|d| diff_key(&d).clone()).collect()
     }
 
-    /// Whether anything but endpoints differs (services, policies, mesh objects). O(change), like
+    /// Whether nothing but endpoints differs (services, policies, mesh objects, settings). O(change), like
     /// [`Model::services_with_changed_endpoints`].
     pub fn only_endpoints_differ(&self, other: &Model) -> bool {
         self.services == other.services
@@ -132,6 +144,8 @@ impl Model {
             && self.virtual_services == other.virtual_services
             && self.destination_rules == other.destination_rules
             && self.http_routes == other.http_routes
+            && self.peer_authentications == other.peer_authentications
+            && self.settings == other.settings
     }
 }
 

@@ -30,6 +30,11 @@ pub struct ProxyInfo {
     pub inbound_ports: Vec<u16>,
     /// Which namespaces' services the proxy is given (set from its certificate on the mTLS port).
     pub visibility: Visibility,
+    /// The proxy takes part in workload mTLS: its agent serves it SDS (`default`, `ROOTCA`), so its clusters carry
+    /// upstream TLS and its inbound listener terminates mTLS. Node metadata `SLUICE_MTLS: "true"`; every other
+    /// proxy gets no TLS at all.
+    #[serde(default)]
+    pub mtls: bool,
 }
 
 /// The namespaces whose services (clusters, endpoints, routes, listeners) a proxy may see.
@@ -61,6 +66,7 @@ impl ProxyInfo {
             labels: BTreeMap::new(),
             inbound_ports: Vec::new(),
             visibility: Visibility::All,
+            mtls: false,
         }
     }
 }

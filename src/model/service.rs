@@ -71,6 +71,10 @@ pub struct Endpoint {
     /// Terminating endpoints get no new requests but stay listed (draining) rather than cut.
     #[serde(default)]
     pub terminating: bool,
+    /// The workload's service account (a Pod's `spec.serviceAccountName`, a Workload's `spec.serviceAccount`):
+    /// its mesh identity `spiffe://TRUST_DOMAIN/ns/NS/sa/SA`, which clients verify when they connect over mTLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
 }
 
 impl Endpoint {
@@ -78,4 +82,15 @@ impl Endpoint {
     pub fn label(&self, key: &str) -> Option<&str> {
         self.labels.get(key).map(String::as_str)
     }
+
+    /// Whether a sidecar fronts this endpoint and takes mesh mTLS: the label `security.istio.io/tlsMode: istio`
+    /// (injected pods carry it), which istiod exports as endpoint metadata for the clusters' transport socket match.
+    pub fn has_sidecar(&self) -> bool {
+        self.label(TLS_MODE_LABEL) == Some(TLS_MODE_ISTIO)
+    }
 }
+
+/// The label that says a workload has a sidecar (istiod's `security.istio.io/tlsMode`).
+pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
+/// Its value for a workload whose sidecar takes mesh mTLS.
+pub const TLS_MODE_ISTIO: &str = "istio";

@@ -10,10 +10,10 @@
 use super::documents::{Doc, Located, Object, Parsed};
 use super::error::LoadError;
 use super::objects::{
-    DestinationRuleObject, HttpRouteObject, Kind, PolicyObject, Problem, ServiceObject, VirtualServiceObject,
-    WorkloadObject, check_mesh, check_policy, check_service, check_workload,
+    DestinationRuleObject, HttpRouteObject, Kind, PeerAuthenticationObject, PolicyObject, Problem, ServiceObject,
+    VirtualServiceObject, WorkloadObject, check_mesh, check_policy, check_service, check_workload,
 };
-use crate::model::mesh::{self, DestinationRuleSpec, HttpRouteSpec, VirtualServiceSpec};
+use crate::model::mesh::{self, DestinationRuleSpec, HttpRouteSpec, PeerAuthenticationSpec, VirtualServiceSpec};
 use crate::model::{Endpoint, Model, ObjectKey, ReleasePolicy, Service, ServicePort, TargetPort};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,7 +25,7 @@ pub(crate) struct Assembled {
     pub services: usize,
     pub workloads: usize,
     pub policies: usize,
-    /// VirtualServices, DestinationRules and HTTPRoutes.
+    /// VirtualServices, DestinationRules, HTTPRoutes and PeerAuthentications.
     pub routing: usize,
     /// Fields written but not translated, as `file:line` problems; the model holds the rest of each object.
     pub warnings: Vec<LoadError>,
@@ -52,6 +52,9 @@ pub(crate) fn assemble(parsed: Parsed) -> Result<Assembled, Vec<LoadError>> {
             Object::VirtualService(v) => add(&mut routing.vs, Kind::VirtualService, doc, v, check_vs, &mut errors),
             Object::DestinationRule(d) => add(&mut routing.dr, Kind::DestinationRule, doc, *d, check_dr, &mut errors),
             Object::HttpRoute(r) => add(&mut routing.routes, Kind::HttpRoute, doc, r, check_route, &mut errors),
+            Object::PeerAuthentication(p) => {
+                add(&mut routing.peers, Kind::PeerAuthentication, doc, p, check_peer, &mut errors)
+            }
         }
     }
     let mut model = Model::default();
@@ -72,7 +75,7 @@ pub(crate) fn assemble(parsed: Parsed) -> Result<Assembled, Vec<LoadError>> {
         };
         model.policies.insert(key.clone(), policy);
     }
-    let routing_count = routing.vs.len() + routing.dr.len() + routing.routes.len();
+    let routing_count = routing.vs.len() + routing.dr.len() + routing.routes.len() + routing.peers.len();
     let conflicts = routing.into_model(&mut model, &mut errors);
     for (key, (doc, p)) in &policies {
         let target = ObjectKey::new(key.namespace.clone(), p.spec.service.clone());
@@ -109,12 +112,17 @@ fn check_route(o: &HttpRouteObject) -> Vec<Problem> {
     check_mesh(o, HttpRouteSpec::validate)
 }
 
+fn check_peer(o: &PeerAuthenticationObject) -> Vec<Problem> {
+    check_mesh(o, PeerAuthenticationSpec::validate)
+}
+
 /// The mesh routing objects of a load, with the documents they came from.
 #[derive(Default)]
 struct Routing {
     vs: ByKey<VirtualServiceObject>,
     dr: ByKey<DestinationRuleObject>,
     routes: ByKey<HttpRouteObject>,
+    peers: ByKey<PeerAuthenticationObject>,
 }
 
 impl Routing {
@@ -139,6 +147,11 @@ impl Routing {
             docs.insert(("HTTPRoute", key.clone()), doc);
             let r = mesh::HttpRouteObject { name, namespace, spec: o.spec, provenance };
             model.http_routes.insert(key, r);
+        }
+        for (key, (doc, o)) in self.peers {
+            let (name, namespace, provenance) = (key.name.clone(), key.namespace.clone(), doc.provenance());
+            let p = mesh::PeerAuthentication { name, namespace, spec: o.spec, provenance };
+            model.peer_authentications.insert(key, p);
         }
         for p in mesh::check_references(model) {
             if let Some(doc) = docs.get(&(p.kind, p.key.clone())) {
@@ -238,6 +251,7 @@ fn select_endpoints<'a>(
                 labels: w.metadata.labels.clone(),
                 ready: w.spec.ready,
                 terminating: w.spec.terminating,
+                service_account: w.spec.service_account.clone(),
             })
         })
         .collect()

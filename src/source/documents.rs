@@ -10,8 +10,8 @@
 use super::error::{LoadError, split_yaml_error};
 use super::lines::{Chunk, key_line, split_documents};
 use super::objects::{
-    DEFAULT_NAMESPACE, DestinationRuleObject, HttpRouteObject, Kind, PolicyObject, ServiceObject, VirtualServiceObject,
-    WorkloadObject,
+    DEFAULT_NAMESPACE, DestinationRuleObject, HttpRouteObject, Kind, PeerAuthenticationObject, PolicyObject,
+    ServiceObject, VirtualServiceObject, WorkloadObject,
 };
 use crate::model::ObjectKey;
 use serde::de::DeserializeOwned;
@@ -63,6 +63,7 @@ pub(crate) enum Object {
     VirtualService(VirtualServiceObject),
     DestinationRule(Box<DestinationRuleObject>),
     HttpRoute(HttpRouteObject),
+    PeerAuthentication(PeerAuthenticationObject),
 }
 
 #[derive(Debug)]
@@ -127,6 +128,7 @@ fn parse_document(doc: Arc<Doc>, out: &mut Parsed) {
             mesh_typed(&doc, &label, known, &value, out).map(|d| Object::DestinationRule(Box::new(d)))
         }
         Kind::HttpRoute => mesh_typed(&doc, &label, known, &value, out).map(Object::HttpRoute),
+        Kind::PeerAuthentication => mesh_typed(&doc, &label, known, &value, out).map(Object::PeerAuthentication),
     };
     match object {
         Some(object) => out.objects.push(Located { doc, object }),

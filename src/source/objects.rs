@@ -119,6 +119,9 @@ pub(crate) struct WorkloadSpec {
     pub ready: bool,
     #[serde(default)]
     pub terminating: bool,
+    /// The workload's identity: `spiffe://TRUST_DOMAIN/ns/NS/sa/SERVICE_ACCOUNT` (what mTLS clients verify).
+    #[serde(default)]
+    pub service_account: Option<String>,
 }
 
 fn yes() -> bool {
@@ -131,6 +134,7 @@ pub(crate) type PolicyObject = Envelope<ReleasePolicySpec>;
 pub(crate) type VirtualServiceObject = Envelope<mesh::VirtualServiceSpec>;
 pub(crate) type DestinationRuleObject = Envelope<mesh::DestinationRuleSpec>;
 pub(crate) type HttpRouteObject = Envelope<mesh::HttpRouteSpec>;
+pub(crate) type PeerAuthenticationObject = Envelope<mesh::PeerAuthenticationSpec>;
 
 /// The object kinds a config file may hold, as `(apiVersion, kind)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,6 +145,7 @@ pub(crate) enum Kind {
     VirtualService,
     DestinationRule,
     HttpRoute,
+    PeerAuthentication,
 }
 
 impl Kind {
@@ -152,6 +157,7 @@ impl Kind {
             (v, "VirtualService") if mesh::ISTIO_VERSIONS.contains(&v) => Some(Kind::VirtualService),
             (v, "DestinationRule") if mesh::ISTIO_VERSIONS.contains(&v) => Some(Kind::DestinationRule),
             (mesh::GATEWAY_V1 | "gateway.networking.k8s.io/v1beta1", "HTTPRoute") => Some(Kind::HttpRoute),
+            (v, "PeerAuthentication") if mesh::SECURITY_VERSIONS.contains(&v) => Some(Kind::PeerAuthentication),
             _ => None,
         }
     }
@@ -164,13 +170,14 @@ impl Kind {
             Kind::VirtualService => "VirtualService",
             Kind::DestinationRule => "DestinationRule",
             Kind::HttpRoute => "HTTPRoute",
+            Kind::PeerAuthentication => "PeerAuthentication",
         }
     }
 
     /// What an unknown `apiVersion`/`kind` pair is told to be instead.
     pub const EXPECTED: &'static str = "expected v1 Service, sluice.dev/v1alpha1 Workload or ReleasePolicy, \
-         networking.istio.io/v1 (v1beta1, v1alpha3) VirtualService or DestinationRule, or \
-         gateway.networking.k8s.io/v1 HTTPRoute";
+         networking.istio.io/v1 (v1beta1, v1alpha3) VirtualService or DestinationRule, \
+         security.istio.io/v1 (v1beta1) PeerAuthentication, or gateway.networking.k8s.io/v1 HTTPRoute";
 }
 
 /// Checks a Service on its own: names, port numbers, duplicate ports.

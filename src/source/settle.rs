@@ -1,7 +1,7 @@
 //! Which file edits wait for the removal grace: a file caught while a slow writer pauses mid-write parses as a
 //! valid config that lacks what comes later (or has it cut short), and applying it would move traffic and end a
 //! release the operator is running. So an edit that removes an object, or changes what routes traffic (a
-//! ReleasePolicy, VirtualService, DestinationRule or HTTPRoute), applies only once the files have stayed the same
+//! ReleasePolicy, VirtualService, DestinationRule, HTTPRoute, or what sidecars accept: a PeerAuthentication), applies only once the files have stayed the same
 //! for the grace period; additions and Service or Workload changes apply at once.
 //!
 //! ```text
@@ -25,6 +25,7 @@ pub(crate) fn held_back(old: &Model, new: &Model) -> Vec<String> {
     changed("VirtualService", &old.virtual_services, &new.virtual_services, |v| &v.spec, &mut out);
     changed("DestinationRule", &old.destination_rules, &new.destination_rules, |d| &d.spec, &mut out);
     changed("HTTPRoute", &old.http_routes, &new.http_routes, |r| &r.spec, &mut out);
+    changed("PeerAuthentication", &old.peer_authentications, &new.peer_authentications, |p| &p.spec, &mut out);
     out
 }
 

@@ -52,6 +52,13 @@ pub mod names {
     pub const KUBE_DEPLOYMENT_ERRORS: &str = "sluice_kube_deployment_errors_total";
     /// Counter: Kubernetes list/watch errors (each retried with backoff), by `kind`.
     pub const KUBE_WATCH_ERRORS: &str = "sluice_kube_watch_errors_total";
+    /// Counter: workload certificates the CA signed (`ca::service`).
+    pub const CA_ISSUED: &str = "sluice_ca_certificates_issued_total";
+    /// Counter: certificate requests refused, by `reason` (`no-token`, `invalid-token`, `expired-token`,
+    /// `wrong-audience`, `review-failed`, `impersonation`, `other-identity`, `bad-csr`, `signing-failed`).
+    pub const CA_REFUSED: &str = "sluice_ca_requests_refused_total";
+    /// Gauge: seconds until the mesh CA's root certificate expires (negative once it has).
+    pub const CA_ROOT_EXPIRY: &str = "sluice_ca_root_expiry_seconds";
 }
 
 /// Histogram buckets for durations, in seconds: 1 ms to 30 s.

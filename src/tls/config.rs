@@ -43,7 +43,7 @@ impl TlsFiles {
         Ok(Contents([read(&self.cert)?, read(&self.key)?, read(&self.client_ca)?]))
     }
 
-    fn build(&self, c: &Contents) -> Result<Arc<ServerConfig>, TlsError> {
+    fn build(&self, c: &Contents, optional_client: bool) -> Result<Arc<ServerConfig>, TlsError> {
         let [cert, key, ca] = &c.0;
         let certs = CertificateDer::pem_slice_iter(cert)
             .collect::<Result<Vec<_>, _>>()
@@ -53,41 +53,105 @@ impl TlsFiles {
         }
         let key = PrivateKeyDer::from_pem_slice(key)
             .map_err(|e| file_error(&self.key, format!("not a PEM private key: {e}")))?;
-        let mut roots = RootCertStore::empty();
-        for c in CertificateDer::pem_slice_iter(ca) {
-            let c = c.map_err(|e| file_error(&self.client_ca, format!("not a PEM certificate: {e}")))?;
-            roots.add(c).map_err(|e| file_error(&self.client_ca, format!("not a usable CA certificate: {e}")))?;
-        }
-        if roots.is_empty() {
-            return Err(file_error(&self.client_ca, "no CERTIFICATE block"));
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .build()
-            .map_err(|e| file_error(&self.client_ca, e))?;
-        let mut config = ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| TlsError::Config(e.to_string()))?
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(certs, key)
-            .map_err(|e| file_error(&self.key, format!("does not fit {}: {e}", self.cert.display())))?;
-        config.alpn_protocols = vec![b"h2".to_vec()];
-        Ok(Arc::new(config))
+        let roots = roots(ca).map_err(|e| file_error(&self.client_ca, e))?;
+        assemble(certs, key, roots, optional_client).map_err(|e| match e {
+            Part::Roots(e) => file_error(&self.client_ca, e),
+            Part::Key(e) => file_error(&self.key, format!("does not fit {}: {e}", self.cert.display())),
+            Part::Config(e) => TlsError::Config(e),
+        })
     }
 }
 
+/// Which part of a server config was refused.
+enum Part {
+    Roots(String),
+    Key(String),
+    Config(String),
+}
+
+fn roots(pem: &[u8]) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(pem) {
+        let c = c.map_err(|e| format!("not a PEM certificate: {e}"))?;
+        roots.add(c).map_err(|e| format!("not a usable CA certificate: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("no CERTIFICATE block".into());
+    }
+    Ok(roots)
+}
+
+fn assemble(
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    roots: RootCertStore,
+    optional_client: bool,
+) -> Result<Arc<ServerConfig>, Part> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+    // With the CA on this port a workload asks for its first certificate with a token alone; every other service
+    // here checks for a verified client certificate itself (`xds::trust`, `ca::service::require_client_cert`).
+    let builder = if optional_client { builder.allow_unauthenticated() } else { builder };
+    let verifier = builder.build().map_err(|e| Part::Roots(e.to_string()))?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Part::Config(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .map_err(|e| Part::Key(e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A server config from PEM text held in memory (the mesh CA's serving certificate for the mTLS port): the chain
+/// (leaf first), its key, the client CA bundle; `optional_client`: a client without a certificate may connect.
+pub fn config_from_pem(
+    chain: &str,
+    key: &str,
+    client_ca: &str,
+    optional_client: bool,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(chain.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Config(format!("the serving certificate: {e}")))?;
+    let key =
+        PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| TlsError::Config(format!("the serving key: {e}")))?;
+    let roots = roots(client_ca.as_bytes()).map_err(|e| TlsError::Config(format!("the client CA: {e}")))?;
+    assemble(certs, key, roots, optional_client).map_err(|e| match e {
+        Part::Roots(e) | Part::Key(e) | Part::Config(e) => TlsError::Config(e),
+    })
+}
+
 /// The current server config; [`ServerTls::watch`] swaps it when the files change.
+/// Without files ([`ServerTls::fixed`]) the owner swaps it with [`ServerTls::replace`].
 #[derive(Clone)]
 pub struct ServerTls {
-    files: TlsFiles,
+    files: Option<TlsFiles>,
+    /// A client without a certificate may finish the handshake (the CA is served on this port).
+    optional_client: bool,
     current: Arc<RwLock<Arc<ServerConfig>>>,
 }
 
 impl ServerTls {
     /// Loads the files once; any error is fatal at startup.
     pub fn load(files: TlsFiles) -> Result<Self, TlsError> {
-        let config = files.build(&files.read()?)?;
-        Ok(Self { files, current: Arc::new(RwLock::new(config)) })
+        Self::load_with(files, false)
+    }
+
+    /// As [`ServerTls::load`]; `optional_client`: clients without a certificate finish the handshake too.
+    pub fn load_with(files: TlsFiles, optional_client: bool) -> Result<Self, TlsError> {
+        let config = files.build(&files.read()?, optional_client)?;
+        Ok(Self { files: Some(files), optional_client, current: Arc::new(RwLock::new(config)) })
+    }
+
+    /// A config its owner keeps current with [`ServerTls::replace`] (no files to watch).
+    pub fn fixed(config: Arc<ServerConfig>) -> Self {
+        Self { files: None, optional_client: false, current: Arc::new(RwLock::new(config)) }
+    }
+
+    /// Swaps the config new connections handshake with; open connections keep theirs.
+    pub fn replace(&self, config: Arc<ServerConfig>) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = config;
     }
 
     /// The config a new connection handshakes with.
@@ -99,7 +163,8 @@ impl ServerTls {
     /// replacing cert and key one after the other is not caught halfway) and the result loads; a bad change is
     /// logged once and the last good config keeps serving.
     pub async fn watch(self, interval: Duration, stop: impl std::future::Future<Output = ()>) {
-        let mut applied = self.files.read().ok();
+        let Some(files) = self.files.clone() else { return stop.await };
+        let mut applied = files.read().ok();
         let mut previous: Option<Contents> = None;
         let mut reported: Option<String> = None;
         let mut report = |error: String| {
@@ -111,7 +176,7 @@ impl ServerTls {
         let poll = async {
             loop {
                 tokio::time::sleep(interval).await;
-                let now = match self.files.read() {
+                let now = match files.read() {
                     Ok(now) => now,
                     Err(e) => {
                         report(e.to_string());
@@ -120,10 +185,10 @@ impl ServerTls {
                     }
                 };
                 if previous.as_ref() == Some(&now) && applied.as_ref() != Some(&now) {
-                    match self.files.build(&now) {
+                    match files.build(&now, self.optional_client) {
                         Ok(config) => {
-                            *self.current.write().unwrap_or_else(|e| e.into_inner()) = config;
-                            tracing::info!(cert = %self.files.cert.display(), "TLS certificates reloaded");
+                            self.replace(config);
+                            tracing::info!(cert = %files.cert.display(), "TLS certificates reloaded");
                             applied = Some(now.clone());
                         }
                         Err(e) => report(e.to_string()),

@@ -32,13 +32,16 @@ pub fn incoming(
             let tx = tx.clone();
             let peer = a.peer;
             // While it shakes hands the budget may close it to make room; once its certificate is verified it is
-            // an authenticated mesh client (keepalive pings find one that goes silent).
+            // an authenticated mesh client (keepalive pings find one that goes silent). One without a certificate
+            // (a workload asking the CA for its first, when `--ca` admits them) stays a candidate for eviction.
             let guarded = Guarded::new(a.tcp, a.place, 0, within);
             let state = guarded.state();
             tokio::spawn(async move {
                 match tokio::time::timeout(within, acceptor.accept(guarded)).await {
                     Ok(Ok(stream)) => {
-                        state.establish();
+                        if stream.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty()) {
+                            state.establish();
+                        }
                         let _ = tx.send(Ok(stream)).await;
                     }
                     Ok(Err(e)) => tracing::warn!(%peer, error = %e, "xDS TLS handshake refused"),

@@ -15,6 +15,19 @@ mod config;
 mod identity;
 mod incoming;
 
-pub use config::{ServerTls, TlsError, TlsFiles};
+pub use config::{ServerTls, TlsError, TlsFiles, config_from_pem};
 pub use identity::{Identity, IdentityError};
 pub use incoming::incoming;
+
+/// A tonic interceptor for services on the mTLS port that need a verified client certificate. With `--ca` the
+/// handshake admits clients without one (a workload's first certificate request carries only a token), so each
+/// service but the CA checks: rustls verified any certificate given, so its presence is the check.
+pub fn require_client_cert(request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    match request.peer_certs() {
+        Some(certs) if !certs.is_empty() => Ok(request),
+        _ => Err(tonic::Status::unauthenticated(
+            "this service needs a client certificate on the mTLS port (only the certificate service takes a \
+             bearer token alone)",
+        )),
+    }
+}

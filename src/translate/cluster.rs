@@ -28,6 +28,8 @@ use super::defaults::CONNECT_TIMEOUT_SECS;
 /// One EDS cluster Sluice serves: a service port and, for a subset, the labels its endpoints carry.
 pub(crate) struct EdsCluster<'a> {
     pub name: String,
+    /// The subset's name (`""`: the catch-all cluster), for the mesh SNI.
+    pub subset_name: String,
     pub port: &'a ServicePort,
     /// The subset's labels (a version subset: `{version label: version}`); `None` for the catch-all cluster.
     pub subset: Option<BTreeMap<String, String>>,
@@ -127,41 +129,64 @@ pub(crate) fn eds_clusters_of<'a>(model: &'a Model, key: &ObjectKey, svc: &'a Se
     let mut out = Vec::new();
     for port in &svc.ports {
         let name = naming::outbound_cluster(svc, port.port, "");
-        out.push(EdsCluster { name, port, subset: None, policy: base.clone() });
+        out.push(EdsCluster { name, subset_name: String::new(), port, subset: None, policy: base.clone() });
         for (v, (labels, policy)) in &subsets {
             let name = naming::outbound_cluster(svc, port.port, v);
-            out.push(EdsCluster { name, port, subset: Some(labels.clone()), policy: policy.clone() });
+            let subset = Some(labels.clone());
+            out.push(EdsCluster { name, subset_name: v.clone(), port, subset, policy: policy.clone() });
         }
     }
     out
 }
 
-/// Outbound EDS clusters of every service port (TCP ports too), sorted by name.
+/// Outbound EDS clusters of every service port (TCP ports too), sorted by name: what every proxy without workload
+/// mTLS gets (a DestinationRule's `SIMPLE`/`MUTUAL` TLS from files included; no mesh TLS).
 pub fn clusters(model: &Model) -> Vec<Cluster> {
+    outbound(model, false)
+}
+
+/// [`clusters`] for a proxy that takes part in workload mTLS (`ProxyInfo::mtls`): auto mTLS to endpoints with a
+/// sidecar, and a DestinationRule's `ISTIO_MUTUAL` (see `tls`).
+pub fn mesh_clusters(model: &Model) -> Vec<Cluster> {
+    outbound(model, true)
+}
+
+/// The outbound clusters a proxy gets: [`mesh_clusters`] or [`clusters`].
+pub fn outbound_clusters(model: &Model, proxy: &ProxyInfo) -> Vec<Cluster> {
+    outbound(model, proxy.mtls)
+}
+
+fn outbound(model: &Model, mesh: bool) -> Vec<Cluster> {
     let mut out: Vec<Cluster> = model
         .services
         .iter()
-        .flat_map(|(key, svc)| eds_clusters_of(model, key, svc))
-        .map(|c| {
-            let http2 = c.port.is_http2();
-            let mut cluster = eds_cluster(c.name, http2);
-            if let Some(policy) = &c.policy {
-                super::traffic_policy::apply(policy, &mut cluster, http2);
-            }
-            cluster
+        .flat_map(|(key, svc)| {
+            let accounts = super::cluster_tls::Accounts::of(model, key);
+            eds_clusters_of(model, key, svc).into_iter().map(move |c| {
+                let http2 = c.port.is_http2();
+                let mut cluster = eds_cluster(c.name.clone(), http2);
+                if let Some(policy) = &c.policy {
+                    super::traffic_policy::apply(policy, &mut cluster, http2);
+                }
+                super::cluster_tls::apply(model, key, svc, &c, &accounts, mesh, &mut cluster);
+                cluster
+            })
         })
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
 }
 
-/// Per-proxy clusters: in intercept mode `PassthroughCluster` and one `inbound|P||` per inbound port; none in the
-/// other modes. Sorted by name.
+/// Per-proxy clusters: in intercept mode `PassthroughCluster` and one `inbound|P||` per inbound port (with workload
+/// mTLS also `BlackHoleCluster`, behind the chains that refuse plaintext); none in the other modes. Sorted by name.
 pub fn proxy_clusters(_model: &Model, proxy: &ProxyInfo) -> Vec<Cluster> {
     if proxy.mode != InterceptionMode::Intercept {
         return Vec::new();
     }
     let mut out = vec![passthrough_cluster(), inbound_passthrough_cluster()];
+    if proxy.mtls {
+        out.push(blackhole_cluster());
+    }
     let ports: BTreeSet<u16> = proxy.inbound_ports.iter().copied().collect();
     out.extend(ports.into_iter().map(inbound_cluster));
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -231,6 +256,16 @@ fn inbound_passthrough_cluster() -> Cluster {
     }
 }
 
+/// No endpoints: a connection sent here is closed.
+fn blackhole_cluster() -> Cluster {
+    Cluster {
+        name: naming::BLACKHOLE_CLUSTER.to_string(),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::Static as i32)),
+        connect_timeout: Some(seconds(CONNECT_TIMEOUT_SECS)),
+        ..Default::default()
+    }
+}
+
 fn original_dst_cluster(name: &str) -> Cluster {
     Cluster {
         name: name.to_string(),
@@ -272,6 +307,7 @@ mod tests {
             labels: [("version".to_string(), "v2".to_string())].into(),
             ready: true,
             terminating: false,
+            service_account: None,
         };
         let spec = ReleasePolicySpec {
             service: "reviews".into(),

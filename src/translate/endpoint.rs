@@ -6,6 +6,10 @@
 //!  Endpoint { !ready, !terminating } ─▶ omitted
 //! ```
 //!
+//! An endpoint with a sidecar (label `security.istio.io/tlsMode: istio`) carries istiod's metadata
+//! `envoy.transport_socket_match: {tlsMode: istio}`, which mTLS proxies' clusters match to pick mTLS (see `tls`);
+//! other proxies' clusters have no socket matches and ignore it.
+//!
 //! Every assignment has exactly one locality with weight 1: proxyless gRPC NACKs endpoints without a locality
 //! and ignores localities without a weight. Assignments with no endpoints are still emitted, so every EDS
 //! cluster warms.
@@ -13,7 +17,7 @@
 use super::cluster::{EdsCluster, eds_clusters_of};
 use super::socket_address;
 use crate::model::{Endpoint, Model, ObjectKey};
-use envoy_types::pb::envoy::config::core::v3::{HealthStatus, Locality};
+use envoy_types::pb::envoy::config::core::v3::{HealthStatus, Locality, Metadata};
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint as EnvoyEndpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
 };
@@ -69,14 +73,32 @@ fn health(e: &Endpoint) -> Option<HealthStatus> {
 
 fn assignment(cluster: &EdsCluster<'_>, endpoints: &[Endpoint]) -> ClusterLoadAssignment {
     let subset: Vec<(&str, &str)> = cluster.subset.iter().flatten().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let mut listed: Vec<(&str, u16, HealthStatus)> = serving(endpoints, cluster.port.port, &subset)
-        .filter_map(|(e, port)| Some((e.address.as_str(), port, health(e)?)))
+    let mut listed: Vec<(&str, u16, HealthStatus, bool)> = serving(endpoints, cluster.port.port, &subset)
+        .filter_map(|(e, port)| Some((e.address.as_str(), port, health(e)?, e.has_sidecar())))
         .collect();
     // By IP when the address parses (10.0.0.9 before 10.0.0.10), then as text; ties broken by port and health.
-    listed.sort_by_key(|(addr, port, h)| (addr.parse::<IpAddr>().ok(), *addr, *port, *h as i32));
-    listed.dedup_by_key(|(addr, port, _)| (*addr, *port));
-    let lb_endpoints = listed.into_iter().map(|(addr, port, h)| lb_endpoint(addr, port, h)).collect();
+    listed.sort_by_key(|(addr, port, h, s)| (addr.parse::<IpAddr>().ok(), *addr, *port, *h as i32, *s));
+    listed.dedup_by_key(|(addr, port, _, _)| (*addr, *port));
+    let lb_endpoints = listed
+        .into_iter()
+        .map(|(addr, port, h, sidecar)| {
+            let mut e = lb_endpoint(addr, port, h);
+            if sidecar {
+                e.metadata = Some(tls_mode_metadata());
+            }
+            e
+        })
+        .collect();
     with_one_locality(&cluster.name, lb_endpoints)
+}
+
+/// `envoy.transport_socket_match: {tlsMode: istio}`.
+fn tls_mode_metadata() -> Metadata {
+    let fields = super::tls::tls_mode_istio();
+    Metadata {
+        filter_metadata: [(super::tls::TRANSPORT_SOCKET_MATCH.to_string(), fields)].into(),
+        ..Default::default()
+    }
 }
 
 /// `inbound|P||`'s inline assignment: the proxy's own workload on loopback.
@@ -120,6 +142,7 @@ mod tests {
             labels: [("version".to_string(), version.to_string())].into(),
             ready,
             terminating,
+            service_account: None,
         }
     }
 

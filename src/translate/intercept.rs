@@ -9,6 +9,8 @@
 //!  virtualInbound :15006 (original_dst listener filter: chains match the original port; never handed over)
 //!     per inbound port: HCM ─▶ inbound|P|| (127.0.0.1:P), or tcp_proxy for a TCP Service port targeting it
 //!     default: tcp_proxy ─▶ InboundPassthroughClusterIpv4 (the original destination, from 127.0.0.6)
+//!     with workload mTLS (`ProxyInfo::mtls`): + tls_inspector, and per port the chains of its PeerAuthentication
+//!     mode (mTLS, plaintext, or plaintext refused; see `inbound_tls`)
 //! ```
 //! The listeners `virtualOutbound` hands over to are not bound (`bind_to_port: false`). `virtualInbound` must not
 //! hand over (`use_original_dst`): a connection for the pod's port 9080 would reach the outbound `0.0.0.0_9080`,
@@ -17,7 +19,7 @@
 //! otherwise be redirected back to 15006).
 
 use super::listener::{HCM_FILTER, Route, TCP_PROXY_FILTER, chain, hcm, sidecar_hcm, tcp_proxy};
-use super::{naming, pack, socket_address};
+use super::{inbound_tls, naming, pack, socket_address};
 use crate::model::{Model, ProxyInfo};
 use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
 use envoy_types::pb::envoy::config::listener::v3::{
@@ -114,42 +116,59 @@ pub(super) fn inbound_http(model: &Model, proxy: &ProxyInfo) -> BTreeMap<u16, bo
 }
 
 fn virtual_inbound(model: &Model, proxy: &ProxyInfo) -> Listener {
-    let filter_chains = inbound_http(model, proxy)
-        .into_iter()
-        .map(|(port, http)| {
-            let cluster = naming::inbound_cluster(port);
-            let stat = format!("inbound_0.0.0.0_{port}");
-            let filter = if http {
-                let vhost = VirtualHost {
-                    name: format!("inbound|http|{port}"),
-                    domains: vec!["*".to_string()],
-                    routes: vec![super::route::inbound_to_cluster("default", &cluster)],
-                    ..Default::default()
-                };
-                let config = RouteConfiguration { name: cluster, virtual_hosts: vec![vhost], ..Default::default() };
-                chain(HCM_FILTER, pack(&sidecar_hcm(hcm(&stat, Route::Inline(Box::new(config)), &[]))))
-            } else {
-                chain(TCP_PROXY_FILTER, pack(&tcp_proxy(&stat, &cluster)))
+    let mut filter_chains = Vec::new();
+    for (port, http) in inbound_http(model, proxy) {
+        let cluster = naming::inbound_cluster(port);
+        let stat = format!("inbound_0.0.0.0_{port}");
+        let plain = if http {
+            let vhost = VirtualHost {
+                name: format!("inbound|http|{port}"),
+                domains: vec!["*".to_string()],
+                routes: vec![super::route::inbound_to_cluster("default", &cluster)],
+                ..Default::default()
             };
-            FilterChain {
-                filter_chain_match: Some(FilterChainMatch {
-                    destination_port: Some(UInt32Value { value: u32::from(port) }),
-                    ..Default::default()
-                }),
-                ..filter
+            let config = RouteConfiguration { name: cluster, virtual_hosts: vec![vhost], ..Default::default() };
+            let mut hcm = sidecar_hcm(hcm(&stat, Route::Inline(Box::new(config)), &[]));
+            if proxy.mtls {
+                inbound_tls::forward_client_cert(&mut hcm);
             }
-        })
-        .collect();
+            chain(HCM_FILTER, pack(&hcm))
+        } else {
+            chain(TCP_PROXY_FILTER, pack(&tcp_proxy(&stat, &cluster)))
+        };
+        if proxy.mtls {
+            filter_chains.extend(inbound_tls::port_chains(model, proxy, port, http, plain));
+        } else {
+            let port_match = FilterChainMatch {
+                destination_port: Some(UInt32Value { value: u32::from(port) }),
+                ..Default::default()
+            };
+            filter_chains.push(FilterChain { filter_chain_match: Some(port_match), ..plain });
+        }
+    }
     let passthrough = tcp_proxy("InboundPassthroughClusterIpv4", naming::INBOUND_PASSTHROUGH_CLUSTER);
+    let mut default_chain = chain(TCP_PROXY_FILTER, pack(&passthrough));
+    let mut listener_filters = vec![original_dst_filter()];
+    if proxy.mtls {
+        let (chains, default) = inbound_tls::passthrough(model, proxy, default_chain);
+        filter_chains.extend(chains);
+        default_chain = default;
+        listener_filters.push(inbound_tls::tls_inspector());
+    }
+    // A client that never speaks first (a server-first protocol) is served as plaintext after the inspector's
+    // timeout instead of being cut, as istiod sets it.
+    let continue_on_listener_filters_timeout = proxy.mtls;
     Listener {
         name: "virtualInbound".to_string(),
         address: Some(socket_address(ANY_IP, INBOUND_PORT)),
-        listener_filters: vec![original_dst_filter()],
+        listener_filters,
         filter_chains,
         // The agent drains inbound listeners only (`/drain_listeners?inboundonly`): the app may still call out.
         traffic_direction: TrafficDirection::Inbound as i32,
-        // A port the proxy was not told about still reaches the app, as it would without a sidecar.
-        default_filter_chain: Some(chain(TCP_PROXY_FILTER, pack(&passthrough))),
+        // A port the proxy was not told about still reaches the app, as it would without a sidecar (with mTLS
+        // STRICT for the workload: only over mTLS; see `inbound_tls`).
+        default_filter_chain: Some(default_chain),
+        continue_on_listener_filters_timeout,
         ..Default::default()
     }
 }

@@ -3,6 +3,7 @@
 //! ```text
 //!             ┌──────────── naming (cluster, route and listener names; host names) ──────────┐
 //!  Model ─────┼─▶ cluster  ─▶ Cluster                  (outbound|P|v|fqdn, EDS from ADS)    │
+//!             │   (cluster_tls, tls: upstream TLS: DestinationRule tls; auto mTLS for mTLS proxies) │
 //!   + policy  ├─▶ endpoint ─▶ ClusterLoadAssignment    (one per EDS cluster, health mapped) │
 //!   + proxy   ├─▶ route    ─▶ RouteConfiguration       (rules → matchers, then weights)     │
 //!             └─▶ listener ─▶ Listener                 (listen | intercept | proxyless)     ┘
@@ -11,15 +12,18 @@
 //! Nothing here does IO, awaits, or reads a clock: the same model gives byte-identical resources, because every
 //! output list is sorted and every map is a `BTreeMap`. Outbound clusters, assignments and route configurations
 //! depend only on the model (and, for routes, on a small [`RouteScope`]), so the xDS layer can share them among
-//! all proxies of a namespace; only [`listeners`] and [`proxy_clusters`] look at the proxy itself.
+//! all proxies of a namespace; only [`listeners`] and [`proxy_clusters`] look at the proxy itself. Proxies that take
+//! part in workload mTLS (`ProxyInfo::mtls`) share a second cluster set, [`mesh_clusters`], which adds the TLS.
 //!
 //! Invariant (go-control-plane's `consistent`): every cluster a route or listener names is in [`clusters`] or
 //! [`proxy_clusters`], and every EDS cluster has exactly one assignment in [`load_assignments`].
 
 mod cluster;
+mod cluster_tls;
 mod defaults;
 mod endpoint;
 mod gamma;
+mod inbound_tls;
 mod intercept;
 mod listener;
 mod matchers;
@@ -28,9 +32,10 @@ mod mesh_match;
 mod mesh_route;
 mod naming;
 mod route;
+mod tls;
 mod traffic_policy;
 
-pub use cluster::{clusters, for_grpc, proxy_clusters};
+pub use cluster::{clusters, for_grpc, mesh_clusters, outbound_clusters, proxy_clusters};
 pub use endpoint::{load_assignments, service_load_assignments};
 pub use listener::listeners;
 pub use naming::{
@@ -38,6 +43,7 @@ pub use naming::{
     service_fqdn,
 };
 pub use route::{RouteScope, route_configs, route_scope};
+pub use tls::{SDS_DEFAULT, SDS_ROOT};
 
 use envoy_types::pb::envoy::config::core::v3::{
     AggregatedConfigSource, ApiVersion, ConfigSource, SocketAddress, address, config_source, socket_address,

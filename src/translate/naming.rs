@@ -14,6 +14,8 @@ use std::net::SocketAddr;
 pub const LISTEN_ROUTE_CONFIG: &str = "sluice-listen";
 
 /// Intercept mode's cluster for traffic to destinations Sluice does not know: the original destination.
+/// A cluster without endpoints (istiod's): where refused connections go, so nothing reaches the app.
+pub const BLACKHOLE_CLUSTER: &str = "BlackHoleCluster";
 pub const PASSTHROUGH_CLUSTER: &str = "PassthroughCluster";
 /// Intercept mode: inbound connections to a port the proxy serves no listener chain for go to their original
 /// destination, from 127.0.0.6 (which the interception rules never redirect).

@@ -5,7 +5,7 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use std::collections::BTreeMap;
 
-pub use crate::bootstrap::{META_INBOUND_PORTS, META_LABELS, META_LISTEN, META_NAMESPACE};
+pub use crate::bootstrap::{META_INBOUND_PORTS, META_LABELS, META_LISTEN, META_MTLS, META_NAMESPACE};
 /// `grpc` marks a proxyless gRPC client (as Istio's `GENERATOR`).
 pub const META_GENERATOR: &str = "GENERATOR";
 
@@ -47,6 +47,8 @@ pub fn proxy_info(node: Option<&Node>) -> Result<ProxyInfo, NodeError> {
     } else {
         InterceptionMode::Intercept
     };
+    // Only an Envoy can take SDS secrets into its TLS contexts; a proxyless client never gets TLS here.
+    let mtls = string(meta, META_MTLS) == Some("true") && mode != InterceptionMode::Proxyless;
     Ok(ProxyInfo {
         id: node.id.clone(),
         namespace,
@@ -54,6 +56,7 @@ pub fn proxy_info(node: Option<&Node>) -> Result<ProxyInfo, NodeError> {
         labels: labels(meta),
         inbound_ports: inbound_ports(meta)?,
         visibility: Default::default(),
+        mtls,
     })
 }
 
@@ -150,6 +153,18 @@ mod tests {
         assert_eq!(stated_namespace(&n), Some(("shop".into(), "node.id")));
         assert_eq!(proxy_info(Some(&n)).unwrap().namespace, "shop");
         assert_eq!(stated_namespace(&node(&[])), None);
+    }
+
+    #[test]
+    fn only_sluice_mtls_true_opts_into_workload_mtls() {
+        let on = node(&[(META_MTLS, Kind::StringValue("true".into()))]);
+        assert!(proxy_info(Some(&on)).unwrap().mtls);
+        for off in [node(&[]), node(&[(META_MTLS, Kind::StringValue("false".into()))])] {
+            assert!(!proxy_info(Some(&off)).unwrap().mtls);
+        }
+        let mut grpc = on.clone();
+        grpc.user_agent_name = "gRPC Python".into();
+        assert!(!proxy_info(Some(&grpc)).unwrap().mtls, "a proxyless client has no SDS");
     }
 
     #[test]

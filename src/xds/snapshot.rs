@@ -5,6 +5,8 @@
 //! proxies of the same shape share one encoded set: memory grows with distinct config, not with proxy count.
 //! A proxy whose [`Visibility`] is limited (mTLS) gets the same sets filtered to its namespaces, cached per
 //! visibility group (see [`super::visible`]); its routes and listeners are translated from the visible model part.
+//! Proxies that take part in workload mTLS (`ProxyInfo::mtls`) share a second cluster set with upstream TLS
+//! ([`translate::mesh_clusters`]), built when the first of them asks and then kept up to date with every snapshot.
 
 use super::resource::{Resource, ResourceSet, TypeKind};
 use super::visible;
@@ -22,8 +24,10 @@ struct ProxyShape {
     namespace: String,
     inbound_ports: Vec<u16>,
     visibility: Visibility,
-    /// Intercept mode only: which Services select the proxy decides its inbound ports' protocols.
+    /// Intercept mode (and workload mTLS, whose PeerAuthentications select by labels): which Services select the
+    /// proxy decides its inbound ports' protocols.
     labels: Option<BTreeMap<String, String>>,
+    mtls: bool,
 }
 
 impl ProxyShape {
@@ -33,7 +37,8 @@ impl ProxyShape {
             namespace: p.namespace.clone(),
             inbound_ports: p.inbound_ports.clone(),
             visibility: p.visibility.clone(),
-            labels: (p.mode == InterceptionMode::Intercept).then(|| p.labels.clone()),
+            labels: (p.mode == InterceptionMode::Intercept || p.mtls).then(|| p.labels.clone()),
+            mtls: p.mtls,
         }
     }
 }
@@ -51,11 +56,14 @@ pub struct Snapshot {
     /// convergence time starts. `build` sets it to now; the publisher sets the change's time.
     pub changed_at: std::time::Instant,
     clusters: Arc<ResourceSet>,
+    /// The clusters of proxies with workload mTLS; `None` until one asks (then built with every snapshot).
+    mesh_clusters: Mutex<Option<Arc<ResourceSet>>>,
     endpoints: Arc<ResourceSet>,
     routes: Mutex<HashMap<(Visibility, RouteScope), Arc<ResourceSet>>>,
     shapes: Mutex<HashMap<ProxyShape, ShapeSets>>,
-    /// Per limited visibility: its clusters and assignments (carried to the next snapshot by diff).
-    scoped: Mutex<HashMap<Visibility, ScopedSets>>,
+    /// Per limited visibility (and workload mTLS or not): its clusters and assignments (carried to the next
+    /// snapshot by diff).
+    scoped: Mutex<HashMap<(Visibility, bool), ScopedSets>>,
     /// Per limited visibility: the visible part of the model (built when a route or shape cache misses).
     models: Mutex<HashMap<Visibility, Arc<Model>>>,
 }
@@ -107,10 +115,17 @@ impl Snapshot {
             fast.is_some_and(|p| changed.iter().all(|svc| f(&p.model, svc) == f(&model, svc)))
         };
         let (clusters_same, routes_same) = (same(versions_of), same(readiness_of));
+        // Service accounts are only in the mesh clusters' SANs.
+        let mesh_same = clusters_same && same(accounts_of);
         let clusters = match fast {
             Some(prev) if clusters_same => prev.clusters.clone(),
             _ => encode_onto(translate::clusters(&model).iter().map(Resource::cluster), previous.map(|p| &p.clusters)),
         };
+        let prev_mesh = previous.and_then(|p| lock(&p.mesh_clusters).clone());
+        let mesh_clusters = prev_mesh.map(|prev| match fast {
+            Some(_) if mesh_same => prev,
+            _ => encode_onto(translate::mesh_clusters(&model).iter().map(Resource::cluster), Some(&prev)),
+        });
         let endpoints = match fast {
             Some(prev) => Arc::new(endpoints_fast_path(&prev.endpoints, &prev.model, &model, &changed)),
             None => encode_onto(
@@ -120,12 +135,16 @@ impl Snapshot {
         };
         let scoped = previous
             .map(|p| {
-                let carry = |v: &Visibility, (c, e): &ScopedSets| {
-                    let sets =
-                        (visible::carry(c, &p.clusters, &clusters, v), visible::carry(e, &p.endpoints, &endpoints, v));
-                    (v.clone(), sets)
+                let p_mesh = lock(&p.mesh_clusters).clone();
+                let carry = |(v, mtls): &(Visibility, bool), (c, e): &ScopedSets| {
+                    let (old, new) = match (mtls, &p_mesh, &mesh_clusters) {
+                        (true, Some(old), Some(new)) => (old, new),
+                        _ => (&p.clusters, &clusters),
+                    };
+                    let sets = (visible::carry(c, old, new, v), visible::carry(e, &p.endpoints, &endpoints, v));
+                    ((v.clone(), *mtls), sets)
                 };
-                lock(&p.scoped).iter().map(|(v, sets)| carry(v, sets)).collect()
+                lock(&p.scoped).iter().map(|(k, sets)| carry(k, sets)).collect()
             })
             .unwrap_or_default();
         let routes = match fast {
@@ -133,7 +152,7 @@ impl Snapshot {
             _ => HashMap::new(),
         };
         let shapes = match fast {
-            Some(prev) if clusters_same => lock(&prev.shapes).clone(),
+            Some(prev) if mesh_same => lock(&prev.shapes).clone(),
             _ => HashMap::new(),
         };
         let snapshot = Self {
@@ -145,6 +164,7 @@ impl Snapshot {
             model,
             changed_at: std::time::Instant::now(),
             clusters,
+            mesh_clusters: Mutex::new(mesh_clusters),
             endpoints,
         };
         snapshot.check(previous)?;
@@ -189,7 +209,7 @@ impl Snapshot {
     /// The resources one proxy sees. Cheap after the first proxy of the same shape and visibility.
     pub fn view(&self, proxy: &ProxyInfo) -> View {
         let visibility = &proxy.visibility;
-        let (base_clusters, endpoints) = self.sets_for(visibility);
+        let (base_clusters, endpoints) = self.sets_for(visibility, proxy.mtls);
         // The scope reads the whole model's policies: a rule the proxy cannot see only splits the cache key.
         let scope = translate::route_scope(&self.model, proxy);
         let routes = {
@@ -213,16 +233,26 @@ impl Snapshot {
         View { sets: [clusters, endpoints, listeners, routes] }
     }
 
-    /// The shared clusters and assignments `visibility` covers.
-    fn sets_for(&self, visibility: &Visibility) -> ScopedSets {
+    /// The shared clusters (with workload mTLS or not) and assignments `visibility` covers.
+    fn sets_for(&self, visibility: &Visibility, mtls: bool) -> ScopedSets {
+        let clusters = if mtls { self.mesh_clusters() } else { self.clusters.clone() };
         if *visibility == Visibility::All {
-            return (self.clusters.clone(), self.endpoints.clone());
+            return (clusters, self.endpoints.clone());
         }
         let mut cache = lock(&self.scoped);
         let sets = cache
-            .entry(visibility.clone())
-            .or_insert_with_key(|v| (visible::filter(&self.clusters, v), visible::filter(&self.endpoints, v)));
+            .entry((visibility.clone(), mtls))
+            .or_insert_with_key(|(v, _)| (visible::filter(&clusters, v), visible::filter(&self.endpoints, v)));
         sets.clone()
+    }
+
+    /// The clusters of proxies with workload mTLS, built on first use.
+    pub fn mesh_clusters(&self) -> Arc<ResourceSet> {
+        lock(&self.mesh_clusters)
+            .get_or_insert_with(|| {
+                Arc::new(encode(translate::mesh_clusters(&self.model).iter().map(Resource::cluster), None))
+            })
+            .clone()
     }
 
     /// The model part `visibility` covers (the whole model for [`Visibility::All`]).
@@ -352,6 +382,11 @@ fn versions_of(model: &Model, svc: &ObjectKey) -> BTreeMap<String, bool> {
     model.endpoints_of(svc).iter().filter_map(|e| e.label(label)).map(|v| (v.to_string(), true)).collect()
 }
 
+/// The service accounts of a service's endpoints (the mesh clusters' SANs).
+fn accounts_of(model: &Model, svc: &ObjectKey) -> BTreeMap<String, bool> {
+    model.endpoints_of(svc).iter().filter_map(|e| e.service_account.clone()).map(|a| (a, true)).collect()
+}
+
 /// Whether each version has a ready endpoint (a release's routes give no weight to a version without one).
 fn readiness_of(model: &Model, svc: &ObjectKey) -> BTreeMap<String, bool> {
     let label = model.policy_for(svc).map(|p| p.spec.version_label()).unwrap_or(DEFAULT_VERSION_LABEL);
@@ -438,6 +473,33 @@ mod tests {
         let v3 = s3.view(&p);
         assert!(!Arc::ptr_eq(v1.arc(TypeKind::Endpoint), v3.arc(TypeKind::Endpoint)));
         assert_eq!(v3.get(TypeKind::Endpoint), &*visible::filter(s3.endpoints(), &p.visibility));
+    }
+
+    #[test]
+    fn only_mtls_proxies_get_the_mesh_clusters_and_they_follow_service_accounts() {
+        let mut m = model(true, 19082);
+        let sidecar = |m: &mut Model, sa: &str| {
+            for e in m.endpoints.get_mut(&ObjectKey::new("default", "reviews")).unwrap() {
+                e.labels.insert(crate::model::TLS_MODE_LABEL.into(), crate::model::TLS_MODE_ISTIO.into());
+                e.service_account = Some(sa.into());
+            }
+        };
+        sidecar(&mut m, "reviews");
+        let a = Snapshot::build(1, Arc::new(m.clone()), None).unwrap();
+        let mut mtls = proxy();
+        mtls.mtls = true;
+        let plain = a.view(&proxy());
+        assert!(Arc::ptr_eq(plain.arc(TypeKind::Cluster), a.clusters()), "no TLS for a proxy without SLUICE_MTLS");
+        let mesh = a.view(&mtls);
+        assert!(!Arc::ptr_eq(mesh.arc(TypeKind::Cluster), a.clusters()));
+        assert!(Arc::ptr_eq(plain.arc(TypeKind::Endpoint), mesh.arc(TypeKind::Endpoint)), "one EDS set for both");
+        // A new service account changes the mesh clusters' SANs only: the plain set keeps its Arc.
+        sidecar(&mut m, "reviews-v2");
+        let b = Snapshot::build(2, Arc::new(m), Some(&a)).unwrap();
+        assert!(Arc::ptr_eq(a.clusters(), b.clusters()));
+        assert!(!Arc::ptr_eq(mesh.arc(TypeKind::Cluster), b.view(&mtls).arc(TypeKind::Cluster)));
+        let fresh = Snapshot::build(3, b.model.clone(), None).unwrap();
+        assert_eq!(b.view(&mtls).get(TypeKind::Cluster), fresh.view(&mtls).get(TypeKind::Cluster));
     }
 
     #[test]

@@ -108,9 +108,9 @@ fn the_deployment_probes_and_service_use_sluices_ports() {
     assert_eq!(env("SLUICE_XDS_ADDR"), "0.0.0.0:15010");
     assert_eq!(c["livenessProbe"]["httpGet"]["port"], 15014);
     let ports: Vec<&Value> = find(&docs, "Service")[0]["spec"]["ports"].as_array().unwrap().iter().collect();
-    assert_eq!(ports.iter().map(|p| p["port"].as_u64().unwrap()).collect::<Vec<_>>(), [15010, 15014, 443]);
+    assert_eq!(ports.iter().map(|p| p["port"].as_u64().unwrap()).collect::<Vec<_>>(), [15010, 15012, 15014, 443]);
     let args: Vec<&str> = c["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
-    assert_eq!(args, ["serve", "--kube", "--inject"]);
+    assert_eq!(args, ["serve", "--kube", "--inject", "--ca"]);
 }
 
 #[test]

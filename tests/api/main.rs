@@ -1,6 +1,6 @@
 //! Sluice's own interfaces without Envoy, one test binary: the Release API (REST, gRPC, CLI, status), API auth,
-//! metrics and CSDS against tonic clients that play Envoy, the telemetry sink, mTLS on the xDS port, and the
-//! manifests in `deploy/`.
+//! metrics and CSDS against tonic clients that play Envoy, the telemetry sink, mTLS on the xDS port, the workload
+//! CA, and the manifests in `deploy/`.
 //!
 //! Only `observability` NACKs, so the process-wide reject counter moves by its NACK alone.
 
@@ -10,6 +10,7 @@ mod client;
 mod common;
 
 mod auth;
+mod ca;
 mod deploy_manifests;
 mod mtls;
 mod observability;

@@ -34,6 +34,13 @@ pub struct Sidecar {
     /// State-of-the-World ADS instead of Delta.
     pub sotw: bool,
     pub drain_seconds: u64,
+    /// The pod's service account (`bookinfo` when empty).
+    pub service_account: String,
+    /// More of the agent's environment (e.g. workload mTLS: `SLUICE_MTLS`, the CA's root and the token file).
+    pub env: Vec<(String, String)>,
+    /// Run the agent itself as uid/gid 1337, as an injected sidecar runs (its own calls, to the CA, are then
+    /// exempt from capture); else as root, and it starts Envoy as 1337.
+    pub as_proxy_uid: bool,
 }
 
 /// The processes are dropped (killed) before the network is removed: fields drop in order.
@@ -100,19 +107,26 @@ impl PodMesh {
 
     /// Starts `sluice serve` in the hub on the config written by [`PodMesh::write_config`]; waits for /readyz.
     pub async fn start_sluice(&mut self) {
+        self.start_sluice_with(&[]).await;
+    }
+
+    /// [`PodMesh::start_sluice`] with `extra` flags.
+    pub async fn start_sluice_with(&mut self, extra: &[&str]) {
         let xds = format!("{HUB_IP}:{XDS_PORT}");
+        let admin = ADMIN.to_string();
         let config = self.config_path();
-        let args = [
+        let mut args = vec![
             "serve",
             "--config",
             config.to_str().expect("utf-8 path"),
             "--xds-addr",
             &xds,
             "--admin-addr",
-            &ADMIN.to_string(),
+            &admin,
             "--reload-interval-ms",
             "100",
         ];
+        args.extend_from_slice(extra);
         let proc = self.net.spawn(self.net.hub(), "sluice", sluice_bin().as_ref(), &args, &[("RUST_LOG", "info")]);
         self.sluice = Some(proc);
         let hub = self.net.hub().clone();
@@ -144,7 +158,7 @@ impl PodMesh {
             ("POD_NAME", pod),
             ("POD_NAMESPACE", "default"),
             ("INSTANCE_IP", ip.as_str()),
-            ("SERVICE_ACCOUNT", "bookinfo"),
+            ("SERVICE_ACCOUNT", if sidecar.service_account.is_empty() { "bookinfo" } else { &sidecar.service_account }),
             ("SLUICE_LABELS_FILE", "/nonexistent"),
             ("SLUICE_CONFIG_DIR", config_dir.to_str().expect("utf-8")),
             ("SLUICE_CONCURRENCY", "1"),
@@ -160,7 +174,15 @@ impl PodMesh {
         if sidecar.sotw {
             env.push(("SLUICE_SOTW", "true"));
         }
-        let proc = self.net.spawn(&netns, &format!("{pod}-proxy"), sluice_bin().as_ref(), &["proxy"], &env);
+        env.extend(sidecar.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let (user, program) = if sidecar.as_proxy_uid {
+            std::fs::create_dir_all(&config_dir).expect("the agent's config dir");
+            std::os::unix::fs::chown(&config_dir, Some(1337), Some(1337)).expect("chown the config dir");
+            (Some((1337, 1337)), super::podnet::for_proxy_uid(&sluice_bin()))
+        } else {
+            (None, sluice_bin())
+        };
+        let proc = self.net.spawn_as(&netns, &format!("{pod}-proxy"), user, &program, &["proxy"], &env);
         self.agents.insert(pod.into(), proc);
     }
 
@@ -191,13 +213,16 @@ impl PodMesh {
 
     /// A pod with interception, a sidecar and a Bookinfo stand-in (`role`, `version`) on 9080.
     pub async fn start_bookinfo_pod(&mut self, pod: &str, role: &str, version: &str, sotw: bool) {
+        self.start_bookinfo_pod_with(pod, role, version, Sidecar { sotw, ..Default::default() }).await;
+    }
+
+    /// [`PodMesh::start_bookinfo_pod`] with `base` for the rest of the sidecar (its labels, inbound ports and
+    /// drain are set here).
+    pub async fn start_bookinfo_pod_with(&mut self, pod: &str, role: &str, version: &str, base: Sidecar) {
         self.intercept(pod);
-        let sidecar = Sidecar {
-            labels: vec![("app".into(), role.into()), ("version".into(), version.into())],
-            inbound_ports: vec![9080],
-            sotw,
-            drain_seconds: 2,
-        };
+        let mut labels = vec![("app".to_string(), role.to_string()), ("version".into(), version.into())];
+        labels.extend(base.labels.iter().cloned());
+        let sidecar = Sidecar { labels, inbound_ports: vec![9080], drain_seconds: 2, ..base };
         self.start_agent(pod, &sidecar);
         self.start_app(pod, pod, "bookinfo.py", &["--role", role, "--version", version]).await;
     }

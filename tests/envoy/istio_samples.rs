@@ -3,8 +3,10 @@
 //!
 //! - two VirtualServices for `reviews` (to v1, then to v3): `serve` starts, logs the conflict naming both objects
 //!   and their files, and every request goes to v1 (the first loaded);
-//! - then `destination-rule-all-mtls.yaml` is added: `serve` logs the refusal naming `spec.trafficPolicy.tls`,
-//!   and Envoy keeps routing on the last good config (to v1), not in plaintext "as if" mTLS were applied.
+//! - then `destination-rule-all-mtls.yaml` is added: it applies (ISTIO_MUTUAL is translated), and this Envoy,
+//!   which has no workload mTLS (`SLUICE_MTLS`), keeps routing to v1 in plaintext;
+//! - then a DestinationRule with `tls.credentialName` (not translated): `serve` logs the refusal naming the field
+//!   and Envoy keeps routing on the last good config.
 
 use crate::common;
 
@@ -43,7 +45,7 @@ async fn log_line(log: &Path, parts: &[&str]) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_starts_with_two_virtual_services_and_refuses_the_all_mtls_sample() {
+async fn serve_starts_with_two_virtual_services_applies_the_all_mtls_sample_and_refuses_a_credential_name() {
     let (v1, v3) = (Backend::start("v1").await, Backend::start("v3").await);
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config");
@@ -70,12 +72,31 @@ async fn serve_starts_with_two_virtual_services_and_refuses_the_all_mtls_sample(
     let before = load(listen, "reviews", 400, 8).await;
     assert_eq!((before.of("v1"), before.total()), (400, 400), "the first loaded VirtualService routes: {before:?}");
 
+    let loads = || std::fs::read_to_string(&log).unwrap_or_default().matches("file source: config loaded").count();
+    let loaded_before = loads();
+    // As Istio's task applies it: the sample replaces the plain rule named `reviews` (one object per name).
+    let services = format!("{}{}", bookinfo_services(), workloads(v1.port(), v3.port()));
+    let without_rule = &services[..services.rfind("---\napiVersion: networking.istio.io/v1").unwrap()];
+    std::fs::write(config.join("bookinfo.yaml"), without_rule).unwrap();
     std::fs::write(config.join("destination-rule-all-mtls.yaml"), DESTINATION_RULE_ALL_MTLS).unwrap();
+    let started = Instant::now();
+    while loads() <= loaded_before {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(started.elapsed() < Duration::from_secs(20), "the all-mtls sample was not applied in 20 s:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let after = load(listen, "reviews", 400, 8).await;
+    assert_eq!((after.of("v1"), after.total()), (400, 400), "a proxy without SLUICE_MTLS keeps plaintext: {after:?}");
+
+    let secret = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: ratings-secret}\n\
+                  spec:\n  host: ratings\n  trafficPolicy:\n    tls: {mode: SIMPLE, credentialName: ratings-ca}\n";
+    std::fs::write(config.join("ratings-secret.yaml"), secret).unwrap();
     let refusal =
-        log_line(&log, &["destination-rule-all-mtls.yaml:17", "default/reviews", "spec.trafficPolicy.tls"]).await;
+        log_line(&log, &["ratings-secret.yaml:7", "default/ratings-secret", "spec.trafficPolicy.tls.credentialName"])
+            .await;
     println!("{refusal}");
     log_line(&log, &["keeping the last valid config"]).await;
-    let after = load(listen, "reviews", 400, 8).await;
-    assert_eq!((after.of("v1"), after.total()), (400, 400), "the last good config keeps serving: {after:?}");
+    let last = load(listen, "reviews", 400, 8).await;
+    assert_eq!((last.of("v1"), last.total()), (400, 400), "the last good config keeps serving: {last:?}");
     drop(sluice);
 }

@@ -38,6 +38,7 @@ fn reviews_model(v1: u16, v3: u16, traffic: Traffic) -> Model {
         labels: BTreeMap::from([("app".into(), "reviews".into()), ("version".into(), version.into())]),
         ready: true,
         terminating: false,
+        service_account: None,
     };
     m.endpoints.insert(key, vec![ep("v1", v1), ep("v3", v3)]);
     let spec = ReleasePolicySpec {

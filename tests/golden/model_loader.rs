@@ -60,6 +60,9 @@ struct ProxyDoc {
     labels: BTreeMap<String, String>,
     #[serde(default)]
     inbound_ports: Vec<u16>,
+    /// The node metadata `SLUICE_MTLS: "true"`: the proxy's agent serves SDS.
+    #[serde(default)]
+    mtls: bool,
 }
 
 pub fn load_proxy(text: &str) -> ProxyInfo {
@@ -77,5 +80,6 @@ pub fn load_proxy(text: &str) -> ProxyInfo {
         labels: doc.labels,
         inbound_ports: doc.inbound_ports,
         visibility: Default::default(),
+        mtls: doc.mtls,
     }
 }

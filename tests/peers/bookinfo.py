@@ -116,6 +116,9 @@ def handler_for(role: str, version: str):
             if path.path == "/health":
                 return self.answer(200, {"service": role, "version": version})
             answer = {"service": role, "version": version}
+            # The caller's identity as the sidecar's inbound listener saw it (workload mTLS), when there is one.
+            if self.headers.get("x-forwarded-client-cert") is not None:
+                answer["xfcc"] = self.headers["x-forwarded-client-cert"]
             status = 200
             if role == "productpage" and path.path == "/productpage":
                 for name, url in (("details", "http://details:9080/details/0"), ("reviews", "http://reviews:9080/reviews/0")):

@@ -29,6 +29,7 @@ RESOURCES = {
     "sluice.dev/v1alpha1/releasepolicies": ("ReleasePolicy", True),
     "networking.istio.io/v1/virtualservices": ("VirtualService", True),
     "networking.istio.io/v1/destinationrules": ("DestinationRule", True),
+    "security.istio.io/v1/peerauthentications": ("PeerAuthentication", True),
     "gateway.networking.k8s.io/v1/httproutes": ("HTTPRoute", True),
     "coordination.k8s.io/v1/leases": ("Lease", True),
     "apps/v1/deployments": ("Deployment", True),

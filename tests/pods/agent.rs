@@ -20,7 +20,7 @@ fn mesh(drain_seconds: u64) -> PodMesh {
     for (pod, ports) in [("web", vec![9080]), ("client", vec![])] {
         mesh.intercept(pod);
         let labels = vec![("app".to_string(), pod.to_string())];
-        mesh.start_agent(pod, &Sidecar { labels, inbound_ports: ports, sotw: false, drain_seconds });
+        mesh.start_agent(pod, &Sidecar { labels, inbound_ports: ports, drain_seconds, ..Default::default() });
     }
     mesh
 }

@@ -65,7 +65,7 @@ async fn mesh() -> PodMesh {
 
     mesh.intercept("web");
     let labels = vec![("app".to_string(), "web".to_string()), ("version".to_string(), "v1".to_string())];
-    let sidecar = Sidecar { labels, inbound_ports: vec![9080, 7000, 7001], sotw: false, drain_seconds: 1 };
+    let sidecar = Sidecar { labels, inbound_ports: vec![9080, 7000, 7001], drain_seconds: 1, ..Default::default() };
     mesh.start_agent("web", &sidecar);
     mesh.start_app("web", "web", "bookinfo.py", &["--role", "details"]).await;
     mesh.start_app("web", "web-tcp", "tcp_echo.py", &["--name", "web", "--ports", "7000,7001,7002"]).await;

@@ -13,6 +13,7 @@ mod bookinfo;
 mod injected;
 mod interception;
 mod iptables_rules;
+mod mtls;
 
 use tokio::sync::{Mutex, MutexGuard};
 

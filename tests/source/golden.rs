@@ -57,7 +57,7 @@ fn outputs(case: &Case) -> BTreeMap<&'static str, Value> {
         (
             "clusters",
             json!({
-                "outbound": json_list(&translate::clusters(model)),
+                "outbound": json_list(&translate::outbound_clusters(model, proxy)),
                 "proxy": json_list(&translate::proxy_clusters(model, proxy)),
             }),
         ),
@@ -174,7 +174,7 @@ fn referenced_clusters(value: &Value, out: &mut BTreeSet<String>) {
 fn snapshots_are_consistent() {
     for case in cases() {
         let (model, proxy) = (&case.model, &case.proxy);
-        let outbound = translate::clusters(model);
+        let outbound = translate::outbound_clusters(model, proxy);
         let mut known: BTreeSet<String> = outbound.iter().map(|c| c.name.clone()).collect();
         known.extend(translate::proxy_clusters(model, proxy).into_iter().map(|c| c.name));
         let out = outputs(&case);
@@ -227,6 +227,15 @@ fn write_bootstrap(case: &Case, dir: &Path) {
             clusters.push(c);
         }
     }
+    if case.proxy.mtls {
+        // The SDS cluster the agent's bootstrap defines (its Unix socket); Envoy only needs it to exist.
+        clusters.push(json!({"name": "sds-grpc", "type": "STATIC", "connectTimeout": "1s",
+            "typedExtensionProtocolOptions": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicitHttpConfig": {"http2ProtocolOptions": {}}}},
+            "loadAssignment": {"clusterName": "sds-grpc", "endpoints": [{"lbEndpoints": [{"endpoint": {"address":
+                {"pipe": {"path": "/etc/istio/proxy/XDS"}}}}]}]}}));
+    }
     let mut listeners = out["listeners"].clone();
     inline_rds(&mut listeners, &routes);
     let bootstrap = json!({
@@ -234,7 +243,9 @@ fn write_bootstrap(case: &Case, dir: &Path) {
         "staticResources": {"clusters": clusters, "listeners": listeners},
     });
     std::fs::create_dir_all(dir).expect("bootstrap dir");
-    let text = serde_json::to_string_pretty(&bootstrap).expect("JSON");
+    // DestinationRule TLS names files under /etc/certs/; Envoy reads them, so point it at the test certificates.
+    let certs = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/certs/");
+    let text = serde_json::to_string_pretty(&bootstrap).expect("JSON").replace("/etc/certs/", &certs.to_string_lossy());
     std::fs::write(dir.join(format!("{}.json", case.name)), text).expect("write bootstrap");
 }
 
@@ -265,7 +276,7 @@ fn every_case_meets_envoys_own_constraints() {
         let mut note = |what: &str, v: Vec<sluice::xds::pgv::Violation>| {
             broken.extend(v.into_iter().map(|v| format!("{what}: {v}")));
         };
-        for c in translate::clusters(model).iter().chain(&translate::proxy_clusters(model, proxy)) {
+        for c in translate::outbound_clusters(model, proxy).iter().chain(&translate::proxy_clusters(model, proxy)) {
             note(&c.name, check_message(c));
         }
         for a in translate::load_assignments(model) {

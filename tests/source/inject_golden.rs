@@ -131,6 +131,15 @@ fn cases() -> Vec<Case> {
         review: review("v1", "CREATE", "bookinfo", "Pod", &reviews),
         settings: Settings { native_sidecars: true, ..Settings::default() },
     });
+    // With the mesh CA on (`serve --ca`): the sidecar gets workload mTLS (the root, a projected token).
+    all.push(Case {
+        name: "workload-mtls".into(),
+        review: review("v1", "CREATE", "bookinfo", "Pod", &reviews),
+        settings: Settings {
+            mesh_root_pem: Some("-----BEGIN CERTIFICATE-----\nMIIBtest\n-----END CERTIFICATE-----\n".into()),
+            ..Settings::default()
+        },
+    });
     all.push(Case {
         name: "native-sidecar-with-init-containers".into(),
         review: review(
@@ -290,7 +299,11 @@ fn inject_golden() {
 #[test]
 fn who_is_injected() {
     let expected = |name: &str| match name {
-        n if n.starts_with("bookinfo-") || n.starts_with("annotation-") || n.starts_with("native-sidecar") => {
+        n if n.starts_with("bookinfo-")
+            || n.starts_with("annotation-")
+            || n.starts_with("native-sidecar")
+            || n == "workload-mtls" =>
+        {
             "injected"
         }
         "opt-in-label-beats-opt-out-annotation" | "v1beta1" => "injected",

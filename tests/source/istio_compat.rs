@@ -1,7 +1,8 @@
 //! Istio's samples applied as its tasks apply them, through the file source and `sluice validate`:
 //!
-//! - `destination-rule-all-mtls.yaml` fails closed: TLS settings Sluice cannot honour refuse the object (exit 1,
-//!   `file:line`, `spec.trafficPolicy.tls`), and a running file source keeps its last good config;
+//! - `destination-rule-all-mtls.yaml` loads: `ISTIO_MUTUAL` becomes mesh TLS for proxies with workload mTLS; a TLS
+//!   field Sluice does not translate (`credentialName`) still refuses the object (`file:line`, the field) and a
+//!   running file source keeps its last good config;
 //! - two VirtualServices for `reviews` in two files load: the first loaded wins, and both are named, with their
 //!   lines, in the warning.
 
@@ -11,6 +12,7 @@ use common::istio_samples::{DESTINATION_RULE_ALL_MTLS, bookinfo_services, review
 use sluice::model::ObjectKey;
 use sluice::source::{self, FileSourceStatus, SOURCE};
 use sluice::store::Store;
+use sluice::translate;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -32,31 +34,29 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 }
 
 #[test]
-fn the_all_mtls_sample_is_refused_naming_the_tls_field() {
+fn the_all_mtls_sample_loads_and_becomes_mesh_tls_for_mtls_proxies_only() {
     let dir = tempfile::tempdir().unwrap();
     let base = write(dir.path(), "bookinfo.yaml", &bookinfo_services());
     let mtls = write(dir.path(), "destination-rule-all-mtls.yaml", DESTINATION_RULE_ALL_MTLS);
-    let (code, out, err) = validate(&[base, mtls.clone()]);
-    assert_eq!(code, ExitCode::FAILURE, "{out}");
-    let f = mtls.display();
-    let lines: Vec<&str> = err.lines().collect();
-    let expected: Vec<String> = [("productpage", 7), ("reviews", 17), ("ratings", 29), ("details", 42)]
-        .iter()
-        .map(|(name, line)| {
-            format!(
-                "{f}:{line}: DestinationRule default/{name}: spec.trafficPolicy.tls: TLS settings are not supported \
-                 by Sluice yet: the object is refused rather than applied without them (its traffic would go out in \
-                 plaintext); the last good config keeps serving"
-            )
-        })
-        .collect();
-    assert_eq!(lines, expected);
+    let (code, out, err) = validate(&[base.clone(), mtls.clone()]);
+    assert_eq!(code, ExitCode::SUCCESS, "{err}");
+    assert!(out.contains("ok:"), "{out}");
+    let model = source::load_paths(&[base, mtls]).unwrap();
+    let reviews_v1 = "outbound|9080|v1|reviews.default.svc.cluster.local";
+    let mesh = translate::mesh_clusters(&model);
+    let cluster = mesh.iter().find(|c| c.name == reviews_v1).expect("the subset cluster");
+    let socket = cluster.transport_socket.as_ref().expect("ISTIO_MUTUAL: mesh TLS to every endpoint");
+    assert_eq!(socket.name, "envoy.transport_sockets.tls");
+    assert!(cluster.transport_socket_matches.is_empty(), "no plaintext match under ISTIO_MUTUAL");
+    let plain = translate::clusters(&model);
+    let cluster = plain.iter().find(|c| c.name == reviews_v1).expect("the subset cluster");
+    assert!(cluster.transport_socket.is_none(), "a proxy without workload mTLS has no mesh identity to use");
 }
 
 #[tokio::test]
-async fn a_watched_config_refuses_the_all_mtls_sample_and_keeps_serving() {
+async fn a_watched_config_refuses_an_untranslated_tls_field_keeps_serving_then_applies_the_all_mtls_sample() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "bookinfo.yaml", &format!("{}{SUBSETS}", bookinfo_services()));
+    write(dir.path(), "bookinfo.yaml", &bookinfo_services());
     let store = Store::new();
     store.register_source(SOURCE);
     store.set_part(SOURCE, source::load_paths(&[dir.path().to_path_buf()]).unwrap());
@@ -70,7 +70,9 @@ async fn a_watched_config_refuses_the_all_mtls_sample_and_keeps_serving() {
         let _ = stopped.await;
     }));
 
-    let mtls = write(dir.path(), "zz-all-mtls.yaml", DESTINATION_RULE_ALL_MTLS);
+    let secret = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: ratings}\nspec:\n  \
+                  host: ratings\n  trafficPolicy:\n    tls: {mode: SIMPLE, credentialName: ratings-ca}\n";
+    let refused = write(dir.path(), "zz-ratings-tls.yaml", secret);
     let error = tokio::time::timeout(Duration::from_secs(2), async {
         loop {
             if let Some(e) = status.last_error() {
@@ -84,15 +86,31 @@ async fn a_watched_config_refuses_the_all_mtls_sample_and_keeps_serving() {
     let first = error.lines().next().unwrap_or_default();
     assert!(
         first.starts_with(&format!(
-            "{}:7: DestinationRule default/productpage: spec.trafficPolicy.tls:",
-            mtls.display()
+            "{}:7: DestinationRule default/ratings: spec.trafficPolicy.tls.credentialName: this TLS setting is not \
+             supported by Sluice",
+            refused.display()
         )),
         "{error}"
     );
     assert_eq!(store.model(), before, "the last good config keeps serving");
+    std::fs::remove_file(&refused).unwrap();
+
+    write(dir.path(), "zz-all-mtls.yaml", DESTINATION_RULE_ALL_MTLS);
     let reviews = ObjectKey::new("default", "reviews");
-    let rule = before.destination_rule_for(&reviews).expect("the plain rule still applies");
-    assert_eq!(rule.subsets().len(), 2);
+    let applied = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let m = store.model();
+            if m.destination_rules.len() == 4 {
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the sample applies");
+    let rule = applied.destination_rule_for(&reviews).expect("a rule for reviews");
+    let tls = rule.traffic_policy().and_then(|p| p.tls.as_ref()).map(|t| t.mode);
+    assert_eq!(tls, Some(sluice::model::mesh::ClientTlsMode::IstioMutual));
     stop.send(()).unwrap();
     task.await.unwrap();
 }

@@ -11,6 +11,7 @@ mod golden;
 mod inject_golden;
 mod istio_compat;
 mod mesh;
+mod mtls;
 mod slow_writes;
 mod translate_purity;
 mod watch;

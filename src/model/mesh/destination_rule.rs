@@ -1,8 +1,12 @@
 //! `networking.istio.io` DestinationRule: subsets (by labels) and the traffic policy of a host's clusters.
 //!
 //! A subset's `trafficPolicy` replaces the rule's policy section by section (`loadBalancer`, `connectionPool`,
-//! `outlierDetection`), as istiod merges them.
+//! `outlierDetection`, `tls`), as istiod merges them. TLS also has a per-port level (`portLevelSettings[].tls`):
+//! for one cluster the subset's port level wins, then the subset's `tls`, then the rule's port level, then the
+//! rule's `tls` (istiod's `MergeTrafficPolicy`); a port-level entry without `tls` means no TLS (it does not
+//! inherit). Sluice translates only `tls` of a port-level entry (the other sections are reported as ignored).
 
+use super::PortSelector;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -45,9 +49,63 @@ pub struct TrafficPolicy {
     pub connection_pool: Option<ConnectionPoolSettings>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outlier_detection: Option<OutlierDetection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClientTls>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub port_level_settings: Vec<PortTrafficPolicy>,
+}
+
+/// `portLevelSettings[]`: the TLS of one destination port.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PortTrafficPolicy {
+    #[serde(default)]
+    pub port: PortSelector,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClientTls>,
+}
+
+/// `tls`: how a client connects to the destination (istiod's `ClientTLSSettings`). File paths are read by the
+/// client's Envoy; `credentialName` (a Kubernetes Secret) is not supported and refuses the rule.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientTls {
+    #[serde(default)]
+    pub mode: ClientTlsMode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_certificates: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subject_alt_names: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ClientTlsMode {
+    /// Plaintext (istiod's default when `tls` is written without a mode).
+    #[default]
+    Disable,
+    /// TLS, verifying the server with `caCertificates`.
+    Simple,
+    /// TLS with a client certificate from files.
+    Mutual,
+    /// The mesh's mTLS: the proxy's SDS identity, the destination's service accounts verified.
+    IstioMutual,
 }
 
 impl TrafficPolicy {
+    /// The TLS of this (merged) policy on `port`: a port-level entry's (absent `tls`: none), else the policy's.
+    pub fn tls_for(&self, port: u16) -> Option<&ClientTls> {
+        match self.port_level_settings.iter().find(|p| p.port.number == port) {
+            Some(level) => level.tls.as_ref(),
+            None => self.tls.as_ref(),
+        }
+    }
+
     /// `subset` laid over `self`, section by section.
     pub fn merged(base: Option<&TrafficPolicy>, subset: Option<&TrafficPolicy>) -> Option<TrafficPolicy> {
         match (base, subset) {
@@ -58,6 +116,17 @@ impl TrafficPolicy {
                 load_balancer: s.load_balancer.clone().or_else(|| b.load_balancer.clone()),
                 connection_pool: s.connection_pool.clone().or_else(|| b.connection_pool.clone()),
                 outlier_detection: s.outlier_detection.clone().or_else(|| b.outlier_detection.clone()),
+                tls: s.tls.clone().or_else(|| b.tls.clone()),
+                // The subset's `tls` beats the rule's port level; otherwise the subset's port levels beat the rule's.
+                port_level_settings: match s.tls {
+                    Some(_) => s.port_level_settings.clone(),
+                    None => {
+                        let mut levels = s.port_level_settings.clone();
+                        let own = |n: u16| s.port_level_settings.iter().any(|p| p.port.number == n);
+                        levels.extend(b.port_level_settings.iter().filter(|p| !own(p.port.number)).cloned());
+                        levels
+                    }
+                },
             }),
         }
     }

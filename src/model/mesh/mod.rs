@@ -13,13 +13,16 @@
 mod conflict;
 mod destination_rule;
 mod http_route;
+mod peer_authentication;
 mod status;
+mod tls_validate;
 mod validate;
 mod virtual_service;
 
 pub use conflict::*;
 pub use destination_rule::*;
 pub use http_route::*;
+pub use peer_authentication::*;
 pub use status::*;
 pub use validate::*;
 pub use virtual_service::*;
@@ -82,14 +85,13 @@ pub fn untranslated<T: Serialize>(kind: &str, prefix: &str, raw: &Value, typed: 
     out
 }
 
-/// Why dropping the field at `path` of a `kind` object would weaken security, if it would. Today: every TLS
-/// setting of a DestinationRule (`trafficPolicy.tls`, per port, per subset), of any mode: without it the user's
-/// traffic would go out in plaintext, or to a peer nobody verified.
+/// Why dropping the field at `path` of a `kind` object would weaken security, if it would. Today: a DestinationRule
+/// TLS setting Sluice does not translate (`credentialName`, `caCrl`, `insecureSkipVerify`, …, at any level):
+/// applied without it, the traffic would be verified against the wrong authority, or not at all.
 pub fn fails_closed(kind: &str, path: &str) -> Option<&'static str> {
-    let last = path.rsplit('.').next().unwrap_or(path);
-    (kind == "DestinationRule" && last == "tls" && path.contains("trafficPolicy")).then_some(
-        "TLS settings are not supported by Sluice yet: the object is refused rather than applied without them \
-         (its traffic would go out in plaintext); the last good config keeps serving",
+    (kind == "DestinationRule" && path.contains("trafficPolicy") && path.contains(".tls.")).then_some(
+        "this TLS setting is not supported by Sluice: the object is refused rather than applied without it (its \
+         traffic would not be secured as asked); the last good config keeps serving",
     )
 }
 
@@ -240,23 +242,20 @@ mod tests {
     }
 
     #[test]
-    fn security_fields_fail_closed_and_others_are_ignored() {
+    fn untranslated_tls_fields_fail_closed_and_others_are_ignored() {
         let raw = json!({"host": "reviews", "exportTo": ["."], "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"},
-            "portLevelSettings": [{"port": {"number": 9080}, "tls": {"mode": "SIMPLE"}}],
+            "portLevelSettings": [{"port": {"number": 9080}, "tls": {"mode": "SIMPLE", "caCrl": "/crl.pem"}}],
             "outlierDetection": {"consecutiveErrors": 7}},
-            "subsets": [{"name": "v1", "labels": {"version": "v1"}, "trafficPolicy": {"tls": {"mode": "DISABLE"}}}]});
+            "subsets": [{"name": "v1", "labels": {"version": "v1"}, "trafficPolicy": {"tls": {"mode": "SIMPLE",
+                "credentialName": "reviews-ca"}}}]});
         let typed: DestinationRuleSpec = serde_json::from_value(raw.clone()).expect("spec");
         let found = untranslated("DestinationRule", "spec", &raw, &typed);
-        let refused: Vec<&str> = found.iter().filter(|u| u.refused).map(|u| u.path.as_str()).collect();
-        let mut refused_sorted = refused.clone();
-        refused_sorted.sort();
+        let mut refused: Vec<&str> = found.iter().filter(|u| u.refused).map(|u| u.path.as_str()).collect();
+        refused.sort();
         assert_eq!(
-            refused_sorted,
-            [
-                "spec.subsets[0].trafficPolicy.tls",
-                "spec.trafficPolicy.portLevelSettings[0].tls",
-                "spec.trafficPolicy.tls"
-            ]
+            refused,
+            ["spec.subsets[0].trafficPolicy.tls.credentialName", "spec.trafficPolicy.portLevelSettings[0].tls.caCrl"],
+            "the modes are translated; what is not fails closed"
         );
         let ignored: Vec<(&str, bool)> =
             found.iter().filter(|u| !u.refused).map(|u| (u.path.as_str(), u.message == IGNORED)).collect();

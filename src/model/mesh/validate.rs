@@ -207,6 +207,21 @@ fn validate_policy(path: &str, p: &TrafficPolicy, out: &mut Vec<FieldError>) {
     if let Some(tcp) = p.connection_pool.as_ref().and_then(|c| c.tcp.as_ref()) {
         duration(&format!("{path}.connectionPool.tcp.connectTimeout"), tcp.connect_timeout.as_ref(), out);
     }
+    if let Some(tls) = &p.tls {
+        super::tls_validate::client_tls(&format!("{path}.tls"), tls, out);
+    }
+    for (i, level) in p.port_level_settings.iter().enumerate() {
+        let at = format!("{path}.portLevelSettings[{i}]");
+        if level.port.number == 0 {
+            out.push(FieldError::new(format!("{at}.port.number"), "must be between 1 and 65535"));
+        }
+        if p.port_level_settings[..i].iter().any(|o| o.port.number == level.port.number) {
+            out.push(FieldError::new(format!("{at}.port.number"), format!("duplicate port {}", level.port.number)));
+        }
+        if let Some(tls) = &level.tls {
+            super::tls_validate::client_tls(&format!("{at}.tls"), tls, out);
+        }
+    }
     if let Some(o) = &p.outlier_detection {
         duration(&format!("{path}.outlierDetection.interval"), o.interval.as_ref(), out);
         duration(&format!("{path}.outlierDetection.baseEjectionTime"), o.base_ejection_time.as_ref(), out);

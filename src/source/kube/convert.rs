@@ -1,7 +1,7 @@
 //! Kubernetes objects → index items: `TryFrom`-style conversions with a typed error naming the field.
 //!
-//! Each watched kind becomes an [`Item`]: a Service becomes the model's [`Service`], a Pod only its labels (the
-//! version label among them), an EndpointSlice its service, ports and endpoints with their conditions, and a
+//! Each watched kind becomes an [`Item`]: a Service becomes the model's [`Service`], a Pod its labels (the
+//! version label among them) and service account, an EndpointSlice its service, ports and endpoints with their conditions, and a
 //! ReleasePolicy the model's policy (its spec parsed with the same types as a config file, then validated); the
 //! mesh routing objects are converted in [`super::mesh`]. An error here skips that one object; the watch goes on.
 
@@ -11,7 +11,7 @@ use crate::release::Record;
 use k8s_openapi::api::core::v1::{Pod, Service as KubeService};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::{DynamicObject, PartialObjectMeta};
+use kube::api::DynamicObject;
 use kube::{Resource, ResourceExt};
 use std::collections::BTreeMap;
 
@@ -45,11 +45,14 @@ pub enum Item {
     VirtualService(Box<mesh::VirtualService>),
     DestinationRule(Box<mesh::DestinationRule>),
     HttpRoute(Box<mesh::HttpRouteObject>),
+    PeerAuthentication(Box<mesh::PeerAuthentication>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PodLabels {
     pub labels: BTreeMap<String, String>,
+    /// `spec.serviceAccountName`: the pod's mesh identity (`None`: Kubernetes' `default`).
+    pub service_account: Option<String>,
 }
 
 /// One EndpointSlice: which Service it serves, its named ports, and its endpoints.
@@ -110,8 +113,11 @@ pub fn service(svc: &KubeService) -> Result<Item, Invalid> {
     }))
 }
 
-pub fn pod(pod: &PartialObjectMeta<Pod>) -> Result<Item, Invalid> {
-    Ok(Item::Pod(PodLabels { labels: pod.labels().clone() }))
+pub fn pod(pod: &Pod) -> Result<Item, Invalid> {
+    // Kubernetes defaults the field to `default`; an object written without it (a test, an old client) means that.
+    let account = pod.spec.as_ref().and_then(|s| s.service_account_name.clone()).filter(|s| !s.is_empty());
+    let service_account = Some(account.unwrap_or_else(|| "default".to_string()));
+    Ok(Item::Pod(PodLabels { labels: pod.labels().clone(), service_account }))
 }
 
 pub fn endpoint_slice(slice: &EndpointSlice) -> Result<Item, Invalid> {

@@ -28,10 +28,11 @@ pub enum Kind {
     VirtualService,
     DestinationRule,
     HttpRoute,
+    PeerAuthentication,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Service,
         Kind::Pod,
         Kind::EndpointSlice,
@@ -39,6 +40,7 @@ impl Kind {
         Kind::VirtualService,
         Kind::DestinationRule,
         Kind::HttpRoute,
+        Kind::PeerAuthentication,
     ];
 
     /// The kind as a metric label and in logs.
@@ -51,6 +53,7 @@ impl Kind {
             Kind::VirtualService => "VirtualService",
             Kind::DestinationRule => "DestinationRule",
             Kind::HttpRoute => "HTTPRoute",
+            Kind::PeerAuthentication => "PeerAuthentication",
         }
     }
 }
@@ -179,7 +182,7 @@ impl Index {
                     model.services.insert(key.clone(), svc.clone());
                 }
                 Item::Pod(p) => {
-                    pods.insert(key.clone(), &p.labels);
+                    pods.insert(key.clone(), p);
                 }
                 Item::Slice(slice) => {
                     slices.entry(ObjectKey::new(&key.namespace, &slice.service)).or_default().push(slice);
@@ -196,6 +199,9 @@ impl Index {
                 Item::HttpRoute(r) => {
                     model.http_routes.insert(key.clone(), (**r).clone());
                 }
+                Item::PeerAuthentication(p) => {
+                    model.peer_authentications.insert(key.clone(), (**p).clone());
+                }
             }
         }
         for (key, svc) in &model.services {
@@ -207,12 +213,9 @@ impl Index {
                     if ports.is_empty() {
                         continue;
                     }
-                    let labels = e
-                        .pod
-                        .as_ref()
-                        .and_then(|p| pods.get(&ObjectKey::new(&key.namespace, p)))
-                        .map(|l| (*l).clone())
-                        .unwrap_or_default();
+                    let pod = e.pod.as_ref().and_then(|p| pods.get(&ObjectKey::new(&key.namespace, p)));
+                    let labels = pod.map(|p| p.labels.clone()).unwrap_or_default();
+                    let service_account = pod.and_then(|p| p.service_account.as_ref());
                     endpoints.push(Endpoint {
                         name: e.pod.clone().unwrap_or_else(|| e.address.clone()),
                         address: e.address.clone(),
@@ -220,6 +223,7 @@ impl Index {
                         labels,
                         ready: e.ready,
                         terminating: e.terminating,
+                        service_account: service_account.cloned(),
                     });
                 }
             }
@@ -341,7 +345,8 @@ mod tests {
     }
 
     fn pod(version: &str) -> Result<Item, Invalid> {
-        Ok(Item::Pod(PodLabels { labels: [("version".to_string(), version.to_string())].into() }))
+        let labels = [("version".to_string(), version.to_string())].into();
+        Ok(Item::Pod(PodLabels { labels, service_account: None }))
     }
 
     fn bad() -> Result<Item, Invalid> {

@@ -1,6 +1,6 @@
-//! The mesh routing objects from the cluster: Istio `VirtualService` and `DestinationRule`
-//! (`networking.istio.io/v1`) and Gateway API `HTTPRoute` (`gateway.networking.k8s.io/v1`), watched as
-//! dynamic objects so one malformed spec fails that object only.
+//! The mesh objects from the cluster: Istio `VirtualService` and `DestinationRule` (`networking.istio.io/v1`),
+//! `PeerAuthentication` (`security.istio.io/v1`) and Gateway API `HTTPRoute` (`gateway.networking.k8s.io/v1`),
+//! watched as dynamic objects so one malformed spec fails that object only.
 //!
 //! Each `spec` goes through the same types and checks as the file source: deserialized into
 //! [`crate::model::mesh`], its untranslated fields logged and counted (`sluice_unsupported_fields_total{kind}`,
@@ -10,8 +10,8 @@
 use super::convert::{Invalid, Item};
 use crate::model::FieldError;
 use crate::model::mesh::{
-    DestinationRule, DestinationRuleSpec, HttpRouteObject, HttpRouteSpec, Provenance, VirtualService,
-    VirtualServiceSpec, untranslated,
+    DestinationRule, DestinationRuleSpec, HttpRouteObject, HttpRouteSpec, PeerAuthentication, PeerAuthenticationSpec,
+    Provenance, VirtualService, VirtualServiceSpec, untranslated,
 };
 use crate::telemetry::names;
 use kube::ResourceExt;
@@ -25,6 +25,8 @@ pub const VIRTUAL_SERVICE: (&str, &str, &str, &str) =
 pub const DESTINATION_RULE: (&str, &str, &str, &str) =
     ("networking.istio.io", "v1", "DestinationRule", "destinationrules");
 pub const HTTP_ROUTE: (&str, &str, &str, &str) = ("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes");
+pub const PEER_AUTHENTICATION: (&str, &str, &str, &str) =
+    ("security.istio.io", "v1", "PeerAuthentication", "peerauthentications");
 
 /// The [`ApiResource`] for a `(group, version, kind, plural)` entry above.
 pub fn resource((group, version, kind, plural): (&str, &str, &str, &str)) -> ApiResource {
@@ -79,6 +81,12 @@ pub fn destination_rule(obj: &DynamicObject) -> Result<Item, Invalid> {
     Ok(Item::DestinationRule(Box::new(DestinationRule { name, namespace, spec, provenance })))
 }
 
+pub fn peer_authentication(obj: &DynamicObject) -> Result<Item, Invalid> {
+    let spec = spec::<PeerAuthenticationSpec>(obj, "PeerAuthentication", PeerAuthenticationSpec::validate)?;
+    let (name, namespace, provenance) = (obj.name_any(), obj.namespace().unwrap_or_default(), provenance(obj));
+    Ok(Item::PeerAuthentication(Box::new(PeerAuthentication { name, namespace, spec, provenance })))
+}
+
 pub fn http_route(obj: &DynamicObject) -> Result<Item, Invalid> {
     let spec = spec::<HttpRouteSpec>(obj, "HTTPRoute", HttpRouteSpec::validate)?;
     let (name, namespace, provenance) = (obj.name_any(), obj.namespace().unwrap_or_default(), provenance(obj));
@@ -111,6 +119,21 @@ mod tests {
     }
 
     #[test]
+    fn a_peer_authentication_becomes_the_model_type_or_names_its_field() {
+        let obj = dynamic(
+            "PeerAuthentication",
+            json!({"selector": {"matchLabels": {"app": "reviews"}},
+            "mtls": {"mode": "STRICT"}, "portLevelMtls": {"9080": {"mode": "DISABLE"}}}),
+        );
+        let Item::PeerAuthentication(pa) = peer_authentication(&obj).unwrap() else { panic!() };
+        assert_eq!(pa.spec.port_level_mtls[&9080].mode, crate::model::mesh::MtlsMode::Disable);
+        let bad = dynamic("PeerAuthentication", json!({"portLevelMtls": {"9080": {"mode": "STRICT"}}}));
+        assert_eq!(peer_authentication(&bad).unwrap_err().field, "spec.portLevelMtls");
+        let mode = dynamic("PeerAuthentication", json!({"mtls": {"mode": "STRICTER"}}));
+        assert_eq!(peer_authentication(&mode).unwrap_err().field, "spec.mtls.mode");
+    }
+
+    #[test]
     fn errors_name_the_field() {
         let wrong_type = dynamic("VirtualService", json!({"hosts": "reviews"}));
         assert_eq!(virtual_service(&wrong_type).unwrap_err().field, "spec.hosts");
@@ -123,11 +146,13 @@ mod tests {
     }
 
     #[test]
-    fn a_tls_setting_refuses_the_rule_and_the_age_decides_conflicts() {
+    fn an_untranslated_tls_setting_refuses_the_rule_and_the_age_decides_conflicts() {
         let mtls =
             dynamic("DestinationRule", json!({"host": "reviews", "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}}));
-        let refused = destination_rule(&mtls).unwrap_err();
-        assert_eq!(refused.field, "spec.trafficPolicy.tls", "fails closed: {refused}");
+        assert!(destination_rule(&mtls).is_ok(), "ISTIO_MUTUAL is translated");
+        let secret = json!({"host": "reviews", "trafficPolicy": {"tls": {"mode": "SIMPLE", "credentialName": "c"}}});
+        let refused = destination_rule(&dynamic("DestinationRule", secret)).unwrap_err();
+        assert_eq!(refused.field, "spec.trafficPolicy.tls.credentialName", "fails closed: {refused}");
         let mut plain = dynamic("DestinationRule", json!({"host": "reviews"}));
         plain.metadata.creation_timestamp = serde_json::from_value(json!("2026-01-02T00:00:00Z")).ok();
         let Item::DestinationRule(dr) = destination_rule(&plain).unwrap() else { panic!() };

@@ -2,17 +2,17 @@
 //!
 //! ```text
 //!  Services ──────────┐
-//!  Pods (metadata) ───┤ kube_runtime::watcher per kind and namespace, with backoff
+//!  Pods ──────────────┤ kube_runtime::watcher per kind and namespace, with backoff
 //!  EndpointSlices ────┤   │ Event → Change (converted here: an invalid object becomes a logged, counted skip)
 //!  ReleasePolicies ───┤   ▼
-//!  VirtualServices, DestinationRules, HTTPRoutes (dynamic; optional: --kube-mesh-objects) ─┘
+//!  VirtualServices, DestinationRules, PeerAuthentications, HTTPRoutes (dynamic; optional: --kube-mesh-objects) ─┘
 //!                     index task: Index (apply / delete / relist) ─▶ once every shard listed:
 //!                                                                   Store::set_part("kube", model)
 //! ```
 //! - `crd`: the ReleasePolicy CustomResourceDefinition (`sluice crd`).
 //! - `convert`: Kubernetes objects → index items, errors naming the field.
 //! - `index`: the pure index and the model it builds (endpoints joined to pods by `targetRef`).
-//! - `mesh`: VirtualService, DestinationRule, HTTPRoute → the model's mesh types (unsupported fields reported).
+//! - `mesh`: VirtualService, DestinationRule, PeerAuthentication, HTTPRoute → the model's mesh types (unsupported fields reported).
 //! - `watch`: the one generic watch helper and the index task.
 //! - `route_status`: writes HTTPRoute `status.parents` (Accepted, ResolvedRefs) from the merged model.
 //! - `lease`: leader election on a coordination.k8s.io/v1 Lease (only the leader writes status).
@@ -88,6 +88,9 @@ pub const VIRTUAL_SERVICES: Access =
     Access { group: "networking.istio.io", resource: "virtualservices", verbs: &["list", "watch"] };
 pub const DESTINATION_RULES: Access =
     Access { group: "networking.istio.io", resource: "destinationrules", verbs: &["list", "watch"] };
+/// Istio PeerAuthentications: what sidecars accept inbound (mTLS modes).
+pub const PEER_AUTHENTICATIONS: Access =
+    Access { group: "security.istio.io", resource: "peerauthentications", verbs: &["list", "watch"] };
 pub const HTTP_ROUTES: Access =
     Access { group: "gateway.networking.k8s.io", resource: "httproutes", verbs: &["list", "watch"] };
 /// HTTPRoute `status.parents`, written by merge patch.
@@ -109,6 +112,11 @@ pub const MUTATING_WEBHOOKS: Access = Access {
     verbs: &["get", "patch"],
 };
 
+/// The workload CA (`serve --kube --ca`, `ca::kube`): each CreateCertificate's bearer token is reviewed by the API
+/// server (`create` a TokenReview: cluster-scoped, no object is stored). The CA's root Secret uses [`SECRETS`].
+pub const TOKEN_REVIEWS: Access =
+    Access { group: "authentication.k8s.io", resource: "tokenreviews", verbs: &["create"] };
+
 /// Every API call Sluice makes; the ClusterRole and Role in `deploy/` grant exactly these.
 pub const ACCESS: &[Access] = &[
     SERVICES,
@@ -119,9 +127,11 @@ pub const ACCESS: &[Access] = &[
     LEASES,
     VIRTUAL_SERVICES,
     DESTINATION_RULES,
+    PEER_AUTHENTICATIONS,
     HTTP_ROUTES,
     HTTP_ROUTE_STATUS,
     DEPLOYMENTS,
     SECRETS,
     MUTATING_WEBHOOKS,
+    TOKEN_REVIEWS,
 ];

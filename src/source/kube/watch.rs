@@ -2,8 +2,11 @@
 
 use super::convert::{self, Invalid, Item, key_of};
 use super::index::{Change, Index, Kind, Observed, Owners};
-use super::mesh::{self, DESTINATION_RULE, HTTP_ROUTE, VIRTUAL_SERVICE};
-use super::{Access, DESTINATION_RULES, ENDPOINT_SLICES, HTTP_ROUTES, PODS, RELEASE_POLICIES, SERVICES, SOURCE};
+use super::mesh::{self, DESTINATION_RULE, HTTP_ROUTE, PEER_AUTHENTICATION, VIRTUAL_SERVICE};
+use super::{
+    Access, DESTINATION_RULES, ENDPOINT_SLICES, HTTP_ROUTES, PEER_AUTHENTICATIONS, PODS, RELEASE_POLICIES, SERVICES,
+    SOURCE,
+};
 use super::{VIRTUAL_SERVICES, WatchOptions};
 use crate::model::ObjectKey;
 use crate::release::StoredRecords;
@@ -12,7 +15,7 @@ use crate::telemetry::names;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, DynamicObject, PartialObjectMeta};
+use kube::api::{Api, DynamicObject};
 use kube::runtime::utils::ResetTimerBackoff;
 use kube::runtime::watcher::ExponentialBackoff;
 use kube::runtime::{WatchStreamExt, watcher};
@@ -76,8 +79,8 @@ pub fn start_with(
         let services = watcher(api::<Service>(&client, ns, &SERVICES), config.clone());
         spawn_watch(services, shard, Kind::Service, convert::service, tx.clone(), stop.clone());
         let shard = index.add_shard(Kind::Pod);
-        // Labels are all Sluice needs of a Pod: metadata-only lists and watches.
-        let pods = watcher(api::<PartialObjectMeta<Pod>>(&client, ns, &PODS), config.clone());
+        // Labels and the service account (`spec.serviceAccountName`, the pod's mTLS identity): whole Pods.
+        let pods = watcher(api::<Pod>(&client, ns, &PODS), config.clone());
         spawn_watch(pods, shard, Kind::Pod, convert::pod, tx.clone(), stop.clone());
         let shard = index.add_shard(Kind::EndpointSlice);
         let slices = watcher(api::<EndpointSlice>(&client, ns, &ENDPOINT_SLICES), config.clone());
@@ -92,10 +95,11 @@ pub fn start_with(
         let policies = watcher(policies, config.clone());
         spawn_watch(policies, shard, Kind::ReleasePolicy, convert::release_policy, tx.clone(), stop.clone());
         if options.mesh_objects {
-            let kinds: [(Kind, _, &Access, DynamicConvert); 3] = [
+            let kinds: [(Kind, _, &Access, DynamicConvert); 4] = [
                 (Kind::VirtualService, VIRTUAL_SERVICE, &VIRTUAL_SERVICES, mesh::virtual_service),
                 (Kind::DestinationRule, DESTINATION_RULE, &DESTINATION_RULES, mesh::destination_rule),
                 (Kind::HttpRoute, HTTP_ROUTE, &HTTP_ROUTES, mesh::http_route),
+                (Kind::PeerAuthentication, PEER_AUTHENTICATION, &PEER_AUTHENTICATIONS, mesh::peer_authentication),
             ];
             for (kind, gvkp, access, convert) in kinds {
                 debug_assert_eq!((gvkp.0, gvkp.3), (access.group, access.resource));
@@ -162,7 +166,8 @@ fn spawn_watch<K, S>(
 {
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream.backoff(backoff()));
-        let optional = matches!(kind, Kind::VirtualService | Kind::DestinationRule | Kind::HttpRoute);
+        let optional =
+            matches!(kind, Kind::VirtualService | Kind::DestinationRule | Kind::HttpRoute | Kind::PeerAuthentication);
         let mut absent = false;
         loop {
             let event = tokio::select! {

@@ -47,17 +47,7 @@ pub async fn certs(client: &Client, secret: &str, names: &[String]) -> anyhow::R
         let now = SystemTime::now();
         let ca = Ca::generate("sluice-webhook-ca", now, CA_VALIDITY)?;
         let leaf = ca.serving(names, now, SERVING_VALIDITY)?;
-        let object = Secret {
-            metadata: kube::api::ObjectMeta {
-                name: Some(name.to_string()),
-                namespace: Some(namespace.to_string()),
-                labels: Some(BTreeMap::from([("app.kubernetes.io/managed-by".into(), "sluice".into())])),
-                ..Default::default()
-            },
-            type_: Some("Opaque".into()),
-            data: Some(data(&ca.cert_pem, &ca.key_pem, &leaf.chain_pem, &leaf.key_pem)),
-            ..Default::default()
-        };
+        let object = managed_secret(namespace, name, data(&ca.cert_pem, &ca.key_pem, &leaf.chain_pem, &leaf.key_pem));
         match api.create(&PostParams::default(), &object).await {
             Ok(_) => {
                 tracing::info!(%secret, "created the injection webhook's CA and serving certificate");
@@ -101,6 +91,21 @@ async fn reuse(api: &Api<Secret>, secret: &str, s: &Secret, names: &[String]) ->
         .map_err(|e| anyhow::anyhow!("PATCH Secret {secret}: {e}"))?;
     tracing::info!(%secret, "signed a new injection webhook serving certificate with the stored CA");
     Ok((WebhookTls::from_pem(&leaf.chain_pem, &leaf.key_pem).map_err(anyhow::Error::msg)?, ca_pem))
+}
+
+/// An Opaque Secret `namespace/name` holding `data`, labelled as Sluice's (`app.kubernetes.io/managed-by`).
+pub fn managed_secret(namespace: &str, name: &str, data: BTreeMap<String, ByteString>) -> Secret {
+    Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(namespace.to_string()),
+            labels: Some(BTreeMap::from([("app.kubernetes.io/managed-by".into(), "sluice".into())])),
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(data),
+        ..Default::default()
+    }
 }
 
 /// `GET`, with any 404 as absent (`Api::get_opt` wants the reason `NotFound` too, which not every server sends).
