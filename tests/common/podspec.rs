@@ -5,7 +5,7 @@
 //!  initContainers, in order ─▶ run to exit 0 (restartPolicy Always: a native sidecar, started and kept running)
 //!  containers ───────────────▶ started; readinessProbe httpGet waited for (from the hub, as a kubelet)
 //!  each: command/args (the image's entrypoint when no command), env (value, fieldRef resolved), runAsUser/Group,
-//!        volumeMounts (emptyDir and downwardAPI volumes made as directories of the test)
+//!        volumeMounts (emptyDir, downwardAPI and projected token volumes made as directories of the test)
 //! ```
 //! Images cannot run here: [`Images`] says which host program stands in for each image, and which paths inside
 //! the image mean which host paths (`/usr/local/bin/envoy` is the test's Envoy). Paths under a volume's
@@ -26,6 +26,8 @@ pub struct Images {
     pub entrypoints: BTreeMap<String, Vec<String>>,
     /// Paths inside every image ─▶ host paths.
     pub paths: BTreeMap<String, PathBuf>,
+    /// Service account ─▶ the token a projected `serviceAccountToken` volume holds (as the kubelet writes it).
+    pub tokens: BTreeMap<String, String>,
 }
 
 /// The pod's identity as the API server and kubelet fill it in.
@@ -39,7 +41,7 @@ pub struct PodMeta<'a> {
 pub async fn run(mesh: &mut PodMesh, netns_pod: &str, pod: &Value, meta: PodMeta<'_>, images: &Images) {
     let spec = &pod["spec"];
     let ip = mesh.pod(netns_pod).ip;
-    let volumes = make_volumes(mesh, netns_pod, pod);
+    let volumes = make_volumes(mesh, netns_pod, pod, images);
     let fields = |path: &str| -> Option<String> {
         match path {
             "metadata.name" => Some(meta.name.into()),
@@ -108,8 +110,9 @@ async fn wait_probe(mesh: &PodMesh, netns_pod: &str, label: &str, port: u16, pat
     .await;
 }
 
-/// Volume name ─▶ its host directory (emptyDir: empty; downwardAPI: the items' files).
-fn make_volumes(mesh: &PodMesh, netns_pod: &str, pod: &Value) -> BTreeMap<String, PathBuf> {
+/// Volume name ─▶ its host directory (emptyDir: empty; downwardAPI: the items' files; projected: the service
+/// account's token from [`Images::tokens`]).
+fn make_volumes(mesh: &PodMesh, netns_pod: &str, pod: &Value, images: &Images) -> BTreeMap<String, PathBuf> {
     let mut out = BTreeMap::new();
     for v in pod["spec"]["volumes"].as_array().into_iter().flatten() {
         let name = v["name"].as_str().expect("a volume name");
@@ -123,6 +126,14 @@ fn make_volumes(mesh: &PodMesh, netns_pod: &str, pod: &Value) -> BTreeMap<String
                 other => panic!("downwardAPI field {other} is not made by this test bed"),
             };
             std::fs::write(dir.join(item["path"].as_str().expect("an item path")), downward(map)).expect("write");
+        }
+        for source in v["projected"]["sources"].as_array().into_iter().flatten() {
+            let Some(token) = source.get("serviceAccountToken") else {
+                panic!("projected source {source} is not made by this test bed")
+            };
+            let account = pod["spec"]["serviceAccountName"].as_str().unwrap_or("default");
+            let value = images.tokens.get(account).unwrap_or_else(|| panic!("no token for service account {account}"));
+            std::fs::write(dir.join(token["path"].as_str().expect("a token path")), value).expect("write the token");
         }
         out.insert(name.to_string(), dir);
     }

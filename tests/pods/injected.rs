@@ -16,13 +16,14 @@
 use crate::common::child::SluiceChild;
 use crate::common::https::{ask, wait_listening};
 use crate::common::podmesh::{PodMesh, Sidecar, service_yaml, sluice_bin, workload_yaml};
-use crate::common::podnet::{HUB_IP, envoy_for_proxy_uid};
+use crate::common::podnet::{HUB_IP, HttpRequest, envoy_for_proxy_uid};
 use crate::common::podspec::{self, Images, PodMeta};
 use crate::common::{free_addrs, peer, repo, venv_python};
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 const URL: &str = "--url=http://productpage:9080/productpage";
@@ -58,7 +59,7 @@ fn images(templates: &BTreeMap<String, Value>) -> Images {
         ("/usr/local/bin/envoy".to_string(), envoy_for_proxy_uid()),
         ("/usr/local/bin/sluice".to_string(), sluice_bin()),
     ]);
-    Images { entrypoints, paths }
+    Images { entrypoints, paths, tokens: BTreeMap::new() }
 }
 
 /// The Pod the API server would send for `template` (namespace `default`, a ReplicaSet's generateName).
@@ -94,18 +95,63 @@ fn inject(webhook: std::net::SocketAddr, ca: &std::path::Path, pod: &Value) -> V
     patched
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn injected_bookinfo_pods_run_and_split_by_the_release_policy() {
-    let _serial = crate::serial().await;
+/// A mesh CA both Sluices use (`--ca-dir`, Istio's cacerts layout) and the tokens it accepts (`--ca-tokens`).
+struct MeshCa {
+    dir: std::path::PathBuf,
+    tokens_file: std::path::PathBuf,
+    tokens: BTreeMap<String, String>,
+}
+
+impl MeshCa {
+    fn new(dir: &std::path::Path, accounts: &[&str]) -> MeshCa {
+        let root =
+            sluice::ca::Ca::generate("test mesh root", std::time::SystemTime::now(), Duration::from_secs(86_400))
+                .expect("a CA");
+        let ca_dir = dir.join("cacerts");
+        std::fs::create_dir_all(&ca_dir).unwrap();
+        for (file, pem) in [
+            ("ca-cert.pem", &root.cert_pem),
+            ("ca-key.pem", &root.key_pem),
+            ("root-cert.pem", &root.cert_pem),
+            ("cert-chain.pem", &root.cert_pem),
+        ] {
+            std::fs::write(ca_dir.join(file), pem).unwrap();
+        }
+        let mut tokens = BTreeMap::new();
+        let mut lines = String::new();
+        for sa in accounts {
+            let token = format!("projected-token-{sa}-{}", std::process::id());
+            lines.push_str(&format!("default/{sa} {}\n", sluice::ca::authn::digest_hex(&token)));
+            tokens.insert(sa.to_string(), token);
+        }
+        let tokens_file = dir.join("ca-tokens");
+        std::fs::write(&tokens_file, lines).unwrap();
+        MeshCa { dir: ca_dir, tokens_file, tokens }
+    }
+
+    /// `serve` flags for this CA, its TLS port at `tls_addr`.
+    fn flags(&self, tls_addr: &str) -> Vec<String> {
+        let (dir, tokens) = (self.dir.to_string_lossy(), self.tokens_file.to_string_lossy());
+        ["--ca", "--ca-dir", &dir, "--ca-tokens", &tokens, "--xds-tls-addr", tls_addr].map(String::from).to_vec()
+    }
+}
+
+/// Bookinfo where reviews v1, v3 and productpage are injected through the webhook (with `ca`: the webhook and
+/// Sluice run that CA, and the injected sidecars get workload mTLS); details, ratings and a client pod run as
+/// the other pod tests run them.
+async fn injected_bookinfo(ca: Option<&MeshCa>) -> PodMesh {
     let templates = templates();
-    let images = images(&templates);
+    let mut images = images(&templates);
+    if let Some(ca) = ca {
+        images.tokens = ca.tokens.clone();
+    }
 
     // The webhook: its own `sluice serve --inject` on loopback, telling sidecars where Sluice's xDS is.
     let dir = tempfile::tempdir().unwrap();
     let (empty, state) = (dir.path().join("mesh"), dir.path().join("state"));
     std::fs::create_dir_all(&empty).unwrap();
-    let [xds, admin, inject_addr] = free_addrs();
-    let args: Vec<std::ffi::OsString> = [
+    let [xds, admin, inject_addr, webhook_tls] = free_addrs();
+    let mut args: Vec<String> = [
         "--config",
         empty.to_str().unwrap(),
         "--state-dir",
@@ -118,11 +164,15 @@ async fn injected_bookinfo_pods_run_and_split_by_the_release_policy() {
         "--proxy-xds",
         &format!("{HUB_IP}:15010"),
     ]
-    .map(Into::into)
+    .map(String::from)
     .to_vec();
+    if let Some(ca) = ca {
+        args.extend(ca.flags(&webhook_tls.to_string()));
+    }
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
     let webhook = SluiceChild::start_with(&args, &[], xds, admin, dir.path().join("webhook.log")).await;
     wait_listening(inject_addr).await;
-    let ca = state.join("webhook-ca.pem");
+    let webhook_ca = state.join("webhook-ca.pem");
 
     // The mesh: Services with cluster IPs, a Workload per pod with its template's labels, reviews at 80/20.
     let mut mesh = PodMesh::new();
@@ -136,28 +186,36 @@ async fn injected_bookinfo_pods_run_and_split_by_the_release_policy() {
     for (svc, ip) in &mesh.services {
         config.push_str(&service_yaml(svc, *ip, 9080, "http"));
     }
-    for (pod, app, version) in [
-        ("productpage", "productpage", "v1"),
-        ("details", "details", "v1"),
-        ("ratings", "ratings", "v1"),
-        ("reviews-v1", "reviews", "v1"),
-        ("reviews-v3", "reviews", "v3"),
-    ] {
+    for (pod, app, version) in [("details", "details", "v1"), ("ratings", "ratings", "v1")] {
         config.push_str(&workload_yaml(pod, app, version, mesh.pod(pod).ip));
+    }
+    // The injected pods as the cluster would list them: the labels the patch gave them (tlsMode among them)
+    // and their service account.
+    for (deployment, pod) in INJECTED {
+        let labels = &templates[deployment]["metadata"]["labels"];
+        let (app, version) = (labels["app"].as_str().unwrap(), labels["version"].as_str().unwrap());
+        let sa = templates[deployment]["spec"]["serviceAccountName"].as_str().unwrap();
+        config.push_str(&format!(
+            "---\napiVersion: sluice.dev/v1alpha1\nkind: Workload\nmetadata:\n  name: {pod}\n  labels: {{app: {app}, \
+             version: {version}, security.istio.io/tlsMode: istio}}\nspec: {{address: {}, serviceAccount: {sa}}}\n",
+            mesh.pod(pod).ip
+        ));
     }
     config.push_str(
         "---\napiVersion: sluice.dev/v1alpha1\nkind: ReleasePolicy\nmetadata: {name: reviews-v3}\nspec:\n  \
          service: reviews\n  stable: v1\n  canary: v3\n  traffic: {canaryWeight: 2000}\n",
     );
     mesh.write_config(&config);
-    mesh.start_sluice().await;
+    let hub_tls = format!("{HUB_IP}:15012");
+    let flags = ca.map(|c| c.flags(&hub_tls)).unwrap_or_default();
+    mesh.start_sluice_with(&flags.iter().map(String::as_str).collect::<Vec<_>>()).await;
 
     // details and ratings as the other pod tests run them; reviews and productpage as injected.
     mesh.start_bookinfo_pod("details", "details", "v1", false).await;
     mesh.start_bookinfo_pod("ratings", "ratings", "v1", false).await;
     for (deployment, pod) in INJECTED {
         let original = pod_of(deployment, &templates[deployment]);
-        let injected = inject(inject_addr, &ca, &original);
+        let injected = inject(inject_addr, &webhook_ca, &original);
         let name = format!("{deployment}-7c9f6d5b8d-x2x4q");
         podspec::run(&mut mesh, pod, &injected, PodMeta { name: &name, namespace: "default" }, &images).await;
         let running: Vec<&String> = mesh.apps.keys().filter(|k| k.starts_with(&format!("{pod}/"))).collect();
@@ -173,7 +231,13 @@ async fn injected_bookinfo_pods_run_and_split_by_the_release_policy() {
         let log = mesh.apps[&label].log();
         assert!(!log.contains("ERROR"), "{label} logged an error:\n{log}");
     }
+    mesh
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_bookinfo_pods_run_and_split_by_the_release_policy() {
+    let _serial = crate::serial().await;
+    let mesh = injected_bookinfo(None).await;
     let split = mesh.load("client", &[URL, "--count=2000", "--workers=8"], Duration::from_secs(240)).await;
     println!("2000 calls through injected pods: {:?} in {:.1} s ({} req/s)", split.versions, split.seconds, split.rate);
     assert_eq!(split.failed, 0, "{} of {} failed: {:?}", split.failed, split.total, split.errors);
@@ -193,6 +257,31 @@ async fn injected_bookinfo_pods_run_and_split_by_the_release_policy() {
     for name in ["sluice", "envoy"] {
         let uids: Vec<u32> = processes.iter().filter(|(n, _)| n == name).map(|(_, uid)| *uid).collect();
         assert!(!uids.is_empty() && uids.iter().all(|u| *u == 1337), "{name} in reviews-v3 runs as {uids:?}");
+    }
+}
+
+/// With the CA on (`serve --inject --ca`), what the webhook injects is enough for workload mTLS: the root in
+/// `SLUICE_CA_ROOT_PEM`, the projected token, the CA's default address (the xDS host, 15012). productpage reaches
+/// reviews over mTLS (reviews' app sees productpage's SPIFFE id), the plain pods keep plaintext, nothing fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_pods_get_workload_mtls_when_sluice_runs_its_ca() {
+    let _serial = crate::serial().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = MeshCa::new(dir.path(), &["bookinfo-reviews", "bookinfo-productpage"]);
+    let mesh = injected_bookinfo(Some(&ca)).await;
+    let load = mesh.load("client", &[URL, "--count=300", "--workers=4"], Duration::from_secs(120)).await;
+    assert_eq!(load.failed, 0, "{} of {} failed: {:?}", load.failed, load.total, load.errors);
+    let productpage = SocketAddr::from((mesh.services["productpage"], 9080));
+    let req = HttpRequest { host: "productpage:9080", ..HttpRequest::get(productpage, "/productpage") };
+    let (status, body) = mesh.net.http(mesh.pod("client"), req).await.expect("productpage");
+    assert_eq!(status, 200, "{body}");
+    let page: Value = serde_json::from_str(&body).unwrap();
+    let xfcc = page["reviews"]["xfcc"].as_str().unwrap_or_default();
+    assert!(xfcc.contains("URI=spiffe://cluster.local/ns/default/sa/bookinfo-productpage"), "reviews saw: {page}");
+    assert!(page["details"].get("xfcc").is_none(), "details has no sidecar certificate: plaintext: {page}");
+    for (_, pod) in INJECTED {
+        let log = mesh.apps[&format!("{pod}/sluice-proxy")].log();
+        assert!(log.contains("sluice::agent::cert: workload certificate "), "{pod} got no certificate:\n{log}");
     }
 }
 
