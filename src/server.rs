@@ -170,6 +170,9 @@ impl Sluice {
         let (admin_addr, xds_tls_addr) = (local(&admin_listener), local(&tls_listener));
         let xds_addr = local(&xds_listener).or(xds_tls_addr).unwrap_or(options.xds_addr);
         let registry = Registry::new();
+        if let Some(ca) = &options.ca {
+            registry.set_certificates(ca.server.ledger());
+        }
         let snapshots = publisher::spawn(store.clone(), options.min_push_interval, options.limits);
         let dir = options.state_dir.as_deref().map(|d| StateDir::open_with(d, options.corrupt_state)).transpose()?;
         let traffic = TrafficStats::new();

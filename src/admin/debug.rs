@@ -11,7 +11,19 @@ use serde_json::{Value, json};
 
 pub async fn syncz(State(s): State<AdminState>) -> Json<Value> {
     let version = s.snapshots.borrow().as_ref().map(|s| s.version);
-    Json(json!({ "snapshot_version": version, "proxies": s.registry.list() }))
+    let proxies: Vec<Value> = s
+        .registry
+        .list()
+        .into_iter()
+        .map(|p| {
+            let mut v = serde_json::to_value(&p).unwrap_or_default();
+            if let Some(cert) = s.registry.certificate(&p.node_id) {
+                v["certificate"] = json!(cert);
+            }
+            v
+        })
+        .collect();
+    Json(json!({ "snapshot_version": version, "proxies": proxies }))
 }
 
 #[derive(Deserialize)]

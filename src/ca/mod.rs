@@ -17,6 +17,7 @@ pub mod args;
 pub mod authn;
 #[cfg(feature = "kube")]
 pub mod kube;
+pub mod ledger;
 pub mod service;
 pub mod serving;
 pub mod source;

@@ -38,6 +38,8 @@ struct Inner {
     authn: Arc<dyn Authenticate>,
     ttl: Ttl,
     trust_domain: String,
+    /// What was issued to which address (`/debug/syncz`, `sluice proxy-status`).
+    ledger: super::ledger::Ledger,
 }
 
 impl std::fmt::Debug for CaServer {
@@ -93,7 +95,13 @@ pub fn status(r: &Refused) -> Status {
 
 impl CaServer {
     pub fn new(authority: Authority, authn: Arc<dyn Authenticate>, ttl: Ttl, trust_domain: String) -> Self {
-        Self { inner: Arc::new(Inner { authority, authn, ttl, trust_domain }) }
+        let ledger = super::ledger::Ledger::default();
+        Self { inner: Arc::new(Inner { authority, authn, ttl, trust_domain, ledger }) }
+    }
+
+    /// What this CA issued, by the address that asked.
+    pub fn ledger(&self) -> super::ledger::Ledger {
+        self.inner.ledger.clone()
     }
 
     pub fn authority(&self) -> &Authority {
@@ -167,6 +175,10 @@ impl IstioCertificateService for CaServer {
                 let not_after = time::OffsetDateTime::from(issued.not_after);
                 let identity = spiffe_of(&issued.chain[0]).unwrap_or_default();
                 tracing::info!(%identity, serial = %issued.serial, %not_after, ?peer, "issued a workload certificate");
+                if let Some(peer) = peer {
+                    let entry = super::ledger::entry(identity, issued.serial.clone(), issued.not_after);
+                    self.inner.ledger.record(peer.ip(), entry);
+                }
                 Ok(Response::new(IstioCertificateResponse { cert_chain: issued.chain }))
             }
             Err(refused) => {

@@ -7,7 +7,8 @@
 //!  reviews-v1-abc  SYNCED 5   SYNCED 5   SYNCED 1   STALE 1/1
 //! ```
 //! A type's cell is its worst resource status (ERROR > STALE > NOT SENT > SYNCED) with how many resources have it,
-//! of how many. `-o json` prints the CSDS response as Envoy JSON. Errors exit 1.
+//! of how many. With Sluice's CA, a last column says when each proxy's workload certificate ends (`-`: none issued
+//! to its address). `-o json` prints the CSDS response as Envoy JSON. Errors exit 1.
 
 use crate::xds::TypeKind;
 use anyhow::Context;
@@ -70,6 +71,18 @@ pub async fn run(args: ProxyStatusArgs) -> anyhow::Result<ExitCode> {
 /// One row per proxy; see the module doc.
 pub fn table(configs: &[ClientConfig]) -> String {
     let mut rows = vec![["NODE", "CDS", "EDS", "LDS", "RDS"].map(String::from).to_vec()];
+    // With Sluice's CA: when each proxy's workload certificate ends (from the node metadata CSDS adds).
+    let cert = |c: &ClientConfig| -> Option<String> {
+        use envoy_types::pb::google::protobuf::value::Kind;
+        match &c.node.as_ref()?.metadata.as_ref()?.fields.get(crate::xds::csds::CERT_NOT_AFTER)?.kind {
+            Some(Kind::StringValue(s)) => Some(s.clone()),
+            _ => None,
+        }
+    };
+    let with_certs = configs.iter().any(|c| cert(c).is_some());
+    if with_certs {
+        rows[0].push("CERT NOT AFTER".into());
+    }
     for c in configs {
         let mut row = vec![c.node.as_ref().map(|n| n.id.clone()).unwrap_or_default()];
         for kind in TypeKind::ALL {
@@ -81,9 +94,12 @@ pub fn table(configs: &[ClientConfig]) -> String {
                 .collect();
             row.push(cell(&statuses));
         }
+        if with_certs {
+            row.push(cert(c).unwrap_or_else(|| "-".into()));
+        }
         rows.push(row);
     }
-    let widths: Vec<usize> = (0..5).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..rows[0].len()).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
     let mut out = String::new();
     for row in rows {
         let line: Vec<String> = row.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();

@@ -71,7 +71,7 @@ impl Csds {
                     last.generic_xds_configs.extend(resources)
                 }
                 _ => configs.push(ClientConfig {
-                    node: Some((*stream.node).clone()),
+                    node: Some(with_certificate((*stream.node).clone(), &self.registry)),
                     generic_xds_configs: resources,
                     ..Default::default()
                 }),
@@ -80,6 +80,24 @@ impl Csds {
         Ok(ClientStatusResponse { config: configs })
     }
 }
+
+/// The node's metadata gains `CERT_NOT_AFTER`, `CERT_SERIAL` and `CERT_IDENTITY` when Sluice's CA issued its
+/// workload certificate (what `sluice proxy-status` shows; Envoy's own node metadata never has these keys).
+fn with_certificate(
+    mut node: envoy_types::pb::envoy::config::core::v3::Node,
+    registry: &Registry,
+) -> envoy_types::pb::envoy::config::core::v3::Node {
+    use envoy_types::pb::google::protobuf::{Value, value::Kind};
+    let Some(cert) = registry.certificate(&node.id) else { return node };
+    let meta = node.metadata.get_or_insert_with(Default::default);
+    for (k, v) in [(CERT_NOT_AFTER, cert.not_after), ("CERT_SERIAL", cert.serial), ("CERT_IDENTITY", cert.identity)] {
+        meta.fields.insert(k.into(), Value { kind: Some(Kind::StringValue(v)) });
+    }
+    node
+}
+
+/// The node metadata key carrying the workload certificate's end (RFC 3339) in CSDS answers.
+pub const CERT_NOT_AFTER: &str = "CERT_NOT_AFTER";
 
 type Out = Pin<Box<dyn futures::Stream<Item = Result<ClientStatusResponse, Status>> + Send>>;
 

@@ -98,6 +98,8 @@ pub struct Registry {
 
 #[derive(Default)]
 struct Inner {
+    /// The workload certificates the CA issued (when Sluice runs one), for the status views.
+    certificates: Mutex<Option<crate::ca::ledger::Ledger>>,
     streams: Mutex<BTreeMap<u64, ProxyStatus>>,
     changed: watch::Sender<u64>,
     next_id: std::sync::atomic::AtomicU64,
@@ -106,6 +108,16 @@ struct Inner {
 impl Registry {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Where the CA records what it issues (`serve --ca`).
+    pub fn set_certificates(&self, ledger: crate::ca::ledger::Ledger) {
+        *self.inner.certificates.lock().unwrap_or_else(|e| e.into_inner()) = Some(ledger);
+    }
+
+    /// The workload certificate the CA last issued to `node_id`'s address, when Sluice runs the CA.
+    pub fn certificate(&self, node_id: &str) -> Option<crate::ca::ledger::Entry> {
+        self.inner.certificates.lock().unwrap_or_else(|e| e.into_inner()).as_ref()?.for_node(node_id)
     }
 
     /// Registers a stream; it is removed when the returned guard drops.

@@ -210,6 +210,25 @@ async fn strict_mtls_carries_identities_refuses_plaintext_and_switches_modes_wit
     assert!(xfcc(&page["reviews"]["ratings"]).contains(&format!("URI={}", spiffe("bookinfo-reviews"))), "{page}");
     assert!(xfcc(&page["details"]).contains(&format!("URI={}", spiffe("bookinfo-productpage"))), "{page}");
 
+    // Each proxy's certificate, as the status views show it.
+    let (_, syncz) = m.mesh.admin("GET", "/debug/syncz", None).await;
+    let syncz: Value = serde_json::from_str(&syncz).expect("syncz JSON");
+    let reviews = syncz["proxies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["node_id"].as_str().unwrap_or("").contains("reviews-v3"));
+    let cert = &reviews.expect("reviews-v3 in syncz")["certificate"];
+    assert_eq!(cert["identity"], spiffe("bookinfo-reviews"), "{syncz}");
+    assert!(cert["not_after"].as_str().is_some_and(|t| t.ends_with('Z')), "{cert}");
+    let bin = crate::common::podmesh::sluice_bin();
+    let xds = format!("http://{HUB_IP}:15010");
+    let status = m.mesh.net.run_ok(m.mesh.net.hub(), bin.to_str().unwrap(), &["proxy-status", "--xds", &xds]);
+    println!("{status}");
+    assert!(status.lines().next().is_some_and(|h| h.ends_with("CERT NOT AFTER")), "{status}");
+    let row = status.lines().find(|l| l.contains("reviews-v3")).expect("a reviews-v3 row");
+    assert!(row.trim_end().ends_with('Z'), "reviews-v3's certificate end: {row}");
+
     // No sidecar, no certificate: refused under STRICT; served under PERMISSIVE.
     let refused = m.outsider_call().await;
     assert!(
