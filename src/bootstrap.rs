@@ -35,6 +35,10 @@ pub const META_LISTEN: &str = "SLUICE_LISTEN";
 pub const META_INBOUND_PORTS: &str = "INBOUND_PORTS";
 /// `"true"`: the proxy holds a workload certificate over SDS (`sds-grpc`) and can take workload mTLS.
 pub const META_MTLS: &str = "SLUICE_MTLS";
+/// `NAMESPACE/NAME` of the Istio Gateway this proxy serves as (`--gateway`): an ingress gateway's listeners only.
+pub const META_GATEWAY: &str = "SLUICE_GATEWAY";
+/// The address a gateway binds its server ports on (`--gateway-bind`; default `0.0.0.0`, as istiod's).
+pub const META_GATEWAY_BIND: &str = "SLUICE_GATEWAY_BIND";
 /// The bootstrap cluster of the agent's SDS server.
 pub const SDS_CLUSTER: &str = "sds-grpc";
 
@@ -91,6 +95,21 @@ pub struct BootstrapArgs {
     /// Sluice sends this proxy TLS contexts that take their secrets from it.
     #[arg(long = "sds-socket", env = "SLUICE_SDS_SOCKET")]
     pub sds_socket: Option<PathBuf>,
+    /// Serve as the ingress gateway of this Istio Gateway (`NAMESPACE/NAME`): the proxy gets one listener per
+    /// server port of the Gateway (`0.0.0.0_PORT`) and the routes of the VirtualServices bound to it, nothing of
+    /// the sidecar config.
+    #[arg(long, env = "SLUICE_GATEWAY", value_parser = parse_gateway)]
+    pub gateway: Option<String>,
+    /// With `--gateway`: the address the server ports bind (default `0.0.0.0`).
+    #[arg(long, env = "SLUICE_GATEWAY_BIND", requires = "gateway")]
+    pub gateway_bind: Option<std::net::IpAddr>,
+}
+
+fn parse_gateway(s: &str) -> Result<String, String> {
+    match s.split_once('/') {
+        Some((ns, name)) if crate::model::is_dns_label(ns) && crate::model::is_dns_subdomain(name) => Ok(s.into()),
+        _ => Err(format!("`{s}` is not NAMESPACE/NAME")),
+    }
 }
 
 /// Envoy stats to keep beyond what Sluice reads (Istio's `statsInclusion*` annotations). Envoy creates no stat the
@@ -134,6 +153,8 @@ impl Default for BootstrapArgs {
             stats: StatsInclusion::default(),
             tls: BootstrapTls::default(),
             sds_socket: None,
+            gateway: None,
+            gateway_bind: None,
         }
     }
 }
@@ -315,6 +336,12 @@ fn node(args: &BootstrapArgs) -> Value {
     }
     if args.sds_socket.is_some() {
         meta.insert(META_MTLS.into(), "true".into());
+    }
+    if let Some(gateway) = &args.gateway {
+        meta.insert(META_GATEWAY.into(), gateway.as_str().into());
+    }
+    if let Some(bind) = args.gateway_bind {
+        meta.insert(META_GATEWAY_BIND.into(), bind.to_string().into());
     }
     json!({ "id": args.node_id, "cluster": args.namespace, "metadata": meta })
 }
@@ -548,6 +575,11 @@ mod tests {
         assert!(!parse(&["--node-id=p", "--labels=novalue"]));
         assert!(!parse(&["--node-id=p", "--listen=host:1"]), "--listen takes an IP");
         assert!(!parse(&["--node-id=p", "--stats-inclusion-regexps=a(b"]), "a broken regex");
+        assert!(!parse(&["--node-id=p", "--gateway=gw"]), "--gateway takes NAMESPACE/NAME");
+        assert!(!parse(&["--node-id=p", "--gateway-bind=127.0.0.1"]), "--gateway-bind needs --gateway");
+        let b = render_flags(&["--node-id=gw", "--gateway=istio-system/public", "--gateway-bind=127.0.0.1"]);
+        assert_eq!(b["node"]["metadata"][META_GATEWAY], "istio-system/public");
+        assert_eq!(b["node"]["metadata"][META_GATEWAY_BIND], "127.0.0.1");
         assert_eq!("[::1]:80".parse::<HostPort>().unwrap().to_string(), "[::1]:80");
     }
 }

@@ -203,6 +203,7 @@ impl Parts {
             |m| &m.peer_authentications,
             |m| &mut m.peer_authentications,
         );
+        self.remerge_map(&old.gateways, &new.gateways, |m| &m.gateways, |m| &mut m.gateways);
     }
 
     fn remerge_map<V: Clone + PartialEq + Overlay>(
@@ -257,6 +258,7 @@ impl Overlay for crate::model::mesh::VirtualService {}
 impl Overlay for crate::model::mesh::DestinationRule {}
 impl Overlay for crate::model::mesh::HttpRouteObject {}
 impl Overlay for crate::model::mesh::PeerAuthentication {}
+impl Overlay for crate::model::mesh::Gateway {}
 
 #[cfg(test)]
 mod tests {

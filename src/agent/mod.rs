@@ -173,6 +173,8 @@ impl ProxyArgs {
             stats: self.stats.clone(),
             tls: self.tls.clone(),
             sds_socket: self.mtls.enabled.then(|| self.sds_socket()),
+            gateway: None,
+            gateway_bind: None,
         }
     }
 }

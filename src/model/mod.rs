@@ -23,7 +23,7 @@ mod settings;
 pub use analysis::{Analysis, AtLeast, AtMost};
 pub use deploy::{Deploy, Finalize, Loser, MAX_REPLICAS, canary_name};
 pub use policy::*;
-pub use proxy::{InterceptionMode, ProxyInfo, Visibility};
+pub use proxy::{GatewayRole, InterceptionMode, ProxyInfo, Visibility};
 pub use service::{Endpoint, Service, ServicePort, TLS_MODE_ISTIO, TLS_MODE_LABEL, TargetPort};
 pub use settings::{DEFAULT_ROOT_NAMESPACE, MeshSettings};
 
@@ -74,6 +74,9 @@ pub struct Model {
     /// Istio PeerAuthentications (what each sidecar accepts inbound: mTLS STRICT, PERMISSIVE, DISABLE).
     #[serde(default)]
     pub peer_authentications: Objects<mesh::PeerAuthentication>,
+    /// Istio Gateways (the ports, hosts and certificates of ingress gateway proxies), by their own key.
+    #[serde(default)]
+    pub gateways: Objects<mesh::Gateway>,
     /// The server's mesh-wide settings (trust domain, root namespace); not from any source part.
     #[serde(default)]
     pub settings: MeshSettings,
@@ -126,6 +129,7 @@ impl Model {
             // All of them: the root namespace's apply mesh-wide, and a proxy reads only its own namespace's and
             // those (nothing of another namespace reaches its config).
             peer_authentications: self.peer_authentications.clone(),
+            gateways: keep(&self.gateways, visibility),
             settings: self.settings.clone(),
         }
     }
@@ -145,6 +149,7 @@ impl Model {
             && self.destination_rules == other.destination_rules
             && self.http_routes == other.http_routes
             && self.peer_authentications == other.peer_authentications
+            && self.gateways == other.gateways
             && self.settings == other.settings
     }
 }

@@ -14,6 +14,18 @@ pub enum InterceptionMode {
     /// A proxyless gRPC client: asks LDS by name (`reviews.default.svc.cluster.local:9080`) and needs API
     /// listeners holding an HttpConnectionManager with RDS.
     Proxyless,
+    /// An ingress gateway (istiod's `router`): listeners only for the servers of the Gateways that select it.
+    Gateway(GatewayRole),
+}
+
+/// Which Gateways configure a gateway proxy, and where it binds their ports.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct GatewayRole {
+    /// The Gateway named by `sluice bootstrap --gateway NS/NAME` (node metadata `SLUICE_GATEWAY`); `None`: every
+    /// Gateway whose `selector` the proxy's labels satisfy, as Istio selects.
+    pub named: Option<crate::model::ObjectKey>,
+    /// The address the server ports bind (`0.0.0.0` as istiod's, a loopback address in tests).
+    pub bind: std::net::IpAddr,
 }
 
 /// The facts about a proxy that config depends on. Parsed from node metadata by the xDS layer.

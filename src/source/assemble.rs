@@ -10,10 +10,12 @@
 use super::documents::{Doc, Located, Object, Parsed};
 use super::error::LoadError;
 use super::objects::{
-    DestinationRuleObject, HttpRouteObject, Kind, PeerAuthenticationObject, PolicyObject, Problem, ServiceObject,
-    VirtualServiceObject, WorkloadObject, check_mesh, check_policy, check_service, check_workload,
+    DestinationRuleObject, GatewayObject, HttpRouteObject, Kind, PeerAuthenticationObject, PolicyObject, Problem,
+    ServiceObject, VirtualServiceObject, WorkloadObject, check_mesh, check_policy, check_service, check_workload,
 };
-use crate::model::mesh::{self, DestinationRuleSpec, HttpRouteSpec, PeerAuthenticationSpec, VirtualServiceSpec};
+use crate::model::mesh::{
+    self, DestinationRuleSpec, GatewaySpec, HttpRouteSpec, PeerAuthenticationSpec, VirtualServiceSpec,
+};
 use crate::model::{Endpoint, Model, ObjectKey, ReleasePolicy, Service, ServicePort, TargetPort};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,7 +27,7 @@ pub(crate) struct Assembled {
     pub services: usize,
     pub workloads: usize,
     pub policies: usize,
-    /// VirtualServices, DestinationRules, HTTPRoutes and PeerAuthentications.
+    /// VirtualServices, DestinationRules, HTTPRoutes, PeerAuthentications and Gateways.
     pub routing: usize,
     /// Fields written but not translated, as `file:line` problems; the model holds the rest of each object.
     pub warnings: Vec<LoadError>,
@@ -55,6 +57,7 @@ pub(crate) fn assemble(parsed: Parsed) -> Result<Assembled, Vec<LoadError>> {
             Object::PeerAuthentication(p) => {
                 add(&mut routing.peers, Kind::PeerAuthentication, doc, p, check_peer, &mut errors)
             }
+            Object::Gateway(g) => add(&mut routing.gateways, Kind::Gateway, doc, *g, check_gateway, &mut errors),
         }
     }
     let mut model = Model::default();
@@ -75,7 +78,8 @@ pub(crate) fn assemble(parsed: Parsed) -> Result<Assembled, Vec<LoadError>> {
         };
         model.policies.insert(key.clone(), policy);
     }
-    let routing_count = routing.vs.len() + routing.dr.len() + routing.routes.len() + routing.peers.len();
+    let routing_count =
+        routing.vs.len() + routing.dr.len() + routing.routes.len() + routing.peers.len() + routing.gateways.len();
     let conflicts = routing.into_model(&mut model, &mut errors);
     for (key, (doc, p)) in &policies {
         let target = ObjectKey::new(key.namespace.clone(), p.spec.service.clone());
@@ -116,6 +120,10 @@ fn check_peer(o: &PeerAuthenticationObject) -> Vec<Problem> {
     check_mesh(o, PeerAuthenticationSpec::validate)
 }
 
+fn check_gateway(o: &GatewayObject) -> Vec<Problem> {
+    check_mesh(o, GatewaySpec::validate)
+}
+
 /// The mesh routing objects of a load, with the documents they came from.
 #[derive(Default)]
 struct Routing {
@@ -123,6 +131,7 @@ struct Routing {
     dr: ByKey<DestinationRuleObject>,
     routes: ByKey<HttpRouteObject>,
     peers: ByKey<PeerAuthenticationObject>,
+    gateways: ByKey<GatewayObject>,
 }
 
 impl Routing {
@@ -152,6 +161,10 @@ impl Routing {
             let (name, namespace, provenance) = (key.name.clone(), key.namespace.clone(), doc.provenance());
             let p = mesh::PeerAuthentication { name, namespace, spec: o.spec, provenance };
             model.peer_authentications.insert(key, p);
+        }
+        for (key, (_, o)) in self.gateways {
+            let g = mesh::Gateway { name: key.name.clone(), namespace: key.namespace.clone(), spec: o.spec };
+            model.gateways.insert(key, g);
         }
         for p in mesh::check_references(model) {
             if let Some(doc) = docs.get(&(p.kind, p.key.clone())) {

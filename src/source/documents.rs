@@ -10,8 +10,8 @@
 use super::error::{LoadError, split_yaml_error};
 use super::lines::{Chunk, key_line, split_documents};
 use super::objects::{
-    DEFAULT_NAMESPACE, DestinationRuleObject, HttpRouteObject, Kind, PeerAuthenticationObject, PolicyObject,
-    ServiceObject, VirtualServiceObject, WorkloadObject,
+    DEFAULT_NAMESPACE, DestinationRuleObject, GatewayObject, HttpRouteObject, Kind, PeerAuthenticationObject,
+    PolicyObject, ServiceObject, VirtualServiceObject, WorkloadObject,
 };
 use crate::model::ObjectKey;
 use serde::de::DeserializeOwned;
@@ -64,6 +64,7 @@ pub(crate) enum Object {
     DestinationRule(Box<DestinationRuleObject>),
     HttpRoute(HttpRouteObject),
     PeerAuthentication(PeerAuthenticationObject),
+    Gateway(Box<GatewayObject>),
 }
 
 #[derive(Debug)]
@@ -129,6 +130,7 @@ fn parse_document(doc: Arc<Doc>, out: &mut Parsed) {
         }
         Kind::HttpRoute => mesh_typed(&doc, &label, known, &value, out).map(Object::HttpRoute),
         Kind::PeerAuthentication => mesh_typed(&doc, &label, known, &value, out).map(Object::PeerAuthentication),
+        Kind::Gateway => mesh_typed(&doc, &label, known, &value, out).map(|g| Object::Gateway(Box::new(g))),
     };
     match object {
         Some(object) => out.objects.push(Located { doc, object }),

@@ -135,6 +135,7 @@ pub(crate) type VirtualServiceObject = Envelope<mesh::VirtualServiceSpec>;
 pub(crate) type DestinationRuleObject = Envelope<mesh::DestinationRuleSpec>;
 pub(crate) type HttpRouteObject = Envelope<mesh::HttpRouteSpec>;
 pub(crate) type PeerAuthenticationObject = Envelope<mesh::PeerAuthenticationSpec>;
+pub(crate) type GatewayObject = Envelope<mesh::GatewaySpec>;
 
 /// The object kinds a config file may hold, as `(apiVersion, kind)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,6 +147,7 @@ pub(crate) enum Kind {
     DestinationRule,
     HttpRoute,
     PeerAuthentication,
+    Gateway,
 }
 
 impl Kind {
@@ -156,6 +158,7 @@ impl Kind {
             (SLUICE_V1ALPHA1, "ReleasePolicy") => Some(Kind::ReleasePolicy),
             (v, "VirtualService") if mesh::ISTIO_VERSIONS.contains(&v) => Some(Kind::VirtualService),
             (v, "DestinationRule") if mesh::ISTIO_VERSIONS.contains(&v) => Some(Kind::DestinationRule),
+            (v, "Gateway") if mesh::ISTIO_VERSIONS.contains(&v) => Some(Kind::Gateway),
             (mesh::GATEWAY_V1 | "gateway.networking.k8s.io/v1beta1", "HTTPRoute") => Some(Kind::HttpRoute),
             (v, "PeerAuthentication") if mesh::SECURITY_VERSIONS.contains(&v) => Some(Kind::PeerAuthentication),
             _ => None,
@@ -171,12 +174,13 @@ impl Kind {
             Kind::DestinationRule => "DestinationRule",
             Kind::HttpRoute => "HTTPRoute",
             Kind::PeerAuthentication => "PeerAuthentication",
+            Kind::Gateway => "Gateway",
         }
     }
 
     /// What an unknown `apiVersion`/`kind` pair is told to be instead.
     pub const EXPECTED: &'static str = "expected v1 Service, sluice.dev/v1alpha1 Workload or ReleasePolicy, \
-         networking.istio.io/v1 (v1beta1, v1alpha3) VirtualService or DestinationRule, \
+         networking.istio.io/v1 (v1beta1, v1alpha3) VirtualService, DestinationRule or Gateway, \
          security.istio.io/v1 (v1beta1) PeerAuthentication, or gateway.networking.k8s.io/v1 HTTPRoute";
 }
 

@@ -26,6 +26,7 @@ pub(crate) fn held_back(old: &Model, new: &Model) -> Vec<String> {
     changed("DestinationRule", &old.destination_rules, &new.destination_rules, |d| &d.spec, &mut out);
     changed("HTTPRoute", &old.http_routes, &new.http_routes, |r| &r.spec, &mut out);
     changed("PeerAuthentication", &old.peer_authentications, &new.peer_authentications, |p| &p.spec, &mut out);
+    changed("Gateway", &old.gateways, &new.gateways, |g| &g.spec, &mut out);
     out
 }
 

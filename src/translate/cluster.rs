@@ -80,10 +80,9 @@ fn endpoint_versions<'a>(model: &'a Model, key: &ObjectKey) -> BTreeSet<&'a str>
     model.endpoints_of(key).iter().filter_map(|e| e.label(label)).filter(|v| !v.is_empty()).collect()
 }
 
-/// The subsets the mesh VirtualServices name for the service, as a destination or a mirror.
+/// The subsets the VirtualServices (mesh and gateway ones) name for the service, as a destination or a mirror.
 fn named_subsets<'a>(model: &'a Model, key: &'a ObjectKey) -> impl Iterator<Item = &'a str> + 'a {
-    let mesh = model.virtual_services.iter().filter(|(_, vs)| vs.spec.applies_to_mesh());
-    mesh.flat_map(move |(k, vs)| {
+    model.virtual_services.iter().flat_map(move |(k, vs)| {
         let http = vs.spec.http.iter();
         let dests = http.flat_map(|h| h.route.iter().map(|d| &d.destination).chain(h.mirror.as_ref()));
         dests.filter_map(move |d| d.subset.as_deref().filter(|_| host_is(&d.host, &k.namespace, key)))

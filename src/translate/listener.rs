@@ -3,6 +3,7 @@
 //! ```text
 //!  Listen(addr)  ─▶ sluice_listen_<ip>_<port> ── HCM ── RDS "sluice-listen"   (HCM filters: fault, cors, router)
 //!  Intercept     ─▶ see `intercept` (virtualOutbound 15001, virtualInbound 15006)
+//!  Gateway       ─▶ see `gateway` (0.0.0.0_P per Istio Gateway server port, RDS http.P / https.P.…)
 //!  Proxyless     ─▶ API listeners fqdn:P, name.ns.svc:P, name.ns:P, name:P ── HCM ── RDS "P"
 //! ```
 
@@ -40,6 +41,7 @@ pub fn listeners(model: &Model, proxy: &ProxyInfo) -> Vec<Listener> {
         }
         InterceptionMode::Intercept => super::intercept::listeners(model, proxy),
         InterceptionMode::Proxyless => proxyless_listeners(model, proxy),
+        InterceptionMode::Gateway(role) => super::gateway::listeners(model, proxy, role),
     };
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out

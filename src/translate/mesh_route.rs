@@ -54,12 +54,14 @@ pub(crate) fn rules_for(model: &Model, key: &ObjectKey) -> Option<Vec<MeshRule>>
     (!rules.is_empty()).then_some(rules)
 }
 
-/// What every route of one virtual host shares.
+/// What every route of one rule shares: the service whose release policy applies inside it (`key`, `port`) and the
+/// port a `match.port` is compared with (the service port at a sidecar, the server port at a gateway).
 struct Host<'a> {
     model: &'a Model,
     scope: &'a RouteScope,
     key: &'a ObjectKey,
     port: &'a ServicePort,
+    match_port: u16,
     policy: Option<PolicyTraffic>,
 }
 
@@ -72,27 +74,73 @@ pub(crate) fn routes(
     port: &ServicePort,
 ) -> Vec<Route> {
     let policy = model.policy_for(key).map(|p| policy_traffic(model, scope, key, p, port));
-    let host = Host { model, scope, key, port, policy };
+    let host = Host { model, scope, key, port, match_port: port.port, policy };
     let mut out = Vec::new();
     for rule in rules {
-        let matches = emitted_matches(&host, rule);
-        let governed = host.policy.as_ref().filter(|_| rule.http.redirect.is_none() && host.targets_self(rule));
-        if let Some(policy) = governed {
-            for (rule_name, rule_matches, version) in &policy.rules {
-                for (name, m) in &matches {
-                    for rm in rule_matches {
-                        let split = [(version.clone(), TOTAL_WEIGHT)];
-                        let name = if name.is_empty() { rule_name.clone() } else { format!("{name}.{rule_name}") };
-                        out.push(host.route(rule, name, and(m, rm), Some(&split)));
-                    }
+        push_rule(&host, rule, &mut out);
+    }
+    out
+}
+
+/// The routes of a gateway's virtual host from the `http` rules of the VirtualServices bound to it, on server port
+/// `server_port`: the same routes a sidecar gets, each with the release policy of the first service among its
+/// destinations that has one applied inside it (so a ReleasePolicy splits and matches at the gateway too).
+pub(crate) fn gateway_routes(model: &Model, scope: &RouteScope, rules: &[MeshRule], server_port: u16) -> Vec<Route> {
+    let mut out = Vec::new();
+    for rule in rules {
+        let ns = &rule.origin.namespace;
+        let resolved: Vec<(ObjectKey, &ServicePort)> = rule
+            .http
+            .route
+            .iter()
+            .filter_map(|d| {
+                let key = service_of_host(&d.destination.host, ns)?;
+                let svc = model.services.get(&key)?;
+                let wanted = d.destination.port.as_ref().map(|p| p.number);
+                let port = match wanted {
+                    Some(p) => svc.ports.iter().find(|sp| sp.port == p)?,
+                    None => svc.ports.first()?,
+                };
+                Some((key, port))
+            })
+            .collect();
+        let governed = resolved.iter().find(|(k, _)| model.policy_for(k).is_some()).or(resolved.first());
+        // A rule whose destinations name nothing answers 503 (or redirects): its port only names the route.
+        let fallback = ServicePort {
+            name: String::new(),
+            port: server_port,
+            target_port: crate::model::TargetPort::Number(server_port),
+            app_protocol: None,
+        };
+        let (key, port) = match governed {
+            Some((k, p)) => (k.clone(), *p),
+            None => (rule.origin.clone(), &fallback),
+        };
+        let policy = model.policy_for(&key).map(|p| policy_traffic(model, scope, &key, p, port));
+        let host = Host { model, scope, key: &key, port, match_port: server_port, policy };
+        push_rule(&host, rule, &mut out);
+    }
+    out
+}
+
+/// One rule's routes: the governing policy's rules (the route's match AND each rule's), then one per match.
+fn push_rule(host: &Host<'_>, rule: &MeshRule, out: &mut Vec<Route>) {
+    let matches = emitted_matches(host, rule);
+    let governed = host.policy.as_ref().filter(|_| rule.http.redirect.is_none() && host.targets_self(rule));
+    if let Some(policy) = governed {
+        for (rule_name, rule_matches, version) in &policy.rules {
+            for (name, m) in &matches {
+                for rm in rule_matches {
+                    let split = [(version.clone(), TOTAL_WEIGHT)];
+                    let name = if name.is_empty() { rule_name.clone() } else { format!("{name}.{rule_name}") };
+                    out.push(host.route(rule, name, and(m, rm), Some(&split)));
                 }
             }
         }
-        for (name, m) in matches {
-            out.push(host.route(rule, name, m, governed.map(|p| p.split.as_slice())));
-        }
     }
-    out
+    for (name, m) in matches {
+        out.push(host.route(rule, name, m, governed.map(|p| p.split.as_slice())));
+    }
 }
 
 /// The route matches of a rule that apply on this port and to this proxy, each with its route name.
@@ -103,7 +151,7 @@ fn emitted_matches(host: &Host<'_>, rule: &MeshRule) -> Vec<(String, RouteMatch)
     }
     let mut out = Vec::new();
     for (j, m) in rule.http.matches.iter().enumerate() {
-        let port_ok = m.port.is_none_or(|p| p == host.port.port);
+        let port_ok = m.port.is_none_or(|p| p == host.match_port);
         let labels_ok =
             m.source_labels.is_empty() || host.scope.mesh_sources.contains(&(rule.origin.clone(), rule.index, j));
         let ns_ok = m.source_namespace.as_ref().is_none_or(|ns| *ns == host.scope.namespace);

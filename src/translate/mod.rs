@@ -7,6 +7,7 @@
 //!   + policy  ├─▶ endpoint ─▶ ClusterLoadAssignment    (one per EDS cluster, health mapped) │
 //!   + proxy   ├─▶ route    ─▶ RouteConfiguration       (rules → matchers, then weights)     │
 //!             └─▶ listener ─▶ Listener                 (listen | intercept | proxyless)     ┘
+//!                 gateway  ─▶ Listener + RouteConfiguration of an ingress gateway (Istio Gateway servers)
 //! ```
 //!
 //! Nothing here does IO, awaits, or reads a clock: the same model gives byte-identical resources, because every
@@ -23,6 +24,7 @@ mod cluster_tls;
 mod defaults;
 mod endpoint;
 mod gamma;
+mod gateway;
 mod inbound_tls;
 mod intercept;
 mod listener;

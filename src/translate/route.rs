@@ -46,6 +46,8 @@ pub struct RouteScope {
     /// The VirtualService matches with `sourceLabels` this proxy's labels satisfy: `(VirtualService key, http
     /// index, match index)`. Matches without `sourceLabels` apply everywhere and are not listed.
     pub mesh_sources: BTreeSet<(ObjectKey, usize, usize)>,
+    /// A gateway proxy: the Istio Gateways that configure it (its route configurations are theirs alone).
+    pub gateways: Option<BTreeSet<ObjectKey>>,
 }
 
 /// The scope of one proxy.
@@ -72,12 +74,19 @@ pub fn route_scope(model: &Model, proxy: &ProxyInfo) -> RouteScope {
     }
     let listen = matches!(proxy.mode, InterceptionMode::Listen(_));
     let passthrough = proxy.mode == InterceptionMode::Intercept;
-    RouteScope { namespace: proxy.namespace.clone(), listen, passthrough, source_rules, mesh_sources }
+    let gateways = match &proxy.mode {
+        InterceptionMode::Gateway(role) => Some(super::gateway::selected(model, role, proxy)),
+        _ => None,
+    };
+    RouteScope { namespace: proxy.namespace.clone(), listen, passthrough, source_rules, mesh_sources, gateways }
 }
 
 /// Route configurations for a scope, sorted by name: `sluice-listen` in listen mode (always, even empty, since
-/// the listener names it), else one per HTTP port number.
+/// the listener names it), a gateway's own (see `gateway`), else one per HTTP port number.
 pub fn route_configs(model: &Model, scope: &RouteScope) -> Vec<RouteConfiguration> {
+    if let Some(gateways) = &scope.gateways {
+        return super::gateway::route_configs(model, scope, gateways);
+    }
     let mut by_config: BTreeMap<String, Vec<VirtualHost>> = BTreeMap::new();
     if scope.listen {
         by_config.insert(naming::LISTEN_ROUTE_CONFIG.to_string(), Vec::new());

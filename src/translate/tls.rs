@@ -169,6 +169,21 @@ pub(super) fn downstream(http: bool) -> DownstreamTlsContext {
     }
 }
 
+/// An ingress gateway server's `SIMPLE` TLS: its certificate and key from files Envoy reads (as istiod writes a
+/// file-mounted gateway certificate), HTTP/2 and HTTP/1.1 offered by ALPN, no client certificate asked.
+pub(super) fn gateway_server(certificate: &str, key: &str) -> DownstreamTlsContext {
+    let common = CommonTlsContext {
+        tls_certificates: vec![TlsCertificate {
+            certificate_chain: Some(file(certificate)),
+            private_key: Some(file(key)),
+            ..Default::default()
+        }],
+        alpn_protocols: strings(&["h2", "http/1.1"]),
+        ..Default::default()
+    };
+    DownstreamTlsContext { common_tls_context: Some(common), ..Default::default() }
+}
+
 pub(super) fn upstream_socket(ctx: &UpstreamTlsContext) -> TransportSocket {
     TransportSocket {
         name: TLS_SOCKET.to_string(),

@@ -1,11 +1,13 @@
 //! Envoy `Node` → [`ProxyInfo`]: the node metadata keys `sluice bootstrap` writes, read back.
 
-use crate::model::{InterceptionMode, ProxyInfo};
+use crate::model::{GatewayRole, InterceptionMode, ObjectKey, ProxyInfo};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use std::collections::BTreeMap;
 
-pub use crate::bootstrap::{META_INBOUND_PORTS, META_LABELS, META_LISTEN, META_MTLS, META_NAMESPACE};
+pub use crate::bootstrap::{
+    META_GATEWAY, META_GATEWAY_BIND, META_INBOUND_PORTS, META_LABELS, META_LISTEN, META_MTLS, META_NAMESPACE,
+};
 /// `grpc` marks a proxyless gRPC client (as Istio's `GENERATOR`).
 pub const META_GENERATOR: &str = "GENERATOR";
 
@@ -42,13 +44,17 @@ pub fn proxy_info(node: Option<&Node>) -> Result<ProxyInfo, NodeError> {
             message: format!("`{listen}` is not ip:port ({e})"),
         })?;
         InterceptionMode::Listen(addr)
+    } else if let Some(role) = gateway_role(node, meta)? {
+        InterceptionMode::Gateway(role)
     } else if string(meta, META_GENERATOR) == Some("grpc") || node.user_agent_name.starts_with("gRPC") {
         InterceptionMode::Proxyless
     } else {
         InterceptionMode::Intercept
     };
-    // Only an Envoy can take SDS secrets into its TLS contexts; a proxyless client never gets TLS here.
-    let mtls = string(meta, META_MTLS) == Some("true") && mode != InterceptionMode::Proxyless;
+    // Only an Envoy can take SDS secrets into its TLS contexts; a proxyless client never gets TLS here. A gateway's
+    // upstream mTLS is not built yet: it gets plaintext clusters.
+    let mtls = string(meta, META_MTLS) == Some("true")
+        && matches!(mode, InterceptionMode::Listen(_) | InterceptionMode::Intercept);
     Ok(ProxyInfo {
         id: node.id.clone(),
         namespace,
@@ -74,6 +80,30 @@ pub fn stated_namespace(node: &Node) -> Option<(String, &'static str)> {
         }
         _ => None,
     }
+}
+
+/// A gateway proxy: node metadata `SLUICE_GATEWAY: NS/NAME` (`sluice bootstrap --gateway`), or an Istio router
+/// node id (`router~IP~POD.NS~NS.svc.cluster.local`), which is given the Gateways its labels select.
+fn gateway_role(node: &Node, meta: &Struct) -> Result<Option<GatewayRole>, NodeError> {
+    let named = match string(meta, META_GATEWAY) {
+        Some(text) => {
+            let (ns, name) =
+                text.split_once('/').filter(|(ns, n)| !ns.is_empty() && !n.is_empty()).ok_or_else(|| {
+                    NodeError::Metadata { key: META_GATEWAY, message: format!("`{text}` is not NAMESPACE/NAME") }
+                })?;
+            Some(ObjectKey::new(ns, name))
+        }
+        None if node.id.starts_with("router~") => None,
+        None => return Ok(None),
+    };
+    let bind = match string(meta, META_GATEWAY_BIND) {
+        Some(ip) => ip.parse().map_err(|e| NodeError::Metadata {
+            key: META_GATEWAY_BIND,
+            message: format!("`{ip}` is not an IP address ({e})"),
+        })?,
+        None => std::net::IpAddr::from([0, 0, 0, 0]),
+    };
+    Ok(Some(GatewayRole { named, bind }))
 }
 
 fn field<'a>(meta: &'a Struct, key: &str) -> Option<&'a Kind> {
@@ -144,6 +174,26 @@ mod tests {
         let err = proxy_info(Some(&n)).unwrap_err().to_string();
         assert!(err.starts_with("node.metadata.SLUICE_LISTEN: `nope` is not ip:port"), "{err}");
         assert_eq!(proxy_info(None).unwrap_err(), NodeError::Missing);
+    }
+
+    #[test]
+    fn gateways_are_named_in_metadata_or_are_istio_routers() {
+        let n = node(&[
+            (META_GATEWAY, Kind::StringValue("istio-system/bookinfo-gateway".into())),
+            (META_GATEWAY_BIND, Kind::StringValue("127.0.0.1".into())),
+        ]);
+        let want = GatewayRole {
+            named: Some(ObjectKey::new("istio-system", "bookinfo-gateway")),
+            bind: "127.0.0.1".parse().unwrap(),
+        };
+        assert_eq!(proxy_info(Some(&n)).unwrap().mode, InterceptionMode::Gateway(want));
+        let router =
+            Node { id: "router~10.0.0.1~gw-1.istio-system~istio-system.svc.cluster.local".into(), ..node(&[]) };
+        let p = proxy_info(Some(&router)).unwrap();
+        assert_eq!(p.mode, InterceptionMode::Gateway(GatewayRole { named: None, bind: [0, 0, 0, 0].into() }));
+        assert_eq!(p.namespace, "istio-system");
+        let bad = node(&[(META_GATEWAY, Kind::StringValue("nope".into()))]);
+        assert!(proxy_info(Some(&bad)).unwrap_err().to_string().starts_with("node.metadata.SLUICE_GATEWAY"));
     }
 
     #[test]

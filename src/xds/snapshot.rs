@@ -37,7 +37,9 @@ impl ProxyShape {
             namespace: p.namespace.clone(),
             inbound_ports: p.inbound_ports.clone(),
             visibility: p.visibility.clone(),
-            labels: (p.mode == InterceptionMode::Intercept || p.mtls).then(|| p.labels.clone()),
+            // A gateway's labels pick the Gateways that configure it.
+            labels: (p.mode == InterceptionMode::Intercept || p.mtls || matches!(p.mode, InterceptionMode::Gateway(_)))
+                .then(|| p.labels.clone()),
             mtls: p.mtls,
         }
     }

@@ -10,6 +10,7 @@ mod common;
 
 mod bootstrap;
 mod containment;
+mod gateway;
 mod harness_selftest;
 mod istio;
 mod istio_defaults;

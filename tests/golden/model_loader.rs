@@ -63,6 +63,9 @@ struct ProxyDoc {
     /// The node metadata `SLUICE_MTLS: "true"`: the proxy's agent serves SDS.
     #[serde(default)]
     mtls: bool,
+    /// Gateway mode: the Gateway it names (`ns/name`; none: selected by labels) and its bind address.
+    gateway: Option<String>,
+    bind: Option<String>,
 }
 
 pub fn load_proxy(text: &str) -> ProxyInfo {
@@ -71,6 +74,13 @@ pub fn load_proxy(text: &str) -> ProxyInfo {
         "listen" => InterceptionMode::Listen(doc.listen.expect("listen address").parse().expect("ip:port")),
         "intercept" => InterceptionMode::Intercept,
         "proxyless" => InterceptionMode::Proxyless,
+        "gateway" => InterceptionMode::Gateway(sluice::model::GatewayRole {
+            named: doc.gateway.as_deref().map(|g| {
+                let (ns, name) = g.split_once('/').expect("gateway: ns/name");
+                ObjectKey::new(ns, name)
+            }),
+            bind: doc.bind.as_deref().unwrap_or("0.0.0.0").parse().expect("bind: an IP"),
+        }),
         other => panic!("unknown mode {other}"),
     };
     ProxyInfo {

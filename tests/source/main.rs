@@ -7,6 +7,7 @@
 mod common;
 
 mod file;
+mod gateway;
 mod golden;
 mod inject_golden;
 mod istio_compat;

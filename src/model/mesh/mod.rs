@@ -12,6 +12,7 @@
 
 mod conflict;
 mod destination_rule;
+mod gateway;
 mod http_route;
 mod peer_authentication;
 mod status;
@@ -21,6 +22,7 @@ mod virtual_service;
 
 pub use conflict::*;
 pub use destination_rule::*;
+pub use gateway::*;
 pub use http_route::*;
 pub use peer_authentication::*;
 pub use status::*;
@@ -89,6 +91,13 @@ pub fn untranslated<T: Serialize>(kind: &str, prefix: &str, raw: &Value, typed: 
 /// TLS setting Sluice does not translate (`credentialName`, `caCrl`, `insecureSkipVerify`, …, at any level):
 /// applied without it, the traffic would be verified against the wrong authority, or not at all.
 pub fn fails_closed(kind: &str, path: &str) -> Option<&'static str> {
+    if kind == "Gateway" && path.contains(".tls.") {
+        return Some(
+            "this TLS setting is not supported by Sluice (credentialName: certificates from Secrets are not read \
+             yet; name the PEM files with serverCertificate and privateKey): the Gateway is refused rather than \
+             served without it; the last good config keeps serving",
+        );
+    }
     (kind == "DestinationRule" && path.contains("trafficPolicy") && path.contains(".tls.")).then_some(
         "this TLS setting is not supported by Sluice: the object is refused rather than applied without it (its \
          traffic would not be secured as asked); the last good config keeps serving",

@@ -311,7 +311,14 @@ pub fn check_references(model: &Model) -> Vec<ReferenceProblem> {
         out.push(ReferenceProblem { kind, key: key.clone(), error: FieldError::new(path, msg) })
     };
     for (key, vs) in &model.virtual_services {
-        for (i, host) in vs.spec.hosts.iter().enumerate() {
+        // A VirtualService bound to a Gateway names the hosts outside clients ask for, not Services.
+        let gateway_bound = vs.spec.gateways.iter().any(|g| g != "mesh");
+        for (i, g) in vs.spec.gateways.iter().enumerate() {
+            if let Some(gw) = super::gateway_ref(g, &key.namespace).filter(|gw| !model.gateways.contains_key(gw)) {
+                push("VirtualService", key, format!("spec.gateways[{i}]"), format!("no Gateway {gw}"));
+            }
+        }
+        for (i, host) in vs.spec.hosts.iter().enumerate().filter(|_| !gateway_bound) {
             // A second VirtualService for a Service is a conflict (see `conflicts`), reported, not refused.
             if !service_of_host(host, &key.namespace).is_some_and(|svc| model.services.contains_key(&svc)) {
                 push("VirtualService", key, format!("spec.hosts[{i}]"), format!("no Service for host `{host}`"));

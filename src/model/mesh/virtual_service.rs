@@ -36,6 +36,12 @@ impl VirtualServiceSpec {
     pub fn applies_to_mesh(&self) -> bool {
         self.gateways.is_empty() || self.gateways.iter().any(|g| g == "mesh")
     }
+
+    /// Whether the routes apply to the Gateway `gateway` (named `name` from the VirtualService's own namespace,
+    /// or `ns/name`).
+    pub fn binds(&self, vs_namespace: &str, gateway: &crate::model::ObjectKey) -> bool {
+        self.gateways.iter().any(|g| super::gateway_ref(g, vs_namespace).as_ref() == Some(gateway))
+    }
 }
 
 /// One `http` route: conditions, then where and how matching requests go.

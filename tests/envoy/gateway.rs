@@ -1,0 +1,167 @@
+//! An ingress gateway Envoy (`sluice bootstrap --gateway NS/NAME`) configured from Bookinfo's Istio
+//! `bookinfo-gateway.yaml` shape: the five paths reach productpage, other paths and Hosts no server accepts get
+//! 404, and a ReleasePolicy on productpage splits the traffic entering through the gateway.
+
+use crate::common;
+
+use common::http::{Client, client, get_response};
+use common::{Backend, Envoy, assert_share};
+use futures::StreamExt;
+use sluice::bootstrap::{BootstrapArgs, render};
+use sluice::server::{Options, Sluice};
+use sluice::source;
+use sluice::store::Store;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// A port nobody listens on now (the Gateway's server port is the port the gateway binds, as in Istio).
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// productpage (v1, v2 on local backends) and Bookinfo's gateway: server `http` on `any` for every host, server
+/// `http-named` on `named` for bookinfo.example.com only; the VirtualService `bookinfo` as the sample writes it.
+fn config(v1: u16, v2: u16, any: u16, named: u16) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Service
+metadata: {{name: productpage}}
+spec:
+  selector: {{app: productpage}}
+  ports: [{{name: http, port: 9080}}]
+---
+apiVersion: sluice.dev/v1alpha1
+kind: Workload
+metadata: {{name: productpage-v1, labels: {{app: productpage, version: v1}}}}
+spec: {{address: 127.0.0.1, ports: {{http: {v1}}}}}
+---
+apiVersion: sluice.dev/v1alpha1
+kind: Workload
+metadata: {{name: productpage-v2, labels: {{app: productpage, version: v2}}}}
+spec: {{address: 127.0.0.1, ports: {{http: {v2}}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: bookinfo-gateway
+spec:
+  selector:
+    istio: ingressgateway
+  servers:
+  - port: {{number: {any}, name: http, protocol: HTTP}}
+    hosts: ["*"]
+  - port: {{number: {named}, name: http-named, protocol: HTTP}}
+    hosts: [bookinfo.example.com]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: bookinfo
+spec:
+  hosts:
+  - "*"
+  gateways:
+  - bookinfo-gateway
+  http:
+  - match:
+    - uri:
+        exact: /productpage
+    - uri:
+        prefix: /static
+    - uri:
+        exact: /login
+    - uri:
+        exact: /logout
+    - uri:
+        prefix: /api/v1/products
+    route:
+    - destination:
+        host: productpage
+        port:
+          number: 9080
+"#
+    )
+}
+
+const POLICY: &str = "---\napiVersion: sluice.dev/v1alpha1\nkind: ReleasePolicy\nmetadata: {name: productpage-v2}\nspec:\n  service: productpage\n  stable: v1\n  canary: v2\n  traffic:\n    canaryWeight: 2000\n";
+
+/// Status (and body, for 200) of `n` requests, 8 at a time.
+async fn tally(http: &Client, addr: SocketAddr, host: &str, path: &str, n: usize) -> BTreeMap<String, usize> {
+    let results: Vec<_> = futures::stream::iter(0..n)
+        .map(|_| get_response(http, addr, host, path, &[]))
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    let mut out = BTreeMap::new();
+    for r in results {
+        let key = match r {
+            Ok(resp) if resp.status == 200 => resp.body,
+            Ok(resp) => resp.status.to_string(),
+            Err(e) => format!("error: {e}"),
+        };
+        *out.entry(key).or_default() += 1;
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bookinfo_gateway_routes_and_splits_at_the_gateway() {
+    let (v1, v2) = (Backend::start("v1").await, Backend::start("v2").await);
+    let (any, named) = (free_port(), free_port());
+    let base = config(v1.port(), v2.port(), any, named);
+    let store = Store::new();
+    store.register_source(source::SOURCE);
+    store.set_part(source::SOURCE, source::parse_str(&base, "gateway.yaml").expect("config"));
+    let sluice = Sluice::start_with(Options::local(), store, serde_json::Value::Null).await.expect("start");
+    let args = BootstrapArgs {
+        node_id: "bookinfo-gateway-1".into(),
+        xds: sluice.xds_addr().to_string().parse().expect("xds"),
+        admin_port: 0,
+        gateway: Some("default/bookinfo-gateway".into()),
+        gateway_bind: Some("127.0.0.1".parse().expect("ip")),
+        ..Default::default()
+    };
+    let envoy = Envoy::start(&render(&args));
+    envoy.wait_live(Duration::from_secs(30)).await;
+    sluice.wait_acked("bookinfo-gateway-1", Duration::from_secs(20)).await.expect("the gateway ACKs");
+    let http = client();
+    let (any, named): (SocketAddr, SocketAddr) =
+        (format!("127.0.0.1:{any}").parse().expect("addr"), format!("127.0.0.1:{named}").parse().expect("addr"));
+
+    // A listener per server port, named as istiod names a bound server's (`IP_PORT`), RDS `http.PORT`; nothing of
+    // the sidecar config.
+    let dump = envoy.admin_get("/config_dump?resource=dynamic_listeners").await;
+    for port in [any.port(), named.port()] {
+        assert!(dump.contains(&format!("\"127.0.0.1_{port}\"")), "listener 127.0.0.1_{port}: {dump}");
+        assert!(dump.contains(&format!("\"http.{port}\"")), "route configuration http.{port}: {dump}");
+    }
+    assert!(!dump.contains("virtualOutbound") && !dump.contains("sluice_listen"), "{dump}");
+
+    for path in ["/productpage", "/static/x", "/login", "/logout", "/api/v1/products", "/api/v1/products/1"] {
+        let got = tally(&http, any, "anything.example", path, 5).await;
+        assert_eq!(got.get("v1").copied().unwrap_or(0) + got.get("v2").copied().unwrap_or(0), 5, "{path}: {got:?}");
+    }
+    for path in ["/", "/productpage/x", "/loginx", "/nothing"] {
+        let got = tally(&http, any, "anything.example", path, 3).await;
+        assert_eq!(got.get("404"), Some(&3), "{path} is no route of the VirtualService: {got:?}");
+    }
+    let known = tally(&http, named, "bookinfo.example.com", "/productpage", 5).await;
+    assert_eq!(known.get("v1").copied().unwrap_or(0) + known.get("v2").copied().unwrap_or(0), 5, "{known:?}");
+    let unknown = tally(&http, named, "other.example.com", "/productpage", 5).await;
+    assert_eq!(unknown.get("404"), Some(&5), "a Host no server on the port accepts: {unknown:?}");
+
+    // A ReleasePolicy on productpage at 20% applies inside the gateway's route.
+    let model = source::parse_str(&format!("{base}{POLICY}"), "gateway.yaml").expect("config with policy");
+    sluice.store().set_part(source::SOURCE, model);
+    sluice.wait_acked("bookinfo-gateway-1", Duration::from_secs(20)).await.expect("the gateway ACKs the policy");
+    let split = tally(&http, any, "bookinfo.example.com", "/productpage", 2000).await;
+    println!("productpage 20% through the gateway: {split:?}");
+    let (s1, s2) = (split.get("v1").copied().unwrap_or(0), split.get("v2").copied().unwrap_or(0));
+    assert_eq!(s1 + s2, 2000, "every request reaches productpage: {split:?}");
+    assert_share("ReleasePolicy 20% at the gateway: v2", s2, 2000, 0.2);
+    assert!((340..=460).contains(&s2), "17–23% of 2,000: {s2}");
+
+    sluice.shutdown().await;
+}
