@@ -181,21 +181,39 @@ pub fn verify_chain(ca: &Ca, now: SystemTime) -> Result<(), String> {
 
 /// File mode: the root in `dir` (`mesh-ca.pem`, `mesh-ca-key.pem`), created when absent and reused after.
 pub fn from_state_dir(dir: &Path, now: SystemTime) -> Result<Ca, SourceError> {
-    let (cert_path, key_path) = (dir.join(STATE_CERT), dir.join(STATE_KEY));
+    let (ca, created) = load_or_create(dir, STATE_CERT, STATE_KEY, ROOT_NAME, ROOT_VALIDITY, now)?;
+    if created {
+        tracing::info!(root = %dir.join(STATE_CERT).display(), "created the mesh CA's root");
+    }
+    Ok(ca)
+}
+
+/// A root kept as two PEM files in `dir` (`cert_file`, `key_file`): read when either exists, else generated
+/// (`common_name`, valid from `now` for `validity`) and written, the key at 0600. `true`: it was created now.
+/// The mesh CA and the injection webhook's CA both live this way in `--state-dir`.
+pub fn load_or_create(
+    dir: &Path,
+    cert_file: &str,
+    key_file: &str,
+    common_name: &str,
+    validity: std::time::Duration,
+    now: SystemTime,
+) -> Result<(Ca, bool), SourceError> {
+    let (cert_path, key_path) = (dir.join(cert_file), dir.join(key_file));
     if cert_path.exists() || key_path.exists() {
         let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| error(p, e));
         let (cert, key) = (read(&cert_path)?, read(&key_path)?);
-        return Ca::from_pem(&cert, &key).map_err(|e| match e {
+        let ca = Ca::from_pem(&cert, &key).map_err(|e| match e {
             CaError::Key(m) => error(&key_path, m),
             other => error(&cert_path, other),
-        });
+        })?;
+        return Ok((ca, false));
     }
-    let ca = Ca::generate(ROOT_NAME, now, ROOT_VALIDITY).map_err(|e| error(dir, e))?;
+    let ca = Ca::generate(common_name, now, validity).map_err(|e| error(dir, e))?;
     std::fs::create_dir_all(dir).map_err(|e| error(dir, e))?;
     write_private(&key_path, &ca.key_pem)?;
     std::fs::write(&cert_path, &ca.cert_pem).map_err(|e| error(&cert_path, e))?;
-    tracing::info!(root = %cert_path.display(), "created the mesh CA's root");
-    Ok(ca)
+    Ok((ca, true))
 }
 
 /// Writes a new file readable by its owner only (0600 from the start: never briefly world-readable).

@@ -4,7 +4,6 @@
 //! the Secret plays the state directory's part (`source::kube::webhook`).
 
 use super::webhook::WebhookTls;
-use crate::ca::Ca;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -17,33 +16,15 @@ pub const CA_KEY_FILE: &str = "webhook-ca-key.pem";
 /// The CA in `dir`, created when absent; a serving certificate for `names` signed by it. Returns the TLS config
 /// and the CA certificate (PEM).
 pub fn from_state_dir(dir: &Path, names: &[String]) -> Result<(WebhookTls, String), String> {
-    let (cert_path, key_path) = (dir.join(CA_FILE), dir.join(CA_KEY_FILE));
     let now = SystemTime::now();
-    let ca = if cert_path.exists() || key_path.exists() {
-        let read = |p: &PathBuf| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
-        Ca::from_pem(&read(&cert_path)?, &read(&key_path)?).map_err(|e| format!("{}: {e}", dir.display()))?
-    } else {
-        let ca = Ca::generate("sluice-webhook-ca", now, CA_VALIDITY).map_err(|e| e.to_string())?;
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        write_private(&key_path, &ca.key_pem)?;
-        std::fs::write(&cert_path, &ca.cert_pem).map_err(|e| format!("{}: {e}", cert_path.display()))?;
-        tracing::info!(ca = %cert_path.display(), "created the injection webhook's CA");
-        ca
-    };
+    let (ca, created) =
+        crate::ca::source::load_or_create(dir, CA_FILE, CA_KEY_FILE, "sluice-webhook-ca", CA_VALIDITY, now)
+            .map_err(|e| e.to_string())?;
+    if created {
+        tracing::info!(ca = %dir.join(CA_FILE).display(), "created the injection webhook's CA");
+    }
     let leaf = ca.serving(names, now, SERVING_VALIDITY).map_err(|e| e.to_string())?;
     Ok((WebhookTls::from_pem(&leaf.chain_pem, &leaf.key_pem)?, ca.cert_pem))
-}
-
-fn write_private(path: &Path, text: &str) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    f.write_all(text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// The pair of files, loaded now; [`watch_files`] keeps them current.
