@@ -204,6 +204,20 @@ impl Parts {
             |m| &mut m.peer_authentications,
         );
         self.remerge_map(&old.gateways, &new.gateways, |m| &m.gateways, |m| &mut m.gateways);
+        self.remerge_map(
+            &old.gateway_classes,
+            &new.gateway_classes,
+            |m| &m.gateway_classes,
+            |m| &mut m.gateway_classes,
+        );
+        self.remerge_map(&old.api_gateways, &new.api_gateways, |m| &m.api_gateways, |m| &mut m.api_gateways);
+        self.remerge_map(
+            &old.reference_grants,
+            &new.reference_grants,
+            |m| &m.reference_grants,
+            |m| &mut m.reference_grants,
+        );
+        self.remerge_map(&old.secrets, &new.secrets, |m| &m.secrets, |m| &mut m.secrets);
     }
 
     fn remerge_map<V: Clone + PartialEq + Overlay>(
@@ -259,6 +273,10 @@ impl Overlay for crate::model::mesh::DestinationRule {}
 impl Overlay for crate::model::mesh::HttpRouteObject {}
 impl Overlay for crate::model::mesh::PeerAuthentication {}
 impl Overlay for crate::model::mesh::Gateway {}
+impl Overlay for crate::model::mesh::GatewayClass {}
+impl Overlay for crate::model::mesh::ApiGateway {}
+impl Overlay for crate::model::mesh::ReferenceGrant {}
+impl Overlay for crate::model::mesh::TlsSecret {}
 
 #[cfg(test)]
 mod tests {

@@ -52,7 +52,7 @@ pub async fn config_dump(
                 .upgrade()
                 .unwrap_or_default()
                 .values()
-                .map(|r| envoy_json::any_to_json(kind.type_url(), &r.body))
+                .map(|r| envoy_json::any_to_json(kind.type_url(), &r.body).map(redact))
                 .collect();
             let resources = resources.map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
             types.insert(
@@ -72,11 +72,50 @@ pub async fn config(State(s): State<AdminState>) -> Json<Value> {
     Json(s.config.clone())
 }
 
+/// A resource with every inline private key (a gateway certificate from a Secret) replaced by `[redacted]`, as
+/// Envoy's own `config_dump` shows them.
+fn redact(mut v: Value) -> Value {
+    fn walk(v: &mut Value) {
+        match v {
+            Value::Object(map) => {
+                for (k, child) in map.iter_mut() {
+                    if (k == "privateKey" || k == "private_key") && child.is_object() {
+                        let file = child.get("filename").cloned();
+                        *child = match file {
+                            Some(f) => json!({ "filename": f }),
+                            None => json!({ "inlineString": "[redacted]" }),
+                        };
+                    } else {
+                        walk(child);
+                    }
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    walk(&mut v);
+    v
+}
+
 fn kind_name(k: TypeKind) -> &'static str {
     match k {
         TypeKind::Cluster => "clusters",
         TypeKind::Endpoint => "endpoints",
         TypeKind::Listener => "listeners",
         TypeKind::Route => "routes",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inline_keys_are_redacted_and_files_kept() {
+        let v = json!({"a": [{"privateKey": {"inlineString": "-----BEGIN PRIVATE KEY-----"}}],
+                       "b": {"private_key": {"filename": "/k.pem"}}});
+        let out = redact(v).to_string();
+        assert!(!out.contains("BEGIN") && out.contains("[redacted]") && out.contains("/k.pem"), "{out}");
     }
 }

@@ -77,6 +77,18 @@ pub struct Model {
     /// Istio Gateways (the ports, hosts and certificates of ingress gateway proxies), by their own key.
     #[serde(default)]
     pub gateways: Objects<mesh::Gateway>,
+    /// Gateway API GatewayClasses (cluster-scoped: the key's namespace is empty).
+    #[serde(default)]
+    pub gateway_classes: Objects<mesh::GatewayClass>,
+    /// Gateway API Gateways, by their own key (Sluice serves those of a class with its controller name).
+    #[serde(default)]
+    pub api_gateways: Objects<mesh::ApiGateway>,
+    /// Gateway API ReferenceGrants (cross-namespace certificate and backend references).
+    #[serde(default)]
+    pub reference_grants: Objects<mesh::ReferenceGrant>,
+    /// TLS Secrets (certificate chain and key) that gateway listeners and `credentialName`s name.
+    #[serde(default)]
+    pub secrets: Objects<mesh::TlsSecret>,
     /// The server's mesh-wide settings (trust domain, root namespace); not from any source part.
     #[serde(default)]
     pub settings: MeshSettings,
@@ -130,6 +142,10 @@ impl Model {
             // those (nothing of another namespace reaches its config).
             peer_authentications: self.peer_authentications.clone(),
             gateways: keep(&self.gateways, visibility),
+            gateway_classes: self.gateway_classes.clone(),
+            api_gateways: keep(&self.api_gateways, visibility),
+            reference_grants: keep(&self.reference_grants, visibility),
+            secrets: keep(&self.secrets, visibility),
             settings: self.settings.clone(),
         }
     }
@@ -150,6 +166,10 @@ impl Model {
             && self.http_routes == other.http_routes
             && self.peer_authentications == other.peer_authentications
             && self.gateways == other.gateways
+            && self.gateway_classes == other.gateway_classes
+            && self.api_gateways == other.api_gateways
+            && self.reference_grants == other.reference_grants
+            && self.secrets == other.secrets
             && self.settings == other.settings
     }
 }

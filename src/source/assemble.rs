@@ -10,11 +10,13 @@
 use super::documents::{Doc, Located, Object, Parsed};
 use super::error::LoadError;
 use super::objects::{
-    DestinationRuleObject, GatewayObject, HttpRouteObject, Kind, PeerAuthenticationObject, PolicyObject, Problem,
-    ServiceObject, VirtualServiceObject, WorkloadObject, check_mesh, check_policy, check_service, check_workload,
+    ApiGatewayObject, DestinationRuleObject, GatewayClassObject, GatewayObject, HttpRouteObject, Kind,
+    PeerAuthenticationObject, PolicyObject, Problem, ReferenceGrantObject, SecretObject, ServiceObject,
+    VirtualServiceObject, WorkloadObject, check_mesh, check_policy, check_service, check_workload,
 };
 use crate::model::mesh::{
-    self, DestinationRuleSpec, GatewaySpec, HttpRouteSpec, PeerAuthenticationSpec, VirtualServiceSpec,
+    self, ApiGatewaySpec, DestinationRuleSpec, GatewayClassSpec, GatewaySpec, HttpRouteSpec, PeerAuthenticationSpec,
+    ReferenceGrantSpec, VirtualServiceSpec,
 };
 use crate::model::{Endpoint, Model, ObjectKey, ReleasePolicy, Service, ServicePort, TargetPort};
 use std::collections::BTreeMap;
@@ -58,6 +60,12 @@ pub(crate) fn assemble(parsed: Parsed) -> Result<Assembled, Vec<LoadError>> {
                 add(&mut routing.peers, Kind::PeerAuthentication, doc, p, check_peer, &mut errors)
             }
             Object::Gateway(g) => add(&mut routing.gateways, Kind::Gateway, doc, *g, check_gateway, &mut errors),
+            Object::GatewayClass(c) => add(&mut routing.classes, Kind::GatewayClass, doc, c, check_class, &mut errors),
+            Object::ApiGateway(g) => add(&mut routing.api, Kind::ApiGateway, doc, g, check_api_gateway, &mut errors),
+            Object::ReferenceGrant(g) => {
+                add(&mut routing.grants, Kind::ReferenceGrant, doc, g, check_grant, &mut errors)
+            }
+            Object::Secret(s) => add(&mut routing.secrets, Kind::Secret, doc, s, check_secret, &mut errors),
         }
     }
     let mut model = Model::default();
@@ -78,8 +86,14 @@ pub(crate) fn assemble(parsed: Parsed) -> Result<Assembled, Vec<LoadError>> {
         };
         model.policies.insert(key.clone(), policy);
     }
-    let routing_count =
-        routing.vs.len() + routing.dr.len() + routing.routes.len() + routing.peers.len() + routing.gateways.len();
+    let routing_count = routing.vs.len()
+        + routing.dr.len()
+        + routing.routes.len()
+        + routing.peers.len()
+        + routing.gateways.len()
+        + routing.classes.len()
+        + routing.api.len()
+        + routing.grants.len();
     let conflicts = routing.into_model(&mut model, &mut errors);
     for (key, (doc, p)) in &policies {
         let target = ObjectKey::new(key.namespace.clone(), p.spec.service.clone());
@@ -124,6 +138,24 @@ fn check_gateway(o: &GatewayObject) -> Vec<Problem> {
     check_mesh(o, GatewaySpec::validate)
 }
 
+fn check_class(o: &GatewayClassObject) -> Vec<Problem> {
+    check_mesh(o, GatewayClassSpec::validate)
+}
+
+fn check_api_gateway(o: &ApiGatewayObject) -> Vec<Problem> {
+    check_mesh(o, ApiGatewaySpec::validate)
+}
+
+fn check_grant(o: &ReferenceGrantObject) -> Vec<Problem> {
+    check_mesh(o, ReferenceGrantSpec::validate)
+}
+
+fn check_secret(o: &SecretObject) -> Vec<Problem> {
+    let mut problems = super::objects::check_metadata(&o.metadata);
+    problems.extend(o.tls().err());
+    problems
+}
+
 /// The mesh routing objects of a load, with the documents they came from.
 #[derive(Default)]
 struct Routing {
@@ -132,6 +164,10 @@ struct Routing {
     routes: ByKey<HttpRouteObject>,
     peers: ByKey<PeerAuthenticationObject>,
     gateways: ByKey<GatewayObject>,
+    classes: ByKey<GatewayClassObject>,
+    api: ByKey<ApiGatewayObject>,
+    grants: ByKey<ReferenceGrantObject>,
+    secrets: ByKey<SecretObject>,
 }
 
 impl Routing {
@@ -165,6 +201,23 @@ impl Routing {
         for (key, (_, o)) in self.gateways {
             let g = mesh::Gateway { name: key.name.clone(), namespace: key.namespace.clone(), spec: o.spec };
             model.gateways.insert(key, g);
+        }
+        for (key, (_, o)) in self.classes {
+            let c = mesh::GatewayClass { name: key.name.clone(), spec: o.spec };
+            model.gateway_classes.insert(ObjectKey::new("", key.name), c);
+        }
+        for (key, (doc, o)) in self.api {
+            let (name, namespace, provenance) = (key.name.clone(), key.namespace.clone(), doc.provenance());
+            model.api_gateways.insert(key, mesh::ApiGateway { name, namespace, spec: o.spec, provenance });
+        }
+        for (key, (_, o)) in self.grants {
+            let (name, namespace) = (key.name.clone(), key.namespace.clone());
+            model.reference_grants.insert(key, mesh::ReferenceGrant { name, namespace, spec: o.spec });
+        }
+        for (key, (_, o)) in self.secrets {
+            if let Ok(secret) = o.tls() {
+                model.secrets.insert(key, secret);
+            }
         }
         for p in mesh::check_references(model) {
             if let Some(doc) = docs.get(&(p.kind, p.key.clone())) {
@@ -215,6 +268,12 @@ pub(crate) trait HasMetadata {
 }
 
 impl<S> HasMetadata for super::objects::Envelope<S> {
+    fn key(&self) -> ObjectKey {
+        self.metadata.key()
+    }
+}
+
+impl HasMetadata for SecretObject {
     fn key(&self) -> ObjectKey {
         self.metadata.key()
     }

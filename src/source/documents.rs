@@ -10,8 +10,9 @@
 use super::error::{LoadError, split_yaml_error};
 use super::lines::{Chunk, key_line, split_documents};
 use super::objects::{
-    DEFAULT_NAMESPACE, DestinationRuleObject, GatewayObject, HttpRouteObject, Kind, PeerAuthenticationObject,
-    PolicyObject, ServiceObject, VirtualServiceObject, WorkloadObject,
+    ApiGatewayObject, DEFAULT_NAMESPACE, DestinationRuleObject, GatewayClassObject, GatewayObject, HttpRouteObject,
+    Kind, PeerAuthenticationObject, PolicyObject, ReferenceGrantObject, SecretObject, ServiceObject,
+    VirtualServiceObject, WorkloadObject,
 };
 use crate::model::ObjectKey;
 use serde::de::DeserializeOwned;
@@ -65,6 +66,10 @@ pub(crate) enum Object {
     HttpRoute(HttpRouteObject),
     PeerAuthentication(PeerAuthenticationObject),
     Gateway(Box<GatewayObject>),
+    GatewayClass(GatewayClassObject),
+    ApiGateway(ApiGatewayObject),
+    ReferenceGrant(ReferenceGrantObject),
+    Secret(SecretObject),
 }
 
 #[derive(Debug)]
@@ -131,6 +136,10 @@ fn parse_document(doc: Arc<Doc>, out: &mut Parsed) {
         Kind::HttpRoute => mesh_typed(&doc, &label, known, &value, out).map(Object::HttpRoute),
         Kind::PeerAuthentication => mesh_typed(&doc, &label, known, &value, out).map(Object::PeerAuthentication),
         Kind::Gateway => mesh_typed(&doc, &label, known, &value, out).map(|g| Object::Gateway(Box::new(g))),
+        Kind::GatewayClass => mesh_typed(&doc, &label, known, &value, out).map(Object::GatewayClass),
+        Kind::ApiGateway => mesh_typed(&doc, &label, known, &value, out).map(Object::ApiGateway),
+        Kind::ReferenceGrant => mesh_typed(&doc, &label, known, &value, out).map(Object::ReferenceGrant),
+        Kind::Secret => typed(&doc, &label, out).map(Object::Secret),
     };
     match object {
         Some(object) => out.objects.push(Located { doc, object }),

@@ -136,6 +136,53 @@ pub(crate) type DestinationRuleObject = Envelope<mesh::DestinationRuleSpec>;
 pub(crate) type HttpRouteObject = Envelope<mesh::HttpRouteSpec>;
 pub(crate) type PeerAuthenticationObject = Envelope<mesh::PeerAuthenticationSpec>;
 pub(crate) type GatewayObject = Envelope<mesh::GatewaySpec>;
+pub(crate) type GatewayClassObject = Envelope<mesh::GatewayClassSpec>;
+pub(crate) type ApiGatewayObject = Envelope<mesh::ApiGatewaySpec>;
+pub(crate) type ReferenceGrantObject = Envelope<mesh::ReferenceGrantSpec>;
+
+/// `v1 Secret` of type `kubernetes.io/tls`: a gateway certificate (`tls.crt`) and its key (`tls.key`), base64 in
+/// `data` or plain in `stringData`, as Kubernetes takes them.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct SecretObject {
+    #[serde(rename = "apiVersion")]
+    _api_version: IgnoredAny,
+    #[serde(rename = "kind")]
+    _kind: IgnoredAny,
+    #[serde(default)]
+    pub metadata: Metadata,
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub data: BTreeMap<String, String>,
+    #[serde(default)]
+    pub string_data: BTreeMap<String, String>,
+    #[serde(default, rename = "immutable")]
+    _immutable: Option<bool>,
+}
+
+impl SecretObject {
+    /// The certificate and key this Secret holds, checked as PEM; the error names the field.
+    pub fn tls(&self) -> Result<mesh::TlsSecret, Problem> {
+        use base64::Engine;
+        if self.kind.as_deref() != Some("kubernetes.io/tls") {
+            return Err(("type".into(), "Sluice reads Secrets of type kubernetes.io/tls only".into()));
+        }
+        let field = |k: &str| -> Result<Vec<u8>, Problem> {
+            if let Some(v) = self.string_data.get(k) {
+                return Ok(v.clone().into_bytes());
+            }
+            let v = self.data.get(k).ok_or_else(|| (format!("data[{k}]"), "missing".to_string()))?;
+            let v: String = v.chars().filter(|c| !c.is_whitespace()).collect();
+            base64::engine::general_purpose::STANDARD
+                .decode(v)
+                .map_err(|e| (format!("data[{k}]"), format!("not base64: {e}")))
+        };
+        let (cert, key) = (field("tls.crt")?, field("tls.key")?);
+        let key_of = self.metadata.key();
+        mesh::TlsSecret::from_pem(&key_of.name, &key_of.namespace, &cert, &key).map_err(|e| (e.path, e.message))
+    }
+}
 
 /// The object kinds a config file may hold, as `(apiVersion, kind)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -148,6 +195,10 @@ pub(crate) enum Kind {
     HttpRoute,
     PeerAuthentication,
     Gateway,
+    GatewayClass,
+    ApiGateway,
+    ReferenceGrant,
+    Secret,
 }
 
 impl Kind {
@@ -161,6 +212,10 @@ impl Kind {
             (v, "Gateway") if mesh::ISTIO_VERSIONS.contains(&v) => Some(Kind::Gateway),
             (mesh::GATEWAY_V1 | "gateway.networking.k8s.io/v1beta1", "HTTPRoute") => Some(Kind::HttpRoute),
             (v, "PeerAuthentication") if mesh::SECURITY_VERSIONS.contains(&v) => Some(Kind::PeerAuthentication),
+            (mesh::GATEWAY_V1 | "gateway.networking.k8s.io/v1beta1", "GatewayClass") => Some(Kind::GatewayClass),
+            (mesh::GATEWAY_V1 | "gateway.networking.k8s.io/v1beta1", "Gateway") => Some(Kind::ApiGateway),
+            (mesh::GATEWAY_V1 | "gateway.networking.k8s.io/v1beta1", "ReferenceGrant") => Some(Kind::ReferenceGrant),
+            (CORE_V1, "Secret") => Some(Kind::Secret),
             _ => None,
         }
     }
@@ -174,14 +229,18 @@ impl Kind {
             Kind::DestinationRule => "DestinationRule",
             Kind::HttpRoute => "HTTPRoute",
             Kind::PeerAuthentication => "PeerAuthentication",
-            Kind::Gateway => "Gateway",
+            Kind::Gateway | Kind::ApiGateway => "Gateway",
+            Kind::GatewayClass => "GatewayClass",
+            Kind::ReferenceGrant => "ReferenceGrant",
+            Kind::Secret => "Secret",
         }
     }
 
     /// What an unknown `apiVersion`/`kind` pair is told to be instead.
-    pub const EXPECTED: &'static str = "expected v1 Service, sluice.dev/v1alpha1 Workload or ReleasePolicy, \
-         networking.istio.io/v1 (v1beta1, v1alpha3) VirtualService, DestinationRule or Gateway, \
-         security.istio.io/v1 (v1beta1) PeerAuthentication, or gateway.networking.k8s.io/v1 HTTPRoute";
+    pub const EXPECTED: &'static str = "expected v1 Service or Secret, sluice.dev/v1alpha1 Workload or \
+         ReleasePolicy, networking.istio.io/v1 (v1beta1, v1alpha3) VirtualService, DestinationRule or Gateway, \
+         security.istio.io/v1 (v1beta1) PeerAuthentication, or gateway.networking.k8s.io/v1 (v1beta1) HTTPRoute, \
+         Gateway, GatewayClass or ReferenceGrant";
 }
 
 /// Checks a Service on its own: names, port numbers, duplicate ports.
@@ -259,6 +318,13 @@ pub(crate) fn check_policy(p: &PolicyObject) -> Vec<Problem> {
 }
 
 /// Checks a mesh routing object on its own: its name, then the spec's own `validate`.
+/// The checks of `metadata` alone (names are DNS labels).
+pub(crate) fn check_metadata(m: &Metadata) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    m.check(&mut problems);
+    problems
+}
+
 pub(crate) fn check_mesh<S>(o: &Envelope<S>, validate: fn(&S) -> Vec<crate::model::FieldError>) -> Vec<Problem> {
     let mut problems = Vec::new();
     o.metadata.check(&mut problems);

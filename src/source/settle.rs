@@ -27,6 +27,10 @@ pub(crate) fn held_back(old: &Model, new: &Model) -> Vec<String> {
     changed("HTTPRoute", &old.http_routes, &new.http_routes, |r| &r.spec, &mut out);
     changed("PeerAuthentication", &old.peer_authentications, &new.peer_authentications, |p| &p.spec, &mut out);
     changed("Gateway", &old.gateways, &new.gateways, |g| &g.spec, &mut out);
+    changed("GatewayClass", &old.gateway_classes, &new.gateway_classes, |g| &g.spec, &mut out);
+    changed("Gateway", &old.api_gateways, &new.api_gateways, |g| &g.spec, &mut out);
+    changed("ReferenceGrant", &old.reference_grants, &new.reference_grants, |g| &g.spec, &mut out);
+    changed("Secret", &old.secrets, &new.secrets, |s| s, &mut out);
     out
 }
 

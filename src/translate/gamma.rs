@@ -14,6 +14,7 @@
 //! names are `ns.name.i`.
 
 use super::mesh_route::MeshRule;
+use crate::model::mesh::HttpRouteObject;
 use crate::model::mesh::{
     Destination, HeaderModifier, HeaderOperations, Headers, HttpMatchRequest, HttpRedirect, HttpRewrite, HttpRoute,
     HttpRouteMatch, HttpRouteRule, PathMatchType, PathModifier, Percent, PortSelector, RegexRewrite, StringMatch,
@@ -44,6 +45,54 @@ pub(crate) fn rules_for(model: &Model, key: &ObjectKey) -> Vec<MeshRule> {
         }
     }
     out
+}
+
+/// The rules of the HTTPRoutes attached to one gateway virtual host (`routes`, oldest first): one per match, in
+/// Gateway API's precedence (an exact path, then a regex, then the longest prefix, then a method, then the most
+/// headers, then the most query parameters; ties keep the oldest route's, then rule order). A backend in another
+/// namespace without a ReferenceGrant is dropped (a rule left with none answers 500, as the spec asks).
+pub(crate) fn gateway_rules(model: &Model, routes: &[(&ObjectKey, &HttpRouteObject)]) -> Vec<MeshRule> {
+    let mut keyed = Vec::new();
+    for (route_key, route) in routes {
+        for (i, rule) in route.spec.rules.iter().enumerate() {
+            let mut rule = rule.clone();
+            rule.backend_refs.retain(|b| {
+                let svc = ObjectKey::new(b.namespace.as_deref().unwrap_or(&route_key.namespace), b.name.clone());
+                crate::model::mesh::backend_permitted(model, &route_key.namespace, &svc)
+            });
+            let matches = if rule.matches.is_empty() { vec![HttpRouteMatch::default()] } else { rule.matches.clone() };
+            for m in matches {
+                let one = HttpRouteRule { matches: vec![m.clone()], ..rule.clone() };
+                let name = format!("{}.{}.{i}", route_key.namespace, route_key.name);
+                let http = convert(name, &one, None, None);
+                keyed.push((
+                    precedence(&m),
+                    MeshRule { origin: (*route_key).clone(), index: i, http, gateway_api: true },
+                ));
+            }
+        }
+    }
+    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    keyed.into_iter().map(|(_, r)| r).collect()
+}
+
+/// A sort key: smaller goes first.
+fn precedence(
+    m: &HttpRouteMatch,
+) -> (u8, std::cmp::Reverse<usize>, bool, std::cmp::Reverse<usize>, std::cmp::Reverse<usize>) {
+    let (kind, len) = match m.path.as_ref() {
+        Some(p) => {
+            let len = p.value.as_deref().unwrap_or("/").len();
+            match p.kind.unwrap_or(PathMatchType::PathPrefix) {
+                PathMatchType::Exact => (0, len),
+                PathMatchType::RegularExpression => (1, len),
+                PathMatchType::PathPrefix => (2, len),
+            }
+        }
+        None => (2, 1),
+    };
+    use std::cmp::Reverse;
+    (kind, Reverse(len), m.method.is_none(), Reverse(m.headers.len()), Reverse(m.query_params.len()))
 }
 
 fn convert(name: String, rule: &HttpRouteRule, port: Option<u16>, consumer: Option<&str>) -> HttpRoute {

@@ -1,79 +1,166 @@
-//! An ingress gateway proxy's config, as istiod writes a `router`'s: listeners only for the servers of the Istio
-//! Gateways that select it, and routes only from the VirtualServices bound to those Gateways.
+//! An ingress gateway proxy's config, as istiod writes a `router`'s: listeners only for the servers of the Gateways
+//! that configure it (Istio `Gateway`s, and Gateway API `Gateway`s of Sluice's class, whose listeners become
+//! servers as istiod converts them), and routes only from what is bound to those servers.
 //!
 //! ```text
-//!  Gateways selecting the proxy (labels ⊇ selector, or the one it names) ─▶ servers, grouped by port number
+//!  Gateways of the proxy (the one it names, or labels ⊇ selector / gateway-name label) ─▶ servers, by port
 //!   HTTP  port P ─▶ Listener 0.0.0.0_P ── one chain: HCM ── RDS "http.P"
 //!   HTTPS port P ─▶ Listener 0.0.0.0_P ── tls_inspector; a chain per server: SNI = its hosts,
-//!                                          DownstreamTlsContext (files), HCM ── RDS "https.P.PORTNAME.GATEWAY.NS"
-//!  VirtualService (gateways: [gw | ns/gw]) × server hosts ─▶ virtual host "HOST:P", domains [HOST]
-//!     http[] ─▶ mesh_route::gateway_routes (the sidecar's route code: matches, splits, ReleasePolicy inside)
+//!                                          DownstreamTlsContext (files or Secret), HCM ── RDS "https.P.PORTNAME.GATEWAY.NS"
+//!  Istio:       VirtualService (gateways: [gw | ns/gw]) × server hosts ─▶ virtual host "HOST:P", domains [HOST]
+//!  Gateway API: HTTPRoutes attached to the listener (model::mesh::gateway_view) ─▶ virtual hosts per hostname
+//!     rules ─▶ mesh_route::gateway_routes (the sidecar's route code: matches, splits, ReleasePolicy inside)
 //! ```
 //!
-//! A request whose Host no virtual host takes gets Envoy's 404. On one port the first server's protocol (by
-//! Gateway key, then server order) wins; servers of the other protocol there are left out, as istiod does with
-//! conflicting servers. Clusters and assignments are the shared outbound ones.
+//! A request whose Host no virtual host takes gets Envoy's 404. On one port the first server's protocol (Istio
+//! Gateways by key, then Gateway API Gateways) wins; servers of the other protocol there are left out, as istiod
+//! does with conflicting servers. An HTTPS server whose certificate Secret is missing is left out (the other
+//! servers keep serving). Clusters and assignments are the shared outbound ones.
 
 use super::listener::{HCM_FILTER, Route as Rds, chain, hcm, sidecar_hcm};
 use super::mesh_route::{MeshRule, gateway_routes};
 use super::route::RouteScope;
 use super::{pack, socket_address, tls};
-use crate::model::mesh::{Gateway, Server, ServerProtocol, host_admits, host_intersection, split_host};
+use crate::model::mesh::{
+    ApiServer, GatewayView, Server, ServerProtocol, TlsSecret, gateway_view, host_admits, host_intersection, split_host,
+};
 use crate::model::{GatewayRole, Model, ObjectKey, ProxyInfo};
 use envoy_types::pb::envoy::config::listener::v3::{FilterChainMatch, Listener};
 use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::DownstreamTlsContext;
 use envoy_types::pb::google::protobuf::BoolValue;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// The Gateways that configure a gateway proxy: the one it names, else those whose selector its labels satisfy.
-pub(crate) fn selected(model: &Model, role: &GatewayRole, proxy: &ProxyInfo) -> BTreeSet<ObjectKey> {
+/// The label istiod's Gateway API deployments carry: the Gateway a pod serves (in its own namespace).
+pub const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
+
+/// The Gateways that configure a gateway proxy.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Selected {
+    /// Istio Gateways.
+    pub istio: BTreeSet<ObjectKey>,
+    /// Gateway API Gateways (of Sluice's class).
+    pub api: BTreeSet<ObjectKey>,
+}
+
+/// The Gateways that configure a gateway proxy: those of the key it names (of either API), else the Istio
+/// Gateways whose selector its labels satisfy and the Gateway API Gateway its `gateway-name` label names.
+pub(crate) fn selected(model: &Model, role: &GatewayRole, proxy: &ProxyInfo) -> Selected {
+    let api_ok = |k: &ObjectKey| crate::model::mesh::is_sluice_gateway(model, k);
     match &role.named {
-        Some(key) => model.gateways.contains_key(key).then(|| key.clone()).into_iter().collect(),
-        None => model.gateways.iter().filter(|(_, g)| g.spec.selects(&proxy.labels)).map(|(k, _)| k.clone()).collect(),
+        Some(key) => Selected {
+            istio: model.gateways.contains_key(key).then(|| key.clone()).into_iter().collect(),
+            api: api_ok(key).then(|| key.clone()).into_iter().collect(),
+        },
+        None => Selected {
+            istio: model
+                .gateways
+                .iter()
+                .filter(|(_, g)| g.spec.selects(&proxy.labels))
+                .map(|(k, _)| k.clone())
+                .collect(),
+            api: proxy
+                .labels
+                .get(GATEWAY_NAME_LABEL)
+                .map(|name| ObjectKey::new(proxy.namespace.clone(), name.clone()))
+                .filter(api_ok)
+                .into_iter()
+                .collect(),
+        },
     }
+}
+
+/// Where a server's routes come from.
+enum Bind<'a> {
+    Istio { key: &'a ObjectKey, server: &'a Server },
+    Api { server: &'a ApiServer },
 }
 
 /// One server of a selected Gateway, with what its listener and routes need.
 struct ServerRef<'a> {
-    key: &'a ObjectKey,
-    server: &'a Server,
     port: u16,
     protocol: ServerProtocol,
     /// The route configuration its HCM names.
     routes: String,
+    /// HTTPS: the SNI names its chain matches (empty: any) and its TLS context.
+    tls: Option<(Vec<String>, DownstreamTlsContext)>,
+    bind: Bind<'a>,
 }
 
-/// The servers that are served, by port: on each port, the servers of the first server's protocol.
-fn servers<'a>(model: &'a Model, gateways: &BTreeSet<ObjectKey>) -> BTreeMap<u16, Vec<ServerRef<'a>>> {
+/// The servers that are served, by port: on each port, the servers of the first server's protocol. An HTTPS
+/// server without its certificate is left out.
+fn servers<'a>(
+    model: &'a Model,
+    view: &'a GatewayView,
+    selected: &Selected,
+    proxy_namespace: &str,
+) -> BTreeMap<u16, Vec<ServerRef<'a>>> {
     let mut by_port: BTreeMap<u16, Vec<ServerRef<'a>>> = BTreeMap::new();
-    for (key, gw) in model.gateways.iter().filter(|(k, _)| gateways.contains(*k)) {
+    let mut push = |s: ServerRef<'a>| {
+        let list = by_port.entry(s.port).or_default();
+        if !list.first().is_some_and(|first| first.protocol != s.protocol) {
+            list.push(s);
+        }
+    };
+    for (key, gw) in model.gateways.iter().filter(|(k, _)| selected.istio.contains(*k)) {
         for server in &gw.spec.servers {
             let (Some(port), Some(protocol)) = (server.port.port(), server.port.protocol()) else { continue };
-            let list = by_port.entry(port).or_default();
-            if list.first().is_some_and(|first| first.protocol != protocol) {
-                continue;
-            }
-            let routes = route_config_name(gw, server, port, protocol);
-            list.push(ServerRef { key, server, port, protocol, routes });
+            let routes = match protocol {
+                ServerProtocol::Http => format!("http.{port}"),
+                ServerProtocol::Https => format!("https.{port}.{}.{}.{}", server.port.name, gw.name, gw.namespace),
+            };
+            let tls = match protocol {
+                ServerProtocol::Http => None,
+                ServerProtocol::Https => match istio_tls(model, key, server, proxy_namespace) {
+                    Some(ctx) => Some((sni_names(&server.hosts), ctx)),
+                    None => continue,
+                },
+            };
+            push(ServerRef { port, protocol, routes, tls, bind: Bind::Istio { key, server } });
+        }
+    }
+    for (key, state) in view.gateways.iter().filter(|(k, _)| selected.api.contains(*k)) {
+        for server in &state.servers {
+            let port = server.port;
+            let (routes, tls) = match (&server.protocol, &server.cert) {
+                (ServerProtocol::Http, _) => (format!("http.{port}"), None),
+                (ServerProtocol::Https, Some(cert)) => {
+                    let sni = server.hostname.iter().filter(|h| *h != "*").cloned().collect();
+                    let routes = format!("https.{port}.default.{}.{}", server.internal, key.namespace);
+                    (routes, Some((sni, inline(cert))))
+                }
+                (ServerProtocol::Https, None) => continue,
+            };
+            push(ServerRef { port, protocol: server.protocol, routes, tls, bind: Bind::Api { server } });
         }
     }
     by_port
 }
 
-/// istiod's gateway route names: `http.P` shared by a port's HTTP servers; `https.P.PORTNAME.GATEWAY.NS` per
-/// HTTPS server (each has its own certificate, so its own filter chain).
-fn route_config_name(gw: &Gateway, server: &Server, port: u16, protocol: ServerProtocol) -> String {
-    match protocol {
-        ServerProtocol::Http => format!("http.{port}"),
-        ServerProtocol::Https => format!("https.{port}.{}.{}.{}", server.port.name, gw.name, gw.namespace),
+fn inline(cert: &TlsSecret) -> DownstreamTlsContext {
+    tls::gateway_server_inline(&cert.cert_chain, &cert.private_key)
+}
+
+/// An Istio HTTPS server's TLS context: its files, or the Secret its `credentialName` names (in the gateway
+/// proxy's namespace, as istiod looks it up, else the Gateway's); `None` when the Secret is missing.
+fn istio_tls(model: &Model, key: &ObjectKey, server: &Server, proxy_namespace: &str) -> Option<DownstreamTlsContext> {
+    let tls = server.tls.as_ref()?;
+    if let Some(name) = tls.credential_name.as_deref().filter(|n| !n.is_empty()) {
+        let secret = [proxy_namespace, key.namespace.as_str()]
+            .iter()
+            .find_map(|ns| model.secrets.get(&ObjectKey::new(*ns, name)))?;
+        return Some(inline(secret));
     }
+    let (Some(cert), Some(pk)) = (&tls.server_certificate, &tls.private_key) else { return None };
+    Some(tls::gateway_server(cert, pk))
 }
 
 /// The listeners of a gateway proxy, one per server port, named as istiod's (`0.0.0.0_8080`).
 pub(crate) fn listeners(model: &Model, proxy: &ProxyInfo, role: &GatewayRole) -> Vec<Listener> {
     let bind = role.bind.to_string();
+    let view = gateway_view(model);
     let mut out = Vec::new();
-    for (port, list) in servers(model, &selected(model, role, proxy)) {
+    for (port, list) in servers(model, &view, &selected(model, role, proxy), &proxy.namespace) {
         let name = format!("{bind}_{port}");
         let mut listener = Listener {
             name: name.clone(),
@@ -85,16 +172,13 @@ pub(crate) fn listeners(model: &Model, proxy: &ProxyInfo, role: &GatewayRole) ->
         let mut seen_sni: BTreeSet<Vec<String>> = BTreeSet::new();
         for s in &list {
             let mut c = chain(HCM_FILTER, pack(&gateway_hcm(&format!("outbound_{name}"), &s.routes)));
-            if s.protocol == ServerProtocol::Https {
-                let Some(tls) = &s.server.tls else { continue };
-                let (Some(cert), Some(key)) = (&tls.server_certificate, &tls.private_key) else { continue };
-                let names = sni_names(&s.server.hosts);
+            if let Some((names, ctx)) = &s.tls {
                 // Two chains with the same SNI match are refused by Envoy: the first server keeps it.
                 if !seen_sni.insert(names.clone()) {
                     continue;
                 }
-                c.filter_chain_match = Some(FilterChainMatch { server_names: names, ..Default::default() });
-                c.transport_socket = Some(tls::downstream_socket(&tls::gateway_server(cert, key)));
+                c.filter_chain_match = Some(FilterChainMatch { server_names: names.clone(), ..Default::default() });
+                c.transport_socket = Some(tls::downstream_socket(ctx));
             } else if !listener.filter_chains.is_empty() {
                 continue; // HTTP servers on one port share one chain and `http.P`
             }
@@ -129,16 +213,16 @@ fn gateway_hcm(
 }
 
 /// The route configurations of a gateway proxy: one per name its listeners use (even empty: the listener names
-/// it), each with a virtual host per host the bound VirtualServices and the server both accept.
-pub(crate) fn route_configs(
-    model: &Model,
-    scope: &RouteScope,
-    gateways: &BTreeSet<ObjectKey>,
-) -> Vec<RouteConfiguration> {
+/// it), each with a virtual host per host that what is bound to the server and the server both accept.
+pub(crate) fn route_configs(model: &Model, scope: &RouteScope, selected: &Selected) -> Vec<RouteConfiguration> {
+    let view = gateway_view(model);
     let mut configs: BTreeMap<String, BTreeMap<String, VirtualHost>> = BTreeMap::new();
-    for s in servers(model, gateways).into_values().flatten() {
+    for s in servers(model, &view, selected, &scope.namespace).into_values().flatten() {
         let hosts = configs.entry(s.routes.clone()).or_default();
-        bind_virtual_services(model, scope, &s, hosts);
+        match s.bind {
+            Bind::Istio { key, server } => bind_virtual_services(model, scope, key, server, s.port, hosts),
+            Bind::Api { server } => bind_http_routes(model, scope, server, hosts),
+        }
     }
     configs
         .into_iter()
@@ -151,18 +235,29 @@ pub(crate) fn route_configs(
         .collect()
 }
 
+/// The virtual host for `host` on `port`, created empty.
+fn virtual_host<'h>(hosts: &'h mut BTreeMap<String, VirtualHost>, host: &str, port: u16) -> &'h mut VirtualHost {
+    hosts.entry(host.to_string()).or_insert_with(|| VirtualHost {
+        name: format!("{host}:{port}"),
+        domains: vec![host.to_string()],
+        ..Default::default()
+    })
+}
+
 /// Adds the virtual hosts of every VirtualService bound to the server's Gateway, host by host; a second
 /// VirtualService for a host adds its routes after the first's.
 fn bind_virtual_services(
     model: &Model,
     scope: &RouteScope,
-    s: &ServerRef<'_>,
+    key: &ObjectKey,
+    server: &Server,
+    port: u16,
     hosts: &mut BTreeMap<String, VirtualHost>,
 ) {
     let mut done: BTreeSet<(&ObjectKey, String)> = BTreeSet::new();
-    for (vs_key, vs) in model.virtual_services.iter().filter(|(k, vs)| vs.spec.binds(&k.namespace, s.key)) {
+    for (vs_key, vs) in model.virtual_services.iter().filter(|(k, vs)| vs.spec.binds(&k.namespace, key)) {
         let mut routes = None;
-        for server_host in s.server.hosts.iter().filter(|h| host_admits(h, &s.key.namespace, &vs_key.namespace)) {
+        for server_host in server.hosts.iter().filter(|h| host_admits(h, &key.namespace, &vs_key.namespace)) {
             for vs_host in &vs.spec.hosts {
                 let Some(host) = host_intersection(split_host(server_host).1, vs_host) else { continue };
                 if !done.insert((vs_key, host.to_string())) {
@@ -177,16 +272,28 @@ fn bind_virtual_services(
                             gateway_api: false,
                         })
                         .collect();
-                    gateway_routes(model, scope, &rules, s.port)
+                    gateway_routes(model, scope, &rules, port)
                 });
-                let vh = hosts.entry(host.to_string()).or_insert_with(|| VirtualHost {
-                    name: format!("{host}:{}", s.port),
-                    domains: vec![host.to_string()],
-                    ..Default::default()
-                });
-                vh.routes.extend(routes.iter().cloned());
+                virtual_host(hosts, host, port).routes.extend(routes.iter().cloned());
             }
         }
+    }
+}
+
+/// Adds the virtual hosts of the HTTPRoutes attached to a Gateway API listener: per host, the rules of every
+/// route that serves it, in Gateway API's precedence.
+fn bind_http_routes(model: &Model, scope: &RouteScope, server: &ApiServer, hosts: &mut BTreeMap<String, VirtualHost>) {
+    let mut by_host: BTreeMap<&str, Vec<&ObjectKey>> = BTreeMap::new();
+    for a in &server.routes {
+        for h in &a.hosts {
+            by_host.entry(h).or_default().push(&a.route);
+        }
+    }
+    for (host, keys) in by_host {
+        let routes: Vec<_> = keys.into_iter().filter_map(|k| model.http_routes.get(k).map(|r| (k, r))).collect();
+        let rules = super::gamma::gateway_rules(model, &routes);
+        let vh = virtual_host(hosts, host, server.port);
+        vh.routes.extend(gateway_routes(model, scope, &rules, server.port));
     }
 }
 

@@ -46,8 +46,8 @@ pub struct RouteScope {
     /// The VirtualService matches with `sourceLabels` this proxy's labels satisfy: `(VirtualService key, http
     /// index, match index)`. Matches without `sourceLabels` apply everywhere and are not listed.
     pub mesh_sources: BTreeSet<(ObjectKey, usize, usize)>,
-    /// A gateway proxy: the Istio Gateways that configure it (its route configurations are theirs alone).
-    pub gateways: Option<BTreeSet<ObjectKey>>,
+    /// A gateway proxy: the Gateways that configure it (its route configurations are theirs alone).
+    pub gateways: Option<super::gateway::Selected>,
 }
 
 /// The scope of one proxy.

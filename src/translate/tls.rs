@@ -172,10 +172,24 @@ pub(super) fn downstream(http: bool) -> DownstreamTlsContext {
 /// An ingress gateway server's `SIMPLE` TLS: its certificate and key from files Envoy reads (as istiod writes a
 /// file-mounted gateway certificate), HTTP/2 and HTTP/1.1 offered by ALPN, no client certificate asked.
 pub(super) fn gateway_server(certificate: &str, key: &str) -> DownstreamTlsContext {
+    gateway_server_from(file(certificate), file(key))
+}
+
+/// A gateway server's context with the certificate and key inline (from a Secret). Envoy's admin `config_dump`
+/// redacts inline keys, and so does Sluice's `/debug/config_dump`.
+pub(super) fn gateway_server_inline(chain_pem: &str, key_pem: &str) -> DownstreamTlsContext {
+    let inline = |s: &str| DataSource {
+        specifier: Some(data_source::Specifier::InlineString(s.to_string())),
+        ..Default::default()
+    };
+    gateway_server_from(inline(chain_pem), inline(key_pem))
+}
+
+fn gateway_server_from(chain: DataSource, key: DataSource) -> DownstreamTlsContext {
     let common = CommonTlsContext {
         tls_certificates: vec![TlsCertificate {
-            certificate_chain: Some(file(certificate)),
-            private_key: Some(file(key)),
+            certificate_chain: Some(chain),
+            private_key: Some(key),
             ..Default::default()
         }],
         alpn_protocols: strings(&["h2", "http/1.1"]),

@@ -10,10 +10,16 @@ use std::time::{Duration, Instant};
 
 /// Sends `requests` (a JSON array; see the script for the fields) to `localhost:PORT`; one answer per request.
 pub fn ask(addr: SocketAddr, cafile: &Path, requests: &Value) -> Vec<Value> {
+    ask_as(addr, "localhost", cafile, requests)
+}
+
+/// [`ask`] connecting to `addr` with TLS server name (SNI, and the name verified) `server_name`.
+pub fn ask_as(addr: SocketAddr, server_name: &str, cafile: &Path, requests: &Value) -> Vec<Value> {
     let mut child = Command::new(super::venv_python())
         .arg(super::peer("https_client.py"))
-        .args(["localhost", &addr.port().to_string()])
+        .args([server_name, &addr.port().to_string()])
         .arg(cafile)
+        .arg(addr.ip().to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

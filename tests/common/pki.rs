@@ -43,6 +43,12 @@ impl Ca {
         self.issue(common_name, sans)
     }
 
+    /// A web server's certificate for DNS names `hosts` (an ingress gateway's).
+    pub fn host(&self, hosts: &[&str]) -> Leaf {
+        let sans = hosts.iter().map(|h| SanType::DnsName((*h).try_into().unwrap())).collect();
+        self.issue(hosts.first().copied().unwrap_or("host"), sans)
+    }
+
     /// A proxy certificate with `spiffe://cluster.local/ns/NS/sa/SA`.
     pub fn proxy(&self, namespace: &str, service_account: &str) -> Leaf {
         self.proxy_uri(&format!("spiffe://cluster.local/ns/{namespace}/sa/{service_account}"))

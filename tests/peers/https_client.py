@@ -1,6 +1,8 @@
 """A real HTTPS client for tests: Python's ssl (OpenSSL) and http.client.
 
-    https_client.py HOST PORT CAFILE < requests.json > answers.json
+    https_client.py HOST PORT CAFILE [ADDRESS] < requests.json > answers.json
+
+HOST is the TLS server name (SNI) and the name verified; ADDRESS (default HOST) is where to connect.
 
 Each request is {"method", "path", "headers": {...}, "body": "text" | "repeat": [text, count], "cafile": optional
 override}. The server's certificate is verified against CAFILE (chain and host name HOST); each answer is
@@ -9,11 +11,12 @@ override}. The server's certificate is verified against CAFILE (chain and host n
 
 import http.client
 import json
+import socket
 import ssl
 import sys
 
 
-def ask(host, port, cafile, req):
+def ask(host, port, cafile, req, address=None):
     context = ssl.create_default_context(cafile=req.get("cafile", cafile))
     body = req.get("body")
     if "repeat" in req:
@@ -21,6 +24,9 @@ def ask(host, port, cafile, req):
         body = text * count
     conn = http.client.HTTPSConnection(host, port, context=context, timeout=20)
     try:
+        if address:
+            raw = socket.create_connection((address, port), timeout=20)
+            conn.sock = context.wrap_socket(raw, server_hostname=host)
         conn.request(req.get("method", "POST"), req["path"], body=body, headers=req.get("headers", {}))
         resp = conn.getresponse()
         data = resp.read().decode("utf-8", "replace")
@@ -39,8 +45,9 @@ def ask(host, port, cafile, req):
 
 def main():
     host, port, cafile = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    address = sys.argv[4] if len(sys.argv) > 4 else None
     requests = json.load(sys.stdin)
-    json.dump([ask(host, port, cafile, r) for r in requests], sys.stdout)
+    json.dump([ask(host, port, cafile, r, address) for r in requests], sys.stdout)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@
 //! ```
 //!
 //! Plain serde types in the shape `kubectl get gateway.networking.istio.io -o yaml` prints. Fields not listed here
-//! are reported by [`super::unsupported_fields`]; a `tls` field Sluice cannot honour (`credentialName`, other
-//! modes' fields) refuses the object ([`super::fails_closed`]), so a server never comes up without its certificate.
+//! are reported by [`super::unsupported_fields`]; a `tls` field Sluice cannot honour (other modes' fields) refuses
+//! the object ([`super::fails_closed`]), so a server never comes up without what it asks for.
 
 use super::super::FieldError;
 use serde::{Deserialize, Serialize};
@@ -59,12 +59,16 @@ pub struct GatewayPort {
     pub protocol: String,
 }
 
-/// A server's TLS: `SIMPLE` from files only (for now).
+/// A server's TLS: `SIMPLE`, with the certificate from files or from the Secret `credentialName` names.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ServerTls {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub mode: String,
+    /// A `kubernetes.io/tls` Secret in the gateway proxy's namespace (else the Gateway's); the server is not served
+    /// while it is missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_certificate: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -153,9 +157,18 @@ fn validate_tls(path: &str, tls: &ServerTls, out: &mut Vec<FieldError>) {
         );
         out.push(FieldError::new(format!("{path}.mode"), msg));
     }
+    let has = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.is_empty());
+    if has(&tls.credential_name) {
+        if has(&tls.server_certificate) || has(&tls.private_key) {
+            let msg = "name the certificate either by credentialName or by serverCertificate and privateKey";
+            out.push(FieldError::new(format!("{path}.credentialName"), msg));
+        }
+        return;
+    }
     for (field, value) in [("serverCertificate", &tls.server_certificate), ("privateKey", &tls.private_key)] {
-        if value.as_deref().is_none_or(str::is_empty) {
-            out.push(FieldError::new(format!("{path}.{field}"), "SIMPLE needs the file (a PEM path Envoy can read)"));
+        if !has(value) {
+            let msg = "SIMPLE needs credentialName (a Secret) or the files (PEM paths Envoy can read)";
+            out.push(FieldError::new(format!("{path}.{field}"), msg));
         }
     }
 }

@@ -20,6 +20,9 @@ pub struct HttpRouteObject {
 pub struct HttpRouteSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub parent_refs: Vec<ParentRef>,
+    /// The Host names it routes at a Gateway (all the listener accepts when empty); GAMMA routes ignore them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hostnames: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<HttpRouteRule>,
 }
@@ -27,7 +30,7 @@ pub struct HttpRouteSpec {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ParentRef {
-    /// `""` or `core` for a Service (GAMMA); `gateway.networking.k8s.io` for a Gateway (not served).
+    /// `""` or `core` for a Service (GAMMA); `gateway.networking.k8s.io` (the default) for a Gateway.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
     /// `Service` for mesh routes; defaults to `Gateway`.
@@ -36,15 +39,24 @@ pub struct ParentRef {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
-    /// Only this port of the Service; all ports when absent.
+    /// Only this port of the Service (or listeners on this port of the Gateway); all when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
+    /// Only the Gateway listener of this name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub section_name: Option<String>,
 }
 
 impl ParentRef {
     /// A Service parent (GAMMA): group `""`/`core` and kind `Service`.
     pub fn is_service(&self) -> bool {
         matches!(self.group.as_deref(), None | Some("") | Some("core")) && self.kind.as_deref() == Some("Service")
+    }
+
+    /// A Gateway parent: group `gateway.networking.k8s.io` and kind `Gateway` (both the defaults).
+    pub fn is_gateway(&self) -> bool {
+        matches!(self.group.as_deref(), None | Some(super::GATEWAY_GROUP))
+            && matches!(self.kind.as_deref(), None | Some("Gateway"))
     }
 }
 

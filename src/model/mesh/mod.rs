@@ -13,6 +13,8 @@
 mod conflict;
 mod destination_rule;
 mod gateway;
+mod gateway_api;
+mod gateway_bind;
 mod http_route;
 mod peer_authentication;
 mod status;
@@ -23,6 +25,8 @@ mod virtual_service;
 pub use conflict::*;
 pub use destination_rule::*;
 pub use gateway::*;
+pub use gateway_api::*;
+pub use gateway_bind::*;
 pub use http_route::*;
 pub use peer_authentication::*;
 pub use status::*;
@@ -93,9 +97,8 @@ pub fn untranslated<T: Serialize>(kind: &str, prefix: &str, raw: &Value, typed: 
 pub fn fails_closed(kind: &str, path: &str) -> Option<&'static str> {
     if kind == "Gateway" && path.contains(".tls.") {
         return Some(
-            "this TLS setting is not supported by Sluice (credentialName: certificates from Secrets are not read \
-             yet; name the PEM files with serverCertificate and privateKey): the Gateway is refused rather than \
-             served without it; the last good config keeps serving",
+            "this TLS setting is not supported by Sluice: the Gateway is refused rather than served without it; the \
+             last good config keeps serving",
         );
     }
     (kind == "DestinationRule" && path.contains("trafficPolicy") && path.contains(".tls.")).then_some(

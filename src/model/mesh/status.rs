@@ -32,13 +32,27 @@ fn condition(kind: &'static str, ok: bool, reason: &'static str, message: String
     Condition { kind, status: if ok { "True" } else { "False" }, reason, message }
 }
 
-/// The status of every parent of `route` (Gateway parents included: Sluice does not serve them).
-pub fn http_route_status(model: &Model, key: &ObjectKey, route: &HttpRouteObject) -> Vec<ParentStatus> {
+/// The `status.parents` Sluice writes on `route`: its Service parents (GAMMA), then its Gateway parents of Sluice's
+/// class ([`super::gateway_view`], passed in so one view serves every route). Parents Sluice does not serve (a
+/// Gateway of another class) are another controller's to report.
+pub fn http_route_status(
+    model: &Model,
+    key: &ObjectKey,
+    route: &HttpRouteObject,
+    view: &super::GatewayView,
+) -> Vec<ParentStatus> {
+    let mut out = mesh_parents(model, key, route);
+    out.extend(view.routes.get(key).into_iter().flatten().cloned());
+    out
+}
+
+fn mesh_parents(model: &Model, key: &ObjectKey, route: &HttpRouteObject) -> Vec<ParentStatus> {
     let resolved = resolved_refs(model, key, route);
     route
         .spec
         .parent_refs
         .iter()
+        .filter(|p| !p.is_gateway())
         .map(|p| {
             let svc = ObjectKey::new(p.namespace.as_deref().unwrap_or(&key.namespace), p.name.clone());
             let accepted = if !p.is_service() {
@@ -89,7 +103,7 @@ mod tests {
     use crate::model::mesh::{HttpBackendRef, HttpRouteRule, HttpRouteSpec};
 
     #[test]
-    fn accepted_and_resolved_per_parent() {
+    fn accepted_and_resolved_per_mesh_parent() {
         let mut m = Model::default();
         m.insert_service(Service::http("default", "reviews", 9080));
         let parent =
@@ -97,6 +111,7 @@ mod tests {
         let backend = |name: &str| HttpBackendRef { name: name.into(), port: Some(9080), ..Default::default() };
         let spec = HttpRouteSpec {
             parent_refs: vec![parent("Service", "reviews"), parent("Service", "gone"), parent("Gateway", "gw")],
+            hostnames: vec![],
             rules: vec![HttpRouteRule {
                 backend_refs: vec![backend("reviews"), backend("nope")],
                 ..Default::default()
@@ -105,16 +120,10 @@ mod tests {
         let key = ObjectKey::new("default", "r");
         let route =
             HttpRouteObject { name: "r".into(), namespace: "default".into(), spec, provenance: Default::default() };
-        let status = http_route_status(&m, &key, &route);
+        let status = http_route_status(&m, &key, &route, &crate::model::mesh::gateway_view(&m));
         let reasons: Vec<(&str, &str)> =
             status.iter().map(|s| (s.conditions[0].reason, s.conditions[1].reason)).collect();
-        assert_eq!(
-            reasons,
-            [
-                ("Accepted", "BackendNotFound"),
-                ("NoMatchingParent", "BackendNotFound"),
-                ("UnsupportedValue", "BackendNotFound")
-            ]
-        );
+        // The Gateway parent is of no Sluice GatewayClass: not Sluice's to report.
+        assert_eq!(reasons, [("Accepted", "BackendNotFound"), ("NoMatchingParent", "BackendNotFound")]);
     }
 }

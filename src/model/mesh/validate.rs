@@ -253,8 +253,15 @@ pub const HTTP_ROUTE_FILTERS: [&str; 5] =
 impl HttpRouteSpec {
     pub fn validate(&self) -> Vec<FieldError> {
         let mut out = Vec::new();
-        if !self.parent_refs.iter().any(|p| p.is_service()) {
-            out.push(FieldError::new("spec.parentRefs", "needs a parent of kind Service (GAMMA mesh routes)"));
+        if !self.parent_refs.iter().any(|p| p.is_service() || p.is_gateway()) {
+            let msg = "needs a parent of kind Service (GAMMA mesh routes) or Gateway (gateway.networking.k8s.io)";
+            out.push(FieldError::new("spec.parentRefs", msg));
+        }
+        for (i, h) in self.hostnames.iter().enumerate() {
+            if !super::is_listener_hostname(h) {
+                let msg = format!("`{h}` is not a DNS name or `*.` wildcard (no IP addresses)");
+                out.push(FieldError::new(format!("spec.hostnames[{i}]"), msg));
+            }
         }
         for (i, rule) in self.rules.iter().enumerate() {
             let path = format!("spec.rules[{i}]");

@@ -141,7 +141,7 @@ mod tests {
         assert_eq!(virtual_service(&no_hosts).unwrap_err().to_string(), "spec.hosts: must name at least one host");
         let no_host = dynamic("DestinationRule", json!({"host": ""}));
         assert_eq!(destination_rule(&no_host).unwrap_err().field, "spec.host");
-        let no_parent = dynamic("HTTPRoute", json!({"parentRefs": [{"name": "gw"}]}));
+        let no_parent = dynamic("HTTPRoute", json!({"parentRefs": [{"name": "gw", "kind": "ServiceImport"}]}));
         assert_eq!(http_route(&no_parent).unwrap_err().field, "spec.parentRefs");
     }
 

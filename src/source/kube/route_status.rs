@@ -37,13 +37,14 @@ pub async fn write_route_status(
     loop {
         let keys = routes.borrow_and_update().clone();
         let model = models.borrow_and_update().clone();
+        let view = crate::model::mesh::gateway_view(&model);
         written.retain(|k, _| keys.contains(k));
         if !*leader.borrow_and_update() {
             written.clear();
         }
         for key in keys.iter().filter(|_| *leader.borrow()) {
             let Some(route) = model.http_routes.get(key) else { continue };
-            let status = http_route_status(&model, key, route);
+            let status = http_route_status(&model, key, route, &view);
             if written.get(key) == Some(&status) {
                 continue;
             }
