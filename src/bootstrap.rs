@@ -105,7 +105,8 @@ pub struct BootstrapArgs {
     pub gateway_bind: Option<std::net::IpAddr>,
 }
 
-fn parse_gateway(s: &str) -> Result<String, String> {
+/// `NAMESPACE/NAME` of an Istio Gateway (`--gateway` of `sluice bootstrap` and `sluice proxy`).
+pub(crate) fn parse_gateway(s: &str) -> Result<String, String> {
     match s.split_once('/') {
         Some((ns, name)) if crate::model::is_dns_label(ns) && crate::model::is_dns_subdomain(name) => Ok(s.into()),
         _ => Err(format!("`{s}` is not NAMESPACE/NAME")),

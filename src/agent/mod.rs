@@ -3,8 +3,12 @@
 //! when it dies (with a growing delay, never a tight loop that hides the error), drains it on SIGTERM, and answers
 //! the pod's readiness probe on 15021. The app never talks to it.
 //!
+//! With `--gateway NS/NAME` the same agent runs an ingress gateway pod (istiod's `router` proxy): the node id is
+//! `router~IP~POD.NS~NS.svc.cluster.local`, the bootstrap names the Istio Gateway (`sluice bootstrap --gateway`),
+//! there are no inbound ports, and SIGTERM drains every listener (a sidecar drains its inbound ones only).
+//!
 //! ```text
-//!  env + flags ─▶ pod::Pod ─▶ BootstrapArgs (intercept mode, Prometheus on 15090) ─▶ bootstrap.json
+//!  env + flags ─▶ pod::Pod ─▶ BootstrapArgs (intercept or gateway mode, Prometheus on 15090) ─▶ bootstrap.json
 //!  supervise::step (pure) ◀── events: Envoy started / exited, timer, SIGTERM ──▶ actions: spawn, drain, stop, exit
 //!  :15021 /healthz/ready ─▶ Envoy's /ready is LIVE and it holds clusters and listeners from Sluice ─▶ 200, else 503
 //! ```
@@ -84,6 +88,13 @@ pub struct ProxyArgs {
     pub tls: BootstrapTls,
     #[command(flatten)]
     pub mtls: MtlsArgs,
+    /// Run as the ingress gateway of this Istio Gateway (`NAMESPACE/NAME`) instead of a sidecar: Envoy gets the
+    /// Gateway's server listeners and the routes bound to it, nothing of the sidecar config (no interception).
+    #[arg(long, env = "SLUICE_GATEWAY", value_parser = crate::bootstrap::parse_gateway)]
+    pub gateway: Option<String>,
+    /// With `--gateway`: the address the server ports bind (default `0.0.0.0`).
+    #[arg(long, env = "SLUICE_GATEWAY_BIND", requires = "gateway")]
+    pub gateway_bind: Option<std::net::IpAddr>,
 }
 
 /// Workload mTLS: the agent gets the pod's certificate from Sluice's CA and serves it to Envoy over SDS.
@@ -158,24 +169,32 @@ impl ProxyArgs {
         })
     }
 
-    /// Envoy's bootstrap for `pod`: intercept mode, Prometheus on its port.
+    /// Envoy's bootstrap for `pod`: intercept mode (or gateway mode with `--gateway`), Prometheus on its port.
     pub fn bootstrap(&self, pod: &pod::Pod) -> BootstrapArgs {
+        let gateway = self.gateway.is_some();
         BootstrapArgs {
-            node_id: pod.node_id(),
+            node_id: if gateway { pod.router_node_id() } else { pod.node_id() },
             namespace: pod.namespace.clone(),
             xds: self.xds.clone(),
             listen: None,
             admin_port: self.admin_port,
             sotw: self.sotw,
             labels: pod.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            inbound_ports: pod.inbound_ports.clone(),
+            // A gateway serves no app: its ports are the Gateway's servers, which come over xDS.
+            inbound_ports: if gateway { Vec::new() } else { pod.inbound_ports.clone() },
             prometheus_port: self.prometheus_port,
             stats: self.stats.clone(),
             tls: self.tls.clone(),
             sds_socket: self.mtls.enabled.then(|| self.sds_socket()),
-            gateway: None,
-            gateway_bind: None,
+            gateway: self.gateway.clone(),
+            gateway_bind: self.gateway_bind,
         }
+    }
+
+    /// What SIGTERM drains: a sidecar's inbound listeners (its app's outbound calls keep working while it
+    /// stops), or every listener of a gateway (all of them take traffic from outside), as pilot-agent does.
+    fn drain_path(&self) -> &'static str {
+        if self.gateway.is_some() { "/drain_listeners?graceful" } else { "/drain_listeners?graceful&inboundonly" }
     }
 }
 
@@ -221,7 +240,7 @@ pub async fn run(args: ProxyArgs) -> ExitCode {
         return ExitCode::FAILURE;
     }
     let euid = rustix::process::geteuid().as_raw();
-    if euid != 0 && euid != args.proxy_uid {
+    if args.gateway.is_none() && euid != 0 && euid != args.proxy_uid {
         tracing::warn!(
             uid = euid,
             proxy_uid = args.proxy_uid,
@@ -271,7 +290,7 @@ async fn supervise_envoy(args: &ProxyArgs, bootstrap: &std::path::Path, admin: S
                 ),
                 Action::Drain => {
                     tracing::info!(seconds = drain.as_secs(), "SIGTERM: draining Envoy's listeners");
-                    health::post(admin, "/drain_listeners?graceful&inboundonly").await;
+                    health::post(admin, args.drain_path()).await;
                 }
                 Action::Stop => signal_envoy(envoy.as_ref(), rustix::process::Signal::TERM),
                 Action::Kill => {
@@ -360,3 +379,53 @@ fn spawn(args: &ProxyArgs, bootstrap: &std::path::Path) -> std::io::Result<Child
 }
 
 mod health;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        proxy: ProxyArgs,
+    }
+
+    fn args(flags: &[&str]) -> ProxyArgs {
+        let base = ["sluice-proxy", "--pod-name=gw-1", "--pod-namespace=bookinfo", "--instance-ip=10.0.0.7"];
+        let cli = Cli::try_parse_from(base.iter().chain(flags)).expect("flags parse");
+        ProxyArgs { labels_file: "/nonexistent".into(), ..cli.proxy }
+    }
+
+    #[test]
+    fn a_sidecar_bootstrap_intercepts_and_drains_inbound_only() {
+        let a = args(&["--inbound-ports=9080"]);
+        let b = a.bootstrap(&a.pod().unwrap());
+        assert_eq!(b.node_id, "sidecar~10.0.0.7~gw-1.bookinfo~bookinfo.svc.cluster.local");
+        assert_eq!((b.gateway, b.inbound_ports), (None, vec![9080]));
+        assert_eq!(a.drain_path(), "/drain_listeners?graceful&inboundonly");
+    }
+
+    #[test]
+    fn a_gateway_bootstrap_is_an_istio_router_naming_its_gateway() {
+        let a = args(&["--gateway=bookinfo/bookinfo-gateway", "--inbound-ports=9080", "--labels=istio=ingressgateway"]);
+        let b = a.bootstrap(&a.pod().unwrap());
+        assert_eq!(b.node_id, "router~10.0.0.7~gw-1.bookinfo~bookinfo.svc.cluster.local");
+        assert_eq!(b.gateway.as_deref(), Some("bookinfo/bookinfo-gateway"));
+        assert!(b.inbound_ports.is_empty(), "a gateway has no app behind it");
+        assert_eq!(a.drain_path(), "/drain_listeners?graceful", "every listener of a gateway drains");
+        let node = &crate::bootstrap::render(&b)["node"];
+        assert_eq!(node["metadata"]["SLUICE_GATEWAY"], "bookinfo/bookinfo-gateway");
+        assert_eq!(node["metadata"]["LABELS"]["istio"], "ingressgateway");
+        assert!(node["metadata"].get("INBOUND_PORTS").is_none(), "{node}");
+    }
+
+    #[test]
+    fn gateway_flags_are_checked() {
+        let base = ["sluice-proxy", "--pod-name=gw-1"];
+        let parse = |extra: &[&str]| Cli::try_parse_from(base.iter().chain(extra)).map(|_| ());
+        assert!(parse(&["--gateway=bookinfo-gateway"]).is_err(), "--gateway takes NAMESPACE/NAME");
+        assert!(parse(&["--gateway-bind=127.0.0.1"]).is_err(), "--gateway-bind needs --gateway");
+        assert!(parse(&["--gateway=bookinfo/bookinfo-gateway", "--gateway-bind=127.0.0.1"]).is_ok());
+    }
+}

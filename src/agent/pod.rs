@@ -18,8 +18,18 @@ impl Pod {
     /// Istio's sidecar node id, `sidecar~IP~POD.NS~NS.svc.cluster.local`, so tools that read Istio's carry over
     /// (Sluice reads the namespace from it).
     pub fn node_id(&self) -> String {
+        self.node_id_of("sidecar")
+    }
+
+    /// Istio's gateway node id, `router~IP~POD.NS~NS.svc.cluster.local` (`sluice proxy --gateway`).
+    pub fn router_node_id(&self) -> String {
+        self.node_id_of("router")
+    }
+
+    fn node_id_of(&self, kind: &str) -> String {
         let ip = self.ip.map(|ip| ip.to_string()).unwrap_or_else(|| "0.0.0.0".into());
-        format!("sidecar~{ip}~{}.{}~{}.svc.{}", self.name, self.namespace, self.namespace, crate::model::CLUSTER_DOMAIN)
+        let (name, ns, domain) = (&self.name, &self.namespace, crate::model::CLUSTER_DOMAIN);
+        format!("{kind}~{ip}~{name}.{ns}~{ns}.svc.{domain}")
     }
 }
 

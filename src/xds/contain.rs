@@ -62,8 +62,20 @@ pub struct Refused {
     /// The resource holding the unit, as the refused response had it (for CSDS's `failed_configuration`).
     #[serde(skip)]
     pub rejected: Option<Arc<Resource>>,
+    /// For a virtual host: the Services (FQDN) its refused routes send to. A gateway's virtual host is named after
+    /// an outside host (`bookinfo.example.com:8080`), so its name says nothing of the Services behind it.
+    #[serde(skip)]
+    pub routes_to: Box<[String]>,
     #[serde(skip)]
     pub at: std::time::SystemTime,
+}
+
+impl Refused {
+    /// Whether refusing this part keeps the proxy from the Service with FQDN `service`'s current config: the part
+    /// is that Service's (see [`Unit::belongs_to`]), or is a virtual host routing to it.
+    pub fn concerns(&self, service: &str) -> bool {
+        self.unit.belongs_to(service) || self.routes_to.iter().any(|s| s == service)
+    }
 }
 
 /// One stream's containment state for one type.
@@ -112,12 +124,18 @@ impl Containment {
             0 => Vec::new(),
             1 => {
                 let (unit, content) = changed.into_iter().next().expect("one");
+                let rejected = sent.get(&unit.resource).cloned();
+                let routes_to = match (&unit.virtual_host, &rejected) {
+                    (Some(vh), Some(r)) => routed_services(r, vh),
+                    _ => Box::default(),
+                };
                 let refused = Refused {
                     unit: unit.clone(),
                     content,
                     reason: reason.to_string(),
                     version: version.to_string(),
-                    rejected: sent.get(&unit.resource).cloned(),
+                    rejected,
+                    routes_to,
                     at: std::time::SystemTime::now(),
                 };
                 self.refused.insert(unit.clone(), refused);
@@ -204,6 +222,23 @@ fn pin(kind: TypeKind, mut target: ResourceSet, held: &ResourceSet, units: &[&Un
         target.insert(name.to_string(), Arc::new(Resource::route(&config)));
     }
     target
+}
+
+/// The Services (FQDN, sorted) the virtual host `vhost` of route configuration `r` sends to or mirrors to.
+fn routed_services(r: &Resource, vhost: &str) -> Box<[String]> {
+    let Some(config) = decode(r) else { return Box::default() };
+    let virtual_hosts = config.virtual_hosts.into_iter().filter(|v| v.name == vhost).collect();
+    let only = RouteConfiguration { virtual_hosts, ..Default::default() };
+    let clusters = super::resource::route_refs(&only);
+    let mut services: Vec<String> = clusters
+        .iter()
+        .filter(|c| c.starts_with("outbound|"))
+        .filter_map(|c| c.rsplit('|').next())
+        .map(str::to_string)
+        .collect();
+    services.sort();
+    services.dedup();
+    services.into_boxed_slice()
 }
 
 fn decode(r: &Resource) -> Option<RouteConfiguration> {
@@ -309,6 +344,46 @@ mod tests {
         let settled = c.apply(TypeKind::Route, target.clone(), &held);
         assert_eq!(routes_of(&settled), pairs(&[("a", "2"), ("b", "2"), ("c", "1"), ("d", "2")]));
         assert_eq!(c.refused().map(|r| r.reason.as_str()).collect::<Vec<_>>(), ["no"]);
+    }
+
+    #[test]
+    fn a_refused_gateway_virtual_host_concerns_the_services_it_routes_to() {
+        use envoy_types::pb::envoy::config::route::v3::weighted_cluster::ClusterWeight;
+        use envoy_types::pb::envoy::config::route::v3::{RouteAction, WeightedCluster, route, route_action};
+        let split = |bad: &str| {
+            let weighted = WeightedCluster {
+                clusters: ["v1", "v2"]
+                    .map(|v| ClusterWeight {
+                        name: format!("outbound|9080|{v}|productpage.default.svc.cluster.local"),
+                        ..Default::default()
+                    })
+                    .to_vec(),
+                ..Default::default()
+            };
+            let action = RouteAction {
+                cluster_specifier: Some(route_action::ClusterSpecifier::WeightedClusters(weighted)),
+                ..Default::default()
+            };
+            let vh = VirtualHost {
+                name: "bookinfo.example.com:8080".into(),
+                domains: vec!["bookinfo.example.com".into()],
+                routes: vec![Route {
+                    name: bad.into(),
+                    action: Some(route::Action::Route(action)),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            };
+            let config = RouteConfiguration { name: "http.8080".into(), virtual_hosts: vec![vh], ..Default::default() };
+            ResourceSet::from_iter([("http.8080".to_string(), Arc::new(Resource::route(&config)))])
+        };
+        let mut c = Containment::default();
+        let guilty = c.nack(TypeKind::Route, &split("bad"), &split("good"), "v2", "invalid");
+        assert_eq!(guilty[0].virtual_host.as_deref(), Some("bookinfo.example.com:8080"));
+        let refused = c.refused().next().expect("refused");
+        assert!(!refused.unit.belongs_to("productpage.default.svc.cluster.local"), "the name is the outside host's");
+        assert!(refused.concerns("productpage.default.svc.cluster.local"), "its routes go to productpage");
+        assert!(!refused.concerns("reviews.default.svc.cluster.local"));
     }
 
     #[test]

@@ -79,10 +79,11 @@ pub struct ProxyStatus {
 }
 
 impl ProxyStatus {
-    /// Whether a part of the config this proxy refused belongs to the Service with FQDN `service`: one of its
-    /// virtual hosts (`fqdn:port`) or clusters (`outbound|port|subset|fqdn`).
+    /// Whether a part of the config this proxy refused concerns the Service with FQDN `service`: one of its
+    /// virtual hosts (`fqdn:port`) or clusters (`outbound|port|subset|fqdn`), or a virtual host routing to it
+    /// (a gateway's `HOST:PORT`, a VirtualService's host).
     pub fn refuses(&self, service: &str) -> bool {
-        self.types.values().flat_map(|t| &t.refused).any(|r| r.unit.belongs_to(service))
+        self.types.values().flat_map(|t| &t.refused).any(|r| r.concerns(service))
     }
 
     /// Every part this proxy refused, by type.
@@ -182,7 +183,7 @@ impl Registry {
         let streams = self.lock();
         let mut out = Vec::new();
         for s in streams.values() {
-            for (kind, r) in s.refused().filter(|(_, r)| r.unit.belongs_to(service)) {
+            for (kind, r) in s.refused().filter(|(_, r)| r.concerns(service)) {
                 out.push(format!("{} ({}): {}: {}", s.node_id, kind.short(), r.unit, r.reason));
             }
         }

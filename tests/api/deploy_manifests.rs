@@ -1,6 +1,7 @@
 //! The manifests in `deploy/`: they parse, the CRD is what `sluice crd` prints, the ClusterRole and Role grant
 //! exactly the API calls the code makes (`sluice::source::kube::ACCESS`), the webhook configuration reaches the
-//! webhook, and Bookinfo is plain (the webhook adds the sidecars).
+//! webhook, Bookinfo is plain (the webhook adds the sidecars), and Bookinfo's gateway (`bookinfo-gateway.yaml`) is a
+//! `sluice proxy --gateway` that its LoadBalancer Service, its Gateway and Sluice's translation agree on.
 
 use crate::common;
 
@@ -132,4 +133,117 @@ fn bookinfo_is_plain_and_its_namespace_asks_for_injection() {
     let policy = find(&docs, "ReleasePolicy")[0];
     let spec: sluice::model::ReleasePolicySpec = serde_json::from_value(policy["spec"].clone()).unwrap();
     spec.validate().unwrap();
+}
+
+/// The labels `selector` names are all among `labels`.
+fn selects(selector: &Value, labels: &Value) -> bool {
+    selector.as_object().is_some_and(|s| !s.is_empty() && s.iter().all(|(k, v)| labels.get(k) == Some(v)))
+}
+
+/// `sluice proxy` as the container runs it: each env var the manifest sets (fieldRefs given test values) becomes
+/// the flag that reads it, so a name `sluice proxy` does not read fails here.
+fn proxy_args(container: &Value, pod: &Value) -> sluice::agent::ProxyArgs {
+    use clap::{Args, FromArgMatches};
+    let command = sluice::agent::ProxyArgs::augment_args(clap::Command::new("proxy").no_binary_name(true));
+    let mut flags = Vec::new();
+    for e in container["env"].as_array().expect("env") {
+        let name = e["name"].as_str().expect("env name");
+        let value = match e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
+            Some("metadata.name") => "bookinfo-gateway-5d8f7-x2v9q".to_string(),
+            Some("metadata.namespace") => pod["metadata"]["namespace"].as_str().expect("namespace").to_string(),
+            Some("status.podIP") => "10.1.0.9".to_string(),
+            Some("spec.serviceAccountName") => pod["spec"]["serviceAccountName"].as_str().expect("sa").to_string(),
+            Some(other) => panic!("{name}: fieldRef {other}"),
+            None => e["value"].as_str().unwrap_or_else(|| panic!("{name}: a string value")).to_string(),
+        };
+        let arg = command.get_arguments().find(|a| a.get_env().is_some_and(|n| n == name));
+        let long = arg.and_then(|a| a.get_long()).unwrap_or_else(|| panic!("`sluice proxy` reads no env var {name}"));
+        flags.push(format!("--{long}={value}"));
+    }
+    let matches = command.try_get_matches_from(&flags).unwrap_or_else(|e| panic!("{flags:?}: {e}"));
+    sluice::agent::ProxyArgs::from_arg_matches(&matches).expect("ProxyArgs")
+}
+
+/// The node a bootstrap announces, as Sluice's xDS layer reads it.
+fn proxy_of(bootstrap: &Value) -> sluice::model::ProxyInfo {
+    let desc = sluice::envoy_json::pool().get_message_by_name("envoy.config.core.v3.Node").expect("Node");
+    let node = prost_reflect::DynamicMessage::deserialize(desc, bootstrap["node"].clone()).expect("node JSON");
+    let node: envoy_types::pb::envoy::config::core::v3::Node = node.transcode_to().expect("Node");
+    sluice::xds::node::proxy_info(Some(&node)).expect("a valid node")
+}
+
+#[test]
+fn the_bookinfo_gateway_runs_sluice_proxy_as_the_gateway_its_service_and_routes_name() {
+    let docs = docs("bookinfo-gateway.yaml");
+    let [deployment] = find(&docs, "Deployment")[..] else { panic!("one Deployment") };
+    let [service] = find(&docs, "Service")[..] else { panic!("one Service") };
+    let [gateway] = find(&docs, "Gateway")[..] else { panic!("one Gateway") };
+    let pod = &deployment["spec"]["template"];
+    let labels = &pod["metadata"]["labels"];
+    for d in &docs {
+        assert_eq!(d["metadata"]["namespace"], "bookinfo", "{}", d["metadata"]["name"]);
+    }
+
+    // The Service: a LoadBalancer in front of these pods, each port reaching a port the container declares.
+    assert_eq!(service["spec"]["type"], "LoadBalancer");
+    assert!(selects(&service["spec"]["selector"], labels), "the Service selects the gateway pods");
+    assert!(selects(&deployment["spec"]["selector"]["matchLabels"], labels));
+    assert!(selects(&gateway["spec"]["selector"], labels), "the Gateway's selector matches the pods too");
+    let [c] = &pod["spec"]["containers"].as_array().expect("containers")[..] else { panic!("one container") };
+    let container_ports: Vec<&Value> = c["ports"].as_array().expect("ports").iter().collect();
+    let port_of = |target: &Value| {
+        container_ports
+            .iter()
+            .find(|p| p["containerPort"] == *target || p["name"] == *target)
+            .map(|p| &p["containerPort"])
+    };
+    let mut targets = Vec::new();
+    for p in service["spec"]["ports"].as_array().expect("ports") {
+        let target = port_of(&p["targetPort"]).unwrap_or_else(|| panic!("targetPort {} is no container port", p));
+        targets.push(target.as_u64().expect("a number"));
+    }
+    assert_eq!(service["spec"]["ports"][0]["port"], 80, "HTTP from outside on 80");
+
+    // The pod is a gateway, not a workload: not injected, the readiness probe the agent answers.
+    let template = serde_json::json!({"metadata": pod["metadata"], "spec": pod["spec"]});
+    assert!(sluice::inject::policy::decide(&template, "bookinfo").is_err(), "the injector leaves the gateway alone");
+    assert_eq!(c["args"], serde_json::json!(["proxy"]));
+    assert_eq!(c["readinessProbe"]["httpGet"], serde_json::json!({"path": "/healthz/ready", "port": 15021}));
+    let account = pod["spec"]["serviceAccountName"].clone();
+    assert!(find(&docs, "ServiceAccount").iter().any(|a| a["metadata"]["name"] == account), "{account}");
+    let sluice_docs = self::docs("sluice.yaml");
+    let sluice_service = find(&sluice_docs, "Service")[0];
+    let args = proxy_args(c, &serde_json::json!({"metadata": deployment["metadata"], "spec": pod["spec"]}));
+    let meta = &sluice_service["metadata"];
+    let xds = format!("{}.{}.svc:15010", meta["name"].as_str().expect("name"), meta["namespace"].as_str().expect("ns"));
+    assert_eq!(args.xds.to_string(), xds, "the gateway reaches Sluice's xDS Service");
+    assert_eq!(args.status_port, 15021);
+
+    // What that agent's Envoy announces is a gateway proxy for this Gateway ...
+    let bootstrap = sluice::bootstrap::render(&args.bootstrap(&args.pod().expect("the pod")));
+    let proxy = proxy_of(&bootstrap);
+    let gw_key = sluice::model::ObjectKey::new("bookinfo", "bookinfo-gateway");
+    match &proxy.mode {
+        sluice::model::InterceptionMode::Gateway(role) => assert_eq!(role.named.as_ref(), Some(&gw_key)),
+        other => panic!("not a gateway: {other:?}"),
+    }
+    assert!(proxy.id.starts_with("router~10.1.0.9~bookinfo-gateway-5d8f7-x2v9q.bookinfo~"), "{}", proxy.id);
+    assert!(proxy.inbound_ports.is_empty());
+
+    // ... and Sluice, given this Gateway and VirtualService with Bookinfo's Services, gives it a listener on the
+    // port the Service sends to, routing to productpage.
+    let services = self::docs("bookinfo.yaml").into_iter().filter(|d| d["kind"] == "Service");
+    let routing = docs.iter().filter(|d| d["kind"] == "Gateway" || d["kind"] == "VirtualService").cloned();
+    let text: String =
+        services.chain(routing).map(|d| format!("---\n{}", serde_yaml::to_string(&d).expect("YAML"))).collect();
+    let model = sluice::source::parse_str(&text, "bookinfo-gateway.yaml").unwrap_or_else(|e| panic!("{e}"));
+    let listeners: Vec<String> = sluice::translate::listeners(&model, &proxy).into_iter().map(|l| l.name).collect();
+    assert_eq!(listeners, ["0.0.0.0_8080"]);
+    assert!(targets.contains(&8080), "the Service sends to the Gateway's server port: {targets:?}");
+    let scope = sluice::translate::route_scope(&model, &proxy);
+    let routes = sluice::translate::route_configs(&model, &scope);
+    let [http] = &routes[..] else { panic!("one route configuration: {routes:?}") };
+    assert_eq!(http.name, "http.8080");
+    let clusters = format!("{:?}", http.virtual_hosts);
+    assert!(clusters.contains("outbound|9080||productpage.bookinfo.svc.cluster.local"), "{clusters}");
 }
