@@ -98,7 +98,7 @@ fn servers<'a>(
     let mut by_port: BTreeMap<u16, Vec<ServerRef<'a>>> = BTreeMap::new();
     let mut push = |s: ServerRef<'a>| {
         let list = by_port.entry(s.port).or_default();
-        if !list.first().is_some_and(|first| first.protocol != s.protocol) {
+        if list.first().is_none_or(|first| first.protocol == s.protocol) {
             list.push(s);
         }
     };

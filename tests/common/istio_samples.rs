@@ -70,3 +70,29 @@ pub fn reviews_to(name: &str, subset: &str) -> String {
          [reviews]\n  http:\n  - route:\n    - destination: {{host: reviews, subset: {subset}}}\n"
     )
 }
+
+/// `gateway-api/bookinfo-gateway.yaml`: Gateway `bookinfo-gateway` (class `istio`, one HTTP listener on 80 taking
+/// routes of its own namespace) and HTTPRoute `bookinfo` with the sample's five path matches to productpage:9080.
+pub const GATEWAY_API_BOOKINFO_GATEWAY: &str = "\
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: bookinfo-gateway}
+spec:
+  gatewayClassName: istio
+  listeners:
+  - {name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: Same}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: bookinfo}
+spec:
+  parentRefs: [{name: bookinfo-gateway}]
+  rules:
+  - matches:
+    - path: {type: Exact, value: /productpage}
+    - path: {type: PathPrefix, value: /static}
+    - path: {type: Exact, value: /login}
+    - path: {type: Exact, value: /logout}
+    - path: {type: PathPrefix, value: /api/v1/products}
+    backendRefs: [{name: productpage, port: 9080}]
+";

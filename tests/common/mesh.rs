@@ -9,25 +9,29 @@ use std::time::Duration;
 
 /// A `reviews` Service and two Workloads (v1, v3) on `127.0.0.1`, in config-file YAML; tests append a policy.
 pub fn reviews_yaml(v1: u16, v3: u16) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: Service
-metadata: {{name: reviews}}
-spec:
-  selector: {{app: reviews}}
-  ports: [{{name: http, port: 9080}}]
----
-apiVersion: sluice.dev/v1alpha1
-kind: Workload
-metadata: {{name: reviews-v1, labels: {{app: reviews, version: v1}}}}
-spec: {{address: 127.0.0.1, ports: {{http: {v1}}}}}
----
-apiVersion: sluice.dev/v1alpha1
-kind: Workload
-metadata: {{name: reviews-v3, labels: {{app: reviews, version: v3}}}}
-spec: {{address: 127.0.0.1, ports: {{http: {v3}}}}}
-"#
-    )
+    versions_yaml("reviews", &[("v1", v1), ("v3", v3)])
+}
+
+/// A Service `service` (port 9080, `http`) and a Workload `SERVICE-VERSION` per version on `127.0.0.1:PORT`, in
+/// config-file YAML.
+pub fn versions_yaml(service: &str, versions: &[(&str, u16)]) -> String {
+    let mut out = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {service}}}\nspec:\n  selector: {{app: {service}}}\n  \
+         ports: [{{name: http, port: 9080}}]\n"
+    );
+    for (version, port) in versions {
+        out.push_str(&format!(
+            "---\napiVersion: sluice.dev/v1alpha1\nkind: Workload\nmetadata: {{name: {service}-{version}, labels: \
+             {{app: {service}, version: {version}}}}}\nspec: {{address: 127.0.0.1, ports: {{http: {port}}}}}\n"
+        ));
+    }
+    out
+}
+
+/// A port nobody listens on now (a gateway's server port is the port it binds, as in Istio).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
 }
 
 /// The same mesh as a model built in code: `reviews` with a v1 and a v3 endpoint on `127.0.0.1`.

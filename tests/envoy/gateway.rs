@@ -5,6 +5,7 @@
 use crate::common;
 
 use common::http::{Client, client, get_response};
+use common::mesh::free_port;
 use common::{Backend, Envoy, assert_share};
 use futures::StreamExt;
 use sluice::bootstrap::{BootstrapArgs, render};
@@ -15,33 +16,11 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// A port nobody listens on now (the Gateway's server port is the port the gateway binds, as in Istio).
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
 /// productpage (v1, v2 on local backends) and Bookinfo's gateway: server `http` on `any` for every host, server
 /// `http-named` on `named` for bookinfo.example.com only; the VirtualService `bookinfo` as the sample writes it.
 fn config(v1: u16, v2: u16, any: u16, named: u16) -> String {
     format!(
-        r#"apiVersion: v1
-kind: Service
-metadata: {{name: productpage}}
-spec:
-  selector: {{app: productpage}}
-  ports: [{{name: http, port: 9080}}]
----
-apiVersion: sluice.dev/v1alpha1
-kind: Workload
-metadata: {{name: productpage-v1, labels: {{app: productpage, version: v1}}}}
-spec: {{address: 127.0.0.1, ports: {{http: {v1}}}}}
----
-apiVersion: sluice.dev/v1alpha1
-kind: Workload
-metadata: {{name: productpage-v2, labels: {{app: productpage, version: v2}}}}
-spec: {{address: 127.0.0.1, ports: {{http: {v2}}}}}
----
+        r#"{}---
 apiVersion: networking.istio.io/v1
 kind: Gateway
 metadata:
@@ -81,7 +60,8 @@ spec:
         host: productpage
         port:
           number: 9080
-"#
+"#,
+        common::mesh::versions_yaml("productpage", &[("v1", v1), ("v2", v2)])
     )
 }
 

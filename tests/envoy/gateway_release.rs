@@ -56,23 +56,7 @@ const CURL: &str = "curl/8.5.0";
 fn config(v1: u16, v2: u16, port: u16, weight: u32, chrome: bool) -> String {
     let rules = if chrome { "\n    rules:\n    - {name: chrome, to: canary, match: {browser: [Chrome]}}" } else { "" };
     format!(
-        r#"apiVersion: v1
-kind: Service
-metadata: {{name: productpage}}
-spec:
-  selector: {{app: productpage}}
-  ports: [{{name: http, port: 9080}}]
----
-apiVersion: sluice.dev/v1alpha1
-kind: Workload
-metadata: {{name: productpage-v1, labels: {{app: productpage, version: v1}}}}
-spec: {{address: 127.0.0.1, ports: {{http: {v1}}}}}
----
-apiVersion: sluice.dev/v1alpha1
-kind: Workload
-metadata: {{name: productpage-v2, labels: {{app: productpage, version: v2}}}}
-spec: {{address: 127.0.0.1, ports: {{http: {v2}}}}}
----
+        r#"{}---
 apiVersion: networking.istio.io/v1
 kind: Gateway
 metadata: {{name: bookinfo-gateway}}
@@ -101,7 +85,8 @@ spec:
   canary: v2
   traffic:
     canaryWeight: {weight}{rules}
-"#
+"#,
+        common::mesh::versions_yaml("productpage", &[("v1", v1), ("v2", v2)])
     )
 }
 

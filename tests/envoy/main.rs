@@ -11,6 +11,7 @@ mod common;
 mod bootstrap;
 mod containment;
 mod gateway;
+mod gateway_api;
 mod gateway_release;
 mod harness_selftest;
 mod istio;

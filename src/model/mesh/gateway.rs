@@ -112,6 +112,17 @@ impl GatewaySpec {
         }
         for (i, s) in self.servers.iter().enumerate() {
             validate_server(&format!("spec.servers[{i}]"), s, &mut out);
+            // One protocol per port: Envoy has one listener there (istiod drops the later servers).
+            let clash = self.servers[..i].iter().position(|e| {
+                e.port.number == s.port.number && e.port.protocol().is_some() && e.port.protocol() != s.port.protocol()
+            });
+            if let Some(j) = clash {
+                let msg = format!(
+                    "port {} is already {} in spec.servers[{j}]: one protocol per port",
+                    s.port.number, self.servers[j].port.protocol
+                );
+                out.push(FieldError::new(format!("spec.servers[{i}].port.protocol"), msg));
+            }
         }
         out
     }
@@ -241,6 +252,14 @@ mod tests {
         )
         .expect("spec");
         let paths: Vec<String> = spec.validate().into_iter().map(|e| e.path).collect();
+        let clash: GatewaySpec = serde_yaml::from_str(
+            "servers:\n- port: {number: 80, protocol: HTTP}\n  hosts: ['*']\n- port: {number: 80, protocol: HTTPS}\n  hosts: ['*']\n  tls: {mode: SIMPLE, credentialName: c}\n",
+        )
+        .expect("spec");
+        let errors = clash.validate();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].path, "spec.servers[1].port.protocol");
+        assert!(errors[0].message.contains("port 80 is already HTTP in spec.servers[0]"), "{errors:?}");
         assert_eq!(
             paths,
             [
