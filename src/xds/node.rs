@@ -51,10 +51,10 @@ pub fn proxy_info(node: Option<&Node>) -> Result<ProxyInfo, NodeError> {
     } else {
         InterceptionMode::Intercept
     };
-    // Only an Envoy can take SDS secrets into its TLS contexts; a proxyless client never gets TLS here. A gateway's
-    // upstream mTLS is not built yet: it gets plaintext clusters.
+    // Only an Envoy can take SDS secrets into its TLS contexts; a proxyless client never gets TLS here. A gateway
+    // with SDS (`sluice proxy --gateway --mtls`) calls the mesh over mTLS with its own identity, as istiod's do.
     let mtls = string(meta, META_MTLS) == Some("true")
-        && matches!(mode, InterceptionMode::Listen(_) | InterceptionMode::Intercept);
+        && matches!(mode, InterceptionMode::Listen(_) | InterceptionMode::Intercept | InterceptionMode::Gateway(_));
     Ok(ProxyInfo {
         id: node.id.clone(),
         namespace,

@@ -5,6 +5,7 @@
 //! ```text
 //!  client ─mTLS─▶ productpage ─mTLS─▶ reviews v3 ─mTLS─▶ ratings        (each hop: the caller's SPIFFE id in XFCC)
 //!  outsider (no sidecar, no rules) ─plaintext─▶ reviews v3's pod address:  STRICT refused, PERMISSIVE served
+//!  outsider ─plaintext─▶ ingress gateway pod :8080 (`sluice proxy --gateway --mtls`) ─mTLS─▶ productpage  (STRICT)
 //! ```
 //! - STRICT, then PERMISSIVE, then STRICT again under ≥ 100 req/s of mesh traffic: 0 failed requests;
 //! - rotation: 60 s certificates, 5 minutes of traffic, ≥ 4 new serials in Envoy's `/certs`, 0 failed requests.
@@ -62,7 +63,29 @@ fn sha256(text: &str) -> String {
 struct Mtls {
     mesh: PodMesh,
     config: String,
+    /// The ingress gateway's agent (`bookinfo-gateway` account, `SLUICE_GATEWAY`, mTLS), started by a test.
+    gateway: Sidecar,
 }
+
+/// Bookinfo's Istio gateway: every host on 8080, the sample's productpage paths (in flow style).
+const GATEWAY: &str = "---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: bookinfo-gateway}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 8080, name: http, protocol: HTTP}, hosts: ['*']}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: bookinfo}
+spec:
+  hosts: ['*']
+  gateways: [bookinfo-gateway]
+  http:
+  - match: [{uri: {exact: /productpage}}, {uri: {prefix: /static}}, {uri: {exact: /login}}, {uri: {exact: /logout}}, {uri: {prefix: /api/v1/products}}]
+    route: [{destination: {host: productpage, port: {number: 9080}}}]
+";
 
 impl Mtls {
     /// Bookinfo with workload mTLS under `mode`, reviews all to v3 (so every call goes on to ratings); a client
@@ -74,6 +97,7 @@ impl Mtls {
         }
         mesh.add_pod("client");
         mesh.add_pod("outsider");
+        mesh.add_pod("gateway");
         for svc in ["productpage", "details", "reviews", "ratings"] {
             mesh.add_service(svc);
         }
@@ -88,13 +112,17 @@ impl Mtls {
             "---\napiVersion: sluice.dev/v1alpha1\nkind: ReleasePolicy\nmetadata: {name: reviews-v3}\nspec:\n  \
              service: reviews\n  stable: v1\n  canary: v3\n  traffic: {canaryWeight: 10000}\n",
         );
+        config.push_str(GATEWAY);
         mesh.write_config(&format!("{config}{}", peer_authentication(mode)));
 
         // One token per service account; the CA's file holds their hashes.
         let dir = mesh.net.dir().to_path_buf();
         let mut lines = String::new();
-        let accounts: BTreeSet<String> =
-            PODS.iter().map(|(_, app, _)| format!("bookinfo-{app}")).chain(["bookinfo-client".into()]).collect();
+        let accounts: BTreeSet<String> = PODS
+            .iter()
+            .map(|(_, app, _)| format!("bookinfo-{app}"))
+            .chain(["bookinfo-client".into(), "bookinfo-gateway".into()])
+            .collect();
         for sa in &accounts {
             let token = format!("token-{sa}-{}", std::process::id());
             std::fs::write(dir.join(format!("{sa}.token")), &token).unwrap();
@@ -143,7 +171,14 @@ impl Mtls {
         for pod in ["productpage", "details", "ratings", "reviews-v1", "reviews-v3", "client"] {
             mesh.wait_ready(pod, Duration::from_secs(30)).await;
         }
-        Mtls { mesh, config }
+        // A gateway pod is no sidecar: no interception, no app; the agent runs Envoy as istiod's router would.
+        let mut gateway = Sidecar {
+            labels: vec![("istio".into(), "ingressgateway".into())],
+            drain_seconds: 1,
+            ..sidecar("bookinfo-gateway")
+        };
+        gateway.env.push(("SLUICE_GATEWAY".into(), "default/bookinfo-gateway".into()));
+        Mtls { mesh, config, gateway }
     }
 
     fn set_mode(&self, mode: &str) {
@@ -228,6 +263,47 @@ async fn strict_mtls_carries_identities_refuses_plaintext_and_switches_modes_wit
     assert!(status.lines().next().is_some_and(|h| h.ends_with("CERT NOT AFTER")), "{status}");
     let row = status.lines().find(|l| l.contains("reviews-v3")).expect("a reviews-v3 row");
     assert!(row.trim_end().ends_with('Z'), "reviews-v3's certificate end: {row}");
+
+    // The ingress gateway takes plaintext from outside and calls productpage over mTLS with its own identity.
+    let mut m = m;
+    let gateway = m.gateway.clone();
+    m.mesh.start_agent("gateway", &gateway);
+    m.mesh.wait_ready("gateway", Duration::from_secs(30)).await;
+    let at_gateway = SocketAddr::from((m.mesh.pod("gateway").ip, 8080));
+    let req = HttpRequest { host: "bookinfo.example.com", ..HttpRequest::get(at_gateway, "/productpage") };
+    let (status, body) = m.mesh.net.http(m.mesh.pod("outsider"), req).await.expect("the gateway answers");
+    if status != 200 {
+        let admin = crate::common::podmesh::ENVOY_ADMIN;
+        let gw = m.mesh.pod("gateway");
+        let (_, stats) =
+            m.mesh.net.http(gw, HttpRequest::get(admin, "/stats?filter=productpage")).await.expect("stats");
+        let (_, dump) = m
+            .mesh
+            .net
+            .http(gw, HttpRequest::get(admin, "/config_dump?resource=dynamic_active_clusters"))
+            .await
+            .expect("dump");
+        let (_, certs) = m.mesh.net.http(gw, HttpRequest::get(admin, "/certs")).await.expect("certs");
+        let pp = dump.find("productpage.default").map(|i| &dump[i.saturating_sub(200)..(i + 3000).min(dump.len())]);
+        panic!("through the gateway under STRICT: {status} {body}\n{stats}\n{pp:?}\n{certs}");
+    }
+    let page: Value = serde_json::from_str(&body).expect("productpage JSON");
+    assert!(xfcc(&page).contains(&format!("URI={}", spiffe("bookinfo-gateway"))), "productpage's XFCC: {page}");
+    let gw_load = m
+        .mesh
+        .load(
+            "outsider",
+            &[&format!("--url=http://{at_gateway}/productpage"), "--count=300", "--workers=4"],
+            Duration::from_secs(30),
+        )
+        .await;
+    println!("outsider → gateway → productpage (STRICT): {} requests, {} failed", gw_load.total, gw_load.failed);
+    assert!(gw_load.total >= 200 && gw_load.failed == 0, "{gw_load:?}");
+    let handshakes = m
+        .mesh
+        .envoy_stat("gateway", "cluster.outbound|9080||productpage.default.svc.cluster.local.ssl.handshake")
+        .await;
+    assert!(handshakes > 0, "the gateway's calls to productpage are mTLS: {handshakes} handshakes");
 
     // No sidecar, no certificate: refused under STRICT; served under PERMISSIVE.
     let refused = m.outsider_call().await;
