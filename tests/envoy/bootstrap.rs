@@ -77,3 +77,19 @@ fn envoy_accepts_the_sidecar_bootstrap() {
         "--stats-inclusion-suffixes=upstream_rq_retry",
     ]);
 }
+
+/// The ingress gateway bootstraps: `sluice bootstrap --gateway` (loopback bind, as the tests run it), and the one
+/// `sluice proxy --gateway --mtls` renders (an istiod router node id, SDS from the agent's socket for its upstream
+/// mTLS, Prometheus on 15090).
+#[test]
+fn envoy_accepts_the_gateway_bootstraps() {
+    validate(&["--node-id=public-gateway-1", "--gateway=gateways/public", "--gateway-bind=127.0.0.1"]);
+    validate(&[
+        "--node-id=router~10.1.0.9~bookinfo-gateway-abc.bookinfo~bookinfo.svc.cluster.local",
+        "--xds=sluice.sluice-system.svc:15010",
+        "--gateway=bookinfo/bookinfo-gateway",
+        "--labels=app=bookinfo-gateway,istio=ingressgateway",
+        "--sds-socket=/etc/sluice/proxy/sds.sock",
+        "--prometheus-port=15090",
+    ]);
+}
