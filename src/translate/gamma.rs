@@ -72,7 +72,7 @@ pub(crate) fn gateway_rules(model: &Model, routes: &[(&ObjectKey, &HttpRouteObje
             }
         }
     }
-    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    keyed.sort_by_key(|a| a.0);
     keyed.into_iter().map(|(_, r)| r).collect()
 }
 
