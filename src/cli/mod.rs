@@ -76,7 +76,8 @@ pub struct ServeArgs {
     /// With --kube: watch only these namespaces (comma-separated); all namespaces when empty.
     #[arg(long, env = "SLUICE_NAMESPACES", value_delimiter = ',', requires = "kube")]
     pub namespaces: Vec<String>,
-    /// With --kube: also watch Istio VirtualServices, DestinationRules and PeerAuthentications and Gateway API HTTPRoutes
+    /// With --kube: also watch Istio VirtualServices, DestinationRules, PeerAuthentications and Gateways, Gateway API
+    /// HTTPRoutes, Gateways, GatewayClasses and ReferenceGrants, and `kubernetes.io/tls` Secrets
     /// (`--kube-mesh-objects false` to skip them). A kind whose CRD is not installed is logged and served empty.
     #[arg(long, env = "SLUICE_KUBE_MESH_OBJECTS", default_value_t = true, action = clap::ArgAction::Set)]
     pub kube_mesh_objects: bool,
@@ -397,9 +398,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         });
         tokio::spawn(source::kube::lead(client.clone(), config, leading, holding, stop_rx.clone()));
         let store = sluice.store().clone();
-        let routes = watching.routes;
-        let route_leader = leader.clone();
-        tokio::spawn(source::kube::write_route_status(client.clone(), store, routes, route_leader, stop_rx.clone()));
+        let (statused, api_leader) = (watching.statused, leader.clone());
+        tokio::spawn(source::kube::write_api_status(client.clone(), store, statused, api_leader, stop_rx.clone()));
         let (observed, owners) = (watching.observed.clone(), watching.owners);
         let deploy_leader = leader.clone();
         let deployments = source::kube::manage_deployments(

@@ -22,7 +22,8 @@ use super::mesh_route::{MeshRule, gateway_routes};
 use super::route::RouteScope;
 use super::{pack, socket_address, tls};
 use crate::model::mesh::{
-    ApiServer, GatewayView, Server, ServerProtocol, TlsSecret, gateway_view, host_admits, host_intersection, split_host,
+    ApiServer, GATEWAY_NAME_LABEL, GatewayView, Server, ServerProtocol, TlsSecret, gateway_view, host_admits,
+    host_intersection, split_host,
 };
 use crate::model::{GatewayRole, Model, ObjectKey, ProxyInfo};
 use envoy_types::pb::envoy::config::listener::v3::{FilterChainMatch, Listener};
@@ -30,9 +31,6 @@ use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost}
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::DownstreamTlsContext;
 use envoy_types::pb::google::protobuf::BoolValue;
 use std::collections::{BTreeMap, BTreeSet};
-
-/// The label istiod's Gateway API deployments carry: the Gateway a pod serves (in its own namespace).
-pub const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
 
 /// The Gateways that configure a gateway proxy.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -152,17 +152,23 @@ pub fn obj(api_version: &str, kind: &str, name: &str, labels: Value, rest: Value
 
 /// The namespaced (`default`) API of any kind, by `apiVersion` (`group/version`, or `v1` for the core group).
 pub fn api(client: &kube::Client, api_version: &str, kind: &str) -> Api<DynamicObject> {
-    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-    Api::namespaced_with(
-        client.clone(),
-        "default",
-        &ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind)),
-    )
+    api_in(client, api_version, kind, Some("default"))
 }
 
-/// Creates `o` (from [`obj`]) in the emulator.
+/// [`api`] in namespace `ns`, or for a cluster-scoped kind (`None`).
+pub fn api_in(client: &kube::Client, api_version: &str, kind: &str, ns: Option<&str>) -> Api<DynamicObject> {
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
+    match ns {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    }
+}
+
+/// Creates `o` (from [`obj`]) in the emulator, in its `metadata.namespace` (cluster-scoped without one).
 pub async fn create(client: &kube::Client, o: Value) {
-    let a = api(client, o["apiVersion"].as_str().unwrap(), o["kind"].as_str().unwrap());
+    let ns = o["metadata"]["namespace"].as_str();
+    let a = api_in(client, o["apiVersion"].as_str().unwrap(), o["kind"].as_str().unwrap(), ns);
     let name = o["metadata"]["name"].as_str().unwrap().to_string();
     a.create(&PostParams::default(), &serde_json::from_value(o).unwrap())
         .await

@@ -6,7 +6,8 @@
 //! - a malformed VirtualService beside it (a weight that is not a number) is skipped, logged naming
 //!   `namespace/name` and the field, and counted; an untranslated field of the good one is logged and counted;
 //! - HTTPRoute `status.parents` written back: `Conflicted` beside the VirtualService, `Accepted` otherwise;
-//! - a cluster without the Istio and Gateway API CRDs: Sluice logs it, gets ready and serves Services anyway.
+//! - a cluster without the Istio and Gateway API CRDs (routing and gateway kinds): Sluice logs it, gets ready and
+//!   serves Services anyway.
 
 use crate::common;
 
@@ -104,8 +105,8 @@ async fn a_virtual_service_split_from_the_cluster_reaches_envoy_and_a_malformed_
     let watching = sluice::source::kube::start(client.clone(), &[], store.clone(), stop_rx.clone());
     // This replica leads (as the Lease holder would): it writes HTTPRoute status.
     let (_leading, leader) = watch::channel(true);
-    let routes = watching.routes;
-    tokio::spawn(sluice::source::kube::write_route_status(client.clone(), store.clone(), routes, leader, stop_rx));
+    let statused = watching.statused;
+    tokio::spawn(sluice::source::kube::write_api_status(client.clone(), store.clone(), statused, leader, stop_rx));
     let sluice = Sluice::start_with(Options::local(), store, Value::Null).await.expect("start");
     tokio::time::timeout(Duration::from_secs(10), sluice.store().wait_ready()).await.expect("every kind listed");
     let (envoy, listen) = start_envoy(sluice.xds_addr(), "envoy-1", false).await;
@@ -180,6 +181,10 @@ async fn without_the_mesh_crds_sluice_gets_ready_and_serves_services() {
         "networking.istio.io/v1/virtualservices",
         "networking.istio.io/v1/destinationrules",
         "gateway.networking.k8s.io/v1/httproutes",
+        "networking.istio.io/v1/gateways",
+        "gateway.networking.k8s.io/v1/gateways",
+        "gateway.networking.k8s.io/v1/gatewayclasses",
+        "gateway.networking.k8s.io/v1beta1/referencegrants",
     ]);
     let client = kmock.client().await;
     let v1 = Backend::start("v1").await;
@@ -197,7 +202,9 @@ async fn without_the_mesh_crds_sluice_gets_ready_and_serves_services() {
     let all = load(listen, "reviews", 50, 4).await;
     assert_eq!(all.of("v1"), 50, "{all:?}");
     let text = String::from_utf8_lossy(&log.lock().unwrap()).to_string();
-    for kind in ["VirtualService", "DestinationRule", "HTTPRoute"] {
+    let gateways =
+        ["Gateway.networking.istio.io", "Gateway.gateway.networking.k8s.io", "GatewayClass", "ReferenceGrant"];
+    for kind in ["VirtualService", "DestinationRule", "HTTPRoute"].into_iter().chain(gateways) {
         assert!(
             text.lines().any(|l| l.contains("CRD not installed") && l.contains(kind)),
             "the missing {kind} CRD is logged:\n{text}"

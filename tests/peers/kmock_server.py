@@ -9,7 +9,8 @@ With --state, the objects are loaded from FILE at start and written to it after 
 emulator keeps its objects as a restarted API server keeps etcd. kmock assigns no resourceVersion; the tests set
 one on every object they write. With --expire-watches, the first watch of each resource is answered with
 `410 Gone` (as after an API server restart that compacted its history), so clients must relist. --omit leaves a
-resource (`group/version/plural`) unserved, as a cluster without that CRD.
+resource (`group/version/plural`) unserved, as a cluster without that CRD. Lists and watches honour
+`fieldSelector` as the API server does for equality on fields (`type=kubernetes.io/tls`, `metadata.name!=x`).
 """
 
 import argparse
@@ -31,11 +32,39 @@ RESOURCES = {
     "networking.istio.io/v1/destinationrules": ("DestinationRule", True),
     "security.istio.io/v1/peerauthentications": ("PeerAuthentication", True),
     "gateway.networking.k8s.io/v1/httproutes": ("HTTPRoute", True),
+    "gateway.networking.k8s.io/v1/gateways": ("Gateway", True),
+    "gateway.networking.k8s.io/v1/gatewayclasses": ("GatewayClass", False),
+    "gateway.networking.k8s.io/v1beta1/referencegrants": ("ReferenceGrant", True),
+    "networking.istio.io/v1/gateways": ("Gateway", True),
     "coordination.k8s.io/v1/leases": ("Lease", True),
     "apps/v1/deployments": ("Deployment", True),
     "v1/secrets": ("Secret", True),
     "admissionregistration.k8s.io/v1/mutatingwebhookconfigurations": ("MutatingWebhookConfiguration", False),
 }
+
+
+# The kinds with a `status` subresource (beside `scale` for the two that have it).
+STATUS = {"ReleasePolicy", "Deployment", "HTTPRoute", "Gateway", "GatewayClass"}
+
+
+def field(obj, path):
+    for part in path.split("."):
+        obj = obj.get(part) if isinstance(obj, dict) else None
+    return "" if obj is None else str(obj)
+
+
+def selected(obj, selector):
+    """Whether `obj` matches a fieldSelector: comma-separated `path=value`, `path==value` or `path!=value`."""
+    for term in filter(None, (selector or "").split(",")):
+        if "!=" in term:
+            path, value = term.split("!=", 1)
+            if field(obj, path) == value:
+                return False
+        else:
+            path, value = term.replace("==", "=").split("=", 1)
+            if field(obj, path) != value:
+                return False
+    return True
 
 
 def save(emulator, path):
@@ -66,7 +95,19 @@ class Emulator(KubernetesEmulator):
     expire_watches = False
     expired = set()
 
+    async def _serve_list(self, request):
+        listed = await super()._serve_list(request)
+        selector = request.params.get("fieldSelector")
+        listed["items"] = [o for o in listed["items"] if selected(o, selector)]
+        return listed
+
     async def _serve_watch(self, request):
+        selector = request.params.get("fieldSelector")
+        async for event in self._watch_all(request):
+            if not isinstance(event, dict) or event.get("type") == "ERROR" or selected(event.get("object", {}), selector):
+                yield event
+
+    async def _watch_all(self, request):
         if self.expire_watches and request.resource not in self.expired:
             self.expired.add(request.resource)
             yield b""
@@ -100,7 +141,7 @@ async def main():
                 continue
             emulator.resources[resource] = {
                 "kind": kind, "namespaced": namespaced, "verbs": ["list", "watch", "get", "create", "patch", "delete"],
-                "subresources": ["status", "scale"] if kind in ("ReleasePolicy", "Deployment") else ["status"] if kind == "HTTPRoute" else [],
+                "subresources": (["status"] if kind in STATUS else []) + (["scale"] if kind in ("ReleasePolicy", "Deployment") else []),
             }
         if args.state:
             load(emulator, args.state)

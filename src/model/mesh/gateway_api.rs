@@ -18,6 +18,8 @@ use serde::{Deserialize, Serialize};
 pub const GATEWAY_CONTROLLER: &str = "sluice.dev/gateway-controller";
 /// The Gateway API group.
 pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+/// The label naming the Gateway (in its own namespace) that a gateway pod serves and that its Service fronts.
+pub const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
 
 /// A cluster-scoped `GatewayClass` (its key's namespace is empty).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

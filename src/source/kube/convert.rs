@@ -2,13 +2,14 @@
 //!
 //! Each watched kind becomes an [`Item`]: a Service becomes the model's [`Service`], a Pod its labels (the
 //! version label among them) and service account, an EndpointSlice its service, ports and endpoints with their conditions, and a
-//! ReleasePolicy the model's policy (its spec parsed with the same types as a config file, then validated); the
-//! mesh routing objects are converted in [`super::mesh`]. An error here skips that one object; the watch goes on.
+//! ReleasePolicy the model's policy (its spec parsed with the same types as a config file, then validated), a
+//! `kubernetes.io/tls` Secret its certificate and key (checked as PEM); the mesh routing and gateway objects are
+//! converted in [`super::mesh`]. An error here skips that one object; the watch goes on.
 
 use super::{crd, progress};
 use crate::model::{ObjectKey, ReleasePolicy, ReleasePolicySpec, Service, ServicePort, TargetPort, mesh};
 use crate::release::Record;
-use k8s_openapi::api::core::v1::{Pod, Service as KubeService};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service as KubeService};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::DynamicObject;
@@ -35,7 +36,8 @@ impl Invalid {
 /// What the index keeps of one object.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Item {
-    Service(Service),
+    /// A Service, and what a Gateway's `status.addresses` need of it.
+    Service(Service, ServiceFront),
     Pod(PodLabels),
     Slice(Slice),
     /// A policy with the `metadata.generation` of the object it was read from (the status reports it), the
@@ -44,8 +46,39 @@ pub enum Item {
     Policy(Box<ReleasePolicy>, Option<i64>, Option<Box<Record>>, Option<String>),
     VirtualService(Box<mesh::VirtualService>),
     DestinationRule(Box<mesh::DestinationRule>),
-    HttpRoute(Box<mesh::HttpRouteObject>),
+    HttpRoute(Box<mesh::HttpRouteObject>, Tracked),
     PeerAuthentication(Box<mesh::PeerAuthentication>),
+    /// An Istio `Gateway` (`networking.istio.io`).
+    Gateway(Box<mesh::Gateway>),
+    GatewayClass(Box<mesh::GatewayClass>, Tracked),
+    /// A Gateway API `Gateway`.
+    ApiGateway(Box<mesh::ApiGateway>, Tracked),
+    ReferenceGrant(Box<mesh::ReferenceGrant>),
+    Secret(Box<mesh::TlsSecret>),
+}
+
+/// What the Gateway API status writer needs of an object whose status Sluice writes: the `metadata.generation`
+/// it was read at (each condition's `observedGeneration`) and the `status` it holds now (so an equal status is not
+/// written again, and a condition that keeps its status keeps its `lastTransitionTime`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Tracked {
+    pub generation: Option<i64>,
+    pub status: Option<serde_json::Value>,
+}
+
+impl Tracked {
+    pub fn of(meta: &kube::api::ObjectMeta, status: Option<&serde_json::Value>) -> Tracked {
+        Tracked { generation: meta.generation, status: status.filter(|s| !s.is_null()).cloned() }
+    }
+}
+
+/// What a Gateway's `status.addresses` need of a Service beside its cluster IP: the Gateway it fronts (its
+/// `gateway.networking.k8s.io/gateway-name` label) and its load balancer's addresses.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceFront {
+    pub gateway: Option<String>,
+    /// `status.loadBalancer.ingress` as Gateway API addresses: `(IPAddress, ip)` or `(Hostname, hostname)`.
+    pub ingress: Vec<(&'static str, String)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,7 +135,7 @@ pub fn service(svc: &KubeService) -> Result<Item, Invalid> {
             app_protocol: p.app_protocol.clone(),
         });
     }
-    Ok(Item::Service(Service {
+    let service = Service {
         name: svc.name_any(),
         namespace: svc.namespace().unwrap_or_default(),
         ports,
@@ -110,7 +143,40 @@ pub fn service(svc: &KubeService) -> Result<Item, Invalid> {
         // uses it to find the Deployments behind the Service.
         selector: spec.selector.clone().unwrap_or_default().into_iter().collect(),
         cluster_ip: spec.cluster_ip.as_deref().filter(|ip| *ip != "None").and_then(|ip| ip.parse().ok()),
-    }))
+    };
+    Ok(Item::Service(service, front(svc)))
+}
+
+fn front(svc: &KubeService) -> ServiceFront {
+    let ingress = svc.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|lb| lb.ingress.as_ref());
+    let ingress = (ingress.into_iter().flatten())
+        .filter_map(|i| match (&i.ip, &i.hostname) {
+            (Some(ip), _) if !ip.is_empty() => Some(("IPAddress", ip.clone())),
+            (_, Some(host)) if !host.is_empty() => Some(("Hostname", host.clone())),
+            _ => None,
+        })
+        .collect();
+    ServiceFront { gateway: svc.labels().get(mesh::GATEWAY_NAME_LABEL).cloned(), ingress }
+}
+
+/// The Secret type Sluice reads (the watch asks the API server for these only: `fieldSelector=type=...`).
+pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
+
+/// A `kubernetes.io/tls` Secret: `data[tls.crt]` (a PEM chain) and `data[tls.key]` (a PEM key). The errors name
+/// the data key and never quote its content.
+pub fn tls_secret(secret: &Secret) -> Result<Item, Invalid> {
+    if secret.type_.as_deref() != Some(TLS_SECRET_TYPE) {
+        let got = secret.type_.as_deref().unwrap_or("Opaque");
+        return Err(Invalid::new("type", format!("{got}: Sluice reads Secrets of type {TLS_SECRET_TYPE} only")));
+    }
+    let data = |k: &str| {
+        let v = secret.data.as_ref().and_then(|d| d.get(k)).map(|b| b.0.as_slice());
+        v.ok_or_else(|| Invalid::new(format!("data[{k}]"), "missing"))
+    };
+    let (cert, key) = (data("tls.crt")?, data("tls.key")?);
+    let (name, namespace) = (secret.name_any(), secret.namespace().unwrap_or_default());
+    let tls = mesh::TlsSecret::from_pem(&name, &namespace, cert, key).map_err(|e| Invalid::new(e.path, e.message))?;
+    Ok(Item::Secret(Box::new(tls)))
 }
 
 pub fn pod(pod: &Pod) -> Result<Item, Invalid> {
@@ -261,7 +327,8 @@ mod tests {
             "spec": {"ports": [{"name": "http", "port": 9080, "targetPort": "web"}, {"port": 81}]},
         }))
         .unwrap();
-        let Item::Service(s) = service(&svc).unwrap() else { panic!() };
+        let Item::Service(s, front) = service(&svc).unwrap() else { panic!() };
+        assert_eq!(front, ServiceFront::default());
         assert_eq!(s.ports[0].target_port, TargetPort::Name("web".into()));
         assert_eq!(s.ports[1].target_port, TargetPort::Number(81));
         let bad: KubeService = serde_json::from_value(json!({
@@ -269,5 +336,55 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(service(&bad).unwrap_err().field, "spec.ports[0].port");
+    }
+
+    #[test]
+    fn a_gateway_service_keeps_its_label_and_load_balancer_addresses() {
+        let svc: KubeService = serde_json::from_value(json!({
+            "metadata": {"name": "gw", "namespace": "default",
+                          "labels": {"gateway.networking.k8s.io/gateway-name": "gw"}},
+            "spec": {"ports": [{"port": 80}], "clusterIP": "10.96.0.9"},
+            "status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}, {"hostname": "lb.example.com"}, {}]}},
+        }))
+        .unwrap();
+        let Item::Service(s, front) = service(&svc).unwrap() else { panic!() };
+        assert_eq!(s.cluster_ip, Some("10.96.0.9".parse().unwrap()));
+        assert_eq!(front.gateway.as_deref(), Some("gw"));
+        let want = [("IPAddress", "203.0.113.7".to_string()), ("Hostname", "lb.example.com".to_string())];
+        assert_eq!(front.ingress, want);
+    }
+
+    fn secret(kind: &str, cert: &[u8], key: &[u8]) -> Secret {
+        use base64::Engine;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        serde_json::from_value(json!({
+            "metadata": {"name": "cert", "namespace": "gw"}, "type": kind,
+            "data": {"tls.crt": b64(cert), "tls.key": b64(key)},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_tls_secret_is_checked_as_pem_naming_the_data_key_and_never_its_content() {
+        let ca = rcgen::generate_simple_self_signed(vec!["gw.example.com".into()]).unwrap();
+        let (cert, key) = (ca.cert.pem(), ca.signing_key.serialize_pem());
+        let Item::Secret(s) = tls_secret(&secret(TLS_SECRET_TYPE, cert.as_bytes(), key.as_bytes())).unwrap() else {
+            panic!()
+        };
+        assert_eq!((s.namespace.as_str(), s.name.as_str(), s.cert_chain.as_str()), ("gw", "cert", cert.as_str()));
+        let bad_cert = tls_secret(&secret(TLS_SECRET_TYPE, b"not a certificate", key.as_bytes())).unwrap_err();
+        assert_eq!(bad_cert.field, "data[tls.crt]");
+        // A certificate where the key belongs: the error names the field, and no key material is quoted.
+        let bad_key = tls_secret(&secret(TLS_SECRET_TYPE, cert.as_bytes(), cert.as_bytes())).unwrap_err();
+        assert_eq!(bad_key.field, "data[tls.key]");
+        let body = |pem: &str| pem.lines().nth(1).unwrap().to_string();
+        for e in [&bad_cert, &bad_key] {
+            assert!(!e.to_string().contains(&body(&key)) && !e.to_string().contains(&body(&cert)), "{e}");
+        }
+        let opaque = tls_secret(&secret("Opaque", cert.as_bytes(), key.as_bytes())).unwrap_err();
+        assert_eq!(opaque.field, "type");
+        let mut missing = secret(TLS_SECRET_TYPE, cert.as_bytes(), key.as_bytes());
+        missing.data.as_mut().unwrap().remove("tls.key");
+        assert_eq!(tls_secret(&missing).unwrap_err().to_string(), "data[tls.key]: missing");
     }
 }

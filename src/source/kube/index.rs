@@ -5,7 +5,8 @@
 //!                                                     │ all shards listed once?
 //!                                                     ▼
 //!                       Index::model(): services, endpoints (slices ⨝ pods by targetRef), policies,
-//!                                       virtual services, destination rules, HTTP routes
+//!                                       virtual services, destination rules, HTTP routes, peer authentications,
+//!                                       gateways (Istio and Gateway API), classes, grants, TLS secrets
 //! ```
 //! Every watch stream (one per kind and watched namespace) owns a shard. A relist (`Init` … `InitApply` …
 //! `InitDone`) fills a buffer that replaces the shard's items at `InitDone`, so objects missing from the new list
@@ -29,10 +30,18 @@ pub enum Kind {
     DestinationRule,
     HttpRoute,
     PeerAuthentication,
+    /// Istio's `Gateway`.
+    Gateway,
+    GatewayClass,
+    /// Gateway API's `Gateway`.
+    ApiGateway,
+    ReferenceGrant,
+    /// `kubernetes.io/tls` Secrets only.
+    Secret,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 13] = [
         Kind::Service,
         Kind::Pod,
         Kind::EndpointSlice,
@@ -41,7 +50,17 @@ impl Kind {
         Kind::DestinationRule,
         Kind::HttpRoute,
         Kind::PeerAuthentication,
+        Kind::Gateway,
+        Kind::GatewayClass,
+        Kind::ApiGateway,
+        Kind::ReferenceGrant,
+        Kind::Secret,
     ];
+
+    /// A kind whose CRD may be missing: a list answered `404` serves it as empty ([`Change::Absent`]).
+    pub fn is_optional(self) -> bool {
+        !matches!(self, Kind::Service | Kind::Pod | Kind::EndpointSlice | Kind::ReleasePolicy | Kind::Secret)
+    }
 
     /// The kind as a metric label and in logs.
     pub fn name(self) -> &'static str {
@@ -54,6 +73,12 @@ impl Kind {
             Kind::DestinationRule => "DestinationRule",
             Kind::HttpRoute => "HTTPRoute",
             Kind::PeerAuthentication => "PeerAuthentication",
+            // Two kinds are named Gateway: the group tells them apart (as `kubectl get gateway.GROUP` does).
+            Kind::Gateway => "Gateway.networking.istio.io",
+            Kind::GatewayClass => "GatewayClass",
+            Kind::ApiGateway => "Gateway.gateway.networking.k8s.io",
+            Kind::ReferenceGrant => "ReferenceGrant",
+            Kind::Secret => "Secret",
         }
     }
 }
@@ -169,16 +194,21 @@ impl Index {
         out
     }
 
+    /// Every indexed object (the valid ones, each at its last valid version).
+    pub fn items(&self) -> impl Iterator<Item = (&ObjectKey, &Item)> {
+        self.shards.iter().flat_map(|s| s.items.iter())
+    }
+
     /// The model of everything indexed: each Service with the endpoints of its EndpointSlices (labels from the
-    /// Pod each endpoint's `targetRef` names), every valid ReleasePolicy, VirtualService, DestinationRule and
-    /// HTTPRoute.
+    /// Pod each endpoint's `targetRef` names), every valid ReleasePolicy, VirtualService, DestinationRule,
+    /// HTTPRoute, PeerAuthentication, Gateway (both APIs), GatewayClass, ReferenceGrant and TLS Secret.
     pub fn model(&self) -> Model {
         let mut model = Model::default();
         let mut pods = BTreeMap::new();
         let mut slices: BTreeMap<ObjectKey, Vec<&Slice>> = BTreeMap::new();
-        for (key, item) in self.shards.iter().flat_map(|s| s.items.iter()) {
+        for (key, item) in self.items() {
             match item {
-                Item::Service(svc) => {
+                Item::Service(svc, _) => {
                     model.services.insert(key.clone(), svc.clone());
                 }
                 Item::Pod(p) => {
@@ -196,11 +226,26 @@ impl Index {
                 Item::DestinationRule(dr) => {
                     model.destination_rules.insert(key.clone(), (**dr).clone());
                 }
-                Item::HttpRoute(r) => {
+                Item::HttpRoute(r, _) => {
                     model.http_routes.insert(key.clone(), (**r).clone());
                 }
                 Item::PeerAuthentication(p) => {
                     model.peer_authentications.insert(key.clone(), (**p).clone());
+                }
+                Item::Gateway(g) => {
+                    model.gateways.insert(key.clone(), (**g).clone());
+                }
+                Item::GatewayClass(c, _) => {
+                    model.gateway_classes.insert(key.clone(), (**c).clone());
+                }
+                Item::ApiGateway(g, _) => {
+                    model.api_gateways.insert(key.clone(), (**g).clone());
+                }
+                Item::ReferenceGrant(g) => {
+                    model.reference_grants.insert(key.clone(), (**g).clone());
+                }
+                Item::Secret(secret) => {
+                    model.secrets.insert(key.clone(), (**secret).clone());
                 }
             }
         }
@@ -311,143 +356,5 @@ fn accept(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::{Service, ServicePort, TargetPort};
-    use crate::source::kube::convert::{PodLabels, SliceEndpoint};
-
-    fn key(name: &str) -> ObjectKey {
-        ObjectKey::new("default", name)
-    }
-
-    fn svc(name: &str) -> Result<Item, Invalid> {
-        let port =
-            ServicePort { name: "http".into(), port: 9080, target_port: TargetPort::Number(9080), app_protocol: None };
-        Ok(Item::Service(Service {
-            name: name.into(),
-            namespace: "default".into(),
-            ports: vec![port],
-            ..Default::default()
-        }))
-    }
-
-    fn slice(service: &str, eps: &[(&str, &str, bool)]) -> Result<Item, Invalid> {
-        let endpoints = eps
-            .iter()
-            .map(|(pod, ip, ready)| SliceEndpoint {
-                address: ip.to_string(),
-                pod: Some(pod.to_string()),
-                ready: *ready,
-                terminating: false,
-            })
-            .collect();
-        Ok(Item::Slice(Slice { service: service.into(), ports: [("http".into(), 9080)].into(), endpoints }))
-    }
-
-    fn pod(version: &str) -> Result<Item, Invalid> {
-        let labels = [("version".to_string(), version.to_string())].into();
-        Ok(Item::Pod(PodLabels { labels, service_account: None }))
-    }
-
-    fn bad() -> Result<Item, Invalid> {
-        Err(Invalid { field: "spec.canary".into(), message: "must differ from spec.stable".into() })
-    }
-
-    fn index() -> (Index, [usize; 3]) {
-        let mut ix = Index::default();
-        let ids = [ix.add_shard(Kind::Service), ix.add_shard(Kind::Pod), ix.add_shard(Kind::EndpointSlice)];
-        (ix, ids)
-    }
-
-    fn list(ix: &mut Index, shard: usize, items: Vec<(ObjectKey, Result<Item, Invalid>)>) {
-        ix.apply(shard, Change::Init);
-        for (k, i) in items {
-            ix.apply(shard, Change::InitApply(k, i));
-        }
-        ix.apply(shard, Change::InitDone);
-    }
-
-    #[test]
-    fn ready_only_once_every_shard_has_listed() {
-        let (mut ix, [s, p, e]) = index();
-        list(&mut ix, s, vec![(key("reviews"), svc("reviews"))]);
-        list(&mut ix, p, vec![]);
-        assert!(!ix.is_ready());
-        list(&mut ix, e, vec![]);
-        assert!(ix.is_ready());
-    }
-
-    #[test]
-    fn endpoints_join_slices_and_pods_by_target_ref() {
-        let (mut ix, [s, p, e]) = index();
-        list(&mut ix, s, vec![(key("reviews"), svc("reviews"))]);
-        list(&mut ix, p, vec![(key("r1"), pod("v1")), (key("r2"), pod("v2"))]);
-        list(
-            &mut ix,
-            e,
-            vec![(key("reviews-a"), slice("reviews", &[("r1", "10.0.0.1", true), ("r2", "10.0.0.2", false)]))],
-        );
-        let m = ix.model();
-        let eps = m.endpoints_of(&key("reviews"));
-        assert_eq!(eps.len(), 2);
-        assert_eq!((eps[0].label("version"), eps[0].ready, eps[0].ports[&9080]), (Some("v1"), true, 9080));
-        assert_eq!((eps[1].label("version"), eps[1].ready), (Some("v2"), false));
-    }
-
-    #[test]
-    fn a_relist_removes_what_is_gone_and_never_shows_a_partial_list() {
-        let (mut ix, [s, _, _]) = index();
-        list(&mut ix, s, vec![(key("a"), svc("a")), (key("b"), svc("b"))]);
-        ix.apply(s, Change::Init);
-        ix.apply(s, Change::InitApply(key("a"), svc("a")));
-        // Mid-relist, the model still has both.
-        assert_eq!(ix.model().services.len(), 2);
-        assert!(ix.apply(s, Change::InitDone).changed);
-        assert_eq!(ix.model().services.keys().collect::<Vec<_>>(), [&key("a")]);
-    }
-
-    #[test]
-    fn an_invalid_object_is_reported_once_and_its_delete_applies() {
-        let mut ix = Index::default();
-        let shard = ix.add_shard(Kind::ReleasePolicy);
-        list(&mut ix, shard, vec![]);
-        let first = ix.apply(shard, Change::Apply(key("p"), bad()));
-        assert_eq!(first.rejected.as_ref().map(|r| (r.kind, r.key.clone())), Some((Kind::ReleasePolicy, key("p"))));
-        assert!(!first.changed);
-        assert_eq!(ix.apply(shard, Change::Apply(key("p"), bad())).rejected, None, "reported once");
-        ix.apply(shard, Change::Delete(key("p")));
-        assert!(ix.apply(shard, Change::Apply(key("p"), bad())).rejected.is_some(), "a new object again");
-    }
-
-    #[test]
-    fn an_absent_kind_counts_as_listed_and_empties_its_shard() {
-        let (mut ix, [s, p, e]) = index();
-        let vs = ix.add_shard(Kind::VirtualService);
-        for shard in [s, p, e] {
-            list(&mut ix, shard, vec![]);
-        }
-        assert!(!ix.is_ready());
-        assert!(ix.apply(vs, Change::Absent).changed);
-        assert!(ix.is_ready());
-        let item = Item::VirtualService(Box::default());
-        list(&mut ix, vs, vec![(key("reviews"), Ok(item))]);
-        assert_eq!(ix.model().virtual_services.len(), 1);
-        assert!(ix.apply(vs, Change::Absent).changed, "CRD removed: its objects go");
-        assert!(ix.model().virtual_services.is_empty());
-    }
-
-    #[test]
-    fn an_invalid_edit_keeps_the_last_valid_version() {
-        let (mut ix, [s, p, e]) = index();
-        list(&mut ix, p, vec![]);
-        list(&mut ix, e, vec![]);
-        list(&mut ix, s, vec![(key("a"), svc("a"))]);
-        assert!(ix.apply(s, Change::Apply(key("a"), bad())).rejected.is_some());
-        assert!(ix.model().services.contains_key(&key("a")));
-        list(&mut ix, s, vec![(key("a"), bad())]);
-        assert!(ix.model().services.contains_key(&key("a")), "kept across a relist too");
-        assert_eq!(ix.apply(s, Change::Apply(key("a"), bad())).rejected, None, "still reported once");
-        assert!(ix.apply(s, Change::Delete(key("a"))).changed);
-        assert!(ix.model().services.is_empty());
-    }
-}
+#[path = "index_tests.rs"]
+mod tests;

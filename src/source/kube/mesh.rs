@@ -1,17 +1,19 @@
-//! The mesh objects from the cluster: Istio `VirtualService` and `DestinationRule` (`networking.istio.io/v1`),
-//! `PeerAuthentication` (`security.istio.io/v1`) and Gateway API `HTTPRoute` (`gateway.networking.k8s.io/v1`),
-//! watched as dynamic objects so one malformed spec fails that object only.
+//! The mesh objects from the cluster: Istio `VirtualService`, `DestinationRule` and `Gateway`
+//! (`networking.istio.io/v1`), `PeerAuthentication` (`security.istio.io/v1`) and Gateway API `HTTPRoute`,
+//! `GatewayClass`, `Gateway` (`gateway.networking.k8s.io/v1`) and `ReferenceGrant` (`v1beta1`), watched as dynamic
+//! objects so one malformed spec fails that object only.
 //!
 //! Each `spec` goes through the same types and checks as the file source: deserialized into
 //! [`crate::model::mesh`], its untranslated fields logged and counted (`sluice_unsupported_fields_total{kind}`,
 //! per object version seen), then [`validate`](crate::model::mesh::VirtualServiceSpec::validate)d; the first
 //! problem makes the object [`Invalid`] (logged once and counted by the index task).
 
-use super::convert::{Invalid, Item};
+use super::convert::{Invalid, Item, Tracked};
 use crate::model::FieldError;
 use crate::model::mesh::{
-    DestinationRule, DestinationRuleSpec, HttpRouteObject, HttpRouteSpec, PeerAuthentication, PeerAuthenticationSpec,
-    Provenance, VirtualService, VirtualServiceSpec, untranslated,
+    ApiGateway, ApiGatewaySpec, DestinationRule, DestinationRuleSpec, Gateway, GatewayClass, GatewayClassSpec,
+    GatewaySpec, HttpRouteObject, HttpRouteSpec, PeerAuthentication, PeerAuthenticationSpec, Provenance,
+    ReferenceGrant, ReferenceGrantSpec, VirtualService, VirtualServiceSpec, untranslated,
 };
 use crate::telemetry::names;
 use kube::ResourceExt;
@@ -27,6 +29,15 @@ pub const DESTINATION_RULE: (&str, &str, &str, &str) =
 pub const HTTP_ROUTE: (&str, &str, &str, &str) = ("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes");
 pub const PEER_AUTHENTICATION: (&str, &str, &str, &str) =
     ("security.istio.io", "v1", "PeerAuthentication", "peerauthentications");
+/// Istio's `Gateway`.
+pub const ISTIO_GATEWAY: (&str, &str, &str, &str) = ("networking.istio.io", "v1", "Gateway", "gateways");
+/// Gateway API's `Gateway`.
+pub const API_GATEWAY: (&str, &str, &str, &str) = ("gateway.networking.k8s.io", "v1", "Gateway", "gateways");
+/// Cluster-scoped.
+pub const GATEWAY_CLASS: (&str, &str, &str, &str) =
+    ("gateway.networking.k8s.io", "v1", "GatewayClass", "gatewayclasses");
+pub const REFERENCE_GRANT: (&str, &str, &str, &str) =
+    ("gateway.networking.k8s.io", "v1beta1", "ReferenceGrant", "referencegrants");
 
 /// The [`ApiResource`] for a `(group, version, kind, plural)` entry above.
 pub fn resource((group, version, kind, plural): (&str, &str, &str, &str)) -> ApiResource {
@@ -90,7 +101,37 @@ pub fn peer_authentication(obj: &DynamicObject) -> Result<Item, Invalid> {
 pub fn http_route(obj: &DynamicObject) -> Result<Item, Invalid> {
     let spec = spec::<HttpRouteSpec>(obj, "HTTPRoute", HttpRouteSpec::validate)?;
     let (name, namespace, provenance) = (obj.name_any(), obj.namespace().unwrap_or_default(), provenance(obj));
-    Ok(Item::HttpRoute(Box::new(HttpRouteObject { name, namespace, spec, provenance })))
+    Ok(Item::HttpRoute(Box::new(HttpRouteObject { name, namespace, spec, provenance }), tracked(obj)))
+}
+
+fn tracked(obj: &DynamicObject) -> Tracked {
+    Tracked::of(&obj.metadata, obj.data.get("status"))
+}
+
+/// An Istio `Gateway`: an unsupported `tls` field refuses it (fails closed), as in a config file.
+pub fn istio_gateway(obj: &DynamicObject) -> Result<Item, Invalid> {
+    let spec = spec::<GatewaySpec>(obj, "Gateway", GatewaySpec::validate)?;
+    let (name, namespace) = (obj.name_any(), obj.namespace().unwrap_or_default());
+    Ok(Item::Gateway(Box::new(Gateway { name, namespace, spec })))
+}
+
+/// A cluster-scoped `GatewayClass` (its key's namespace is empty).
+pub fn gateway_class(obj: &DynamicObject) -> Result<Item, Invalid> {
+    let spec = spec::<GatewayClassSpec>(obj, "GatewayClass", GatewayClassSpec::validate)?;
+    Ok(Item::GatewayClass(Box::new(GatewayClass { name: obj.name_any(), spec }), tracked(obj)))
+}
+
+/// A Gateway API `Gateway`, with its age (of two listeners that clash, the older Gateway's wins).
+pub fn api_gateway(obj: &DynamicObject) -> Result<Item, Invalid> {
+    let spec = spec::<ApiGatewaySpec>(obj, "Gateway", ApiGatewaySpec::validate)?;
+    let (name, namespace, provenance) = (obj.name_any(), obj.namespace().unwrap_or_default(), provenance(obj));
+    Ok(Item::ApiGateway(Box::new(ApiGateway { name, namespace, spec, provenance }), tracked(obj)))
+}
+
+pub fn reference_grant(obj: &DynamicObject) -> Result<Item, Invalid> {
+    let spec = spec::<ReferenceGrantSpec>(obj, "ReferenceGrant", ReferenceGrantSpec::validate)?;
+    let (name, namespace) = (obj.name_any(), obj.namespace().unwrap_or_default());
+    Ok(Item::ReferenceGrant(Box::new(ReferenceGrant { name, namespace, spec })))
 }
 
 #[cfg(test)]
@@ -157,5 +198,49 @@ mod tests {
         plain.metadata.creation_timestamp = serde_json::from_value(json!("2026-01-02T00:00:00Z")).ok();
         let Item::DestinationRule(dr) = destination_rule(&plain).unwrap() else { panic!() };
         assert_eq!((dr.provenance.created, dr.provenance.at.as_str()), (Some(1_767_312_000), "cluster"));
+    }
+
+    fn gateway_api(kind: &str, spec: serde_json::Value) -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": kind,
+            "metadata": {"name": "gw", "namespace": "default", "generation": 3,
+                          "creationTimestamp": "2026-01-02T00:00:00Z"},
+            "spec": spec, "status": {"conditions": []},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn gateway_kinds_become_the_model_types_with_generation_status_and_age() {
+        let listeners = json!([{"name": "http", "port": 80, "protocol": "HTTP"}]);
+        let obj = gateway_api("Gateway", json!({"gatewayClassName": "sluice", "listeners": listeners}));
+        let Item::ApiGateway(gw, tracked) = api_gateway(&obj).unwrap() else { panic!() };
+        assert_eq!((gw.spec.listeners.len(), gw.provenance.created), (1, Some(1_767_312_000)));
+        assert_eq!((tracked.generation, tracked.status), (Some(3), Some(json!({"conditions": []}))));
+        let bad = gateway_api("Gateway", json!({"gatewayClassName": "sluice", "listeners": [{"name": "x"}]}));
+        assert!(api_gateway(&bad).unwrap_err().field.starts_with("spec.listeners[0]"));
+        let mut class = gateway_api("GatewayClass", json!({"controllerName": "sluice.dev/gateway-controller"}));
+        class.metadata.namespace = None;
+        let Item::GatewayClass(c, tracked) = gateway_class(&class).unwrap() else { panic!() };
+        assert_eq!((c.name.as_str(), tracked.generation), ("gw", Some(3)));
+        assert_eq!(gateway_class(&gateway_api("GatewayClass", json!({}))).unwrap_err().field, "spec");
+        let grant = gateway_api("ReferenceGrant", json!({"from": [], "to": []}));
+        assert_eq!(reference_grant(&grant).unwrap_err().field, "spec.from");
+    }
+
+    #[test]
+    fn an_istio_gateway_with_an_unsupported_tls_field_is_refused() {
+        let server = |tls: serde_json::Value| {
+            json!({"servers": [{"port": {"number": 443, "name": "https", "protocol": "HTTPS"},
+                                "hosts": ["*"], "tls": tls}]})
+        };
+        let ok = dynamic("Gateway", server(json!({"mode": "SIMPLE", "credentialName": "cert"})));
+        let Item::Gateway(gw) = istio_gateway(&ok).unwrap() else { panic!() };
+        assert_eq!(gw.spec.servers[0].tls.as_ref().unwrap().credential_name.as_deref(), Some("cert"));
+        let refused = dynamic(
+            "Gateway",
+            server(json!({"mode": "SIMPLE", "credentialName": "c", "minProtocolVersion": "TLSV1_3"})),
+        );
+        assert_eq!(istio_gateway(&refused).unwrap_err().field, "spec.servers[0].tls.minProtocolVersion");
     }
 }

@@ -5,16 +5,20 @@
 //!  Pods ──────────────┤ kube_runtime::watcher per kind and namespace, with backoff
 //!  EndpointSlices ────┤   │ Event → Change (converted here: an invalid object becomes a logged, counted skip)
 //!  ReleasePolicies ───┤   ▼
-//!  VirtualServices, DestinationRules, PeerAuthentications, HTTPRoutes (dynamic; optional: --kube-mesh-objects) ─┘
+//!  VirtualServices, DestinationRules, PeerAuthentications, HTTPRoutes, Gateways (Istio, Gateway API),
+//!  GatewayClasses, ReferenceGrants (dynamic), kubernetes.io/tls Secrets (optional: --kube-mesh-objects) ─┘
 //!                     index task: Index (apply / delete / relist) ─▶ once every shard listed:
 //!                                                                   Store::set_part("kube", model)
 //! ```
 //! - `crd`: the ReleasePolicy CustomResourceDefinition (`sluice crd`).
 //! - `convert`: Kubernetes objects → index items, errors naming the field.
 //! - `index`: the pure index and the model it builds (endpoints joined to pods by `targetRef`).
-//! - `mesh`: VirtualService, DestinationRule, PeerAuthentication, HTTPRoute → the model's mesh types (unsupported fields reported).
+//! - `mesh`: VirtualService, DestinationRule, PeerAuthentication, HTTPRoute, both Gateways, GatewayClass,
+//!   ReferenceGrant → the model's mesh types (unsupported fields reported).
 //! - `watch`: the one generic watch helper and the index task.
-//! - `route_status`: writes HTTPRoute `status.parents` (Accepted, ResolvedRefs) from the merged model.
+//! - `gateway_status` (pure) and `api_status` (the writer): GatewayClass, Gateway (conditions, listeners,
+//!   addresses from the gateway's Service) and HTTPRoute (`status.parents`) status from the merged model;
+//!   `conditions`: `observedGeneration`, `lastTransitionTime`, "already says so".
 //! - `lease`: leader election on a coordination.k8s.io/v1 Lease (only the leader writes status).
 //! - `status`: the ReleasePolicy status writer (the release controller's view → the `status` subresource).
 //! - `progress`: the release record in that status (step start, weight, analysis), read back by every replica:
@@ -26,30 +30,33 @@
 //! the first xDS answer wait for it (never an empty or partial first push). [`ACCESS`] lists every API call the
 //! code makes; the ClusterRole in `deploy/` is checked against it.
 
+mod api_status;
+mod conditions;
 pub mod convert;
 pub mod crd;
 mod deploy;
+pub mod gateway_status;
 pub mod index;
 mod lease;
 pub mod mesh;
 pub mod progress;
 pub mod rollout;
-mod route_status;
 mod status;
 mod watch;
 pub mod webhook;
 
+pub use api_status::write_api_status;
 pub use deploy::{TICK as DEPLOY_TICK, manage_deployments};
 pub use lease::{LeaseConfig, lead};
-pub use route_status::write_route_status;
 pub use status::write_status;
 pub use watch::{BACKOFF_MAX, Watching, start, start_with};
 
 /// What to watch beyond the core kinds.
 #[derive(Clone, Copy, Debug)]
 pub struct WatchOptions {
-    /// VirtualServices, DestinationRules and HTTPRoutes (`--kube-mesh-objects`, default on). A kind whose CRD is
-    /// not installed is logged and served as empty, without holding readiness back.
+    /// VirtualServices, DestinationRules, PeerAuthentications, HTTPRoutes, Gateways (Istio and Gateway API),
+    /// GatewayClasses, ReferenceGrants and `kubernetes.io/tls` Secrets (`--kube-mesh-objects`, default on). A kind
+    /// whose CRD is not installed is logged and served as empty, without holding readiness back.
     pub mesh_objects: bool,
 }
 
@@ -96,6 +103,25 @@ pub const HTTP_ROUTES: Access =
 /// HTTPRoute `status.parents`, written by merge patch.
 pub const HTTP_ROUTE_STATUS: Access =
     Access { group: "gateway.networking.k8s.io", resource: "httproutes/status", verbs: &["patch"] };
+/// Istio Gateways: the servers of ingress gateway proxies.
+pub const ISTIO_GATEWAYS: Access =
+    Access { group: "networking.istio.io", resource: "gateways", verbs: &["list", "watch"] };
+/// Gateway API Gateways, and their status (merge patch: conditions, listeners, addresses).
+pub const API_GATEWAYS: Access =
+    Access { group: "gateway.networking.k8s.io", resource: "gateways", verbs: &["list", "watch"] };
+pub const API_GATEWAY_STATUS: Access =
+    Access { group: "gateway.networking.k8s.io", resource: "gateways/status", verbs: &["patch"] };
+/// GatewayClasses (cluster-scoped), and the status of those naming Sluice's controller.
+pub const GATEWAY_CLASSES: Access =
+    Access { group: "gateway.networking.k8s.io", resource: "gatewayclasses", verbs: &["list", "watch"] };
+pub const GATEWAY_CLASS_STATUS: Access =
+    Access { group: "gateway.networking.k8s.io", resource: "gatewayclasses/status", verbs: &["patch"] };
+pub const REFERENCE_GRANTS: Access =
+    Access { group: "gateway.networking.k8s.io", resource: "referencegrants", verbs: &["list", "watch"] };
+/// Gateway certificates: Secrets listed and watched with `fieldSelector=type=kubernetes.io/tls`, so the API
+/// server never sends Sluice another type. (RBAC cannot restrict a list by field, so the ClusterRole grants
+/// `list`/`watch` on every Secret: the selector is Sluice's own restraint, as istiod's.)
+pub const TLS_SECRETS: Access = Access { group: "", resource: "secrets", verbs: &["list", "watch"] };
 /// The Deployment task (`deploy`): `list` to find the stable and canary Deployments of a policy's namespace,
 /// `create` the canary's copy (`spec.deploy`), `patch` `spec.replicas: 0` and `delete` for the loser
 /// (`spec.finalize.loser`). No `watch` (it reads once a second while a policy needs it), no `update`, no `scale`.
@@ -130,6 +156,13 @@ pub const ACCESS: &[Access] = &[
     PEER_AUTHENTICATIONS,
     HTTP_ROUTES,
     HTTP_ROUTE_STATUS,
+    ISTIO_GATEWAYS,
+    API_GATEWAYS,
+    API_GATEWAY_STATUS,
+    GATEWAY_CLASSES,
+    GATEWAY_CLASS_STATUS,
+    REFERENCE_GRANTS,
+    TLS_SECRETS,
     DEPLOYMENTS,
     SECRETS,
     MUTATING_WEBHOOKS,

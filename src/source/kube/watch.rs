@@ -1,26 +1,27 @@
 //! The watch streams and the index task: one generic helper spawns a watch for any kind.
 
 use super::convert::{self, Invalid, Item, key_of};
+use super::gateway_status::StatusObjects;
 use super::index::{Change, Index, Kind, Observed, Owners};
-use super::mesh::{self, DESTINATION_RULE, HTTP_ROUTE, PEER_AUTHENTICATION, VIRTUAL_SERVICE};
+use super::mesh::{self, API_GATEWAY, DESTINATION_RULE, GATEWAY_CLASS, HTTP_ROUTE, ISTIO_GATEWAY, PEER_AUTHENTICATION};
+use super::mesh::{REFERENCE_GRANT, VIRTUAL_SERVICE};
 use super::{
-    Access, DESTINATION_RULES, ENDPOINT_SLICES, HTTP_ROUTES, PEER_AUTHENTICATIONS, PODS, RELEASE_POLICIES, SERVICES,
-    SOURCE,
+    API_GATEWAYS, Access, DESTINATION_RULES, ENDPOINT_SLICES, GATEWAY_CLASSES, HTTP_ROUTES, ISTIO_GATEWAYS,
+    PEER_AUTHENTICATIONS, PODS, REFERENCE_GRANTS, RELEASE_POLICIES, SERVICES, SOURCE, TLS_SECRETS,
 };
 use super::{VIRTUAL_SERVICES, WatchOptions};
-use crate::model::ObjectKey;
 use crate::release::StoredRecords;
 use crate::store::Store;
 use crate::telemetry::names;
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DynamicObject};
 use kube::runtime::utils::ResetTimerBackoff;
 use kube::runtime::watcher::ExponentialBackoff;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
-use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -57,7 +58,7 @@ pub fn start(client: Client, namespaces: &[String], store: Store, stop: watch::R
 }
 
 /// Registers the `kube` source on `store` and starts watching: every kind in every namespace of `namespaces`
-/// (all namespaces when empty). Runs until `stop` turns true.
+/// (all namespaces when empty; GatewayClasses, cluster-scoped, always cluster-wide). Runs until `stop` turns true.
 pub fn start_with(
     client: Client,
     namespaces: &[String],
@@ -71,66 +72,100 @@ pub fn start_with(
         some => some.iter().cloned().map(Some).collect(),
     };
     let (tx, rx) = mpsc::channel(QUEUE);
-    let mut index = Index::default();
-    let config = watcher::Config::default();
+    let mut w = Watches { client: &client, index: Index::default(), tx, stop: stop.clone() };
     for scope in &scopes {
-        let ns = scope.as_deref();
-        let shard = index.add_shard(Kind::Service);
-        let services = watcher(api::<Service>(&client, ns, &SERVICES), config.clone());
-        spawn_watch(services, shard, Kind::Service, convert::service, tx.clone(), stop.clone());
-        let shard = index.add_shard(Kind::Pod);
-        // Labels and the service account (`spec.serviceAccountName`, the pod's mTLS identity): whole Pods.
-        let pods = watcher(api::<Pod>(&client, ns, &PODS), config.clone());
-        spawn_watch(pods, shard, Kind::Pod, convert::pod, tx.clone(), stop.clone());
-        let shard = index.add_shard(Kind::EndpointSlice);
-        let slices = watcher(api::<EndpointSlice>(&client, ns, &ENDPOINT_SLICES), config.clone());
-        spawn_watch(slices, shard, Kind::EndpointSlice, convert::endpoint_slice, tx.clone(), stop.clone());
-        let shard = index.add_shard(Kind::ReleasePolicy);
-        let ar = convert::policy_resource();
-        debug_assert_eq!((ar.group.as_str(), ar.plural.as_str()), (RELEASE_POLICIES.group, RELEASE_POLICIES.resource));
-        let policies = match ns {
-            Some(ns) => Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar),
-            None => Api::<DynamicObject>::all_with(client.clone(), &ar),
-        };
-        let policies = watcher(policies, config.clone());
-        spawn_watch(policies, shard, Kind::ReleasePolicy, convert::release_policy, tx.clone(), stop.clone());
+        w.core(scope.as_deref());
         if options.mesh_objects {
-            let kinds: [(Kind, _, &Access, DynamicConvert); 4] = [
-                (Kind::VirtualService, VIRTUAL_SERVICE, &VIRTUAL_SERVICES, mesh::virtual_service),
-                (Kind::DestinationRule, DESTINATION_RULE, &DESTINATION_RULES, mesh::destination_rule),
-                (Kind::HttpRoute, HTTP_ROUTE, &HTTP_ROUTES, mesh::http_route),
-                (Kind::PeerAuthentication, PEER_AUTHENTICATION, &PEER_AUTHENTICATIONS, mesh::peer_authentication),
-            ];
-            for (kind, gvkp, access, convert) in kinds {
-                debug_assert_eq!((gvkp.0, gvkp.3), (access.group, access.resource));
-                let ar = mesh::resource(gvkp);
-                let api = match ns {
-                    Some(ns) => Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar),
-                    None => Api::<DynamicObject>::all_with(client.clone(), &ar),
-                };
-                let shard = index.add_shard(kind);
-                spawn_watch(watcher(api, config.clone()), shard, kind, convert, tx.clone(), stop.clone());
-            }
+            w.mesh(scope.as_deref());
         }
     }
-    let (routes_tx, routes) = watch::channel(BTreeSet::new());
+    if options.mesh_objects {
+        debug_assert_eq!((GATEWAY_CLASS.0, GATEWAY_CLASS.3), (GATEWAY_CLASSES.group, GATEWAY_CLASSES.resource));
+        w.dynamic(None, GATEWAY_CLASS, Kind::GatewayClass, mesh::gateway_class);
+    }
+    let (statused_tx, statused) = watch::channel(Arc::new(StatusObjects::default()));
     let (observed_tx, observed) = watch::channel(Observed::new());
     let (stored_tx, stored) = watch::channel(StoredRecords::new());
     let (owners_tx, owners) = watch::channel(Owners::new());
-    let outputs = Outputs { observed: observed_tx, stored: stored_tx, routes: routes_tx, owners: owners_tx };
-    let task = tokio::spawn(run_index(index, rx, store, outputs, stop));
-    Watching { task, observed, stored, routes, owners }
+    let outputs = Outputs { observed: observed_tx, stored: stored_tx, statused: statused_tx, owners: owners_tx };
+    let task = tokio::spawn(run_index(w.index, rx, store, outputs, stop));
+    Watching { task, observed, stored, statused, owners }
+}
+
+/// What the watches of one [`start_with`] share: each adds its shard to the index and sends to its task.
+struct Watches<'a> {
+    client: &'a Client,
+    index: Index,
+    tx: mpsc::Sender<(usize, Change)>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Watches<'_> {
+    /// Services, Pods, EndpointSlices and ReleasePolicies of one namespace (or all).
+    fn core(&mut self, ns: Option<&str>) {
+        let config = watcher::Config::default();
+        let shard = self.index.add_shard(Kind::Service);
+        let services = watcher(api::<Service>(self.client, ns, &SERVICES), config.clone());
+        spawn_watch(services, shard, Kind::Service, convert::service, self.tx.clone(), self.stop.clone());
+        let shard = self.index.add_shard(Kind::Pod);
+        // Labels and the service account (`spec.serviceAccountName`, the pod's mTLS identity): whole Pods.
+        let pods = watcher(api::<Pod>(self.client, ns, &PODS), config.clone());
+        spawn_watch(pods, shard, Kind::Pod, convert::pod, self.tx.clone(), self.stop.clone());
+        let shard = self.index.add_shard(Kind::EndpointSlice);
+        let slices = watcher(api::<EndpointSlice>(self.client, ns, &ENDPOINT_SLICES), config);
+        spawn_watch(slices, shard, Kind::EndpointSlice, convert::endpoint_slice, self.tx.clone(), self.stop.clone());
+        let ar = convert::policy_resource();
+        debug_assert_eq!((ar.group.as_str(), ar.plural.as_str()), (RELEASE_POLICIES.group, RELEASE_POLICIES.resource));
+        let gvkp = (RELEASE_POLICIES.group, ar.version.as_str(), ar.kind.as_str(), RELEASE_POLICIES.resource);
+        self.dynamic(ns, gvkp, Kind::ReleasePolicy, convert::release_policy);
+    }
+
+    /// The Istio and Gateway API objects of one namespace (or all), and its `kubernetes.io/tls` Secrets.
+    fn mesh(&mut self, ns: Option<&str>) {
+        let kinds: [(Kind, _, &Access, DynamicConvert); 7] = [
+            (Kind::VirtualService, VIRTUAL_SERVICE, &VIRTUAL_SERVICES, mesh::virtual_service),
+            (Kind::DestinationRule, DESTINATION_RULE, &DESTINATION_RULES, mesh::destination_rule),
+            (Kind::HttpRoute, HTTP_ROUTE, &HTTP_ROUTES, mesh::http_route),
+            (Kind::PeerAuthentication, PEER_AUTHENTICATION, &PEER_AUTHENTICATIONS, mesh::peer_authentication),
+            (Kind::Gateway, ISTIO_GATEWAY, &ISTIO_GATEWAYS, mesh::istio_gateway),
+            (Kind::ApiGateway, API_GATEWAY, &API_GATEWAYS, mesh::api_gateway),
+            (Kind::ReferenceGrant, REFERENCE_GRANT, &REFERENCE_GRANTS, mesh::reference_grant),
+        ];
+        for (kind, gvkp, access, convert) in kinds {
+            debug_assert_eq!((gvkp.0, gvkp.3), (access.group, access.resource));
+            self.dynamic(ns, gvkp, kind, convert);
+        }
+        // Gateway certificates: the API server sends `kubernetes.io/tls` Secrets only, never another type.
+        let shard = self.index.add_shard(Kind::Secret);
+        let tls_only = watcher::Config::default().fields(&format!("type={}", convert::TLS_SECRET_TYPE));
+        let secrets = watcher(api::<Secret>(self.client, ns, &TLS_SECRETS), tls_only);
+        spawn_watch(secrets, shard, Kind::Secret, convert::tls_secret, self.tx.clone(), self.stop.clone());
+    }
+
+    /// A kind watched as dynamic objects, `(group, version, kind, plural)`, in `ns` (all namespaces, or a
+    /// cluster-scoped kind, when `None`).
+    fn dynamic(&mut self, ns: Option<&str>, gvkp: (&str, &str, &str, &str), kind: Kind, convert: DynamicConvert) {
+        let ar = mesh::resource(gvkp);
+        let api = match ns {
+            Some(ns) => Api::<DynamicObject>::namespaced_with(self.client.clone(), ns, &ar),
+            None => Api::<DynamicObject>::all_with(self.client.clone(), &ar),
+        };
+        let shard = self.index.add_shard(kind);
+        let stream = watcher(api, watcher::Config::default());
+        spawn_watch(stream, shard, kind, convert, self.tx.clone(), self.stop.clone());
+    }
 }
 
 /// The running watch: the index task, and the ReleasePolicies it holds with their generations (updated with
-/// every model it publishes), for the status writer; the HTTPRoutes it holds, for the route status writer.
+/// every model it publishes), for the status writer; the Gateway API objects it holds, for their status writer.
 pub struct Watching {
     pub task: JoinHandle<()>,
     pub observed: watch::Receiver<Observed>,
     /// The release records the ReleasePolicies' statuses store, for the release controller (followers adopt them).
     pub stored: watch::Receiver<StoredRecords>,
-    /// The keys of the cluster's HTTPRoutes in the last published model, for the route status writer.
-    pub routes: watch::Receiver<BTreeSet<ObjectKey>>,
+    /// The cluster's HTTPRoutes, Gateways and GatewayClasses (generation, status) and the Services' gateway
+    /// fronts, as of the last published model, for the Gateway API status writer.
+    pub statused: watch::Receiver<Arc<StatusObjects>>,
     /// The uid of every ReleasePolicy, for the owner references of the Deployments Sluice creates.
     pub owners: watch::Receiver<Owners>,
 }
@@ -166,8 +201,7 @@ fn spawn_watch<K, S>(
 {
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream.backoff(backoff()));
-        let optional =
-            matches!(kind, Kind::VirtualService | Kind::DestinationRule | Kind::HttpRoute | Kind::PeerAuthentication);
+        let optional = kind.is_optional();
         let mut absent = false;
         loop {
             let event = tokio::select! {
@@ -211,16 +245,16 @@ fn spawn_watch<K, S>(
     });
 }
 
-/// Applies changes in batches (whatever is queued), and publishes the model once every shard has listed (and the
-/// keys of its HTTPRoutes, for the status writer).
 /// What the index task publishes besides the model.
 struct Outputs {
     observed: watch::Sender<Observed>,
     stored: watch::Sender<StoredRecords>,
-    routes: watch::Sender<BTreeSet<ObjectKey>>,
+    statused: watch::Sender<Arc<StatusObjects>>,
     owners: watch::Sender<Owners>,
 }
 
+/// Applies changes in batches (whatever is queued), and publishes the model once every shard has listed (and what
+/// the status writers need of it, after the model: a writer never sees a generation before its spec).
 async fn run_index(
     mut index: Index,
     mut rx: mpsc::Receiver<(usize, Change)>,
@@ -248,8 +282,6 @@ async fn run_index(
         }
         if changed && index.is_ready() {
             let model = index.model();
-            let keys: BTreeSet<ObjectKey> = model.http_routes.keys().cloned().collect();
-            out.routes.send_if_modified(|old| std::mem::replace(old, keys) != *old);
             // Stored records before the model: the release controller that sees a new policy finds its status.
             let stored = index.stored();
             out.stored.send_if_modified(|old| std::mem::replace(old, stored) != *old);
@@ -258,6 +290,8 @@ async fn run_index(
             let observed = index.observed();
             out.observed.send_if_modified(|old| std::mem::replace(old, observed) != *old);
             store.set_part(SOURCE, model);
+            let statused = Arc::new(StatusObjects::of(index.items()));
+            out.statused.send_if_modified(|old| std::mem::replace(old, statused) != *old);
         }
         // Let a burst of events queue up before the next model build.
         tokio::time::sleep(Duration::from_millis(1)).await;
