@@ -287,7 +287,8 @@ async fn a_malformed_policy_beside_a_good_one_is_skipped_logged_and_counted() {
     let text = String::from_utf8_lossy(&log.lock().unwrap()).to_string();
     // The log and the recorder are the process's, shared with the other tests of `tests/kube`: this one's lines
     // are those naming its objects, and it is the only test there that meets an invalid ReleasePolicy.
-    let skipped = |l: &&str| l.contains("skipping invalid object") && l.contains("default/bad");
+    let skipped =
+        |l: &&str| l.contains("skipping invalid object") && l.contains("ReleasePolicy") && l.contains("default/bad");
     let line = text.lines().find(skipped).expect("the skip is logged");
     assert!(line.contains("spec.canary: must differ from spec.stable"), "{line}");
     // /metrics as a scraper reads it.
