@@ -7,14 +7,15 @@
 //!   HTTP  port P ─▶ Listener 0.0.0.0_P ── one chain: HCM ── RDS "http.P"
 //!   HTTPS port P ─▶ Listener 0.0.0.0_P ── tls_inspector; a chain per server: SNI = its hosts,
 //!                                          DownstreamTlsContext (files or Secret), HCM ── RDS "https.P.PORTNAME.GATEWAY.NS"
+//!   TLS / HTTPS PASSTHROUGH ─▶ on the same TLS listener, a chain per bound `tls` route match (gateway_tls)
 //!  Istio:       VirtualService (gateways: [gw | ns/gw]) × server hosts ─▶ virtual host "HOST:P", domains [HOST]
 //!  Gateway API: HTTPRoutes attached to the listener (model::mesh::gateway_view) ─▶ virtual hosts per hostname
 //!     rules ─▶ mesh_route::gateway_routes (the sidecar's route code: matches, splits, ReleasePolicy inside)
 //! ```
 //!
-//! A request whose Host no virtual host takes gets Envoy's 404. On one port the first server's protocol (Istio
-//! Gateways by key, then Gateway API Gateways) wins; servers of the other protocol there are left out, as istiod
-//! does with conflicting servers. An HTTPS server whose certificate Secret is missing is left out (the other
+//! A request whose Host no virtual host takes gets Envoy's 404. On one port the first server's wire protocol (plain
+//! HTTP, or TLS; Istio Gateways by key, then Gateway API Gateways) wins; servers of the other there are left out,
+//! as istiod does with conflicting servers. An SNI name goes to the first chain that claims it. An HTTPS server whose certificate Secret is missing is left out (the other
 //! servers keep serving). Clusters and assignments are the shared outbound ones.
 
 use super::listener::{HCM_FILTER, Route as Rds, chain, hcm, sidecar_hcm};
@@ -68,10 +69,11 @@ pub(crate) fn selected(model: &Model, role: &GatewayRole, proxy: &ProxyInfo) -> 
     }
 }
 
-/// Where a server's routes come from.
+/// Where a server's routes (or, passing TLS through, its chains) come from.
 enum Bind<'a> {
     Istio { key: &'a ObjectKey, server: &'a Server },
     Api { server: &'a ApiServer },
+    Passthrough { key: &'a ObjectKey, server: &'a Server },
 }
 
 /// One server of a selected Gateway, with what its listener and routes need.
@@ -85,8 +87,8 @@ struct ServerRef<'a> {
     bind: Bind<'a>,
 }
 
-/// The servers that are served, by port: on each port, the servers of the first server's protocol. An HTTPS
-/// server without its certificate is left out.
+/// The servers that are served, by port: on each port, the servers that speak what the first server speaks on the
+/// wire (plain HTTP, or TLS: terminated or passed through). An HTTPS server without its certificate is left out.
 fn servers<'a>(
     model: &'a Model,
     view: &'a GatewayView,
@@ -96,25 +98,26 @@ fn servers<'a>(
     let mut by_port: BTreeMap<u16, Vec<ServerRef<'a>>> = BTreeMap::new();
     let mut push = |s: ServerRef<'a>| {
         let list = by_port.entry(s.port).or_default();
-        if list.first().is_none_or(|first| first.protocol == s.protocol) {
+        if list.first().is_none_or(|first| first.protocol.is_tls() == s.protocol.is_tls()) {
             list.push(s);
         }
     };
     for (key, gw) in model.gateways.iter().filter(|(k, _)| selected.istio.contains(*k)) {
         for server in &gw.spec.servers {
-            let (Some(port), Some(protocol)) = (server.port.port(), server.port.protocol()) else { continue };
-            let routes = match protocol {
-                ServerProtocol::Http => format!("http.{port}"),
-                ServerProtocol::Https => format!("https.{port}.{}.{}.{}", server.port.name, gw.name, gw.namespace),
-            };
-            let tls = match protocol {
-                ServerProtocol::Http => None,
+            let (Some(port), Some(protocol)) = (server.port.port(), server.protocol()) else { continue };
+            let (routes, tls, bind) = match protocol {
+                ServerProtocol::Http => (format!("http.{port}"), None, Bind::Istio { key, server }),
                 ServerProtocol::Https => match istio_tls(model, key, server, proxy_namespace) {
-                    Some(ctx) => Some((sni_names(&server.hosts), ctx)),
+                    Some(ctx) => (
+                        format!("https.{port}.{}.{}.{}", server.port.name, gw.name, gw.namespace),
+                        Some((sni_names(&server.hosts), ctx)),
+                        Bind::Istio { key, server },
+                    ),
                     None => continue,
                 },
+                ServerProtocol::Tls => (String::new(), None, Bind::Passthrough { key, server }),
             };
-            push(ServerRef { port, protocol, routes, tls, bind: Bind::Istio { key, server } });
+            push(ServerRef { port, protocol, routes, tls, bind });
         }
     }
     for (key, state) in view.gateways.iter().filter(|(k, _)| selected.api.contains(*k)) {
@@ -127,7 +130,7 @@ fn servers<'a>(
                     let routes = format!("https.{port}.default.{}.{}", server.internal, key.namespace);
                     (routes, Some((sni, inline(cert))))
                 }
-                (ServerProtocol::Https, None) => continue,
+                (ServerProtocol::Https, None) | (ServerProtocol::Tls, _) => continue,
             };
             push(ServerRef { port, protocol: server.protocol, routes, tls, bind: Bind::Api { server } });
         }
@@ -167,22 +170,28 @@ pub(crate) fn listeners(model: &Model, proxy: &ProxyInfo, role: &GatewayRole) ->
             enable_reuse_port: Some(BoolValue { value: false }),
             ..Default::default()
         };
-        let mut seen_sni: BTreeSet<Vec<String>> = BTreeSet::new();
+        let mut sni = Sni::default();
         for s in &list {
+            if let Bind::Passthrough { key, server } = s.bind {
+                for mut c in super::gateway_tls::passthrough_chains(model, key, server, port) {
+                    let names = c.filter_chain_match.as_ref().map(|m| m.server_names.clone()).unwrap_or_default();
+                    let Some(names) = sni.claim(&names) else { continue };
+                    c.filter_chain_match = Some(FilterChainMatch { server_names: names, ..Default::default() });
+                    listener.filter_chains.push(c);
+                }
+                continue;
+            }
             let mut c = chain(HCM_FILTER, pack(&gateway_hcm(&format!("outbound_{name}"), &s.routes)));
             if let Some((names, ctx)) = &s.tls {
-                // Two chains with the same SNI match are refused by Envoy: the first server keeps it.
-                if !seen_sni.insert(names.clone()) {
-                    continue;
-                }
-                c.filter_chain_match = Some(FilterChainMatch { server_names: names.clone(), ..Default::default() });
+                let Some(names) = sni.claim(names) else { continue };
+                c.filter_chain_match = Some(FilterChainMatch { server_names: names, ..Default::default() });
                 c.transport_socket = Some(tls::downstream_socket(ctx));
             } else if !listener.filter_chains.is_empty() {
                 continue; // HTTP servers on one port share one chain and `http.P`
             }
             listener.filter_chains.push(c);
         }
-        if list.iter().any(|s| s.protocol == ServerProtocol::Https) {
+        if list.iter().any(|s| s.protocol.is_tls()) {
             listener.listener_filters.push(super::inbound_tls::tls_inspector());
         }
         if !listener.filter_chains.is_empty() {
@@ -190,6 +199,25 @@ pub(crate) fn listeners(model: &Model, proxy: &ProxyInfo, role: &GatewayRole) ->
         }
     }
     out
+}
+
+/// The SNI names the chains of one listener have taken: Envoy refuses two chains that match one name (or two that
+/// match any name), so a later chain keeps only the names no earlier chain took.
+#[derive(Default)]
+struct Sni {
+    names: BTreeSet<String>,
+    any: bool,
+}
+
+impl Sni {
+    /// The names left for a chain matching `names` (empty: any name), or `None` when nothing is left.
+    fn claim(&mut self, names: &[String]) -> Option<Vec<String>> {
+        if names.is_empty() {
+            return (!std::mem::replace(&mut self.any, true)).then(Vec::new);
+        }
+        let kept: Vec<String> = names.iter().filter(|n| self.names.insert((*n).clone())).cloned().collect();
+        (!kept.is_empty()).then_some(kept)
+    }
 }
 
 /// The SNI names a server's chain matches: its hosts without the namespace part; none (any name) when one is `*`.
@@ -216,10 +244,14 @@ pub(crate) fn route_configs(model: &Model, scope: &RouteScope, selected: &Select
     let view = gateway_view(model);
     let mut configs: BTreeMap<String, BTreeMap<String, VirtualHost>> = BTreeMap::new();
     for s in servers(model, &view, selected, &scope.namespace).into_values().flatten() {
+        if matches!(s.bind, Bind::Passthrough { .. }) {
+            continue; // TCP proxying: no routes
+        }
         let hosts = configs.entry(s.routes.clone()).or_default();
         match s.bind {
             Bind::Istio { key, server } => bind_virtual_services(model, scope, key, server, s.port, hosts),
             Bind::Api { server } => bind_http_routes(model, scope, server, hosts),
+            Bind::Passthrough { .. } => {}
         }
     }
     configs
@@ -298,6 +330,17 @@ fn bind_http_routes(model: &Model, scope: &RouteScope, server: &ApiServer, hosts
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_goes_to_the_first_chain_that_claims_it() {
+        let mut sni = Sni::default();
+        let v = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert_eq!(sni.claim(&v(&["a", "b"])), Some(v(&["a", "b"])));
+        assert_eq!(sni.claim(&v(&["b", "c"])), Some(v(&["c"])));
+        assert_eq!(sni.claim(&v(&["a"])), None);
+        assert_eq!(sni.claim(&[]), Some(vec![]));
+        assert_eq!(sni.claim(&[]), None, "one chain for any name");
+    }
 
     #[test]
     fn sni_is_the_hosts_or_anything() {

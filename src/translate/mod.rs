@@ -25,6 +25,7 @@ mod defaults;
 mod endpoint;
 mod gamma;
 mod gateway;
+mod gateway_tls;
 mod inbound_tls;
 mod intercept;
 mod listener;

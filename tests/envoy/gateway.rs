@@ -1,6 +1,7 @@
 //! An ingress gateway Envoy (`sluice bootstrap --gateway NS/NAME`) configured from Bookinfo's Istio
 //! `bookinfo-gateway.yaml` shape: the five paths reach productpage, other paths and Hosts no server accepts get
-//! 404, and a ReleasePolicy on productpage splits the traffic entering through the gateway.
+//! 404, and a ReleasePolicy on productpage splits the traffic entering through the gateway; TLS passed through
+//! by SNI (`tls.mode: PASSTHROUGH`) to a backend that terminates it.
 
 use crate::common;
 
@@ -143,5 +144,116 @@ async fn bookinfo_gateway_routes_and_splits_at_the_gateway() {
     assert_share("ReleasePolicy 20% at the gateway: v2", s2, 2000, 0.2);
     assert!((340..=460).contains(&s2), "17–23% of 2,000: {s2}");
 
+    sluice.shutdown().await;
+}
+
+/// An HTTPS server with `leaf`'s certificate that answers every request `200 passthrough-ok`: it terminates the
+/// TLS the gateway passed through.
+async fn tls_backend(leaf: &common::pki::Leaf) -> SocketAddr {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes()).collect::<Result<_, _>>().expect("cert");
+    let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).expect("key");
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                let mut head = vec![0u8; 4096];
+                let _ = tls.read(&mut head).await;
+                let body = "passthrough-ok";
+                let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+                let _ = tls.write_all(answer.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// `tls.mode: PASSTHROUGH` (Istio's SNI passthrough task): the gateway holds no certificate; it routes the
+/// connection by SNI to the backend, which terminates TLS with its own (the client verifies the backend's name
+/// against the CA); an SNI no route names is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passthrough_routes_tls_by_sni_to_the_backend_that_terminates_it() {
+    let ca = common::pki::Ca::new("passthrough test CA");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cafile = common::pki::write_ca(&ca, dir.path(), "ca");
+    let backend = tls_backend(&ca.host(&["nginx.example.com"])).await;
+    let port = free_port();
+    let config = format!(
+        r#"apiVersion: v1
+kind: Service
+metadata: {{name: my-nginx}}
+spec:
+  selector: {{app: my-nginx}}
+  ports: [{{name: tls, port: 443}}]
+---
+apiVersion: sluice.dev/v1alpha1
+kind: Workload
+metadata: {{name: my-nginx-1, labels: {{app: my-nginx}}}}
+spec: {{address: 127.0.0.1, ports: {{tls: {}}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: mygateway}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: {port}, name: tls, protocol: TLS}}
+    hosts: [nginx.example.com]
+    tls: {{mode: PASSTHROUGH}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: nginx}}
+spec:
+  hosts: [nginx.example.com]
+  gateways: [mygateway]
+  tls:
+  - match: [{{port: {port}, sniHosts: [nginx.example.com]}}]
+    route: [{{destination: {{host: my-nginx, port: {{number: 443}}}}}}]
+"#,
+        backend.port()
+    );
+    let store = Store::new();
+    store.register_source(source::SOURCE);
+    store.set_part(source::SOURCE, source::parse_str(&config, "passthrough.yaml").expect("config"));
+    let sluice = Sluice::start_with(Options::local(), store, serde_json::Value::Null).await.expect("start");
+    let args = BootstrapArgs {
+        node_id: "passthrough-gateway-1".into(),
+        xds: sluice.xds_addr().to_string().parse().expect("xds"),
+        admin_port: 0,
+        gateway: Some("default/mygateway".into()),
+        gateway_bind: Some("127.0.0.1".parse().expect("ip")),
+        ..Default::default()
+    };
+    let envoy = Envoy::start(&render(&args));
+    envoy.wait_live(Duration::from_secs(30)).await;
+    sluice.wait_acked("passthrough-gateway-1", Duration::from_secs(20)).await.expect("the gateway ACKs");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    common::https::wait_listening(addr).await;
+
+    let get = serde_json::json!([{"method": "GET", "path": "/", "headers": {"host": "nginx.example.com"}}]);
+    let through = common::https::ask_as(addr, "nginx.example.com", &cafile, &get);
+    assert_eq!(through[0]["status"], 200, "TLS passed through to the backend: {through:?}");
+    assert_eq!(through[0]["body"], "passthrough-ok", "{through:?}");
+    assert_eq!(through[0]["peer_san"], serde_json::json!(["nginx.example.com"]), "the backend's certificate");
+    let dump = envoy.admin_get("/config_dump?resource=dynamic_listeners").await;
+    assert!(dump.contains("tcp_proxy") && !dump.contains("BEGIN CERTIFICATE"), "no certificate at the gateway: {dump}");
+    let other = common::https::ask_as(addr, "other.example.com", &cafile, &get);
+    assert!(other[0]["error"].is_string(), "an SNI no route names is closed: {other:?}");
     sluice.shutdown().await;
 }

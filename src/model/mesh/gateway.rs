@@ -80,6 +80,15 @@ pub struct ServerTls {
 pub enum ServerProtocol {
     Http,
     Https,
+    /// TLS not terminated at the gateway (`tls.mode: PASSTHROUGH`): routed by SNI, proxied as TCP.
+    Tls,
+}
+
+impl ServerProtocol {
+    /// What is on the wire: plain HTTP, or TLS (terminated or passed through). One port takes one of the two.
+    pub fn is_tls(self) -> bool {
+        self != ServerProtocol::Http
+    }
 }
 
 impl GatewayPort {
@@ -87,6 +96,7 @@ impl GatewayPort {
         match self.protocol.to_ascii_uppercase().as_str() {
             "HTTP" => Some(ServerProtocol::Http),
             "HTTPS" => Some(ServerProtocol::Https),
+            "TLS" => Some(ServerProtocol::Tls),
             _ => None,
         }
     }
@@ -94,6 +104,17 @@ impl GatewayPort {
     /// The port number, when it is one (validation refuses the rest).
     pub fn port(&self) -> Option<u16> {
         u16::try_from(self.number).ok().filter(|p| *p != 0)
+    }
+}
+
+impl Server {
+    /// The protocol as served: an HTTPS or TLS server with `tls.mode: PASSTHROUGH` is [`ServerProtocol::Tls`].
+    pub fn protocol(&self) -> Option<ServerProtocol> {
+        let passthrough = self.tls.as_ref().is_some_and(|t| t.mode == "PASSTHROUGH");
+        match self.port.protocol()? {
+            ServerProtocol::Https | ServerProtocol::Tls if passthrough => Some(ServerProtocol::Tls),
+            p => Some(p),
+        }
     }
 }
 
@@ -113,9 +134,10 @@ impl GatewaySpec {
         for (i, s) in self.servers.iter().enumerate() {
             validate_server(&format!("spec.servers[{i}]"), s, &mut out);
             // One protocol per port: Envoy has one listener there (istiod drops the later servers).
-            let clash = self.servers[..i].iter().position(|e| {
-                e.port.number == s.port.number && e.port.protocol().is_some() && e.port.protocol() != s.port.protocol()
-            });
+            let wire = |s: &Server| s.port.protocol().map(ServerProtocol::is_tls);
+            let clash = self.servers[..i]
+                .iter()
+                .position(|e| e.port.number == s.port.number && wire(e).is_some() && wire(e) != wire(s));
             if let Some(j) = clash {
                 let msg = format!(
                     "port {} is already {} in spec.servers[{j}]: one protocol per port",
@@ -137,7 +159,7 @@ fn validate_server(path: &str, s: &Server, out: &mut Vec<FieldError>) {
     }
     let protocol = s.port.protocol();
     if protocol.is_none() {
-        let msg = format!("`{}` is not supported: HTTP or HTTPS", s.port.protocol);
+        let msg = format!("`{}` is not supported: HTTP, HTTPS or TLS", s.port.protocol);
         out.push(FieldError::new(format!("{path}.port.protocol"), msg));
     }
     if s.hosts.is_empty() {
@@ -151,22 +173,33 @@ fn validate_server(path: &str, s: &Server, out: &mut Vec<FieldError>) {
         }
     }
     match (&s.tls, protocol) {
-        (None, Some(ServerProtocol::Https)) => {
-            out.push(FieldError::new(format!("{path}.tls"), "an HTTPS server needs tls (mode SIMPLE with its files)"))
+        (None, Some(ServerProtocol::Https)) => out.push(FieldError::new(
+            format!("{path}.tls"),
+            "an HTTPS server needs tls (mode SIMPLE with its certificate, or PASSTHROUGH)",
+        )),
+        (None, Some(ServerProtocol::Tls)) => {
+            out.push(FieldError::new(format!("{path}.tls"), "a TLS server needs tls (mode PASSTHROUGH)"))
         }
-        (Some(tls), Some(ServerProtocol::Https)) => validate_tls(&format!("{path}.tls"), tls, out),
-        (Some(_), _) => out.push(FieldError::new(format!("{path}.tls"), "only an HTTPS server takes tls")),
+        (Some(tls), Some(ServerProtocol::Https | ServerProtocol::Tls)) => {
+            validate_tls(&format!("{path}.tls"), tls, protocol == Some(ServerProtocol::Tls), out)
+        }
+        (Some(_), _) => out.push(FieldError::new(format!("{path}.tls"), "only an HTTPS or TLS server takes tls")),
         (None, _) => {}
     }
 }
 
-fn validate_tls(path: &str, tls: &ServerTls, out: &mut Vec<FieldError>) {
-    if tls.mode != "SIMPLE" {
-        let msg = format!(
-            "`{}` is not supported by Sluice yet: SIMPLE (PASSTHROUGH, MUTUAL, ISTIO_MUTUAL are not)",
-            tls.mode
-        );
-        out.push(FieldError::new(format!("{path}.mode"), msg));
+fn validate_tls(path: &str, tls: &ServerTls, tls_port: bool, out: &mut Vec<FieldError>) {
+    match tls.mode.as_str() {
+        "PASSTHROUGH" => return,
+        "SIMPLE" if !tls_port => {}
+        _ => {
+            let msg = if tls_port {
+                format!("`{}` is not supported by Sluice on a TLS server: PASSTHROUGH", tls.mode)
+            } else {
+                format!("`{}` is not supported by Sluice yet: SIMPLE or PASSTHROUGH (not MUTUAL, ISTIO_MUTUAL)", tls.mode)
+            };
+            out.push(FieldError::new(format!("{path}.mode"), msg));
+        }
     }
     let has = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.is_empty());
     if has(&tls.credential_name) {

@@ -71,6 +71,13 @@ pub const IGNORED: &str = "not supported by Sluice; ignored";
 /// a deprecated field Istio itself ignores says so; anything else is ignored with a warning.
 pub fn untranslated<T: Serialize>(kind: &str, prefix: &str, raw: &Value, typed: &T) -> Vec<Untranslated> {
     let mut out = Vec::new();
+    // `tls` routes are translated at gateways only: on a VirtualService for sidecars they are reported.
+    let mesh_bound = raw["gateways"].as_array().is_none_or(|g| g.is_empty() || g.iter().any(|g| g == "mesh"));
+    if kind == "VirtualService" && mesh_bound && raw["tls"].as_array().is_some_and(|t| !t.is_empty()) {
+        let message = "TLS routes are served at gateways (servers with tls.mode PASSTHROUGH) only; sidecars ignore \
+                       them";
+        out.push(Untranslated { path: format!("{prefix}.tls"), message: message.into(), refused: false });
+    }
     for path in unsupported_fields(prefix, raw, typed) {
         let value = at_path(raw, path.strip_prefix(prefix).unwrap_or(&path));
         let mut inner = Vec::new();
@@ -278,7 +285,12 @@ mod tests {
         );
         let vs = json!({"hosts": ["r"], "tls": [{"match": [{"sniHosts": ["r"]}]}]});
         let typed: VirtualServiceSpec = serde_json::from_value(vs.clone()).expect("spec");
-        assert!(untranslated("VirtualService", "spec", &vs, &typed).iter().all(|u| !u.refused), "TLS routing is not");
+        let found = untranslated("VirtualService", "spec", &vs, &typed);
+        assert!(found.iter().all(|u| !u.refused), "TLS routing is not");
+        assert!(found.iter().any(|u| u.path == "spec.tls"), "a sidecar VirtualService's tls routes are reported");
+        let at_gateway = json!({"hosts": ["r"], "gateways": ["gw"], "tls": [{"match": [{"sniHosts": ["r"]}]}]});
+        let typed: VirtualServiceSpec = serde_json::from_value(at_gateway.clone()).expect("spec");
+        assert!(untranslated("VirtualService", "spec", &at_gateway, &typed).is_empty(), "served at the gateway");
     }
 
     #[test]

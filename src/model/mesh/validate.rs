@@ -81,7 +81,35 @@ impl VirtualServiceSpec {
         for (i, http) in self.http.iter().enumerate() {
             validate_http(&format!("spec.http[{i}]"), http, &mut out);
         }
+        for (i, tls) in self.tls.iter().enumerate() {
+            validate_tls_route(&format!("spec.tls[{i}]"), tls, &mut out);
+        }
         out
+    }
+}
+
+fn validate_tls_route(path: &str, tls: &super::TlsRoute, out: &mut Vec<FieldError>) {
+    if tls.matches.is_empty() {
+        out.push(FieldError::new(format!("{path}.match"), "needs at least one match with sniHosts"));
+    }
+    for (j, m) in tls.matches.iter().enumerate() {
+        if m.sni_hosts.is_empty() {
+            out.push(FieldError::new(format!("{path}.match[{j}].sniHosts"), "must name at least one SNI host"));
+        }
+        for (k, h) in m.sni_hosts.iter().enumerate() {
+            if !super::is_listener_hostname(h) && h != "*" {
+                let msg = format!("`{h}` is not a DNS name or `*.` wildcard");
+                out.push(FieldError::new(format!("{path}.match[{j}].sniHosts[{k}]"), msg));
+            }
+        }
+    }
+    if tls.route.is_empty() {
+        out.push(FieldError::new(format!("{path}.route"), "needs at least one destination"));
+    }
+    for (j, r) in tls.route.iter().enumerate() {
+        if r.destination.host.is_empty() {
+            out.push(FieldError::new(format!("{path}.route[{j}].destination.host"), "must not be empty"));
+        }
     }
 }
 

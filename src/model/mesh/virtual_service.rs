@@ -29,6 +29,39 @@ pub struct VirtualServiceSpec {
     pub gateways: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub http: Vec<HttpRoute>,
+    /// Routes for TLS by SNI, served at gateways whose servers pass TLS through (`tls.mode: PASSTHROUGH`);
+    /// sidecars do not read them (a mesh VirtualService's `tls` is reported).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tls: Vec<TlsRoute>,
+}
+
+/// One `tls` route: connections whose SNI a match names go to the destinations, unopened (TCP proxying).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TlsRoute {
+    #[serde(default, rename = "match", skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<TlsMatch>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub route: Vec<RouteDestination>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsMatch {
+    /// The SNI names (`*.example.com` wildcards too) this match takes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sni_hosts: Vec<String>,
+    /// Only connections to this gateway port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+}
+
+/// A weighted destination of a `tls` (or `tcp`) route.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteDestination {
+    pub destination: Destination,
+    /// Relative weight; absent: 100 for a single destination, else 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
 }
 
 impl VirtualServiceSpec {
