@@ -174,9 +174,10 @@ async fn tls_backend(leaf: &common::pki::Leaf) -> SocketAddr {
                 let mut head = vec![0u8; 4096];
                 let _ = tls.read(&mut head).await;
                 let body = "passthrough-ok";
-                let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+                let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
                 let _ = tls.write_all(answer.as_bytes()).await;
-                let _ = tls.shutdown().await;
+                // Kept open until the client closes (it reads the peer certificate after the answer).
+                while matches!(tls.read(&mut head).await, Ok(n) if n > 0) {}
             });
         }
     });

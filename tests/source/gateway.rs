@@ -39,7 +39,7 @@ spec:
     .unwrap_err();
     for want in [
         "gw.yaml:14: Gateway default/gw: spec.servers[0].port.number: 70000 is not between 1 and 65535",
-        "spec.servers[1].port.protocol: `TCP` is not supported: HTTP or HTTPS",
+        "spec.servers[1].port.protocol: `TCP` is not supported: HTTP, HTTPS or TLS",
         "spec.servers[1].hosts: must name at least one host",
         "spec.servers[2].tls.serverCertificate: SIMPLE needs credentialName (a Secret) or the files",
         "spec.servers[2].tls.privateKey: SIMPLE needs credentialName (a Secret) or the files",

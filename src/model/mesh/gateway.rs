@@ -196,7 +196,10 @@ fn validate_tls(path: &str, tls: &ServerTls, tls_port: bool, out: &mut Vec<Field
             let msg = if tls_port {
                 format!("`{}` is not supported by Sluice on a TLS server: PASSTHROUGH", tls.mode)
             } else {
-                format!("`{}` is not supported by Sluice yet: SIMPLE or PASSTHROUGH (not MUTUAL, ISTIO_MUTUAL)", tls.mode)
+                format!(
+                    "`{}` is not supported by Sluice yet: SIMPLE or PASSTHROUGH (not MUTUAL, ISTIO_MUTUAL)",
+                    tls.mode
+                )
             };
             out.push(FieldError::new(format!("{path}.mode"), msg));
         }
