@@ -21,9 +21,21 @@ pub const INTERCEPTION_MODE: &str = "sidecar.istio.io/interceptionMode";
 pub const STATS_PREFIXES: &str = "sidecar.istio.io/statsInclusionPrefixes";
 pub const STATS_SUFFIXES: &str = "sidecar.istio.io/statsInclusionSuffixes";
 pub const STATS_REGEXPS: &str = "sidecar.istio.io/statsInclusionRegexps";
+/// Istio's injection templates, comma-separated: `sidecar` (the default) or `gateway` ([`super::gateway`]).
+pub const TEMPLATES: &str = "inject.istio.io/templates";
+/// The interception annotations: they mean nothing to a gateway, which intercepts nothing.
+pub const INTERCEPTION: [&str; 7] = [
+    INCLUDE_INBOUND_PORTS,
+    EXCLUDE_INBOUND_PORTS,
+    INCLUDE_OUTBOUND_IP_RANGES,
+    EXCLUDE_OUTBOUND_IP_RANGES,
+    INCLUDE_OUTBOUND_PORTS,
+    EXCLUDE_OUTBOUND_PORTS,
+    INTERCEPTION_MODE,
+];
 
 /// Istio's injection annotations that Sluice does not honour (each present one becomes a warning).
-pub const UNSUPPORTED: [&str; 14] = [
+pub const UNSUPPORTED: [&str; 13] = [
     "sidecar.istio.io/rewriteAppHTTPProbers",
     "sidecar.istio.io/logLevel",
     "sidecar.istio.io/componentLogLevel",
@@ -37,7 +49,6 @@ pub const UNSUPPORTED: [&str; 14] = [
     "status.sidecar.istio.io/port",
     "traffic.sidecar.istio.io/kubevirtInterfaces",
     "proxy.istio.io/overrides",
-    "inject.istio.io/templates",
 ];
 
 /// What the annotations change; `None`/empty: the default.
@@ -61,6 +72,8 @@ pub struct Overrides {
     pub stats_prefixes: Option<String>,
     pub stats_suffixes: Option<String>,
     pub stats_regexps: Option<String>,
+    /// `inject.istio.io/templates` names `gateway`: the pod is a gateway, not a workload.
+    pub gateway: bool,
     /// Annotations present that Sluice does not honour, as admission warnings.
     pub warnings: Vec<String>,
 }
@@ -137,6 +150,16 @@ pub fn parse(annotations: Option<&Map<String, Value>>) -> Result<Overrides, BadA
         }
         o.stats_regexps = Some(v.to_string());
     }
+    if let Some(v) = get(TEMPLATES) {
+        let names = template_names(v);
+        if names.contains(&"gateway") && names.contains(&"sidecar") {
+            return Err(bad(TEMPLATES, format!("`{v}`: a pod is a workload (sidecar) or a gateway, not both")));
+        }
+        o.gateway = names.contains(&"gateway");
+        o.warnings.extend(names.iter().filter(|n| !["sidecar", "gateway"].contains(n)).map(|n| {
+            format!("annotation {TEMPLATES}: template {n} is not supported by Sluice's injector and was ignored")
+        }));
+    }
     o.warnings.extend(
         UNSUPPORTED
             .iter()
@@ -144,6 +167,11 @@ pub fn parse(annotations: Option<&Map<String, Value>>) -> Result<Overrides, BadA
             .map(|k| format!("annotation {k} is not supported by Sluice's injector and was ignored")),
     );
     Ok(o)
+}
+
+/// The template names of an `inject.istio.io/templates` value (Istio's: comma-separated, blanks trimmed).
+pub fn template_names(value: &str) -> Vec<&str> {
+    value.split(',').map(str::trim).filter(|n| !n.is_empty()).collect()
 }
 
 /// `proxy.istio.io/config` (a ProxyConfig in YAML or JSON): `terminationDrainDuration` and `concurrency` are
@@ -271,6 +299,18 @@ mod tests {
             let err = of(json!({ key: value })).unwrap_err();
             assert!(err.to_string().contains(key) && err.to_string().contains(wanted), "{key}: {err}");
         }
+    }
+
+    #[test]
+    fn the_template_annotation_picks_the_gateway_and_warns_about_others() {
+        let o = of(json!({ TEMPLATES: " gateway " })).unwrap();
+        assert!(o.gateway && o.warnings.is_empty(), "{o:?}");
+        let o = of(json!({ TEMPLATES: "sidecar,grpc-agent" })).unwrap();
+        assert!(!o.gateway);
+        assert_eq!(o.warnings.len(), 1, "{:?}", o.warnings);
+        assert!(o.warnings[0].contains("template grpc-agent is not supported"), "{:?}", o.warnings);
+        let err = of(json!({ TEMPLATES: "sidecar,gateway" })).unwrap_err();
+        assert!(err.to_string().contains("not both"), "{err}");
     }
 
     #[test]

@@ -7,11 +7,14 @@
 //!  AdmissionReview ─▶ review::answer ─▶ policy::decide (hostNetwork, system namespaces, opt-out, injected?)
 //!                                     ─▶ annotations::parse (Istio's annotations; a bad value refuses the pod)
 //!                                     ─▶ template::parts ─▶ patch::ops ─▶ response (JSONPatch, base64)
+//!                                     ─▶ (inject.istio.io/templates: gateway) gateway::ops: the gateway's own
+//!                                        proxy container filled in as the agent, no init container
 //!  sluice inject -f F ─▶ offline: each pod template ─▶ the same ops, applied with `json-patch` ─▶ YAML
 //! ```
 
 pub mod annotations;
 pub mod certs;
+pub mod gateway;
 pub mod offline;
 pub mod patch;
 pub mod policy;
@@ -71,8 +74,19 @@ pub enum Outcome {
     Injected { ops: Vec<Value>, warnings: Vec<String> },
     /// Left as it is, and why.
     Skipped(policy::Skip),
-    /// An annotation asks for something that cannot be done: the pod is refused, naming it.
-    Refused(annotations::BadAnnotation),
+    /// The pod asks for something that cannot be done: it is refused, naming what.
+    Refused(Refusal),
+}
+
+/// Why a pod is refused: its message is what `kubectl` shows.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// An annotation's value makes no sense.
+    #[error(transparent)]
+    Annotation(#[from] annotations::BadAnnotation),
+    /// A gateway pod (`inject.istio.io/templates: gateway`) the injector cannot fill in.
+    #[error(transparent)]
+    Gateway(#[from] gateway::BadGateway),
 }
 
 /// Injection for `pod` (a Pod as JSON, or a pod template's `metadata` and `spec`) in `namespace`.
@@ -82,8 +96,14 @@ pub fn inject(pod: &Value, namespace: &str, settings: &Settings) -> Outcome {
     }
     let overrides = match annotations::parse(pod["metadata"]["annotations"].as_object()) {
         Ok(o) => o,
-        Err(e) => return Outcome::Refused(e),
+        Err(e) => return Outcome::Refused(e.into()),
     };
+    if overrides.gateway {
+        return match gateway::ops(pod, settings, &overrides) {
+            Ok((ops, warnings)) => Outcome::Injected { ops, warnings },
+            Err(e) => Outcome::Refused(e.into()),
+        };
+    }
     let parts = template::parts(pod, settings, &overrides);
     Outcome::Injected { ops: patch::ops(pod, &parts), warnings: overrides.warnings }
 }

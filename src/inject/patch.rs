@@ -25,21 +25,31 @@ pub fn ops(pod: &Value, parts: &Parts) -> Vec<Value> {
         append(&mut out, spec, "/spec", "containers", std::slice::from_ref(&parts.sidecar));
     }
     append(&mut out, spec, "/spec", "volumes", &parts.volumes);
+    metadata(&mut out, pod, &parts.annotations, &parts.labels);
+    out
+}
+
+/// Adds the annotations and labels the pod lacks (and `metadata` itself when there is none).
+pub(super) fn metadata(
+    out: &mut Vec<Value>,
+    pod: &Value,
+    annotations: &[(String, String)],
+    labels: &[(String, String)],
+) {
     let meta = &pod["metadata"];
     if !meta.is_object() {
         out.push(add("/metadata", json!({})));
     }
-    merge_keys(&mut out, meta, "annotations", &parts.annotations);
-    merge_keys(&mut out, meta, "labels", &parts.labels);
-    out
+    merge_keys(out, meta, "annotations", annotations);
+    merge_keys(out, meta, "labels", labels);
 }
 
-fn add(path: &str, value: Value) -> Value {
+pub(super) fn add(path: &str, value: Value) -> Value {
     json!({"op": "add", "path": path, "value": value})
 }
 
 /// Appends `items` to the list at `parent/key`, or adds the list when there is none.
-fn append(out: &mut Vec<Value>, parent: &Value, at: &str, key: &str, items: &[Value]) {
+pub(super) fn append(out: &mut Vec<Value>, parent: &Value, at: &str, key: &str, items: &[Value]) {
     if parent[key].is_array() {
         out.extend(items.iter().map(|v| add(&format!("{at}/{key}/-"), v.clone())));
     } else {

@@ -6,6 +6,7 @@
 //!  hostNetwork ─────────────────────────────────▶ never (the rules would capture the node's traffic)
 //!  kube-system, kube-public, kube-node-lease ────▶ never
 //!  already has sluice-proxy / istio-proxy, or the sidecar.istio.io/status annotation ─▶ left alone
+//!    (a gateway pod, `inject.istio.io/templates: gateway`: that container is the one to fill, see gateway.rs)
 //!  label sidecar.istio.io/inject "true"|"false" ─▶ that (the label wins over the annotation)
 //!  annotation sidecar.istio.io/inject ───────────▶ that
 //!  otherwise ────────────────────────────────────▶ inject (the namespace opted in)
@@ -44,8 +45,10 @@ pub fn decide(pod: &Value, namespace: &str) -> Result<(), Skip> {
     if IGNORED_NAMESPACES.contains(&namespace) {
         return Err(Skip::IgnoredNamespace(namespace.to_string()));
     }
-    let containers =
-        ["containers", "initContainers"].into_iter().flat_map(|k| spec[k].as_array().into_iter().flatten());
+    // A gateway pod names its proxy container for the injector to fill in; only a native sidecar means injected.
+    let lists: &[&str] =
+        if super::gateway::requested(pod) { &["initContainers"] } else { &["containers", "initContainers"] };
+    let containers = lists.iter().flat_map(|k| spec[*k].as_array().into_iter().flatten());
     if let Some(name) = containers.filter_map(|c| c["name"].as_str()).find(|n| SIDECAR_NAMES.contains(n)) {
         return Err(Skip::AlreadyInjected(format!("container {name}")));
     }
@@ -102,5 +105,16 @@ mod tests {
         assert!(matches!(decide(&native, "shop"), Err(Skip::AlreadyInjected(_))));
         let marked = pod(json!({"annotations": {STATUS_ANNOTATION: "{}"}}), json!({"containers": []}));
         assert!(matches!(decide(&marked, "shop"), Err(Skip::AlreadyInjected(_))));
+    }
+
+    #[test]
+    fn a_gateway_pods_proxy_container_is_the_one_to_fill() {
+        let gateway = |meta: Value| pod(meta, json!({"containers": [{"name": "istio-proxy", "image": "auto"}]}));
+        let templates = json!({"annotations": {"inject.istio.io/templates": "gateway"}});
+        assert_eq!(decide(&gateway(templates.clone()), "shop"), Ok(()));
+        assert!(matches!(decide(&gateway(json!({})), "shop"), Err(Skip::AlreadyInjected(_))));
+        let mut injected = templates;
+        injected["annotations"][STATUS_ANNOTATION] = json!("{}");
+        assert!(matches!(decide(&gateway(injected), "shop"), Err(Skip::AlreadyInjected(_))));
     }
 }

@@ -2,10 +2,11 @@
 //! ports), the `sluice-proxy` sidecar (`sluice proxy`: uid 1337, readiness on 15021, Prometheus on 15090, the
 //! downward-API env and volume the agent reads), their volumes, and the annotations and labels istiod writes.
 //! With native sidecars the proxy is an init container with `restartPolicy: Always`, right after `sluice-init`.
+//! The agent's env, container, volumes and pod metadata are built here for gateways too (`gateway.rs`).
 
 use super::Settings;
 use super::annotations::Overrides;
-use super::policy::STATUS_ANNOTATION;
+use super::policy::{SIDECAR_NAMES, STATUS_ANNOTATION};
 use serde_json::{Value, json};
 
 pub const PROXY_CONTAINER: &str = "sluice-proxy";
@@ -25,6 +26,9 @@ pub const ENVOY_BIN: &str = "/usr/local/bin/envoy";
 /// The ports `sluice iptables` never redirects inbound (istiod's: 15090 Prometheus, 15021 health, 15020 metrics).
 pub const EXCLUDED_INBOUND: [u16; 3] = [15090, 15021, 15020];
 
+/// Keys and values for a pod's annotations or labels, in order.
+pub type Pairs = Vec<(String, String)>;
+
 /// Everything injection adds; `patch::ops` turns it into a JSONPatch against the pod.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Parts {
@@ -39,20 +43,42 @@ pub struct Parts {
 }
 
 pub fn parts(pod: &Value, settings: &Settings, o: &Overrides) -> Parts {
-    let image = o.image.clone().unwrap_or_else(|| settings.image.clone());
+    let image = proxy_image(settings, o);
     let app_ports = container_ports(pod);
     let init = init_container(&image, settings, o);
-    let sidecar = sidecar_container(&image, settings, o, &app_ports, settings.native_sidecars);
     let native = settings.native_sidecars;
+    let mut sidecar = agent_container(&image, settings, o, agent_env(settings, o, Some(&app_ports)));
+    if native {
+        sidecar["restartPolicy"] = json!("Always");
+    }
     let status = json!({
         "initContainers": if native { vec![INIT_CONTAINER, PROXY_CONTAINER] } else { vec![INIT_CONTAINER] },
         "containers": if native { Vec::<&str>::new() } else { vec![PROXY_CONTAINER] },
-        "volumes": volume_names(settings),
+        "volumes": volumes(settings).iter().map(|v| v["name"].clone()).collect::<Vec<_>>(),
     });
+    let (annotations, labels) = metadata(pod, &status, true);
+    Parts { init, sidecar, native, volumes: volumes(settings), annotations, labels }
+}
+
+/// The image of the injected containers: the pod's `sidecar.istio.io/proxyImage`, else `--proxy-image`.
+pub(super) fn proxy_image(settings: &Settings, o: &Overrides) -> String {
+    o.image.clone().unwrap_or_else(|| settings.image.clone())
+}
+
+/// The annotations and labels istiod writes on an injected pod, each only where the pod lacks it: the status
+/// (`status`: what was added), the default container (the first that is not a proxy), Prometheus scraping, the
+/// canonical service labels and, with `tls_mode` (sidecars, not gateways), `security.istio.io/tlsMode: istio`:
+/// the label that tells other proxies this pod takes mTLS.
+pub(super) fn metadata(pod: &Value, status: &Value, tls_mode: bool) -> (Pairs, Pairs) {
     let meta = &pod["metadata"];
     let has = |key: &str| meta["annotations"].get(key).is_some();
     let mut annotations = vec![(STATUS_ANNOTATION.to_string(), status.to_string())];
-    let first_app = pod["spec"]["containers"].as_array().and_then(|c| c.first()).and_then(|c| c["name"].as_str());
+    let first_app = pod["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str())
+        .find(|name| !SIDECAR_NAMES.contains(name));
     if let Some(name) = first_app.filter(|_| !has("kubectl.kubernetes.io/default-container")) {
         annotations.push(("kubectl.kubernetes.io/default-container".into(), name.into()));
     }
@@ -70,16 +96,14 @@ pub fn parts(pod: &Value, settings: &Settings, o: &Overrides) -> Parts {
         .unwrap_or_else(|| "unknown".into());
     let revision = label(&["service.istio.io/canonical-revision", "app.kubernetes.io/version", "version"])
         .unwrap_or_else(|| "latest".into());
-    let labels = [
-        ("security.istio.io/tlsMode", "istio".to_string()),
-        ("service.istio.io/canonical-name", name),
-        ("service.istio.io/canonical-revision", revision),
-    ]
-    .into_iter()
-    .filter(|(k, _)| labels_in.get(*k).is_none())
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    Parts { init, sidecar, native, volumes: volumes(settings), annotations, labels }
+    let tls = tls_mode.then(|| ("security.istio.io/tlsMode", "istio".to_string()));
+    let labels = tls
+        .into_iter()
+        .chain([("service.istio.io/canonical-name", name), ("service.istio.io/canonical-revision", revision)])
+        .filter(|(k, _)| labels_in.get(*k).is_none())
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    (annotations, labels)
 }
 
 /// The TCP ports the pod's containers declare, in order, without repeats.
@@ -145,7 +169,10 @@ fn init_container(image: &str, settings: &Settings, o: &Overrides) -> Value {
     })
 }
 
-fn sidecar_container(image: &str, settings: &Settings, o: &Overrides, ports: &[u16], native: bool) -> Value {
+/// The agent's env: the downward API (pod name, namespace, IP, service account), where Sluice and Envoy are,
+/// `SLUICE_INBOUND_PORTS` for a sidecar (`inbound`; a gateway has none), the drain and workers, workload mTLS
+/// when Sluice runs its CA, and the stats the annotations keep.
+pub(super) fn agent_env(settings: &Settings, o: &Overrides, inbound: Option<&[u16]>) -> Vec<Value> {
     let field = |path: &str| json!({"valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}});
     let mut env = vec![
         json!({"name": "POD_NAME"}),
@@ -161,15 +188,15 @@ fn sidecar_container(image: &str, settings: &Settings, o: &Overrides, ports: &[u
     let drain = o.drain_seconds.unwrap_or(settings.drain_seconds);
     let concurrency = o.concurrency.unwrap_or(settings.concurrency);
     let values = [
-        ("SLUICE_XDS", settings.xds.clone()),
-        ("SLUICE_ENVOY_BIN", ENVOY_BIN.to_string()),
-        ("SLUICE_LABELS_FILE", format!("{PODINFO_DIR}/labels")),
-        ("SLUICE_INBOUND_PORTS", join(ports)),
-        ("SLUICE_CONFIG_DIR", ENVOY_DIR.to_string()),
-        ("SLUICE_DRAIN_SECONDS", drain.to_string()),
-        ("SLUICE_CONCURRENCY", concurrency.to_string()),
+        Some(("SLUICE_XDS", settings.xds.clone())),
+        Some(("SLUICE_ENVOY_BIN", ENVOY_BIN.to_string())),
+        Some(("SLUICE_LABELS_FILE", format!("{PODINFO_DIR}/labels"))),
+        inbound.map(|ports| ("SLUICE_INBOUND_PORTS", join(ports))),
+        Some(("SLUICE_CONFIG_DIR", ENVOY_DIR.to_string())),
+        Some(("SLUICE_DRAIN_SECONDS", drain.to_string())),
+        Some(("SLUICE_CONCURRENCY", concurrency.to_string())),
     ];
-    env.extend(values.into_iter().map(|(k, v)| json!({"name": k, "value": v})));
+    env.extend(values.into_iter().flatten().map(|(k, v)| json!({"name": k, "value": v})));
     if let Some(root) = &settings.mesh_root_pem {
         // Workload mTLS: the agent asks Sluice's CA (its TLS port, verified against this root) with the pod's
         // projected token, and serves the certificate to Envoy over SDS.
@@ -190,6 +217,13 @@ fn sidecar_container(image: &str, settings: &Settings, o: &Overrides, ports: &[u
             env.push(json!({"name": k, "value": v}));
         }
     }
+    env
+}
+
+/// The agent's container (`sluice proxy`, named `sluice-proxy`), as sidecars and gateways share it: uid 1337,
+/// no capabilities, a read-only root, readiness on 15021, Prometheus on 15090, the podinfo and Envoy volumes
+/// (and the CA token's with workload mTLS).
+pub(super) fn agent_container(image: &str, settings: &Settings, o: &Overrides, env: Vec<Value>) -> Value {
     let pick = |o: &Option<String>, d: &str| o.clone().unwrap_or_else(|| d.to_string());
     let mut c = json!({
         "name": PROXY_CONTAINER,
@@ -219,21 +253,11 @@ fn sidecar_container(image: &str, settings: &Settings, o: &Overrides, ports: &[u
         let mounts = c["volumeMounts"].as_array_mut().expect("a list");
         mounts.push(json!({"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": true}));
     }
-    if native {
-        c["restartPolicy"] = json!("Always");
-    }
     c
 }
 
-fn volume_names(settings: &Settings) -> Vec<&'static str> {
-    let mut names = vec![PODINFO_VOLUME, ENVOY_VOLUME];
-    if settings.mesh_root_pem.is_some() {
-        names.push(TOKEN_VOLUME);
-    }
-    names
-}
-
-fn volumes(settings: &Settings) -> Vec<Value> {
+/// The volumes the agent mounts (the token's only with workload mTLS).
+pub(super) fn volumes(settings: &Settings) -> Vec<Value> {
     let mut out = vec![
         json!({"name": PODINFO_VOLUME, "downwardAPI": {"items": [
             {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},

@@ -1,7 +1,8 @@
 //! The manifests in `deploy/`: they parse, the CRD is what `sluice crd` prints, the ClusterRole and Role grant
 //! exactly the API calls the code makes (`sluice::source::kube::ACCESS`), the webhook configuration reaches the
-//! webhook, Bookinfo is plain (the webhook adds the sidecars), and Bookinfo's gateway (`bookinfo-gateway.yaml`) is a
-//! `sluice proxy --gateway` that its LoadBalancer Service, its Gateway and Sluice's translation agree on.
+//! webhook, Bookinfo is plain (the webhook adds the sidecars), and Bookinfo's gateway (`bookinfo-gateway.yaml`) asks
+//! for gateway injection and, injected (as `sluice inject` does it, with the mesh CA's root), is a `sluice proxy
+//! --gateway` with workload mTLS that its LoadBalancer Service, its Gateway and Sluice's translation agree on.
 
 use crate::common;
 
@@ -158,7 +159,11 @@ fn proxy_args(container: &Value, pod: &Value) -> sluice::agent::ProxyArgs {
         };
         let arg = command.get_arguments().find(|a| a.get_env().is_some_and(|n| n == name));
         let long = arg.and_then(|a| a.get_long()).unwrap_or_else(|| panic!("`sluice proxy` reads no env var {name}"));
-        flags.push(format!("--{long}={value}"));
+        if arg.is_some_and(|a| a.get_action().takes_values()) {
+            flags.push(format!("--{long}={value}"));
+        } else if value == "true" {
+            flags.push(format!("--{long}"));
+        }
     }
     let matches = command.try_get_matches_from(&flags).unwrap_or_else(|e| panic!("{flags:?}: {e}"));
     sluice::agent::ProxyArgs::from_arg_matches(&matches).expect("ProxyArgs")
@@ -172,9 +177,52 @@ fn proxy_of(bootstrap: &Value) -> sluice::model::ProxyInfo {
     sluice::xds::node::proxy_info(Some(&node)).expect("a valid node")
 }
 
+const ROOT_PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIBtest\n-----END CERTIFICATE-----\n";
+
+/// `bookinfo-gateway.yaml` through `sluice inject`'s code, with the settings `serve --inject --ca` has (the mesh
+/// root): its documents, injected.
+fn injected_gateway_docs() -> Vec<Value> {
+    let text = std::fs::read_to_string(common::repo().join("deploy/bookinfo-gateway.yaml")).expect("the manifest");
+    let settings = sluice::inject::Settings { mesh_root_pem: Some(ROOT_PEM.into()), ..Default::default() };
+    let (yaml, notes) = sluice::inject::offline::inject_documents(&text, "bookinfo-gateway.yaml", "default", &settings)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(notes.is_empty(), "injected without a note: {notes:?}");
+    serde_yaml::Deserializer::from_str(&yaml).map(|d| Value::deserialize(d).expect("YAML")).collect()
+}
+
 #[test]
-fn the_bookinfo_gateway_runs_sluice_proxy_as_the_gateway_its_service_and_routes_name() {
+fn the_bookinfo_gateway_asks_for_gateway_injection_and_gets_a_gateway_agent_with_mtls() {
     let docs = docs("bookinfo-gateway.yaml");
+    let [deployment] = find(&docs, "Deployment")[..] else { panic!("one Deployment") };
+    let pod = &deployment["spec"]["template"];
+    assert_eq!(pod["metadata"]["annotations"]["inject.istio.io/templates"], "gateway");
+    assert_eq!(pod["metadata"]["labels"]["sidecar.istio.io/inject"], "true", "injected wherever it runs");
+    let [c] = &pod["spec"]["containers"].as_array().expect("containers")[..] else { panic!("one container") };
+    assert_eq!((c["name"].as_str(), c["image"].as_str()), (Some("istio-proxy"), Some("auto")));
+
+    let injected = injected_gateway_docs();
+    let [deployment] = find(&injected, "Deployment")[..] else { panic!("one Deployment") };
+    let pod = &deployment["spec"]["template"];
+    assert!(pod["spec"]["initContainers"].is_null(), "no sluice-init: a gateway intercepts nothing");
+    let [c] = &pod["spec"]["containers"].as_array().expect("containers")[..] else { panic!("one container") };
+    assert_eq!((c["name"].as_str(), c["image"].as_str()), (Some("istio-proxy"), Some("sluice:latest")));
+    assert_eq!(c["args"], serde_json::json!(["proxy"]));
+    let env = |name: &str| c["env"].as_array().unwrap().iter().find(|e| e["name"] == name).map(|e| e["value"].clone());
+    assert_eq!(env("SLUICE_GATEWAY"), Some("bookinfo/bookinfo-gateway".into()));
+    assert_eq!(env("SLUICE_MTLS"), Some("true".into()));
+    assert_eq!(env("SLUICE_CA_ROOT_PEM"), Some(ROOT_PEM.into()));
+    assert_eq!(env("SLUICE_DRAIN_SECONDS"), Some("20".into()), "from proxy.istio.io/config");
+    assert_eq!(env("SLUICE_INBOUND_PORTS"), None);
+    assert_eq!(c["securityContext"]["runAsUser"], 1337);
+    let labels = &pod["metadata"]["labels"];
+    assert!(labels.get("security.istio.io/tlsMode").is_none(), "no proxy calls the gateway with mTLS: {labels}");
+    let status = pod["metadata"]["annotations"]["sidecar.istio.io/status"].as_str().expect("marked injected");
+    assert!(status.contains("sluice-token"), "{status}");
+}
+
+#[test]
+fn the_injected_bookinfo_gateway_runs_sluice_proxy_as_the_gateway_its_service_and_routes_name() {
+    let docs = injected_gateway_docs();
     let [deployment] = find(&docs, "Deployment")[..] else { panic!("one Deployment") };
     let [service] = find(&docs, "Service")[..] else { panic!("one Service") };
     let [gateway] = find(&docs, "Gateway")[..] else { panic!("one Gateway") };
@@ -204,9 +252,7 @@ fn the_bookinfo_gateway_runs_sluice_proxy_as_the_gateway_its_service_and_routes_
     }
     assert_eq!(service["spec"]["ports"][0]["port"], 80, "HTTP from outside on 80");
 
-    // The pod is a gateway, not a workload: not injected, the readiness probe the agent answers.
-    let template = serde_json::json!({"metadata": pod["metadata"], "spec": pod["spec"]});
-    assert!(sluice::inject::policy::decide(&template, "bookinfo").is_err(), "the injector leaves the gateway alone");
+    // The injected pod is the agent, the readiness probe the agent answers.
     assert_eq!(c["args"], serde_json::json!(["proxy"]));
     assert_eq!(c["readinessProbe"]["httpGet"], serde_json::json!({"path": "/healthz/ready", "port": 15021}));
     let account = pod["spec"]["serviceAccountName"].clone();
@@ -219,9 +265,15 @@ fn the_bookinfo_gateway_runs_sluice_proxy_as_the_gateway_its_service_and_routes_
     assert_eq!(args.xds.to_string(), xds, "the gateway reaches Sluice's xDS Service");
     assert_eq!(args.status_port, 15021);
 
-    // What that agent's Envoy announces is a gateway proxy for this Gateway ...
+    // What that agent's Envoy announces is a gateway proxy for this Gateway, with workload mTLS over SDS ...
+    assert!(args.mtls.enabled, "SLUICE_MTLS");
     let bootstrap = sluice::bootstrap::render(&args.bootstrap(&args.pod().expect("the pod")));
     let proxy = proxy_of(&bootstrap);
+    assert!(proxy.mtls, "the node announces workload mTLS");
+    let statics = bootstrap["static_resources"]["clusters"].as_array().expect("static clusters");
+    let sds = statics.iter().find(|c| c["name"] == sluice::bootstrap::SDS_CLUSTER).expect("the SDS cluster");
+    let socket = args.sds_socket().to_string_lossy().into_owned();
+    assert!(sds.to_string().contains(&socket), "SDS from the agent's socket {socket}: {sds}");
     let gw_key = sluice::model::ObjectKey::new("bookinfo", "bookinfo-gateway");
     match &proxy.mode {
         sluice::model::InterceptionMode::Gateway(role) => assert_eq!(role.named.as_ref(), Some(&gw_key)),

@@ -12,6 +12,12 @@
 //! The templates keep their namespace's meaning but are created in `default`, where the test mesh's Services are.
 //! One user annotation is added before injection: `sidecar.istio.io/statsInclusionPrefixes` (the listener stats
 //! the test reads), which also shows that annotation reaching Envoy.
+//!
+//! Gateway injection: `deploy/bookinfo-gateway.yaml`'s gateway pod (`inject.istio.io/templates: gateway`,
+//! `istio-proxy` with `image: auto`) through the same webhook with the CA on, run as its patched spec says:
+//! ```text
+//!  outsider (no sidecar) ─plaintext─▶ gateway pod :8080 (injected agent, SDS) ─mTLS─▶ productpage (STRICT)
+//! ```
 
 use crate::common::child::SluiceChild;
 use crate::common::https::{ask, wait_listening};
@@ -39,6 +45,12 @@ fn templates() -> BTreeMap<String, Value> {
         .filter(|d| d["kind"] == "Deployment")
         .map(|d| (d["metadata"]["name"].as_str().unwrap().to_string(), d["spec"]["template"].clone()))
         .collect()
+}
+
+/// `deploy/bookinfo-gateway.yaml`'s documents.
+fn gateway_manifest() -> Vec<Value> {
+    let text = std::fs::read_to_string(repo().join("deploy/bookinfo-gateway.yaml")).expect("bookinfo-gateway.yaml");
+    serde_yaml::Deserializer::from_str(&text).map(|de| Value::deserialize(de).expect("it parses")).collect()
 }
 
 /// The image of each Bookinfo app ─▶ the Python stand-in (`tests/peers/bookinfo.py`, same role and version).
@@ -138,8 +150,10 @@ impl MeshCa {
 
 /// Bookinfo where reviews v1, v3 and productpage are injected through the webhook (with `ca`: the webhook and
 /// Sluice run that CA, and the injected sidecars get workload mTLS); details, ratings and a client pod run as
-/// the other pod tests run them.
-async fn injected_bookinfo(ca: Option<&MeshCa>) -> PodMesh {
+/// the other pod tests run them. With `gateway`: PeerAuthentication STRICT, the Gateway and VirtualService of
+/// `deploy/bookinfo-gateway.yaml` (in `default`), its gateway pod injected and running in pod `gateway`, and an
+/// `outsider` pod with neither sidecar nor rules.
+async fn injected_bookinfo(ca: Option<&MeshCa>, gateway: bool) -> PodMesh {
     let templates = templates();
     let mut images = images(&templates);
     if let Some(ca) = ca {
@@ -179,10 +193,26 @@ async fn injected_bookinfo(ca: Option<&MeshCa>) -> PodMesh {
     for pod in ["productpage", "details", "ratings", "reviews-v1", "reviews-v3", "client"] {
         mesh.add_pod(pod);
     }
+    if gateway {
+        mesh.add_pod("gateway");
+        mesh.add_pod("outsider");
+    }
     for svc in ["productpage", "details", "reviews", "ratings"] {
         mesh.add_service(svc);
     }
     let mut config = String::new();
+    if gateway {
+        for mut doc in
+            gateway_manifest().into_iter().filter(|d| d["kind"] == "Gateway" || d["kind"] == "VirtualService")
+        {
+            doc["metadata"]["namespace"] = json!("default");
+            config.push_str(&format!("---\n{}", serde_yaml::to_string(&doc).unwrap()));
+        }
+        config.push_str(
+            "---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: \
+             default}\nspec:\n  mtls: {mode: STRICT}\n",
+        );
+    }
     for (svc, ip) in &mesh.services {
         config.push_str(&service_yaml(svc, *ip, 9080, "http"));
     }
@@ -222,12 +252,15 @@ async fn injected_bookinfo(ca: Option<&MeshCa>) -> PodMesh {
         println!("{deployment}: injected and running as {running:?}");
         assert_eq!(running.len(), 2, "the app and the sidecar run in {pod}: {running:?}");
     }
+    if gateway {
+        run_injected_gateway(&mut mesh, inject_addr, &webhook_ca, &images).await;
+    }
     drop(webhook);
     mesh.intercept("client");
     mesh.start_agent("client", &Sidecar { labels: vec![("app".into(), "client".into())], ..Default::default() });
     mesh.wait_ready("client", Duration::from_secs(30)).await;
-    for (_, pod) in INJECTED {
-        let label = format!("{pod}/sluice-proxy");
+    let gateway_agent = gateway.then_some("gateway/istio-proxy".to_string());
+    for label in INJECTED.iter().map(|(_, pod)| format!("{pod}/sluice-proxy")).chain(gateway_agent) {
         let log = mesh.apps[&label].log();
         assert!(!log.contains("ERROR"), "{label} logged an error:\n{log}");
     }
@@ -237,7 +270,7 @@ async fn injected_bookinfo(ca: Option<&MeshCa>) -> PodMesh {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn injected_bookinfo_pods_run_and_split_by_the_release_policy() {
     let _serial = crate::serial().await;
-    let mesh = injected_bookinfo(None).await;
+    let mesh = injected_bookinfo(None, false).await;
     let split = mesh.load("client", &[URL, "--count=2000", "--workers=8"], Duration::from_secs(240)).await;
     println!("2000 calls through injected pods: {:?} in {:.1} s ({} req/s)", split.versions, split.seconds, split.rate);
     assert_eq!(split.failed, 0, "{} of {} failed: {:?}", split.failed, split.total, split.errors);
@@ -268,7 +301,7 @@ async fn injected_pods_get_workload_mtls_when_sluice_runs_its_ca() {
     let _serial = crate::serial().await;
     let dir = tempfile::tempdir().unwrap();
     let ca = MeshCa::new(dir.path(), &["bookinfo-reviews", "bookinfo-productpage"]);
-    let mesh = injected_bookinfo(Some(&ca)).await;
+    let mesh = injected_bookinfo(Some(&ca), false).await;
     let load = mesh.load("client", &[URL, "--count=300", "--workers=4"], Duration::from_secs(120)).await;
     assert_eq!(load.failed, 0, "{} of {} failed: {:?}", load.failed, load.total, load.errors);
     let productpage = SocketAddr::from((mesh.services["productpage"], 9080));
@@ -283,6 +316,62 @@ async fn injected_pods_get_workload_mtls_when_sluice_runs_its_ca() {
         let log = mesh.apps[&format!("{pod}/sluice-proxy")].log();
         assert!(log.contains("sluice::agent::cert: workload certificate "), "{pod} got no certificate:\n{log}");
     }
+}
+
+/// The gateway Deployment's pod from `deploy/bookinfo-gateway.yaml` (its Gateway named in `default`, where the
+/// test's Gateway is), injected through the webhook and run in pod `gateway`: one container, the agent.
+async fn run_injected_gateway(mesh: &mut PodMesh, webhook: SocketAddr, webhook_ca: &std::path::Path, images: &Images) {
+    let manifest = gateway_manifest();
+    let deployment = manifest.iter().find(|d| d["kind"] == "Deployment").expect("the gateway Deployment");
+    let mut pod = pod_of("bookinfo-gateway", &deployment["spec"]["template"]);
+    let env = pod["spec"]["containers"][0]["env"].as_array_mut().expect("the proxy container's env");
+    let gateway = env.iter_mut().find(|e| e["name"] == "SLUICE_GATEWAY").expect("SLUICE_GATEWAY");
+    gateway["value"] = json!("default/bookinfo-gateway");
+    let injected = inject(webhook, webhook_ca, &pod);
+    assert!(injected["spec"]["initContainers"].is_null(), "no init container: {}", injected["spec"]);
+    let name = "bookinfo-gateway-7c9f6d5b8d-g8w2k";
+    podspec::run(mesh, "gateway", &injected, PodMeta { name, namespace: "default" }, images).await;
+    let running: Vec<&String> = mesh.apps.keys().filter(|k| k.starts_with("gateway/")).collect();
+    println!("bookinfo-gateway: injected and running as {running:?}");
+    assert_eq!(running, ["gateway/istio-proxy"], "the gateway pod runs only its agent");
+}
+
+/// With the CA on, the gateway pod of `deploy/bookinfo-gateway.yaml`, injected, is a gateway with workload mTLS:
+/// it takes plaintext from a pod outside the mesh and calls productpage, which refuses plaintext (STRICT), over mTLS
+/// with its own identity; 300 requests through it, none failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_injected_gateway_takes_plaintext_from_outside_and_reaches_strict_workloads_over_mtls() {
+    let _serial = crate::serial().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = MeshCa::new(dir.path(), &["bookinfo-reviews", "bookinfo-productpage", "bookinfo-gateway"]);
+    let mesh = injected_bookinfo(Some(&ca), true).await;
+
+    // STRICT holds: the outsider's plaintext straight to productpage's pod is refused.
+    let direct = SocketAddr::from((mesh.pod("productpage").ip, 9080));
+    let req = HttpRequest { host: "productpage:9080", ..HttpRequest::get(direct, "/productpage") };
+    let refused = mesh.net.http(mesh.pod("outsider"), req).await.map(|(s, _)| s);
+    assert!(refused.as_ref().is_ok_and(|s| *s != 200) || refused.is_err(), "STRICT let plaintext in: {refused:?}");
+
+    // Through the gateway: productpage sees the gateway's identity.
+    let at_gateway = SocketAddr::from((mesh.pod("gateway").ip, 8080));
+    let req = HttpRequest { host: "bookinfo.example.com", ..HttpRequest::get(at_gateway, "/productpage") };
+    let (status, body) = mesh.net.http(mesh.pod("outsider"), req).await.expect("the gateway answers");
+    assert_eq!(status, 200, "through the gateway under STRICT: {body}");
+    let page: Value = serde_json::from_str(&body).expect("productpage JSON");
+    let xfcc = page["xfcc"].as_str().unwrap_or_default();
+    assert!(xfcc.contains("URI=spiffe://cluster.local/ns/default/sa/bookinfo-gateway"), "productpage saw: {page}");
+    let url = format!("--url=http://{at_gateway}/productpage");
+    let load = mesh.load("outsider", &[&url, "--count=300", "--workers=4"], Duration::from_secs(60)).await;
+    println!("outsider → injected gateway → productpage (STRICT): {} requests, {} failed", load.total, load.failed);
+    assert!(load.total >= 300 && load.failed == 0, "{load:?}");
+    let handshakes =
+        mesh.envoy_stat("gateway", "cluster.outbound|9080||productpage.default.svc.cluster.local.ssl.handshake").await;
+    assert!(handshakes > 0, "the gateway's calls to productpage are mTLS: {handshakes} handshakes");
+    let log = mesh.apps["gateway/istio-proxy"].log();
+    assert!(log.contains("sluice::agent::cert: workload certificate "), "the gateway got no certificate:\n{log}");
+    let processes = processes_in(&mesh.pod("gateway").ns);
+    let uids: Vec<u32> = processes.iter().filter(|(n, _)| n == "sluice" || n == "envoy").map(|(_, u)| *u).collect();
+    assert!(uids.len() >= 2 && uids.iter().all(|u| *u == 1337), "the gateway's agent and Envoy run as {uids:?}");
 }
 
 /// (process name, real uid) of every process in network namespace `ns`.

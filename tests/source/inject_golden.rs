@@ -1,12 +1,15 @@
 //! Sidecar injection, golden: AdmissionReviews as the API server sends them, built from the pod templates of
 //! `deploy/bookinfo.yaml` (every Deployment) and variations of them (opt-outs, hostNetwork, kube-system, already
-//! injected, native sidecars, each supported annotation, bad annotations, v1beta1, not a Pod, not a CREATE), answered
-//! by the injector (`sluice::inject::review::answer`, what `POST /inject` serves).
+//! injected, native sidecars, each supported annotation, bad annotations, v1beta1, not a Pod, not a CREATE), and the
+//! gateway pod of `deploy/bookinfo-gateway.yaml` (gateway injection: with and without the mesh CA, the Gateway named
+//! by an annotation, named nowhere), answered by the injector (`sluice::inject::review::answer`, what `POST /inject`
+//! serves).
 //!
 //! Each case's golden file `tests/golden/inject/CASE.yaml` holds the response (its base64 patch decoded, each
 //! operation and path in `patchOps`) and, when injected, the pod that the patch gives when the `json-patch` crate (RFC 6902, not Sluice's
 //! code) applies it to the original. Besides the goldens, every injected case checks what no golden can hide: every
-//! operation is an `add`, and every container, volume, label and annotation the user wrote is still there, unchanged.
+//! operation is an `add` (but the `replace` of a gateway's `image: auto`), and every container, volume, label and
+//! annotation the user wrote is still there, unchanged (a gateway's proxy container: every field the user wrote).
 //!
 //! `UPDATE_GOLDEN=1 cargo test --test source inject_golden` rewrites the files.
 
@@ -41,6 +44,21 @@ fn bookinfo_pods() -> Vec<(String, Value)> {
     }
     pods
 }
+
+/// The gateway Deployment's pod template in `deploy/bookinfo-gateway.yaml`, as the Pod the API server would send.
+fn gateway_pod() -> Value {
+    let text = std::fs::read_to_string(repo().join("deploy/bookinfo-gateway.yaml")).expect("bookinfo-gateway.yaml");
+    let docs = serde_yaml::Deserializer::from_str(&text).map(|de| Value::deserialize(de).expect("it parses"));
+    let [doc] = &docs.filter(|d| d["kind"] == "Deployment").collect::<Vec<_>>()[..] else { panic!("one Deployment") };
+    let mut pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": doc["spec"]["template"]["metadata"].clone(),
+                         "spec": doc["spec"]["template"]["spec"].clone()});
+    pod["metadata"]["generateName"] = json!("bookinfo-gateway-7f6c9d8b5-");
+    pod["metadata"]["namespace"] = doc["metadata"]["namespace"].clone();
+    pod["metadata"]["labels"]["pod-template-hash"] = json!("7f6c9d8b5");
+    pod
+}
+
+const ROOT_PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIBtest\n-----END CERTIFICATE-----\n";
 
 fn pod(pods: &[(String, Value)], name: &str) -> Value {
     pods.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no Deployment {name} in bookinfo.yaml")).1.clone()
@@ -135,11 +153,25 @@ fn cases() -> Vec<Case> {
     all.push(Case {
         name: "workload-mtls".into(),
         review: review("v1", "CREATE", "bookinfo", "Pod", &reviews),
-        settings: Settings {
-            mesh_root_pem: Some("-----BEGIN CERTIFICATE-----\nMIIBtest\n-----END CERTIFICATE-----\n".into()),
-            ..Settings::default()
-        },
+        settings: Settings { mesh_root_pem: Some(ROOT_PEM.into()), ..Settings::default() },
     });
+    // Gateway injection: the gateway pod as deploy/bookinfo-gateway.yaml writes it (`istio-proxy`, `image: auto`,
+    // SLUICE_GATEWAY), with and without the CA; its Gateway named by the annotation instead; named nowhere.
+    let gateway = gateway_pod();
+    all.push(v1("gateway", gateway.clone()));
+    all.push(Case {
+        name: "gateway-mtls".into(),
+        review: review("v1", "CREATE", "bookinfo", "Pod", &gateway),
+        settings: Settings { mesh_root_pem: Some(ROOT_PEM.into()), ..Settings::default() },
+    });
+    let unnamed = with(gateway, |p| {
+        p["spec"]["containers"][0].as_object_mut().unwrap().remove("env");
+    });
+    all.push(v1(
+        "gateway-named-by-annotation",
+        annotated(unnamed.clone(), "sluice.dev/gateway", "bookinfo/bookinfo-gateway"),
+    ));
+    all.push(v1("refused-gateway-names-no-gateway", unnamed));
     all.push(Case {
         name: "native-sidecar-with-init-containers".into(),
         review: review(
@@ -225,14 +257,23 @@ fn apply(pod: &Value, ops: &[Value]) -> Value {
     out
 }
 
-/// What the user wrote is all still there, unchanged; only `add` operations.
+/// What the user wrote is all still there, unchanged; only `add` operations, but the `replace` of a gateway's
+/// `image: auto` placeholder.
 fn keeps_what_the_user_wrote(case: &str, before: &Value, after: &Value, ops: &[Value]) {
     for op in ops {
-        assert_eq!(op["op"], "add", "{case}: only add operations: {op}");
+        let path = op["path"].as_str().unwrap_or_default();
+        let placeholder =
+            op["op"] == "replace" && path.ends_with("/image") && before.pointer(path) == Some(&json!("auto"));
+        assert!(op["op"] == "add" || placeholder, "{case}: only add operations: {op}");
     }
+    let gateway = before["metadata"]["annotations"]["inject.istio.io/templates"] == "gateway";
     for list in ["containers", "initContainers", "volumes"] {
         for item in before["spec"][list].as_array().into_iter().flatten() {
-            let kept = after["spec"][list].as_array().is_some_and(|l| l.contains(item));
+            let now = after["spec"][list].as_array().and_then(|l| l.iter().find(|i| i["name"] == item["name"]));
+            let proxy = gateway
+                && list == "containers"
+                && ["istio-proxy", "sluice-proxy"].contains(&item["name"].as_str().unwrap_or_default());
+            let kept = now.is_some_and(|now| now == item || (proxy && filled_in(item, now)));
             assert!(kept, "{case}: spec.{list} item {} changed or went", item["name"]);
         }
     }
@@ -241,6 +282,16 @@ fn keeps_what_the_user_wrote(case: &str, before: &Value, after: &Value, ops: &[V
             assert_eq!(&after["metadata"][map][k], v, "{case}: metadata.{map}.{k} changed");
         }
     }
+}
+
+/// A gateway's proxy container `now` keeps every field of the user's `mine`: each list item, each other value
+/// (`image: auto` excepted: the injector's image replaces it).
+fn filled_in(mine: &Value, now: &Value) -> bool {
+    mine.as_object().into_iter().flatten().all(|(key, value)| match (key.as_str(), value) {
+        ("image", v) if v == "auto" => now["image"].as_str().is_some_and(|i| i != "auto"),
+        (_, Value::Array(items)) => items.iter().all(|i| now[key].as_array().is_some_and(|l| l.contains(i))),
+        _ => &now[key] == value,
+    })
 }
 
 #[test]
@@ -302,7 +353,8 @@ fn who_is_injected() {
         n if n.starts_with("bookinfo-")
             || n.starts_with("annotation-")
             || n.starts_with("native-sidecar")
-            || n == "workload-mtls" =>
+            || n == "workload-mtls"
+            || n.starts_with("gateway") =>
         {
             "injected"
         }
@@ -316,7 +368,12 @@ fn who_is_injected() {
         assert_eq!(answer.result, expected(&case.name), "{}: {}", case.name, answer.reason);
         let allowed = answer.body["response"]["allowed"].as_bool();
         assert_eq!(allowed, Some(answer.result != "refused"), "{}", case.name);
-        if answer.result == "refused" {
+        if case.name == "refused-gateway-names-no-gateway" {
+            let message = answer.body["response"]["status"]["message"].as_str().unwrap_or_default();
+            for what in ["SLUICE_GATEWAY", "sluice.dev/gateway", "istio-proxy"] {
+                assert!(message.contains(what), "the refusal says what is missing ({what}): {message}");
+            }
+        } else if answer.result == "refused" {
             let message = answer.body["response"]["status"]["message"].as_str().unwrap_or_default();
             let key = case.review["request"]["object"]["metadata"]["annotations"]
                 .as_object()
