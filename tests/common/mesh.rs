@@ -71,3 +71,20 @@ pub async fn start_envoy_with(args: BootstrapArgs) -> (Envoy, SocketAddr) {
     let listen = envoy.listener_addr(Duration::from_secs(10)).await;
     (envoy, listen)
 }
+
+/// A gateway Envoy for the Gateway `gateway` (`NS/NAME`; `sluice bootstrap --gateway NS/NAME --gateway-bind
+/// 127.0.0.1`), live and ACKed by `sluice`.
+pub async fn gateway_envoy(sluice: &sluice::server::Sluice, node: &str, gateway: &str) -> Envoy {
+    let args = BootstrapArgs {
+        node_id: node.into(),
+        xds: sluice.xds_addr().to_string().parse().expect("xds"),
+        admin_port: 0,
+        gateway: Some(gateway.into()),
+        gateway_bind: Some("127.0.0.1".parse().expect("ip")),
+        ..Default::default()
+    };
+    let envoy = Envoy::start(&render(&args));
+    envoy.wait_live(Duration::from_secs(30)).await;
+    sluice.wait_acked(node, Duration::from_secs(20)).await.expect("the gateway ACKs its config");
+    envoy
+}

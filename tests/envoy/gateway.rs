@@ -7,9 +7,8 @@ use crate::common;
 
 use common::http::{Client, client, get_response};
 use common::mesh::free_port;
-use common::{Backend, Envoy, assert_share};
+use common::{Backend, assert_share};
 use futures::StreamExt;
-use sluice::bootstrap::{BootstrapArgs, render};
 use sluice::server::{Options, Sluice};
 use sluice::source;
 use sluice::store::Store;
@@ -96,17 +95,7 @@ async fn bookinfo_gateway_routes_and_splits_at_the_gateway() {
     store.register_source(source::SOURCE);
     store.set_part(source::SOURCE, source::parse_str(&base, "gateway.yaml").expect("config"));
     let sluice = Sluice::start_with(Options::local(), store, serde_json::Value::Null).await.expect("start");
-    let args = BootstrapArgs {
-        node_id: "bookinfo-gateway-1".into(),
-        xds: sluice.xds_addr().to_string().parse().expect("xds"),
-        admin_port: 0,
-        gateway: Some("default/bookinfo-gateway".into()),
-        gateway_bind: Some("127.0.0.1".parse().expect("ip")),
-        ..Default::default()
-    };
-    let envoy = Envoy::start(&render(&args));
-    envoy.wait_live(Duration::from_secs(30)).await;
-    sluice.wait_acked("bookinfo-gateway-1", Duration::from_secs(20)).await.expect("the gateway ACKs");
+    let envoy = common::mesh::gateway_envoy(&sluice, "bookinfo-gateway-1", "default/bookinfo-gateway").await;
     let http = client();
     let (any, named): (SocketAddr, SocketAddr) =
         (format!("127.0.0.1:{any}").parse().expect("addr"), format!("127.0.0.1:{named}").parse().expect("addr"));
@@ -233,17 +222,7 @@ spec:
     store.register_source(source::SOURCE);
     store.set_part(source::SOURCE, source::parse_str(&config, "passthrough.yaml").expect("config"));
     let sluice = Sluice::start_with(Options::local(), store, serde_json::Value::Null).await.expect("start");
-    let args = BootstrapArgs {
-        node_id: "passthrough-gateway-1".into(),
-        xds: sluice.xds_addr().to_string().parse().expect("xds"),
-        admin_port: 0,
-        gateway: Some("default/mygateway".into()),
-        gateway_bind: Some("127.0.0.1".parse().expect("ip")),
-        ..Default::default()
-    };
-    let envoy = Envoy::start(&render(&args));
-    envoy.wait_live(Duration::from_secs(30)).await;
-    sluice.wait_acked("passthrough-gateway-1", Duration::from_secs(20)).await.expect("the gateway ACKs");
+    let envoy = common::mesh::gateway_envoy(&sluice, "passthrough-gateway-1", "default/mygateway").await;
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     common::https::wait_listening(addr).await;
 

@@ -18,12 +18,11 @@
 
 use crate::common;
 
+use common::Backend;
 use common::http::{client, get_response};
 use common::mesh::free_port;
 use common::pki::Ca;
-use common::{Backend, Envoy};
 use serde_json::json;
-use sluice::bootstrap::{BootstrapArgs, render};
 use sluice::server::{Options, Sluice};
 use sluice::source;
 use sluice::store::Store;
@@ -37,22 +36,6 @@ fn productpage(v1: u16, v2: u16) -> String {
 
 /// Istio's sample (its objects and fields as published).
 const SAMPLE: &str = common::istio_samples::GATEWAY_API_BOOKINFO_GATEWAY;
-
-/// A gateway Envoy for the Gateway `ns/name`, binding 127.0.0.1, ACKed.
-async fn gateway(sluice: &Sluice, node: &str, gw: &str) -> Envoy {
-    let args = BootstrapArgs {
-        node_id: node.into(),
-        xds: sluice.xds_addr().to_string().parse().expect("xds"),
-        admin_port: 0,
-        gateway: Some(gw.into()),
-        gateway_bind: Some("127.0.0.1".parse().expect("ip")),
-        ..Default::default()
-    };
-    let envoy = Envoy::start(&render(&args));
-    envoy.wait_live(Duration::from_secs(30)).await;
-    sluice.wait_acked(node, Duration::from_secs(20)).await.expect("the gateway ACKs");
-    envoy
-}
 
 /// The version that answered (v1/v2 body) or the status.
 async fn answer(http: &common::http::Client, addr: SocketAddr, host: &str, path: &str) -> String {
@@ -74,7 +57,7 @@ async fn bookinfo_gateway_api_sample_routes_at_the_gateway() {
     let text = format!("{}---\n{sample}", productpage(v1.port(), v2.port()));
     store.set_part(source::SOURCE, source::parse_str(&text, "bookinfo-gateway.yaml").expect("the sample loads"));
     let sluice = Sluice::start_with(Options::local(), store, serde_json::Value::Null).await.expect("start");
-    let envoy = gateway(&sluice, "bookinfo-gateway-api-1", "default/bookinfo-gateway").await;
+    let envoy = common::mesh::gateway_envoy(&sluice, "bookinfo-gateway-api-1", "default/bookinfo-gateway").await;
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
 
     // istiod's names: listener IP_PORT, route configuration http.PORT, virtual host *:PORT.
@@ -156,7 +139,7 @@ async fn https_listener_serves_a_secret_and_a_missing_secret_serves_nothing_on_i
     store.register_source(source::SOURCE);
     store.set_part(source::SOURCE, source::parse_str(&base, "secure.yaml").expect("config"));
     let sluice = Sluice::start_with(Options::local(), store, serde_json::Value::Null).await.expect("start");
-    let envoy = gateway(&sluice, "secure-gateway-1", "default/secure").await;
+    let envoy = common::mesh::gateway_envoy(&sluice, "secure-gateway-1", "default/secure").await;
     let tls_addr: SocketAddr = format!("127.0.0.1:{tls}").parse().expect("addr");
     let plain_addr: SocketAddr = format!("127.0.0.1:{plain}").parse().expect("addr");
     common::https::wait_listening(tls_addr).await;

@@ -26,7 +26,6 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
-use sluice::bootstrap::{BootstrapArgs, render};
 use sluice::model::{ObjectKey, Rule, RuleMatch, StringMatch, Target};
 use sluice::server::{Options, Sluice};
 use sluice::source;
@@ -104,18 +103,7 @@ async fn start_sluice(yaml: impl Fn(u16, u16) -> String) -> (Sluice, Backend, Ba
 
 /// A gateway Envoy from `sluice bootstrap --gateway default/bookinfo-gateway --gateway-bind 127.0.0.1`.
 async fn start_gateway(sluice: &Sluice, node: &str) -> Envoy {
-    let args = BootstrapArgs {
-        node_id: node.into(),
-        xds: sluice.xds_addr().to_string().parse().expect("xds"),
-        admin_port: 0,
-        gateway: Some("default/bookinfo-gateway".into()),
-        gateway_bind: Some("127.0.0.1".parse().expect("ip")),
-        ..Default::default()
-    };
-    let envoy = Envoy::start(&render(&args));
-    envoy.wait_live(Duration::from_secs(30)).await;
-    sluice.wait_acked(node, Duration::from_secs(20)).await.expect("the gateway ACKs its config");
-    envoy
+    common::mesh::gateway_envoy(sluice, node, "default/bookinfo-gateway").await
 }
 
 /// A call to Sluice's admin API (REST, as `sluice release` and the dashboard make it) → (status, JSON).

@@ -14,12 +14,11 @@
 
 use crate::common;
 
+use common::Backend;
 use common::https::{ask_as, wait_listening};
 use common::kmock::{Kmock, api_in, create, obj, patch, resource_version};
 use common::pki::{Ca, write_ca};
-use common::{Backend, Envoy};
 use serde_json::{Value, json};
-use sluice::bootstrap::{BootstrapArgs, render};
 use sluice::server::{Options, Sluice};
 use sluice::store::Store;
 use std::net::SocketAddr;
@@ -143,22 +142,6 @@ fn counter(metric: &str, kind: &str) -> u64 {
     text.lines().find_map(|l| l.strip_prefix(&prefix)?.parse().ok()).unwrap_or_else(|| panic!("no {prefix}in:\n{text}"))
 }
 
-/// A gateway Envoy for `gateway` (NS/NAME), its servers bound on 127.0.0.1, ACKed.
-async fn gateway_envoy(sluice: &Sluice, node: &str, gateway: &str) -> Envoy {
-    let args = BootstrapArgs {
-        node_id: node.into(),
-        xds: sluice.xds_addr().to_string().parse().expect("xds"),
-        admin_port: 0,
-        gateway: Some(gateway.into()),
-        gateway_bind: Some("127.0.0.1".parse().expect("ip")),
-        ..Default::default()
-    };
-    let envoy = Envoy::start(&render(&args));
-    envoy.wait_live(Duration::from_secs(30)).await;
-    sluice.wait_acked(node, Duration::from_secs(20)).await.expect("the gateway ACKs");
-    envoy
-}
-
 /// Sluice in this process on the emulator's objects, writing Gateway API status as the Lease holder would (while
 /// the returned sender lives).
 async fn sluice_on(client: &kube::Client, stop: watch::Receiver<bool>) -> (Sluice, watch::Sender<bool>) {
@@ -235,7 +218,7 @@ async fn gateway_status_is_written_and_the_https_listener_comes_with_its_cluster
     let refs = cond(&listener(&gw, "https")["conditions"], "ResolvedRefs").clone();
 
     // The gateway proxy: HTTP is served; HTTPS is not while its certificate is missing.
-    let envoy = gateway_envoy(&sluice, "gw-proxy", "default/gw").await;
+    let envoy = common::mesh::gateway_envoy(&sluice, "gw-proxy", "default/gw").await;
     let http_addr: SocketAddr = format!("127.0.0.1:{http}").parse().unwrap();
     let https_addr: SocketAddr = format!("127.0.0.1:{https}").parse().unwrap();
     let got = common::http::get_with(&common::http::client(), http_addr, "anything.example", "/productpage", &[]).await;
@@ -363,7 +346,7 @@ async fn bookinfo_istio_gateway_and_virtual_service_from_the_cluster_reach_the_g
 
     let (_stop, stop_rx) = watch::channel(false);
     let (sluice, _leading) = sluice_on(&client, stop_rx).await;
-    let _envoy = gateway_envoy(&sluice, "bookinfo-gateway-1", "bookinfo/bookinfo-gateway").await;
+    let _envoy = common::mesh::gateway_envoy(&sluice, "bookinfo-gateway-1", "bookinfo/bookinfo-gateway").await;
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let http = common::http::client();
     for (path, want) in [("/productpage", (200, "v1")), ("/api/v1/products", (200, "v1")), ("/nothing", (404, ""))] {

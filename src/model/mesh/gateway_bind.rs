@@ -14,6 +14,7 @@
 //!     hosts = listener hostname ∩ route hostnames ─▶ attached (attachedRoutes) or the reason it is not
 //! ```
 
+use super::status::condition;
 use super::{
     Condition, GATEWAY_CONTROLLER, GATEWAY_GROUP, HttpRouteObject, ParentRef, ParentStatus, ServerProtocol, TlsSecret,
     host_intersection,
@@ -90,10 +91,6 @@ pub struct AttachedRoute {
     pub route: ObjectKey,
     /// Virtual host domains: the listener's hostname ∩ the route's hostnames (`*`: any).
     pub hosts: Vec<String>,
-}
-
-fn condition(kind: &'static str, ok: bool, reason: &'static str, message: impl Into<String>) -> Condition {
-    Condition { kind, status: if ok { "True" } else { "False" }, reason, message: message.into() }
 }
 
 /// The class istiod provides without an object, which Sluice (replacing istiod) serves the same way, so Istio's
@@ -179,7 +176,7 @@ pub fn gateway_view(model: &Model) -> GatewayView {
             parents.push(ParentStatus {
                 parent_ref: p.clone(),
                 controller_name: GATEWAY_CONTROLLER,
-                conditions: vec![accepted, resolved_refs(model, route_key, route)],
+                conditions: vec![accepted, super::status::resolved_refs(model, route_key, route, true)],
             });
         }
         if !parents.is_empty() {
@@ -430,28 +427,4 @@ fn route_hosts(listener: Option<&str>, route: &[String]) -> Vec<String> {
         (l, false) => route.iter().filter_map(|r| host_intersection(l.unwrap_or("*"), r)).map(String::from).collect(),
     };
     hosts.into_iter().collect()
-}
-
-fn resolved_refs(model: &Model, key: &ObjectKey, route: &HttpRouteObject) -> Condition {
-    for rule in &route.spec.rules {
-        for b in &rule.backend_refs {
-            if !b.backend().is_service() {
-                return condition("ResolvedRefs", false, "InvalidKind", format!("backend {} is not a Service", b.name));
-            }
-            let svc = ObjectKey::new(b.namespace.as_deref().unwrap_or(&key.namespace), b.name.clone());
-            if !backend_permitted(model, &key.namespace, &svc) {
-                let msg = format!(
-                    "no ReferenceGrant in {} lets HTTPRoutes of {} use Service {svc}",
-                    svc.namespace, key.namespace
-                );
-                return condition("ResolvedRefs", false, "RefNotPermitted", msg);
-            }
-            let found =
-                model.services.get(&svc).is_some_and(|s| b.port.is_none_or(|p| s.ports.iter().any(|sp| sp.port == p)));
-            if !found {
-                return condition("ResolvedRefs", false, "BackendNotFound", format!("no Service {svc} with that port"));
-            }
-        }
-    }
-    condition("ResolvedRefs", true, "ResolvedRefs", "every backend resolves")
 }

@@ -28,8 +28,8 @@ pub struct Condition {
     pub message: String,
 }
 
-fn condition(kind: &'static str, ok: bool, reason: &'static str, message: String) -> Condition {
-    Condition { kind, status: if ok { "True" } else { "False" }, reason, message }
+pub(super) fn condition(kind: &'static str, ok: bool, reason: &'static str, message: impl Into<String>) -> Condition {
+    Condition { kind, status: if ok { "True" } else { "False" }, reason, message: message.into() }
 }
 
 /// The `status.parents` Sluice writes on `route`: its Service parents (GAMMA), then its Gateway parents of Sluice's
@@ -47,7 +47,7 @@ pub fn http_route_status(
 }
 
 fn mesh_parents(model: &Model, key: &ObjectKey, route: &HttpRouteObject) -> Vec<ParentStatus> {
-    let resolved = resolved_refs(model, key, route);
+    let resolved = resolved_refs(model, key, route, false);
     route
         .spec
         .parent_refs
@@ -56,12 +56,7 @@ fn mesh_parents(model: &Model, key: &ObjectKey, route: &HttpRouteObject) -> Vec<
         .map(|p| {
             let svc = ObjectKey::new(p.namespace.as_deref().unwrap_or(&key.namespace), p.name.clone());
             let accepted = if !p.is_service() {
-                condition(
-                    "Accepted",
-                    false,
-                    "UnsupportedValue",
-                    "Sluice serves mesh routes: parents of kind Service".into(),
-                )
+                condition("Accepted", false, "UnsupportedValue", "Sluice serves mesh routes: parents of kind Service")
             } else if !model.services.contains_key(&svc) {
                 condition("Accepted", false, "NoMatchingParent", format!("no Service {svc}"))
             } else if let Some((vs, _)) = model.virtual_service_for(&svc) {
@@ -79,13 +74,22 @@ fn mesh_parents(model: &Model, key: &ObjectKey, route: &HttpRouteObject) -> Vec<
         .collect()
 }
 
-fn resolved_refs(model: &Model, key: &ObjectKey, route: &HttpRouteObject) -> Condition {
+/// `ResolvedRefs` of a route's backends: each a Service with the port it names; at a Gateway parent (`grants`),
+/// one in another namespace also needs a ReferenceGrant (Gateway API's rule; GAMMA routes are not held to it).
+pub(super) fn resolved_refs(model: &Model, key: &ObjectKey, route: &HttpRouteObject, grants: bool) -> Condition {
     for rule in &route.spec.rules {
         for b in &rule.backend_refs {
             if !b.backend().is_service() {
                 return condition("ResolvedRefs", false, "InvalidKind", format!("backend {} is not a Service", b.name));
             }
             let svc = ObjectKey::new(b.namespace.as_deref().unwrap_or(&key.namespace), b.name.clone());
+            if grants && !super::backend_permitted(model, &key.namespace, &svc) {
+                let msg = format!(
+                    "no ReferenceGrant in {} lets HTTPRoutes of {} use Service {svc}",
+                    svc.namespace, key.namespace
+                );
+                return condition("ResolvedRefs", false, "RefNotPermitted", msg);
+            }
             let found =
                 model.services.get(&svc).is_some_and(|s| b.port.is_none_or(|p| s.ports.iter().any(|sp| sp.port == p)));
             if !found {
@@ -93,7 +97,7 @@ fn resolved_refs(model: &Model, key: &ObjectKey, route: &HttpRouteObject) -> Con
             }
         }
     }
-    condition("ResolvedRefs", true, "ResolvedRefs", "every backend resolves".into())
+    condition("ResolvedRefs", true, "ResolvedRefs", "every backend resolves")
 }
 
 #[cfg(test)]
