@@ -28,12 +28,6 @@ pub fn versions_yaml(service: &str, versions: &[(&str, u16)]) -> String {
     out
 }
 
-/// A port nobody listens on now (a gateway's server port is the port it binds, as in Istio).
-pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
 /// The same mesh as a model built in code: `reviews` with a v1 and a v3 endpoint on `127.0.0.1`.
 pub fn reviews_model(v1: u16, v3: u16) -> Model {
     let mut m = Model::default();

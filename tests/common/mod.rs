@@ -54,6 +54,16 @@ pub fn free_port() -> u16 {
     addr.port()
 }
 
+/// A port on 127.0.0.1 where connections are refused for as long as the returned socket lives: bound, never
+/// listening. Unlike a [`free_port`] left closed, no other process can start listening on it meanwhile, and the
+/// kernel never picks it as the source port of an outgoing connection (which could connect to itself).
+pub fn refusing_port() -> (tokio::net::TcpSocket, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+    let port = socket.local_addr().expect("addr").port();
+    (socket, port)
+}
+
 /// `N` distinct free addresses on 127.0.0.1 (all held open until every one is chosen, so two calls of
 /// [`free_port`] cannot hand one process the same port twice). The same caveat as [`free_port`] applies.
 pub fn free_addrs<const N: usize>() -> [SocketAddr; N] {

@@ -5,8 +5,8 @@
 
 use crate::common;
 
+use common::free_port;
 use common::http::{Client, client, get_response};
-use common::mesh::free_port;
 use common::{Backend, assert_share};
 use futures::StreamExt;
 use sluice::server::{Options, Sluice};

@@ -19,8 +19,8 @@
 use crate::common;
 
 use common::Backend;
+use common::free_port;
 use common::http::{client, get_response};
-use common::mesh::free_port;
 use common::pki::Ca;
 use serde_json::json;
 use sluice::server::{Options, Sluice};

@@ -72,7 +72,8 @@ async fn backend_answers_its_name_and_counts() {
 
 #[tokio::test]
 async fn load_counts_connection_errors() {
-    let closed: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let (_socket, port) = common::refusing_port();
+    let closed: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let counts = load(closed, "x", 5, 2).await;
     assert_eq!((counts.errors, counts.total()), (5, 5), "{counts:?}");
 }

@@ -13,7 +13,7 @@
 use crate::common;
 
 use common::http::{Client, client, get_response_within};
-use common::{Backend, Counts, Envoy, free_port, load};
+use common::{Backend, Counts, Envoy, load};
 use sluice::bootstrap::{BootstrapArgs, StatsInclusion};
 use sluice::server::{Options, Sluice};
 use sluice::source;
@@ -103,12 +103,17 @@ async fn no_route_timeout_unless_a_virtual_service_sets_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_endpoint_is_retried_on_the_live_one() {
     let live = Backend::start("live").await;
-    let dead_port = free_port(); // nothing listens: connections are refused
+    // Bound and never listening, for the whole test: connections are refused (a port merely left free could be
+    // taken by another test's listener, or be an outgoing connection's source port and connect to itself).
+    let (_dead, dead_port) = common::refusing_port();
     let m =
         Mesh::start(&reviews(&[("reviews-dead", dead_port), ("reviews-live", live.port())]), Default::default()).await;
     let counts = load(m.listen, "reviews", 1000, 8).await;
     println!("one dead, one live endpoint, no VirtualService: {counts:?}");
-    assert!(counts.ok() >= 990, "istiod's default retries reach the live endpoint: {counts:?}");
+    // Without retries about half would fail (the dead endpoint is picked half the time). With istiod's two
+    // retries and the previous-hosts predicate, 3 to 14 of 1,000 still failed across runs (the live endpoint alone
+    // fails none); the bound leaves room for that spread.
+    assert!(counts.ok() >= 980, "istiod's default retries reach the live endpoint: {counts:?}");
     m.sluice.shutdown().await;
 }
 
