@@ -6,13 +6,13 @@
 //!  server (PASSTHROUGH, hosts) × VirtualService tls[i].match[j] (sniHosts met with the hosts; port, if set, = P)
 //!     ─▶ filter chain: server_names = those names ── tcp_proxy ─▶ outbound|PORT|SUBSET|HOST (weighted if several)
 //! ```
-//! Destinations resolve as an `http` route's do (a short host in the VirtualService's namespace); a route none of
-//! whose destinations is a known Service (or, for a Service of several ports, names no port) gets no chain, so
-//! its SNI finds nothing and the connection is closed.
+//! Destinations resolve as a gateway `http` route's do (`mesh_route::resolve`: a short host in the
+//! VirtualService's namespace, the named port or the first); a route none of whose destinations resolves gets no
+//! chain, so its SNI finds nothing and the connection is closed.
 
 use super::listener::{TCP_PROXY_FILTER, chain};
 use super::{naming, pack};
-use crate::model::mesh::{RouteDestination, Server, host_admits, host_intersection, service_of_host, split_host};
+use crate::model::mesh::{RouteDestination, Server, host_admits, host_intersection, split_host};
 use crate::model::{Model, ObjectKey};
 use envoy_types::pb::envoy::config::listener::v3::{FilterChain, FilterChainMatch};
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
@@ -50,16 +50,7 @@ pub(super) fn passthrough_chains(model: &Model, key: &ObjectKey, server: &Server
 fn tcp_proxy_to(model: &Model, namespace: &str, route: &[RouteDestination]) -> Option<TcpProxy> {
     let mut clusters: Vec<(String, u32)> = Vec::new();
     for d in route {
-        let Some(svc) = service_of_host(&d.destination.host, namespace).and_then(|k| model.services.get(&k)) else {
-            continue;
-        };
-        let wanted = d.destination.port.as_ref().map(|p| p.number);
-        let port = match wanted {
-            Some(p) => svc.ports.iter().find(|sp| sp.port == p),
-            None if svc.ports.len() == 1 => svc.ports.first(),
-            None => None,
-        };
-        let Some(port) = port else { continue };
+        let Some((_, svc, port)) = super::mesh_route::resolve(model, &d.destination, namespace) else { continue };
         let subset = d.destination.subset.as_deref().unwrap_or("");
         let weight = d.weight.unwrap_or(if route.len() == 1 { 100 } else { 0 });
         clusters.push((naming::outbound_cluster(svc, port.port, subset), weight));

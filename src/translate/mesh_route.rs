@@ -82,6 +82,22 @@ pub(crate) fn routes(
     out
 }
 
+/// The Service and port a destination of a gateway route names (its host seen from `namespace`; the port it
+/// names, else the Service's first), or `None` when there is no such Service or port.
+pub(crate) fn resolve<'m>(
+    model: &'m Model,
+    d: &Destination,
+    namespace: &str,
+) -> Option<(ObjectKey, &'m Service, &'m ServicePort)> {
+    let key = service_of_host(&d.host, namespace)?;
+    let svc = model.services.get(&key)?;
+    let port = match d.port.as_ref().map(|p| p.number) {
+        Some(p) => svc.ports.iter().find(|sp| sp.port == p)?,
+        None => svc.ports.first()?,
+    };
+    Some((key, svc, port))
+}
+
 /// The routes of a gateway's virtual host from the `http` rules of the VirtualServices bound to it, on server port
 /// `server_port`: the same routes a sidecar gets, each with the release policy of the first service among its
 /// destinations that has one applied inside it (so a ReleasePolicy splits and matches at the gateway too).
@@ -93,16 +109,7 @@ pub(crate) fn gateway_routes(model: &Model, scope: &RouteScope, rules: &[MeshRul
             .http
             .route
             .iter()
-            .filter_map(|d| {
-                let key = service_of_host(&d.destination.host, ns)?;
-                let svc = model.services.get(&key)?;
-                let wanted = d.destination.port.as_ref().map(|p| p.number);
-                let port = match wanted {
-                    Some(p) => svc.ports.iter().find(|sp| sp.port == p)?,
-                    None => svc.ports.first()?,
-                };
-                Some((key, port))
-            })
+            .filter_map(|d| resolve(model, &d.destination, ns).map(|(key, _, port)| (key, port)))
             .collect();
         let governed = resolved.iter().find(|(k, _)| model.policy_for(k).is_some()).or(resolved.first());
         // A rule whose destinations name nothing answers 503 (or redirects): its port only names the route.

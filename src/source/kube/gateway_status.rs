@@ -163,7 +163,7 @@ pub fn addresses(
     } else {
         let mut found = Vec::new();
         for host in named {
-            let svc = service_of(host, &key.namespace)
+            let svc = crate::model::mesh::service_of_host(host, &key.namespace)
                 .ok_or_else(|| format!("address {host} is not a Service name (NAME or NAME.NS.svc.cluster.local)"))?;
             if !model.services.contains_key(&svc) {
                 return Err(format!("Service {svc} (address {host}) does not exist"));
@@ -188,15 +188,6 @@ pub fn addresses(
         return Err(format!("Service {} has neither a load balancer address nor a cluster IP", names.join(", ")));
     }
     Ok(out)
-}
-
-/// The Service a `Hostname` address names: `NAME` (in the Gateway's namespace) or `NAME.NS.svc.cluster.local`.
-fn service_of(host: &str, namespace: &str) -> Option<ObjectKey> {
-    match host.split('.').collect::<Vec<_>>()[..] {
-        [name] if !name.is_empty() => Some(ObjectKey::new(namespace, name)),
-        [name, ns, "svc", "cluster", "local"] if !name.is_empty() && !ns.is_empty() => Some(ObjectKey::new(ns, name)),
-        _ => None,
-    }
 }
 
 #[cfg(test)]
