@@ -93,6 +93,11 @@ pub struct ServeArgs {
     /// With --kube: this replica's name in the Lease (default: $POD_NAME, else `sluice-PID`).
     #[arg(long, env = "POD_NAME", requires = "kube")]
     pub identity: Option<String>,
+    /// With --kube: where the other replicas reach this one's admin port (the Release API), e.g.
+    /// `http://10.1.2.3:15014`; a follower forwards release changes there while this replica leads. Default: the
+    /// admin address, with $POD_IP for an unspecified (0.0.0.0) host.
+    #[arg(long, env = "SLUICE_ADVERTISE_API_URL", requires = "kube")]
+    pub advertise_api_url: Option<String>,
     /// xDS gRPC address.
     #[arg(long, env = "SLUICE_XDS_ADDR", default_value = "0.0.0.0:15010")]
     pub xds_addr: SocketAddr,
@@ -369,6 +374,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let (holding, holder) = tokio::sync::watch::channel(None);
     let leader_for_webhook = leader.clone();
     let kube_client = kube.clone();
+    let mut replica_report = None;
     if let Some(client) = kube {
         let (namespace, name) = args
             .lease
@@ -389,12 +395,32 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             sluice.store().clone(),
             stop_rx.clone(),
         );
+        // Every replica reports its proxies and traffic in the cluster and follows the others' reports.
+        let replica = source::kube::replica::ReplicaConfig {
+            namespace: namespace.to_string(),
+            identity: config.identity.clone(),
+            heartbeat: (config.duration / 3).max(Duration::from_secs(1)),
+            lease: config.duration,
+            api_url: advertised_api_url(&args, sluice.admin_addr()),
+        };
+        let traffic = sluice.traffic().clone();
+        let (peers, reporting) = source::kube::replica::start(
+            client.clone(),
+            replica,
+            releases.clone(),
+            traffic,
+            leader.clone(),
+            stop_rx.clone(),
+        );
+        replica_report = Some(reporting);
         // The cluster's releases: driven here only while this replica leads; otherwise the leader's stored state.
         releases.share(crate::release::Shared {
             source: source::kube::SOURCE.to_string(),
             leading: leader.clone(),
             holder,
             stored: watching.stored,
+            identity: config.identity.clone(),
+            peers,
         });
         tokio::spawn(source::kube::lead(client.clone(), config, leading, holding, stop_rx.clone()));
         let store = sluice.store().clone();
@@ -419,8 +445,25 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     shutdown_signal().await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
+    if let Some(reporting) = replica_report {
+        // The report's delete, so the other replicas stop counting this one's proxies at once.
+        let _ = tokio::time::timeout(Duration::from_secs(2), reporting).await;
+    }
     sluice.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--advertise-api-url`, else `http://` + the admin address (its host `$POD_IP` when it is unspecified).
+fn advertised_api_url(args: &ServeArgs, admin: Option<SocketAddr>) -> Option<String> {
+    if let Some(url) = &args.advertise_api_url {
+        return Some(url.trim_end_matches('/').to_string());
+    }
+    let admin = admin?;
+    let host = match admin.ip().is_unspecified() {
+        true => std::env::var("POD_IP").ok()?.parse::<std::net::IpAddr>().ok()?,
+        false => admin.ip(),
+    };
+    Some(format!("http://{}", SocketAddr::new(host, admin.port())))
 }
 
 /// `--inject`: the webhook's serving certificate (files, the cluster's Secret, or the state directory's CA), then

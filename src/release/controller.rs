@@ -5,6 +5,7 @@
 
 use super::machine::{Record, Refused, Verb};
 use super::persist::{PersistError, Persisted, StateDir, StoredPolicy};
+use super::replicas;
 use super::shared::{self, Shared};
 use super::status::{self, Proxies, ReleaseView};
 use crate::model::{FieldError, Model, ObjectKey, ReleasePolicy, ReleasePolicySpec};
@@ -169,6 +170,11 @@ impl ReleaseController {
                 _ = stop.wait_for(|s| *s) => return,
             }
         }
+    }
+
+    /// Proxies connected to this replica.
+    pub fn connected(&self) -> usize {
+        self.registry.connected()
     }
 
     /// The store the controller reads sources from (and publishes release states to).
@@ -431,8 +437,21 @@ impl ReleaseController {
         }
     }
 
-    /// Connected proxies, and how many hold a snapshot that carries this release's current state.
+    /// Connected proxies, and how many hold a snapshot that carries this release's current state; for a shared
+    /// release, every replica's proxies as their reports say (see [`super::replicas::merge_proxies`]).
     fn proxies(&self, key: &ObjectKey, record: &Record) -> Proxies {
+        let local = self.local_proxies(key, record);
+        match self.shared.get() {
+            Some(s) if self.store.policy_source(key).as_deref() == Some(s.source.as_str()) => {
+                let state = replicas::fingerprint(&record.spec, &record.state);
+                replicas::merge_proxies(&s.identity, local, key, &state, &s.peers.borrow(), now_ms())
+            }
+            _ => local,
+        }
+    }
+
+    /// This replica's own proxies for a release (what it reports to the others).
+    pub fn local_proxies(&self, key: &ObjectKey, record: &Record) -> Proxies {
         let snapshot = self.snapshots.borrow().clone();
         let total = self.registry.connected();
         let current = snapshot.as_ref().filter(|s| {
@@ -442,11 +461,41 @@ impl ReleaseController {
         let refused = self.registry.refusals_of(&service);
         match current {
             Some(s) => {
-                let (acked, total) = self.registry.acked_count_for(s.version, &service);
-                Proxies { acked, total, refused }
+                let (acked, total, pending) = self.registry.holding(s.version, &service, replicas::MAX_PENDING);
+                Proxies { acked, total, refused, pending, replicas: Vec::new() }
             }
-            None => Proxies { acked: 0, total, refused },
+            None => {
+                let pending = vec![format!("{total} proxies (this replica has not built the release's state yet)")];
+                Proxies {
+                    acked: 0,
+                    total,
+                    refused,
+                    pending: if total > 0 { pending } else { Vec::new() },
+                    replicas: Vec::new(),
+                }
+            }
         }
+    }
+
+    /// What this replica reports to the others about the releases it serves: per release, the state's
+    /// fingerprint and its own proxies' count (see [`super::replicas`]).
+    pub fn report_releases(&self) -> BTreeMap<String, replicas::ReleaseProxies> {
+        let records = self.lock().records.clone();
+        records
+            .iter()
+            .map(|(key, record)| {
+                let p = self.local_proxies(key, record);
+                let state = replicas::fingerprint(&record.spec, &record.state);
+                let held = replicas::ReleaseProxies {
+                    state,
+                    acked: p.acked,
+                    total: p.total,
+                    pending: p.pending,
+                    refused: p.refused,
+                };
+                (key.to_string(), held)
+            })
+            .collect()
     }
 
     fn source_of(&self, key: &ObjectKey) -> String {

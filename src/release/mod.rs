@@ -16,6 +16,7 @@ mod controller;
 pub mod grpc;
 pub mod machine;
 pub mod persist;
+pub mod replicas;
 pub mod shared;
 pub mod status;
 

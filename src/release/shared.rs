@@ -14,6 +14,7 @@
 //! edits at once (a respec is deterministic), and takes the leader's result when its status arrives.
 
 use super::machine::Record;
+use super::replicas::Peers;
 use crate::model::ObjectKey;
 use std::collections::{BTreeMap, BTreeSet};
 use tokio::sync::watch;
@@ -32,6 +33,10 @@ pub struct Shared {
     pub holder: watch::Receiver<Option<String>>,
     /// The records the leader stored.
     pub stored: watch::Receiver<StoredRecords>,
+    /// This replica's name (its Lease identity).
+    pub identity: String,
+    /// The other replicas' reports (their proxies and traffic; see [`super::replicas`]).
+    pub peers: watch::Receiver<Peers>,
 }
 
 impl Shared {
@@ -41,6 +46,12 @@ impl Shared {
 
     pub fn holder(&self) -> Option<String> {
         self.holder.borrow().clone()
+    }
+
+    /// Where the leader's Release API listens, from its report (`None`: no leader, or it reported no address).
+    pub fn leader_api_url(&self) -> Option<String> {
+        let holder = self.holder()?;
+        self.peers.borrow().get(&holder).and_then(|r| r.api_url.clone())
     }
 }
 
@@ -122,7 +133,9 @@ mod tests {
         let (lead, leading) = watch::channel(false);
         let (_holder_tx, holder) = watch::channel(Some("replica-a".to_string()));
         let (_stored_tx, stored_rx) = watch::channel(StoredRecords::from([(key.clone(), stored.clone())]));
-        c.share(Shared { source: "kube".into(), leading, holder, stored: stored_rx });
+        let (_peers_tx, peers) = watch::channel(Peers::new());
+        let identity = "replica-b".to_string();
+        c.share(Shared { source: "kube".into(), leading, holder, stored: stored_rx, identity, peers });
         let (_stop_tx, stop) = watch::channel(false);
         tokio::spawn(c.clone().run(stop));
         let policy = ReleasePolicy {

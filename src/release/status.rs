@@ -2,6 +2,7 @@
 
 use super::analysis::Outcome;
 use super::machine::Record;
+use super::replicas::Freshness;
 use crate::model::{Model, ObjectKey, Phase, ReleasePolicySpec, Step, TOTAL_WEIGHT};
 use crate::telemetry::WindowStats;
 use schemars::JsonSchema;
@@ -49,6 +50,26 @@ pub struct Proxies {
     /// such part stays at the proxy's last good content until the config changes, so those proxies are not ACKed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub refused: Vec<String>,
+    /// Proxies that do not hold it yet (`replica/proxy` where several replicas serve), at most 10.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<String>,
+    /// Where several replicas serve (Kubernetes mode): each replica's share, this one first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<ReplicaProxies>,
+}
+
+/// One replica's proxies for a release, as its last report said.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaProxies {
+    pub name: String,
+    pub acked: usize,
+    pub total: usize,
+    /// `Fresh`; `Stale` (two heartbeats missed: its proxies count as not holding the state); `Expired` (its lease
+    /// passed: the replica is gone and its proxies are not counted).
+    pub report: Freshness,
+    /// Age of that report (ms).
+    pub age_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -165,6 +186,39 @@ fn routed_canary_weight(record: &Record, stable_ready: usize, canary_ready: usiz
     }
 }
 
+/// `ReplicasReporting`: whether every replica's report is current, and what a stale or expired one means for the
+/// proxy count (and so for the finalize gate).
+fn replicas_condition(replicas: &[ReplicaProxies]) -> Condition {
+    let secs = |ms: u64| ms as f64 / 1000.0;
+    let stale: Vec<String> = replicas
+        .iter()
+        .filter(|r| r.report == Freshness::Stale)
+        .map(|r| format!("{} ({} proxies, last report {:.1} s ago)", r.name, r.total, secs(r.age_ms)))
+        .collect();
+    let expired: Vec<String> = replicas
+        .iter()
+        .filter(|r| r.report == Freshness::Expired)
+        .map(|r| format!("{} (last report {:.1} s ago; its {} proxies)", r.name, secs(r.age_ms), r.total))
+        .collect();
+    if !stale.is_empty() {
+        let msg = format!(
+            "replicas not reporting: {}; their proxies count as not holding the current traffic config until they \
+             report again or their report expires",
+            stale.join(", ")
+        );
+        return Condition::new("ReplicasReporting", false, "ReplicaStale", msg);
+    }
+    if !expired.is_empty() {
+        let msg = format!(
+            "replica reports expired, those replicas are taken as gone and their proxies no longer counted: {}",
+            expired.join(", ")
+        );
+        return Condition::new("ReplicasReporting", false, "ReplicaExpired", msg);
+    }
+    let msg = format!("{} replicas report their proxies", replicas.len());
+    Condition::new("ReplicasReporting", true, "AllReporting", msg)
+}
+
 fn conditions(record: &Record, versions: &[VersionStatus], proxies: &Proxies) -> Vec<Condition> {
     let mut out = Vec::new();
     let applied = proxies.acked == proxies.total;
@@ -174,6 +228,9 @@ fn conditions(record: &Record, versions: &[VersionStatus], proxies: &Proxies) ->
         if applied { "AllProxiesAcked" } else { "WaitingForProxies" },
         format!("{} of {} connected proxies hold the current traffic config", proxies.acked, proxies.total),
     ));
+    if proxies.replicas.len() > 1 {
+        out.push(replicas_condition(&proxies.replicas));
+    }
     if let Some(first) = proxies.refused.first() {
         let more = proxies.refused.len() - 1;
         let tail = if more > 0 { format!(" (and {more} more)") } else { String::new() };

@@ -31,6 +31,6 @@ pub mod xds;
 
 pub use gauges::publish_gauges;
 pub use sink::Sink;
-pub use stats::{Measured, Totals, TrafficStats, VersionKey, WindowStats};
+pub use stats::{Delta, Histogram, Measured, Totals, TrafficStats, VersionKey, WindowStats};
 
 pub use prom::{SIZE_BUCKETS, TIME_BUCKETS, install, names, render, upkeep};

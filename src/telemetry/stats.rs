@@ -129,6 +129,15 @@ impl Totals {
         }
     }
 
+    /// `self - earlier` as a report of what happened in between (saturating; histogram bucket by bucket).
+    pub fn delta_since(&self, earlier: &Totals) -> Delta {
+        Delta {
+            requests: self.requests.saturating_sub(earlier.requests),
+            errors: self.errors.saturating_sub(earlier.errors),
+            latency: self.latency.since(&earlier.latency),
+        }
+    }
+
     /// What happened between `earlier` and `self`.
     pub fn since(&self, earlier: &Totals) -> Measured {
         let requests = self.requests.saturating_sub(earlier.requests);
@@ -174,6 +183,9 @@ struct Entry {
 #[derive(Clone, Default)]
 pub struct TrafficStats {
     inner: Arc<Mutex<BTreeMap<VersionKey, Entry>>>,
+    /// What this replica's own proxies reported (the part it reports to the other replicas; `inner` also holds
+    /// theirs).
+    local: Arc<Mutex<BTreeMap<VersionKey, Totals>>>,
 }
 
 impl TrafficStats {
@@ -183,6 +195,20 @@ impl TrafficStats {
 
     /// Adds one proxy's report, received at `now_ms`, covering the time since `since_ms` (its previous report).
     pub fn record(&self, now_ms: u64, since_ms: u64, deltas: &[(VersionKey, Delta)]) {
+        {
+            let mut local = self.local.lock().unwrap_or_else(|e| e.into_inner());
+            for (key, delta) in deltas {
+                if local.contains_key(key) || local.len() < MAX_VERSIONS {
+                    local.entry(key.clone()).or_default().add(delta);
+                }
+            }
+        }
+        self.record_remote(now_ms, since_ms, deltas);
+    }
+
+    /// Adds what another replica's proxies reported (see `release::replicas`): counted in every window and
+    /// total, but not in [`TrafficStats::local_totals`].
+    pub fn record_remote(&self, now_ms: u64, since_ms: u64, deltas: &[(VersionKey, Delta)]) {
         let mut map = self.lock();
         for (key, delta) in deltas {
             if !map.contains_key(key) {
@@ -222,6 +248,12 @@ impl TrafficStats {
         self.lock().get(key).map(|e| e.totals.clone()).unwrap_or_default()
     }
 
+    /// The running totals of this replica's own proxies, per version (what it reports to the other replicas).
+    pub fn local_totals(&self) -> Vec<(VersionKey, Totals)> {
+        let local = self.local.lock().unwrap_or_else(|e| e.into_inner());
+        local.iter().map(|(k, t)| (k.clone(), t.clone())).collect()
+    }
+
     /// Traffic over the last [`WINDOW`] before `now_ms`; `None` when no proxy reported the version in it.
     pub fn window(&self, key: &VersionKey, now_ms: u64) -> Option<WindowStats> {
         let map = self.lock();
@@ -257,7 +289,9 @@ impl TrafficStats {
     /// Drops versions not reported for [`FORGET_AFTER`].
     pub fn forget_stale(&self, now_ms: u64) {
         let cutoff = now_ms.saturating_sub(FORGET_AFTER.as_millis() as u64);
-        self.lock().retain(|_, e| e.last_report_ms >= cutoff);
+        let mut map = self.lock();
+        map.retain(|_, e| e.last_report_ms >= cutoff);
+        self.local.lock().unwrap_or_else(|e| e.into_inner()).retain(|k, _| map.contains_key(k));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<VersionKey, Entry>> {

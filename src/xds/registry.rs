@@ -169,13 +169,21 @@ impl Registry {
     /// Connected streams and, of those, how many hold snapshot `version` (or newer) as far as the Service with
     /// FQDN `service` goes: in full, or in full but for refused parts that are not that Service's.
     pub fn acked_count_for(&self, version: u64, service: &str) -> (usize, usize) {
+        let (acked, total, _) = self.holding(version, service, 0);
+        (acked, total)
+    }
+
+    /// As [`Registry::acked_count_for`], with the node ids of up to `name` proxies that do not hold it.
+    pub fn holding(&self, version: u64, service: &str, name: usize) -> (usize, usize, Vec<String>) {
         let streams = self.lock();
         let total = streams.len();
         let holds = |s: &ProxyStatus| {
             s.synced_version.is_some_and(|v| v >= version)
                 || (s.settled_version.is_some_and(|v| v >= version) && !s.refuses(service))
         };
-        (streams.values().filter(|s| holds(s)).count(), total)
+        let acked = streams.values().filter(|s| holds(s)).count();
+        let pending = streams.values().filter(|s| !holds(s)).take(name).map(|s| s.node_id.clone()).collect();
+        (acked, total, pending)
     }
 
     /// What connected proxies refused of the Service with FQDN `service`: `proxy: part: reason`, at most 10.

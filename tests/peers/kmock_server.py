@@ -10,7 +10,8 @@ emulator keeps its objects as a restarted API server keeps etcd. kmock assigns n
 one on every object they write. With --expire-watches, the first watch of each resource is answered with
 `410 Gone` (as after an API server restart that compacted its history), so clients must relist. --omit leaves a
 resource (`group/version/plural`) unserved, as a cluster without that CRD. Lists and watches honour
-`fieldSelector` as the API server does for equality on fields (`type=kubernetes.io/tls`, `metadata.name!=x`).
+`fieldSelector` as the API server does for equality on fields (`type=kubernetes.io/tls`, `metadata.name!=x`),
+and `labelSelector` for equality on labels (`sluice.dev/replica-report=true`).
 """
 
 import argparse
@@ -39,6 +40,7 @@ RESOURCES = {
     "coordination.k8s.io/v1/leases": ("Lease", True),
     "apps/v1/deployments": ("Deployment", True),
     "v1/secrets": ("Secret", True),
+    "v1/configmaps": ("ConfigMap", True),
     "admissionregistration.k8s.io/v1/mutatingwebhookconfigurations": ("MutatingWebhookConfiguration", False),
 }
 
@@ -64,6 +66,16 @@ def selected(obj, selector):
             path, value = term.replace("==", "=").split("=", 1)
             if field(obj, path) != value:
                 return False
+    return True
+
+
+def labelled(obj, selector):
+    """Whether `obj` matches a labelSelector of equality terms: comma-separated `key=value` or `key==value`."""
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    for term in filter(None, (selector or "").split(",")):
+        key, value = term.replace("==", "=").split("=", 1)
+        if labels.get(key) != value:
+            return False
     return True
 
 
@@ -97,14 +109,15 @@ class Emulator(KubernetesEmulator):
 
     async def _serve_list(self, request):
         listed = await super()._serve_list(request)
-        selector = request.params.get("fieldSelector")
-        listed["items"] = [o for o in listed["items"] if selected(o, selector)]
+        selector, labels = request.params.get("fieldSelector"), request.params.get("labelSelector")
+        listed["items"] = [o for o in listed["items"] if selected(o, selector) and labelled(o, labels)]
         return listed
 
     async def _serve_watch(self, request):
-        selector = request.params.get("fieldSelector")
+        selector, labels = request.params.get("fieldSelector"), request.params.get("labelSelector")
         async for event in self._watch_all(request):
-            if not isinstance(event, dict) or event.get("type") == "ERROR" or selected(event.get("object", {}), selector):
+            obj = event.get("object", {}) if isinstance(event, dict) else {}
+            if not isinstance(event, dict) or event.get("type") == "ERROR" or (selected(obj, selector) and labelled(obj, labels)):
                 yield event
 
     async def _watch_all(self, request):

@@ -20,6 +20,8 @@
 //!   addresses from the gateway's Service) and HTTPRoute (`status.parents`) status from the merged model;
 //!   `conditions`: `observedGeneration`, `lastTransitionTime`, "already says so".
 //! - `lease`: leader election on a coordination.k8s.io/v1 Lease (only the leader writes status).
+//! - `replica`: each replica's report (its proxies per release, its traffic totals, its API address) in a
+//!   ConfigMap, and the others' reports followed: the gate, status and traffic count every replica's proxies.
 //! - `status`: the ReleasePolicy status writer (the release controller's view → the `status` subresource).
 //! - `progress`: the release record in that status (step start, weight, analysis), read back by every replica:
 //!   followers serve it, a new leader goes on from it.
@@ -40,6 +42,7 @@ pub mod index;
 mod lease;
 pub mod mesh;
 pub mod progress;
+pub mod replica;
 pub mod rollout;
 mod status;
 mod watch;
@@ -138,6 +141,13 @@ pub const MUTATING_WEBHOOKS: Access = Access {
     verbs: &["get", "patch"],
 };
 
+/// Replicas acting as one (`replica`): each replica writes its own report (a ConfigMap in the Lease's namespace:
+/// `create` it, merge `patch` it every second at most, `delete` it at shutdown) and `list`/`watch`es the others'
+/// (by label); the Lease holder also `delete`s the report of a replica gone for good. Granted in Sluice's own
+/// namespace only (the Role).
+pub const REPLICA_REPORTS: Access =
+    Access { group: "", resource: "configmaps", verbs: &["list", "watch", "create", "patch", "delete"] };
+
 /// The workload CA (`serve --kube --ca`, `ca::kube`): each CreateCertificate's bearer token is reviewed by the API
 /// server (`create` a TokenReview: cluster-scoped, no object is stored). The CA's root Secret uses [`SECRETS`].
 pub const TOKEN_REVIEWS: Access =
@@ -167,4 +177,5 @@ pub const ACCESS: &[Access] = &[
     SECRETS,
     MUTATING_WEBHOOKS,
     TOKEN_REVIEWS,
+    REPLICA_REPORTS,
 ];
