@@ -178,10 +178,9 @@ pub fn merge_proxies(
         }
         merged.acked += acked;
         merged.total += total;
-        let age_s = age_ms / 1000;
         match held {
             _ if freshness == Freshness::Stale && total > 0 => {
-                merged.pending.push(format!("{name}: {total} proxies (its report is {age_s} s old)"))
+                merged.pending.push(format!("{name}: {total} proxies (its reports stopped)"))
             }
             Some(h) if h.state == state => {
                 merged.pending.extend(h.pending.iter().map(|p| format!("{name}/{p}")));

@@ -58,6 +58,10 @@ pub struct Proxies {
     pub replicas: Vec<ReplicaProxies>,
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// One replica's proxies for a release, as its last report said.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -68,7 +72,8 @@ pub struct ReplicaProxies {
     /// `Fresh`; `Stale` (two heartbeats missed: its proxies count as not holding the state); `Expired` (its lease
     /// passed: the replica is gone and its proxies are not counted).
     pub report: Freshness,
-    /// Age of that report (ms).
+    /// Age of that report (ms); not stored in the cluster's status (it would change it every second).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub age_ms: u64,
 }
 
@@ -189,17 +194,11 @@ fn routed_canary_weight(record: &Record, stable_ready: usize, canary_ready: usiz
 /// `ReplicasReporting`: whether every replica's report is current, and what a stale or expired one means for the
 /// proxy count (and so for the finalize gate).
 fn replicas_condition(replicas: &[ReplicaProxies]) -> Condition {
-    let secs = |ms: u64| ms as f64 / 1000.0;
-    let stale: Vec<String> = replicas
-        .iter()
-        .filter(|r| r.report == Freshness::Stale)
-        .map(|r| format!("{} ({} proxies, last report {:.1} s ago)", r.name, r.total, secs(r.age_ms)))
-        .collect();
-    let expired: Vec<String> = replicas
-        .iter()
-        .filter(|r| r.report == Freshness::Expired)
-        .map(|r| format!("{} (last report {:.1} s ago; its {} proxies)", r.name, secs(r.age_ms), r.total))
-        .collect();
+    // No ages in the text: the condition is stored in the cluster's status, which is written only when it changes.
+    let named = |f: Freshness| -> Vec<String> {
+        replicas.iter().filter(|r| r.report == f).map(|r| format!("{} ({} proxies)", r.name, r.total)).collect()
+    };
+    let (stale, expired) = (named(Freshness::Stale), named(Freshness::Expired));
     if !stale.is_empty() {
         let msg = format!(
             "replicas not reporting: {}; their proxies count as not holding the current traffic config until they \

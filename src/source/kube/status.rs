@@ -99,10 +99,11 @@ fn statuses(releases: &ReleaseController, observed: &Observed) -> BTreeMap<Objec
         .collect()
 }
 
-/// The CRD status of a release view: the controller's status without the per-second traffic numbers, with the
-/// record's progress.
+/// The CRD status of a release view: the controller's status without the per-second numbers (traffic, the age of
+/// each replica's report), with the record's progress.
 pub fn policy_status(view: ReleaseView, record: &Record, generation: Option<i64>) -> PolicyStatus {
     let mut release = view.status;
+    release.proxies.replicas.iter_mut().for_each(|r| r.age_ms = 0);
     for v in &mut release.versions {
         (v.rps, v.success_rate, v.latency_p50_ms, v.latency_p99_ms) = (None, None, None, None);
     }
