@@ -206,6 +206,10 @@ pub struct TrafficFollower {
     seen: BTreeMap<String, (u64, u64, BTreeMap<VersionKey, Totals>)>,
 }
 
+/// How far back the traffic a report adds is spread: a proxy's flush period (1 s) plus the report's write period
+/// (1 s).
+const RECENT_MS: u64 = 2000;
+
 /// Deltas for `TrafficStats::record_remote`: `(now_ms, since_ms, deltas)`.
 pub type RemoteDeltas = (u64, u64, Vec<(VersionKey, Delta)>);
 
@@ -229,6 +233,9 @@ impl TrafficFollower {
                 Some((started, renewed, before)) => {
                     let restarted = *started != report.started_ms;
                     let since = if restarted { report.started_ms.max(*renewed) } else { *renewed };
+                    // A report is rewritten within a second of a change, so what it adds happened in the last
+                    // proxy flush and write periods, not over a quiet stretch since the previous (heartbeat) write.
+                    let since = since.max(report.renewed_ms.saturating_sub(RECENT_MS));
                     let empty = BTreeMap::new();
                     let before = if restarted { &empty } else { before };
                     let deltas = differences(&totals, before);

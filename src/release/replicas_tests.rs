@@ -110,4 +110,13 @@ fn traffic_follows_report_to_report_differences() {
     let out = f.follow(&Peers::from([("b".to_string(), restarted)]), "a", NOW + 3000);
     assert_eq!(out[0].2[0].1.requests, 40);
     assert_eq!(out[0].1, NOW + 2500);
+
+    // After a quiet stretch (heartbeats only), new traffic is placed in the last two seconds, not spread back.
+    let mut quiet = with_traffic(report("b", NOW + 9000, &[]), 40, 0);
+    quiet.started_ms = NOW + 2500;
+    f.follow(&Peers::from([("b".to_string(), quiet)]), "a", NOW + 9000);
+    let mut busy = with_traffic(report("b", NOW + 15_000, &[]), 140, 0);
+    busy.started_ms = NOW + 2500;
+    let out = f.follow(&Peers::from([("b".to_string(), busy)]), "a", NOW + 15_000);
+    assert_eq!((out[0].0, out[0].1, out[0].2[0].1.requests), (NOW + 15_000, NOW + 13_000, 100));
 }
