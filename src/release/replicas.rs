@@ -178,10 +178,10 @@ pub fn merge_proxies(
         }
         merged.acked += acked;
         merged.total += total;
-        let age_s = age_ms / 1000;
+        // No ages in these lines: they go to the ReleasePolicy status, which is written only when it changes.
         match held {
             _ if freshness == Freshness::Stale && total > 0 => {
-                merged.pending.push(format!("{name}: {total} proxies (its report is {age_s} s old)"))
+                merged.pending.push(format!("{name}: {total} proxies (its report missed two heartbeats)"))
             }
             Some(h) if h.state == state => {
                 merged.pending.extend(h.pending.iter().map(|p| format!("{name}/{p}")));

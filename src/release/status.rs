@@ -68,8 +68,14 @@ pub struct ReplicaProxies {
     /// `Fresh`; `Stale` (two heartbeats missed: its proxies count as not holding the state); `Expired` (its lease
     /// passed: the replica is gone and its proxies are not counted).
     pub report: Freshness,
-    /// Age of that report (ms).
+    /// Age of that report (ms); in the REST view only (a ReleasePolicy status is written when it changes, and
+    /// this changes every second).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub age_ms: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -189,16 +195,17 @@ fn routed_canary_weight(record: &Record, stable_ready: usize, canary_ready: usiz
 /// `ReplicasReporting`: whether every replica's report is current, and what a stale or expired one means for the
 /// proxy count (and so for the finalize gate).
 fn replicas_condition(replicas: &[ReplicaProxies]) -> Condition {
-    let secs = |ms: u64| ms as f64 / 1000.0;
+    // No report ages in the messages: the condition goes to the ReleasePolicy status, written only on a change
+    // (the ages are in the REST view's `proxies.replicas`).
     let stale: Vec<String> = replicas
         .iter()
         .filter(|r| r.report == Freshness::Stale)
-        .map(|r| format!("{} ({} proxies, last report {:.1} s ago)", r.name, r.total, secs(r.age_ms)))
+        .map(|r| format!("{} ({} proxies, two heartbeats missed)", r.name, r.total))
         .collect();
     let expired: Vec<String> = replicas
         .iter()
         .filter(|r| r.report == Freshness::Expired)
-        .map(|r| format!("{} (last report {:.1} s ago; its {} proxies)", r.name, secs(r.age_ms), r.total))
+        .map(|r| format!("{} (no report for longer than its lease; its {} proxies)", r.name, r.total))
         .collect();
     if !stale.is_empty() {
         let msg = format!(
