@@ -178,9 +178,10 @@ pub fn merge_proxies(
         }
         merged.acked += acked;
         merged.total += total;
+        // No ages in these lines: they go to the ReleasePolicy status, which is written only when it changes.
         match held {
             _ if freshness == Freshness::Stale && total > 0 => {
-                merged.pending.push(format!("{name}: {total} proxies (its reports stopped)"))
+                merged.pending.push(format!("{name}: {total} proxies (its report missed two heartbeats)"))
             }
             Some(h) if h.state == state => {
                 merged.pending.extend(h.pending.iter().map(|p| format!("{name}/{p}")));

@@ -57,7 +57,10 @@ fn a_stale_report_holds_the_gate_and_an_expired_one_is_dropped() {
     let peers = Peers::from([("b".to_string(), stale)]);
     let merged = merge_proxies("a", local(1, 1), &key, "S", &peers, NOW);
     assert_eq!((merged.acked, merged.total), (1, 3), "a stale replica's proxies count as not holding the state");
-    assert_eq!(merged.pending, vec!["b: 2 proxies (its reports stopped)"]);
+    assert_eq!(merged.pending, vec!["b: 2 proxies (its report missed two heartbeats)"]);
+    // What goes to the ReleasePolicy status does not change as the report ages (no write every second).
+    let later = merge_proxies("a", local(1, 1), &key, "S", &peers, NOW + 150);
+    assert_eq!(later.pending, merged.pending);
 
     let expired = report("b", NOW - 3001, &[("default/reviews", "S", 2, 2)]);
     assert_eq!(expired.freshness(NOW), Freshness::Expired);

@@ -72,7 +72,8 @@ pub struct ReplicaProxies {
     /// `Fresh`; `Stale` (two heartbeats missed: its proxies count as not holding the state); `Expired` (its lease
     /// passed: the replica is gone and its proxies are not counted).
     pub report: Freshness,
-    /// Age of that report (ms); not stored in the cluster's status (it would change it every second).
+    /// Age of that report (ms); in the REST view only (a ReleasePolicy status is written when it changes, and
+    /// this changes every second).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub age_ms: u64,
 }
@@ -194,11 +195,18 @@ fn routed_canary_weight(record: &Record, stable_ready: usize, canary_ready: usiz
 /// `ReplicasReporting`: whether every replica's report is current, and what a stale or expired one means for the
 /// proxy count (and so for the finalize gate).
 fn replicas_condition(replicas: &[ReplicaProxies]) -> Condition {
-    // No ages in the text: the condition is stored in the cluster's status, which is written only when it changes.
-    let named = |f: Freshness| -> Vec<String> {
-        replicas.iter().filter(|r| r.report == f).map(|r| format!("{} ({} proxies)", r.name, r.total)).collect()
-    };
-    let (stale, expired) = (named(Freshness::Stale), named(Freshness::Expired));
+    // No report ages in the messages: the condition goes to the ReleasePolicy status, written only on a change
+    // (the ages are in the REST view's `proxies.replicas`).
+    let stale: Vec<String> = replicas
+        .iter()
+        .filter(|r| r.report == Freshness::Stale)
+        .map(|r| format!("{} ({} proxies, two heartbeats missed)", r.name, r.total))
+        .collect();
+    let expired: Vec<String> = replicas
+        .iter()
+        .filter(|r| r.report == Freshness::Expired)
+        .map(|r| format!("{} (no report for longer than its lease; its {} proxies)", r.name, r.total))
+        .collect();
     if !stale.is_empty() {
         let msg = format!(
             "replicas not reporting: {}; their proxies count as not holding the current traffic config until they \

@@ -52,6 +52,10 @@ pub mod names {
     pub const KUBE_DEPLOYMENT_ERRORS: &str = "sluice_kube_deployment_errors_total";
     /// Counter: Kubernetes list/watch errors (each retried with backoff), by `kind`.
     pub const KUBE_WATCH_ERRORS: &str = "sluice_kube_watch_errors_total";
+    /// Counter: this replica's report written to the cluster (`source::kube::replica`), by `cause` (`change`:
+    /// its proxies' ACKs or traffic moved, at most once a second; `heartbeat`: unchanged, renewed) and `result`
+    /// (`ok`, `error`).
+    pub const REPLICA_REPORT_WRITES: &str = "sluice_replica_report_writes_total";
     /// Counter: workload certificates the CA signed (`ca::service`).
     pub const CA_ISSUED: &str = "sluice_ca_certificates_issued_total";
     /// Counter: certificate requests refused, by `reason` (`no-token`, `invalid-token`, `expired-token`,
@@ -131,6 +135,10 @@ fn describe() {
     describe_counter!(names::KUBE_STATUS_ERRORS, "ReleasePolicy status writes the API server refused or missed.");
     describe_counter!(names::KUBE_DEPLOYMENT_ERRORS, "Deployment reads and writes that failed (retried).");
     describe_counter!(names::KUBE_WATCH_ERRORS, "Kubernetes list/watch errors (retried with backoff), by kind.");
+    describe_counter!(
+        names::REPLICA_REPORT_WRITES,
+        "Writes of this replica's report (its proxies and traffic) to the cluster, by cause and result."
+    );
 }
 
 /// Renders every metric the recorder holds as Prometheus text (empty when another recorder is installed).

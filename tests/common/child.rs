@@ -11,6 +11,7 @@ pub struct SluiceChild {
     child: Child,
     log: PathBuf,
     pub admin: SocketAddr,
+    pub xds: SocketAddr,
 }
 
 impl SluiceChild {
@@ -41,7 +42,7 @@ impl SluiceChild {
             .stderr(out)
             .spawn()
             .expect("spawn sluice");
-        let server = SluiceChild { child, log, admin };
+        let server = SluiceChild { child, log, admin, xds };
         let http = client();
         let started = Instant::now();
         loop {

@@ -67,12 +67,12 @@ fn condition<'a>(conditions: &'a Value, kind: &str) -> Option<&'a Value> {
     conditions.as_array()?.iter().find(|c| c["type"] == kind)
 }
 
-fn pod(name: &str, app: &str, version: &str) -> Value {
+pub(crate) fn pod(name: &str, app: &str, version: &str) -> Value {
     obj("v1", "Pod", name, json!({"app": app, "version": version}), json!({"spec": {"containers": []}}))
 }
 
 /// An EndpointSlice of Service reviews with one endpoint per pod, all at `port` on 127.0.0.1.
-fn slice(name: &str, port: u16, pods: &[&str], ready: bool) -> Value {
+pub(crate) fn slice(name: &str, port: u16, pods: &[&str], ready: bool) -> Value {
     let endpoints: Vec<Value> = pods
         .iter()
         .map(|p| {
@@ -89,7 +89,7 @@ fn slice(name: &str, port: u16, pods: &[&str], ready: bool) -> Value {
     )
 }
 
-fn deployment_of(name: &str, app: &str, version: &str, image: &str) -> Value {
+pub(crate) fn deployment_of(name: &str, app: &str, version: &str, image: &str) -> Value {
     let labels = json!({"app": app, "version": version});
     obj(
         "apps/v1",
@@ -104,19 +104,23 @@ fn deployment_of(name: &str, app: &str, version: &str, image: &str) -> Value {
     )
 }
 
-const POLICY_UID: &str = "0b6c3cc2-5d7e-4f1a-9a40-4c1d2b7e9f00";
-
-/// The cluster: Service reviews (selector app=reviews), its stable Deployment reviews-v1 with two ready pods, an
-/// unrelated Deployment ratings-v1 (also `version: v1`), and the policy with `deploy` and `finalize`.
-async fn cluster(client: &kube::Client, v1_port: u16, finalize: Value) {
-    let service = obj(
+/// Service reviews: selector app=reviews, port 9080 (`http`).
+pub(crate) fn reviews_service() -> Value {
+    obj(
         "v1",
         "Service",
         "reviews",
         json!({"app": "reviews"}),
         json!({"spec": {"selector": {"app": "reviews"}, "ports": [{"name": "http", "port": 9080, "targetPort": 9080}]}}),
-    );
-    create(client, service).await;
+    )
+}
+
+const POLICY_UID: &str = "0b6c3cc2-5d7e-4f1a-9a40-4c1d2b7e9f00";
+
+/// The cluster: Service reviews (selector app=reviews), its stable Deployment reviews-v1 with two ready pods, an
+/// unrelated Deployment ratings-v1 (also `version: v1`), and the policy with `deploy` and `finalize`.
+async fn cluster(client: &kube::Client, v1_port: u16, finalize: Value) {
+    create(client, reviews_service()).await;
     create(client, deployment_of("reviews-v1", "reviews", "v1", "istio/examples-bookinfo-reviews-v1:1.20")).await;
     create(client, deployment_of("ratings-v1", "ratings", "v1", "istio/examples-bookinfo-ratings-v1:1.20")).await;
     for p in ["reviews-v1-a", "reviews-v1-b"] {

@@ -56,10 +56,13 @@ async fn only_the_leader_writes_status_and_another_takes_over_when_it_dies() {
     assert_eq!(first, "replica-a");
     let b = kmock.replica("replica-b", LEASE_SECS, dir.path()).await;
 
-    // Wait for the leader's first status, then erase it: only the leader may write it back.
+    // Wait for the leader's first status counting both replicas (each reports its proxies through the cluster),
+    // then erase it: only the leader may write it back.
     let start = Instant::now();
-    while status(&client).await["observedGeneration"] != 1 {
-        assert!(start.elapsed() < Duration::from_secs(5), "the leader wrote no status");
+    let both =
+        |s: &Value| s["observedGeneration"] == 1 && s["proxies"]["replicas"].as_array().is_some_and(|r| r.len() == 2);
+    while !both(&status(&client).await) {
+        assert!(start.elapsed() < Duration::from_secs(5), "the leader wrote no status counting both replicas");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let marker = json!({"metadata": {"resourceVersion": resource_version()}, "status": {"phase": "Erased"}});

@@ -7,11 +7,13 @@ kmock is a pytest fixture library; this runner serves its emulator as a child pr
 Prints `PORT <n>` on stdout once listening. Stops when stdin closes (the parent test is gone) or on SIGTERM.
 With --state, the objects are loaded from FILE at start and written to it after every change, so a restarted
 emulator keeps its objects as a restarted API server keeps etcd. kmock assigns no resourceVersion; the tests set
-one on every object they write. With --expire-watches, the first watch of each resource is answered with
-`410 Gone` (as after an API server restart that compacted its history), so clients must relist. --omit leaves a
-resource (`group/version/plural`) unserved, as a cluster without that CRD. Lists and watches honour
-`fieldSelector` as the API server does for equality on fields (`type=kubernetes.io/tls`, `metadata.name!=x`),
-and `labelSelector` for equality on labels (`sluice.dev/replica-report=true`).
+one on every object they write, and this runner gives one to an object created without (`kmock-N`), and its
+namespace (from the URL) to one created without. With
+--expire-watches, the first watch of each resource is answered with `410 Gone` (as after an API server restart
+that compacted its history), so clients must relist. --omit leaves a resource (`group/version/plural`) unserved,
+as a cluster without that CRD. Lists and watches honour `fieldSelector` as the API server does for equality on
+fields (`type=kubernetes.io/tls`, `metadata.name!=x`), and `labelSelector` for equality on labels
+(`sluice.dev/replica-report=true`).
 """
 
 import argparse
@@ -106,6 +108,7 @@ class Emulator(KubernetesEmulator):
     state_path = None
     expire_watches = False
     expired = set()
+    assigned = 0
 
     async def _serve_list(self, request):
         listed = await super()._serve_list(request)
@@ -131,6 +134,17 @@ class Emulator(KubernetesEmulator):
             yield event
 
     async def _handle(self, request):
+        # An object created without a resourceVersion or namespace (Sluice's own ConfigMaps) gets them, as from an
+        # API server: kube-rs's watcher refuses an event whose object has no resourceVersion (and relists), and a
+        # namespaced watch sees only objects that name their namespace.
+        data = request.data
+        if request.method is not None and str(request.method.value) == "POST" and isinstance(data, dict):
+            meta = data.setdefault("metadata", {})
+            if isinstance(meta, dict) and not meta.get("resourceVersion"):
+                Emulator.assigned += 1
+                meta["resourceVersion"] = f"kmock-{Emulator.assigned}"
+            if isinstance(meta, dict) and request.namespace and not meta.get("namespace"):
+                meta["namespace"] = request.namespace
         try:
             return await super()._handle(request)
         finally:

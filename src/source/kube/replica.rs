@@ -11,12 +11,12 @@
 //!  the Lease holder: deletes reports expired for GC_AFTER; shutdown: this replica deletes its own
 //! ```
 //! Write rate: at most one PATCH per second per replica while its proxies' traffic or ACKs change, one per
-//! heartbeat when idle.
+//! heartbeat when idle; counted in `sluice_replica_report_writes_total{cause,result}`.
 
 use super::REPLICA_REPORTS;
 use crate::release::ReleaseController;
 use crate::release::replicas::{Freshness, Peers, ReplicaReport, TrafficFollower, VersionTraffic};
-use crate::telemetry::TrafficStats;
+use crate::telemetry::{TrafficStats, names};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Client;
@@ -117,11 +117,14 @@ async fn report(
         let last = written.as_ref().map_or(0, |(_, at)| *at);
         let heartbeat_due = report.renewed_ms.saturating_sub(last) >= config.heartbeat.as_millis() as u64;
         if !same || heartbeat_due {
-            match write(&api, &name, &report).await {
+            let cause = if same { "heartbeat" } else { "change" };
+            let result = write(&api, &name, &report).await;
+            let outcome = if result.is_ok() { "ok" } else { "error" };
+            metrics::counter!(names::REPLICA_REPORT_WRITES, "cause" => cause, "result" => outcome).increment(1);
+            match result {
                 Ok(()) => written = Some((ReplicaReport { renewed_ms: 0, ..report.clone() }, report.renewed_ms)),
                 Err(error) => {
-                    tracing::warn!(report = %name, %error, "writing this replica's report failed; will retry");
-                    metrics::counter!(crate::telemetry::names::KUBE_STATUS_ERRORS).increment(1);
+                    tracing::warn!(report = %name, %error, "writing this replica's report failed; will retry")
                 }
             }
         }

@@ -11,9 +11,9 @@
 //! is the generation of the spec the status describes (never a newer one the controller has not applied yet).
 //! Beside phase and step it stores the record's [`progress::Progress`] (weight, step start, analysis count): the state the
 //! other replicas serve and a new leader goes on from.
-//! The traffic numbers of the REST view (rps, success rate, latencies) are left out: they change every second, and
-//! a status write is an API server write (and a watch event for every client). A failed write is logged, counted,
-//! and retried at the next tick.
+//! The traffic numbers of the REST view (rps, success rate, latencies) and the replicas' report ages are left out:
+//! they change every second, and a status write is an API server write (and a watch event for every client). A
+//! failed write is logged, counted, and retried at the next tick.
 
 use super::index::Observed;
 use super::progress;
@@ -106,6 +106,10 @@ pub fn policy_status(view: ReleaseView, record: &Record, generation: Option<i64>
     release.proxies.replicas.iter_mut().for_each(|r| r.age_ms = 0);
     for v in &mut release.versions {
         (v.rps, v.success_rate, v.latency_p50_ms, v.latency_p99_ms) = (None, None, None, None);
+    }
+    // Likewise the age of each replica's report (it grows every second: a write every second otherwise).
+    for r in &mut release.proxies.replicas {
+        r.age_ms = 0;
     }
     PolicyStatus { release, observed_generation: generation, progress: progress::progress(record), rollout: None }
 }
