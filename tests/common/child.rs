@@ -11,6 +11,8 @@ pub struct SluiceChild {
     child: Child,
     log: PathBuf,
     pub admin: SocketAddr,
+    /// The xDS port (also the gRPC Release API).
+    pub xds: SocketAddr,
 }
 
 impl SluiceChild {
@@ -41,7 +43,7 @@ impl SluiceChild {
             .stderr(out)
             .spawn()
             .expect("spawn sluice");
-        let server = SluiceChild { child, log, admin };
+        let server = SluiceChild { child, log, admin, xds };
         let http = client();
         let started = Instant::now();
         loop {
