@@ -320,7 +320,8 @@ impl ReleaseController {
         let started = std::time::Instant::now();
         match shared.until_stored(&key, (before.as_ref(), &record), || self.record(&key), STORE_WAIT).await {
             true => {
-                tracing::debug!(release = %key, waited = ?started.elapsed(), "release change stored in the cluster");
+                let waited_ms = started.elapsed().as_millis() as u64;
+                tracing::info!(release = %key, ?change, waited_ms, "release change stored in the cluster");
                 Ok(view)
             }
             false => Err(ReleaseError::NotStored { release: key, waited: started.elapsed() }),
