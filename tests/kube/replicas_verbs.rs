@@ -14,12 +14,11 @@
 use crate::common;
 
 use bytes::Bytes;
-use common::kmock::{Kmock, api, obj};
+use common::kmock::{Kmock, api, reviews_release};
 use common::{SluiceChild, until};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use kube::api::PostParams;
 use serde_json::{Value, json};
 use sluice::proto::release_service_client::ReleaseServiceClient;
 use sluice::proto::{ActRequest, ReleaseRef, SetWeightRequest};
@@ -42,16 +41,9 @@ impl Cluster {
         let kmock = Kmock::start();
         let client = kmock.client().await;
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("token"), TOKEN).unwrap();
-        let svc =
-            obj("v1", "Service", "reviews", json!({}), json!({"spec": {"ports": [{"name": "http", "port": 9080}]}}));
-        let services = api(&client, "v1", "Service");
-        services.create(&PostParams::default(), &serde_json::from_value(svc).unwrap()).await.unwrap();
-        let mut policy = obj("sluice.dev/v1alpha1", "ReleasePolicy", "reviews", json!({}), json!({ "spec": spec }));
-        policy["metadata"]["generation"] = json!(1);
-        let policies = api(&client, "sluice.dev/v1alpha1", "ReleasePolicy");
-        policies.create(&PostParams::default(), &serde_json::from_value(policy).unwrap()).await.unwrap();
         let token = dir.path().join("token");
+        std::fs::write(&token, TOKEN).unwrap();
+        reviews_release(&client, spec).await;
         let flags = ["--api-token-file", token.to_str().unwrap()];
         let mut replicas = Vec::new();
         for id in ["replica-a", "replica-b", "replica-c"] {
@@ -291,6 +283,16 @@ async fn fifty_changes_sent_round_robin_to_three_replicas_apply_once_and_in_orde
         ms(false, None).0
     );
     assert!(max < 10_000.0, "a forwarded change took {max} ms");
+    // The leader's part of each: from its change applied to the record read back from the status it wrote.
+    let waits: Vec<u64> = cluster
+        .log(&leader)
+        .lines()
+        .filter(|l| l.contains("release change stored in the cluster"))
+        .filter_map(|l| l.split("waited_ms=").nth(1)?.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert_eq!(waits.len(), 50, "the leader stored every change before answering it");
+    let avg = waits.iter().sum::<u64>() as f64 / waits.len() as f64;
+    println!("hand-over wait at the leader: {avg:.1} ms avg, {} ms max", waits.iter().max().unwrap());
 
     // Every replica serves the final state.
     for r in cluster.running() {
