@@ -29,6 +29,18 @@ pub mod tls;
 pub mod translate;
 pub mod xds;
 
+/// An error and its sources, `a: b: c`: the top error alone often says only what kind of call failed (tonic's
+/// "transport error", hyper's "client error (Connect)").
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    out
+}
+
 /// Sluice's own gRPC API (`proto/sluice/v1`), compiled by build.rs.
 pub mod proto {
     #![allow(clippy::all, missing_docs)]

@@ -12,16 +12,21 @@
 //! | `POST .../releases/{name}/weight` | `{"canaryWeight": 2000}` (basis points) |
 //! | `POST .../releases/{name}/{verb}` | pause, resume, promote, abort, finalize |
 //!
-//! Mutations run on a blocking thread: the controller writes and fsyncs the state file before it answers.
+//! Mutations run on a blocking thread: the controller writes and fsyncs the state file before it answers; a
+//! Kubernetes release's weight or verb is answered once its record is in the ReleasePolicy status
+//! ([`ReleaseController::change`]). Sent to a replica that does not lead, a mutation is forwarded to the leader and
+//! its answer relayed ([`forward`]). Every error carries a `reason` (`NotLeader`, `Refused`, `NotStored`, ...).
 
 use super::AdminState;
 use crate::model::FieldError;
 use crate::release::api::{self, PolicyDocument};
-use crate::release::{ReleaseError, Verb};
+use crate::release::forward::{self, Answer as Forwarded, ForwardError};
+use crate::release::{Change, ReleaseError, Verb};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
@@ -44,12 +49,14 @@ pub struct ApiError {
     field: Option<String>,
     /// The Lease holder, when a follower refuses a verb.
     leader: Option<String>,
+    /// The kind of error ([`ReleaseError::reason`]), for clients and forwarding replicas.
+    reason: &'static str,
 }
 
 /// The one place a [`ReleaseError`] becomes an HTTP status and body.
 impl From<ReleaseError> for ApiError {
     fn from(e: ReleaseError) -> Self {
-        let message = e.to_string();
+        let (message, reason) = (e.to_string(), e.reason());
         let leader = match &e {
             ReleaseError::NotLeader { leader, .. } => leader.clone(),
             _ => None,
@@ -61,8 +68,15 @@ impl From<ReleaseError> for ApiError {
                 (StatusCode::CONFLICT, None)
             }
             ReleaseError::Persist(_) | ReleaseError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, None),
+            ReleaseError::NotStored { .. } => (StatusCode::SERVICE_UNAVAILABLE, None),
         };
-        Self { status, message, field, leader }
+        Self { status, message, field, leader, reason }
+    }
+}
+
+impl From<ForwardError> for ApiError {
+    fn from(e: ForwardError) -> Self {
+        Self { status: e.status(), message: e.to_string(), field: None, leader: None, reason: e.reason() }
     }
 }
 
@@ -74,7 +88,7 @@ impl From<FieldError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = json!({ "error": self.message });
+        let mut body = json!({ "error": self.message, "reason": self.reason });
         if let Some(field) = self.field {
             body["field"] = field.into();
         }
@@ -104,16 +118,65 @@ async fn read(State(s): State<AdminState>, Path((ns, name)): Path<(String, Strin
     ok(s.releases.get(&key)?)
 }
 
-async fn put(State(s): State<AdminState>, Path((ns, name)): Path<(String, String)>, body: Bytes) -> Answer {
-    let key = api::key(&ns, &name)?;
-    let spec = PolicyDocument::from_json(&body)?.into_spec(&key)?;
-    ok(s.releases.blocking(move |c| c.apply(&key, spec)).await?)
+/// A mutation as the leader's API takes it, should this replica have to forward it (its body is added by the
+/// handler, which reads it anyway).
+struct Forwardable(forward::Request);
+
+impl<S: Send + Sync> FromRequestParts<S> for Forwardable {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let text = |h: &str| parts.headers.get(h).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let uri = &parts.uri;
+        Ok(Self(forward::Request {
+            method: parts.method.clone(),
+            path: uri.path_and_query().map_or_else(|| uri.path().to_string(), |p| p.to_string()),
+            body: Bytes::new(),
+            authorization: text(header::AUTHORIZATION.as_str()),
+            forwarded_by: text(forward::FORWARDED_BY),
+        }))
+    }
 }
 
-async fn delete(State(s): State<AdminState>, Path((ns, name)): Path<(String, String)>) -> Answer {
+/// Runs a mutation here, or at the leader when this replica does not lead (see [`forward`]).
+async fn mutation<T, F, Fut>(s: &AdminState, request: forward::Request, local: F) -> Answer
+where
+    T: serde::Serialize,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ReleaseError>>,
+{
+    match forward::run(&s.releases, &request, local).await? {
+        Forwarded::Here(result) => ok(result?),
+        Forwarded::There(relayed) => {
+            tracing::debug!(path = %request.path, leader = %relayed.leader, status = %relayed.status, "forwarded");
+            Ok((relayed.status, [(header::CONTENT_TYPE, "application/json")], relayed.body).into_response())
+        }
+    }
+}
+
+async fn put(
+    State(s): State<AdminState>,
+    Path((ns, name)): Path<(String, String)>,
+    f: Forwardable,
+    body: Bytes,
+) -> Answer {
     let key = api::key(&ns, &name)?;
-    s.releases.blocking(move |c| c.delete(&key)).await?;
-    ok(json!({}))
+    let spec = PolicyDocument::from_json(&body)?.into_spec(&key)?;
+    let request = forward::Request { body, ..f.0 };
+    let apply = || {
+        let (key, spec) = (key.clone(), spec.clone());
+        s.releases.blocking(move |c| c.apply(&key, spec))
+    };
+    mutation(&s, request, apply).await
+}
+
+async fn delete(State(s): State<AdminState>, Path((ns, name)): Path<(String, String)>, f: Forwardable) -> Answer {
+    let key = api::key(&ns, &name)?;
+    let delete = || {
+        let key = key.clone();
+        s.releases.blocking(move |c| c.delete(&key).map(|()| json!({})))
+    };
+    mutation(&s, f.0, delete).await
 }
 
 #[derive(Deserialize)]
@@ -122,13 +185,23 @@ struct WeightBody {
     canary_weight: u32,
 }
 
-async fn weight(State(s): State<AdminState>, Path((ns, name)): Path<(String, String)>, body: Bytes) -> Answer {
+async fn weight(
+    State(s): State<AdminState>,
+    Path((ns, name)): Path<(String, String)>,
+    f: Forwardable,
+    body: Bytes,
+) -> Answer {
     let key = api::key(&ns, &name)?;
     let WeightBody { canary_weight } = api::from_json(&body)?;
-    ok(s.releases.blocking(move |c| c.set_weight(&key, canary_weight)).await?)
+    let request = forward::Request { body, ..f.0 };
+    mutation(&s, request, || s.releases.change(key.clone(), Change::Weight(canary_weight))).await
 }
 
-async fn act(State(s): State<AdminState>, Path((ns, name, verb)): Path<(String, String, String)>) -> Answer {
+async fn act(
+    State(s): State<AdminState>,
+    Path((ns, name, verb)): Path<(String, String, String)>,
+    f: Forwardable,
+) -> Answer {
     let Some(verb) = Verb::parse(&verb) else {
         let verbs: Vec<&str> = Verb::ALL.iter().map(|v| v.name()).collect();
         return Err(ApiError {
@@ -136,8 +209,9 @@ async fn act(State(s): State<AdminState>, Path((ns, name, verb)): Path<(String, 
             message: format!("no action `{verb}`: POST weight or one of {}", verbs.join(", ")),
             field: None,
             leader: None,
+            reason: "NotFound",
         });
     };
     let key = api::key(&ns, &name)?;
-    ok(s.releases.blocking(move |c| c.act(&key, verb)).await?)
+    mutation(&s, f.0, || s.releases.change(key.clone(), Change::Act(verb))).await
 }

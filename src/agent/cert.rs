@@ -99,17 +99,6 @@ pub fn issued(key_pem: String, chain: &[String]) -> Result<Issued, String> {
     })
 }
 
-/// An error and its sources, `a: b: c` (tonic's transport error says only "transport error" itself).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(&format!(": {s}"));
-        source = s.source();
-    }
-    out
-}
-
 /// When to renew a certificate held from `not_before` (or from when it arrived) until `not_after`: half that
 /// time, less `jitter` (0..=1, scaled to 5% of it).
 pub fn renew_at(not_before: SystemTime, not_after: SystemTime, jitter: f64) -> SystemTime {
@@ -140,7 +129,8 @@ impl CaClient {
             .map_err(|e| format!("TLS: {e}"))?
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(10));
-        let channel = endpoint.connect().await.map_err(|e| format!("connecting to {}: {}", self.addr, chain(&e)))?;
+        let channel =
+            endpoint.connect().await.map_err(|e| format!("connecting to {}: {}", self.addr, crate::error_chain(&e)))?;
         let mut request = tonic::Request::new(IstioCertificateRequest {
             csr,
             validity_duration: self.ttl.as_secs() as i64,

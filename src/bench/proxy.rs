@@ -223,24 +223,13 @@ async fn open(
         .header(http::header::TE, "trailers")
         .body(tonic::body::Body::new(http_body_util::StreamBody::new(frames)))
         .map_err(|e| tonic::Status::internal(e.to_string()))?;
-    let unavailable = |e: tonic::transport::Error| tonic::Status::unavailable(with_causes(&e));
+    let unavailable = |e: tonic::transport::Error| tonic::Status::unavailable(crate::error_chain(&e));
     std::future::poll_fn(|cx| channel.poll_ready(cx)).await.map_err(unavailable)?;
     let resp = channel.call(req).await.map_err(unavailable)?;
     if let Some(status) = tonic::Status::from_header_map(resp.headers()).filter(|s| s.code() != tonic::Code::Ok) {
         return Err(status);
     }
     Ok(Requests::new(resp.into_body(), usize::MAX))
-}
-
-/// An error and its causes, `a: b: c` (tonic's "transport error" alone does not say what failed).
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out = format!("{out}: {c}");
-        cause = c.source();
-    }
-    out
 }
 
 /// A name's 64-bit hash: what a proxy keeps to know which names it subscribed to (strings would cost ~300 KB per

@@ -421,6 +421,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             stored: watching.stored,
             identity: config.identity.clone(),
             peers,
+            lease: config.duration,
         });
         tokio::spawn(source::kube::lead(client.clone(), config, leading, holding, stop_rx.clone()));
         let store = sluice.store().clone();

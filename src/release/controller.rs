@@ -40,7 +40,42 @@ pub enum ReleaseError {
         .leader.as_deref().unwrap_or("(none holds the lease now; retry shortly)")
     )]
     NotLeader { release: ObjectKey, leader: Option<String> },
+    /// A shared release's change applied by the leader, whose record did not reach the ReleasePolicy status in
+    /// time: the other replicas (and a new leader, should this one die now) do not know it yet.
+    #[error(
+        "release {release}: the change was applied on the leading replica but is not yet stored in the cluster \
+         (no ReleasePolicy status with it after {} ms); check with `sluice release get {}` before sending it again",
+        .waited.as_millis(), .release.name
+    )]
+    NotStored { release: ObjectKey, waited: Duration },
 }
+
+impl ReleaseError {
+    /// A stable name for the kind of error, sent beside the message (REST `reason`) so that a client, a forwarding
+    /// replica and the gRPC mapping tell the kinds apart without reading the text.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ReleaseError::NotFound(_) => "NotFound",
+            ReleaseError::Invalid(_) => "Invalid",
+            ReleaseError::Conflict(_) => "Conflict",
+            ReleaseError::Refused(_) => "Refused",
+            ReleaseError::Persist(_) => "Persist",
+            ReleaseError::Internal(_) => "Internal",
+            ReleaseError::NotLeader { .. } => "NotLeader",
+            ReleaseError::NotStored { .. } => "NotStored",
+        }
+    }
+}
+
+/// A change of a release's state: what the verbs and the weight endpoints send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    Weight(u32),
+    Act(Verb),
+}
+
+/// How long a leader waits for a shared release's changed record to be stored in the cluster before it answers.
+pub const STORE_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct ReleaseController {
@@ -264,6 +299,44 @@ impl ReleaseController {
         tokio::task::spawn_blocking(move || f(&controller)).await.map_err(|e| ReleaseError::Internal(e.to_string()))?
     }
 
+    /// Applies a weight or verb and answers once it holds beyond this process: file-mode releases once the state
+    /// dir is synced (as [`Self::set_weight`] and [`Self::act`]); a shared release, on the leader, once its record
+    /// is in the ReleasePolicy status the other replicas read (so a new leader taking over right after the answer
+    /// goes on from it; see [`Shared::until_stored`]). REST and gRPC both change releases through here.
+    pub async fn change(&self, key: ObjectKey, change: Change) -> Result<ReleaseView, ReleaseError> {
+        let k = key.clone();
+        let before = self.shared.get().and_then(|s| s.stored.borrow().get(&key).cloned());
+        let (view, record) = self
+            .blocking(move |c| {
+                let view = match change {
+                    Change::Weight(w) => c.set_weight(&k, w)?,
+                    Change::Act(verb) => c.act(&k, verb)?,
+                };
+                Ok((view, c.record(&k)))
+            })
+            .await?;
+        let Some(shared) = self.shared.get().filter(|_| self.is_shared(&key)) else { return Ok(view) };
+        let Some(record) = record else { return Ok(view) };
+        let started = std::time::Instant::now();
+        match shared.until_stored(&key, (before.as_ref(), &record), || self.record(&key), STORE_WAIT).await {
+            true => {
+                let waited_ms = started.elapsed().as_millis() as u64;
+                tracing::info!(release = %key, ?change, waited_ms, "release change stored in the cluster");
+                Ok(view)
+            }
+            false => Err(ReleaseError::NotStored { release: key, waited: started.elapsed() }),
+        }
+    }
+
+    /// The shared source and who leads it (Kubernetes mode), for forwarding a change to the leader.
+    pub fn shared(&self) -> Option<&Shared> {
+        self.shared.get()
+    }
+
+    fn is_shared(&self, key: &ObjectKey) -> bool {
+        self.shared.get().is_some_and(|s| self.store.policy_source(key).as_deref() == Some(s.source.as_str()))
+    }
+
     pub fn set_weight(&self, key: &ObjectKey, weight: u32) -> Result<ReleaseView, ReleaseError> {
         if weight > crate::model::TOTAL_WEIGHT {
             return Err(FieldError::new("spec.traffic.canaryWeight", "must be between 0 and 10000").into());
@@ -442,7 +515,7 @@ impl ReleaseController {
     fn proxies(&self, key: &ObjectKey, record: &Record) -> Proxies {
         let local = self.local_proxies(key, record);
         match self.shared.get() {
-            Some(s) if self.store.policy_source(key).as_deref() == Some(s.source.as_str()) => {
+            Some(s) if self.is_shared(key) => {
                 let state = replicas::fingerprint(&record.spec, &record.state);
                 replicas::merge_proxies(&s.identity, local, key, &state, &s.peers.borrow(), now_ms())
             }

@@ -5,16 +5,20 @@
 //!                     └─ ReleaseError ──status()──▶ tonic::Status   (the one mapping)
 //! ```
 //! The spec travels as JSON (`spec_json`), so gRPC, REST and config files share one schema and one validator.
+//! A weight or verb sent to a replica that does not lead is forwarded to the leader as the equivalent REST call
+//! (the `authorization` metadata as its header; see [`super::forward`]), and the leader's answer mapped back: a
+//! release view becomes the proto, an error its `reason`'s status (the same as [`status`] gives).
 //! Mutations pass [`ApiAuth`] (`authorization: Bearer <token>` metadata, or a loopback client without a token
 //! file), as on the admin port: a proxy certificate on the mTLS port is no licence to change releases.
 
 use super::api::{self, API_VERSION};
-use super::{ReleaseController, ReleaseError, ReleaseView, Verb};
+use super::forward::{self, Answer, Relayed};
+use super::{Change, ReleaseController, ReleaseError, ReleaseView, Verb};
 use crate::auth::ApiAuth;
 use crate::model::ObjectKey;
 use crate::proto;
 use crate::proto::release_service_server::{ReleaseService, ReleaseServiceServer};
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
 /// The gRPC front end of the release controller.
 #[derive(Clone)]
@@ -26,6 +30,27 @@ pub struct ReleaseApi {
 impl ReleaseApi {
     pub fn server(controller: ReleaseController, auth: ApiAuth) -> ReleaseServiceServer<Self> {
         ReleaseServiceServer::new(Self { controller, auth })
+    }
+
+    /// A weight or verb, here or (from a follower) at the leader.
+    async fn change<T>(&self, request: &Request<T>, key: ObjectKey, change: Change) -> Result<proto::Release, Status> {
+        let (action, body) = match change {
+            Change::Weight(w) => ("weight", serde_json::json!({ "canaryWeight": w }).to_string()),
+            Change::Act(verb) => (verb.name(), String::new()),
+        };
+        let authorization = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
+        let forwardable = forward::Request {
+            method: http::Method::POST,
+            path: format!("/api/v1/namespaces/{}/releases/{}/{action}", key.namespace, key.name),
+            body: body.into(),
+            authorization: authorization.map(str::to_string),
+            forwarded_by: None,
+        };
+        match forward::run(&self.controller, &forwardable, || self.controller.change(key.clone(), change)).await {
+            Ok(Answer::Here(result)) => to_proto(&result.map_err(status)?),
+            Ok(Answer::There(r)) => relayed(r),
+            Err(e) => Err(Status::new(code(e.reason()), e.to_string())),
+        }
     }
 
     /// Refuses a mutation without the token (or, with no token file, from a client that is not loopback).
@@ -40,16 +65,46 @@ impl ReleaseApi {
 
 /// The one place a [`ReleaseError`] becomes a gRPC status.
 pub fn status(e: ReleaseError) -> Status {
-    let message = e.to_string();
-    match e {
-        ReleaseError::Invalid(_) => Status::invalid_argument(message),
-        ReleaseError::NotFound(_) => Status::not_found(message),
+    Status::new(code(e.reason()), e.to_string())
+}
+
+/// The gRPC code of an error's `reason` ([`ReleaseError::reason`], [`forward::ForwardError::reason`]): for this
+/// replica's errors and for those a leader answered a forwarded change with.
+fn code(reason: &str) -> Code {
+    match reason {
+        "Invalid" => Code::InvalidArgument,
+        "NotFound" => Code::NotFound,
         // Not UNAVAILABLE: a retry to the same replica would be refused again; the message names the leader.
-        ReleaseError::Conflict(_) | ReleaseError::Refused(_) | ReleaseError::NotLeader { .. } => {
-            Status::failed_precondition(message)
-        }
-        ReleaseError::Persist(_) | ReleaseError::Internal(_) => Status::internal(message),
+        "Conflict" | "Refused" | "NotLeader" => Code::FailedPrecondition,
+        "Persist" | "Internal" => Code::Internal,
+        // Applied, or maybe applied: DEADLINE_EXCEEDED says the call may have completed (a blind retry of a verb
+        // could apply it twice); the message says how to check.
+        "NotStored" | "ForwardedTimedOut" => Code::DeadlineExceeded,
+        "ForwardedAnswerLost" => Code::Unknown,
+        // Certainly not applied.
+        "NoLeader" => Code::Unavailable,
+        _ => Code::Unknown,
     }
+}
+
+/// A leader's REST answer to a forwarded change, as this API answers.
+fn relayed(r: Relayed) -> Result<proto::Release, Status> {
+    if r.status.is_success() {
+        let view: ReleaseView = serde_json::from_slice(&r.body)
+            .map_err(|e| Status::internal(format!("the leader {} answered an unreadable release: {e}", r.leader)))?;
+        return to_proto(&view);
+    }
+    let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+    let message = body["error"].as_str().map_or_else(|| format!("HTTP {}", r.status), str::to_string);
+    let message = format!("forwarded to the leading replica {}: {message}", r.leader);
+    let code = match (body["reason"].as_str(), r.status.as_u16()) {
+        (Some(reason), _) => code(reason),
+        // The leader's own guard (`admin::guard`): its token check, or what it refuses outright.
+        (None, 401) => Code::Unauthenticated,
+        (None, 403) => Code::PermissionDenied,
+        (None, _) => Code::Unknown,
+    };
+    Err(Status::new(code, message))
 }
 
 fn key_of(r: Option<proto::ReleaseRef>) -> Result<ObjectKey, Status> {
@@ -163,19 +218,15 @@ impl ReleaseService for ReleaseApi {
 
     async fn set_weight(&self, request: Request<proto::SetWeightRequest>) -> Result<Response<proto::Release>, Status> {
         self.allow(&request)?;
-        let req = request.into_inner();
-        let key = key_of(req.r#ref)?;
-        let weight = req.canary_weight;
-        let view = self.controller.blocking(move |c| c.set_weight(&key, weight)).await.map_err(status)?;
-        Ok(Response::new(to_proto(&view)?))
+        let key = key_of(request.get_ref().r#ref.clone())?;
+        let weight = request.get_ref().canary_weight;
+        Ok(Response::new(self.change(&request, key, Change::Weight(weight)).await?))
     }
 
     async fn act(&self, request: Request<proto::ActRequest>) -> Result<Response<proto::Release>, Status> {
         self.allow(&request)?;
-        let req = request.into_inner();
-        let key = key_of(req.r#ref)?;
-        let verb = verb(req.verb)?;
-        let view = self.controller.blocking(move |c| c.act(&key, verb)).await.map_err(status)?;
-        Ok(Response::new(to_proto(&view)?))
+        let key = key_of(request.get_ref().r#ref.clone())?;
+        let verb = verb(request.get_ref().verb)?;
+        Ok(Response::new(self.change(&request, key, Change::Act(verb)).await?))
     }
 }

@@ -13,6 +13,7 @@
 pub mod analysis;
 pub mod api;
 mod controller;
+pub mod forward;
 pub mod grpc;
 pub mod machine;
 pub mod persist;
@@ -20,7 +21,7 @@ pub mod replicas;
 pub mod shared;
 pub mod status;
 
-pub use controller::{ReleaseController, ReleaseError};
+pub use controller::{Change, ReleaseController, ReleaseError, STORE_WAIT};
 pub use machine::{Record, Refused, Verb};
 pub use persist::{CorruptState, PersistError, StateDir};
 pub use shared::{Shared, StoredRecords};

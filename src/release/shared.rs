@@ -17,6 +17,7 @@ use super::machine::Record;
 use super::replicas::Peers;
 use crate::model::ObjectKey;
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 use tokio::sync::watch;
 
 /// Stored records by release: what the leader last wrote, only where it describes the spec now read.
@@ -37,6 +38,9 @@ pub struct Shared {
     pub identity: String,
     /// The other replicas' reports (their proxies and traffic; see [`super::replicas`]).
     pub peers: watch::Receiver<Peers>,
+    /// How long the Lease lasts without renewal: a new leader is known within about this long after the old one
+    /// dies, which bounds how long a follower retries forwarding a change.
+    pub lease: Duration,
 }
 
 impl Shared {
@@ -52,6 +56,44 @@ impl Shared {
     pub fn leader_api_url(&self) -> Option<String> {
         let holder = self.holder()?;
         self.peers.borrow().get(&holder).and_then(|r| r.api_url.clone())
+    }
+
+    /// Waits (at most `within`) until the stored records hold `wanted` for `key`, or a later record the controller
+    /// moved on to (`current`, when it is stored and is not `before`, what was stored when the change began: the
+    /// status writer stores only the newest). False on timeout, or once this replica no longer leads (a follower's
+    /// controller adopts the stored record, so a change not yet stored is then lost).
+    ///
+    /// The leader's status writer wakes on the model change a mutation publishes and PATCHes the status; its own
+    /// index reads the status back into `stored`. So this returns once the change is where a new leader reads it.
+    pub async fn until_stored(
+        &self,
+        key: &ObjectKey,
+        (before, wanted): (Option<&Record>, &Record),
+        current: impl Fn() -> Option<Record>,
+        within: Duration,
+    ) -> bool {
+        let mut stored = self.stored.clone();
+        let held = |stored: &StoredRecords| {
+            let Some(s) = stored.get(key) else { return false };
+            s == wanted || (Some(s) != before && current().is_some_and(|c| &c == s))
+        };
+        let wait = async {
+            loop {
+                if held(&stored.borrow_and_update()) {
+                    return true;
+                }
+                if !self.leading() {
+                    return false;
+                }
+                // Looked at again on each stored change, and now and then for the controller reaching what is
+                // stored or this replica ceasing to lead.
+                tokio::select! {
+                    changed = stored.changed() => if changed.is_err() { return false },
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                }
+            }
+        };
+        tokio::time::timeout(within, wait).await.unwrap_or(false)
     }
 }
 
@@ -135,7 +177,8 @@ mod tests {
         let (_stored_tx, stored_rx) = watch::channel(StoredRecords::from([(key.clone(), stored.clone())]));
         let (_peers_tx, peers) = watch::channel(Peers::new());
         let identity = "replica-b".to_string();
-        c.share(Shared { source: "kube".into(), leading, holder, stored: stored_rx, identity, peers });
+        let lease = Duration::from_secs(2);
+        c.share(Shared { source: "kube".into(), leading, holder, stored: stored_rx, identity, peers, lease });
         let (_stop_tx, stop) = watch::channel(false);
         tokio::spawn(c.clone().run(stop));
         let policy = ReleasePolicy {

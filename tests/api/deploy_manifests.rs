@@ -113,6 +113,14 @@ fn the_deployment_probes_and_service_use_sluices_ports() {
     assert_eq!(ports.iter().map(|p| p["port"].as_u64().unwrap()).collect::<Vec<_>>(), [15010, 15012, 15014, 443]);
     let args: Vec<&str> = c["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
     assert_eq!(args, ["serve", "--kube", "--inject", "--ca"]);
+    // Replicas forward release changes to the leader: they share the API token, from a Secret that must exist.
+    let token_file = env("SLUICE_API_TOKEN_FILE");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let mount = c["volumeMounts"].as_array().unwrap().iter().find(|m| m["name"] == "api-token").unwrap();
+    assert_eq!(token_file, format!("{}/token", mount["mountPath"].as_str().unwrap()));
+    let volume = pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "api-token").unwrap();
+    assert_eq!(volume["secret"]["secretName"], "sluice-api-token");
+    assert!(volume["secret"].get("optional").is_none(), "a missing token must keep the pods waiting");
 }
 
 #[test]

@@ -11,6 +11,7 @@ pub struct SluiceChild {
     child: Child,
     log: PathBuf,
     pub admin: SocketAddr,
+    /// The xDS port (also the gRPC Release API).
     pub xds: SocketAddr,
 }
 

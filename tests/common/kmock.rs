@@ -182,6 +182,17 @@ pub async fn patch(client: &kube::Client, api_version: &str, kind: &str, name: &
     a.patch(name, &PatchParams::default(), &Patch::Merge(p)).await.unwrap_or_else(|e| panic!("patching {name}: {e}"));
 }
 
+/// The Service `reviews` (port 9080) and the ReleasePolicy `reviews` with `spec` at generation 1, created in
+/// `default`; returns the policies' API.
+pub async fn reviews_release(client: &kube::Client, spec: Value) -> Api<DynamicObject> {
+    let svc = obj("v1", "Service", "reviews", json!({}), json!({"spec": {"ports": [{"name": "http", "port": 9080}]}}));
+    create(client, svc).await;
+    let mut policy = obj("sluice.dev/v1alpha1", "ReleasePolicy", "reviews", json!({}), json!({ "spec": spec }));
+    policy["metadata"]["generation"] = json!(1);
+    create(client, policy).await;
+    api(client, "sluice.dev/v1alpha1", "ReleasePolicy")
+}
+
 impl Kmock {
     /// A `sluice serve --kube` child against this emulator, named `id` in the Lease, its log in `dir/ID.log`.
     pub async fn replica(&self, id: &str, lease_secs: u64, dir: &std::path::Path) -> SluiceChild {

@@ -83,3 +83,19 @@ pub fn venv_python() -> PathBuf {
 pub fn peer(name: &str) -> PathBuf {
     repo().join("tests/peers").join(name)
 }
+
+/// Polls `f` every 20 ms until it returns Some, for at most `limit` (then fails naming `what`).
+pub async fn until<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    limit: std::time::Duration,
+    mut f: impl FnMut() -> F,
+) -> T {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(t) = f().await {
+            return t;
+        }
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -1,13 +1,14 @@
 //! Who drives a release with two real `sluice serve --kube` replicas against the kmock API emulator: the Lease
 //! holder steps it; the follower serves the state the holder stored in the ReleasePolicy status (checked through
-//! the follower's own REST view), refuses verbs naming the leader, and, once the leader is frozen (SIGSTOP) and then
-//! killed, takes over within the lease duration and goes on from the stored step and step start to the end.
+//! the follower's own REST view), forwards verbs to it (refusing one already forwarded, naming the leader), and,
+//! once the leader is frozen (SIGSTOP) and then killed, takes over within the lease duration and goes on from the
+//! stored step and step start to the end.
 
 use crate::common;
 
 use bytes::Bytes;
-use common::SluiceChild;
 use common::kmock::{Kmock, api, obj};
+use common::{SluiceChild, until};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -27,13 +28,20 @@ const PATH: &str = "/api/v1/namespaces/default/releases/reviews";
 
 /// One request to a replica's admin port → (status, JSON body).
 async fn call(admin: SocketAddr, method: &str, path: &str, body: &str) -> (u16, Value) {
+    call_with(admin, method, path, &[], body).await
+}
+
+/// [`call`] with `headers` added.
+async fn call_with(admin: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, Value) {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let req = hyper::Request::builder()
+    let mut req = hyper::Request::builder()
         .method(method)
         .uri(format!("http://{admin}{path}"))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap();
+        .header("content-type", "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::from(body.to_string()))).unwrap();
     let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req)).await.unwrap().expect("answer");
     let status = resp.status().as_u16();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
@@ -58,22 +66,6 @@ async fn lease(client: &kube::Client) -> Value {
         Ok(l) => l.data["spec"].clone(),
         Err(kube::Error::Api(e)) if e.code == 404 => Value::Null,
         Err(e) => panic!("lease get: {e}"),
-    }
-}
-
-/// Polls `f` every 20 ms until it returns Some, for at most `limit`.
-async fn until<T, F: std::future::Future<Output = Option<T>>>(
-    what: &str,
-    limit: Duration,
-    mut f: impl FnMut() -> F,
-) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(t) = f().await {
-            return t;
-        }
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -121,20 +113,23 @@ async fn the_leader_steps_the_follower_serves_its_state_and_takes_over_from_the_
     let b = kmock.replica("replica-b", LEASE_SECS, dir.path()).await;
     assert_eq!(view(&b).await, (1, 1000, "Progressing".into()), "the follower serves the stored step");
 
-    // Verbs on the follower are refused, naming the leader; on the leader they apply. A follower names the leader
-    // from its first read of the Lease, which may come after it serves the stored step: wait (bounded) for that.
+    // A verb sent to the follower is forwarded to the leader; one already forwarded (marked by a replica) is
+    // refused, naming the leader: a replica never forwards twice. A follower names the leader from its first read
+    // of the Lease, which may come after it serves the stored step: wait (bounded) for that.
+    let forwarded = [("x-sluice-forwarded-by", "replica-z")];
     until("replica-b names the leader", Duration::from_secs(LEASE_SECS), || async {
-        let (code, v) = call(b.admin, "POST", &format!("{PATH}/resume"), "").await;
-        assert_eq!(code, 409, "the follower refuses the verb: {v}");
+        let (code, v) = call_with(b.admin, "POST", &format!("{PATH}/resume"), &forwarded, "").await;
+        assert_eq!(code, 409, "the follower refuses the forwarded verb: {v}");
         v["leader"].is_string().then_some(())
     })
     .await;
     for (path, body) in [(format!("{PATH}/resume"), ""), (format!("{PATH}/weight"), r#"{"canaryWeight": 5000}"#)] {
-        let (code, v) = call(b.admin, "POST", &path, body).await;
-        assert_eq!((code, v["leader"].as_str()), (409, Some("replica-a")), "{path}: {v}");
+        let (code, v) = call_with(b.admin, "POST", &path, &forwarded, body).await;
+        assert_eq!((code, v["leader"].as_str(), v["reason"].as_str()), (409, Some("replica-a"), Some("NotLeader")));
         assert!(v["error"].as_str().unwrap().contains("driven by the leading replica replica-a"), "{v}");
     }
-    let (code, v) = call(a.admin, "POST", &format!("{PATH}/resume"), "").await;
+    assert_eq!(view(&b).await, (1, 1000, "Progressing".into()), "refused verbs changed nothing");
+    let (code, v) = call(b.admin, "POST", &format!("{PATH}/resume"), "").await;
     assert_eq!((code, &v["status"]["step"], &v["status"]["weights"]["v3"]), (200, &json!(3), &json!(2000)), "{v}");
 
     // Freeze the leader in the timed pause, as soon as its status shows it.

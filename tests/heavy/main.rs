@@ -1,7 +1,8 @@
 //! The heavy and timing-sensitive tests, one test binary whose tests run one at a time (each takes [`serial`]
 //! first): faults (SIGKILL under load, slow readers, 1,000 reconnecting streams), `sluice bench`, the dashboard in
-//! a headless browser, traffic measured per version (analysis, telemetry), a replica SIGSTOPped mid-release, and the
-//! container image (built with buildah, its roles run from its root filesystem).
+//! a headless browser (also as a follower replica serves it), traffic measured per version (analysis, telemetry), a
+//! replica SIGSTOPped mid-release, and the container image (built with buildah, its roles run from its root
+//! filesystem).
 //! Each had a binary of its own before; serialized, none starves another of the machine's cores.
 
 #[path = "../protocol/client.rs"]
@@ -17,6 +18,7 @@ mod fault_restart;
 mod fault_slow_reader;
 mod fault_streams;
 mod image_build;
+mod kube_dashboard_follower;
 mod kube_leader_release;
 mod large_mesh;
 mod telemetry_envoy;

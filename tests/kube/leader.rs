@@ -4,8 +4,8 @@
 
 use crate::common;
 
-use common::kmock::{Kmock, api, obj, resource_version};
-use kube::api::{Patch, PatchParams, PostParams};
+use common::kmock::{Kmock, api, resource_version, reviews_release};
+use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -42,14 +42,8 @@ async fn only_the_leader_writes_status_and_another_takes_over_when_it_dies() {
     let kmock = Kmock::start();
     let client = kmock.client().await;
     let dir = tempfile::tempdir().unwrap();
-    let svc = obj("v1", "Service", "reviews", json!({}), json!({"spec": {"ports": [{"name": "http", "port": 9080}]}}));
-    api(&client, "v1", "Service").create(&PostParams::default(), &serde_json::from_value(svc).unwrap()).await.unwrap();
-    let spec =
-        json!({"spec": {"service": "reviews", "stable": "v1", "canary": "v3", "traffic": {"canaryWeight": 2000}}});
-    let mut policy = obj("sluice.dev/v1alpha1", "ReleasePolicy", "reviews", json!({}), spec);
-    policy["metadata"]["generation"] = json!(1);
-    let policies = api(&client, "sluice.dev/v1alpha1", "ReleasePolicy");
-    policies.create(&PostParams::default(), &serde_json::from_value(policy).unwrap()).await.unwrap();
+    let spec = json!({"service": "reviews", "stable": "v1", "canary": "v3", "traffic": {"canaryWeight": 2000}});
+    let policies = reviews_release(&client, spec).await;
 
     let a = kmock.replica("replica-a", LEASE_SECS, dir.path()).await;
     let (first, _) = new_holder(&client, None, Duration::from_secs(5)).await;
