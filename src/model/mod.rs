@@ -12,6 +12,7 @@
 
 mod analysis;
 mod build;
+mod by_service;
 mod deploy;
 pub mod mesh;
 pub mod pattern;
@@ -94,6 +95,9 @@ pub struct Model {
     /// The server's mesh-wide settings (trust domain, root namespace); not from any source part.
     #[serde(default)]
     pub settings: MeshSettings,
+    /// Which objects name each Service, built when first asked (see [`by_service`]).
+    #[serde(skip)]
+    pub by_service: by_service::ServiceIndex,
 }
 
 /// RFC 1123 label, as Kubernetes requires of names: 1–63 of `[a-z0-9-]`, starting and ending alphanumeric.
@@ -118,7 +122,8 @@ impl Model {
     /// The release policy that governs a service, if any. With several, the first by name wins (sources reject
     /// a second policy for the same service, so this is only a tie-break).
     pub fn policy_for(&self, service: &ObjectKey) -> Option<&ReleasePolicy> {
-        self.policies.values().find(|p| p.namespace == service.namespace && p.spec.service == service.name)
+        let index = self.by_service();
+        index.policies_of.get(service)?.first().and_then(|k| self.policies.get(k))
     }
 
     /// Endpoints of one service (empty when it has none).
@@ -149,6 +154,7 @@ impl Model {
             reference_grants: keep(&self.reference_grants, visibility),
             secrets: keep(&self.secrets, visibility),
             settings: self.settings.clone(),
+            by_service: Default::default(),
         }
     }
 

@@ -19,7 +19,7 @@ use crate::model::mesh::{
     ReferenceGrantSpec, VirtualServiceSpec,
 };
 use crate::model::{Endpoint, Model, ObjectKey, ReleasePolicy, Service, ServicePort, TargetPort};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 /// A model and how many objects of each kind built it (for `sluice validate`).
@@ -42,6 +42,9 @@ pub(crate) struct Assembled {
 type ByKey<T> = BTreeMap<ObjectKey, (Arc<Doc>, T)>;
 
 /// Builds the model from everything parsed; `Err` holds every error, the parse errors first.
+/// A workload a Service's selector may pick.
+type Selectable<'a> = (&'a ObjectKey, &'a WorkloadObject);
+
 pub(crate) fn assemble(parsed: Parsed) -> Result<Assembled, Vec<LoadError>> {
     let Parsed { objects, mut errors, mut warnings, broken_services, documents: _ } = parsed;
     let mut services: ByKey<ServiceObject> = BTreeMap::new();
@@ -69,9 +72,23 @@ pub(crate) fn assemble(parsed: Parsed) -> Result<Assembled, Vec<LoadError>> {
         }
     }
     let mut model = Model::default();
+    // Workloads by namespace and label: a Service looks only at those carrying its selector's first label (a scan
+    // of every workload per Service grew with the square of the mesh).
+    let mut labelled: HashMap<(&str, &str, &str), Vec<Selectable>> = HashMap::new();
+    for (k, (_, w)) in &workloads {
+        for (label, value) in &w.metadata.labels {
+            labelled.entry((k.namespace.as_str(), label.as_str(), value.as_str())).or_default().push((k, w));
+        }
+    }
     for (key, (_, svc)) in &services {
         model.services.insert(key.clone(), to_service(svc));
-        let endpoints = select_endpoints(svc, workloads.iter().map(|(k, (_, w))| (k, w)));
+        let candidates = svc
+            .spec
+            .selector
+            .iter()
+            .next()
+            .and_then(|(label, value)| labelled.get(&(svc.metadata.namespace(), label.as_str(), value.as_str())));
+        let endpoints = select_endpoints(svc, candidates.into_iter().flatten().copied());
         if !endpoints.is_empty() {
             model.endpoints.insert(key.clone(), endpoints);
         }

@@ -82,7 +82,9 @@ fn endpoint_versions<'a>(model: &'a Model, key: &ObjectKey) -> BTreeSet<&'a str>
 
 /// The subsets the VirtualServices (mesh and gateway ones) name for the service, as a destination or a mirror.
 fn named_subsets<'a>(model: &'a Model, key: &'a ObjectKey) -> impl Iterator<Item = &'a str> + 'a {
-    model.virtual_services.iter().flat_map(move |(k, vs)| {
+    let routing = model.by_service().routed_by.get(key).cloned().unwrap_or_default();
+    let routing = routing.into_iter().filter_map(|k| model.virtual_services.get_key_value(&k));
+    routing.flat_map(move |(k, vs)| {
         let http = vs.spec.http.iter();
         let dests = http.flat_map(|h| h.route.iter().map(|d| &d.destination).chain(h.mirror.as_ref()));
         dests.filter_map(move |d| d.subset.as_deref().filter(|_| host_is(&d.host, &k.namespace, key)))

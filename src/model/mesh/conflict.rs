@@ -10,7 +10,7 @@
 //! paths in order, a directory's files by name, documents top to bottom); file objects come before cluster ones;
 //! ties go by name, then namespace, as istiod sorts them.
 
-use super::{DestinationRule, Subset, TrafficPolicy, VirtualService, host_is};
+use super::{DestinationRule, Subset, TrafficPolicy, VirtualService};
 use crate::model::{Model, ObjectKey};
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
@@ -75,8 +75,8 @@ impl<'a> EffectiveRule<'a> {
 impl Model {
     /// Every DestinationRule whose host names `svc`, oldest first; `None` when there is none.
     pub fn destination_rule_for<'a>(&'a self, svc: &ObjectKey) -> Option<EffectiveRule<'a>> {
-        let mut rules: Vec<_> =
-            self.destination_rules.iter().filter(|(k, dr)| host_is(&dr.spec.host, &k.namespace, svc)).collect();
+        let keys = self.by_service().destination_rules_of.get(svc).cloned().unwrap_or_default();
+        let mut rules: Vec<_> = keys.iter().filter_map(|k| self.destination_rules.get_key_value(k)).collect();
         rules.sort_by(|a, b| older((a.0, &a.1.provenance), (b.0, &b.1.provenance)));
         (!rules.is_empty()).then_some(EffectiveRule { rules })
     }

@@ -225,9 +225,10 @@ impl super::Model {
         &'a self,
         svc: &'a ObjectKey,
     ) -> impl Iterator<Item = (&'a ObjectKey, &'a VirtualService)> + 'a {
-        self.virtual_services.iter().filter(move |(k, vs)| {
-            vs.spec.applies_to_mesh() && vs.spec.hosts.iter().any(|h| host_is(h, &k.namespace, svc))
-        })
+        let keys = self.by_service().virtual_services_of.get(svc).cloned().unwrap_or_default();
+        keys.into_iter()
+            .filter_map(move |k| self.virtual_services.get_key_value(&k))
+            .filter(|(_, vs)| vs.spec.applies_to_mesh())
     }
 
     /// The HTTPRoutes with a Service parent naming `svc`, in key order.
@@ -235,11 +236,8 @@ impl super::Model {
         &'a self,
         svc: &'a ObjectKey,
     ) -> impl Iterator<Item = (&'a ObjectKey, &'a HttpRouteObject)> + 'a {
-        self.http_routes.iter().filter(move |(k, r)| {
-            r.spec.parent_refs.iter().any(|p| {
-                p.is_service() && p.name == svc.name && p.namespace.as_deref().unwrap_or(&k.namespace) == svc.namespace
-            })
-        })
+        let keys = self.by_service().http_routes_of.get(svc).cloned().unwrap_or_default();
+        keys.into_iter().filter_map(move |k| self.http_routes.get_key_value(&k))
     }
 }
 
