@@ -100,7 +100,11 @@ async fn the_webhook_answers_over_https_with_a_certificate_chained_to_its_ca() {
         assert_eq!(response["allowed"], true, "{what} is allowed: {response}");
         assert!(response.get("patch").is_none(), "{what} gets no patch: {response}");
     }
-    assert_eq!(status(6), 413, "a body over the limit");
+    // A body over the limit: 413, or, when the server's answer and close overtake the client still writing the
+    // 7 MiB (a loaded host), the connection closed under the client: refused either way, never read whole.
+    let closed =
+        answers[6]["error"].as_str().is_some_and(|e| ["EOF", "reset", "Broken pipe"].iter().any(|m| e.contains(m)));
+    assert!(closed || status(6) == 413, "a body over the limit: {}", answers[6]);
     assert_eq!(status(7), 405, "GET");
     let refused = answers[8]["error"].as_str().unwrap_or_default();
     assert!(refused.contains("CERTIFICATE_VERIFY_FAILED"), "a client trusting another CA: {}", answers[8]);
