@@ -95,16 +95,9 @@ impl ReleaseController {
         records
             .iter()
             .map(|(key, record)| {
-                let p = self.local_proxies(key, record);
+                let proxies = self.local_proxies(key, record);
                 let state = replicas::fingerprint(&record.spec, &record.state);
-                let held = replicas::ReleaseProxies {
-                    state,
-                    acked: p.acked,
-                    total: p.total,
-                    pending: p.pending,
-                    refused: p.refused,
-                };
-                (key.to_string(), held)
+                (key.to_string(), replicas::ReleaseProxies { state, proxies })
             })
             .collect()
     }

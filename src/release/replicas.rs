@@ -51,16 +51,12 @@ pub struct ReplicaReport {
 
 /// One release's proxies on one replica.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
 pub struct ReleaseProxies {
     /// [`fingerprint`] of the release state these counts are for.
     pub state: String,
-    pub acked: usize,
-    pub total: usize,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub pending: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub refused: Vec<String>,
+    /// This replica's own proxies (ACKed/total, pending, refused), as its release status counts them.
+    #[serde(flatten)]
+    pub proxies: Proxies,
 }
 
 /// One version's running traffic totals on one replica.
@@ -166,9 +162,9 @@ pub fn merge_proxies(
     for (name, report) in peers.iter().filter(|(n, _)| n.as_str() != identity) {
         let freshness = report.freshness(now_ms);
         let held = report.releases.get(&id);
-        let total = held.map_or(report.connected, |h| h.total);
+        let total = held.map_or(report.connected, |h| h.proxies.total);
         let acked = match (freshness, held) {
-            (Freshness::Fresh, Some(h)) if h.state == state => h.acked,
+            (Freshness::Fresh, Some(h)) if h.state == state => h.proxies.acked,
             _ => 0,
         };
         let age_ms = now_ms.saturating_sub(report.renewed_ms);
@@ -184,12 +180,12 @@ pub fn merge_proxies(
                 merged.pending.push(format!("{name}: {total} proxies (its report missed two heartbeats)"))
             }
             Some(h) if h.state == state => {
-                merged.pending.extend(h.pending.iter().map(|p| format!("{name}/{p}")));
-                merged.refused.extend(h.refused.iter().map(|r| format!("{name}/{r}")));
+                merged.pending.extend(h.proxies.pending.iter().map(|p| format!("{name}/{p}")));
+                merged.refused.extend(h.proxies.refused.iter().map(|r| format!("{name}/{r}")));
             }
-            Some(h) if h.total > 0 => {
-                merged.pending.push(format!("{name}: {} proxies (it serves another state of this release)", h.total))
-            }
+            Some(h) if h.proxies.total > 0 => merged
+                .pending
+                .push(format!("{name}: {} proxies (it serves another state of this release)", h.proxies.total)),
             None if total > 0 => merged.pending.push(format!("{name}: {total} proxies (it has not this release yet)")),
             _ => {}
         }

@@ -14,13 +14,9 @@ fn report(name: &str, renewed_ms: u64, releases: &[(&str, &str, usize, usize)]) 
         releases: releases
             .iter()
             .map(|(k, state, acked, total)| {
-                let p = ReleaseProxies {
-                    state: state.to_string(),
-                    acked: *acked,
-                    total: *total,
-                    pending: (0..total - acked).map(|i| format!("p{i}")).collect(),
-                    refused: vec![],
-                };
+                let pending = (0..total - acked).map(|i| format!("p{i}")).collect();
+                let proxies = Proxies { acked: *acked, total: *total, pending, ..Default::default() };
+                let p = ReleaseProxies { state: state.to_string(), proxies };
                 (k.to_string(), p)
             })
             .collect(),
