@@ -35,6 +35,8 @@ pub const META_LISTEN: &str = "SLUICE_LISTEN";
 pub const META_INBOUND_PORTS: &str = "INBOUND_PORTS";
 /// `"true"`: the proxy holds a workload certificate over SDS (`sds-grpc`) and can take workload mTLS.
 pub const META_MTLS: &str = "SLUICE_MTLS";
+/// Node metadata: `"false"` keeps a Delta Envoy on whole route configurations (no VHDS).
+pub const META_VHDS: &str = "SLUICE_VHDS";
 /// `NAMESPACE/NAME` of the Istio Gateway this proxy serves as (`--gateway`): an ingress gateway's listeners only.
 pub const META_GATEWAY: &str = "SLUICE_GATEWAY";
 /// The address a gateway binds its server ports on (`--gateway-bind`; default `0.0.0.0`, as istiod's).

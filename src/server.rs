@@ -43,6 +43,8 @@ pub struct Options {
     /// Shortest time between two snapshots; changes within it are coalesced.
     pub min_push_interval: Duration,
     pub limits: Limits,
+    /// Delta Envoys take their sidecar routes' virtual hosts over VHDS (`false`: `--no-vhds`).
+    pub vhds: bool,
     /// Where release state survives restarts; `None` keeps it in memory only.
     pub state_dir: Option<std::path::PathBuf>,
     /// What to do with a state file that cannot be read.
@@ -74,6 +76,7 @@ impl Options {
             admin_addr: Some(any),
             min_push_interval: Duration::from_millis(10),
             limits: Limits::default(),
+            vhds: true,
             state_dir: None,
             corrupt_state: Default::default(),
             ca: None,
@@ -185,6 +188,7 @@ impl Sluice {
             limits: options.limits,
             slots: Default::default(),
             syncs: crate::xds::gate::SyncGate::new(options.limits.max_initial_syncs),
+            vhds: options.vhds,
             stop: stop_rx.clone(),
         };
         let mut stop_wait = stop_rx;

@@ -104,6 +104,7 @@ fn kind_name(k: TypeKind) -> &'static str {
         TypeKind::Endpoint => "endpoints",
         TypeKind::Listener => "listeners",
         TypeKind::Route => "routes",
+        TypeKind::VirtualHost => "virtual_hosts",
     }
 }
 

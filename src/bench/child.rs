@@ -48,10 +48,10 @@ fn parse(line: &str) -> Option<Command> {
     }
 }
 
-pub async fn run(kind: Kind, shape: Shape, max_streams: usize, syncs: Option<usize>) -> anyhow::Result<()> {
+pub async fn run(kind: Kind, shape: Shape, max_streams: usize, syncs: Option<usize>, vhds: bool) -> anyhow::Result<()> {
     match kind {
-        Kind::Sluice => run_sluice(shape, max_streams, syncs).await,
-        Kind::Floor => run_floor(shape).await,
+        Kind::Sluice => run_sluice(shape, max_streams, syncs, vhds).await,
+        Kind::Floor => run_floor(shape, vhds).await,
     }
 }
 
@@ -67,8 +67,8 @@ async fn commands(mut apply: impl FnMut(Command) -> anyhow::Result<bool>) -> any
     Ok(())
 }
 
-async fn run_sluice(shape: Shape, max_streams: usize, syncs: Option<usize>) -> anyhow::Result<()> {
-    let mut options = Options { admin_addr: None, ..Options::local() };
+async fn run_sluice(shape: Shape, max_streams: usize, syncs: Option<usize>, vhds: bool) -> anyhow::Result<()> {
+    let mut options = Options { admin_addr: None, vhds, ..Options::local() };
     options.limits.max_streams = options.limits.max_streams.max(max_streams);
     options.limits.max_initial_syncs = syncs.unwrap_or(options.limits.max_initial_syncs);
     let sluice = Sluice::start(options).await?;
@@ -90,8 +90,8 @@ async fn run_sluice(shape: Shape, max_streams: usize, syncs: Option<usize>) -> a
 
 /// Responses built once per config, shared by every stream.
 struct Prebuilt {
-    sotw: [DiscoveryResponse; 4],
-    delta: [DeltaDiscoveryResponse; 4],
+    sotw: [DiscoveryResponse; 5],
+    delta: [DeltaDiscoveryResponse; 5],
 }
 
 /// A change: the responses to fan out (SotW: the type's full set; Delta: what changed).
@@ -101,7 +101,8 @@ struct Change {
     delta: Arc<DeltaDiscoveryResponse>,
 }
 
-fn floor_proxy() -> ProxyInfo {
+/// The floor's proxy: Delta streams get the VHDS form when `vhds`, as Sluice serves them.
+fn floor_proxy(vhds: bool) -> ProxyInfo {
     ProxyInfo {
         id: "floor".into(),
         namespace: "default".into(),
@@ -110,11 +111,12 @@ fn floor_proxy() -> ProxyInfo {
         inbound_ports: vec![],
         visibility: Default::default(),
         mtls: false,
+        vhds,
     }
 }
 
-fn prebuild(snapshot: &Snapshot, version: u64) -> Prebuilt {
-    let view = snapshot.view(&floor_proxy());
+fn prebuild(snapshot: &Snapshot, version: u64, vhds: bool) -> Prebuilt {
+    let view = snapshot.view(&floor_proxy(false));
     let sotw = TypeKind::ALL.map(|k| DiscoveryResponse {
         version_info: version.to_string(),
         resources: view.get(k).values().map(|r| r.to_any()).collect(),
@@ -122,6 +124,7 @@ fn prebuild(snapshot: &Snapshot, version: u64) -> Prebuilt {
         nonce: version.to_string(),
         ..Default::default()
     });
+    let view = snapshot.view(&floor_proxy(vhds));
     let delta = TypeKind::ALL.map(|k| delta_response(k, version, view.get(k).values()));
     Prebuilt { sotw, delta }
 }
@@ -146,11 +149,11 @@ struct Floor {
     changes: broadcast::Sender<Change>,
 }
 
-async fn run_floor(shape: Shape) -> anyhow::Result<()> {
+async fn run_floor(shape: Shape, vhds: bool) -> anyhow::Result<()> {
     let mut model: Model = fixture::model(&shape);
     let mut snapshot = Snapshot::build(1, Arc::new(model.clone()), None)?;
     let (changes, _) = broadcast::channel(16);
-    let floor = Floor { first: Arc::new(prebuild(&snapshot, 1)), changes: changes.clone() };
+    let floor = Floor { first: Arc::new(prebuild(&snapshot, 1, vhds)), changes: changes.clone() };
     let listener = crate::server::listen(([127, 0, 0, 1], 0).into())?; // the same accept backlog as Sluice's
     println!("ready {}", listener.local_addr()?);
     let server = tonic::transport::Server::builder()
@@ -175,11 +178,13 @@ async fn run_floor(shape: Shape) -> anyhow::Result<()> {
         };
         version += 1;
         let next = Snapshot::build(version, Arc::new(model.clone()), Some(&snapshot))?;
-        let (old, new) = (snapshot.view(&floor_proxy()), next.view(&floor_proxy()));
-        let changed =
-            new.get(kind).values().filter(|r| old.get(kind).get(&r.name).is_none_or(|o| o.version != r.version));
-        let sotw = Arc::new(prebuild(&next, version).sotw[kind.index()].clone());
-        let delta = Arc::new(delta_response(kind, version, changed));
+        // SotW: the type's whole set; Delta: what changed (a weight change over VHDS: the virtual host).
+        let delta_kind = if kind == TypeKind::Route && vhds { TypeKind::VirtualHost } else { kind };
+        let (old, new) = (snapshot.view(&floor_proxy(vhds)), next.view(&floor_proxy(vhds)));
+        let (was, is) = (old.get(delta_kind), new.get(delta_kind));
+        let changed = is.values().filter(|r| was.get(&r.name).is_none_or(|o| o.version != r.version));
+        let sotw = Arc::new(prebuild(&next, version, vhds).sotw[kind.index()].clone());
+        let delta = Arc::new(delta_response(delta_kind, version, changed));
         let _ = changes.send(Change { sotw, delta });
         snapshot = next;
         Ok(true)

@@ -65,6 +65,9 @@ pub struct BenchArgs {
     /// endpoint change at S = 100, 1,000 and 10,000.
     #[arg(long, env = "SLUICE_BENCH_TRANSLATION_ONLY")]
     pub translation_only: bool,
+    /// Serve Delta proxies whole route configurations (`serve --no-vhds`) instead of each virtual host over VHDS.
+    #[arg(long, env = "SLUICE_BENCH_NO_VHDS")]
+    pub no_vhds: bool,
 }
 
 /// `sluice bench-child`: one server process of the benchmark (spawned by the driver, not for people).
@@ -83,6 +86,8 @@ pub struct ChildArgs {
     pub max_streams: usize,
     #[arg(long)]
     pub max_initial_syncs: Option<usize>,
+    #[arg(long)]
+    pub no_vhds: bool,
 }
 
 pub async fn child(args: ChildArgs) -> anyhow::Result<()> {
@@ -91,7 +96,7 @@ pub async fn child(args: ChildArgs) -> anyhow::Result<()> {
         endpoints_per_service: args.endpoints_per_service,
         policy_every: args.policy_every,
     };
-    child::run(args.kind, shape, args.max_streams, args.max_initial_syncs).await
+    child::run(args.kind, shape, args.max_streams, args.max_initial_syncs, !args.no_vhds).await
 }
 
 const TIMEOUT: Duration = Duration::from_secs(300);
@@ -182,6 +187,7 @@ fn proxy_info() -> crate::model::ProxyInfo {
         inbound_ports: vec![],
         visibility: Default::default(),
         mtls: false,
+        vhds: false,
     }
 }
 
@@ -202,7 +208,7 @@ struct Phase {
     /// CPU seconds the server and the driver used during the connect storm, and bytes each proxy received in it.
     storm_server_cpu_s: f64,
     storm_driver_cpu_s: f64,
-    storm_bytes: [f64; 4],
+    storm_bytes: [f64; 5],
 }
 
 fn cpu(pid: u32) -> f64 {
@@ -236,6 +242,7 @@ async fn spawn(kind: Kind, shape: &Shape, args: &BenchArgs) -> anyhow::Result<Se
         .args(["--policy-every", &shape.policy_every.to_string(), "--log", "warn"])
         .args(["--max-streams", &(args.proxies + args.stalled + 16).to_string()])
         .args(args.max_initial_syncs.iter().flat_map(|n| ["--max-initial-syncs".to_string(), n.to_string()]))
+        .args(args.no_vhds.then_some("--no-vhds"))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -309,7 +316,7 @@ async fn phase(kind: Kind, args: &BenchArgs, shape: &Shape) -> anyhow::Result<Ph
     let connect_s = started.elapsed().as_secs_f64();
     let storm_server_cpu_s = cpu(server.pid) - server_cpu0;
     let storm_driver_cpu_s = cpu(std::process::id()) - driver_cpu0;
-    let storm_bytes = [TypeKind::Cluster, TypeKind::Endpoint, TypeKind::Listener, TypeKind::Route].map(|k| {
+    let storm_bytes = TypeKind::ALL.map(|k| {
         rec.slots()[..n].iter().map(|s| s.bytes[k.index()].load(Ordering::Relaxed)).sum::<u64>() as f64 / n as f64
     });
     let storm_reconnects = reconnects.load(Ordering::Relaxed);
@@ -320,7 +327,12 @@ async fn phase(kind: Kind, args: &BenchArgs, shape: &Shape) -> anyhow::Result<Ph
         (procstat::cpu_time(server.pid).unwrap_or_default().saturating_sub(cpu0)).as_secs_f64() / 3.0 * 100.0;
     let rss = procstat::rss_bytes(server.pid).unwrap_or(0);
     let (churn, churn_bytes) = changes(&mut server, &rec, n, args, TypeKind::Endpoint, shape).await?;
-    let (weight, weight_bytes) = changes(&mut server, &rec, n, args, TypeKind::Route, shape).await?;
+    // Over VHDS a weight change is one virtual host; else the port's whole route configuration.
+    let routes = match args.mode == Mode::Delta && !args.no_vhds {
+        true => TypeKind::VirtualHost,
+        false => TypeKind::Route,
+    };
+    let (weight, weight_bytes) = changes(&mut server, &rec, n, args, routes, shape).await?;
     stopping.store(true, Ordering::Relaxed);
     let _ = server.command("quit").await;
     for t in tasks {
@@ -356,24 +368,28 @@ async fn changes(
     shape: &Shape,
 ) -> anyhow::Result<(Latency, f64)> {
     let policies = fixture::policy_services(shape);
-    if kind == TypeKind::Route && policies.is_empty() {
+    let weight = matches!(kind, TypeKind::Route | TypeKind::VirtualHost);
+    if weight && policies.is_empty() {
         return Ok((Latency::default(), 0.0));
     }
     let mut samples = Vec::with_capacity(n * args.rounds);
     let mut bytes = 0u64;
     for round in 0..args.rounds {
-        let before: u64 = rec.slots()[..n].iter().map(|s| s.bytes[kind.index()].load(Ordering::Relaxed)).sum();
+        // Bytes of every type: what the change cost each proxy, whichever types carried it.
+        let received =
+            || -> u64 { rec.slots()[..n].iter().flat_map(|s| &s.bytes).map(|b| b.load(Ordering::Relaxed)).sum() };
+        let before = received();
         let t = rec.now();
-        let cmd = match kind {
-            TypeKind::Route => format!("weight {} {}", policies[round % policies.len()], 2000 + round * 100),
-            _ => format!("churn {} {round}", (round * 37 + 1) % shape.services),
+        let cmd = match weight {
+            true => format!("weight {} {}", policies[round % policies.len()], 2000 + round * 100),
+            false => format!("churn {} {round}", (round * 37 + 1) % shape.services),
         };
         server.command(&cmd).await?;
         wait_all(rec, n, |s| s.acked[kind.index()].load(Ordering::Acquire) > t).await.with_context(|| cmd.clone())?;
         samples.extend(rec.slots()[..n].iter().map(|s| s.acked[kind.index()].load(Ordering::Acquire) - t));
-        let after: u64 = rec.slots()[..n].iter().map(|s| s.bytes[kind.index()].load(Ordering::Relaxed)).sum();
-        bytes += after - before;
+        // A change's later types (if any) arrive before the bytes are counted.
         tokio::time::sleep(Duration::from_millis(200)).await;
+        bytes += received() - before;
     }
     Ok((Latency::of(samples), bytes as f64 / (n * args.rounds) as f64))
 }

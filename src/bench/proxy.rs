@@ -1,5 +1,6 @@
-//! Simulated proxies: each opens ADS like Envoy (wildcard CDS, then EDS by name, wildcard LDS, then RDS by name),
-//! ACKs every response, and records when it ACKed each type and how many bytes it received.
+//! Simulated proxies: each opens ADS like Envoy (wildcard CDS, then EDS by name, wildcard LDS, then RDS by name,
+//! and on Delta VHDS for the route configurations that name it), ACKs every response, and records when it ACKed
+//! each type and how many bytes it received.
 
 use crate::xds::TypeKind;
 use crate::xds::wire::{self, Raw, Requests};
@@ -39,8 +40,8 @@ pub struct Recorder {
 #[derive(Default)]
 pub struct Slot {
     pub synced: AtomicU64,
-    pub acked: [AtomicU64; 4],
-    pub bytes: [AtomicU64; 4],
+    pub acked: [AtomicU64; 5],
+    pub bytes: [AtomicU64; 5],
 }
 
 impl Recorder {
@@ -60,7 +61,12 @@ impl Recorder {
         let s = &self.slots[i];
         s.bytes[kind.index()].fetch_add(bytes as u64, Ordering::Relaxed);
         s.acked[kind.index()].store(self.now(), Ordering::Release);
-        if kind == TypeKind::Route && s.synced.load(Ordering::Acquire) == 0 {
+    }
+
+    /// The proxy ACKed its last type of its first config (RDS, or VHDS when its routes name it).
+    fn synced(&self, i: usize) {
+        let s = &self.slots[i];
+        if s.synced.load(Ordering::Acquire) == 0 {
             s.synced.store(self.now(), Ordering::Release);
         }
     }
@@ -169,6 +175,23 @@ pub fn node(i: usize) -> Node {
     Node { id: format!("bench-proxy-{i:05}"), metadata: Some(metadata), ..Default::default() }
 }
 
+/// A route configuration's name and whether it takes its virtual hosts from VHDS; the virtual hosts themselves
+/// (field 2) are skipped unread.
+#[derive(Clone, PartialEq, Message)]
+struct RouteHead {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(message, optional, tag = "9")]
+    vhds: Option<envoy_types::pb::envoy::config::route::v3::Vhds>,
+}
+
+/// The route configurations of a Delta response that take their virtual hosts from VHDS.
+fn vhds_names(raw: &Bytes) -> Result<Vec<Bytes>, tonic::Status> {
+    let resp: DeltaDiscoveryResponse = decode(raw)?;
+    let heads = resp.resources.into_iter().filter_map(|r| RouteHead::decode(r.resource?.value.as_slice()).ok());
+    Ok(heads.filter(|h| h.vhds.is_some()).map(|h| Bytes::from(h.name)).collect())
+}
+
 /// Route configuration names the listeners' HTTP connection managers take from RDS.
 fn rds_names(listeners: &[Any]) -> Vec<String> {
     let mut names: Vec<String> = listeners
@@ -260,9 +283,9 @@ async fn sotw(channel: Channel, i: usize, rec: Arc<Recorder>, stalled: bool) -> 
     if stalled {
         return futures::future::pending().await;
     }
-    let mut names: [Vec<String>; 4] = Default::default();
-    let mut last: [(String, String); 4] = Default::default();
-    let mut asked = [true, false, false, false];
+    let mut names: [Vec<String>; 5] = Default::default();
+    let mut last: [(String, String); 5] = Default::default();
+    let mut asked = [true, false, false, false, false];
     while let Some(Raw(raw)) = stream.next().await.transpose()? {
         let head = header(&raw)?;
         let kind = kind_of(&head.type_url)?;
@@ -277,7 +300,10 @@ async fn sotw(channel: Channel, i: usize, rec: Arc<Recorder>, stalled: bool) -> 
             }
             TypeKind::Endpoint => (TypeKind::Listener, Vec::new()),
             TypeKind::Listener => (TypeKind::Route, rds_names(&decode::<DiscoveryResponse>(&raw)?.resources)),
-            TypeKind::Route => continue,
+            TypeKind::Route | TypeKind::VirtualHost => {
+                rec.synced(i);
+                continue;
+            }
         };
         if !asked[next.index()] || (!wanted.is_empty() && wanted != names[next.index()]) {
             asked[next.index()] = true;
@@ -302,8 +328,8 @@ async fn delta(channel: Channel, i: usize, rec: Arc<Recorder>, stalled: bool) ->
     if stalled {
         return futures::future::pending().await;
     }
-    let mut subscribed: [std::collections::BTreeSet<u64>; 4] = Default::default();
-    let mut asked = [true, false, false, false];
+    let mut subscribed: [std::collections::BTreeSet<u64>; 5] = Default::default();
+    let mut asked = [true, false, false, false, false];
     while let Some(Raw(raw)) = stream.next().await.transpose()? {
         let head = header(&raw)?;
         let kind = kind_of(&head.type_url)?;
@@ -318,7 +344,17 @@ async fn delta(channel: Channel, i: usize, rec: Arc<Recorder>, stalled: bool) ->
                 let anys: Vec<Any> = resp.resources.into_iter().filter_map(|r| r.resource).collect();
                 (TypeKind::Route, rds_names(&anys).into_iter().map(Bytes::from).collect())
             }
-            TypeKind::Route => continue,
+            TypeKind::Route => match vhds_names(&raw)? {
+                names if names.is_empty() && !asked[TypeKind::VirtualHost.index()] => {
+                    rec.synced(i);
+                    continue;
+                }
+                names => (TypeKind::VirtualHost, names),
+            },
+            TypeKind::VirtualHost => {
+                rec.synced(i);
+                continue;
+            }
         };
         let new: Vec<Bytes> = wanted.into_iter().filter(|n| subscribed[next.index()].insert(hashed(n))).collect();
         if !asked[next.index()] || !new.is_empty() {

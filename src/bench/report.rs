@@ -50,8 +50,8 @@ pub struct Results {
     /// Bytes each proxy received in the connect storm (its full config), and the CPU seconds the server and the
     /// driver (all simulated proxies) used until the last proxy had it.
     pub storm_bytes_per_proxy: f64,
-    /// The same by type: CDS, EDS, LDS, RDS.
-    pub storm_bytes_by_type: [f64; 4],
+    /// The same by type: CDS, EDS, LDS, RDS, VHDS.
+    pub storm_bytes_by_type: [f64; 5],
     pub storm_server_cpu_s: f64,
     pub storm_driver_cpu_s: f64,
     pub floor_connect_s: f64,
@@ -96,9 +96,14 @@ impl Results {
             format!("{:.2}", self.floor_connect_s),
             r(self.connect_floor_ratio),
         );
-        let [c, e, l, rt] = self.storm_bytes_by_type.map(|b| b / 1024.0);
+        let [c, e, l, rt, vh] = self.storm_bytes_by_type.map(|b| b / 1024.0);
         row("connect storm: KB/proxy", f(self.storm_bytes_per_proxy / 1024.0), "".into(), "".into());
-        row("  CDS / EDS / LDS / RDS (KB)", format!("{c:.0}/{e:.0}/{l:.0}/{rt:.0}"), "".into(), "".into());
+        row(
+            "  CDS / EDS / LDS / RDS / VHDS (KB)",
+            format!("{c:.0}/{e:.0}/{l:.0}/{rt:.0}/{vh:.0}"),
+            "".into(),
+            "".into(),
+        );
         row(
             "connect storm: server CPU (s)",
             f(self.storm_server_cpu_s),

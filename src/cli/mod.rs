@@ -115,6 +115,10 @@ pub struct ServeArgs {
     /// Shortest time between two pushes, in milliseconds; changes within it are coalesced.
     #[arg(long, env = "SLUICE_MIN_PUSH_INTERVAL_MS", default_value_t = 10)]
     pub min_push_interval_ms: u64,
+    /// Send Delta Envoys their route configurations whole instead of each virtual host over VHDS (for an Envoy
+    /// build that refuses VHDS over ADS). A weight change then resends every service's virtual host on that port.
+    #[arg(long, env = "SLUICE_NO_VHDS")]
+    pub no_vhds: bool,
     /// Directory where release state (API policies, weights, steps, phases) survives restarts.
     #[arg(long, env = "SLUICE_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
@@ -364,6 +368,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         admin_addr: Some(args.admin_addr),
         min_push_interval: Duration::from_millis(args.min_push_interval_ms),
         limits: args.limits.limits(),
+        vhds: !args.no_vhds,
         state_dir: args.state_dir.clone(),
         corrupt_state: args.corrupt_state,
     };

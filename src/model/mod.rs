@@ -31,6 +31,7 @@ pub use service::{Endpoint, Service, ServicePort, TLS_MODE_ISTIO, TLS_MODE_LABEL
 pub use settings::{DEFAULT_ROOT_NAMESPACE, MeshSettings};
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::fmt;
 
 /// The maps of a [`Model`]: persistent (structure-sharing) ordered maps. Cloning a model is O(1), an edit copies
@@ -167,8 +168,17 @@ impl Model {
     /// Whether nothing but endpoints differs (services, policies, mesh objects, settings). O(change), like
     /// [`Model::services_with_changed_endpoints`].
     pub fn only_endpoints_differ(&self, other: &Model) -> bool {
+        self.policies == other.policies && self.same_but_endpoints_and_policies(other)
+    }
+
+    /// Whether nothing but release policies differs (a spec, or the release state laid over it): what each step of
+    /// a grayscale release changes. O(change).
+    pub fn only_policies_differ(&self, other: &Model) -> bool {
+        self.endpoints == other.endpoints && self.same_but_endpoints_and_policies(other)
+    }
+
+    fn same_but_endpoints_and_policies(&self, other: &Model) -> bool {
         self.services == other.services
-            && self.policies == other.policies
             && self.virtual_services == other.virtual_services
             && self.destination_rules == other.destination_rules
             && self.http_routes == other.http_routes
@@ -179,6 +189,40 @@ impl Model {
             && self.reference_grants == other.reference_grants
             && self.secrets == other.secrets
             && self.settings == other.settings
+    }
+
+    /// The Services whose clusters, assignments or routes a change of policies from `self` to `other` can touch:
+    /// each changed policy's Service, and every Service with a VirtualService that routes or mirrors to one (a
+    /// policy applies inside those routes). `None` when HTTPRoutes exist (their rules are not followed here).
+    pub fn services_touched_by_policies(&self, other: &Model) -> Option<BTreeSet<ObjectKey>> {
+        if !self.http_routes.is_empty() || !other.http_routes.is_empty() {
+            return None;
+        }
+        let mut touched = BTreeSet::new();
+        for d in self.policies.diff(&other.policies) {
+            let (old, new) = match d {
+                imbl::ordmap::DiffItem::Add(_, p) => (None, Some(p)),
+                imbl::ordmap::DiffItem::Remove(_, p) => (Some(p), None),
+                imbl::ordmap::DiffItem::Update { old: (_, o), new: (_, n) } => (Some(o), Some(n)),
+            };
+            touched.extend(old.into_iter().chain(new).map(|p| ObjectKey::new(&p.namespace, &p.spec.service)));
+        }
+        for m in [self, other] {
+            let index = m.by_service();
+            let routing: BTreeSet<&ObjectKey> =
+                touched.iter().filter_map(|s| index.routed_by.get(s)).flatten().collect();
+            if routing.is_empty() {
+                continue;
+            }
+            let via: Vec<ObjectKey> = index
+                .virtual_services_of
+                .iter()
+                .filter(|(_, vs)| vs.iter().any(|k| routing.contains(k)))
+                .map(|(svc, _)| svc.clone())
+                .collect();
+            touched.extend(via);
+        }
+        Some(touched)
     }
 }
 

@@ -47,6 +47,11 @@ pub struct ProxyInfo {
     /// proxy gets no TLS at all.
     #[serde(default)]
     pub mtls: bool,
+    /// The proxy takes its sidecar route configurations' virtual hosts over VHDS (one resource per virtual host,
+    /// so a weight change sends one): set by the stream for an Envoy on Delta ADS, unless `serve --no-vhds` or
+    /// node metadata `SLUICE_VHDS: "false"`.
+    #[serde(default)]
+    pub vhds: bool,
 }
 
 /// The namespaces whose services (clusters, endpoints, routes, listeners) a proxy may see.
@@ -79,6 +84,7 @@ impl ProxyInfo {
             inbound_ports: Vec::new(),
             visibility: Visibility::All,
             mtls: false,
+            vhds: false,
         }
     }
 }

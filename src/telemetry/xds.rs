@@ -12,11 +12,11 @@ use std::time::Duration;
 
 /// Per type (indexed by [`TypeKind::index`]) and per protocol.
 pub struct XdsMetrics {
-    pushes: [Counter; 4],
-    push_time: [Histogram; 4],
-    config_size: [Histogram; 4],
-    rejects: [Counter; 4],
-    contained: [Counter; 4],
+    pushes: [Counter; 5],
+    push_time: [Histogram; 5],
+    config_size: [Histogram; 5],
+    rejects: [Counter; 5],
+    contained: [Counter; 5],
     connected_sotw: Gauge,
     connected_delta: Gauge,
     convergence: Histogram,

@@ -158,24 +158,26 @@ pub fn outbound_clusters(model: &Model, proxy: &ProxyInfo) -> Vec<Cluster> {
 }
 
 fn outbound(model: &Model, mesh: bool) -> Vec<Cluster> {
-    let mut out: Vec<Cluster> = model
-        .services
-        .iter()
-        .flat_map(|(key, svc)| {
-            let accounts = super::cluster_tls::Accounts::of(model, key);
-            eds_clusters_of(model, key, svc).into_iter().map(move |c| {
-                let http2 = c.port.is_http2();
-                let mut cluster = eds_cluster(c.name.clone(), http2);
-                if let Some(policy) = &c.policy {
-                    super::traffic_policy::apply(policy, &mut cluster, http2);
-                }
-                super::cluster_tls::apply(model, key, svc, &c, &accounts, mesh, &mut cluster);
-                cluster
-            })
-        })
-        .collect();
+    let mut out: Vec<Cluster> = model.services.keys().flat_map(|key| service_clusters(model, key, mesh)).collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
+}
+
+/// One Service's outbound clusters ([`clusters`], or with `mesh` [`mesh_clusters`]): what a change to that
+/// Service's release policy alone re-derives.
+pub fn service_clusters(model: &Model, key: &ObjectKey, mesh: bool) -> Vec<Cluster> {
+    let Some(svc) = model.services.get(key) else { return Vec::new() };
+    let accounts = super::cluster_tls::Accounts::of(model, key);
+    let clusters = eds_clusters_of(model, key, svc).into_iter().map(|c| {
+        let http2 = c.port.is_http2();
+        let mut cluster = eds_cluster(c.name.clone(), http2);
+        if let Some(policy) = &c.policy {
+            super::traffic_policy::apply(policy, &mut cluster, http2);
+        }
+        super::cluster_tls::apply(model, key, svc, &c, &accounts, mesh, &mut cluster);
+        cluster
+    });
+    clusters.collect()
 }
 
 /// Per-proxy clusters: in intercept mode `PassthroughCluster` and one `inbound|P||` per inbound port (with workload

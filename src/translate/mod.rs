@@ -37,15 +37,16 @@ mod naming;
 mod route;
 mod tls;
 mod traffic_policy;
+pub mod vhds;
 
-pub use cluster::{clusters, for_grpc, mesh_clusters, outbound_clusters, proxy_clusters};
+pub use cluster::{clusters, for_grpc, mesh_clusters, outbound_clusters, proxy_clusters, service_clusters};
 pub use endpoint::{load_assignments, service_load_assignments};
 pub use listener::listeners;
 pub use naming::{
     INBOUND_PASSTHROUGH_SOURCE, LISTEN_ROUTE_CONFIG, PASSTHROUGH_CLUSTER, outbound_namespace, parse_outbound_subset,
     service_fqdn,
 };
-pub use route::{RouteScope, route_configs, route_scope};
+pub use route::{RouteScope, route_configs, route_scope, service_virtual_hosts};
 pub use tls::{SDS_DEFAULT, SDS_ROOT};
 
 use envoy_types::pb::envoy::config::core::v3::{

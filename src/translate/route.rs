@@ -91,15 +91,9 @@ pub fn route_configs(model: &Model, scope: &RouteScope) -> Vec<RouteConfiguratio
     if scope.listen {
         by_config.insert(naming::LISTEN_ROUTE_CONFIG.to_string(), Vec::new());
     }
-    for (key, svc) in &model.services {
-        for (i, port) in svc.ports.iter().filter(|p| p.is_http()).enumerate() {
-            let (config, bare) = if scope.listen {
-                // One configuration holds every port: port-less names go to the first port only.
-                (naming::LISTEN_ROUTE_CONFIG.to_string(), i == 0)
-            } else {
-                (naming::port_route_config(port.port), true)
-            };
-            by_config.entry(config).or_default().push(virtual_host(model, scope, key, svc, port, bare));
+    for key in model.services.keys() {
+        for (config, vhost) in service_virtual_hosts(model, scope, key) {
+            by_config.entry(config).or_default().push(vhost);
         }
     }
     by_config
@@ -114,6 +108,24 @@ pub fn route_configs(model: &Model, scope: &RouteScope) -> Vec<RouteConfiguratio
             config
         })
         .collect()
+}
+
+/// One Service's virtual hosts in a sidecar scope (not a gateway's), each with the route configuration it belongs
+/// to: one per HTTP port. What [`route_configs`] puts together, and what a change to that Service's routing alone
+/// re-derives.
+pub fn service_virtual_hosts(model: &Model, scope: &RouteScope, key: &ObjectKey) -> Vec<(String, VirtualHost)> {
+    let Some(svc) = model.services.get(key) else { return Vec::new() };
+    let mut out = Vec::new();
+    for (i, port) in svc.ports.iter().filter(|p| p.is_http()).enumerate() {
+        let (config, bare) = if scope.listen {
+            // One configuration holds every port: port-less names go to the first port only.
+            (naming::LISTEN_ROUTE_CONFIG.to_string(), i == 0)
+        } else {
+            (naming::port_route_config(port.port), true)
+        };
+        out.push((config, virtual_host(model, scope, key, svc, port, bare)));
+    }
+    out
 }
 
 /// The first domain that appears twice in a configuration; Envoy rejects such a configuration.

@@ -32,17 +32,27 @@ impl Unit {
     /// Whether this part is the Service with FQDN `service`'s: one of its virtual hosts (`fqdn:port`) or clusters
     /// and assignments (`outbound|port|subset|fqdn`).
     pub fn belongs_to(&self, service: &str) -> bool {
-        let vhost =
-            self.virtual_host.as_deref().and_then(|v| v.strip_prefix(service)).is_some_and(|p| p.starts_with(':'));
+        let vhost = self.route_parts().1.and_then(|v| v.strip_prefix(service)).is_some_and(|p| p.starts_with(':'));
         vhost || self.resource.rsplit('|').next() == Some(service)
+    }
+
+    /// The route configuration and virtual host this unit is, if it is one: a virtual host of a whole route
+    /// configuration, or a VHDS resource (`9080/reviews.default.svc.cluster.local:9080`; no other resource name
+    /// Sluice serves has a `/`).
+    fn route_parts(&self) -> (&str, Option<&str>) {
+        match (&self.virtual_host, self.resource.rsplit_once('/')) {
+            (Some(vh), _) => (&self.resource, Some(vh)),
+            (None, Some((config, vh))) => (config, Some(vh)),
+            (None, None) => (&self.resource, None),
+        }
     }
 }
 
 impl std::fmt::Display for Unit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.virtual_host {
-            Some(vh) => write!(f, "{} (virtual host {vh})", self.resource),
-            None => f.write_str(&self.resource),
+        match self.route_parts() {
+            (config, Some(vh)) => write!(f, "{config} (virtual host {vh})"),
+            (resource, None) => f.write_str(resource),
         }
     }
 }
@@ -127,6 +137,7 @@ impl Containment {
                 let rejected = sent.get(&unit.resource).cloned();
                 let routes_to = match (&unit.virtual_host, &rejected) {
                     (Some(vh), Some(r)) => routed_services(r, vh),
+                    (None, Some(r)) if kind == TypeKind::VirtualHost => services_of(&r.refs),
                     _ => Box::default(),
                 };
                 let refused = Refused {
@@ -229,7 +240,11 @@ fn routed_services(r: &Resource, vhost: &str) -> Box<[String]> {
     let Some(config) = decode(r) else { return Box::default() };
     let virtual_hosts = config.virtual_hosts.into_iter().filter(|v| v.name == vhost).collect();
     let only = RouteConfiguration { virtual_hosts, ..Default::default() };
-    let clusters = super::resource::route_refs(&only);
+    services_of(&super::resource::route_refs(&only))
+}
+
+/// The Services (FQDN, sorted) of these clusters.
+fn services_of(clusters: &[String]) -> Box<[String]> {
     let mut services: Vec<String> = clusters
         .iter()
         .filter(|c| c.starts_with("outbound|"))

@@ -66,6 +66,9 @@ impl Protocol for Delta {
                 // The proxy does not hold it: send it even if unchanged.
                 st.sent.remove(&name);
                 st.initial.remove(&name);
+                if kind == TypeKind::VirtualHost {
+                    st.forget_namespace(&name);
+                }
             }
             st.absent_told.remove(&name);
             if !st.names.contains(&name) {
@@ -83,6 +86,9 @@ impl Protocol for Delta {
                 st.names_gen += 1;
             }
             st.absent_told.remove(&name);
+            if kind == TypeKind::VirtualHost {
+                st.forget_namespace(&name);
+            }
             if !st.wildcard {
                 st.initial.remove(&name);
                 if st.held.contains_key(&name) {

@@ -6,7 +6,7 @@ use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use std::collections::BTreeMap;
 
 pub use crate::bootstrap::{
-    META_GATEWAY, META_GATEWAY_BIND, META_INBOUND_PORTS, META_LABELS, META_LISTEN, META_MTLS, META_NAMESPACE,
+    META_GATEWAY, META_GATEWAY_BIND, META_INBOUND_PORTS, META_LABELS, META_LISTEN, META_MTLS, META_NAMESPACE, META_VHDS,
 };
 /// `grpc` marks a proxyless gRPC client (as Istio's `GENERATOR`).
 pub const META_GENERATOR: &str = "GENERATOR";
@@ -63,6 +63,8 @@ pub fn proxy_info(node: Option<&Node>) -> Result<ProxyInfo, NodeError> {
         inbound_ports: inbound_ports(meta)?,
         visibility: Default::default(),
         mtls,
+        // Whether the node allows VHDS; the stream keeps it only for Delta ADS (Envoy takes VHDS over Delta only).
+        vhds: string(meta, META_VHDS) != Some("false"),
     })
 }
 

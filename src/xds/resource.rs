@@ -3,7 +3,9 @@
 use bytes::Bytes;
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster::ClusterDiscoveryType, cluster::DiscoveryType};
 use envoy_types::pb::envoy::config::listener::v3::{Filter, Listener, filter::ConfigType};
-use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, route::Action, route_action::ClusterSpecifier};
+use envoy_types::pb::envoy::config::route::v3::{
+    RouteConfiguration, VirtualHost, route::Action, route_action::ClusterSpecifier,
+};
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, http_connection_manager::RouteSpecifier,
 };
@@ -12,23 +14,27 @@ use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
 use std::sync::Arc;
 
-/// The four resource types Sluice serves, in the order a push sends them (make before break).
+/// The five resource types Sluice serves, in the order a push sends them (make before break). `VirtualHost`
+/// (VHDS) carries the virtual hosts of route configurations served in their VHDS form (see `translate::vhds`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub enum TypeKind {
     Cluster,
     Endpoint,
     Listener,
     Route,
+    VirtualHost,
 }
 
 pub const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 pub const ENDPOINT_TYPE: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
 pub const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 pub const ROUTE_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+pub const VIRTUAL_HOST_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.VirtualHost";
 
 impl TypeKind {
-    /// Push order: clusters, their endpoints, listeners, then routes.
-    pub const ALL: [TypeKind; 4] = [TypeKind::Cluster, TypeKind::Endpoint, TypeKind::Listener, TypeKind::Route];
+    /// Push order: clusters, their endpoints, listeners, routes, then the routes' virtual hosts.
+    pub const ALL: [TypeKind; 5] =
+        [TypeKind::Cluster, TypeKind::Endpoint, TypeKind::Listener, TypeKind::Route, TypeKind::VirtualHost];
 
     pub fn type_url(self) -> &'static str {
         match self {
@@ -36,6 +42,7 @@ impl TypeKind {
             TypeKind::Endpoint => ENDPOINT_TYPE,
             TypeKind::Listener => LISTENER_TYPE,
             TypeKind::Route => ROUTE_TYPE,
+            TypeKind::VirtualHost => VIRTUAL_HOST_TYPE,
         }
     }
 
@@ -43,9 +50,11 @@ impl TypeKind {
         TypeKind::ALL.into_iter().find(|k| k.type_url() == url)
     }
 
-    /// CDS and LDS are wildcard types: a stream that names nothing gets everything.
+    /// CDS and LDS are wildcard types: a stream that names nothing gets everything. So is VHDS as Envoy asks it:
+    /// its first request names nothing, and Envoy files each virtual host under its route configuration by the
+    /// name's prefix (namespace matching), so it gets the virtual hosts of every configuration in its view.
     pub fn is_wildcard(self) -> bool {
-        matches!(self, TypeKind::Cluster | TypeKind::Listener)
+        matches!(self, TypeKind::Cluster | TypeKind::Listener | TypeKind::VirtualHost)
     }
 
     /// Short name for logs, metrics and debug pages.
@@ -55,6 +64,7 @@ impl TypeKind {
             TypeKind::Endpoint => "eds",
             TypeKind::Listener => "lds",
             TypeKind::Route => "rds",
+            TypeKind::VirtualHost => "vhds",
         }
     }
 
@@ -112,6 +122,12 @@ impl Resource {
         Self::new(TypeKind::Route, r.name.clone(), r.encode_to_vec(), route_refs(r))
     }
 
+    /// A VHDS virtual host: its name is its resource name (`<route configuration>/<virtual host>`), which is how
+    /// Envoy files it under its route configuration and how a removal finds it.
+    pub fn virtual_host(v: &VirtualHost) -> Self {
+        Self::new(TypeKind::VirtualHost, v.name.clone(), v.encode_to_vec(), vhost_refs(std::slice::from_ref(v)))
+    }
+
     pub fn listener(l: &Listener) -> Self {
         Self::new(TypeKind::Listener, l.name.clone(), l.encode_to_vec(), listener_refs(l))
     }
@@ -155,8 +171,13 @@ pub fn set_version<'a>(items: impl Iterator<Item = (&'a str, &'a str)>) -> Strin
 
 /// Clusters a route configuration sends traffic (or mirrors) to.
 pub fn route_refs(r: &RouteConfiguration) -> Vec<String> {
+    vhost_refs(&r.virtual_hosts)
+}
+
+/// Clusters these virtual hosts send traffic (or mirror) to.
+fn vhost_refs(vhosts: &[VirtualHost]) -> Vec<String> {
     let mut out = Vec::new();
-    for vh in &r.virtual_hosts {
+    for vh in vhosts {
         for route in &vh.routes {
             let Some(Action::Route(action)) = &route.action else { continue };
             match &action.cluster_specifier {

@@ -89,6 +89,27 @@ impl TypeState {
     pub fn wants(&self, name: &str) -> bool {
         self.wildcard || self.names.contains(name)
     }
+
+    /// VHDS: the proxy dropped (or subscribes anew to) route configuration `config`, and with it every virtual
+    /// host it was sent under it: none counts as sent or held any more.
+    pub fn forget_namespace(&mut self, config: &str) {
+        let prefix = format!("{config}/");
+        let under = |set: &ResourceSet| -> Vec<String> {
+            let range = set.range(prefix.clone()..).take_while(|(n, _)| n.starts_with(&prefix));
+            range.filter(|(n, _)| crate::translate::vhds::namespace_of(n) == config).map(|(n, _)| n.clone()).collect()
+        };
+        for name in under(&self.sent) {
+            self.sent.remove(&name);
+        }
+        let held = under(&self.held);
+        if !held.is_empty() {
+            let set = Arc::make_mut(&mut self.held);
+            for name in held {
+                set.remove(&name);
+            }
+        }
+        self.initial.retain(|n, _| crate::translate::vhds::namespace_of(n) != config);
+    }
 }
 
 /// The names of a view set that a named subscription does not cover. Valid while the subscription is the same and
@@ -109,17 +130,37 @@ struct Follows {
     ok: bool,
 }
 
+/// The virtual hosts of the route configurations a VHDS subscription names (Envoy subscribes by configuration:
+/// every resource `<configuration>/…` belongs to it). The usual subscription names every configuration the view
+/// has, and then the whole set is the answer, shared with the snapshot (diffs stay O(change)).
+fn vhds_target(all: &ResourceSet, configs: &ResourceSet, names: &BTreeSet<String>) -> ResourceSet {
+    if configs.keys().all(|c| names.contains(c)) {
+        return all.clone();
+    }
+    let mut set = ResourceSet::new();
+    for config in names.iter().filter(|c| configs.contains_key(*c)) {
+        let prefix = format!("{config}/");
+        let range = all.range(prefix.clone()..).take_while(|(n, _)| n.starts_with(&prefix));
+        set.extend(
+            range
+                .filter(|(n, _)| crate::translate::vhds::namespace_of(n) == config)
+                .map(|(n, r)| (n.clone(), r.clone())),
+        );
+    }
+    set
+}
+
 pub(crate) struct Session {
     pub proxy: ProxyInfo,
-    pub types: [TypeState; 4],
+    pub types: [TypeState; 5],
     /// Set on the per-type (non-aggregated) services: one type only, and no cross-type ordering.
     pub only: Option<TypeKind>,
     pub snapshot: Option<Arc<Snapshot>>,
     view: Option<View>,
     /// Types whose desired set may have changed since their last push (new view, a request, an ACK).
-    dirty: [bool; 4],
+    dirty: [bool; 5],
     /// Per type: the view's names a named subscription leaves out, with what they were computed from.
-    excluded: [std::cell::RefCell<Option<Excluded>>; 4],
+    excluded: [std::cell::RefCell<Option<Excluded>>; 5],
     follows_eds: std::cell::RefCell<Option<Follows>>,
     nonce: u64,
     guard: StreamGuard,
@@ -135,7 +176,7 @@ impl Session {
             only,
             snapshot: None,
             view: None,
-            dirty: [true; 4],
+            dirty: [true; 5],
             excluded: Default::default(),
             follows_eds: Default::default(),
             nonce: 0,
@@ -166,9 +207,11 @@ impl Session {
     /// assignments must be kept (EDS, via the clusters held); LDS and RDS holdings decide what CDS and EDS retain.
     pub fn touch(&mut self, kind: TypeKind) {
         let dependents: &[TypeKind] = match kind {
-            TypeKind::Cluster => &[TypeKind::Cluster, TypeKind::Endpoint, TypeKind::Listener, TypeKind::Route],
-            TypeKind::Endpoint => &[TypeKind::Endpoint, TypeKind::Listener, TypeKind::Route],
-            TypeKind::Listener | TypeKind::Route => &[kind, TypeKind::Cluster, TypeKind::Endpoint],
+            TypeKind::Cluster => &TypeKind::ALL,
+            TypeKind::Endpoint => &[TypeKind::Endpoint, TypeKind::Listener, TypeKind::Route, TypeKind::VirtualHost],
+            TypeKind::Listener | TypeKind::Route | TypeKind::VirtualHost => {
+                &[kind, TypeKind::Cluster, TypeKind::Endpoint]
+            }
         };
         for d in dependents {
             self.dirty[d.index()] = true;
@@ -178,6 +221,10 @@ impl Session {
     /// Whether the snapshot serves this proxy a resource of `kind` named `name` (or it holds or was sent one).
     /// Before the first snapshot every name counts as known (the request size limit still bounds them).
     pub fn knows(&self, kind: TypeKind, name: &str) -> bool {
+        if kind == TypeKind::VirtualHost && !name.contains('/') {
+            // A VHDS subscription names a route configuration (the namespace of its virtual hosts).
+            return self.knows(TypeKind::Route, name);
+        }
         let st = &self.types[kind.index()];
         self.view.as_ref().is_none_or(|v| v.get(kind).contains_key(name))
             || st.held.contains_key(name)
@@ -210,6 +257,9 @@ impl Session {
         let all = view.get(kind);
         if st.wildcard {
             return all.clone();
+        }
+        if kind == TypeKind::VirtualHost {
+            return vhds_target(all, view.get(TypeKind::Route), &st.names);
         }
         if st.names.len() * 2 < all.len() {
             return st.names.iter().filter_map(|n| all.get(n).map(|r| (n.clone(), r.clone()))).collect();
@@ -261,7 +311,7 @@ impl Session {
                     }
                 }
             }
-            TypeKind::Listener | TypeKind::Route => {
+            TypeKind::Listener | TypeKind::Route | TypeKind::VirtualHost => {
                 // Only resources the proxy was not already given at this version need their clusters checked.
                 let st = &self.types[kind.index()];
                 let given = |n: &str| st.sent.get(n).or_else(|| st.held.get(n));
@@ -332,7 +382,7 @@ impl Session {
             return BTreeSet::new();
         }
         let mut out = BTreeSet::new();
-        for kind in [TypeKind::Listener, TypeKind::Route] {
+        for kind in [TypeKind::Listener, TypeKind::Route, TypeKind::VirtualHost] {
             let st = &self.types[kind.index()];
             let inflight = st.inflight.iter().flat_map(|i| i.set.values());
             for r in st.held.values().chain(inflight) {

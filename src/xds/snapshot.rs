@@ -45,6 +45,19 @@ impl ProxyShape {
     }
 }
 
+/// The route configurations of one (visibility, scope): whole, and in their VHDS form (configurations that name
+/// VHDS, and their virtual hosts one resource each; see `translate::vhds`).
+#[derive(Clone)]
+struct RouteSets {
+    /// Whole configurations: built with the VHDS form on a full translation, on first use after a patched one.
+    full: Arc<std::sync::OnceLock<Arc<ResourceSet>>>,
+    headers: Arc<ResourceSet>,
+    vhosts: Arc<ResourceSet>,
+}
+
+/// The route sets of a snapshot, per visibility and scope.
+type RouteCache = HashMap<(Visibility, RouteScope), RouteSets>;
+
 /// Listeners and clusters for one proxy shape.
 type ShapeSets = (Arc<ResourceSet>, Arc<ResourceSet>);
 /// Clusters and load assignments a limited visibility covers.
@@ -61,7 +74,13 @@ pub struct Snapshot {
     /// The clusters of proxies with workload mTLS; `None` until one asks (then built with every snapshot).
     mesh_clusters: Mutex<Option<Arc<ResourceSet>>>,
     endpoints: Arc<ResourceSet>,
-    routes: Mutex<HashMap<(Visibility, RouteScope), Arc<ResourceSet>>>,
+    routes: Mutex<RouteCache>,
+    /// The previous snapshot's route sets when this one translates routes anew: its virtual host sets are edited
+    /// into the new ones, so a stream's diff of what it was sent against them costs O(change).
+    previous_routes: RouteCache,
+    /// After a change of release policies only: the Services whose virtual hosts may differ from the previous
+    /// snapshot's (the rest are carried over; see [`Model::services_touched_by_policies`]).
+    route_patch: Option<std::collections::BTreeSet<ObjectKey>>,
     shapes: Mutex<HashMap<ProxyShape, ShapeSets>>,
     /// Per limited visibility (and workload mTLS or not): its clusters and assignments (carried to the next
     /// snapshot by diff).
@@ -83,7 +102,7 @@ impl std::fmt::Debug for Snapshot {
 /// One proxy's resources, per type.
 #[derive(Clone, Debug)]
 pub struct View {
-    sets: [Arc<ResourceSet>; 4],
+    sets: [Arc<ResourceSet>; 5],
 }
 
 impl View {
@@ -119,18 +138,35 @@ impl Snapshot {
         let (clusters_same, routes_same) = (same(versions_of), same(readiness_of));
         // Service accounts are only in the mesh clusters' SANs.
         let mesh_same = clusters_same && same(accounts_of);
-        let clusters = match fast {
-            Some(prev) if clusters_same => prev.clusters.clone(),
+        // A change of release policies only (a grayscale step): the Services it touches are derived again, the
+        // rest carried over, whatever the mesh's size.
+        let step = match (fast, previous) {
+            (None, Some(p)) if p.model.only_policies_differ(&model) => {
+                p.model.services_touched_by_policies(&model).map(|touched| (p, touched))
+            }
+            _ => None,
+        };
+        let clusters = match (fast, &step) {
+            (Some(prev), _) if clusters_same => prev.clusters.clone(),
+            (_, Some((prev, touched))) => patch_services(&prev.clusters, &prev.model, &model, touched, &|m, k| {
+                translate::service_clusters(m, k, false).iter().map(Resource::cluster).collect()
+            }),
             _ => encode_onto(translate::clusters(&model).iter().map(Resource::cluster), previous.map(|p| &p.clusters)),
         };
         let prev_mesh = previous.and_then(|p| lock(&p.mesh_clusters).clone());
-        let mesh_clusters = prev_mesh.map(|prev| match fast {
-            Some(_) if mesh_same => prev,
+        let mesh_clusters = prev_mesh.map(|prev| match (fast, &step) {
+            (Some(_), _) if mesh_same => prev,
+            (_, Some((p, touched))) => patch_services(&prev, &p.model, &model, touched, &|m, k| {
+                translate::service_clusters(m, k, true).iter().map(Resource::cluster).collect()
+            }),
             _ => encode_onto(translate::mesh_clusters(&model).iter().map(Resource::cluster), Some(&prev)),
         });
-        let endpoints = match fast {
-            Some(prev) => Arc::new(endpoints_fast_path(&prev.endpoints, &prev.model, &model, &changed)),
-            None => encode_onto(
+        let endpoints = match (fast, &step) {
+            (Some(prev), _) => Arc::new(endpoints_fast_path(&prev.endpoints, &prev.model, &model, &changed)),
+            (_, Some((prev, touched))) => patch_services(&prev.endpoints, &prev.model, &model, touched, &|m, k| {
+                translate::service_load_assignments(m, k).iter().map(Resource::load_assignment).collect()
+            }),
+            _ => encode_onto(
                 translate::load_assignments(&model).iter().map(Resource::load_assignment),
                 previous.map(|p| &p.endpoints),
             ),
@@ -149,17 +185,27 @@ impl Snapshot {
                 lock(&p.scoped).iter().map(|(k, sets)| carry(k, sets)).collect()
             })
             .unwrap_or_default();
-        let routes = match fast {
-            Some(prev) if clusters_same && routes_same => lock(&prev.routes).clone(),
+        let (routes, previous_routes) = match (fast, previous) {
+            (Some(prev), _) if clusters_same && routes_same => (lock(&prev.routes).clone(), HashMap::new()),
+            (_, Some(prev)) => (HashMap::new(), lock(&prev.routes).clone()),
+            _ => (HashMap::new(), HashMap::new()),
+        };
+        // Listeners do not read policies: after a release step whose clusters did not change they are carried too.
+        let step_same = step.as_ref().is_some_and(|(prev, _)| {
+            Arc::ptr_eq(&prev.clusters, &clusters)
+                && lock(&prev.mesh_clusters).as_ref().zip(mesh_clusters.as_ref()).is_none_or(|(a, b)| Arc::ptr_eq(a, b))
+        });
+        let shapes = match (fast, &step) {
+            (Some(prev), _) if mesh_same => lock(&prev.shapes).clone(),
+            (_, Some((prev, _))) if step_same => lock(&prev.shapes).clone(),
             _ => HashMap::new(),
         };
-        let shapes = match fast {
-            Some(prev) if mesh_same => lock(&prev.shapes).clone(),
-            _ => HashMap::new(),
-        };
+        let route_patch = step.map(|(_, touched)| touched);
         let snapshot = Self {
             version,
             routes: Mutex::new(routes),
+            previous_routes,
+            route_patch,
             shapes: Mutex::new(shapes),
             scoped: Mutex::new(scoped),
             models: Mutex::default(),
@@ -208,31 +254,91 @@ impl Snapshot {
         &self.endpoints
     }
 
-    /// The resources one proxy sees. Cheap after the first proxy of the same shape and visibility.
+    /// The resources one proxy sees. Cheap after the first proxy of the same shape and visibility. A proxy that
+    /// takes VHDS (`ProxyInfo::vhds`) gets its sidecar route configurations in their VHDS form; others get them
+    /// whole and no virtual hosts.
     pub fn view(&self, proxy: &ProxyInfo) -> View {
         let visibility = &proxy.visibility;
         let (base_clusters, endpoints) = self.sets_for(visibility, proxy.mtls);
         // The scope reads the whole model's policies: a rule the proxy cannot see only splits the cache key.
-        let scope = translate::route_scope(&self.model, proxy);
-        let routes = {
-            let mut cache = lock(&self.routes);
-            cache
-                .entry((visibility.clone(), scope))
-                .or_insert_with_key(|(visibility, scope)| {
-                    let model = self.model_for(visibility);
-                    let configs = translate::route_configs(&model, scope);
-                    report_violations(configs.iter().map(|c| (c.name.as_str(), super::pgv::check_message(c))));
-                    let set = encode(configs.iter().map(Resource::route), None);
-                    warn_dangling(&set, &base_clusters, scope.passthrough);
-                    Arc::new(set)
-                })
-                .clone()
+        let key = (visibility.clone(), translate::route_scope(&self.model, proxy));
+        let vhds = proxy.vhds && key.1.gateways.is_none() && proxy.mode != InterceptionMode::Proxyless;
+        let cached = lock(&self.routes).get(&key).cloned();
+        let routes = cached.unwrap_or_else(|| {
+            let sets = self.route_sets(&key, &base_clusters);
+            lock(&self.routes).entry(key.clone()).or_insert(sets).clone()
+        });
+        let (routes, vhosts) = match vhds {
+            true => (routes.headers, routes.vhosts),
+            false => {
+                let full = routes.full.get_or_init(|| self.route_sets_full(&key, &base_clusters).0);
+                (full.clone(), no_resources())
+            }
         };
         let (listeners, clusters) = {
             let mut cache = lock(&self.shapes);
             cache.entry(ProxyShape::of(proxy)).or_insert_with(|| self.shape_sets(proxy, &base_clusters)).clone()
         };
-        View { sets: [clusters, endpoints, listeners, routes] }
+        View { sets: [clusters, endpoints, listeners, routes, vhosts] }
+    }
+
+    /// One scope's route configurations, whole and in their VHDS form. After a policy-only change the previous
+    /// snapshot's VHDS sets are patched (only the touched Services' virtual hosts translated), and the whole form
+    /// waits until a proxy that takes it asks.
+    fn route_sets(&self, key: &(Visibility, RouteScope), clusters: &ResourceSet) -> RouteSets {
+        if let (Some(touched), Some(prev)) = (&self.route_patch, self.previous_routes.get(key))
+            && key.1.gateways.is_none()
+        {
+            return RouteSets {
+                full: Default::default(),
+                headers: prev.headers.clone(),
+                vhosts: self.patched_vhosts(key, &prev.vhosts, touched, clusters),
+            };
+        }
+        let (full, headers, vhosts) = self.route_sets_full(key, clusters);
+        RouteSets { full: Arc::new(std::sync::OnceLock::from(full)), headers, vhosts }
+    }
+
+    /// Translates and encodes one scope's route configurations: whole, and their VHDS form (configurations and
+    /// virtual hosts).
+    fn route_sets_full(
+        &self,
+        key: &(Visibility, RouteScope),
+        clusters: &ResourceSet,
+    ) -> (Arc<ResourceSet>, Arc<ResourceSet>, Arc<ResourceSet>) {
+        let (visibility, scope) = key;
+        let model = self.model_for(visibility);
+        let configs = translate::route_configs(&model, scope);
+        report_violations(configs.iter().map(|c| (c.name.as_str(), super::pgv::check_message(c))));
+        let previous = self.previous_routes.get(key);
+        let full = encode(configs.iter().map(Resource::route), previous.and_then(|p| p.full.get()).map(|f| &**f));
+        warn_dangling(&full, clusters, scope.passthrough);
+        let (headers, vhosts) = translate::vhds::split(&configs);
+        let headers = encode(headers.iter().map(Resource::route), previous.map(|p| &*p.headers));
+        let vhosts = encode_onto(vhosts.iter().map(Resource::virtual_host), previous.map(|p| &p.vhosts));
+        (Arc::new(full), Arc::new(headers), vhosts)
+    }
+
+    /// The previous snapshot's virtual hosts with those of the `touched` Services translated again.
+    fn patched_vhosts(
+        &self,
+        (visibility, scope): &(Visibility, RouteScope),
+        previous: &Arc<ResourceSet>,
+        touched: &std::collections::BTreeSet<ObjectKey>,
+        clusters: &ResourceSet,
+    ) -> Arc<ResourceSet> {
+        let model = self.model_for(visibility);
+        let mut fresh = Vec::new();
+        for key in touched {
+            for (config, vhost) in translate::service_virtual_hosts(&model, scope, key) {
+                let vhost = translate::vhds::named(&config, vhost);
+                report_violations(std::iter::once((vhost.name.as_str(), super::pgv::check_message(&vhost))));
+                fresh.push(Resource::virtual_host(&vhost));
+            }
+        }
+        let set = patch(previous, std::iter::empty(), fresh.into_iter());
+        warn_dangling(&set, clusters, scope.passthrough);
+        set
     }
 
     /// The shared clusters (with workload mTLS or not) and assignments `visibility` covers.
@@ -286,6 +392,12 @@ impl Snapshot {
         };
         (Arc::new(listeners), clusters)
     }
+}
+
+/// The empty set, shared: a view without virtual hosts never looks changed.
+fn no_resources() -> Arc<ResourceSet> {
+    static EMPTY: std::sync::LazyLock<Arc<ResourceSet>> = std::sync::LazyLock::new(Default::default);
+    EMPTY.clone()
 }
 
 /// The clusters as a proxyless gRPC client takes them ([`translate::for_grpc`]: no `LEAST_REQUEST`, which gRPC
@@ -358,6 +470,39 @@ fn encode_onto(items: impl Iterator<Item = Resource>, previous: Option<&Arc<Reso
         };
     }
     if changed { Arc::new(set) } else { prev.clone() }
+}
+
+/// The previous set with the `touched` Services' resources derived again: what `of` gave for the old model is
+/// removed, what it gives for the new one inserted (kept as the previous `Arc` where the bytes are equal).
+fn patch_services(
+    previous: &Arc<ResourceSet>,
+    old: &Model,
+    new: &Model,
+    touched: &std::collections::BTreeSet<ObjectKey>,
+    of: &dyn Fn(&Model, &ObjectKey) -> Vec<Resource>,
+) -> Arc<ResourceSet> {
+    let gone = touched.iter().flat_map(|k| of(old, k)).map(|r| r.name);
+    let fresh: Vec<Resource> = touched.iter().flat_map(|k| of(new, k)).collect();
+    patch(previous, gone, fresh.into_iter())
+}
+
+/// An edit of a shared set: `gone` names removed, `fresh` resources inserted (the previous `Arc` kept where the
+/// bytes are equal). The previous set itself when nothing changed, so streams are not woken; else a set sharing
+/// structure with it (diffs against it cost O(change)).
+fn patch(
+    previous: &Arc<ResourceSet>,
+    gone: impl Iterator<Item = String>,
+    fresh: impl Iterator<Item = Resource>,
+) -> Arc<ResourceSet> {
+    let mut set = (**previous).clone();
+    for name in gone {
+        set.remove(&name);
+    }
+    for r in fresh {
+        let same = previous.get(&r.name).filter(|p| p.version == r.version).cloned();
+        set.insert(r.name.clone(), same.unwrap_or_else(|| Arc::new(r)));
+    }
+    if set.diff(previous).next().is_none() { previous.clone() } else { Arc::new(set) }
 }
 
 /// Re-derives the load assignments of the services whose endpoints changed; keeps every other one as it was.
@@ -509,15 +654,26 @@ mod tests {
         let store = crate::store::Store::new();
         store.set_model(model(true, 19082));
         let mut prev = Snapshot::build(1, store.model(), None).unwrap();
+        let vhds = ProxyInfo { vhds: true, ..proxy() };
+        let _ = (prev.view(&proxy()), prev.view(&vhds));
         let reviews = || ObjectKey::new("default", "reviews");
-        let edits: [&dyn Fn(&mut Model); 3] = [
+        let edits: [&dyn Fn(&mut Model); 5] = [
             // Endpoints only, same versions: the fast path, clusters shared.
             &|m| {
                 m.endpoints.get_mut(&reviews()).unwrap()[0].ports.insert(9080, 19090);
             },
             // Endpoints only, v3 gone: clusters and routes derived again.
             &|m| m.endpoints.get_mut(&reviews()).unwrap().retain(|e| e.label("version") != Some("v3")),
-            // Not endpoints only.
+            // A release step (policies only): the touched Services' resources derived again, the rest carried.
+            &|m| {
+                let key = m.policies.keys().next().unwrap().clone();
+                m.policies.get_mut(&key).unwrap().spec.traffic.canary_weight = 3000;
+            },
+            &|m| {
+                let key = m.policies.keys().next().unwrap().clone();
+                m.policies.get_mut(&key).unwrap().spec.canary = "v2".into();
+            },
+            // Policies only, one gone.
             &|m| m.policies.clear(),
         ];
         for (i, edit) in edits.into_iter().enumerate() {
@@ -528,10 +684,11 @@ mod tests {
             let fresh = Snapshot::build(99, store.model(), None).unwrap();
             assert_eq!(**next.clusters(), **fresh.clusters(), "clusters after edit {i}");
             assert_eq!(**next.endpoints(), **fresh.endpoints(), "assignments after edit {i}");
-            let kinds = [TypeKind::Cluster, TypeKind::Endpoint, TypeKind::Listener, TypeKind::Route];
-            for k in kinds {
-                assert_eq!(next.view(&proxy()).get(k), fresh.view(&proxy()).get(k), "{k:?} after edit {i}");
+            for (k, p) in TypeKind::ALL.into_iter().flat_map(|k| [(k, proxy()), (k, vhds.clone())]) {
+                assert_eq!(next.view(&p).get(k), fresh.view(&p).get(k), "{k:?} (VHDS: {}) after edit {i}", p.vhds);
             }
+            assert!(!next.view(&vhds).get(TypeKind::VirtualHost).is_empty());
+            assert_eq!(next.route_patch.is_some(), i >= 2, "edit {i} is a policy-only change: patched");
             prev = next;
         }
     }

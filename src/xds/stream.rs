@@ -38,6 +38,8 @@ pub struct StreamCtx {
     pub slots: StreamSlots,
     /// Places for streams receiving their first config.
     pub syncs: SyncGate,
+    /// Delta Envoys take their sidecar routes' virtual hosts over VHDS (`serve --no-vhds` turns it off).
+    pub vhds: bool,
     /// Turns true when the server stops: every stream ends, so proxies reconnect (to another replica or the
     /// restarted server) instead of holding the shutdown open.
     pub stop: watch::Receiver<bool>,
@@ -91,6 +93,8 @@ pub(crate) async fn run<P: Protocol>(
             return tx.fail(status);
         }
     }
+    // Envoy takes VHDS over Delta ADS only (it refuses a route configuration naming VHDS on a SotW stream).
+    proxy.vhds &= ctx.vhds && P::NAME == super::delta::Delta::NAME && only.is_none();
     let span = tracing::info_span!("xds", proxy = %proxy.id, protocol = P::NAME);
     if let Some(p) = &peer {
         span.in_scope(|| tracing::info!(identity = %p.identity, "mTLS identity accepted"));

@@ -7,7 +7,7 @@
 use crate::client;
 use crate::common;
 
-use client::{CDS, Delta, EDS, RDS, Sotw};
+use client::{CDS, Delta, EDS, RDS, Sotw, VHDS};
 use common::prom;
 use envoy_types::pb::envoy::admin::v3::ClientResourceStatus;
 use envoy_types::pb::envoy::service::status::v3::client_config::GenericXdsConfig;
@@ -134,14 +134,16 @@ async fn csds_shows_in_flight_held_back_and_missing_resources_and_matchers_selec
     other.send(CDS, &[], "", "", None).await;
     c.subscribe(CDS, &[], HashMap::new()).await;
     let cds = c.recv().await;
-    // Not answered yet: the clusters are sent, not ACKed. The route needs them ACKed first (make before break);
-    // a named assignment that does not exist is reported absent.
+    // Not answered yet: the clusters are sent, not ACKed. The virtual host needs them ACKed first (make before
+    // break; a Delta proxy takes the route configuration's virtual hosts over VHDS, and the configuration itself,
+    // naming no cluster, goes out at once); a named assignment that does not exist is reported absent.
     c.subscribe(RDS, &["sluice-listen"], HashMap::new()).await;
+    c.subscribe(VHDS, &[], HashMap::new()).await;
     c.subscribe(EDS, &["no-such-cluster"], HashMap::new()).await;
-    let rs = csds_until(&s, "csds-a", |rs| {
-        find(rs, EDS, "no-such-cluster").is_some() && find(rs, RDS, "sluice-listen").is_some()
-    })
-    .await;
+    let vhost = "sluice-listen/reviews.default.svc.cluster.local:9080";
+    let rs =
+        csds_until(&s, "csds-a", |rs| find(rs, EDS, "no-such-cluster").is_some() && find(rs, VHDS, vhost).is_some())
+            .await;
     for r in &cds.resources {
         let g = find(&rs, CDS, &r.name).unwrap_or_else(|| panic!("{} in CSDS", r.name));
         assert_eq!(
@@ -151,7 +153,7 @@ async fn csds_shows_in_flight_held_back_and_missing_resources_and_matchers_selec
         assert_eq!(g.version_info, r.version, "Delta: the resource's version");
         assert!(g.last_updated.is_some());
     }
-    let route = find(&rs, RDS, "sluice-listen").unwrap();
+    let route = find(&rs, VHDS, vhost).unwrap();
     assert_eq!(
         (route.config_status, route.client_status),
         (ConfigStatus::NotSent as i32, ClientResourceStatus::Requested as i32)

@@ -126,6 +126,20 @@ async fn scenario(sotw: bool) {
     );
     assert!(total.ok() > 200, "the loop ran: {total:?}");
     assert!(total.of("v3") > 0 && total.of("v1") > 0);
+    // The shape those edits went out in: on Delta each virtual host is a VHDS resource (a weight edit sends only
+    // reviews'), on SotW the route configuration is whole.
+    let dump: serde_json::Value =
+        serde_json::from_str(&m.envoy.admin_get("/config_dump?resource=dynamic_route_configs").await).unwrap();
+    let config = &dump["configs"][0]["route_config"];
+    let vhosts: Vec<&str> =
+        config["virtual_hosts"].as_array().unwrap().iter().filter_map(|v| v["name"].as_str()).collect();
+    if sotw {
+        assert!(config.get("vhds").is_none(), "SotW: no VHDS: {config}");
+        assert!(vhosts.contains(&"reviews.default.svc.cluster.local:9080"), "{vhosts:?}");
+    } else {
+        assert_eq!(config["vhds"]["config_source"]["ads"], serde_json::json!({}), "Delta: VHDS over ADS: {config}");
+        assert!(vhosts.contains(&"sluice-listen/reviews.default.svc.cluster.local:9080"), "{vhosts:?}");
+    }
 
     // A bad edit is refused; the last good config (weight 2000, the last edit) keeps serving.
     std::fs::write(&m.file, config(m.v1.port(), m.v3.port(), None, 20_000)).unwrap();

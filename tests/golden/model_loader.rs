@@ -91,5 +91,6 @@ pub fn load_proxy(text: &str) -> ProxyInfo {
         inbound_ports: doc.inbound_ports,
         visibility: Default::default(),
         mtls: doc.mtls,
+        vhds: false,
     }
 }

@@ -19,6 +19,8 @@ pub const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 pub const EDS: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
 pub const LDS: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 pub const RDS: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+#[allow(dead_code)] // not every test binary including this file uses it
+pub const VHDS: &str = "type.googleapis.com/envoy.config.route.v3.VirtualHost";
 
 /// A node in listen mode on a made-up port (no Envoy binds it; the config only names it).
 pub fn node(id: &str) -> Node {
