@@ -218,6 +218,7 @@ impl Parts {
             |m| &mut m.reference_grants,
         );
         self.remerge_map(&old.secrets, &new.secrets, |m| &m.secrets, |m| &mut m.secrets);
+        self.remerge_map(&old.sidecars, &new.sidecars, |m| &m.sidecars, |m| &mut m.sidecars);
     }
 
     fn remerge_map<V: Clone + PartialEq + Overlay>(
@@ -277,6 +278,7 @@ impl Overlay for crate::model::mesh::GatewayClass {}
 impl Overlay for crate::model::mesh::ApiGateway {}
 impl Overlay for crate::model::mesh::ReferenceGrant {}
 impl Overlay for crate::model::mesh::TlsSecret {}
+impl Overlay for crate::model::mesh::Sidecar {}
 
 #[cfg(test)]
 mod tests {

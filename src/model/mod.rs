@@ -93,6 +93,9 @@ pub struct Model {
     /// TLS Secrets (certificate chain and key) that gateway listeners and `credentialName`s name.
     #[serde(default)]
     pub secrets: Objects<mesh::TlsSecret>,
+    /// Istio Sidecars (which services each sidecar is given, and `outboundTrafficPolicy`), by their own key.
+    #[serde(default)]
+    pub sidecars: Objects<mesh::Sidecar>,
     /// The server's mesh-wide settings (trust domain, root namespace); not from any source part.
     #[serde(default)]
     pub settings: MeshSettings,
@@ -133,15 +136,19 @@ impl Model {
     }
 
     /// The part of the model a proxy with `visibility` may see: the objects of those namespaces only (services,
-    /// endpoints, release policies, VirtualServices, DestinationRules, HTTPRoutes), so routes and listeners
-    /// translated from it name no other namespace's service (a route to an unseen host resolves to nothing).
+    /// endpoints, release policies, VirtualServices, DestinationRules, HTTPRoutes), and of those services only
+    /// the ones a Sidecar's egress hosts allow, so routes and listeners translated from it name no other service
+    /// (a route to an unseen host resolves to nothing).
     pub fn visible_to(&self, visibility: &Visibility) -> Model {
         fn keep<V: Clone>(map: &Objects<V>, visibility: &Visibility) -> Objects<V> {
             map.iter().filter(|(k, _)| visibility.sees(&k.namespace)).map(|(k, v)| (k.clone(), v.clone())).collect()
         }
+        fn keep_services<V: Clone>(map: &Objects<V>, visibility: &Visibility) -> Objects<V> {
+            map.iter().filter(|(k, _)| visibility.sees_service(k)).map(|(k, v)| (k.clone(), v.clone())).collect()
+        }
         Model {
-            services: keep(&self.services, visibility),
-            endpoints: keep(&self.endpoints, visibility),
+            services: keep_services(&self.services, visibility),
+            endpoints: keep_services(&self.endpoints, visibility),
             policies: keep(&self.policies, visibility),
             virtual_services: keep(&self.virtual_services, visibility),
             destination_rules: keep(&self.destination_rules, visibility),
@@ -154,6 +161,7 @@ impl Model {
             api_gateways: keep(&self.api_gateways, visibility),
             reference_grants: keep(&self.reference_grants, visibility),
             secrets: keep(&self.secrets, visibility),
+            sidecars: keep(&self.sidecars, visibility),
             settings: self.settings.clone(),
             by_service: Default::default(),
         }
@@ -188,6 +196,7 @@ impl Model {
             && self.api_gateways == other.api_gateways
             && self.reference_grants == other.reference_grants
             && self.secrets == other.secrets
+            && self.sidecars == other.sidecars
             && self.settings == other.settings
     }
 

@@ -62,6 +62,9 @@ pub enum Visibility {
     All,
     /// Only these: an mTLS proxy's own namespace plus the mesh-wide `--shared-namespaces`.
     Namespaces(BTreeSet<String>),
+    /// Narrowed by an Istio Sidecar: the services its egress hosts allow, within the namespaces above (never set
+    /// from a node: `Snapshot::view` derives it from the model, see `model::mesh::sidecar_scope`).
+    Egress(Box<super::mesh::Egress>),
 }
 
 impl Visibility {
@@ -69,6 +72,7 @@ impl Visibility {
         match self {
             Self::All => true,
             Self::Namespaces(set) => set.contains(namespace),
+            Self::Egress(e) => e.within.as_ref().is_none_or(|set| set.contains(namespace)),
         }
     }
 }

@@ -11,12 +11,12 @@ use super::documents::{Doc, Located, Object, Parsed};
 use super::error::LoadError;
 use super::objects::{
     ApiGatewayObject, DestinationRuleObject, GatewayClassObject, GatewayObject, HttpRouteObject, Kind,
-    PeerAuthenticationObject, PolicyObject, Problem, ReferenceGrantObject, SecretObject, ServiceObject,
+    PeerAuthenticationObject, PolicyObject, Problem, ReferenceGrantObject, SecretObject, ServiceObject, SidecarObject,
     VirtualServiceObject, WorkloadObject, check_mesh, check_policy, check_service, check_workload,
 };
 use crate::model::mesh::{
     self, ApiGatewaySpec, DestinationRuleSpec, GatewayClassSpec, GatewaySpec, HttpRouteSpec, PeerAuthenticationSpec,
-    ReferenceGrantSpec, VirtualServiceSpec,
+    ReferenceGrantSpec, SidecarSpec, VirtualServiceSpec,
 };
 use crate::model::{Endpoint, Model, ObjectKey, ReleasePolicy, Service, ServicePort, TargetPort};
 use std::collections::{BTreeMap, HashMap};
@@ -29,7 +29,7 @@ pub(crate) struct Assembled {
     pub services: usize,
     pub workloads: usize,
     pub policies: usize,
-    /// VirtualServices, DestinationRules, HTTPRoutes, PeerAuthentications and Gateways.
+    /// VirtualServices, DestinationRules, HTTPRoutes, PeerAuthentications, Gateways and Sidecars.
     pub routing: usize,
     /// Fields written but not translated, as `file:line` problems; the model holds the rest of each object.
     pub warnings: Vec<LoadError>,
@@ -69,6 +69,7 @@ pub(crate) fn assemble(parsed: Parsed) -> Result<Assembled, Vec<LoadError>> {
                 add(&mut routing.grants, Kind::ReferenceGrant, doc, g, check_grant, &mut errors)
             }
             Object::Secret(s) => add(&mut routing.secrets, Kind::Secret, doc, s, check_secret, &mut errors),
+            Object::Sidecar(s) => add(&mut routing.sidecars, Kind::Sidecar, doc, s, check_sidecar, &mut errors),
         }
     }
     let mut model = Model::default();
@@ -110,7 +111,8 @@ pub(crate) fn assemble(parsed: Parsed) -> Result<Assembled, Vec<LoadError>> {
         + routing.gateways.len()
         + routing.classes.len()
         + routing.api.len()
-        + routing.grants.len();
+        + routing.grants.len()
+        + routing.sidecars.len();
     let conflicts = routing.into_model(&mut model, &mut errors);
     for (key, (doc, p)) in &policies {
         let target = ObjectKey::new(key.namespace.clone(), p.spec.service.clone());
@@ -167,6 +169,10 @@ fn check_grant(o: &ReferenceGrantObject) -> Vec<Problem> {
     check_mesh(o, ReferenceGrantSpec::validate)
 }
 
+fn check_sidecar(o: &SidecarObject) -> Vec<Problem> {
+    check_mesh(o, SidecarSpec::validate)
+}
+
 fn check_secret(o: &SecretObject) -> Vec<Problem> {
     let mut problems = super::objects::check_metadata(&o.metadata);
     problems.extend(o.tls().err());
@@ -185,6 +191,7 @@ struct Routing {
     api: ByKey<ApiGatewayObject>,
     grants: ByKey<ReferenceGrantObject>,
     secrets: ByKey<SecretObject>,
+    sidecars: ByKey<SidecarObject>,
 }
 
 impl Routing {
@@ -230,6 +237,11 @@ impl Routing {
         for (key, (_, o)) in self.grants {
             let (name, namespace) = (key.name.clone(), key.namespace.clone());
             model.reference_grants.insert(key, mesh::ReferenceGrant { name, namespace, spec: o.spec });
+        }
+        for (key, (doc, o)) in self.sidecars {
+            let (name, namespace, provenance) = (key.name.clone(), key.namespace.clone(), doc.provenance());
+            docs.insert(("Sidecar", key.clone()), doc);
+            model.sidecars.insert(key, mesh::Sidecar { name, namespace, spec: o.spec, provenance });
         }
         for (key, (_, o)) in self.secrets {
             if let Ok(secret) = o.tls() {

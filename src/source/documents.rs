@@ -11,7 +11,7 @@ use super::error::{LoadError, split_yaml_error};
 use super::lines::{Chunk, key_line, split_documents};
 use super::objects::{
     ApiGatewayObject, DEFAULT_NAMESPACE, DestinationRuleObject, GatewayClassObject, GatewayObject, HttpRouteObject,
-    Kind, PeerAuthenticationObject, PolicyObject, ReferenceGrantObject, SecretObject, ServiceObject,
+    Kind, PeerAuthenticationObject, PolicyObject, ReferenceGrantObject, SecretObject, ServiceObject, SidecarObject,
     VirtualServiceObject, WorkloadObject,
 };
 use crate::model::ObjectKey;
@@ -70,6 +70,7 @@ pub(crate) enum Object {
     ApiGateway(ApiGatewayObject),
     ReferenceGrant(ReferenceGrantObject),
     Secret(SecretObject),
+    Sidecar(SidecarObject),
 }
 
 #[derive(Debug)]
@@ -140,6 +141,7 @@ fn parse_document(doc: Arc<Doc>, out: &mut Parsed) {
         Kind::ApiGateway => mesh_typed(&doc, &label, known, &value, out).map(Object::ApiGateway),
         Kind::ReferenceGrant => mesh_typed(&doc, &label, known, &value, out).map(Object::ReferenceGrant),
         Kind::Secret => typed(&doc, &value, &label, out).map(Object::Secret),
+        Kind::Sidecar => mesh_typed(&doc, &label, known, &value, out).map(Object::Sidecar),
     };
     match object {
         Some(object) => out.objects.push(Located { doc, object }),

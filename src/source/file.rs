@@ -312,7 +312,10 @@ fn report_unsupported(warnings: &[LoadError]) {
     for w in warnings {
         tracing::warn!("file source: {w}");
         let kind = w.object.split(' ').next().unwrap_or("");
-        if matches!(kind, "VirtualService" | "DestinationRule" | "HTTPRoute" | "PeerAuthentication" | "Gateway") {
+        if matches!(
+            kind,
+            "VirtualService" | "DestinationRule" | "HTTPRoute" | "PeerAuthentication" | "Gateway" | "Sidecar"
+        ) {
             metrics::counter!(crate::telemetry::names::UNSUPPORTED_FIELDS, "kind" => kind.to_string()).increment(1);
         }
     }

@@ -139,6 +139,7 @@ pub(crate) type GatewayObject = Envelope<mesh::GatewaySpec>;
 pub(crate) type GatewayClassObject = Envelope<mesh::GatewayClassSpec>;
 pub(crate) type ApiGatewayObject = Envelope<mesh::ApiGatewaySpec>;
 pub(crate) type ReferenceGrantObject = Envelope<mesh::ReferenceGrantSpec>;
+pub(crate) type SidecarObject = Envelope<mesh::SidecarSpec>;
 
 /// `v1 Secret` of type `kubernetes.io/tls`: a gateway certificate (`tls.crt`) and its key (`tls.key`), base64 in
 /// `data` or plain in `stringData`, as Kubernetes takes them.
@@ -199,6 +200,7 @@ pub(crate) enum Kind {
     ApiGateway,
     ReferenceGrant,
     Secret,
+    Sidecar,
 }
 
 impl Kind {
@@ -210,6 +212,7 @@ impl Kind {
             (v, "VirtualService") if mesh::ISTIO_VERSIONS.contains(&v) => Some(Kind::VirtualService),
             (v, "DestinationRule") if mesh::ISTIO_VERSIONS.contains(&v) => Some(Kind::DestinationRule),
             (v, "Gateway") if mesh::ISTIO_VERSIONS.contains(&v) => Some(Kind::Gateway),
+            (v, "Sidecar") if mesh::ISTIO_VERSIONS.contains(&v) => Some(Kind::Sidecar),
             (mesh::GATEWAY_V1 | "gateway.networking.k8s.io/v1beta1", "HTTPRoute") => Some(Kind::HttpRoute),
             (v, "PeerAuthentication") if mesh::SECURITY_VERSIONS.contains(&v) => Some(Kind::PeerAuthentication),
             (mesh::GATEWAY_V1 | "gateway.networking.k8s.io/v1beta1", "GatewayClass") => Some(Kind::GatewayClass),
@@ -233,12 +236,13 @@ impl Kind {
             Kind::GatewayClass => "GatewayClass",
             Kind::ReferenceGrant => "ReferenceGrant",
             Kind::Secret => "Secret",
+            Kind::Sidecar => "Sidecar",
         }
     }
 
     /// What an unknown `apiVersion`/`kind` pair is told to be instead.
     pub const EXPECTED: &'static str = "expected v1 Service or Secret, sluice.dev/v1alpha1 Workload or \
-         ReleasePolicy, networking.istio.io/v1 (v1beta1, v1alpha3) VirtualService, DestinationRule or Gateway, \
+         ReleasePolicy, networking.istio.io/v1 (v1beta1, v1alpha3) VirtualService, DestinationRule, Gateway or Sidecar, \
          security.istio.io/v1 (v1beta1) PeerAuthentication, or gateway.networking.k8s.io/v1 (v1beta1) HTTPRoute, \
          Gateway, GatewayClass or ReferenceGrant";
 }

@@ -1,7 +1,7 @@
 //! Which file edits wait for the removal grace: a file caught while a slow writer pauses mid-write parses as a
 //! valid config that lacks what comes later (or has it cut short), and applying it would move traffic and end a
 //! release the operator is running. So an edit that removes an object, or changes what routes traffic (a
-//! ReleasePolicy, VirtualService, DestinationRule, HTTPRoute, or what sidecars accept: a PeerAuthentication), applies only once the files have stayed the same
+//! ReleasePolicy, VirtualService, DestinationRule, HTTPRoute, or what sidecars accept or see: a PeerAuthentication, a Sidecar), applies only once the files have stayed the same
 //! for the grace period; additions and Service or Workload changes apply at once.
 //!
 //! ```text
@@ -31,6 +31,7 @@ pub(crate) fn held_back(old: &Model, new: &Model) -> Vec<String> {
     changed("Gateway", &old.api_gateways, &new.api_gateways, |g| &g.spec, &mut out);
     changed("ReferenceGrant", &old.reference_grants, &new.reference_grants, |g| &g.spec, &mut out);
     changed("Secret", &old.secrets, &new.secrets, |s| s, &mut out);
+    changed("Sidecar", &old.sidecars, &new.sidecars, |s| &s.spec, &mut out);
     out
 }
 

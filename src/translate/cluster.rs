@@ -181,13 +181,14 @@ pub fn service_clusters(model: &Model, key: &ObjectKey, mesh: bool) -> Vec<Clust
 }
 
 /// Per-proxy clusters: in intercept mode `PassthroughCluster` and one `inbound|P||` per inbound port (with workload
-/// mTLS also `BlackHoleCluster`, behind the chains that refuse plaintext); none in the other modes. Sorted by name.
+/// mTLS also `BlackHoleCluster`, behind the chains that refuse plaintext, as under a Sidecar's `REGISTRY_ONLY`);
+/// none in the other modes. Sorted by name.
 pub fn proxy_clusters(_model: &Model, proxy: &ProxyInfo) -> Vec<Cluster> {
     if proxy.mode != InterceptionMode::Intercept {
         return Vec::new();
     }
     let mut out = vec![passthrough_cluster(), inbound_passthrough_cluster()];
-    if proxy.mtls {
+    if proxy.mtls || proxy.visibility.registry_only() {
         out.push(blackhole_cluster());
     }
     let ports: BTreeSet<u16> = proxy.inbound_ports.iter().copied().collect();

@@ -5,7 +5,8 @@
 //!     CLUSTERIP_P   tcp_proxy ─▶ the Service's cluster      (a TCP port of a Service with a cluster IP)
 //!     0.0.0.0_P     HCM ── RDS "P"                           (HTTP ports: by Host; unknown hosts: allow_any)
 //!     0.0.0.0_P     tcp_proxy ─▶ the one Service on P, else PassthroughCluster   (TCP ports without an IP)
-//!     default       tcp_proxy ─▶ PassthroughCluster          (outside the mesh: where it was going)
+//!     default       tcp_proxy ─▶ PassthroughCluster          (outside the mesh: where it was going; a Sidecar's
+//!                                                             REGISTRY_ONLY: BlackHoleCluster, see registry_only)
 //!  virtualInbound :15006 (original_dst listener filter: chains match the original port; never handed over)
 //!     per inbound port: HCM ─▶ inbound|P|| (127.0.0.1:P), or tcp_proxy for a TCP Service port targeting it
 //!     default: tcp_proxy ─▶ InboundPassthroughClusterIpv4 (the original destination, from 127.0.0.6)
@@ -34,22 +35,25 @@ const INBOUND_PORT: u16 = 15006;
 const ANY_IP: &str = "0.0.0.0";
 
 pub(super) fn listeners(model: &Model, proxy: &ProxyInfo) -> Vec<Listener> {
-    let passthrough = tcp_proxy("PassthroughCluster", naming::PASSTHROUGH_CLUSTER);
+    // Hosts outside the mesh: where they were going, or (REGISTRY_ONLY) nowhere.
+    let fallback = super::registry_only::fallback(proxy);
+    let unknown = tcp_proxy(fallback, fallback);
     let mut out = vec![Listener {
         name: "virtualOutbound".to_string(),
         address: Some(socket_address(ANY_IP, OUTBOUND_PORT)),
         use_original_dst: Some(BoolValue { value: true }),
-        default_filter_chain: Some(chain(TCP_PROXY_FILTER, pack(&passthrough))),
+        default_filter_chain: Some(chain(TCP_PROXY_FILTER, pack(&unknown))),
         traffic_direction: TrafficDirection::Outbound as i32,
         ..Default::default()
     }];
-    out.extend(outbound_port_listeners(model));
+    out.extend(outbound_port_listeners(model, fallback));
     out.push(virtual_inbound(model, proxy));
     out
 }
 
-/// Per service port, not bound: virtualOutbound hands connections over by original destination.
-fn outbound_port_listeners(model: &Model) -> Vec<Listener> {
+/// Per service port, not bound: virtualOutbound hands connections over by original destination. `fallback`: the
+/// cluster of a TCP port several services share (no IP to tell them apart).
+fn outbound_port_listeners(model: &Model, fallback: &str) -> Vec<Listener> {
     let mut http_ports = BTreeSet::new();
     let mut tcp_owners: BTreeMap<u16, Vec<String>> = BTreeMap::new();
     let mut out = Vec::new();
@@ -80,7 +84,7 @@ fn outbound_port_listeners(model: &Model) -> Vec<Listener> {
         // A port shared by several TCP services cannot be told apart without their IPs: pass it through.
         let cluster = match owners.as_slice() {
             [only] => only.as_str(),
-            _ => naming::PASSTHROUGH_CLUSTER,
+            _ => fallback,
         };
         let tcp = tcp_proxy(&format!("outbound_{name}"), cluster);
         out.push(unbound_listener(name, *port, chain(TCP_PROXY_FILTER, pack(&tcp))));

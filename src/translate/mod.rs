@@ -34,6 +34,7 @@ mod mesh_filters;
 mod mesh_match;
 mod mesh_route;
 mod naming;
+mod registry_only;
 mod route;
 mod tls;
 mod traffic_policy;

@@ -40,6 +40,8 @@ pub struct RouteScope {
     /// Intercept mode: each port's configuration ends with a catch-all virtual host to `PassthroughCluster`, so
     /// an HTTP call to a host the mesh does not know still reaches it (istiod's `allow_any`).
     pub passthrough: bool,
+    /// With `passthrough`: a Sidecar says `REGISTRY_ONLY`, so the catch-all is `block_all` (502) instead.
+    pub registry_only: bool,
     /// The `sourceLabels` rules this proxy's labels satisfy: `(policy key, rule index)`. Rules without
     /// `sourceLabels` apply everywhere and are not listed.
     pub source_rules: BTreeSet<(ObjectKey, usize)>,
@@ -74,11 +76,20 @@ pub fn route_scope(model: &Model, proxy: &ProxyInfo) -> RouteScope {
     }
     let listen = matches!(proxy.mode, InterceptionMode::Listen(_));
     let passthrough = proxy.mode == InterceptionMode::Intercept;
+    let registry_only = passthrough && proxy.visibility.registry_only();
     let gateways = match &proxy.mode {
         InterceptionMode::Gateway(role) => Some(super::gateway::selected(model, role, proxy)),
         _ => None,
     };
-    RouteScope { namespace: proxy.namespace.clone(), listen, passthrough, source_rules, mesh_sources, gateways }
+    RouteScope {
+        namespace: proxy.namespace.clone(),
+        listen,
+        passthrough,
+        registry_only,
+        source_rules,
+        mesh_sources,
+        gateways,
+    }
 }
 
 /// Route configurations for a scope, sorted by name: `sluice-listen` in listen mode (always, even empty, since
@@ -101,7 +112,7 @@ pub fn route_configs(model: &Model, scope: &RouteScope) -> Vec<RouteConfiguratio
         .map(|(name, mut virtual_hosts)| {
             virtual_hosts.sort_by(|a, b| a.name.cmp(&b.name));
             if scope.passthrough {
-                virtual_hosts.push(allow_any());
+                virtual_hosts.push(if scope.registry_only { super::registry_only::block_all() } else { allow_any() });
             }
             let config = RouteConfiguration { name, virtual_hosts, ..Default::default() };
             debug_assert!(repeated_domain(&config).is_none(), "{:?}", repeated_domain(&config));

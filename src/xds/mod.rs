@@ -27,6 +27,8 @@ pub mod resource;
 mod response;
 pub mod server;
 mod session;
+#[cfg(test)]
+mod sidecar_tests;
 pub mod snapshot;
 mod sorted;
 mod sotw;

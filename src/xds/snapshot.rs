@@ -258,6 +258,10 @@ impl Snapshot {
     /// takes VHDS (`ProxyInfo::vhds`) gets its sidecar route configurations in their VHDS form; others get them
     /// whole and no virtual hosts.
     pub fn view(&self, proxy: &ProxyInfo) -> View {
+        // A Sidecar narrows the proxy's visibility (recomputed from each snapshot's model): the caches below are
+        // keyed by it, so proxies under the same effective Sidecar share every set.
+        let scoped = self.model.scoped_proxy(proxy);
+        let proxy = scoped.as_ref().unwrap_or(proxy);
         let visibility = &proxy.visibility;
         let (base_clusters, endpoints) = self.sets_for(visibility, proxy.mtls);
         // The scope reads the whole model's policies: a rule the proxy cannot see only splits the cache key.

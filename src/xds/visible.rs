@@ -1,4 +1,5 @@
-//! Per-visibility resource sets: what an mTLS proxy may see of the shared clusters and load assignments.
+//! Per-visibility resource sets: what an mTLS proxy, or one a Sidecar scopes, may see of the shared clusters and
+//! load assignments.
 //!
 //! ```text
 //!  snapshot.clusters (all) ──filter by outbound_namespace(name) ∈ visibility──▶ scoped clusters
@@ -15,7 +16,8 @@ use imbl::ordmap::DiffItem;
 use std::sync::Arc;
 
 fn sees(visibility: &Visibility, name: &str) -> bool {
-    outbound_namespace(name).is_some_and(|ns| visibility.sees(ns))
+    // `outbound|P|S|FQDN`: a Sidecar's egress hosts match the FQDN.
+    outbound_namespace(name).is_some_and(|ns| visibility.sees_host(ns, name.rsplit('|').next().unwrap_or_default()))
 }
 
 /// The resources of `all` that `visibility` covers.

@@ -23,3 +23,4 @@ mod release_flows;
 mod release_restart;
 mod release_traffic;
 mod routing;
+mod sidecar;

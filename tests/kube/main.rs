@@ -17,4 +17,5 @@ mod mesh;
 mod replicas;
 mod replicas_verbs;
 mod serve;
+mod sidecar;
 mod webhook;

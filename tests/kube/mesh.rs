@@ -35,17 +35,22 @@ async fn reviews_with_subsets(client: &kube::Client) -> (Backend, Backend) {
 
 /// Service reviews with one pod and one EndpointSlice per (version, backend).
 async fn reviews(client: &kube::Client, backends: &[(&str, &Backend)]) {
-    let spec = json!({"spec": {"selector": {"app": "reviews"}, "ports": [{"name": "http", "port": 9080}]}});
-    create(client, obj("v1", "Service", "reviews", json!({"app": "reviews"}), spec)).await;
+    service_with_pods(client, "reviews", backends).await;
+}
+
+/// Service `service` (port 9080) with one pod and one EndpointSlice per (version, backend).
+pub(super) async fn service_with_pods(client: &kube::Client, service: &str, backends: &[(&str, &Backend)]) {
+    let spec = json!({"spec": {"selector": {"app": service}, "ports": [{"name": "http", "port": 9080}]}});
+    create(client, obj("v1", "Service", service, json!({"app": service}), spec)).await;
     for (version, backend) in backends {
-        let name = format!("reviews-{version}");
-        let pod = json!({"spec": {"containers": [{"name": "reviews", "image": "reviews"}]}});
-        create(client, obj("v1", "Pod", &name, json!({"app": "reviews", "version": version}), pod)).await;
+        let name = format!("{service}-{version}");
+        let pod = json!({"spec": {"containers": [{"name": service, "image": service}]}});
+        create(client, obj("v1", "Pod", &name, json!({"app": service, "version": version}), pod)).await;
         let endpoint = json!({"addresses": ["127.0.0.1"], "conditions": {"ready": true},
                               "targetRef": {"kind": "Pod", "name": name, "namespace": "default"}});
         let slice = json!({"addressType": "IPv4", "endpoints": [endpoint],
                            "ports": [{"name": "http", "port": backend.port(), "protocol": "TCP"}]});
-        let labels = json!({"kubernetes.io/service-name": "reviews"});
+        let labels = json!({"kubernetes.io/service-name": service});
         create(client, obj("discovery.k8s.io/v1", "EndpointSlice", &name, labels, slice)).await;
     }
 }
@@ -180,6 +185,7 @@ async fn without_the_mesh_crds_sluice_gets_ready_and_serves_services() {
     let kmock = Kmock::start_omitting(&[
         "networking.istio.io/v1/virtualservices",
         "networking.istio.io/v1/destinationrules",
+        "networking.istio.io/v1/sidecars",
         "gateway.networking.k8s.io/v1/httproutes",
         "networking.istio.io/v1/gateways",
         "gateway.networking.k8s.io/v1/gateways",
@@ -204,7 +210,7 @@ async fn without_the_mesh_crds_sluice_gets_ready_and_serves_services() {
     let text = String::from_utf8_lossy(&log.lock().unwrap()).to_string();
     let gateways =
         ["Gateway.networking.istio.io", "Gateway.gateway.networking.k8s.io", "GatewayClass", "ReferenceGrant"];
-    for kind in ["VirtualService", "DestinationRule", "HTTPRoute"].into_iter().chain(gateways) {
+    for kind in ["VirtualService", "DestinationRule", "Sidecar", "HTTPRoute"].into_iter().chain(gateways) {
         assert!(
             text.lines().any(|l| l.contains("CRD not installed") && l.contains(kind)),
             "the missing {kind} CRD is logged:\n{text}"

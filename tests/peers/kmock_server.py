@@ -33,6 +33,7 @@ RESOURCES = {
     "sluice.dev/v1alpha1/releasepolicies": ("ReleasePolicy", True),
     "networking.istio.io/v1/virtualservices": ("VirtualService", True),
     "networking.istio.io/v1/destinationrules": ("DestinationRule", True),
+    "networking.istio.io/v1/sidecars": ("Sidecar", True),
     "security.istio.io/v1/peerauthentications": ("PeerAuthentication", True),
     "gateway.networking.k8s.io/v1/httproutes": ("HTTPRoute", True),
     "gateway.networking.k8s.io/v1/gateways": ("Gateway", True),

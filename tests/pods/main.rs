@@ -14,6 +14,7 @@ mod injected;
 mod interception;
 mod iptables_rules;
 mod mtls;
+mod sidecar;
 
 use tokio::sync::{Mutex, MutexGuard};
 

@@ -35,12 +35,14 @@ fn cases() -> Vec<Case> {
     dirs.into_iter()
         .map(|dir| {
             let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_else(|e| panic!("{dir:?}/{f}: {e}"));
-            Case {
-                name: dir.file_name().expect("name").to_string_lossy().into_owned(),
-                model: model_loader::load_model(&read("model.yaml")),
-                proxy: model_loader::load_proxy(&read("proxy.yaml")),
-                dir,
-            }
+            let (model, proxy) =
+                (model_loader::load_model(&read("model.yaml")), model_loader::load_proxy(&read("proxy.yaml")));
+            // An Istio Sidecar narrows what the proxy sees, as the xDS layer serves it (`Snapshot::view`).
+            let (model, proxy) = match model.scoped_proxy(&proxy) {
+                Some(scoped) => (model.visible_to(&scoped.visibility), scoped),
+                None => (model, proxy),
+            };
+            Case { name: dir.file_name().expect("name").to_string_lossy().into_owned(), model, proxy, dir }
         })
         .collect()
 }

@@ -13,6 +13,7 @@ mod inject_golden;
 mod istio_compat;
 mod mesh;
 mod mtls;
+mod sidecar;
 mod slow_writes;
 mod translate_purity;
 mod watch;

@@ -27,7 +27,7 @@ spec:
     labels: {version: v1}
 ";
 
-fn validate(text: &str) -> (ExitCode, String, String, String) {
+pub(super) fn validate(text: &str) -> (ExitCode, String, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("mesh.yaml");
     std::fs::write(&file, text).unwrap();

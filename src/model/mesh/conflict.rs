@@ -91,7 +91,7 @@ impl Model {
 /// One object that loses (part of) what it asks for to another.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Conflict {
-    /// `VirtualService` or `DestinationRule`.
+    /// `VirtualService`, `DestinationRule` or `Sidecar`.
     pub kind: &'static str,
     pub service: ObjectKey,
     pub winner: (ObjectKey, Provenance),
@@ -110,6 +110,8 @@ pub enum Lost {
     TrafficPolicy,
     /// A DestinationRule's subset of this name (an older rule defines it).
     Subset(String),
+    /// A Sidecar without a selector: all of it, for its namespace (`service` names the namespace only).
+    Namespace,
 }
 
 const RULE: &str = "istiod's rule: the oldest object wins; in files, the first loaded";
@@ -130,6 +132,10 @@ impl Conflict {
                     "the trafficPolicy of {loser} is not applied to Service {svc}: {winner} is older and has one ({MERGE})"
                 )
             }
+            Lost::Namespace => format!(
+                "{loser} is not applied: {winner} is older and also has no workloadSelector (istiod applies one \
+                 Sidecar without selector per namespace; {RULE})"
+            ),
             Lost::Subset(name) => format!(
                 "subset `{name}` of {loser} is not applied to Service {svc}: {winner} is older and defines it ({MERGE})"
             ),
@@ -174,6 +180,7 @@ pub fn conflicts(model: &Model) -> Vec<Conflict> {
         group.sort_by(|a, b| older((a.0, &a.1.provenance), (b.0, &b.1.provenance)));
         rule_conflicts(&svc, &EffectiveRule { rules: group }, &mut out);
     }
+    super::sidecar::sidecar_conflicts(model, &mut out);
     out
 }
 

@@ -17,6 +17,8 @@ mod gateway_api;
 mod gateway_bind;
 mod http_route;
 mod peer_authentication;
+mod sidecar;
+mod sidecar_scope;
 mod status;
 mod tls_validate;
 mod validate;
@@ -29,6 +31,8 @@ pub use gateway_api::*;
 pub use gateway_bind::*;
 pub use http_route::*;
 pub use peer_authentication::*;
+pub use sidecar::*;
+pub use sidecar_scope::*;
 pub use status::*;
 pub use validate::*;
 pub use virtual_service::*;
@@ -89,7 +93,8 @@ pub fn untranslated<T: Serialize>(kind: &str, prefix: &str, raw: &Value, typed: 
             })
             .collect();
         if refusals.is_empty() {
-            let message = deprecated(kind, &path).unwrap_or(IGNORED).to_string();
+            let sidecar = (kind == "Sidecar").then(|| sidecar::untranslated_message(&path)).flatten();
+            let message = deprecated(kind, &path).or(sidecar).unwrap_or(IGNORED).to_string();
             out.push(Untranslated { path, message, refused: false });
         } else {
             out.extend(refusals);

@@ -54,6 +54,7 @@ pub enum Item {
     /// A Gateway API `Gateway`.
     ApiGateway(Box<mesh::ApiGateway>, Tracked),
     ReferenceGrant(Box<mesh::ReferenceGrant>),
+    Sidecar(Box<mesh::Sidecar>),
     Secret(Box<mesh::TlsSecret>),
 }
 

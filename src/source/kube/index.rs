@@ -38,10 +38,11 @@ pub enum Kind {
     ReferenceGrant,
     /// `kubernetes.io/tls` Secrets only.
     Secret,
+    Sidecar,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 14] = [
         Kind::Service,
         Kind::Pod,
         Kind::EndpointSlice,
@@ -55,6 +56,7 @@ impl Kind {
         Kind::ApiGateway,
         Kind::ReferenceGrant,
         Kind::Secret,
+        Kind::Sidecar,
     ];
 
     /// A kind whose CRD may be missing: a list answered `404` serves it as empty ([`Change::Absent`]).
@@ -79,6 +81,7 @@ impl Kind {
             Kind::ApiGateway => "Gateway.gateway.networking.k8s.io",
             Kind::ReferenceGrant => "ReferenceGrant",
             Kind::Secret => "Secret",
+            Kind::Sidecar => "Sidecar",
         }
     }
 }
@@ -201,7 +204,7 @@ impl Index {
 
     /// The model of everything indexed: each Service with the endpoints of its EndpointSlices (labels from the
     /// Pod each endpoint's `targetRef` names), every valid ReleasePolicy, VirtualService, DestinationRule,
-    /// HTTPRoute, PeerAuthentication, Gateway (both APIs), GatewayClass, ReferenceGrant and TLS Secret.
+    /// HTTPRoute, PeerAuthentication, Gateway (both APIs), GatewayClass, ReferenceGrant, Sidecar and TLS Secret.
     pub fn model(&self) -> Model {
         let mut model = Model::default();
         let mut pods = BTreeMap::new();
@@ -240,6 +243,9 @@ impl Index {
                 }
                 Item::ApiGateway(g, _) => {
                     model.api_gateways.insert(key.clone(), (**g).clone());
+                }
+                Item::Sidecar(s) => {
+                    model.sidecars.insert(key.clone(), (**s).clone());
                 }
                 Item::ReferenceGrant(g) => {
                     model.reference_grants.insert(key.clone(), (**g).clone());

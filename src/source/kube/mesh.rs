@@ -1,4 +1,4 @@
-//! The mesh objects from the cluster: Istio `VirtualService`, `DestinationRule` and `Gateway`
+//! The mesh objects from the cluster: Istio `VirtualService`, `DestinationRule`, `Gateway` and `Sidecar`
 //! (`networking.istio.io/v1`), `PeerAuthentication` (`security.istio.io/v1`) and Gateway API `HTTPRoute`,
 //! `GatewayClass`, `Gateway` (`gateway.networking.k8s.io/v1`) and `ReferenceGrant` (`v1beta1`), watched as dynamic
 //! objects so one malformed spec fails that object only.
@@ -13,7 +13,7 @@ use crate::model::FieldError;
 use crate::model::mesh::{
     ApiGateway, ApiGatewaySpec, DestinationRule, DestinationRuleSpec, Gateway, GatewayClass, GatewayClassSpec,
     GatewaySpec, HttpRouteObject, HttpRouteSpec, PeerAuthentication, PeerAuthenticationSpec, Provenance,
-    ReferenceGrant, ReferenceGrantSpec, VirtualService, VirtualServiceSpec, untranslated,
+    ReferenceGrant, ReferenceGrantSpec, Sidecar, SidecarSpec, VirtualService, VirtualServiceSpec, untranslated,
 };
 use crate::telemetry::names;
 use kube::ResourceExt;
@@ -29,6 +29,7 @@ pub const DESTINATION_RULE: (&str, &str, &str, &str) =
 pub const HTTP_ROUTE: (&str, &str, &str, &str) = ("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes");
 pub const PEER_AUTHENTICATION: (&str, &str, &str, &str) =
     ("security.istio.io", "v1", "PeerAuthentication", "peerauthentications");
+pub const SIDECAR: (&str, &str, &str, &str) = ("networking.istio.io", "v1", "Sidecar", "sidecars");
 /// Istio's `Gateway`.
 pub const ISTIO_GATEWAY: (&str, &str, &str, &str) = ("networking.istio.io", "v1", "Gateway", "gateways");
 /// Gateway API's `Gateway`.
@@ -96,6 +97,13 @@ pub fn peer_authentication(obj: &DynamicObject) -> Result<Item, Invalid> {
     let spec = spec::<PeerAuthenticationSpec>(obj, "PeerAuthentication", PeerAuthenticationSpec::validate)?;
     let (name, namespace, provenance) = (obj.name_any(), obj.namespace().unwrap_or_default(), provenance(obj));
     Ok(Item::PeerAuthentication(Box::new(PeerAuthentication { name, namespace, spec, provenance })))
+}
+
+/// An Istio `Sidecar`, with its age (of two that apply to one proxy, the older wins).
+pub fn sidecar(obj: &DynamicObject) -> Result<Item, Invalid> {
+    let spec = spec::<SidecarSpec>(obj, "Sidecar", SidecarSpec::validate)?;
+    let (name, namespace, provenance) = (obj.name_any(), obj.namespace().unwrap_or_default(), provenance(obj));
+    Ok(Item::Sidecar(Box::new(Sidecar { name, namespace, spec, provenance })))
 }
 
 pub fn http_route(obj: &DynamicObject) -> Result<Item, Invalid> {
@@ -172,6 +180,22 @@ mod tests {
         assert_eq!(peer_authentication(&bad).unwrap_err().field, "spec.portLevelMtls");
         let mode = dynamic("PeerAuthentication", json!({"mtls": {"mode": "STRICTER"}}));
         assert_eq!(peer_authentication(&mode).unwrap_err().field, "spec.mtls.mode");
+    }
+
+    #[test]
+    fn a_sidecar_becomes_the_model_type_or_names_its_field() {
+        let obj = dynamic(
+            "Sidecar",
+            json!({"workloadSelector": {"labels": {"app": "productpage"}}, "egress": [{"hosts": ["./*"]}],
+            "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"}}),
+        );
+        let Item::Sidecar(s) = sidecar(&obj).unwrap() else { panic!() };
+        assert_eq!(
+            (s.spec.egress[0].hosts[0].as_str(), s.spec.mode()),
+            ("./*", crate::model::mesh::OutboundMode::RegistryOnly)
+        );
+        let bad = dynamic("Sidecar", json!({"egress": [{"hosts": ["./*", "reviews"]}]}));
+        assert_eq!(sidecar(&bad).unwrap_err().field, "spec.egress[0].hosts[1]");
     }
 
     #[test]

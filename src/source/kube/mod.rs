@@ -5,7 +5,7 @@
 //!  Pods ──────────────┤ kube_runtime::watcher per kind and namespace, with backoff
 //!  EndpointSlices ────┤   │ Event → Change (converted here: an invalid object becomes a logged, counted skip)
 //!  ReleasePolicies ───┤   ▼
-//!  VirtualServices, DestinationRules, PeerAuthentications, HTTPRoutes, Gateways (Istio, Gateway API),
+//!  VirtualServices, DestinationRules, Sidecars, PeerAuthentications, HTTPRoutes, Gateways (Istio, Gateway API),
 //!  GatewayClasses, ReferenceGrants (dynamic), kubernetes.io/tls Secrets (optional: --kube-mesh-objects) ─┘
 //!                     index task: Index (apply / delete / relist) ─▶ once every shard listed:
 //!                                                                   Store::set_part("kube", model)
@@ -13,7 +13,7 @@
 //! - `crd`: the ReleasePolicy CustomResourceDefinition (`sluice crd`).
 //! - `convert`: Kubernetes objects → index items, errors naming the field.
 //! - `index`: the pure index and the model it builds (endpoints joined to pods by `targetRef`).
-//! - `mesh`: VirtualService, DestinationRule, PeerAuthentication, HTTPRoute, both Gateways, GatewayClass,
+//! - `mesh`: VirtualService, DestinationRule, Sidecar, PeerAuthentication, HTTPRoute, both Gateways, GatewayClass,
 //!   ReferenceGrant → the model's mesh types (unsupported fields reported).
 //! - `watch`: the one generic watch helper and the index task.
 //! - `gateway_status` (pure) and `api_status` (the writer): GatewayClass, Gateway (conditions, listeners,
@@ -57,7 +57,7 @@ pub use watch::{BACKOFF_MAX, Watching, start, start_with};
 /// What to watch beyond the core kinds.
 #[derive(Clone, Copy, Debug)]
 pub struct WatchOptions {
-    /// VirtualServices, DestinationRules, PeerAuthentications, HTTPRoutes, Gateways (Istio and Gateway API),
+    /// VirtualServices, DestinationRules, Sidecars, PeerAuthentications, HTTPRoutes, Gateways (Istio and Gateway API),
     /// GatewayClasses, ReferenceGrants and `kubernetes.io/tls` Secrets (`--kube-mesh-objects`, default on). A kind
     /// whose CRD is not installed is logged and served as empty, without holding readiness back.
     pub mesh_objects: bool,
@@ -98,6 +98,8 @@ pub const VIRTUAL_SERVICES: Access =
     Access { group: "networking.istio.io", resource: "virtualservices", verbs: &["list", "watch"] };
 pub const DESTINATION_RULES: Access =
     Access { group: "networking.istio.io", resource: "destinationrules", verbs: &["list", "watch"] };
+/// Istio Sidecars: which services each sidecar is given, and `outboundTrafficPolicy`.
+pub const SIDECARS: Access = Access { group: "networking.istio.io", resource: "sidecars", verbs: &["list", "watch"] };
 /// Istio PeerAuthentications: what sidecars accept inbound (mTLS modes).
 pub const PEER_AUTHENTICATIONS: Access =
     Access { group: "security.istio.io", resource: "peerauthentications", verbs: &["list", "watch"] };
@@ -163,6 +165,7 @@ pub const ACCESS: &[Access] = &[
     LEASES,
     VIRTUAL_SERVICES,
     DESTINATION_RULES,
+    SIDECARS,
     PEER_AUTHENTICATIONS,
     HTTP_ROUTES,
     HTTP_ROUTE_STATUS,

@@ -4,10 +4,10 @@ use super::convert::{self, Invalid, Item, key_of};
 use super::gateway_status::StatusObjects;
 use super::index::{Change, Index, Kind, Observed, Owners};
 use super::mesh::{self, API_GATEWAY, DESTINATION_RULE, GATEWAY_CLASS, HTTP_ROUTE, ISTIO_GATEWAY, PEER_AUTHENTICATION};
-use super::mesh::{REFERENCE_GRANT, VIRTUAL_SERVICE};
+use super::mesh::{REFERENCE_GRANT, SIDECAR, VIRTUAL_SERVICE};
 use super::{
     API_GATEWAYS, Access, DESTINATION_RULES, ENDPOINT_SLICES, GATEWAY_CLASSES, HTTP_ROUTES, ISTIO_GATEWAYS,
-    PEER_AUTHENTICATIONS, PODS, REFERENCE_GRANTS, RELEASE_POLICIES, SERVICES, SOURCE, TLS_SECRETS,
+    PEER_AUTHENTICATIONS, PODS, REFERENCE_GRANTS, RELEASE_POLICIES, SERVICES, SIDECARS, SOURCE, TLS_SECRETS,
 };
 use super::{VIRTUAL_SERVICES, WatchOptions};
 use crate::release::StoredRecords;
@@ -122,7 +122,7 @@ impl Watches<'_> {
 
     /// The Istio and Gateway API objects of one namespace (or all), and its `kubernetes.io/tls` Secrets.
     fn mesh(&mut self, ns: Option<&str>) {
-        let kinds: [(Kind, _, &Access, DynamicConvert); 7] = [
+        let kinds: [(Kind, _, &Access, DynamicConvert); 8] = [
             (Kind::VirtualService, VIRTUAL_SERVICE, &VIRTUAL_SERVICES, mesh::virtual_service),
             (Kind::DestinationRule, DESTINATION_RULE, &DESTINATION_RULES, mesh::destination_rule),
             (Kind::HttpRoute, HTTP_ROUTE, &HTTP_ROUTES, mesh::http_route),
@@ -130,6 +130,7 @@ impl Watches<'_> {
             (Kind::Gateway, ISTIO_GATEWAY, &ISTIO_GATEWAYS, mesh::istio_gateway),
             (Kind::ApiGateway, API_GATEWAY, &API_GATEWAYS, mesh::api_gateway),
             (Kind::ReferenceGrant, REFERENCE_GRANT, &REFERENCE_GRANTS, mesh::reference_grant),
+            (Kind::Sidecar, SIDECAR, &SIDECARS, mesh::sidecar),
         ];
         for (kind, gvkp, access, convert) in kinds {
             debug_assert_eq!((gvkp.0, gvkp.3), (access.group, access.resource));
