@@ -35,6 +35,8 @@ pub enum Kind {
 enum Command {
     Churn(usize, usize),
     Weight(usize, u32),
+    /// A VirtualService edit: service, percent to v2 (`--istio`).
+    VirtualService(usize, u32),
     Quit,
 }
 
@@ -43,6 +45,7 @@ fn parse(line: &str) -> Option<Command> {
     match parts.as_slice() {
         ["churn", i, r] => Some(Command::Churn(i.parse().ok()?, r.parse().ok()?)),
         ["weight", i, w] => Some(Command::Weight(i.parse().ok()?, w.parse().ok()?)),
+        ["vs", i, w] => Some(Command::VirtualService(i.parse().ok()?, w.parse().ok()?)),
         ["quit"] => Some(Command::Quit),
         _ => None,
     }
@@ -81,6 +84,7 @@ async fn run_sluice(shape: Shape, max_streams: usize, syncs: Option<usize>, vhds
             Command::Weight(i, w) => {
                 sluice.releases().set_weight(&ObjectKey::new("default", fixture::policy_name(i)), w)?;
             }
+            Command::VirtualService(i, w) => sluice.store().update(|m| fixture::edit_virtual_service(m, i, w)),
             Command::Quit => return Ok(false),
         }
         Ok(true)
@@ -101,13 +105,14 @@ struct Change {
     delta: Arc<DeltaDiscoveryResponse>,
 }
 
-/// The floor's proxy: Delta streams get the VHDS form when `vhds`, as Sluice serves them.
+/// The floor's proxy: Delta streams get the VHDS form when `vhds`, as Sluice serves them; with Sidecars, every
+/// stream gets group 0's config (each group's is the same size).
 fn floor_proxy(vhds: bool) -> ProxyInfo {
     ProxyInfo {
         id: "floor".into(),
         namespace: "default".into(),
         mode: InterceptionMode::Intercept,
-        labels: Default::default(),
+        labels: [("bench-group".to_string(), fixture::group_of(0))].into(),
         inbound_ports: vec![],
         visibility: Default::default(),
         mtls: false,
@@ -172,6 +177,10 @@ async fn run_floor(shape: Shape, vhds: bool) -> anyhow::Result<()> {
                 if let Some(p) = model.policies.get_mut(&key) {
                     p.state.canary_weight = Some(w);
                 }
+                TypeKind::Route
+            }
+            Command::VirtualService(i, w) => {
+                fixture::edit_virtual_service(&mut model, i, w);
                 TypeKind::Route
             }
             Command::Quit => return Ok(false),

@@ -68,6 +68,14 @@ pub struct BenchArgs {
     /// Serve Delta proxies whole route configurations (`serve --no-vhds`) instead of each virtual host over VHDS.
     #[arg(long, env = "SLUICE_BENCH_NO_VHDS")]
     pub no_vhds: bool,
+    /// Each proxy depends on K services: proxies fall in 10 groups, each scoped by an Istio Sidecar allowing K
+    /// services (half shared by every group, where the measured changes are made); 0: no Sidecar.
+    #[arg(long, env = "SLUICE_BENCH_SIDECAR_EGRESS", default_value_t = 0)]
+    pub sidecar_egress: usize,
+    /// Every service also has an Istio VirtualService (90/10 to subsets) and DestinationRule; the run measures
+    /// VirtualService edits too.
+    #[arg(long, env = "SLUICE_BENCH_ISTIO")]
+    pub istio: bool,
 }
 
 /// `sluice bench-child`: one server process of the benchmark (spawned by the driver, not for people).
@@ -88,6 +96,10 @@ pub struct ChildArgs {
     pub max_initial_syncs: Option<usize>,
     #[arg(long)]
     pub no_vhds: bool,
+    #[arg(long, default_value_t = 0)]
+    pub sidecar_egress: usize,
+    #[arg(long)]
+    pub istio: bool,
 }
 
 pub async fn child(args: ChildArgs) -> anyhow::Result<()> {
@@ -95,6 +107,8 @@ pub async fn child(args: ChildArgs) -> anyhow::Result<()> {
         services: args.services,
         endpoints_per_service: args.endpoints_per_service,
         policy_every: args.policy_every,
+        sidecar_egress: args.sidecar_egress,
+        istio: args.istio,
     };
     child::run(args.kind, shape, args.max_streams, args.max_initial_syncs, !args.no_vhds).await
 }
@@ -106,6 +120,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Results> {
         services: args.services,
         endpoints_per_service: args.endpoints_per_service,
         policy_every: args.policy_every,
+        sidecar_egress: args.sidecar_egress,
+        istio: args.istio,
     };
     if args.proxies == 0 || args.services == 0 || args.rounds == 0 {
         bail!("--proxies, --services and --rounds must be at least 1");
@@ -116,6 +132,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Results> {
         endpoints: args.services * args.endpoints_per_service,
         mode: format!("{:?}", args.mode).to_lowercase(),
         stalled_proxies: args.stalled,
+        sidecar_egress: args.sidecar_egress,
+        istio: args.istio,
         ..Default::default()
     };
     translation(&shape, &mut r)?;
@@ -127,6 +145,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Results> {
     r.rss_per_proxy_kb = (s.rss_mb - s.baseline_mb).max(0.0) * 1024.0 / args.proxies as f64;
     (r.churn_p50_ms, r.churn_p99_ms, r.churn_max_ms) = (s.churn.p50_ms, s.churn.p99_ms, s.churn.max_ms);
     (r.weight_p50_ms, r.weight_p99_ms, r.weight_max_ms) = (s.weight.p50_ms, s.weight.p99_ms, s.weight.max_ms);
+    (r.vs_edit_p50_ms, r.vs_edit_p99_ms, r.vs_edit_bytes_per_proxy) =
+        (s.vs_edit.p50_ms, s.vs_edit.p99_ms, s.vs_edit_bytes);
     (r.churn_bytes_per_proxy, r.weight_bytes_per_proxy) = (s.churn_bytes, s.weight_bytes);
     (r.storm_reconnects, r.reconnects) = (s.storm_reconnects, s.reconnects);
     r.reconnect_reasons = s.reconnect_reasons;
@@ -196,8 +216,10 @@ struct Phase {
     connect_s: f64,
     churn: Latency,
     weight: Latency,
+    vs_edit: Latency,
     churn_bytes: f64,
     weight_bytes: f64,
+    vs_edit_bytes: f64,
     rss_mb: f64,
     baseline_mb: f64,
     idle_cpu: f64,
@@ -240,6 +262,8 @@ async fn spawn(kind: Kind, shape: &Shape, args: &BenchArgs) -> anyhow::Result<Se
             &shape.endpoints_per_service.to_string(),
         ])
         .args(["--policy-every", &shape.policy_every.to_string(), "--log", "warn"])
+        .args(["--sidecar-egress", &shape.sidecar_egress.to_string()])
+        .args(shape.istio.then_some("--istio"))
         .args(["--max-streams", &(args.proxies + args.stalled + 16).to_string()])
         .args(args.max_initial_syncs.iter().flat_map(|n| ["--max-initial-syncs".to_string(), n.to_string()]))
         .args(args.no_vhds.then_some("--no-vhds"))
@@ -291,12 +315,13 @@ async fn phase(kind: Kind, args: &BenchArgs, shape: &Shape) -> anyhow::Result<Ph
         .map(|i| {
             let ch = channels[i % channels.len()].clone();
             let (rec, mode, stopping, reconnects) = (rec.clone(), args.mode, stopping.clone(), reconnects.clone());
+            let grouped = args.sidecar_egress > 0;
             let reasons = reasons.clone();
             tokio::spawn(async move {
                 // Like Envoy: a failed or closed stream is opened again after a jittered backoff.
                 let mut backoff = Duration::from_millis(50);
                 loop {
-                    let result = proxy::run(ch.clone(), i, mode, rec.clone(), i >= n).await;
+                    let result = proxy::run(ch.clone(), i, mode, rec.clone(), i >= n, grouped).await;
                     if stopping.load(Ordering::Relaxed) || result.is_ok() {
                         return;
                     }
@@ -326,13 +351,12 @@ async fn phase(kind: Kind, args: &BenchArgs, shape: &Shape) -> anyhow::Result<Ph
     let idle_cpu =
         (procstat::cpu_time(server.pid).unwrap_or_default().saturating_sub(cpu0)).as_secs_f64() / 3.0 * 100.0;
     let rss = procstat::rss_bytes(server.pid).unwrap_or(0);
-    let (churn, churn_bytes) = changes(&mut server, &rec, n, args, TypeKind::Endpoint, shape).await?;
-    // Over VHDS a weight change is one virtual host; else the port's whole route configuration.
-    let routes = match args.mode == Mode::Delta && !args.no_vhds {
-        true => TypeKind::VirtualHost,
-        false => TypeKind::Route,
+    let (churn, churn_bytes) = changes(&mut server, &rec, n, args, Measure::Churn, shape).await?;
+    let (weight, weight_bytes) = changes(&mut server, &rec, n, args, Measure::Weight, shape).await?;
+    let (vs_edit, vs_edit_bytes) = match shape.istio {
+        true => changes(&mut server, &rec, n, args, Measure::VirtualService, shape).await?,
+        false => (Latency::default(), 0.0),
     };
-    let (weight, weight_bytes) = changes(&mut server, &rec, n, args, routes, shape).await?;
     stopping.store(true, Ordering::Relaxed);
     let _ = server.command("quit").await;
     for t in tasks {
@@ -344,8 +368,10 @@ async fn phase(kind: Kind, args: &BenchArgs, shape: &Shape) -> anyhow::Result<Ph
         connect_s,
         churn,
         weight,
+        vs_edit,
         churn_bytes,
         weight_bytes,
+        vs_edit_bytes,
         rss_mb: mb(rss),
         baseline_mb: mb(baseline),
         idle_cpu,
@@ -358,20 +384,44 @@ async fn phase(kind: Kind, args: &BenchArgs, shape: &Shape) -> anyhow::Result<Ph
     })
 }
 
-/// Makes `rounds` changes of one kind; per proxy, the time from the command to its ACK of that type.
+/// What a round of [`changes`] changes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Measure {
+    /// One endpoint of one service.
+    Churn,
+    /// One release's canary weight.
+    Weight,
+    /// One service's VirtualService split (`--istio`).
+    VirtualService,
+}
+
+/// Makes `rounds` changes of one kind; per proxy, the time from the command to its ACK of the type carrying it.
 async fn changes(
     server: &mut ServerProc,
     rec: &Recorder,
     n: usize,
     args: &BenchArgs,
-    kind: TypeKind,
+    what: Measure,
     shape: &Shape,
 ) -> anyhow::Result<(Latency, f64)> {
-    let policies = fixture::policy_services(shape);
-    let weight = matches!(kind, TypeKind::Route | TypeKind::VirtualHost);
-    if weight && policies.is_empty() {
+    let policies = fixture::changed_services(shape, true);
+    if what == Measure::Weight && policies.is_empty() {
         return Ok((Latency::default(), 0.0));
     }
+    // Over VHDS a route change is one virtual host; else the port's whole route configuration.
+    let kind = match what {
+        Measure::Churn => TypeKind::Endpoint,
+        _ if args.mode == Mode::Delta && !args.no_vhds => TypeKind::VirtualHost,
+        _ => TypeKind::Route,
+    };
+    // With Sidecars, services every proxy depends on (else the change reaches no proxy); a VirtualService edit on
+    // a service without a release policy (whose split would override the edited weights).
+    let churned: Vec<usize> = match shape.sidecar_egress {
+        0 => (0..shape.services).collect(),
+        _ => fixture::shared_services(shape),
+    };
+    let plain = fixture::changed_services(shape, false);
+    let pick = |round: usize, stride: usize, from: &[usize]| from[(round * stride + 1) % from.len().max(1)];
     let mut samples = Vec::with_capacity(n * args.rounds);
     let mut bytes = 0u64;
     for round in 0..args.rounds {
@@ -380,9 +430,10 @@ async fn changes(
             || -> u64 { rec.slots()[..n].iter().flat_map(|s| &s.bytes).map(|b| b.load(Ordering::Relaxed)).sum() };
         let before = received();
         let t = rec.now();
-        let cmd = match weight {
-            true => format!("weight {} {}", policies[round % policies.len()], 2000 + round * 100),
-            false => format!("churn {} {round}", (round * 37 + 1) % shape.services),
+        let cmd = match what {
+            Measure::Weight => format!("weight {} {}", policies[round % policies.len()], 2000 + round * 100),
+            Measure::Churn => format!("churn {} {round}", pick(round, 37, &churned)),
+            Measure::VirtualService => format!("vs {} {}", pick(round, 53, &plain), 20 + round % 60),
         };
         server.command(&cmd).await?;
         wait_all(rec, n, |s| s.acked[kind.index()].load(Ordering::Acquire) > t).await.with_context(|| cmd.clone())?;

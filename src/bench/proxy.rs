@@ -168,10 +168,17 @@ fn names_in(raw: &Bytes, delta: bool) -> Result<Vec<Bytes>, tonic::Status> {
     })
 }
 
-/// The node of simulated proxy `i` (`bench-proxy-NNNNN` in namespace `default`).
-pub fn node(i: usize) -> Node {
-    let ns = Value { kind: Some(ValueKind::StringValue("default".into())) };
-    let metadata = Struct { fields: [("NAMESPACE".to_string(), ns)].into_iter().collect() };
+/// The node of simulated proxy `i` (`bench-proxy-NNNNN` in namespace `default`); `grouped`: labelled with its
+/// Sidecar group (`bench-group`, see `fixture::GROUPS`).
+pub fn node(i: usize, grouped: bool) -> Node {
+    let text = |s: String| Value { kind: Some(ValueKind::StringValue(s)) };
+    let mut fields: std::collections::BTreeMap<String, Value> =
+        [("NAMESPACE".to_string(), text("default".into()))].into();
+    if grouped {
+        let labels = Struct { fields: [("bench-group".to_string(), text(super::fixture::group_of(i)))].into() };
+        fields.insert("LABELS".into(), Value { kind: Some(ValueKind::StructValue(labels)) });
+    }
+    let metadata = Struct { fields: fields.into_iter().collect() };
     Node { id: format!("bench-proxy-{i:05}"), metadata: Some(metadata), ..Default::default() }
 }
 
@@ -220,10 +227,12 @@ pub async fn run(
     mode: Mode,
     rec: Arc<Recorder>,
     stalled: bool,
+    grouped: bool,
 ) -> Result<(), tonic::Status> {
+    let node = node(i, grouped);
     match mode {
-        Mode::Sotw => sotw(channel, i, rec, stalled).await,
-        Mode::Delta => delta(channel, i, rec, stalled).await,
+        Mode::Sotw => sotw(channel, i, node, rec, stalled).await,
+        Mode::Delta => delta(channel, i, node, rec, stalled).await,
     }
 }
 
@@ -265,7 +274,7 @@ fn kind_of(url: &str) -> Result<TypeKind, tonic::Status> {
     TypeKind::from_type_url(url).ok_or_else(|| tonic::Status::internal(format!("unexpected type {url}")))
 }
 
-async fn sotw(channel: Channel, i: usize, rec: Arc<Recorder>, stalled: bool) -> Result<(), tonic::Status> {
+async fn sotw(channel: Channel, i: usize, node: Node, rec: Arc<Recorder>, stalled: bool) -> Result<(), tonic::Status> {
     let (tx, rx) = mpsc::channel(64);
     let req = |kind: TypeKind, names: &[String], version: &str, nonce: &str| {
         wire::frame(&DiscoveryRequest {
@@ -277,7 +286,7 @@ async fn sotw(channel: Channel, i: usize, rec: Arc<Recorder>, stalled: bool) -> 
         })
     };
     let first =
-        DiscoveryRequest { node: Some(node(i)), type_url: TypeKind::Cluster.type_url().into(), ..Default::default() };
+        DiscoveryRequest { node: Some(node), type_url: TypeKind::Cluster.type_url().into(), ..Default::default() };
     let _ = tx.send(wire::frame(&first)).await;
     let mut stream = open(channel, "StreamAggregatedResources", rx).await?;
     if stalled {
@@ -315,14 +324,11 @@ async fn sotw(channel: Channel, i: usize, rec: Arc<Recorder>, stalled: bool) -> 
     Ok(())
 }
 
-async fn delta(channel: Channel, i: usize, rec: Arc<Recorder>, stalled: bool) -> Result<(), tonic::Status> {
+async fn delta(channel: Channel, i: usize, node: Node, rec: Arc<Recorder>, stalled: bool) -> Result<(), tonic::Status> {
     let (tx, rx) = mpsc::channel(64);
     let sub = |kind: TypeKind, names: Vec<Bytes>| wire::frame(&Subscribe { type_url: kind.type_url().into(), names });
-    let first = DeltaDiscoveryRequest {
-        node: Some(node(i)),
-        type_url: TypeKind::Cluster.type_url().into(),
-        ..Default::default()
-    };
+    let first =
+        DeltaDiscoveryRequest { node: Some(node), type_url: TypeKind::Cluster.type_url().into(), ..Default::default() };
     let _ = tx.send(wire::frame(&first)).await;
     let mut stream = open(channel, "DeltaAggregatedResources", rx).await?;
     if stalled {

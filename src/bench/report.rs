@@ -37,6 +37,13 @@ pub struct Results {
     pub weight_p99_ms: f64,
     pub weight_max_ms: f64,
     pub weight_bytes_per_proxy: f64,
+    /// `--istio`: one VirtualService edit → ACK, and what it cost each proxy (0 without `--istio`).
+    pub vs_edit_p50_ms: f64,
+    pub vs_edit_p99_ms: f64,
+    pub vs_edit_bytes_per_proxy: f64,
+    /// The run's `--sidecar-egress` (0: none) and `--istio`.
+    pub sidecar_egress: usize,
+    pub istio: bool,
     pub rss_mb: f64,
     pub baseline_rss_mb: f64,
     pub rss_per_proxy_kb: f64,
@@ -127,6 +134,15 @@ impl Results {
         );
         row("weight change p99 (ms)", f(self.weight_p99_ms), f(self.floor_weight_p99_ms), r(self.weight_floor_ratio));
         row("weight change bytes/proxy", f(self.weight_bytes_per_proxy), "".into(), "".into());
+        if self.istio {
+            row(
+                "VirtualService edit p50 / p99 (ms)",
+                format!("{:.1} / {:.1}", self.vs_edit_p50_ms, self.vs_edit_p99_ms),
+                "".into(),
+                "".into(),
+            );
+            row("VirtualService edit bytes/proxy", f(self.vs_edit_bytes_per_proxy), "".into(), "".into());
+        }
         row(
             "streams reopened (storm / all)",
             format!("{} / {}", self.storm_reconnects, self.reconnects),

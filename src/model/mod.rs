@@ -176,18 +176,14 @@ impl Model {
     /// Whether nothing but endpoints differs (services, policies, mesh objects, settings). O(change), like
     /// [`Model::services_with_changed_endpoints`].
     pub fn only_endpoints_differ(&self, other: &Model) -> bool {
-        self.policies == other.policies && self.same_but_endpoints_and_policies(other)
-    }
-
-    /// Whether nothing but release policies differs (a spec, or the release state laid over it): what each step of
-    /// a grayscale release changes. O(change).
-    pub fn only_policies_differ(&self, other: &Model) -> bool {
-        self.endpoints == other.endpoints && self.same_but_endpoints_and_policies(other)
-    }
-
-    fn same_but_endpoints_and_policies(&self, other: &Model) -> bool {
-        self.services == other.services
+        self.policies == other.policies
             && self.virtual_services == other.virtual_services
+            && self.same_but_endpoints_and_routing(other)
+    }
+
+    /// Everything but endpoints, release policies and VirtualServices is the same.
+    fn same_but_endpoints_and_routing(&self, other: &Model) -> bool {
+        self.services == other.services
             && self.destination_rules == other.destination_rules
             && self.http_routes == other.http_routes
             && self.peer_authentications == other.peer_authentications
@@ -200,14 +196,26 @@ impl Model {
             && self.settings == other.settings
     }
 
-    /// The Services whose clusters, assignments or routes a change of policies from `self` to `other` can touch:
-    /// each changed policy's Service, and every Service with a VirtualService that routes or mirrors to one (a
-    /// policy applies inside those routes). `None` when HTTPRoutes exist (their rules are not followed here).
-    pub fn services_touched_by_policies(&self, other: &Model) -> Option<BTreeSet<ObjectKey>> {
-        if !self.http_routes.is_empty() || !other.http_routes.is_empty() {
+    /// A change of release policies and VirtualServices only (a release step, a VirtualService edit): the
+    /// Services whose clusters, assignments or routes it can touch (see [`RoutingChange`]). `None` for any other
+    /// change, or when HTTPRoutes exist (their rules are not followed here). O(change) but for one pass over the
+    /// by-Service index when VirtualServices changed.
+    pub fn routing_change(&self, other: &Model) -> Option<RoutingChange> {
+        let routing_only = self.endpoints == other.endpoints && self.same_but_endpoints_and_routing(other);
+        if !routing_only || !self.http_routes.is_empty() || !other.http_routes.is_empty() {
             return None;
         }
+        let changed_vs: BTreeSet<&ObjectKey> =
+            self.virtual_services.diff(&other.virtual_services).map(|d| diff_key(&d)).collect();
         let mut touched = BTreeSet::new();
+        // A VirtualService's hosts (their routes) and destinations (their subset clusters), before and after.
+        for m in [self, other].into_iter().filter(|_| !changed_vs.is_empty()) {
+            let index = m.by_service();
+            for map in [&index.virtual_services_of, &index.routed_by] {
+                let hit = map.iter().filter(|(_, vs)| vs.iter().any(|k| changed_vs.contains(k)));
+                touched.extend(hit.map(|(svc, _)| svc.clone()));
+            }
+        }
         for d in self.policies.diff(&other.policies) {
             let (old, new) = match d {
                 imbl::ordmap::DiffItem::Add(_, p) => (None, Some(p)),
@@ -231,8 +239,19 @@ impl Model {
                 .collect();
             touched.extend(via);
         }
-        Some(touched)
+        Some(RoutingChange { touched, listeners_same: changed_vs.is_empty() })
     }
+}
+
+/// What a change of release policies and VirtualServices only touches ([`Model::routing_change`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoutingChange {
+    /// Each changed policy's Service; each changed VirtualService's hosts and destinations; and every Service with
+    /// a VirtualService routing or mirroring to one of those (a policy applies inside those routes).
+    pub touched: BTreeSet<ObjectKey>,
+    /// No VirtualService changed: listeners (which read VirtualServices for gateways' TLS routes and proxyless
+    /// filters, never policies) are the same.
+    pub listeners_same: bool,
 }
 
 /// The key a diff item is about.

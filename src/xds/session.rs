@@ -312,11 +312,18 @@ impl Session {
                 }
             }
             TypeKind::Listener | TypeKind::Route | TypeKind::VirtualHost => {
-                // Only resources the proxy was not already given at this version need their clusters checked.
+                // Only resources the proxy was not already given at this version need their clusters checked: those
+                // the set adds or changes against what was sent (a diff of sets sharing structure: O(change), where
+                // a walk of the set would be O(set) per push: 1,000 virtual hosts per proxy over VHDS).
                 let st = &self.types[kind.index()];
                 let given = |n: &str| st.sent.get(n).or_else(|| st.held.get(n));
-                let new: Vec<String> = set
-                    .iter()
+                let new: Vec<String> = st
+                    .sent
+                    .diff(&set)
+                    .filter_map(|d| match d {
+                        DiffItem::Add(n, r) | DiffItem::Update { new: (n, r), .. } => Some((n, r)),
+                        DiffItem::Remove(..) => None,
+                    })
                     .filter(|(n, r)| !r.refs.is_empty() && given(n).is_none_or(|o| o.version != r.version))
                     .map(|(n, _)| n.clone())
                     .collect();

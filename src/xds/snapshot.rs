@@ -141,31 +141,33 @@ impl Snapshot {
         // A change of release policies only (a grayscale step): the Services it touches are derived again, the
         // rest carried over, whatever the mesh's size.
         let step = match (fast, previous) {
-            (None, Some(p)) if p.model.only_policies_differ(&model) => {
-                p.model.services_touched_by_policies(&model).map(|touched| (p, touched))
-            }
+            (None, Some(p)) => p.model.routing_change(&model).map(|change| (p, change)),
             _ => None,
         };
         let clusters = match (fast, &step) {
             (Some(prev), _) if clusters_same => prev.clusters.clone(),
-            (_, Some((prev, touched))) => patch_services(&prev.clusters, &prev.model, &model, touched, &|m, k| {
-                translate::service_clusters(m, k, false).iter().map(Resource::cluster).collect()
-            }),
+            (_, Some((prev, change))) => {
+                patch_services(&prev.clusters, &prev.model, &model, &change.touched, &|m, k| {
+                    translate::service_clusters(m, k, false).iter().map(Resource::cluster).collect()
+                })
+            }
             _ => encode_onto(translate::clusters(&model).iter().map(Resource::cluster), previous.map(|p| &p.clusters)),
         };
         let prev_mesh = previous.and_then(|p| lock(&p.mesh_clusters).clone());
         let mesh_clusters = prev_mesh.map(|prev| match (fast, &step) {
             (Some(_), _) if mesh_same => prev,
-            (_, Some((p, touched))) => patch_services(&prev, &p.model, &model, touched, &|m, k| {
+            (_, Some((p, change))) => patch_services(&prev, &p.model, &model, &change.touched, &|m, k| {
                 translate::service_clusters(m, k, true).iter().map(Resource::cluster).collect()
             }),
             _ => encode_onto(translate::mesh_clusters(&model).iter().map(Resource::cluster), Some(&prev)),
         });
         let endpoints = match (fast, &step) {
             (Some(prev), _) => Arc::new(endpoints_fast_path(&prev.endpoints, &prev.model, &model, &changed)),
-            (_, Some((prev, touched))) => patch_services(&prev.endpoints, &prev.model, &model, touched, &|m, k| {
-                translate::service_load_assignments(m, k).iter().map(Resource::load_assignment).collect()
-            }),
+            (_, Some((prev, change))) => {
+                patch_services(&prev.endpoints, &prev.model, &model, &change.touched, &|m, k| {
+                    translate::service_load_assignments(m, k).iter().map(Resource::load_assignment).collect()
+                })
+            }
             _ => encode_onto(
                 translate::load_assignments(&model).iter().map(Resource::load_assignment),
                 previous.map(|p| &p.endpoints),
@@ -191,8 +193,9 @@ impl Snapshot {
             _ => (HashMap::new(), HashMap::new()),
         };
         // Listeners do not read policies: after a release step whose clusters did not change they are carried too.
-        let step_same = step.as_ref().is_some_and(|(prev, _)| {
-            Arc::ptr_eq(&prev.clusters, &clusters)
+        let step_same = step.as_ref().is_some_and(|(prev, change)| {
+            change.listeners_same
+                && Arc::ptr_eq(&prev.clusters, &clusters)
                 && lock(&prev.mesh_clusters).as_ref().zip(mesh_clusters.as_ref()).is_none_or(|(a, b)| Arc::ptr_eq(a, b))
         });
         let shapes = match (fast, &step) {
@@ -200,7 +203,7 @@ impl Snapshot {
             (_, Some((prev, _))) if step_same => lock(&prev.shapes).clone(),
             _ => HashMap::new(),
         };
-        let route_patch = step.map(|(_, touched)| touched);
+        let route_patch = step.map(|(_, change)| change.touched);
         let snapshot = Self {
             version,
             routes: Mutex::new(routes),
@@ -695,5 +698,31 @@ mod tests {
             assert_eq!(next.route_patch.is_some(), i >= 2, "edit {i} is a policy-only change: patched");
             prev = next;
         }
+    }
+
+    #[test]
+    fn a_virtual_service_edit_patches_the_touched_services_and_matches_a_fresh_translation() {
+        let yaml = include_str!("../../tests/golden/istio-reviews-80-20/model.yaml");
+        let model = crate::source::parse_str(yaml, "model.yaml").expect("the golden model loads");
+        let store = crate::store::Store::new();
+        store.set_model(model);
+        let prev = Snapshot::build(1, store.model(), None).unwrap();
+        let vhds = ProxyInfo { vhds: true, ..proxy() };
+        let _ = (prev.view(&proxy()), prev.view(&vhds));
+        let reviews = ObjectKey::new("default", "reviews");
+        store.update(|m| {
+            let vs = m.virtual_services.get_mut(&reviews).expect("reviews' VirtualService");
+            let text = serde_json::to_string(&vs.spec).unwrap().replace("\"subset\":\"v2\"", "\"subset\":\"v3\"");
+            vs.spec = serde_json::from_str(&text).unwrap();
+        });
+        let next = Snapshot::build(2, store.model(), Some(&prev)).unwrap();
+        let touched = next.route_patch.clone().expect("a VirtualService edit takes the patch path");
+        assert!(touched.contains(&reviews), "{touched:?}");
+        assert!(!touched.contains(&ObjectKey::new("default", "details")), "details is not touched: {touched:?}");
+        let fresh = Snapshot::build(99, store.model(), None).unwrap();
+        for (k, p) in TypeKind::ALL.into_iter().flat_map(|k| [(k, proxy()), (k, vhds.clone())]) {
+            assert_eq!(next.view(&p).get(k), fresh.view(&p).get(k), "{k:?} (VHDS: {})", p.vhds);
+        }
+        assert!(next.clusters().keys().any(|c| c == "outbound|9080|v3|reviews.default.svc.cluster.local"));
     }
 }

@@ -130,14 +130,18 @@ async fn scenario(sotw: bool) {
     // reviews'), on SotW the route configuration is whole.
     let dump: serde_json::Value =
         serde_json::from_str(&m.envoy.admin_get("/config_dump?resource=dynamic_route_configs").await).unwrap();
-    let config = &dump["configs"][0]["route_config"];
+    let route_config = &dump["configs"][0]["route_config"];
     let vhosts: Vec<&str> =
-        config["virtual_hosts"].as_array().unwrap().iter().filter_map(|v| v["name"].as_str()).collect();
+        route_config["virtual_hosts"].as_array().unwrap().iter().filter_map(|v| v["name"].as_str()).collect();
     if sotw {
-        assert!(config.get("vhds").is_none(), "SotW: no VHDS: {config}");
+        assert!(route_config.get("vhds").is_none(), "SotW: no VHDS: {route_config}");
         assert!(vhosts.contains(&"reviews.default.svc.cluster.local:9080"), "{vhosts:?}");
     } else {
-        assert_eq!(config["vhds"]["config_source"]["ads"], serde_json::json!({}), "Delta: VHDS over ADS: {config}");
+        assert_eq!(
+            route_config["vhds"]["config_source"]["ads"],
+            serde_json::json!({}),
+            "Delta: VHDS over ADS: {route_config}"
+        );
         assert!(vhosts.contains(&"sluice-listen/reviews.default.svc.cluster.local:9080"), "{vhosts:?}");
     }
 

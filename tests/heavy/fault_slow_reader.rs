@@ -59,7 +59,7 @@ async fn deliver(file: &Path, round: usize, rec: &Recorder) -> Duration {
 async fn blind_acker(channel: Channel) {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let mut client = AggregatedDiscoveryServiceClient::new(channel);
-    let mut node = proxy::node(9_999);
+    let mut node = proxy::node(9_999, false);
     node.id = "blind-acker".into();
     let first =
         DiscoveryRequest { node: Some(node), type_url: TypeKind::Cluster.type_url().into(), ..Default::default() };
@@ -94,7 +94,7 @@ async fn proxies_that_stop_reading_do_not_slow_the_others_and_memory_stays_bound
     let mut tasks = Vec::new();
     for i in 0..READERS {
         let mode = if i % 2 == 0 { Mode::Delta } else { Mode::Sotw };
-        tasks.push(tokio::spawn(proxy::run(channel(), i, mode, rec.clone(), false)));
+        tasks.push(tokio::spawn(proxy::run(channel(), i, mode, rec.clone(), false, false)));
     }
     let synced = Instant::now();
     while rec.slots()[..READERS].iter().any(|s| s.synced.load(Ordering::Acquire) == 0) {
@@ -109,7 +109,7 @@ async fn proxies_that_stop_reading_do_not_slow_the_others_and_memory_stays_bound
     // Now the proxies that stop reading, each on its own connection (as separate Envoys would be).
     for i in READERS..READERS + STALLED {
         let mode = if i % 2 == 0 { Mode::Delta } else { Mode::Sotw };
-        tasks.push(tokio::spawn(proxy::run(channel(), i, mode, rec.clone(), true)));
+        tasks.push(tokio::spawn(proxy::run(channel(), i, mode, rec.clone(), true, false)));
     }
     let blind = tokio::spawn(blind_acker(channel()));
     tokio::time::sleep(Duration::from_millis(500)).await;

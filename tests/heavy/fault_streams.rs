@@ -67,7 +67,7 @@ async fn a_thousand_proxies_reconnecting_at_once_all_converge() {
             tokio::spawn(async move {
                 // Like Envoy: when the stream ends, connect again (after a short back-off).
                 loop {
-                    let _ = proxy::run(channel.clone(), i, mode, rec.clone(), false).await;
+                    let _ = proxy::run(channel.clone(), i, mode, rec.clone(), false, false).await;
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             })
