@@ -327,6 +327,17 @@ impl Session {
                     .filter(|(n, r)| !r.refs.is_empty() && given(n).is_none_or(|o| o.version != r.version))
                     .map(|(n, _)| n.clone())
                     .collect();
+                // Usually every cluster they name is held already (a first VHDS push names the whole mesh's):
+                // one merge pass over all their clusters then stands for a lookup pass per resource.
+                if new.len() > 1 {
+                    let mut all: Vec<String> =
+                        new.iter().filter_map(|n| set.get(n)).flat_map(|r| r.refs.iter().cloned()).collect();
+                    all.sort_unstable();
+                    all.dedup();
+                    if self.ready(&all) {
+                        return set;
+                    }
+                }
                 for name in new {
                     if set.get(&name).is_some_and(|r| self.ready(&r.refs)) {
                         continue;
