@@ -24,6 +24,7 @@ const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 const EDS: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
 const LDS: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 const RDS: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+const VHDS: &str = "type.googleapis.com/envoy.config.route.v3.VirtualHost";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_csds_follow_a_real_envoy() {
@@ -71,7 +72,7 @@ async fn check_metrics(s: &Sluice) {
     }
     assert_eq!(prom::value(&m, "pilot_xds", &[("protocol", "delta")]), Some(1.0), "one Envoy on Delta ADS");
     assert_eq!(prom::value(&m, "pilot_xds", &[("protocol", "sotw")]), Some(1.0), "one Envoy on SotW ADS");
-    for t in ["cds", "eds", "lds", "rds"] {
+    for t in ["cds", "eds", "lds", "rds", "vhds"] {
         let pushes = prom::value(&m, "pilot_xds_pushes", &[("type", t)]).unwrap_or(0.0);
         assert!(pushes >= 1.0, "pilot_xds_pushes{{type={t}}} = {pushes}");
         let timed = prom::histogram_count(&m, "pilot_xds_push_time", &[("type", t)]);
@@ -82,14 +83,18 @@ async fn check_metrics(s: &Sluice) {
         assert!(bytes > 0.0, "{t} pushes carried {bytes} bytes");
         assert_eq!(prom::value(&m, "pilot_total_xds_rejects", &[("type", t)]), Some(0.0), "Envoy NACKed nothing");
     }
-    let rds = prom::value(&m, "pilot_xds_pushes", &[("type", "rds")]).unwrap_or(0.0);
-    assert!(rds >= 4.0, "the weight change pushed routes again, to each Envoy: {rds}");
+    // Routes went out once to each Envoy; the weight change again: as the whole configuration to the SotW one, as
+    // the one changed virtual host (VHDS) to the Delta one, which got its virtual hosts over VHDS to begin with.
+    let pushed = |t: &str| prom::value(&m, "pilot_xds_pushes", &[("type", t)]).unwrap_or(0.0);
+    let (rds, vhds) = (pushed("rds"), pushed("vhds"));
+    assert!(rds >= 3.0, "route configurations to each Envoy, and the change to the SotW one: {rds}");
+    assert!(vhds >= 2.0, "the Delta Envoy's virtual hosts, then the changed one: {vhds}");
     let converged = prom::histogram_count(&m, "pilot_proxy_convergence_time", &[]).unwrap_or(0.0);
     assert!(converged >= 2.0, "convergence recorded for the change, per Envoy: {converged}");
     let took = prom::value(&m, "pilot_proxy_convergence_time_sum", &[]).unwrap_or(f64::NAN) / converged;
     assert!((0.0..20.0).contains(&took), "mean convergence {took} s: the change was ACKed within the wait");
     assert!(prom::histogram_count(&m, "pilot_debounce_time", &[]).unwrap_or(0.0) >= 2.0, "two snapshots built");
-    let pushes: Vec<String> = ["cds", "eds", "lds", "rds"]
+    let pushes: Vec<String> = ["cds", "eds", "lds", "rds", "vhds"]
         .iter()
         .map(|t| format!("{t}={}", prom::value(&m, "pilot_xds_pushes", &[("type", t)]).unwrap_or(0.0)))
         .collect();
@@ -132,7 +137,17 @@ async fn envoy_holds(envoy: &common::Envoy) -> BTreeMap<&'static str, BTreeMap<S
             }
         } else if kind.ends_with("RoutesConfigDump") {
             for r in items("dynamic_route_configs") {
-                out.entry(RDS).or_default().insert(s(&r["route_config"]["name"]), s(&r["version_info"]));
+                let config = &r["route_config"];
+                if config.get("vhds").is_none() {
+                    out.entry(RDS).or_default().insert(s(&config["name"]), s(&r["version_info"]));
+                    continue;
+                }
+                // Over VHDS Envoy shows the configuration merged, at the version of its last VHDS update, and
+                // each virtual host without a version: names only.
+                out.entry(RDS).or_default().insert(s(&config["name"]), String::new());
+                for v in config["virtual_hosts"].as_array().cloned().unwrap_or_default() {
+                    out.entry(VHDS).or_default().insert(s(&v["name"]), String::new());
+                }
             }
         }
     }
@@ -142,7 +157,8 @@ async fn envoy_holds(envoy: &common::Envoy) -> BTreeMap<&'static str, BTreeMap<S
 /// CSDS's view of `node` agrees with what that Envoy says it holds. Versions: Delta, each resource's own (as
 /// Envoy shows); SotW, the `version_info` of the last response ACKed (CSDS's definition). Envoy shows a SotW
 /// resource at the response that last changed it: here the same, since each type's last response changed all of
-/// its resources (one CDS and LDS response; the weight change re-sends the one route configuration).
+/// its resources (one CDS and LDS response; the weight change re-sends the one route configuration). Over VHDS
+/// (the Delta Envoy) route configurations and virtual hosts agree by name.
 async fn check_csds(s: &Sluice, envoy: &common::Envoy, node: &str) {
     let mut client = ClientStatusDiscoveryServiceClient::connect(format!("http://{}", s.xds_addr()))
         .await
@@ -163,13 +179,19 @@ async fn check_csds(s: &Sluice, envoy: &common::Envoy, node: &str) {
         assert!(g.error_state.is_none() && g.last_updated.is_some(), "{at}");
         let any = g.xds_config.as_ref().unwrap_or_else(|| panic!("{at}: the resource as sent"));
         assert_eq!(any.type_url, g.type_url, "{at}");
-        let url = [CDS, EDS, LDS, RDS].into_iter().find(|u| *u == g.type_url).expect("a served type");
+        let url = [CDS, EDS, LDS, RDS, VHDS].into_iter().find(|u| *u == g.type_url).expect("a served type");
         csds.entry(url).or_default().insert(g.name.clone(), g.version_info.clone());
     }
     let held = envoy_holds(envoy).await;
-    for url in [CDS, LDS, RDS] {
+    let over_vhds = held.contains_key(VHDS);
+    assert_eq!(over_vhds, node == NODE, "the Delta Envoy takes its virtual hosts over VHDS, the SotW one does not");
+    for url in [CDS, LDS, RDS, VHDS].into_iter().filter(|u| over_vhds || *u != VHDS) {
         assert!(!held.get(url).is_none_or(|m| m.is_empty()), "Envoy holds {url}");
-        assert_eq!(csds.get(url), held.get(url), "CSDS and Envoy's config_dump agree on {url} (name → version)");
+        let mut ours = csds.get(url).cloned().unwrap_or_default();
+        if over_vhds && (url == RDS || url == VHDS) {
+            ours.values_mut().for_each(String::clear);
+        }
+        assert_eq!(Some(&ours), held.get(url), "CSDS and Envoy's config_dump agree on {url} (name → version)");
     }
     // Envoy's dump of load assignments carries no version: the names must agree.
     let names = |m: Option<&BTreeMap<String, String>>| m.map(|m| m.keys().cloned().collect::<Vec<_>>());

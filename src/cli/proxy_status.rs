@@ -3,11 +3,11 @@
 //!
 //! ```text
 //!  sluice proxy-status ──gRPC FetchClientStatus──▶ Sluice :15010 ──▶ one row per proxy:
-//!  NODE            CDS        EDS        LDS        RDS
-//!  reviews-v1-abc  SYNCED 5   SYNCED 5   SYNCED 1   STALE 1/1
+//!  NODE            CDS        EDS        LDS        RDS        VHDS
+//!  reviews-v1-abc  SYNCED 5   SYNCED 5   SYNCED 1   SYNCED 1   STALE 1/4
 //! ```
 //! A type's cell is its worst resource status (ERROR > STALE > NOT SENT > SYNCED) with how many resources have it,
-//! of how many. With Sluice's CA, a last column says when each proxy's workload certificate ends (`-`: none issued
+//! of how many; `-`: the proxy holds none of that type (VHDS: a SotW or proxyless client, or `--no-vhds`). With Sluice's CA, a last column says when each proxy's workload certificate ends (`-`: none issued
 //! to its address). `-o json` prints the CSDS response as Envoy JSON. Errors exit 1.
 
 use crate::xds::TypeKind;
@@ -70,7 +70,7 @@ pub async fn run(args: ProxyStatusArgs) -> anyhow::Result<ExitCode> {
 
 /// One row per proxy; see the module doc.
 pub fn table(configs: &[ClientConfig]) -> String {
-    let mut rows = vec![["NODE", "CDS", "EDS", "LDS", "RDS"].map(String::from).to_vec()];
+    let mut rows = vec![["NODE", "CDS", "EDS", "LDS", "RDS", "VHDS"].map(String::from).to_vec()];
     // With Sluice's CA: when each proxy's workload certificate ends (from the node metadata CSDS adds).
     let cert = |c: &ClientConfig| -> Option<String> {
         use envoy_types::pb::google::protobuf::value::Kind;

@@ -202,9 +202,10 @@ async fn proxy_status_prints_what_each_proxy_holds_per_type() {
     let rows: Vec<Vec<&str>> =
         table.lines().map(|l| l.split("  ").filter(|c| !c.is_empty()).map(str::trim).collect()).collect();
     assert_eq!(rows.len(), 2, "a header and one proxy:\n{table}");
-    assert_eq!(rows[0], ["NODE", "CDS", "EDS", "LDS", "RDS"]);
+    assert_eq!(rows[0], ["NODE", "CDS", "EDS", "LDS", "RDS", "VHDS"]);
     assert_eq!(rows[1][0], "ps-synced");
-    assert!(rows[1][1..].iter().all(|c| c.starts_with("SYNCED ")), "every type synced:\n{table}");
+    assert!(rows[1][1..5].iter().all(|c| c.starts_with("SYNCED ")), "every type synced:\n{table}");
+    assert_eq!(rows[1][5], "-", "a SotW proxy takes no VHDS:\n{table}");
 
     let json = run(vec!["proxy-status".into(), "--xds".into(), xds, "-o".into(), "json".into()]).await;
     let v: serde_json::Value = serde_json::from_str(&json).expect("JSON");
