@@ -137,6 +137,16 @@ impl Delta {
         self.tx.send(req).await.expect("request stream open");
     }
 
+    #[allow(dead_code)] // not every test binary including this file uses it
+    pub async fn unsubscribe(&mut self, type_url: &str, names: &[&str]) {
+        let req = DeltaDiscoveryRequest {
+            type_url: type_url.into(),
+            resource_names_unsubscribe: names.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        self.tx.send(req).await.expect("request stream open");
+    }
+
     pub async fn reply(&mut self, r: &DeltaDiscoveryResponse, nack: Option<&str>) {
         let req = DeltaDiscoveryRequest {
             type_url: r.type_url.clone(),

@@ -3,7 +3,7 @@
 mod client;
 mod limits;
 
-use client::{CDS, Delta, EDS, LDS, RDS, Sotw, names};
+use client::{CDS, Delta, EDS, LDS, RDS, Sotw, VHDS, names};
 use sluice::model::*;
 use sluice::server::{Options, Sluice};
 use sluice::xds::TypeKind;
@@ -312,6 +312,55 @@ async fn delta_unknown_names_are_reported_removed_then_sent_when_they_appear() {
     .await;
     let r = d.recv().await;
     assert_eq!(r.resources.iter().map(|x| x.name.clone()).collect::<Vec<_>>(), vec![v2]);
+    s.shutdown().await;
+}
+
+/// A Delta client that names its VHDS subscription (Envoy's first request names none) gets the virtual hosts of the
+/// route configurations it names, only once their clusters are held; dropping a configuration and asking for it
+/// again sends its virtual hosts again.
+#[tokio::test]
+async fn delta_vhds_by_configuration_name_follows_subscribe_and_unsubscribe() {
+    use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+    use prost::Message;
+    let s = start(bookinfo()).await;
+    let mut d = Delta::connect(s.xds_addr(), "p-vhds").await;
+    // Clusters by wildcard, as Envoy takes them (what make-before-break orders against), not ACKed yet.
+    d.subscribe(CDS, &[], HashMap::new()).await;
+    let cds = d.recv().await;
+    d.subscribe(RDS, &["sluice-listen"], HashMap::new()).await;
+    let rds = d.recv().await;
+    let header = RouteConfiguration::decode(rds.resources[0].resource.as_ref().unwrap().value.as_slice()).unwrap();
+    assert!(header.vhds.is_some() && header.virtual_hosts.is_empty(), "the VHDS form: {header:?}");
+    d.reply(&rds, None).await;
+    d.subscribe(VHDS, &["sluice-listen"], HashMap::new()).await;
+    // Make before break: no virtual host before its cluster and assignment are held.
+    let first = d.recv().await;
+    assert!(first.resources.is_empty(), "held back until the clusters are ACKed: {first:?}");
+    d.reply(&first, None).await;
+    d.reply(&cds, None).await;
+    let clusters: Vec<String> = cds.resources.iter().map(|r| r.name.clone()).collect();
+    d.subscribe(EDS, &clusters.iter().map(String::as_str).collect::<Vec<_>>(), HashMap::new()).await;
+    let eds = d.recv().await;
+    d.reply(&eds, None).await;
+    let vhost_names = |r: &envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryResponse| {
+        let mut n: Vec<String> = r.resources.iter().map(|x| x.name.clone()).collect();
+        n.sort();
+        n
+    };
+    let want = [
+        "sluice-listen/ratings.default.svc.cluster.local:9080",
+        "sluice-listen/reviews.default.svc.cluster.local:9080",
+    ];
+    let vh = d.recv().await;
+    assert_eq!(vh.type_url, VHDS);
+    assert_eq!(vhost_names(&vh), want);
+    d.reply(&vh, None).await;
+    assert!(d.try_recv(QUIET).await.is_none(), "nothing more while nothing changes");
+    // The configuration dropped and named again: its virtual hosts are sent again.
+    d.unsubscribe(VHDS, &["sluice-listen"]).await;
+    d.subscribe(VHDS, &["sluice-listen"], HashMap::new()).await;
+    let again = d.recv().await;
+    assert_eq!(vhost_names(&again), want, "sent again after the proxy dropped them");
     s.shutdown().await;
 }
 
