@@ -21,7 +21,7 @@
 
 use super::contain::Containment;
 use super::registry::{Nack, StreamGuard, TypeStatus};
-use super::resource::{ResourceSet, TypeKind};
+use super::resource::{Resource, ResourceSet, TypeKind};
 use super::snapshot::{Snapshot, View};
 use super::sorted;
 use crate::model::ProxyInfo;
@@ -93,11 +93,7 @@ impl TypeState {
     /// VHDS: the proxy dropped (or subscribes anew to) route configuration `config`, and with it every virtual
     /// host it was sent under it: none counts as sent or held any more.
     pub fn forget_namespace(&mut self, config: &str) {
-        let prefix = format!("{config}/");
-        let under = |set: &ResourceSet| -> Vec<String> {
-            let range = set.range(prefix.clone()..).take_while(|(n, _)| n.starts_with(&prefix));
-            range.filter(|(n, _)| crate::translate::vhds::namespace_of(n) == config).map(|(n, _)| n.clone()).collect()
-        };
+        let under = |set: &ResourceSet| -> Vec<String> { in_config(set, config).map(|(n, _)| n.clone()).collect() };
         for name in under(&self.sent) {
             self.sent.remove(&name);
         }
@@ -139,15 +135,17 @@ fn vhds_target(all: &ResourceSet, configs: &ResourceSet, names: &BTreeSet<String
     }
     let mut set = ResourceSet::new();
     for config in names.iter().filter(|c| configs.contains_key(*c)) {
-        let prefix = format!("{config}/");
-        let range = all.range(prefix.clone()..).take_while(|(n, _)| n.starts_with(&prefix));
-        set.extend(
-            range
-                .filter(|(n, _)| crate::translate::vhds::namespace_of(n) == config)
-                .map(|(n, r)| (n.clone(), r.clone())),
-        );
+        set.extend(in_config(all, config).map(|(n, r)| (n.clone(), r.clone())));
     }
     set
+}
+
+/// The VHDS resources of `set` filed under route configuration `config` (names `config/…`, the last `/` theirs):
+/// one range of the sorted set.
+fn in_config<'a>(set: &'a ResourceSet, config: &'a str) -> impl Iterator<Item = (&'a String, &'a Arc<Resource>)> + 'a {
+    let prefix = format!("{config}/");
+    let range = set.range(prefix.clone()..).take_while(move |(n, _)| n.starts_with(&prefix));
+    range.filter(move |(n, _)| crate::translate::vhds::namespace_of(n) == config)
 }
 
 pub(crate) struct Session {
