@@ -87,7 +87,12 @@ pub struct Snapshot {
     scoped: Mutex<HashMap<(Visibility, bool), ScopedSets>>,
     /// Per limited visibility: the visible part of the model (built when a route or shape cache misses).
     models: Mutex<HashMap<Visibility, Arc<Model>>>,
+    /// Per Sidecar, proxy namespace and visibility: the scope it gives (see [`Snapshot::scoped`]).
+    egress: Mutex<HashMap<EgressKey, Option<Visibility>>>,
 }
+
+/// A Sidecar, the namespace of the proxy it scopes, and that proxy's visibility before it.
+type EgressKey = (ObjectKey, String, Visibility);
 
 impl std::fmt::Debug for Snapshot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -212,6 +217,7 @@ impl Snapshot {
             shapes: Mutex::new(shapes),
             scoped: Mutex::new(scoped),
             models: Mutex::default(),
+            egress: Mutex::default(),
             model,
             changed_at: std::time::Instant::now(),
             clusters,
@@ -263,7 +269,7 @@ impl Snapshot {
     pub fn view(&self, proxy: &ProxyInfo) -> View {
         // A Sidecar narrows the proxy's visibility (recomputed from each snapshot's model): the caches below are
         // keyed by it, so proxies under the same effective Sidecar share every set.
-        let scoped = self.model.scoped_proxy(proxy);
+        let scoped = self.scoped(proxy);
         let proxy = scoped.as_ref().unwrap_or(proxy);
         let visibility = &proxy.visibility;
         let (base_clusters, endpoints) = self.sets_for(visibility, proxy.mtls);
@@ -287,6 +293,19 @@ impl Snapshot {
             cache.entry(ProxyShape::of(proxy)).or_insert_with(|| self.shape_sets(proxy, &base_clusters)).clone()
         };
         View { sets: [clusters, endpoints, listeners, routes, vhosts] }
+    }
+
+    /// The proxy as its Sidecar scopes it, if one does; the scope computed once per Sidecar, namespace and
+    /// visibility in this snapshot (it reads the whole by-Service index).
+    fn scoped(&self, proxy: &ProxyInfo) -> Option<ProxyInfo> {
+        let (key, sidecar) = self.model.proxy_sidecar(proxy)?;
+        let cache_key = (key.clone(), proxy.namespace.clone(), proxy.visibility.clone());
+        let cached = lock(&self.egress).get(&cache_key).cloned();
+        let visibility = cached.unwrap_or_else(|| {
+            let v = self.model.egress_of(sidecar, &proxy.namespace, &proxy.visibility);
+            lock(&self.egress).entry(cache_key).or_insert(v).clone()
+        })?;
+        Some(ProxyInfo { visibility, ..proxy.clone() })
     }
 
     /// One scope's route configurations, whole and in their VHDS form. After a policy-only change the previous

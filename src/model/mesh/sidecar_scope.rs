@@ -10,7 +10,9 @@
 //!                          with the same effective Sidecar share every encoded set)
 //! ```
 //! A service is visible when one host entry matches it: its namespace is the entry's (or the entry's is `*`),
-//! and its FQDN matches the entry's dnsName (`*`, `*.suffix`, or equal), as istiod's `selectServices`.
+//! and its FQDN matches the entry's dnsName (`*`, `*.suffix`, or equal), as istiod's `selectServices`; or when a
+//! VirtualService of a visible service routes or mirrors to it (istiod adds a VirtualService's destinations to the
+//! scope: [`Model::egress_of`]).
 //! Gateways get no Sidecar (istiod gives them the default scope).
 
 use super::older;
@@ -26,6 +28,9 @@ pub struct Egress {
     pub within: Option<BTreeSet<String>>,
     /// `(namespace or "*", dnsName)`, `.` resolved to the proxy's namespace; sorted, without repeats.
     pub hosts: Vec<(String, String)>,
+    /// `(namespace, FQDN)` of services a visible service's VirtualService routes or mirrors to, allowed too (as
+    /// istiod infers them); sorted.
+    pub destinations: Vec<(String, String)>,
     pub mode: OutboundMode,
 }
 
@@ -58,12 +63,13 @@ impl Egress {
             Visibility::Namespaces(set) => Some(set.clone()),
             Visibility::Egress(e) => e.within.clone(),
         };
-        Some(Egress { within, hosts, mode })
+        Some(Egress { within, hosts, destinations: Vec::new(), mode })
     }
 
     /// Whether a service of `namespace` with this FQDN is imported.
     pub fn allows(&self, namespace: &str, fqdn: &str) -> bool {
         self.hosts.iter().any(|(ns, name)| (ns == "*" || ns == namespace) && host_matches(name, fqdn))
+            || self.destinations.iter().any(|(ns, host)| ns == namespace && host.eq_ignore_ascii_case(fqdn))
     }
 }
 
@@ -123,13 +129,39 @@ impl Model {
             .or_else(|| oldest(&self.settings.root_namespace, &unselected))
     }
 
-    /// The proxy's visibility narrowed by its Sidecar, when one applies and narrows anything.
-    pub fn egress_visibility(&self, proxy: &ProxyInfo) -> Option<Visibility> {
+    /// The Sidecar that applies to `proxy` (none for a gateway).
+    pub fn proxy_sidecar(&self, proxy: &ProxyInfo) -> Option<(&ObjectKey, &Sidecar)> {
         if matches!(proxy.mode, InterceptionMode::Gateway(_)) {
             return None;
         }
-        let (_, sidecar) = self.sidecar_for(&proxy.namespace, &proxy.labels)?;
-        Egress::of(sidecar, &proxy.namespace, &proxy.visibility).map(|e| Visibility::Egress(Box::new(e)))
+        self.sidecar_for(&proxy.namespace, &proxy.labels)
+    }
+
+    /// The proxy's visibility narrowed by its Sidecar, when one applies and narrows anything.
+    pub fn egress_visibility(&self, proxy: &ProxyInfo) -> Option<Visibility> {
+        let (_, sidecar) = self.proxy_sidecar(proxy)?;
+        self.egress_of(sidecar, &proxy.namespace, &proxy.visibility)
+    }
+
+    /// `sidecar`'s scope for a proxy of `namespace` seeing `base` (see [`Egress::of`]), with the destinations of
+    /// the VirtualServices of the services it allows. One pass over the by-Service index: callers cache it per
+    /// Sidecar, namespace and visibility (`xds::snapshot`).
+    pub fn egress_of(&self, sidecar: &Sidecar, namespace: &str, base: &Visibility) -> Option<Visibility> {
+        let mut egress = Egress::of(sidecar, namespace, base)?;
+        let index = self.by_service();
+        let fqdn = |k: &ObjectKey| format!("{}.{}.svc.{CLUSTER_DOMAIN}", k.name, k.namespace);
+        let allowed = |k: &ObjectKey| egress.allows(&k.namespace, &fqdn(k));
+        let visible: BTreeSet<&ObjectKey> =
+            index.virtual_services_of.iter().filter(|(svc, _)| allowed(svc)).flat_map(|(_, vs)| vs).collect();
+        let mut destinations: Vec<(String, String)> = index
+            .routed_by
+            .iter()
+            .filter(|(dest, vs)| !allowed(dest) && vs.iter().any(|v| visible.contains(v)))
+            .map(|(dest, _)| (dest.namespace.clone(), fqdn(dest)))
+            .collect();
+        destinations.sort();
+        egress.destinations = destinations;
+        Some(Visibility::Egress(Box::new(egress)))
     }
 
     /// The proxy as its Sidecar scopes it (its `visibility` narrowed), if one does.
@@ -213,6 +245,45 @@ mod tests {
         let v = Visibility::Egress(Box::new(c));
         assert!(v.registry_only() && v.sees_host("a", "x.a.svc.cluster.local") && !v.sees_host("b", "x.b"));
         assert!(v.sees_service(&ObjectKey::new("a", "x")), "no egress: */*");
+    }
+
+    #[test]
+    fn a_visible_virtual_service_brings_its_destinations_into_the_scope() {
+        let yaml = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: default}
+spec: {ports: [{name: http, port: 9080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: reviews-next, namespace: default}
+spec: {ports: [{name: http, port: 9080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ratings, namespace: default}
+spec: {ports: [{name: http, port: 9080}]}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {host: reviews}
+      weight: 90
+    - destination: {host: reviews-next}
+      weight: 10
+"#;
+        let m = crate::source::parse_str(yaml, "mesh.yaml").expect("loads");
+        let hosts = json!({"egress": [{"hosts": ["./reviews.default.svc.cluster.local"]}]});
+        let (_, s) = sidecar("default", "s", 0, hosts);
+        let v = m.egress_of(&s, "default", &Visibility::All).expect("narrows");
+        assert!(v.sees_service(&ObjectKey::new("default", "reviews")));
+        assert!(v.sees_service(&ObjectKey::new("default", "reviews-next")), "the VirtualService's destination");
+        assert!(!v.sees_service(&ObjectKey::new("default", "ratings")), "nothing routes there");
     }
 
     #[test]
