@@ -16,6 +16,7 @@ impl Protocol for Delta {
     type Req = DeltaDiscoveryRequest;
     type Resp = DeltaDiscoveryResponse;
     const NAME: &'static str = "delta";
+    const VHDS: bool = true;
 
     fn node(req: &DeltaDiscoveryRequest) -> Option<&Node> {
         req.node.as_ref()

@@ -12,6 +12,7 @@ use super::resource::{Resource, ResourceSet, TypeKind};
 use super::visible;
 use crate::model::{DEFAULT_VERSION_LABEL, InterceptionMode, Model, ObjectKey, ProxyInfo, Visibility};
 use crate::translate::{self, RouteScope};
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use imbl::ordmap::DiffItem;
 use std::collections::BTreeMap;
 use std::collections::HashMap;
@@ -78,8 +79,8 @@ pub struct Snapshot {
     /// The previous snapshot's route sets when this one translates routes anew: its virtual host sets are edited
     /// into the new ones, so a stream's diff of what it was sent against them costs O(change).
     previous_routes: RouteCache,
-    /// After a change of release policies only: the Services whose virtual hosts may differ from the previous
-    /// snapshot's (the rest are carried over; see [`Model::services_touched_by_policies`]).
+    /// After a change of release policies and VirtualServices only: the Services whose virtual hosts may differ
+    /// from the previous snapshot's (the rest are carried over; see [`Model::routing_change`]).
     route_patch: Option<std::collections::BTreeSet<ObjectKey>>,
     shapes: Mutex<HashMap<ProxyShape, ShapeSets>>,
     /// Per limited visibility (and workload mTLS or not): its clusters and assignments (carried to the next
@@ -143,8 +144,8 @@ impl Snapshot {
         let (clusters_same, routes_same) = (same(versions_of), same(readiness_of));
         // Service accounts are only in the mesh clusters' SANs.
         let mesh_same = clusters_same && same(accounts_of);
-        // A change of release policies only (a grayscale step): the Services it touches are derived again, the
-        // rest carried over, whatever the mesh's size.
+        // A change of release policies and VirtualServices only (a release step, a VirtualService edit): the
+        // Services it touches are derived again, the rest carried over, whatever the mesh's size.
         let step = match (fast, previous) {
             (None, Some(p)) => p.model.routing_change(&model).map(|change| (p, change)),
             _ => None,
@@ -284,7 +285,10 @@ impl Snapshot {
         let (routes, vhosts) = match vhds {
             true => (routes.headers, routes.vhosts),
             false => {
-                let full = routes.full.get_or_init(|| self.route_sets_full(&key, &base_clusters).0);
+                let full = routes.full.get_or_init(|| {
+                    let configs = self.translate_routes(&key);
+                    self.encode_whole(&key, &configs, &base_clusters)
+                });
                 (full.clone(), no_resources())
             }
         };
@@ -308,7 +312,7 @@ impl Snapshot {
         Some(ProxyInfo { visibility, ..proxy.clone() })
     }
 
-    /// One scope's route configurations, whole and in their VHDS form. After a policy-only change the previous
+    /// One scope's route configurations, whole and in their VHDS form. After a routing-only change the previous
     /// snapshot's VHDS sets are patched (only the touched Services' virtual hosts translated), and the whole form
     /// waits until a proxy that takes it asks.
     fn route_sets(&self, key: &(Visibility, RouteScope), clusters: &ResourceSet) -> RouteSets {
@@ -321,28 +325,36 @@ impl Snapshot {
                 vhosts: self.patched_vhosts(key, &prev.vhosts, touched, clusters),
             };
         }
-        let (full, headers, vhosts) = self.route_sets_full(key, clusters);
-        RouteSets { full: Arc::new(std::sync::OnceLock::from(full)), headers, vhosts }
+        let configs = self.translate_routes(key);
+        let full = self.encode_whole(key, &configs, clusters);
+        let previous = self.previous_routes.get(key);
+        let (headers, vhosts) = translate::vhds::split(&configs);
+        RouteSets {
+            full: Arc::new(std::sync::OnceLock::from(full)),
+            headers: Arc::new(encode(headers.iter().map(Resource::route), previous.map(|p| &*p.headers))),
+            vhosts: encode_onto(vhosts.iter().map(Resource::virtual_host), previous.map(|p| &p.vhosts)),
+        }
     }
 
-    /// Translates and encodes one scope's route configurations: whole, and their VHDS form (configurations and
-    /// virtual hosts).
-    fn route_sets_full(
+    /// One scope's route configurations, translated from the part of the model its visibility covers and checked
+    /// against Envoy's API constraints.
+    fn translate_routes(&self, (visibility, scope): &(Visibility, RouteScope)) -> Vec<RouteConfiguration> {
+        let configs = translate::route_configs(&self.model_for(visibility), scope);
+        report_violations(configs.iter().map(|c| (c.name.as_str(), super::pgv::check_message(c))));
+        configs
+    }
+
+    /// The whole form of one scope's route configurations, encoded (sharing what the previous snapshot had).
+    fn encode_whole(
         &self,
         key: &(Visibility, RouteScope),
+        configs: &[RouteConfiguration],
         clusters: &ResourceSet,
-    ) -> (Arc<ResourceSet>, Arc<ResourceSet>, Arc<ResourceSet>) {
-        let (visibility, scope) = key;
-        let model = self.model_for(visibility);
-        let configs = translate::route_configs(&model, scope);
-        report_violations(configs.iter().map(|c| (c.name.as_str(), super::pgv::check_message(c))));
-        let previous = self.previous_routes.get(key);
-        let full = encode(configs.iter().map(Resource::route), previous.and_then(|p| p.full.get()).map(|f| &**f));
-        warn_dangling(&full, clusters, scope.passthrough);
-        let (headers, vhosts) = translate::vhds::split(&configs);
-        let headers = encode(headers.iter().map(Resource::route), previous.map(|p| &*p.headers));
-        let vhosts = encode_onto(vhosts.iter().map(Resource::virtual_host), previous.map(|p| &p.vhosts));
-        (Arc::new(full), Arc::new(headers), vhosts)
+    ) -> Arc<ResourceSet> {
+        let previous = self.previous_routes.get(key).and_then(|p| p.full.get());
+        let full = encode(configs.iter().map(Resource::route), previous.map(|f| &**f));
+        warn_dangling(&full, clusters, key.1.passthrough);
+        Arc::new(full)
     }
 
     /// The previous snapshot's virtual hosts with those of the `touched` Services translated again.

@@ -15,6 +15,7 @@ impl Protocol for Sotw {
     type Req = DiscoveryRequest;
     type Resp = DiscoveryResponse;
     const NAME: &'static str = "sotw";
+    const VHDS: bool = false;
 
     fn node(req: &DiscoveryRequest) -> Option<&Node> {
         req.node.as_ref()

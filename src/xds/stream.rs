@@ -50,6 +50,8 @@ pub(crate) trait Protocol: Send + 'static {
     type Req: prost::Message + Default + Send + 'static;
     type Resp: prost::Message + Default + Send + 'static;
     const NAME: &'static str;
+    /// Envoy takes VHDS on this protocol (Delta only: it refuses a route configuration naming VHDS on SotW).
+    const VHDS: bool;
     fn node(req: &Self::Req) -> Option<&Node>;
     fn type_url(req: &Self::Req) -> &str;
     fn name_count(req: &Self::Req) -> usize;
@@ -93,8 +95,8 @@ pub(crate) async fn run<P: Protocol>(
             return tx.fail(status);
         }
     }
-    // Envoy takes VHDS over Delta ADS only (it refuses a route configuration naming VHDS on a SotW stream).
-    proxy.vhds &= ctx.vhds && P::NAME == super::delta::Delta::NAME && only.is_none();
+    // VHDS on the aggregated stream only: the per-type services have no VirtualHost type.
+    proxy.vhds &= ctx.vhds && P::VHDS && only.is_none();
     let span = tracing::info_span!("xds", proxy = %proxy.id, protocol = P::NAME);
     if let Some(p) = &peer {
         span.in_scope(|| tracing::info!(identity = %p.identity, "mTLS identity accepted"));
