@@ -20,6 +20,7 @@ pub mod envoy_json;
 pub mod inject;
 pub mod iptables;
 pub mod model;
+pub mod parallel;
 pub mod release;
 pub mod server;
 pub mod source;

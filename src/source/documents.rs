@@ -100,13 +100,32 @@ pub(crate) fn parse_file(text: &str, origin: &str, out: &mut Parsed) {
         return;
     }
     let file: Arc<str> = Arc::from(origin);
-    for chunk in split_documents(text) {
-        let seq = out.documents;
-        out.documents += 1;
-        let doc = Arc::new(Doc { file: file.clone(), start_line: chunk.start_line, text: chunk.text.to_string(), seq });
-        parse_document(doc, out);
+    let docs: Vec<Arc<Doc>> = split_documents(text)
+        .into_iter()
+        .enumerate()
+        .map(|(i, chunk)| {
+            let seq = out.documents + i as u64;
+            Arc::new(Doc { file: file.clone(), start_line: chunk.start_line, text: chunk.text.to_string(), seq })
+        })
+        .collect();
+    out.documents += docs.len() as u64;
+    // Documents parse independently: contiguous runs on threads of their own, joined in order, so objects,
+    // errors and warnings come out exactly as a single pass gives them.
+    let parts = crate::parallel::runs(&docs, PARALLEL_FROM, |run| {
+        let mut part = Parsed::default();
+        run.iter().for_each(|doc| parse_document(doc.clone(), &mut part));
+        part
+    });
+    for part in parts {
+        out.objects.extend(part.objects);
+        out.errors.extend(part.errors);
+        out.warnings.extend(part.warnings);
+        out.broken_services.extend(part.broken_services);
     }
 }
+
+/// Files of fewer documents parse on the calling thread (a thread costs more than they do).
+const PARALLEL_FROM: usize = 256;
 
 fn parse_document(doc: Arc<Doc>, out: &mut Parsed) {
     let value: Value = match serde_yaml::from_str(&doc.text) {
@@ -158,7 +177,7 @@ fn parse_document(doc: Arc<Doc>, out: &mut Parsed) {
 /// The document as `T`, from the value already parsed; only when that fails is the text parsed again, for the
 /// error's line (a value has no positions). Parsing each document once halves loading a large file.
 fn typed<T: DeserializeOwned>(doc: &Doc, value: &Value, label: &str, out: &mut Parsed) -> Option<T> {
-    if let Ok(t) = serde_yaml::from_value(value.clone()) {
+    if let Ok(t) = T::deserialize(value) {
         return Some(t);
     }
     match serde_yaml::from_str(&doc.text) {

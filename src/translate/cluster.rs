@@ -158,9 +158,8 @@ pub fn outbound_clusters(model: &Model, proxy: &ProxyInfo) -> Vec<Cluster> {
 }
 
 fn outbound(model: &Model, mesh: bool) -> Vec<Cluster> {
-    let mut out: Vec<Cluster> = model.services.keys().flat_map(|key| service_clusters(model, key, mesh)).collect();
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    out
+    let out = super::per_service(model, |key| service_clusters(model, key, mesh));
+    super::sorted_by_name(out, |c| &c.name)
 }
 
 /// One Service's outbound clusters ([`clusters`], or with `mesh` [`mesh_clusters`]): what a change to that

@@ -26,10 +26,8 @@ use std::net::IpAddr;
 
 /// One assignment per EDS cluster of [`super::clusters`], sorted by cluster name.
 pub fn load_assignments(model: &Model) -> Vec<ClusterLoadAssignment> {
-    let mut out: Vec<ClusterLoadAssignment> =
-        model.services.keys().flat_map(|key| service_load_assignments(model, key)).collect();
-    out.sort_by(|a, b| a.cluster_name.cmp(&b.cluster_name));
-    out
+    let out = super::per_service(model, |key| service_load_assignments(model, key));
+    super::sorted_by_name(out, |a| &a.cluster_name)
 }
 
 /// The fast path for endpoint churn: the assignments of one service only (empty if the service is unknown),

@@ -88,3 +88,23 @@ pub(crate) fn tcp_address(ip: &str, port: u16) -> SocketAddress {
 pub(crate) fn seconds(s: i64) -> Duration {
     Duration { seconds: s, nanos: 0 }
 }
+
+/// `f` over every Service of the model, on every core (see [`crate::parallel`]), the results of each Service in
+/// the model's order: what a whole-mesh translation does per Service, which is most of its time at 10,000.
+pub fn per_service<R: Send>(
+    model: &crate::model::Model,
+    f: impl Fn(&crate::model::ObjectKey) -> Vec<R> + Sync,
+) -> Vec<R> {
+    let keys: Vec<&crate::model::ObjectKey> = model.services.keys().collect();
+    let runs = crate::parallel::runs(&keys, 256, |run| run.iter().flat_map(|k| f(k)).collect::<Vec<R>>());
+    runs.into_iter().flatten().collect()
+}
+
+/// `items` sorted by `name`, each moved once: translated messages are large, and sorting tens of thousands of them
+/// in place moved each many times over (a fifth of `sluice validate` at 10,000 Services).
+pub(crate) fn sorted_by_name<T>(items: Vec<T>, name: impl Fn(&T) -> &str) -> Vec<T> {
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_by(|&a, &b| name(&items[a]).cmp(name(&items[b])));
+    let mut slots: Vec<Option<T>> = items.into_iter().map(Some).collect();
+    order.into_iter().filter_map(|i| slots[i].take()).collect()
+}

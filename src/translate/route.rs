@@ -102,15 +102,13 @@ pub fn route_configs(model: &Model, scope: &RouteScope) -> Vec<RouteConfiguratio
     if scope.listen {
         by_config.insert(naming::LISTEN_ROUTE_CONFIG.to_string(), Vec::new());
     }
-    for key in model.services.keys() {
-        for (config, vhost) in service_virtual_hosts(model, scope, key) {
-            by_config.entry(config).or_default().push(vhost);
-        }
+    for (config, vhost) in super::per_service(model, |key| service_virtual_hosts(model, scope, key)) {
+        by_config.entry(config).or_default().push(vhost);
     }
     by_config
         .into_iter()
-        .map(|(name, mut virtual_hosts)| {
-            virtual_hosts.sort_by(|a, b| a.name.cmp(&b.name));
+        .map(|(name, virtual_hosts)| {
+            let mut virtual_hosts = super::sorted_by_name(virtual_hosts, |v| &v.name);
             if scope.passthrough {
                 virtual_hosts.push(if scope.registry_only { super::registry_only::block_all() } else { allow_any() });
             }

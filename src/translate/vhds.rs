@@ -21,19 +21,18 @@ use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, Vhds, Virtua
 /// configuration without virtual hosts stays whole: Envoy would wait for a first VHDS answer that names none of
 /// its virtual hosts (up to its 15 s initial fetch timeout) before warming the listener that uses it.
 pub fn split(configs: &[RouteConfiguration]) -> (Vec<RouteConfiguration>, Vec<VirtualHost>) {
-    let mut headers = Vec::with_capacity(configs.len());
-    let mut vhosts = Vec::new();
-    for config in configs {
-        if config.virtual_hosts.is_empty() {
-            headers.push(config.clone());
-            continue;
-        }
-        let mut header = config.clone();
-        header.vhds = Some(Vhds { config_source: Some(ads_config_source()) });
-        vhosts.extend(std::mem::take(&mut header.virtual_hosts).into_iter().map(|v| named(&config.name, v)));
-        headers.push(header);
+    let vhosts = configs.iter().flat_map(|c| c.virtual_hosts.iter().map(|v| named(&c.name, v.clone()))).collect();
+    (configs.iter().cloned().map(header).collect(), vhosts)
+}
+
+/// A route configuration's VHDS form: without its virtual hosts, saying `vhds` (one without virtual hosts stays
+/// whole).
+pub fn header(mut config: RouteConfiguration) -> RouteConfiguration {
+    if !config.virtual_hosts.is_empty() {
+        config.virtual_hosts = Vec::new();
+        config.vhds = Some(Vhds { config_source: Some(ads_config_source()) });
     }
-    (headers, vhosts)
+    config
 }
 
 /// A virtual host of configuration `config` as a VHDS resource: named `<configuration>/<virtual host>`.

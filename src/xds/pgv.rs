@@ -17,7 +17,7 @@ use prost_reflect::{
     ReflectMessage, Value,
 };
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 /// One broken constraint: where (`virtual_hosts[0].routes[2].match.headers[0].name`) and which rule.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,7 +41,7 @@ pub fn check(type_name: &str, bytes: &[u8]) -> Vec<Violation> {
     match DynamicMessage::decode(desc, bytes) {
         Ok(msg) => {
             let mut out = Vec::new();
-            walk(&msg, "", &mut out);
+            walk(&msg, &Path::Root, &mut out);
             out
         }
         Err(e) => vec![Violation { path: String::new(), rule: format!("does not decode: {e}") }],
@@ -62,14 +62,14 @@ struct MessageRules {
 }
 
 fn rules_of(desc: &MessageDescriptor) -> Arc<MessageRules> {
-    static CACHE: OnceLock<Mutex<HashMap<String, Arc<MessageRules>>>> = OnceLock::new();
-    let cache = CACHE.get_or_init(Mutex::default);
-    if let Some(r) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(desc.full_name()) {
-        return r.clone();
+    // Per thread: the checks run on every core, and a shared lock per message was contended.
+    thread_local! {
+        static CACHE: std::cell::RefCell<HashMap<String, Arc<MessageRules>>> = Default::default();
     }
-    let compiled = Arc::new(compile(desc));
-    cache.lock().unwrap_or_else(|e| e.into_inner()).insert(desc.full_name().to_string(), compiled.clone());
-    compiled
+    CACHE.with_borrow_mut(|cache| match cache.get(desc.full_name()) {
+        Some(r) => r.clone(),
+        None => cache.entry(desc.full_name().to_string()).or_insert_with(|| Arc::new(compile(desc))).clone(),
+    })
 }
 
 struct Extensions {
@@ -233,7 +233,29 @@ const WRAPPERS: [&str; 6] = [
     "google.protobuf.FloatValue",
 ];
 
-fn walk(msg: &DynamicMessage, path: &str, out: &mut Vec<Violation>) {
+/// Where a value sits in the checked message: made text only for a violation (formatting every field's path
+/// was most of the walk).
+#[derive(Clone, Copy)]
+enum Path<'a> {
+    Root,
+    Field(&'a Path<'a>, &'a str),
+    Index(&'a Path<'a>, usize),
+    Key(&'a Path<'a>, &'a MapKey),
+}
+
+impl std::fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Path::Root => Ok(()),
+            Path::Field(Path::Root, name) => f.write_str(name),
+            Path::Field(parent, name) => write!(f, "{parent}.{name}"),
+            Path::Index(parent, i) => write!(f, "{parent}[{i}]"),
+            Path::Key(parent, k) => write!(f, "{parent}[{}]", key(k)),
+        }
+    }
+}
+
+fn walk(msg: &DynamicMessage, path: &Path, out: &mut Vec<Violation>) {
     let desc = msg.descriptor();
     if desc.full_name() == "google.protobuf.Any" {
         return walk_any(msg, path, out);
@@ -242,17 +264,18 @@ fn walk(msg: &DynamicMessage, path: &str, out: &mut Vec<Violation>) {
     if rules.disabled {
         return;
     }
-    let at = |name: &str| if path.is_empty() { name.to_string() } else { format!("{path}.{name}") };
     for (oneof, numbers) in &rules.required_oneofs {
         if !numbers.iter().any(|n| msg.has_field_by_number(*n)) {
-            out.push(Violation { path: at(oneof), rule: "one of its fields must be set".into() });
+            let path = Path::Field(path, oneof).to_string();
+            out.push(Violation { path, rule: "one of its fields must be set".into() });
         }
     }
     for (field, rule) in &rules.fields {
-        let here = at(field.name());
+        let here = Path::Field(path, field.name());
         let present = msg.has_field(field);
-        // A oneof member that is not the one set is not checked (as PGV generates it).
-        if !present && field.containing_oneof().is_some() {
+        // A oneof member that is not the one set is not checked (as PGV generates it); an absent field without
+        // rules has nothing to check.
+        if !present && (rule.is_none() || field.containing_oneof().is_some()) {
             continue;
         }
         let value = msg.get_field(field);
@@ -266,7 +289,7 @@ fn walk(msg: &DynamicMessage, path: &str, out: &mut Vec<Violation>) {
 }
 
 /// Into the messages a field holds (one, a list, or a map's values).
-fn descend(field: &FieldDescriptor, value: &Value, path: &str, out: &mut Vec<Violation>) {
+fn descend(field: &FieldDescriptor, value: &Value, path: &Path, out: &mut Vec<Violation>) {
     if !matches!(field.kind(), Kind::Message(_)) {
         return;
     }
@@ -275,14 +298,14 @@ fn descend(field: &FieldDescriptor, value: &Value, path: &str, out: &mut Vec<Vio
         Value::List(items) => {
             for (i, item) in items.iter().enumerate() {
                 if let Some(m) = item.as_message() {
-                    walk(m, &format!("{path}[{i}]"), out);
+                    walk(m, &Path::Index(path, i), out);
                 }
             }
         }
         Value::Map(map) => {
             for (k, v) in map {
                 if let Some(m) = v.as_message() {
-                    walk(m, &format!("{path}[{}]", key(k)), out);
+                    walk(m, &Path::Key(path, k), out);
                 }
             }
         }
@@ -297,7 +320,7 @@ fn key(k: &MapKey) -> String {
     }
 }
 
-fn walk_any(msg: &DynamicMessage, path: &str, out: &mut Vec<Violation>) {
+fn walk_any(msg: &DynamicMessage, path: &Path, out: &mut Vec<Violation>) {
     let url = msg.get_field_by_name("type_url").and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
     let bytes = msg.get_field_by_name("value").and_then(|v| v.as_bytes().cloned()).unwrap_or_default();
     let name = url.rsplit('/').next().unwrap_or_default();
@@ -309,7 +332,14 @@ fn walk_any(msg: &DynamicMessage, path: &str, out: &mut Vec<Violation>) {
     }
 }
 
-fn check_field(field: &FieldDescriptor, r: &Rules, present: bool, value: &Value, path: &str, out: &mut Vec<Violation>) {
+fn check_field(
+    field: &FieldDescriptor,
+    r: &Rules,
+    present: bool,
+    value: &Value,
+    path: &Path,
+    out: &mut Vec<Violation>,
+) {
     let mut fail = |rule: String| out.push(Violation { path: path.to_string(), rule });
     if field.is_list() || field.is_map() {
         let len = value.as_list().map(|l| l.len()).or_else(|| value.as_map().map(|m| m.len())).unwrap_or(0) as u64;
@@ -329,7 +359,7 @@ fn check_field(field: &FieldDescriptor, r: &Rules, present: bool, value: &Value,
                 _ => Vec::new(),
             };
             for (i, v) in values.iter().enumerate() {
-                check_value(field, items, true, v, &format!("{path}[{i}]"), out);
+                check_value(field, items, true, v, &Path::Index(path, i), out);
             }
         }
         return;
@@ -338,7 +368,14 @@ fn check_field(field: &FieldDescriptor, r: &Rules, present: bool, value: &Value,
 }
 
 /// One value against scalar, string, message, duration and enum rules.
-fn check_value(field: &FieldDescriptor, r: &Rules, present: bool, value: &Value, path: &str, out: &mut Vec<Violation>) {
+fn check_value(
+    field: &FieldDescriptor,
+    r: &Rules,
+    present: bool,
+    value: &Value,
+    path: &Path,
+    out: &mut Vec<Violation>,
+) {
     let mut fail = |rule: String| out.push(Violation { path: path.to_string(), rule });
     if let Kind::Message(m) = field.kind() {
         if r.required && !present {
