@@ -27,6 +27,7 @@ pub mod resource;
 mod response;
 pub mod server;
 mod session;
+mod shared_run;
 #[cfg(test)]
 mod sidecar_tests;
 pub mod snapshot;

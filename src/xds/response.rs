@@ -67,13 +67,8 @@ impl Response {
     /// Encoded length of the protobuf message (without the gRPC prefix).
     pub fn encoded_len(&self) -> usize {
         let mut len = str_len(1, &self.version) + str_len(4, self.kind.type_url()) + str_len(5, &self.nonce);
-        if self.delta {
-            len += self.resources.iter().map(|r| field_len(2, delta_resource_len(r))).sum::<usize>();
-            len += self.removed.iter().map(|n| field_len(6, n.len())).sum::<usize>();
-        } else {
-            len += self.resources.iter().map(|r| field_len(2, any_len(r))).sum::<usize>();
-        }
-        len
+        len += self.resources.iter().map(|r| self.resource_field_len(r)).sum::<usize>();
+        len + self.removed.iter().map(|n| field_len(6, n.len())).sum::<usize>()
     }
 
     /// Bytes of the resources it carries (for `pilot_xds_config_size_bytes`).
@@ -84,22 +79,50 @@ impl Response {
     /// Writes resource `i` (its field in the response message).
     fn put_resource(&self, i: usize, w: &mut Writer) {
         let r = &self.resources[i];
-        encode_key(2, WireType::LengthDelimited, &mut w.buf);
-        if self.delta {
-            encode_varint(delta_resource_len(r) as u64, &mut w.buf);
-            put_str(1, &r.version, &mut w.buf);
-            encode_key(2, WireType::LengthDelimited, &mut w.buf);
-        }
-        encode_varint(any_len(r) as u64, &mut w.buf);
-        put_str(1, r.kind.type_url(), &mut w.buf);
+        self.put_head(r, &mut w.buf);
         if !r.body.is_empty() {
-            encode_key(2, WireType::LengthDelimited, &mut w.buf);
-            encode_varint(r.body.len() as u64, &mut w.buf);
             w.body(&r.body);
         }
+        self.put_tail(r, &mut w.buf);
+    }
+
+    /// A resource's field up to its body's bytes.
+    fn put_head(&self, r: &Resource, buf: &mut Vec<u8>) {
+        encode_key(2, WireType::LengthDelimited, buf);
         if self.delta {
-            put_str(3, &r.name, &mut w.buf);
+            encode_varint(delta_resource_len(r) as u64, buf);
+            put_str(1, &r.version, buf);
+            encode_key(2, WireType::LengthDelimited, buf);
         }
+        encode_varint(any_len(r) as u64, buf);
+        put_str(1, r.kind.type_url(), buf);
+        if !r.body.is_empty() {
+            encode_key(2, WireType::LengthDelimited, buf);
+            encode_varint(r.body.len() as u64, buf);
+        }
+    }
+
+    /// A resource's field after its body's bytes.
+    fn put_tail(&self, r: &Resource, buf: &mut Vec<u8>) {
+        if self.delta {
+            put_str(3, &r.name, buf);
+        }
+    }
+
+    /// Every resource's field, in one buffer: what [`super::shared_run`] shares between streams.
+    pub(crate) fn encode_resources(&self) -> Vec<u8> {
+        let len = self.resources.iter().map(|r| self.resource_field_len(r)).sum();
+        let mut buf = Vec::with_capacity(len);
+        for r in &self.resources {
+            self.put_head(r, &mut buf);
+            buf.extend_from_slice(&r.body);
+            self.put_tail(r, &mut buf);
+        }
+        buf
+    }
+
+    fn resource_field_len(&self, r: &Resource) -> usize {
+        field_len(2, if self.delta { delta_resource_len(r) } else { any_len(r) })
     }
 
     /// The SotW message this frame carries (tests).
@@ -163,6 +186,8 @@ impl Writer {
 /// One response as a sequence of chunks (the gRPC prefix first), encoded as they are asked for.
 pub(crate) struct Chunks {
     resp: Response,
+    /// Every resource's field, encoded once for all the streams that send these same resources.
+    shared: Option<Bytes>,
     len: usize,
     /// The next resource to write; `None` before the prefix, `resources.len()` for the closing fields.
     next: Option<usize>,
@@ -173,8 +198,14 @@ pub(crate) struct Chunks {
 impl Chunks {
     /// `len` is the message's encoded length; chunks are about `chunk` bytes.
     pub fn new(resp: Response, len: usize, chunk: usize) -> Self {
+        let shared = super::shared_run::lookup(&resp);
+        Self::encoding(resp, len, chunk, shared)
+    }
+
+    /// [`Chunks::new`] with the resources' fields given (`shared`) or encoded per stream (`None`).
+    fn encoding(resp: Response, len: usize, chunk: usize, shared: Option<Bytes>) -> Self {
         let w = Writer { buf: Vec::with_capacity(chunk.min(CHUNK).min(PREFIX + len)), done: VecDeque::new(), chunk };
-        Self { resp, len, next: None, finished: false, w }
+        Self { resp, shared, len, next: None, finished: false, w }
     }
 
     /// Every remaining chunk, joined (tests, fuzzing).
@@ -211,6 +242,17 @@ impl Chunks {
             }
             Some(i) => i,
         };
+        if let Some(shared) = self.shared.take() {
+            // The resources as the shared bytes, in chunk-sized slices (no copy).
+            w.flush();
+            let mut at = 0;
+            while at < shared.len() {
+                let end = (at + w.chunk.min(CHUNK)).min(shared.len());
+                w.done.push_back(shared.slice(at..end));
+                at = end;
+            }
+            i = resp.resources.len();
+        }
         while i < resp.resources.len() && w.buf.len() < w.chunk && w.done.is_empty() {
             resp.put_resource(i, w);
             i += 1;
@@ -252,7 +294,11 @@ mod tests {
 
     /// The frame in chunks of about `chunk` bytes, and how many chunks it took.
     fn frame(r: &Response, chunk: usize) -> (Vec<u8>, usize) {
-        let mut chunks = Chunks::new(r.clone(), r.encoded_len(), chunk);
+        frame_with(r, chunk, None)
+    }
+
+    fn frame_with(r: &Response, chunk: usize, shared: Option<Bytes>) -> (Vec<u8>, usize) {
+        let mut chunks = Chunks::encoding(r.clone(), r.encoded_len(), chunk, shared);
         let (mut out, mut n) = (Vec::new(), 0);
         while let Some(c) = chunks.next_chunk() {
             out.extend_from_slice(&c);
@@ -292,5 +338,19 @@ mod tests {
         }
         let empty = Response { resources: vec![], ..response(true, vec![], "") };
         assert_eq!(unframe::<DeltaDiscoveryResponse>(&frame(&empty, CHUNK).0).unwrap(), empty.to_delta());
+    }
+
+    #[test]
+    fn a_response_sent_from_shared_resource_bytes_is_the_same_message() {
+        for delta in [false, true] {
+            let r = response(delta, if delta { vec!["gone".into()] } else { vec![] }, "9");
+            let shared = Bytes::from(r.encode_resources());
+            for chunk in [1, 100, CHUNK, usize::MAX] {
+                assert_eq!(frame_with(&r, chunk, Some(shared.clone())).0, frame(&r, chunk).0, "chunks of {chunk}");
+            }
+            let (whole, n) = frame(&r, CHUNK);
+            assert_eq!(Chunks::new(r.clone(), r.encoded_len(), CHUNK).collect(), whole, "through the shared runs");
+            assert!(n > 1);
+        }
     }
 }
