@@ -1,6 +1,7 @@
 //! Work split over the machine's cores for the few CPU-bound passes that see a whole mesh at once (parsing a
 //! config file's documents, checking generated routes against Envoy's API rules): contiguous runs of a slice on
-//! scoped threads, results in input order, so the outcome is the one a single pass gives.
+//! scoped threads, results in input order, so the outcome is the one a single pass gives; and two tasks side by
+//! side.
 //!
 //! ```text
 //!  items ─chunks(len / threads)─▶ thread 1 … thread k ─join, in order─▶ Vec<R> (one per run)
@@ -26,9 +27,22 @@ pub fn runs<T: Sync, R: Send>(items: &[T], min: usize, f: impl Fn(&[T]) -> R + S
     })
 }
 
+/// `a` and `b`, `a` on a thread of its own when `parallel` (else one after the other); a panic in `a` is resumed on
+/// the caller.
+pub fn join<A: Send, B>(parallel: bool, a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B) -> (A, B) {
+    if !parallel {
+        return (a(), b());
+    }
+    std::thread::scope(|scope| {
+        let first = scope.spawn(a);
+        let second = b();
+        (first.join().unwrap_or_else(|p| std::panic::resume_unwind(p)), second)
+    })
+}
+
 #[cfg(test)]
 mod tests {
-    use super::runs;
+    use super::{join, runs};
 
     #[test]
     fn runs_cover_every_item_once_in_order() {
@@ -43,5 +57,12 @@ mod tests {
         let here = std::thread::current().id();
         let parts = runs(&[1, 2, 3], 10, |run| (std::thread::current().id(), run.len()));
         assert_eq!(parts, vec![(here, 3)]);
+    }
+
+    #[test]
+    fn join_gives_both_results_in_either_mode() {
+        for parallel in [false, true] {
+            assert_eq!(join(parallel, || 1 + 1, || "two"), (2, "two"));
+        }
     }
 }

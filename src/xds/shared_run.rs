@@ -8,7 +8,8 @@
 //! ```text
 //!  Response { resources: [Arc<Resource>; n ≥ SHARE_FROM_RESOURCES] }
 //!     ─lookup: same protocol, same Arcs in the same order?─▶ hit: the shared Bytes
-//!                                                          ─▶ miss: encode once, keep (newest RECENT runs)
+//!                                                          ─▶ miss: encode once, keep (newest RECENT runs,
+//!                                                                   each until IDLE without a stream asking)
 //! ```
 //! A run is the same when it holds the same `Arc`s (the snapshot's resources) in the same order: comparing
 //! pointers, never bytes. The version, nonce and removals stay per stream (the message's other fields).
@@ -18,16 +19,21 @@ use super::response::Response;
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 /// Responses of fewer resources are encoded per stream (a change's push: one virtual host, a few assignments).
 pub const SHARE_FROM_RESOURCES: usize = 64;
-/// How many encoded runs are kept (each scope's sets for each type and protocol, across a snapshot change).
-pub const RECENT: usize = 32;
+/// How many encoded runs are kept at most (each scope's sets for each type and protocol, across a snapshot change).
+pub const RECENT: usize = 16;
+/// A run no stream asked for this long is dropped (at the next new run): after a storm or a SotW push, the bytes
+/// are not kept for nothing.
+pub const IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 
 struct Run {
     delta: bool,
     resources: Vec<Arc<Resource>>,
     bytes: Bytes,
+    used: Instant,
 }
 
 static RUNS: Mutex<VecDeque<Run>> = Mutex::new(VecDeque::new());
@@ -43,7 +49,9 @@ pub fn lookup(resp: &Response) -> Option<Bytes> {
     // Encoded outside the lock; two streams racing here both encode, and the second keeps its own (equal) bytes.
     let bytes = Bytes::from(resp.encode_resources());
     let mut runs = RUNS.lock().unwrap_or_else(|e| e.into_inner());
-    runs.push_back(Run { delta: resp.delta, resources: resp.resources.clone(), bytes: bytes.clone() });
+    let now = Instant::now();
+    runs.retain(|run| now.duration_since(run.used) < IDLE);
+    runs.push_back(Run { delta: resp.delta, resources: resp.resources.clone(), bytes: bytes.clone(), used: now });
     if runs.len() > RECENT {
         runs.pop_front();
     }
@@ -51,13 +59,15 @@ pub fn lookup(resp: &Response) -> Option<Bytes> {
 }
 
 fn find(resp: &Response) -> Option<Bytes> {
-    let runs = RUNS.lock().unwrap_or_else(|e| e.into_inner());
-    let same = |run: &&Run| {
+    let mut runs = RUNS.lock().unwrap_or_else(|e| e.into_inner());
+    let same = |run: &&mut Run| {
         run.delta == resp.delta
             && run.resources.len() == resp.resources.len()
             && run.resources.iter().zip(&resp.resources).all(|(a, b)| Arc::ptr_eq(a, b))
     };
-    runs.iter().rev().find(same).map(|run| run.bytes.clone())
+    let run = runs.iter_mut().rev().find(same)?;
+    run.used = Instant::now();
+    Some(run.bytes.clone())
 }
 
 #[cfg(test)]

@@ -317,17 +317,20 @@ impl Snapshot {
             };
         }
         let configs = self.translate_routes(key);
-        // Both forms at once: the whole one encoded on a thread of its own, the virtual hosts on every core.
-        let (full, vhosts) = std::thread::scope(|scope| {
-            let whole = scope.spawn(|| self.encode_whole(key, &configs, clusters));
-            let named: Vec<(&str, &VirtualHost)> =
-                configs.iter().flat_map(|c| c.virtual_hosts.iter().map(move |v| (c.name.as_str(), v))).collect();
-            let vhosts = crate::parallel::runs(&named, 256, |run| {
-                let named = run.iter().map(|(config, v)| translate::vhds::named(config, (*v).clone()));
-                named.map(|v| Resource::virtual_host(&v)).collect::<Vec<_>>()
-            });
-            (whole.join().unwrap_or_else(|p| std::panic::resume_unwind(p)), vhosts)
-        });
+        // Both forms at once: the whole one encoded beside the virtual hosts, those on every core.
+        let named: Vec<(&str, &VirtualHost)> =
+            configs.iter().flat_map(|c| c.virtual_hosts.iter().map(move |v| (c.name.as_str(), v))).collect();
+        let (full, vhosts) = crate::parallel::join(
+            named.len() >= PARALLEL_VHOSTS,
+            || self.encode_whole(key, &configs, clusters),
+            || {
+                crate::parallel::runs(&named, PARALLEL_VHOSTS, |run| {
+                    let named = run.iter().map(|(config, v)| translate::vhds::named(config, (*v).clone()));
+                    named.map(|v| Resource::virtual_host(&v)).collect::<Vec<_>>()
+                })
+            },
+        );
+        drop(named);
         let previous = self.previous_routes.get(key);
         let headers = configs.into_iter().map(translate::vhds::header).map(|h| Resource::route(&h));
         RouteSets {
@@ -340,8 +343,8 @@ impl Snapshot {
     /// One scope's route configurations, translated from the part of the model its visibility covers and checked
     /// against Envoy's API constraints.
     fn translate_routes(&self, (visibility, scope): &(Visibility, RouteScope)) -> Vec<RouteConfiguration> {
-        let configs = translate::route_configs(&self.model_for(visibility), scope);
-        check_routes(&configs);
+        let mut configs = translate::route_configs(&self.model_for(visibility), scope);
+        check_routes(&mut configs);
         configs
     }
 
@@ -460,14 +463,23 @@ fn grpc_clusters(base: &ResourceSet) -> ResourceSet {
 /// Checks route configurations against Envoy's API rules: each configuration without its virtual hosts, then
 /// the virtual hosts on every core (the check decodes each message again; at 10,000 Services it was as long as
 /// translating the routes).
-fn check_routes(configs: &[RouteConfiguration]) {
-    let headers = configs.iter().map(|c| RouteConfiguration { virtual_hosts: Vec::new(), ..c.clone() });
-    report_violations(headers.map(|h| (h.name.clone(), super::pgv::check_message(&h))));
+/// Fewer virtual hosts than this are encoded and checked on the calling thread.
+const PARALLEL_VHOSTS: usize = 256;
+
+fn check_routes(configs: &mut [RouteConfiguration]) {
+    for config in configs.iter_mut() {
+        // The configuration without its virtual hosts (taken out and put back: no copy of them).
+        let vhosts = std::mem::take(&mut config.virtual_hosts);
+        report_violations(std::iter::once((config.name.clone(), super::pgv::check_message(&*config))));
+        config.virtual_hosts = vhosts;
+    }
     let vhosts: Vec<(&str, &VirtualHost)> =
         configs.iter().flat_map(|c| c.virtual_hosts.iter().map(|v| (c.name.as_str(), v))).collect();
-    let found = crate::parallel::runs(&vhosts, 256, |run| {
-        run.iter()
-            .map(|(config, v)| (format!("{config}/{}", v.name), super::pgv::check_message(*v)))
+    let found = crate::parallel::runs(&vhosts, PARALLEL_VHOSTS, |run| {
+        let checked = run.iter().map(|(config, v)| (config, v, super::pgv::check_message(*v)));
+        checked
+            .filter(|(.., bad)| !bad.is_empty())
+            .map(|(c, v, bad)| (format!("{c}/{}", v.name), bad))
             .collect::<Vec<_>>()
     });
     report_violations(found.into_iter().flatten());
