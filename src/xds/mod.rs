@@ -25,6 +25,7 @@ mod queue;
 pub mod registry;
 pub mod resource;
 mod response;
+mod route_check;
 pub mod server;
 mod session;
 mod shared_run;
