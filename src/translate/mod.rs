@@ -89,19 +89,22 @@ pub(crate) fn seconds(s: i64) -> Duration {
     Duration { seconds: s, nanos: 0 }
 }
 
+/// Meshes of fewer Services are translated on the calling thread.
+const PARALLEL_SERVICES: usize = 256;
+
 /// `f` over every Service of the model, on every core (see [`crate::parallel`]), the results of each Service in
 /// the model's order: what a whole-mesh translation does per Service, which is most of its time at 10,000.
-pub fn per_service<R: Send>(
+pub(crate) fn per_service<R: Send>(
     model: &crate::model::Model,
     f: impl Fn(&crate::model::ObjectKey) -> Vec<R> + Sync,
 ) -> Vec<R> {
     let keys: Vec<&crate::model::ObjectKey> = model.services.keys().collect();
-    let runs = crate::parallel::runs(&keys, 256, |run| run.iter().flat_map(|k| f(k)).collect::<Vec<R>>());
+    let runs = crate::parallel::runs(&keys, PARALLEL_SERVICES, |run| run.iter().flat_map(|k| f(k)).collect::<Vec<R>>());
     runs.into_iter().flatten().collect()
 }
 
 /// `items` sorted by `name`, each moved once: translated messages are large, and sorting tens of thousands of them
-/// in place moved each many times over (a fifth of `sluice validate` at 10,000 Services).
+/// in place moved each many times over (the public whole-mesh builders, `clusters` and the like, sort this way).
 pub(crate) fn sorted_by_name<T>(items: Vec<T>, name: impl Fn(&T) -> &str) -> Vec<T> {
     let mut order: Vec<usize> = (0..items.len()).collect();
     order.sort_by(|&a, &b| name(&items[a]).cmp(name(&items[b])));
