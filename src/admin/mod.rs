@@ -10,7 +10,8 @@
 //! | `GET /debug/config_dump?proxy=ID` | what proxy ID holds (ACKed), as Envoy JSON |
 //! | `GET /debug/config` | Sluice's effective configuration |
 //! | `/api/v1/namespaces/{ns}/releases[/{name}[/{action}]]` | the Release API (see [`releases`]) |
-//! | `GET /dashboard` (and `/`) | the release dashboard (see `dashboard`) |
+//! | `GET /api/v1/inventory` | what a release task can name: Services, ports, versions (see [`inventory`]) |
+//! | `GET /dashboard` (and `/`) | the release console (see `dashboard`) |
 //!
 //! Every mutating request (any method but GET, HEAD, OPTIONS) passes [`guard`]: same-origin, then the API token
 //! (or, without `--api-token-file`, a loopback client).
@@ -18,6 +19,7 @@
 mod dashboard;
 mod debug;
 pub mod guard;
+pub mod inventory;
 pub mod releases;
 mod telemetry;
 

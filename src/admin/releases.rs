@@ -11,20 +11,26 @@
 //! | `DELETE .../releases/{name}` | remove an API-created release; `{}` |
 //! | `POST .../releases/{name}/weight` | `{"canaryWeight": 2000}` (basis points) |
 //! | `POST .../releases/{name}/{verb}` | pause, resume, promote, abort, finalize |
+//! | `PUT .../releases/{name}?dryRun=All` | every check of a PUT; answers the release it would make, stores nothing |
+//! | `POST .../releases/{name}/{verb}?dryRun=All` | what the verb would do ([`Plan`]), or why it would be refused |
+//! | `GET .../releases/{name}/rollout` | Kubernetes mode: the policy's `status.rollout` (the canary Deployment's replicas) |
+//! | `GET /api/v1/inventory` | namespaces, Services, ports and versions a release can name ([`inventory`]) |
 //!
 //! Mutations run on a blocking thread: the controller writes and fsyncs the state file before it answers; a
 //! Kubernetes release's weight or verb is answered once its record is in the ReleasePolicy status
 //! ([`ReleaseController::change`]). Sent to a replica that does not lead, a mutation is forwarded to the leader and
 //! its answer relayed ([`forward`]). Every error carries a `reason` (`NotLeader`, `Refused`, `NotStored`, ...).
 
-use super::AdminState;
+use super::{AdminState, inventory};
 use crate::model::FieldError;
+#[cfg(doc)]
+use crate::release::Plan;
 use crate::release::api::{self, PolicyDocument};
 use crate::release::forward::{self, Answer as Forwarded, ForwardError};
 use crate::release::{Change, ReleaseError, Verb};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -35,9 +41,11 @@ use serde_json::json;
 pub fn router() -> Router<AdminState> {
     Router::new()
         .route("/api/v1/releases", get(list_all))
+        .route("/api/v1/inventory", get(inventory::inventory))
         .route("/api/v1/namespaces/{ns}/releases", get(list))
         .route("/api/v1/namespaces/{ns}/releases/{name}", get(read).put(put).delete(delete))
         .route("/api/v1/namespaces/{ns}/releases/{name}/weight", post(weight))
+        .route("/api/v1/namespaces/{ns}/releases/{name}/rollout", get(rollout))
         .route("/api/v1/namespaces/{ns}/releases/{name}/{verb}", post(act))
 }
 
@@ -68,7 +76,7 @@ impl From<ReleaseError> for ApiError {
                 (StatusCode::CONFLICT, None)
             }
             ReleaseError::Persist(_) | ReleaseError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, None),
-            ReleaseError::NotStored { .. } => (StatusCode::SERVICE_UNAVAILABLE, None),
+            ReleaseError::NotStored { .. } | ReleaseError::NotSeen { .. } => (StatusCode::SERVICE_UNAVAILABLE, None),
         };
         Self { status, message, field, leader, reason }
     }
@@ -100,6 +108,24 @@ impl IntoResponse for ApiError {
 }
 
 type Answer = Result<Response, ApiError>;
+
+/// A mutation's query: `dryRun=All` (Kubernetes' spelling) checks and answers without changing anything.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Params {
+    #[serde(default)]
+    dry_run: Option<String>,
+}
+
+impl Params {
+    fn dry_run(&self) -> Result<bool, ApiError> {
+        match self.dry_run.as_deref() {
+            None => Ok(false),
+            Some("All") => Ok(true),
+            Some(v) => Err(FieldError::new("dryRun", format!("must be `All` (as in Kubernetes), not `{v}`")).into()),
+        }
+    }
+}
 
 fn ok(value: impl serde::Serialize) -> Answer {
     Ok(axum::Json(value).into_response())
@@ -157,17 +183,30 @@ where
 async fn put(
     State(s): State<AdminState>,
     Path((ns, name)): Path<(String, String)>,
+    Query(params): Query<Params>,
     f: Forwardable,
     body: Bytes,
 ) -> Answer {
     let key = api::key(&ns, &name)?;
     let spec = PolicyDocument::from_json(&body)?.into_spec(&key)?;
+    if params.dry_run()? {
+        return ok(s.releases.apply_dry_run(&key, spec)?);
+    }
+    if s.releases.in_cluster(&ns) {
+        // Written to the cluster, which every replica reads: no forwarding to the leader.
+        return ok(s.releases.put(key, spec).await?);
+    }
     let request = forward::Request { body, ..f.0 };
     let apply = || {
         let (key, spec) = (key.clone(), spec.clone());
         s.releases.blocking(move |c| c.apply(&key, spec))
     };
     mutation(&s, request, apply).await
+}
+
+async fn rollout(State(s): State<AdminState>, Path((ns, name)): Path<(String, String)>) -> Answer {
+    let key = api::key(&ns, &name)?;
+    ok(json!({ "rollout": s.releases.rollout(&key).await? }))
 }
 
 async fn delete(State(s): State<AdminState>, Path((ns, name)): Path<(String, String)>, f: Forwardable) -> Answer {
@@ -200,6 +239,7 @@ async fn weight(
 async fn act(
     State(s): State<AdminState>,
     Path((ns, name, verb)): Path<(String, String, String)>,
+    Query(params): Query<Params>,
     f: Forwardable,
 ) -> Answer {
     let Some(verb) = Verb::parse(&verb) else {
@@ -213,5 +253,8 @@ async fn act(
         });
     };
     let key = api::key(&ns, &name)?;
+    if params.dry_run()? {
+        return ok(s.releases.plan(&key, verb)?);
+    }
     mutation(&s, f.0, || s.releases.change(key.clone(), Change::Act(verb))).await
 }

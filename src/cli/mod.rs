@@ -428,6 +428,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             peers,
             lease: config.duration,
         });
+        // The Release API creates the tasks of watched namespaces in the cluster (every replica's; they may deploy).
+        releases.set_cluster(std::sync::Arc::new(source::kube::console::ClusterPolicies::new(
+            client.clone(),
+            &args.namespaces,
+        )));
         tokio::spawn(source::kube::lead(client.clone(), config, leading, holding, stop_rx.clone()));
         let store = sluice.store().clone();
         let (statused, api_leader) = (watching.statused, leader.clone());

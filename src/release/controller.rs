@@ -48,6 +48,13 @@ pub enum ReleaseError {
         .waited.as_millis(), .release.name
     )]
     NotStored { release: ObjectKey, waited: Duration },
+    /// A policy written to the cluster that this replica's watch has not delivered in time.
+    #[error(
+        "release {release} was written to the cluster, but this replica has not seen it there after {} ms; check \
+         with `sluice release get {}` before sending it again",
+        .waited.as_millis(), .release.name
+    )]
+    NotSeen { release: ObjectKey, waited: Duration },
 }
 
 impl ReleaseError {
@@ -63,6 +70,7 @@ impl ReleaseError {
             ReleaseError::Internal(_) => "Internal",
             ReleaseError::NotLeader { .. } => "NotLeader",
             ReleaseError::NotStored { .. } => "NotStored",
+            ReleaseError::NotSeen { .. } => "NotSeen",
         }
     }
 }
@@ -89,6 +97,8 @@ pub struct ReleaseController {
     baselines: Arc<Mutex<BTreeMap<ObjectKey, (u64, Totals)>>>,
     /// Set once in Kubernetes mode: the shared source and who leads it.
     shared: Arc<OnceLock<Shared>>,
+    /// Set once in Kubernetes mode: where the Release API creates policies.
+    cluster: Arc<OnceLock<Arc<dyn super::cluster::Cluster>>>,
 }
 
 struct Inner {
@@ -131,6 +141,7 @@ impl ReleaseController {
             traffic,
             baselines: Default::default(),
             shared: Default::default(),
+            cluster: Default::default(),
         };
         this.store.set_part(API_SOURCE, this.api_model());
         this.publish_states();
@@ -242,7 +253,7 @@ impl ReleaseController {
         spec.validate()?;
         spec.check_without_deployments("the release API")?;
         let model = self.store.model();
-        self.check_apply(key, &spec, &model)?;
+        self.check_apply(key, &spec, &model, API_SOURCE)?;
         {
             let mut inner = self.lock();
             let stored = StoredPolicy { namespace: key.namespace.clone(), name: key.name.clone(), spec: spec.clone() };
@@ -326,9 +337,17 @@ impl ReleaseController {
         self.get(key)
     }
 
-    fn check_apply(&self, key: &ObjectKey, spec: &ReleasePolicySpec, model: &Model) -> Result<(), ReleaseError> {
+    /// The checks of an apply beyond the spec's own. `writes`: the source the apply writes to (the API's own
+    /// policies, or the cluster's); a policy of another source is changed there.
+    fn check_apply(
+        &self,
+        key: &ObjectKey,
+        spec: &ReleasePolicySpec,
+        model: &Model,
+        writes: &str,
+    ) -> Result<(), ReleaseError> {
         let source = self.source_of(key);
-        if source != API_SOURCE && self.lock().records.contains_key(key) {
+        if source != writes && self.lock().records.contains_key(key) {
             return Err(ReleaseError::Conflict(format!(
                 "release policy {key} comes from {source}; change it there (the API manages only policies it created)"
             )));
@@ -509,6 +528,12 @@ fn canary_key(key: &ObjectKey, r: &Record) -> VersionKey {
 
 #[path = "controller_replicas.rs"]
 mod replicas_view;
+
+#[path = "plan.rs"]
+pub mod plan;
+
+#[path = "controller_cluster.rs"]
+mod in_cluster;
 
 impl Inner {
     /// Stores the new state first; only then does it become the state in memory (and so what is served).

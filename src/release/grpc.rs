@@ -79,7 +79,7 @@ fn code(reason: &str) -> Code {
         "Persist" | "Internal" => Code::Internal,
         // Applied, or maybe applied: DEADLINE_EXCEEDED says the call may have completed (a blind retry of a verb
         // could apply it twice); the message says how to check.
-        "NotStored" | "ForwardedTimedOut" => Code::DeadlineExceeded,
+        "NotStored" | "NotSeen" | "ForwardedTimedOut" => Code::DeadlineExceeded,
         "ForwardedAnswerLost" => Code::Unknown,
         // Certainly not applied.
         "NoLeader" => Code::Unavailable,
@@ -202,7 +202,7 @@ impl ReleaseService for ReleaseApi {
         let release = request.into_inner().release.unwrap_or_default();
         let key = key(&release.namespace, &release.name)?;
         let spec = api::spec_from_json(release.spec_json.as_bytes()).map_err(|e| status(e.into()))?;
-        let view = self.controller.blocking(move |c| c.apply(&key, spec)).await.map_err(status)?;
+        let view = self.controller.put(key, spec).await.map_err(status)?;
         Ok(Response::new(to_proto(&view)?))
     }
 

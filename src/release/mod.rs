@@ -12,6 +12,7 @@
 
 pub mod analysis;
 pub mod api;
+pub mod cluster;
 mod controller;
 pub mod forward;
 pub mod grpc;
@@ -21,6 +22,7 @@ pub mod replicas;
 pub mod shared;
 pub mod status;
 
+pub use controller::plan::{LoserPlan, Plan};
 pub use controller::{Change, ReleaseController, ReleaseError, STORE_WAIT};
 pub use machine::{Record, Refused, Verb};
 pub use persist::{CorruptState, PersistError, StateDir};

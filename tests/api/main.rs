@@ -11,6 +11,7 @@ mod common;
 
 mod auth;
 mod ca;
+mod console_api;
 mod deploy_manifests;
 mod mtls;
 mod observability;

@@ -22,7 +22,7 @@ fn reviews() -> Model {
     common::reviews_model(19082, 19084)
 }
 
-async fn start() -> Sluice {
+pub(crate) async fn start() -> Sluice {
     let s = Sluice::start(Options::local()).await.expect("start sluice");
     s.store().set_model(reviews());
     s.wait_published(Duration::from_secs(5)).await.expect("published");
@@ -30,7 +30,7 @@ async fn start() -> Sluice {
 }
 
 /// One HTTP request to the admin port → (status, JSON body).
-async fn call(admin: SocketAddr, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+pub(crate) async fn call(admin: SocketAddr, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let req = hyper::Request::builder()
         .method(method)

@@ -30,7 +30,8 @@ try {
   page.on("console", (m) => { if (m.type() === "error") consoleErrors.push(m.text()); });
   page.on("pageerror", (e) => consoleErrors.push(`page error: ${e.message}`));
   const mutations = [];
-  page.on("request", (r) => { if (r.method() !== "GET") mutations.push(r); });
+  // Dry runs (`?dryRun=All`: the confirm step's plan) change nothing; every other request but a GET does.
+  page.on("request", (r) => { if (r.method() !== "GET" && !r.url().includes("dryRun=All")) mutations.push(r); });
 
   await page.goto(url, { waitUntil: "load" });
   await page.waitForSelector("#detail:not([hidden])", { timeout: 15000 });
@@ -55,7 +56,7 @@ try {
   check(success.every((x) => x > 0.99), `success rates near 1: ${success}`);
   if (process.env.SCREENSHOT) {
     await sleep(Number(process.env.SCREENSHOT_WAIT_MS || 0));
-    await page.screenshot({ path: process.env.SCREENSHOT });
+    await page.screenshot({ path: process.env.SCREENSHOT, fullPage: true });
     console.log(`screenshot: ${process.env.SCREENSHOT}`);
   }
   check(consoleErrors.length === 0, `console errors while loading and charting: ${consoleErrors.join(" | ")}`);

@@ -10,6 +10,7 @@
 #![allow(dead_code, unused_imports)] // each test binary uses a different part
 
 pub mod backend;
+pub mod browser;
 pub mod child;
 pub mod cookies;
 pub mod envoy;

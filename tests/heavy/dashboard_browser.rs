@@ -12,7 +12,6 @@ use common::{Backend, LoadLoop, load, repo, reviews_yaml, start_envoy};
 use sluice::model::{ObjectKey, Phase};
 use sluice::server::{Options, Sluice};
 use sluice::source;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 const NODE: &str = "envoy-dashboard";
@@ -22,12 +21,8 @@ const POLICY: &str = "---\napiVersion: sluice.dev/v1alpha1\nkind: ReleasePolicy\
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_charts_live_traffic_and_takes_over_all_traffic() {
     let _serial = crate::serial().await;
-    assert!(Path::new("/usr/bin/chromium").exists(), "/usr/bin/chromium is missing: run scripts/setup");
+    common::browser::require_browser();
     let script = repo().join("tests/browser/dashboard.mjs");
-    assert!(
-        repo().join("tests/browser/node_modules/playwright-core").exists(),
-        "playwright-core is missing: run scripts/setup (npm ci in tests/browser)"
-    );
     let (v1, v3) = (Backend::start("v1").await, Backend::start("v3").await);
     let sluice = Sluice::start(Options::local()).await.expect("start");
     let text = reviews_yaml(v1.port(), v3.port()) + POLICY;

@@ -9,7 +9,6 @@ use crate::common;
 use common::kmock::{Kmock, api, reviews_release};
 use common::{repo, until};
 use serde_json::json;
-use std::path::Path;
 use std::time::Duration;
 
 const TOKEN: &str = "follower-dashboard-token";
@@ -17,11 +16,7 @@ const TOKEN: &str = "follower-dashboard-token";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_served_by_a_follower_changes_the_release_through_the_leader() {
     let _serial = crate::serial().await;
-    assert!(Path::new("/usr/bin/chromium").exists(), "/usr/bin/chromium is missing: run scripts/setup");
-    assert!(
-        repo().join("tests/browser/node_modules/playwright-core").exists(),
-        "playwright-core is missing: run scripts/setup (npm ci in tests/browser)"
-    );
+    common::browser::require_browser();
     let kmock = Kmock::start();
     let client = kmock.client().await;
     let dir = tempfile::tempdir().unwrap();

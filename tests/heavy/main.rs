@@ -13,6 +13,7 @@ mod common;
 mod analysis_envoy;
 mod bench_smoke;
 mod connection_floods;
+mod console_browser;
 mod dashboard_browser;
 mod fault_restart;
 mod fault_slow_reader;

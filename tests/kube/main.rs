@@ -10,6 +10,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod console;
 mod deploy;
 mod gateway;
 mod leader;

@@ -8,7 +8,7 @@ Prints `PORT <n>` on stdout once listening. Stops when stdin closes (the parent 
 With --state, the objects are loaded from FILE at start and written to it after every change, so a restarted
 emulator keeps its objects as a restarted API server keeps etcd. kmock assigns no resourceVersion; the tests set
 one on every object they write, and this runner gives one to an object created without (`kmock-N`), and its
-namespace (from the URL) to one created without. With
+namespace (from the URL) to one created without, and a uid and generation 1 when it has none. With
 --expire-watches, the first watch of each resource is answered with `410 Gone` (as after an API server restart
 that compacted its history), so clients must relist. --omit leaves a resource (`group/version/plural`) unserved,
 as a cluster without that CRD. Lists and watches honour `fieldSelector` as the API server does for equality on
@@ -22,6 +22,7 @@ import json
 import os
 import signal
 import sys
+import uuid
 
 from kmock import KubernetesEmulator, Server  # noqa: F401  (public names)
 
@@ -146,6 +147,10 @@ class Emulator(KubernetesEmulator):
                 meta["resourceVersion"] = f"kmock-{Emulator.assigned}"
             if isinstance(meta, dict) and request.namespace and not meta.get("namespace"):
                 meta["namespace"] = request.namespace
+            # As an API server: a created object has a uid (owner references name it) and generation 1.
+            if isinstance(meta, dict):
+                meta.setdefault("uid", str(uuid.uuid4()))
+                meta.setdefault("generation", 1)
         try:
             return await super()._handle(request)
         finally:

@@ -1,54 +1,24 @@
-// Sluice dashboard: release tasks, live traffic per version, and the operator's verbs.
-// Reads the Release REST API every second; every change goes through send() (one place for the token).
+// Sluice release console: the task list, a task's progress, policy, live traffic per version, and the operator's
+// verbs, each after a confirm step that shows what it will do (the API's dry-run plan). Reads the Release REST API
+// every second; every request goes through api.js (one place for the token). Creating a task: create.js; the
+// traffic policy form: policy.js.
 "use strict";
 
-const API = "/api/v1";
+import { $, el, get, releasePath, send } from "./api.js";
+import { openCreate } from "./create.js";
+import { showPolicy } from "./policy.js";
+
 const HISTORY = 120; // seconds of chart history kept per version
 const COLORS = ["#2563eb", "#d97706", "#059669", "#db2777", "#7c3aed"];
-const $ = (sel) => document.querySelector(sel);
 
 const state = {
   releases: [],
   selected: null, // "ns/name"
   history: new Map(), // "ns/name" -> Map(version -> [{t, rps, success}])
   pending: null, // {label, run}
+  rollout: null, // {key, value}: the selected task's status.rollout, when it deploys
+  changedAt: 0, // performance.now() of the page's last change
 };
-
-// ---- API --------------------------------------------------------------------------------------------------
-
-function token() {
-  return $("#token").value.trim() || localStorage.getItem("sluice-token") || "";
-}
-
-/// Parses an API answer; a non-2xx answer becomes an Error carrying the API's message and field.
-async function answer(res, what) {
-  const text = await res.text();
-  let body = null;
-  try { body = text ? JSON.parse(text) : null; } catch (_) { body = null; }
-  if (!res.ok) {
-    const msg = body && body.error ? body.error + (body.field ? ` (field ${body.field})` : "") : text || res.statusText;
-    throw new Error(`${what}: HTTP ${res.status}: ${msg}`);
-  }
-  return body;
-}
-
-/// Reads carry the token too: served on a name that is not loopback, the admin port answers reads only with it.
-async function get(path) {
-  const headers = { Accept: "application/json" };
-  const t = token();
-  if (t) headers.Authorization = `Bearer ${t}`;
-  return answer(await fetch(API + path, { headers }), `GET ${path}`);
-}
-
-/// Every mutating request goes through here: it adds `Authorization: Bearer <token>` when a token is set.
-async function send(method, path, body) {
-  const headers = { Accept: "application/json" };
-  if (body !== undefined) headers["Content-Type"] = "application/json";
-  const t = token();
-  if (t) headers.Authorization = `Bearer ${t}`;
-  const res = await fetch(API + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-  return answer(res, `${method} ${path}`);
-}
 
 // ---- errors -----------------------------------------------------------------------------------------------
 
@@ -66,10 +36,27 @@ function clearError() {
 
 const keyOf = (r) => `${r.metadata.namespace}/${r.metadata.name}`;
 
+/// A change the page made: polls that began before it are stale (they would show the state before the change,
+/// and refill the policy form with the old policy).
+function changed() {
+  state.changedAt = performance.now();
+  return refresh();
+}
+
 async function refresh() {
+  const started = performance.now();
   try {
     const list = await get("/releases");
+    if (started < state.changedAt) return;
     state.releases = list.items || [];
+    const chosen = state.releases.find((r) => keyOf(r) === state.selected);
+    if (chosen && chosen.spec.deploy) {
+      const path = `${releasePath(chosen.metadata.namespace, chosen.metadata.name)}/rollout`;
+      // Not fatal to the page: the progress bar says it waits, and the next poll asks again.
+      const rollout = await get(path).then((a) => a.rollout, () => null);
+      if (started < state.changedAt) return;
+      state.rollout = { key: keyOf(chosen), value: rollout };
+    }
     const now = Date.now();
     for (const r of state.releases) record(keyOf(r), r, now);
     if (!state.selected || !state.releases.some((r) => keyOf(r) === state.selected)) {
@@ -96,18 +83,11 @@ function record(key, release, t) {
 
 // ---- rendering --------------------------------------------------------------------------------------------
 
-function el(tag, attrs = {}, ...children) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
-  for (const c of children) e.append(c);
-  return e;
-}
-
 function render() {
   const list = $("#releases");
   list.replaceChildren(...(state.releases.length ? state.releases.map(releaseItem) : [el("li", { class: "muted" }, "no release tasks")]));
   const r = state.releases.find((x) => keyOf(x) === state.selected);
-  $("#detail").hidden = !r;
+  $("#detail").hidden = !r || !$("#create").hidden;
   if (r) renderDetail(r);
 }
 
@@ -115,7 +95,7 @@ function releaseItem(r) {
   const key = keyOf(r);
   const a = el("a", { href: `#${encodeURIComponent(key)}`, class: key === state.selected ? "selected" : "" },
     key, el("small", {}, `${r.status.phase} · ${r.spec.canary} ${pct(r.status.weights[r.spec.canary])}`));
-  a.addEventListener("click", () => { state.selected = key; cancelConfirm(); render(); });
+  a.addEventListener("click", () => { state.selected = key; $("#create").hidden = true; cancelConfirm(); render(); });
   return el("li", {}, a);
 }
 
@@ -134,6 +114,7 @@ function renderDetail(r) {
     el("td", { class: "num" }, v.successRate === undefined ? "–" : `${(v.successRate * 100).toFixed(2)}%`),
     el("td", { class: "num" }, num(v.latencyP50Ms, 1)), el("td", { class: "num" }, num(v.latencyP99Ms, 1))));
   $("#versions tbody").replaceChildren(...rows);
+  showPolicy(r, renderProgress(r), changed);
   const weightInput = $("#weight");
   if (document.activeElement !== weightInput) weightInput.value = ((s.weights[r.spec.canary] ?? 0) / 100).toString();
   const history = state.history.get(keyOf(r)) || new Map();
@@ -143,6 +124,37 @@ function renderDetail(r) {
   $("#legend").replaceChildren(...versions.map((v, i) => el("span", {}, el("i", { style: `background:${COLORS[i % COLORS.length]}` }), v)));
   $("#conditions").replaceChildren(...s.conditions.map((c) =>
     el("li", { class: `cond-${c.status}` }, `${c.type}: ${c.status} (${c.reason}) ${c.message}`)));
+}
+
+/// The progress bar: the canary Deployment's ready replicas when the task deploys it (its `status.rollout`, with
+/// its conditions), else the new version's ready endpoints. Returns whether the rollout is complete.
+function renderProgress(r) {
+  const canary = r.status.versions.find((v) => v.name === r.spec.canary) || { ready: 0, endpoints: 0 };
+  const bar = $("#rollout");
+  let conditions = [];
+  let done;
+  if (r.spec.deploy) {
+    const rollout = state.rollout && state.rollout.key === keyOf(r) ? state.rollout.value : null;
+    const want = rollout && rollout.replicas ? rollout.replicas : r.spec.deploy.replicas || 0;
+    const ready = rollout ? rollout.readyReplicas || 0 : 0;
+    bar.max = Math.max(1, want);
+    bar.value = ready;
+    $("#rollout-text").textContent = rollout && rollout.deployment
+      ? `Deployment ${rollout.deployment}: ${ready}/${want} replicas ready, ${rollout.updatedReplicas || 0} updated`
+      : `${r.spec.canary}: waiting for its Deployment (0/${want})`;
+    conditions = (rollout && rollout.conditions) || [];
+    done = !!rollout && want > 0 && ready >= want;
+  } else {
+    bar.max = Math.max(1, canary.endpoints);
+    bar.value = canary.ready;
+    $("#rollout-text").textContent = canary.endpoints
+      ? `${r.spec.canary}: ${canary.ready} of ${canary.endpoints} endpoints ready (${Math.round((100 * canary.ready) / canary.endpoints)}%)`
+      : `${r.spec.canary}: no endpoints yet`;
+    done = canary.endpoints > 0 && canary.ready === canary.endpoints;
+  }
+  $("#rollout-conditions").replaceChildren(...conditions.map((c) =>
+    el("li", { class: `cond-${c.status}` }, `${c.type}: ${c.status} (${c.reason}) ${c.message}`)));
+  return done;
 }
 
 /// A line per version over the last HISTORY seconds, drawn as SVG polylines (x: time, y: value).
@@ -191,11 +203,12 @@ function selectedRelease() {
   return state.releases.find((x) => keyOf(x) === state.selected);
 }
 
-function ask(action) {
+/// A verb's confirm step: what it will do, from the API's dry run (`?dryRun=All`), before anything changes.
+async function ask(action) {
   const r = selectedRelease();
   if (!r) return;
-  const path = `/namespaces/${encodeURIComponent(r.metadata.namespace)}/releases/${encodeURIComponent(r.metadata.name)}`;
-  let label, run;
+  const path = releasePath(r.metadata.namespace, r.metadata.name);
+  let label, run, plan = [];
   if (action === "weight") {
     const percent = Number($("#weight").value);
     if (!Number.isFinite(percent) || percent < 0 || percent > 100) {
@@ -206,17 +219,35 @@ function ask(action) {
     label = `Send ${percent}% of ${r.spec.service} traffic to ${r.spec.canary}?`;
     run = () => send("POST", `${path}/weight`, { canaryWeight: bp });
   } else {
-    const what = {
+    label = {
       promote: `Let ${r.spec.canary} take over all traffic of ${r.spec.service}?`,
       abort: `Abort: send all traffic of ${r.spec.service} back to ${r.spec.stable}?`,
       finalize: `End the task: keep only the winning version of ${r.spec.service}?`,
     }[action];
-    label = what;
+    try {
+      const p = await send("POST", `${path}/${action}?dryRun=All`);
+      plan = planLines(p);
+    } catch (err) {
+      showError(err);
+      return;
+    }
     run = () => send("POST", `${path}/${action}`);
   }
   state.pending = { label, run };
   $("#confirm-text").textContent = label;
+  $("#confirm-plan").replaceChildren(...plan.map((line) => el("li", {}, line)));
   $("#confirm").hidden = false;
+  $("#confirm-no").focus();
+}
+
+/// What a plan says, in lines for the confirm step.
+function planLines(p) {
+  const weights = Object.entries(p.weights).map(([v, w]) => `${v} ${pct(w)}`).join(", ");
+  const lines = [`phase ${p.phase} → ${p.nextPhase}; traffic: ${weights}`, `${p.keeps.join(" and ") || "no version"} keeps serving`];
+  for (const c of p.clustersRemoved) lines.push(`proxies drop the cluster ${c}`);
+  for (const c of p.clustersAdded) lines.push(`proxies get the cluster ${c}`);
+  if (p.loser) lines.push(p.loser.message);
+  return lines;
 }
 
 function cancelConfirm() {
@@ -231,7 +262,7 @@ async function confirmPending() {
   try {
     await p.run();
     clearError();
-    await refresh();
+    await changed();
   } catch (err) {
     showError(err);
   }
@@ -243,6 +274,15 @@ document.querySelectorAll("[data-action]").forEach((b) => b.addEventListener("cl
 $("#confirm-yes").addEventListener("click", confirmPending);
 $("#confirm-no").addEventListener("click", cancelConfirm);
 $("#error-close").addEventListener("click", clearError);
+$("#new-task").addEventListener("click", () => {
+  cancelConfirm();
+  $("#detail").hidden = true;
+  openCreate((key) => {
+    state.selected = key;
+    location.hash = encodeURIComponent(key);
+    changed();
+  });
+});
 $("#token").value = localStorage.getItem("sluice-token") || "";
 $("#token").addEventListener("change", () => {
   const t = $("#token").value.trim();

@@ -27,6 +27,8 @@
 //!   followers serve it, a new leader goes on from it.
 //! - `deploy`, `rollout`: the Deployment task (`spec.deploy`: the canary's Deployment copied from the stable one;
 //!   `spec.finalize.loser`: the loser's scaled to zero or deleted once no proxy routes to it) → `status.rollout`.
+//! - `console`: the Release API's cluster: a PUT in a watched namespace creates the ReleasePolicy there; the
+//!   console's Deployments and rollout.
 //!
 //! The store does not count the source as loaded until every kind has finished its first list, so `/readyz` and
 //! the first xDS answer wait for it (never an empty or partial first push). [`ACCESS`] lists every API call the
@@ -34,6 +36,7 @@
 
 mod api_status;
 mod conditions;
+pub mod console;
 pub mod convert;
 pub mod crd;
 mod deploy;
@@ -70,7 +73,7 @@ impl Default for WatchOptions {
 }
 
 /// The store part Kubernetes objects fill (merge order: `api` < `file` < `kube` < `local`).
-pub const SOURCE: &str = "kube";
+pub const SOURCE: &str = crate::release::cluster::SOURCE;
 
 /// One kind of API call Sluice makes: the resource (with subresource, as RBAC names it) and the verbs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,6 +90,10 @@ pub const ENDPOINT_SLICES: Access =
     Access { group: "discovery.k8s.io", resource: "endpointslices", verbs: &["list", "watch"] };
 pub const RELEASE_POLICIES: Access =
     Access { group: "sluice.dev", resource: "releasepolicies", verbs: &["list", "watch"] };
+/// The Release API in Kubernetes mode (`console`): a PUT creates the ReleasePolicy, or reads it and merge-patches
+/// its spec; the console reads a task's `status.rollout`.
+pub const RELEASE_POLICY_WRITES: Access =
+    Access { group: "sluice.dev", resource: "releasepolicies", verbs: &["get", "create", "patch"] };
 /// The status writer's merge PATCH of `…/releasepolicies/NAME/status`.
 pub const RELEASE_POLICY_STATUS: Access =
     Access { group: "sluice.dev", resource: "releasepolicies/status", verbs: &["patch"] };
@@ -161,6 +168,7 @@ pub const ACCESS: &[Access] = &[
     PODS,
     ENDPOINT_SLICES,
     RELEASE_POLICIES,
+    RELEASE_POLICY_WRITES,
     RELEASE_POLICY_STATUS,
     LEASES,
     VIRTUAL_SERVICES,
