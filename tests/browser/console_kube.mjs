@@ -1,6 +1,7 @@
 // Drives the Sluice release console in Kubernetes mode (headless Chromium, playwright-core): create a task that
 // deploys v3 from the stable Deployment with a new image tag and 2 replicas, watch the progress bar go 0/2 → 1/2
-// → 2/2 while the policy form stays locked, then deliver 20% once it unlocks. Run by tests/kube/console.rs, which
+// → 2/2 while the policy form stays locked, deliver 20% once it unlocks, take over and end the task (v1's
+// Deployment scaled to zero, as the form asked). Run by tests/kube/console.rs, which
 // plays the Deployment controller in kmock whenever this script prints `@checkpoint NAME` (it answers `ok`).
 // Env: CONSOLE_URL (required), SCREENSHOTS (optional directory). Exits 1 with a message on the first failed check.
 import { mkdirSync } from "node:fs";
@@ -38,6 +39,8 @@ await withBrowser({ width: 1280, height: 1000 }, async (page) => {
   console.log(`error next to the images: ${await page.textContent("#deploy-images-error")}`);
   await page.fill('.d-image[data-container="reviews"]', "istio/examples-bookinfo-reviews-v3:1.20");
   check(await page.inputValue("#deploy-replicas") === "2", "the replica count defaults to the stable's");
+  check(await page.isVisible("#end-fields"), "Kubernetes mode asks what becomes of the loser's Deployment");
+  await page.selectOption("#loser", "ScaleToZero");
   if (shots) { mkdirSync(shots, { recursive: true }); await page.screenshot({ path: join(shots, "06-deploy-task.png"), fullPage: true }); }
   await page.click("#release");
 
@@ -61,6 +64,20 @@ await withBrowser({ width: 1280, height: 1000 }, async (page) => {
   await page.click("#deliver");
   await page.waitForFunction(() => document.querySelector("#deliver-status").textContent.startsWith("delivered"), null, { timeout: 15000 });
   await checkpoint("delivered");
+
+  // Take over, then End task: the plan names what happens to v1's Deployment before anything does.
+  await page.click('button[data-action="promote"]');
+  await page.waitForSelector("#confirm:not([hidden])");
+  await page.click("#confirm-yes");
+  await page.waitForFunction(() => document.querySelector("#summary").textContent.includes("phase Promoted"));
+  await page.click('button[data-action="finalize"]');
+  await page.waitForSelector("#confirm:not([hidden])");
+  const plan = await page.textContent("#confirm-plan");
+  console.log(`End task plan: ${plan}`);
+  check(plan.includes("the Deployment of v1 is scaled to 0 replicas"), `the plan says v1's Deployment is scaled to 0: ${plan}`);
+  await page.click("#confirm-yes");
+  await page.waitForFunction(() => document.querySelector("#summary").textContent.includes("phase Finalized"));
+  await checkpoint("ended");
 
   check(refused.length === 0, `the API refused a change the page sent: ${refused.join(" | ")}`);
   check(errors.length === 0, `page errors: ${errors.join(" | ")}`);

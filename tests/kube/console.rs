@@ -3,7 +3,7 @@
 //! Release Task form deploys the new version from the stable Deployment with a new image tag and a replica count,
 //! the task is a ReleasePolicy in the cluster, the progress bar follows the canary Deployment from 0/2 to 2/2 as
 //! this test plays the Deployment controller, and the traffic policy form unlocks only then. Delivering a policy
-//! replaces the cluster object's spec. Needs `/usr/bin/chromium` and `npm ci` in tests/browser (scripts/setup).
+//! replaces the cluster object's spec; ending the task scales v1's Deployment to zero, as the form asked. Needs `/usr/bin/chromium` and `npm ci` in tests/browser (scripts/setup).
 
 use crate::common;
 use crate::deploy::{deployment_of, pod, reviews_service, slice};
@@ -91,6 +91,7 @@ async fn the_console_deploys_the_new_version_and_unlocks_the_policy_once_it_is_r
             let p = policy(&client).await.expect("the ReleasePolicy is in the cluster");
             assert_eq!(p["spec"]["deploy"]["images"], json!({"reviews": "istio/examples-bookinfo-reviews-v3:1.20"}));
             assert_eq!(p["spec"]["deploy"]["replicas"], 2, "{p:#}");
+            assert_eq!(p["spec"]["finalize"], json!({"loser": "ScaleToZero"}), "{p:#}");
             let a = api(&client, "apps/v1", "Deployment");
             let canary = serde_json::to_value(a.get("reviews-v3").await.expect("canary Deployment")).unwrap();
             let image = &canary["spec"]["template"]["spec"]["containers"][0]["image"];
@@ -117,9 +118,22 @@ async fn the_console_deploys_the_new_version_and_unlocks_the_policy_once_it_is_r
             assert_eq!(p["spec"]["traffic"]["canaryWeight"], 2000, "the delivered policy is the cluster's: {p:#}");
             assert!(p["spec"]["deploy"].is_object(), "delivering a policy keeps spec.deploy: {p:#}");
         }
+        "ended" => {
+            // No proxy is connected, so nothing routes to v1: the Deployment task scales it down at once.
+            let a = api(&client, "apps/v1", "Deployment");
+            let started = std::time::Instant::now();
+            loop {
+                let stable = serde_json::to_value(a.get("reviews-v1").await.expect("reviews-v1")).unwrap();
+                if stable["spec"]["replicas"] == 0 {
+                    break;
+                }
+                assert!(started.elapsed() < Duration::from_secs(10), "reviews-v1 not scaled to 0: {stable:#}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
         other => panic!("unknown checkpoint {other}"),
     })
     .await;
-    assert_eq!(seen, ["deployed", "one-ready", "delivered"], "every checkpoint was reached");
+    assert_eq!(seen, ["deployed", "one-ready", "delivered", "ended"], "every checkpoint was reached");
     let _ = stop.send(true);
 }

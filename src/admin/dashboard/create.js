@@ -26,6 +26,8 @@ export async function openCreate(created) {
     return;
   }
   fillNamespaces();
+  // Kubernetes mode: what becomes of the losing version's Deployment (`spec.finalize.loser`).
+  $("#end-fields").hidden = !inventory.kubernetes;
   $("#task-name").focus();
 }
 
@@ -64,7 +66,10 @@ function fillVersions() {
   $("#workload tbody").replaceChildren(...(versions.length
     ? versions.map((v) => el("tr", { "data-version": v.name }, el("td", {}, v.name), el("td", { class: "num" }, `${v.ready}/${v.endpoints}`)))
     : [el("tr", {}, el("td", { colspan: "2", class: "muted" }, svc ? `no endpoint of ${svc.name} has a ${svc.versionLabel} label` : "no Service"))]));
-  options($("#stable"), versions.map((v) => ({ value: v.name, label: `${v.name} (${v.ready}/${v.endpoints} ready)` })));
+  $("#workload-ports").textContent = svc ? `ports: ${svc.ports.map((p) => `${p.name || "(unnamed)"} ${p.port}/${p.protocol}`).join(", ")}` : "";
+  // The stable version: the one serving most (ready endpoints), the first on a tie.
+  const serving = versions.reduce((best, v) => (!best || v.ready > best.ready ? v : best), null);
+  options($("#stable"), versions.map((v) => ({ value: v.name, label: `${v.name} (${v.ready}/${v.endpoints} ready)` })), serving?.name);
   $("#canary-versions").replaceChildren(...versions.map((v) => el("option", { value: v.name })));
   fillDeploy();
   fillCanary();
@@ -149,6 +154,7 @@ function check() {
     if (!Number.isInteger(replicas) || replicas < 1 || replicas > 100) fail("spec.deploy.replicas", `${$("#deploy-replicas").value || "nothing"}: a whole number from 1 to 100`);
     spec.deploy = { from: stableDeployment().deployment.name, images, replicas };
   }
+  if (inventory.kubernetes && $("#loser").value !== "Keep") spec.finalize = { loser: $("#loser").value };
   return ok && { name, namespace: $("#namespace").value, spec };
 }
 
