@@ -1,5 +1,6 @@
 //! The release console in Kubernetes mode, in Debian's headless Chromium (`tests/browser/console_kube.mjs`,
-//! playwright-core) against Sluice watching the kmock API emulator (there is no API server here): the Create
+//! playwright-core) against Sluice watching the kmock API emulator (there is no API server here) and a real Envoy
+//! routing to two backends: the Create
 //! Release Task form deploys the new version from the stable Deployment with a new image tag and a replica count,
 //! the task is a ReleasePolicy in the cluster, the progress bar follows the canary Deployment from 0/2 to 2/2 as
 //! this test plays the Deployment controller, and the traffic policy form unlocks only then. Delivering a policy
@@ -10,7 +11,7 @@ use crate::deploy::{deployment_of, pod, reviews_service, slice};
 
 use common::browser::{require_browser, run_script};
 use common::kmock::{Kmock, api, create, patch, resource_version};
-use common::{Backend, repo};
+use common::{Backend, load, repo, start_envoy};
 use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 use sluice::server::{Options, Sluice};
@@ -78,6 +79,21 @@ async fn the_console_deploys_the_new_version_and_unlocks_the_policy_once_it_is_r
     create(&client, slice("reviews-v1", v1.port(), &["reviews-v1-a", "reviews-v1-b"], true)).await;
     let (stop, stop_rx) = watch::channel(false);
     let (sluice, _leading) = sluice(&kmock, stop_rx).await;
+    let (_envoy, listen) = start_envoy(sluice.xds_addr(), "envoy-console-kube", false).await;
+    sluice.wait_acked("envoy-console-kube", Duration::from_secs(10)).await.expect("Envoy ACKs the config");
+    let key = sluice::model::ObjectKey::new("default", "reviews-v3");
+    // Until Envoy holds the release's state as `want` says.
+    let applied = async |want: &dyn Fn(&sluice::release::ReleaseView) -> bool, what: &str| {
+        let started = std::time::Instant::now();
+        loop {
+            let v = sluice.releases().get(&key).expect("the task");
+            if want(&v) && v.status.proxies.total == 1 && v.status.proxies.acked == 1 {
+                return;
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "{what}: not applied: {:?}", v.status);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
 
     let admin = sluice.admin_addr().expect("admin port");
     let mut env = vec![("CONSOLE_URL", format!("http://{admin}/dashboard"))];
@@ -97,6 +113,9 @@ async fn the_console_deploys_the_new_version_and_unlocks_the_policy_once_it_is_r
             let image = &canary["spec"]["template"]["spec"]["containers"][0]["image"];
             assert_eq!(image, "istio/examples-bookinfo-reviews-v3:1.20", "{canary:#}");
             assert_eq!(canary["spec"]["template"]["metadata"]["labels"]["version"], "v3");
+            // Nothing of v3 is ready: all traffic stays on v1.
+            let c = load(listen, "reviews", 200, 4).await;
+            assert_eq!((c.of("v1"), c.errors, c.non_2xx), (200, 0, 0), "{c:?}");
             // Its pods start, none ready yet.
             for p in ["reviews-v3-a", "reviews-v3-b"] {
                 create(&client, pod(p, "reviews", "v3")).await;
@@ -117,9 +136,15 @@ async fn the_console_deploys_the_new_version_and_unlocks_the_policy_once_it_is_r
             let p = policy(&client).await.expect("the ReleasePolicy");
             assert_eq!(p["spec"]["traffic"]["canaryWeight"], 2000, "the delivered policy is the cluster's: {p:#}");
             assert!(p["spec"]["deploy"].is_object(), "delivering a policy keeps spec.deploy: {p:#}");
+            applied(&|v| v.status.weights.get("v3") == Some(&2000), "20% to v3").await;
+            let c = load(listen, "reviews", 1000, 8).await;
+            let share = c.of("v3") as f64 / 1000.0;
+            println!("20% through Envoy: {c:?}");
+            assert_eq!((c.errors, c.non_2xx), (0, 0), "{c:?}");
+            assert!((0.15..=0.25).contains(&share), "v3 gets ~20% of 1,000 requests: {share}");
         }
         "ended" => {
-            // No proxy is connected, so nothing routes to v1: the Deployment task scales it down at once.
+            // Once Envoy ACKed the state without v1, the Deployment task scales v1 down.
             let a = api(&client, "apps/v1", "Deployment");
             let started = std::time::Instant::now();
             loop {
@@ -130,6 +155,8 @@ async fn the_console_deploys_the_new_version_and_unlocks_the_policy_once_it_is_r
                 assert!(started.elapsed() < Duration::from_secs(10), "reviews-v1 not scaled to 0: {stable:#}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
+            let c = load(listen, "reviews", 200, 4).await;
+            assert_eq!((c.of("v3"), c.errors, c.non_2xx), (200, 0, 0), "v3 takes all traffic: {c:?}");
         }
         other => panic!("unknown checkpoint {other}"),
     })
