@@ -250,8 +250,7 @@ impl ReleaseController {
 
     /// Creates or replaces a policy's spec (API-owned policies only).
     pub fn apply(&self, key: &ObjectKey, spec: ReleasePolicySpec) -> Result<ReleaseView, ReleaseError> {
-        spec.validate()?;
-        spec.check_without_deployments("the release API")?;
+        local_spec_checks(&spec)?;
         let model = self.store.model();
         self.check_apply(key, &spec, &model, API_SOURCE)?;
         {
@@ -520,6 +519,14 @@ fn api_model(inner: &Inner) -> Model {
         })
         .collect();
     Model { policies, ..Default::default() }
+}
+
+/// What a spec the API stores itself must pass: its own checks, and no Deployment work (there are no Deployments
+/// outside a cluster).
+fn local_spec_checks(spec: &ReleasePolicySpec) -> Result<(), ReleaseError> {
+    spec.validate()?;
+    spec.check_without_deployments("the release API")?;
+    Ok(())
 }
 
 fn canary_key(key: &ObjectKey, r: &Record) -> VersionKey {

@@ -82,3 +82,27 @@ pub async fn gateway_envoy(sluice: &sluice::server::Sluice, node: &str, gateway:
     sluice.wait_acked(node, Duration::from_secs(20)).await.expect("the gateway ACKs its config");
     envoy
 }
+
+/// Waits (at most 10 s) until the release `default/NAME` is what `want` says and the one connected proxy ACKed it:
+/// what a test checks before it measures traffic through Envoy.
+pub async fn until_release(
+    sluice: &sluice::server::Sluice,
+    name: &str,
+    want: impl Fn(&sluice::release::ReleaseView) -> bool,
+    what: &str,
+) {
+    let key = sluice::model::ObjectKey::new("default", name);
+    let started = std::time::Instant::now();
+    loop {
+        let view = sluice.releases().get(&key);
+        if let Ok(v) = &view
+            && want(v)
+            && (v.status.proxies.total, v.status.proxies.acked) == (1, 1)
+        {
+            return;
+        }
+        let status = view.map(|v| format!("{:?}", v.status)).unwrap_or_else(|e| e.to_string());
+        assert!(started.elapsed() < Duration::from_secs(10), "{what}: not applied within 10 s: {status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -12,34 +12,17 @@ use crate::common;
 
 use common::browser::{require_browser, run_script};
 use common::http::load_with;
-use common::mesh::versions_yaml;
+use common::mesh::{until_release, versions_yaml};
 use common::{Backend, LoadLoop, load, repo, start_envoy};
 use sluice::model::ObjectKey;
 use sluice::server::{Options, Sluice};
 use sluice::source;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const NODE: &str = "envoy-console";
 const WINDOWS: &str =
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36";
 const LINUX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0";
-
-/// Waits until the release's traffic config is what `want` says and Envoy ACKed it.
-async fn applied(sluice: &Sluice, want: impl Fn(&sluice::release::ReleaseView) -> bool, what: &str) {
-    let key = ObjectKey::new("default", "reviews-v3");
-    let started = Instant::now();
-    loop {
-        if let Ok(v) = sluice.releases().get(&key) {
-            if want(&v) && v.status.proxies.total == 1 && v.status.proxies.acked == 1 {
-                return;
-            }
-            assert!(started.elapsed() < Duration::from_secs(10), "{what}: not applied within 10 s: {:?}", v.status);
-        } else {
-            assert!(started.elapsed() < Duration::from_secs(10), "{what}: no release reviews-v3");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_runs_the_tutorial_from_an_empty_task_list() {
@@ -63,7 +46,7 @@ async fn the_console_runs_the_tutorial_from_an_empty_task_list() {
     }
     let seen = run_script("console.mjs", &env, Duration::from_secs(240), async |checkpoint: &str| match checkpoint {
         "ratio-20" => {
-            applied(&sluice, |v| v.status.weights.get("v3") == Some(&2000), "20% to v3").await;
+            until_release(&sluice, "reviews-v3", |v| v.status.weights.get("v3") == Some(&2000), "20% to v3").await;
             let counts = load(listen, "reviews", 2000, 8).await;
             let share = counts.of("v3") as f64 / 2000.0;
             println!("20% by ratio: {counts:?} → v3 {:.1}%", share * 100.0);
@@ -71,7 +54,7 @@ async fn the_console_runs_the_tutorial_from_an_empty_task_list() {
             assert!((0.17..=0.23).contains(&share), "v3 gets 17-23% of 2,000 requests: {:.1}%", share * 100.0);
         }
         "windows" => {
-            applied(&sluice, |v| !v.spec.traffic.rules.is_empty(), "the Windows rule").await;
+            until_release(&sluice, "reviews-v3", |v| !v.spec.traffic.rules.is_empty(), "the Windows rule").await;
             let win = load_with(listen, "reviews", &[("user-agent", WINDOWS)], 200, 8).await;
             let linux = load_with(listen, "reviews", &[("user-agent", LINUX)], 200, 8).await;
             println!("Windows rule: Windows {win:?}, Linux {linux:?}");
@@ -79,7 +62,7 @@ async fn the_console_runs_the_tutorial_from_an_empty_task_list() {
             assert_eq!(linux.of("v1"), 200, "other User-Agents go to v1: {linux:?}");
         }
         "takeover" => {
-            applied(&sluice, |v| v.status.weights.get("v3") == Some(&10000), "take over").await;
+            until_release(&sluice, "reviews-v3", |v| v.status.weights.get("v3") == Some(&10000), "take over").await;
             let all = load_with(listen, "reviews", &[("user-agent", LINUX)], 400, 8).await;
             assert_eq!(all.of("v3"), 400, "v3 takes all traffic: {all:?}");
         }

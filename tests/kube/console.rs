@@ -7,19 +7,17 @@
 //! replaces the cluster object's spec; ending the task scales v1's Deployment to zero, as the form asked. Needs `/usr/bin/chromium` and `npm ci` in tests/browser (scripts/setup).
 
 use crate::common;
-use crate::deploy::{deployment_of, pod, reviews_service, slice};
+use crate::deploy::{deployment_of, pod, reviews_service, slice, sluice_leading};
 
 use common::browser::{require_browser, run_script};
 use common::kmock::{Kmock, api, create, patch, resource_version};
+use common::mesh::until_release;
 use common::{Backend, load, repo, start_envoy};
 use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
-use sluice::server::{Options, Sluice};
 use sluice::source::kube::console::ClusterPolicies;
-use sluice::store::Store;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
 
 async fn policy(client: &kube::Client) -> Option<Value> {
     match api(client, "sluice.dev/v1alpha1", "ReleasePolicy").get("reviews-v3").await {
@@ -37,34 +35,6 @@ async fn ready_replicas(client: &kube::Client, ready: i32) {
     a.patch_status("reviews-v3", &PatchParams::default(), &Patch::Merge(p)).await.expect("deployment status");
 }
 
-/// Sluice in process, watching the emulator and leading (status writer and Deployment task), with the Release API
-/// writing tasks to the cluster as `serve --kube` does.
-async fn sluice(kmock: &Kmock, stop: watch::Receiver<bool>) -> (Sluice, watch::Sender<bool>) {
-    let store = Store::new();
-    let watching = sluice::source::kube::start(kmock.client().await, &[], store.clone(), stop.clone());
-    let sluice = Sluice::start_with(Options::local(), store, Value::Null).await.expect("start");
-    let (leading, leader) = watch::channel(true);
-    let releases = sluice.releases().clone();
-    releases.set_cluster(Arc::new(ClusterPolicies::new(kmock.client().await, &[])));
-    tokio::spawn(sluice::source::kube::manage_deployments(
-        kmock.client().await,
-        releases.clone(),
-        watching.observed.clone(),
-        watching.owners,
-        leader.clone(),
-        stop.clone(),
-    ));
-    tokio::spawn(sluice::source::kube::write_status(
-        kmock.client().await,
-        releases.clone(),
-        watching.observed,
-        leader,
-        stop,
-    ));
-    tokio::time::timeout(Duration::from_secs(10), sluice.store().wait_ready()).await.expect("every kind listed");
-    (sluice, leading)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_console_deploys_the_new_version_and_unlocks_the_policy_once_it_is_rolled_out() {
     require_browser();
@@ -77,23 +47,13 @@ async fn the_console_deploys_the_new_version_and_unlocks_the_policy_once_it_is_r
         create(&client, pod(p, "reviews", "v1")).await;
     }
     create(&client, slice("reviews-v1", v1.port(), &["reviews-v1-a", "reviews-v1-b"], true)).await;
-    let (stop, stop_rx) = watch::channel(false);
-    let (sluice, _leading) = sluice(&kmock, stop_rx).await;
+    // Leading (status writer and Deployment task), with the Release API writing tasks to the cluster as `serve
+    // --kube` does.
+    let running = sluice_leading(&kmock, true).await;
+    let sluice = &running.sluice;
+    sluice.releases().set_cluster(Arc::new(ClusterPolicies::new(kmock.client().await, &[])));
     let (_envoy, listen) = start_envoy(sluice.xds_addr(), "envoy-console-kube", false).await;
     sluice.wait_acked("envoy-console-kube", Duration::from_secs(10)).await.expect("Envoy ACKs the config");
-    let key = sluice::model::ObjectKey::new("default", "reviews-v3");
-    // Until Envoy holds the release's state as `want` says.
-    let applied = async |want: &dyn Fn(&sluice::release::ReleaseView) -> bool, what: &str| {
-        let started = std::time::Instant::now();
-        loop {
-            let v = sluice.releases().get(&key).expect("the task");
-            if want(&v) && v.status.proxies.total == 1 && v.status.proxies.acked == 1 {
-                return;
-            }
-            assert!(started.elapsed() < Duration::from_secs(10), "{what}: not applied: {:?}", v.status);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
 
     let admin = sluice.admin_addr().expect("admin port");
     let mut env = vec![("CONSOLE_URL", format!("http://{admin}/dashboard"))];
@@ -136,7 +96,7 @@ async fn the_console_deploys_the_new_version_and_unlocks_the_policy_once_it_is_r
             let p = policy(&client).await.expect("the ReleasePolicy");
             assert_eq!(p["spec"]["traffic"]["canaryWeight"], 2000, "the delivered policy is the cluster's: {p:#}");
             assert!(p["spec"]["deploy"].is_object(), "delivering a policy keeps spec.deploy: {p:#}");
-            applied(&|v| v.status.weights.get("v3") == Some(&2000), "20% to v3").await;
+            until_release(sluice, "reviews-v3", |v| v.status.weights.get("v3") == Some(&2000), "20% to v3").await;
             let c = load(listen, "reviews", 1000, 8).await;
             let share = c.of("v3") as f64 / 1000.0;
             println!("20% through Envoy: {c:?}");
@@ -162,5 +122,4 @@ async fn the_console_deploys_the_new_version_and_unlocks_the_policy_once_it_is_r
     })
     .await;
     assert_eq!(seen, ["deployed", "one-ready", "delivered", "ended"], "every checkpoint was reached");
-    let _ = stop.send(true);
 }

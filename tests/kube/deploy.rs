@@ -143,17 +143,17 @@ async fn act(client: &kube::Client, action: &str, generation: i64) {
 }
 
 /// Sluice in process, watching the emulator, leading: the status writer and the Deployment task run.
-struct Running {
-    sluice: Sluice,
+pub(crate) struct Running {
+    pub(crate) sluice: Sluice,
     _stop: watch::Sender<bool>,
-    leading: watch::Sender<bool>,
+    pub(crate) leading: watch::Sender<bool>,
 }
 
 async fn sluice(kmock: &Kmock) -> Running {
     sluice_leading(kmock, true).await
 }
 
-async fn sluice_leading(kmock: &Kmock, leads: bool) -> Running {
+pub(crate) async fn sluice_leading(kmock: &Kmock, leads: bool) -> Running {
     let (stop, stop_rx) = watch::channel(false);
     let store = Store::new();
     let watching = sluice::source::kube::start(kmock.client().await, &[], store.clone(), stop_rx.clone());
