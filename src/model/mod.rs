@@ -14,6 +14,7 @@ mod analysis;
 mod build;
 mod by_service;
 mod deploy;
+mod grpc_status;
 pub mod mesh;
 pub mod pattern;
 mod policy;
@@ -24,10 +25,13 @@ mod settings;
 
 pub use analysis::{Analysis, AtLeast, AtMost};
 pub use deploy::{Deploy, Finalize, Loser, MAX_REPLICAS, canary_name};
+pub use grpc_status::grpc_code;
 pub use policy::*;
 pub use policy_validate::*;
 pub use proxy::{GatewayRole, InterceptionMode, ProxyInfo, Visibility};
-pub use service::{Endpoint, Service, ServicePort, TLS_MODE_ISTIO, TLS_MODE_LABEL, TargetPort};
+pub use service::{
+    Endpoint, REGION_LABEL, SUBZONE_LABEL, Service, ServicePort, TLS_MODE_ISTIO, TLS_MODE_LABEL, TargetPort, ZONE_LABEL,
+};
 pub use settings::{DEFAULT_ROOT_NAMESPACE, MeshSettings};
 
 use serde::{Deserialize, Serialize};

@@ -55,6 +55,12 @@ pub enum TargetPort {
     Name(String),
 }
 
+/// The labels istiod reads a workload's locality from (its node's topology labels; in Kubernetes mode an
+/// EndpointSlice's `zone` fills the zone): EDS groups endpoints by them.
+pub const REGION_LABEL: &str = "topology.kubernetes.io/region";
+pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+pub const SUBZONE_LABEL: &str = "topology.istio.io/subzone";
+
 /// One address that serves a service: a pod, or a `Workload` from a file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Endpoint {

@@ -352,6 +352,9 @@ pub fn validate_to(paths: &[PathBuf], out: &mut impl Write, err: &mut impl Write
             for w in size_warnings(a.model.clone()) {
                 writeln!(out, "warning: {w} (checked against the default limits)")?;
             }
+            for n in crate::translate::grpc_notes(&a.model) {
+                writeln!(out, "note: {n}")?;
+            }
             let (s, w, p, r) = (a.services, a.workloads, a.policies, a.routing);
             writeln!(out, "ok: {s} services, {w} workloads, {p} policies, {r} routing objects")?;
             Ok(ExitCode::SUCCESS)

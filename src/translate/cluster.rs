@@ -196,15 +196,6 @@ pub fn proxy_clusters(_model: &Model, proxy: &ProxyInfo) -> Vec<Cluster> {
     out
 }
 
-/// The cluster as a proxyless gRPC client needs it, when that differs: gRPC accepts `ROUND_ROBIN` and
-/// `RING_HASH` only, so istiod's `LEAST_REQUEST` default (and a DestinationRule's `LEAST_REQUEST`/`RANDOM`) becomes
-/// `ROUND_ROBIN`, as istiod's generator for gRPC clients writes it. `None`: the cluster serves gRPC as it is.
-pub fn for_grpc(c: &Cluster) -> Option<Cluster> {
-    let lb = cluster::LbPolicy::try_from(c.lb_policy).ok()?;
-    matches!(lb, cluster::LbPolicy::LeastRequest | cluster::LbPolicy::Random)
-        .then(|| Cluster { lb_policy: cluster::LbPolicy::RoundRobin as i32, ..c.clone() })
-}
-
 fn eds_cluster(name: String, http2: bool) -> Cluster {
     // No `service_name`: Envoy and gRPC then ask EDS for the cluster's own name, and every proxy is sent ~50 bytes
     // less per cluster (150 KB of each sidecar's first config with 1,000 services).

@@ -29,7 +29,10 @@ pub(crate) fn fault(f: &HttpFaultInjection) -> HttpFault {
             percentage: Some(fraction(d.percentage)),
         }),
         abort: f.abort.as_ref().map(|a| FaultAbort {
-            error_type: Some(fault_abort::ErrorType::HttpStatus(u32::from(a.http_status))),
+            error_type: Some(match a.grpc_status.as_deref().and_then(crate::model::grpc_code) {
+                Some(code) => fault_abort::ErrorType::GrpcStatus(code),
+                None => fault_abort::ErrorType::HttpStatus(u32::from(a.http_status)),
+            }),
             percentage: Some(fraction(a.percentage)),
             ..Default::default()
         }),

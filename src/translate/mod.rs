@@ -26,6 +26,7 @@ mod endpoint;
 mod gamma;
 mod gateway;
 mod gateway_tls;
+mod grpc;
 mod inbound_tls;
 mod intercept;
 mod listener;
@@ -40,8 +41,9 @@ mod tls;
 mod traffic_policy;
 pub mod vhds;
 
-pub use cluster::{clusters, for_grpc, mesh_clusters, outbound_clusters, proxy_clusters, service_clusters};
+pub use cluster::{clusters, mesh_clusters, outbound_clusters, proxy_clusters, service_clusters};
 pub use endpoint::{load_assignments, service_load_assignments};
+pub use grpc::{GrpcNote, for_grpc, grpc_notes};
 pub use listener::listeners;
 pub use naming::{
     INBOUND_PASSTHROUGH_SOURCE, LISTEN_ROUTE_CONFIG, PASSTHROUGH_CLUSTER, outbound_namespace, parse_outbound_subset,

@@ -50,6 +50,8 @@ pub struct RouteScope {
     pub mesh_sources: BTreeSet<(ObjectKey, usize, usize)>,
     /// A gateway proxy: the Gateways that configure it (its route configurations are theirs alone).
     pub gateways: Option<super::gateway::Selected>,
+    /// A proxyless gRPC client: routes in the form gRPC reads (see `grpc`).
+    pub proxyless: bool,
 }
 
 /// The scope of one proxy.
@@ -89,6 +91,7 @@ pub fn route_scope(model: &Model, proxy: &ProxyInfo) -> RouteScope {
         source_rules,
         mesh_sources,
         gateways,
+        proxyless: proxy.mode == InterceptionMode::Proxyless,
     }
 }
 
@@ -112,8 +115,11 @@ pub fn route_configs(model: &Model, scope: &RouteScope) -> Vec<RouteConfiguratio
             if scope.passthrough {
                 virtual_hosts.push(if scope.registry_only { super::registry_only::block_all() } else { allow_any() });
             }
-            let config = RouteConfiguration { name, virtual_hosts, ..Default::default() };
+            let mut config = RouteConfiguration { name, virtual_hosts, ..Default::default() };
             debug_assert!(repeated_domain(&config).is_none(), "{:?}", repeated_domain(&config));
+            if scope.proxyless {
+                super::grpc::routes_for_grpc(&mut config);
+            }
             config
         })
         .collect()

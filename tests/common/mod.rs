@@ -16,6 +16,7 @@ pub mod cookies;
 pub mod envoy;
 pub mod http;
 pub mod https;
+pub mod interop;
 pub mod istio_samples;
 pub mod kmock;
 pub mod log;

@@ -13,6 +13,7 @@ mod containment;
 mod gateway;
 mod gateway_api;
 mod gateway_release;
+mod grpc_interop;
 mod harness_selftest;
 mod istio;
 mod istio_defaults;

@@ -233,3 +233,48 @@ spec:
     assert!(err.lines().all(|l| l.starts_with(&f)), "each names the file and line: {err}");
     assert!(err.contains("invalid perl operator") && err.contains("bad repetition operator"), "{err}");
 }
+
+/// A gRPC status to abort with is a `google.rpc.Code` name, as istiod reads it; fields a proxyless gRPC client
+/// does not implement are named as notes (the config is valid: sidecars apply them).
+#[test]
+fn grpc_status_names_are_checked_and_grpc_notes_are_printed() {
+    let vs = |abort: &str| {
+        format!(
+            "---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: reviews}}
+spec:
+  hosts: [reviews]
+  http:
+  - fault:
+      abort: {abort}
+    rewrite: {{uri: /v2}}
+    route:
+    - destination: {{host: reviews, subset: v1}}
+"
+        )
+    };
+    let (code, _, err, f) = validate(&format!("{BASE}{}", vs("{grpcStatus: unavailable}")));
+    assert_eq!(code, ExitCode::FAILURE);
+    assert_eq!(
+        err.trim(),
+        format!(
+            "{f}:29: VirtualService default/reviews: spec.http[0].fault.abort.grpcStatus: \"unavailable\" is not a \
+             gRPC status name (e.g. UNAVAILABLE, UNAUTHENTICATED)"
+        )
+    );
+    let (code, _, err, _) = validate(&format!("{BASE}{}", vs("{grpcStatus: UNAVAILABLE, httpStatus: 503}")));
+    assert_eq!(code, ExitCode::FAILURE);
+    assert!(err.contains("spec.http[0].fault.abort.httpStatus: cannot be set with grpcStatus"), "{err}");
+
+    let (code, out, err, f) = validate(&format!("{BASE}{}", vs("{grpcStatus: UNAVAILABLE}")));
+    assert_eq!(code, ExitCode::SUCCESS, "{err}");
+    assert!(
+        out.contains(&format!(
+            "note: {f}:24: VirtualService default/reviews: spec.http[0].rewrite: gRPC clients do not rewrite; \
+             calls keep their path"
+        )),
+        "{out}"
+    );
+}

@@ -171,8 +171,19 @@ fn validate_http(path: &str, http: &HttpRoute, out: &mut Vec<FieldError>) {
             percent(&format!("{path}.fault.delay.percentage.value"), d.percentage.map(|p| p.value), out);
         }
         if let Some(a) = &f.abort {
-            if !(200..=599).contains(&a.http_status) {
-                out.push(FieldError::new(format!("{path}.fault.abort.httpStatus"), "must be between 200 and 599"));
+            match (&a.grpc_status, a.http_status) {
+                (None, code) if !(200..=599).contains(&code) => {
+                    out.push(FieldError::new(format!("{path}.fault.abort.httpStatus"), "must be between 200 and 599"));
+                }
+                (Some(_), code) if code != 0 => {
+                    let msg = "cannot be set with grpcStatus: an abort has one status";
+                    out.push(FieldError::new(format!("{path}.fault.abort.httpStatus"), msg));
+                }
+                (Some(name), _) if crate::model::grpc_code(name).is_none() => {
+                    let msg = format!("{name:?} is not a gRPC status name (e.g. UNAVAILABLE, UNAUTHENTICATED)");
+                    out.push(FieldError::new(format!("{path}.fault.abort.grpcStatus"), msg));
+                }
+                _ => {}
             }
             percent(&format!("{path}.fault.abort.percentage.value"), a.percentage.map(|p| p.value), out);
         }

@@ -268,10 +268,19 @@ pub struct FaultDelay {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FaultAbort {
+    /// The HTTP status to answer with (0: not set; then `grpcStatus` is).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub http_status: u16,
+    /// The gRPC status to end the call with, by name (`UNAVAILABLE`), as istiod reads it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_status: Option<String>,
     /// Share of requests aborted; absent: all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub percentage: Option<Percent>,
+}
+
+fn is_zero(v: &u16) -> bool {
+    *v == 0
 }
 
 /// A percentage, 0.0..=100.0.

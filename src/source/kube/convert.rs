@@ -107,6 +107,8 @@ pub struct SliceEndpoint {
     pub ready: bool,
     /// `conditions.terminating` while still `serving`: no new requests, open ones drain.
     pub terminating: bool,
+    /// The endpoint's `zone` (its node's `topology.kubernetes.io/zone`): its locality's zone in EDS.
+    pub zone: Option<String>,
 }
 
 /// The namespace/name key of any Kubernetes object.
@@ -212,7 +214,8 @@ pub fn endpoint_slice(slice: &EndpointSlice) -> Result<Item, Invalid> {
             let ready = c.ready.unwrap_or(true);
             let terminating = c.terminating.unwrap_or(false) && c.serving.unwrap_or(ready);
             let pod = e.target_ref.as_ref().filter(|r| r.kind.as_deref() == Some("Pod")).and_then(|r| r.name.clone());
-            Some(SliceEndpoint { address, pod, ready: ready && !c.terminating.unwrap_or(false), terminating })
+            let ready = ready && !c.terminating.unwrap_or(false);
+            Some(SliceEndpoint { address, pod, ready, terminating, zone: e.zone.clone() })
         })
         .collect();
     Ok(Item::Slice(Slice { service, ports, endpoints }))

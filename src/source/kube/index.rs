@@ -265,7 +265,10 @@ impl Index {
                         continue;
                     }
                     let pod = e.pod.as_ref().and_then(|p| pods.get(&ObjectKey::new(&key.namespace, p)));
-                    let labels = pod.map(|p| p.labels.clone()).unwrap_or_default();
+                    let mut labels = pod.map(|p| p.labels.clone()).unwrap_or_default();
+                    if let Some(zone) = &e.zone {
+                        labels.entry(crate::model::ZONE_LABEL.to_string()).or_insert_with(|| zone.clone());
+                    }
                     let service_account = pod.and_then(|p| p.service_account.as_ref());
                     endpoints.push(Endpoint {
                         name: e.pod.clone().unwrap_or_else(|| e.address.clone()),

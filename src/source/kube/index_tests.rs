@@ -25,6 +25,7 @@ fn slice(service: &str, eps: &[(&str, &str, bool)]) -> Result<Item, Invalid> {
             pod: Some(pod.to_string()),
             ready: *ready,
             terminating: false,
+            zone: None,
         })
         .collect();
     Ok(Item::Slice(Slice { service: service.into(), ports: [("http".into(), 9080)].into(), endpoints }))
@@ -168,4 +169,24 @@ fn gateway_kinds_reach_the_model_and_the_status_writer() {
     assert_eq!(objects.gateways[&key("gw")].1.generation, Some(2));
     assert_eq!(objects.fronts.keys().collect::<Vec<_>>(), [&key("gw-svc")], "only Services that front a Gateway");
     assert!(Kind::ApiGateway.is_optional() && !Kind::Secret.is_optional());
+}
+
+#[test]
+fn a_slice_endpoints_zone_is_its_locality_zone_unless_the_pod_says() {
+    let (mut ix, [s, p, e]) = index();
+    list(&mut ix, s, vec![(key("reviews"), svc("reviews"))]);
+    let mut labelled = PodLabels { labels: [("version".into(), "v2".into())].into(), service_account: None };
+    labelled.labels.insert(crate::model::ZONE_LABEL.into(), "pod-zone".into());
+    list(&mut ix, p, vec![(key("r1"), pod("v1")), (key("r2"), Ok(Item::Pod(labelled)))]);
+    let Ok(Item::Slice(mut zoned)) = slice("reviews", &[("r1", "10.0.0.1", true), ("r2", "10.0.0.2", true)]) else {
+        panic!("a slice")
+    };
+    for ep in &mut zoned.endpoints {
+        ep.zone = Some("us-east-1a".into());
+    }
+    list(&mut ix, e, vec![(key("reviews-a"), Ok(Item::Slice(zoned)))]);
+    let m = ix.model();
+    let zones: Vec<Option<&str>> =
+        m.endpoints_of(&key("reviews")).iter().map(|e| e.label(crate::model::ZONE_LABEL)).collect();
+    assert_eq!(zones, [Some("us-east-1a"), Some("pod-zone")]);
 }
