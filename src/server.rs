@@ -1,16 +1,42 @@
 //! Sluice in one process: binds the xDS and admin ports, publishes snapshots, serves until shut down.
 //!
 //! This is also the library API for integration-test harnesses: start Sluice on `127.0.0.1:0`, set or edit the
-//! model through [`Sluice::store`], and await [`Sluice::wait_acked`] ("proxy X holds the current config").
+//! model through [`Sluice::store`], await [`Sluice::wait_acked`] ("proxy X holds the current config") and read
+//! what a proxy holds with [`Sluice::held`]. This example runs as a doctest (no proxy needed to publish):
 //!
-//! ```no_run
-//! # async fn demo() -> anyhow::Result<()> {
-//! use sluice::server::{Options, Sluice};
-//! let sluice = Sluice::start(Options::local()).await?;
-//! sluice.store().update(|model| { /* add services, endpoints, policies */ });
-//! sluice.wait_acked("proxy-1", std::time::Duration::from_secs(5)).await?;
-//! # Ok(()) }
 //! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> anyhow::Result<()> {
+//! use sluice::model::{Endpoint, Model, ReleasePolicy, ReleasePolicySpec, Service};
+//! use sluice::server::{Options, Sluice};
+//! use std::time::Duration;
+//!
+//! let sluice = Sluice::start(Options::local()).await?; // xDS and admin on 127.0.0.1:0
+//! let mut model = Model::default();
+//! let reviews = model.insert_service(Service::http("default", "reviews", 9080));
+//! for (version, port) in [("v1", 19080), ("v3", 19083)] {
+//!     let name = format!("reviews-{version}");
+//!     model.push_endpoint(&reviews, Endpoint::ready(&name, "127.0.0.1", 9080, port).with_label("version", version));
+//! }
+//! model.insert_policy(ReleasePolicy::new("default", "reviews-v3", ReleasePolicySpec::split("reviews", "v1", "v3", 2000)));
+//! sluice.store().set_model(model); // the whole "local" part of the model, from code
+//! let version = sluice.wait_published(Duration::from_secs(5)).await?;
+//! assert_eq!(sluice.snapshot().map(|s| s.version), Some(version));
+//!
+//! // Edit it: 50% to v3. An Envoy bootstrapped with `sluice bootstrap --node-id proxy-1` (or a gRPC client) would
+//! // then be awaited with `sluice.wait_acked("proxy-1", timeout)` and read with `sluice.held("proxy-1")`.
+//! sluice.store().update(|m| {
+//!     let key = sluice::model::ObjectKey::new("default", "reviews-v3");
+//!     m.policies.get_mut(&key).expect("policy").spec.traffic.canary_weight = 5000;
+//! });
+//! assert!(sluice.wait_published(Duration::from_secs(5)).await? > version);
+//! assert!(sluice.held("proxy-1").is_empty(), "no such proxy is connected");
+//! sluice.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//! A whole harness with a real Envoy and a gRPC client, as a crate depending on this one:
+//! `crates/harness-example` (`cargo run -p sluice-harness-example`).
 
 use crate::admin::{self, AdminState};
 use crate::auth::{ApiAuth, TokenFileError};
@@ -18,7 +44,8 @@ use crate::release::{PersistError, ReleaseController, StateDir};
 use crate::store::Store;
 use crate::telemetry::{self, TrafficStats};
 use crate::tls::{ServerTls, TlsError, TlsFiles};
-use crate::xds::{Limits, Registry, Snapshot, StreamCtx, Trust, Xds, publisher};
+use crate::xds::{Limits, Registry, Resource, Snapshot, StreamCtx, Trust, TypeKind, Xds, publisher};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -304,6 +331,35 @@ impl Sluice {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         self.registry.wait_synced(node_id, version, left).await.map_err(|e| WaitTimeout(e.to_string()))?;
         Ok(version)
+    }
+
+    /// What proxy `node_id` holds now: per type, the resources it has ACKed (a node with several streams, as with
+    /// the per-type services: each type from its newest stream), sorted by name. Decode one with
+    /// [`Resource::decode`]. Empty while the proxy is not connected.
+    ///
+    /// ```no_run
+    /// # async fn f(sluice: &sluice::server::Sluice) {
+    /// use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+    /// use sluice::xds::TypeKind;
+    /// let held = sluice.held("proxy-1");
+    /// for r in held.get(&TypeKind::Cluster).into_iter().flatten() {
+    ///     let cluster: Cluster = r.decode().expect("a Cluster");
+    ///     println!("{} balances with {:?}", r.name, cluster.lb_policy());
+    /// }
+    /// # }
+    /// ```
+    pub fn held(&self, node_id: &str) -> BTreeMap<TypeKind, Vec<Arc<Resource>>> {
+        let mut streams = self.registry.get(node_id);
+        streams.sort_by_key(|s| s.stream);
+        let mut out = BTreeMap::new();
+        for status in streams {
+            for (kind, t) in status.types {
+                if let Some(set) = t.held.upgrade() {
+                    out.insert(kind, set.values().cloned().collect());
+                }
+            }
+        }
+        out
     }
 
     /// Stops serving: every xDS stream ends (proxies reconnect elsewhere and keep their config meanwhile), then

@@ -18,7 +18,7 @@
 //!
 //! Mutations run on a blocking thread: the controller writes and fsyncs the state file before it answers; a
 //! Kubernetes release's weight or verb is answered once its record is in the ReleasePolicy status
-//! ([`ReleaseController::change`]). Sent to a replica that does not lead, a mutation is forwarded to the leader and
+//! ([`ReleaseController::change`](crate::release::ReleaseController::change)). Sent to a replica that does not lead, a mutation is forwarded to the leader and
 //! its answer relayed ([`forward`]). Every error carries a `reason` (`NotLeader`, `Refused`, `NotStored`, ...).
 
 use super::{AdminState, inventory};

@@ -12,8 +12,8 @@ pub struct Shape {
     pub endpoints_per_service: usize,
     /// Every n-th service gets a release policy (v1 stable, v2 canary at 10%); 0 = none.
     pub policy_every: usize,
-    /// Each proxy depends on this many services (0: on all): [`GROUPS`] Sidecars, each selecting the proxies of
-    /// one group (`bench-group: gN`), allow [`shared_services`] (every group's: the changes are made there) and
+    /// Each proxy depends on this many services (0: on all): `GROUPS` Sidecars, each selecting the proxies of
+    /// one group (`bench-group: gN`), allow `shared_services` (every group's: the changes are made there) and
     /// services of their own.
     pub sidecar_egress: usize,
     /// Every service also gets an Istio DestinationRule (subsets v1, v2) and a VirtualService splitting 90/10.

@@ -1,5 +1,5 @@
 //! Istio's `istio.v1.auth.IstioCertificateService/CreateCertificate` on the mTLS port: the IO shell around
-//! [`authn`](super::authn) and [`workload::sign`].
+//! [`authn`](super::authn) and [`workload::sign`](super::workload::sign).
 //!
 //! ```text
 //!  request ─▶ authorization: Bearer TOKEN ─authenticate─▶ NS/SA ─▶ spiffe://TD/ns/NS/sa/SA

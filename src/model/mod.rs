@@ -103,7 +103,7 @@ pub struct Model {
     /// The server's mesh-wide settings (trust domain, root namespace); not from any source part.
     #[serde(default)]
     pub settings: MeshSettings,
-    /// Which objects name each Service, built when first asked (see [`by_service`]).
+    /// Which objects name each Service, built when first asked (see `by_service`).
     #[serde(skip)]
     pub by_service: by_service::ServiceIndex,
 }

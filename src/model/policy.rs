@@ -208,7 +208,7 @@ pub struct Stickiness {
 /// One step of an automated plan: `{setWeight: 1000}` or `{pause: {duration: 5m}}` / `{pause: {}}`.
 ///
 /// On the wire a step is a one-key map in YAML as in JSON (serde_yaml would otherwise want `!setWeight` tags), so
-/// it goes through [`StepWire`].
+/// it goes through `StepWire`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(try_from = "StepWire", into = "StepWire")]
 pub enum Step {

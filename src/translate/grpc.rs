@@ -9,6 +9,7 @@
 //!  Route     timeout T (0 = none)           ─▶ max_stream_duration T, grpc-timeout header capped at T (gRPC reads
 //!                                              neither `timeout` nor `max_grpc_timeout`)
 //!            CORS per-filter config         ─▶ dropped (gRPC has no CORS filter and would refuse the route)
+//!            request mirror policies        ─▶ dropped (gRPC does not mirror)
 //! ```
 //! Everything else (matchers, weights, retries, fault, circuit breakers, ring hash key, EDS) is the sidecar's form
 //! already, and gRPC reads what it implements of it: [`grpc_notes`] names what it does not.
@@ -72,6 +73,8 @@ pub(crate) fn routes_for_grpc(config: &mut RouteConfiguration) {
             let Some(route::Action::Route(action)) = &mut r.action else { continue };
             let timeout = action.timeout.take().filter(|t| t.seconds > 0 || t.nanos > 0);
             action.max_grpc_timeout = None;
+            // gRPC does not mirror; a mirror-only cluster would be one it never asks for.
+            action.request_mirror_policies.clear();
             action.max_stream_duration = timeout.map(|t| route_action::MaxStreamDuration {
                 max_stream_duration: Some(t),
                 grpc_timeout_header_max: Some(t),

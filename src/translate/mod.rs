@@ -1,4 +1,4 @@
-//! Translate: the pure mapping from the [`Model`] to Envoy resources.
+//! Translate: the pure mapping from the [`Model`](crate::model::Model) to Envoy resources.
 //!
 //! ```text
 //!             ┌──────────── naming (cluster, route and listener names; host names) ──────────┐

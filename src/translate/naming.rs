@@ -38,7 +38,7 @@ pub(crate) fn outbound_cluster(svc: &Service, port: u16, subset: &str) -> String
     format!("outbound|{port}|{subset}|{}", fqdn(svc))
 }
 
-/// The inverse of [`outbound_cluster`] for a version subset: `outbound|9080|v3|reviews.default.svc.cluster.local`
+/// The inverse of `outbound_cluster` for a version subset: `outbound|9080|v3|reviews.default.svc.cluster.local`
 /// → `(namespace, service, version)`. `None` for the all-endpoints cluster (empty subset) and for any other name.
 pub fn parse_outbound_subset(name: &str) -> Option<(&str, &str, &str)> {
     let mut parts = name.strip_prefix("outbound|")?.splitn(3, '|');

@@ -41,7 +41,7 @@ pub mod wire;
 
 pub use limits::{Limits, StreamSlots};
 pub use registry::{ProxyStatus, Registry};
-pub use resource::TypeKind;
+pub use resource::{Resource, TypeKind};
 pub use server::Xds;
 pub use snapshot::Snapshot;
 pub use stream::StreamCtx;

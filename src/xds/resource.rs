@@ -146,6 +146,12 @@ impl Resource {
         }
     }
 
+    /// The resource as its message (`Cluster`, `ClusterLoadAssignment`, `Listener`, `RouteConfiguration` or
+    /// `VirtualHost`, by [`Resource::kind`]).
+    pub fn decode<M: Message + Default>(&self) -> Result<M, prost::DecodeError> {
+        M::decode(self.body.clone())
+    }
+
     /// The resource as the `Any` a response carries (copies the bytes into the message).
     pub fn to_any(&self) -> Any {
         Any { type_url: self.kind.type_url().to_string(), value: self.body.to_vec() }
@@ -200,6 +206,25 @@ pub fn listener_refs(l: &Listener) -> Vec<String> {
     out.sort();
     out.dedup();
     out
+}
+
+/// The route configurations a listener's HTTP connection managers take over RDS (filter chains and API listener).
+pub fn rds_names(listener: &[u8]) -> Vec<String> {
+    let Ok(l) = Listener::decode(listener) else { return Vec::new() };
+    let chains = l.filter_chains.iter().chain(l.default_filter_chain.iter());
+    let hcms = chains.flat_map(|fc| fc.filters.iter()).filter_map(|f| match &f.config_type {
+        Some(ConfigType::TypedConfig(any)) => Some(any.clone()),
+        _ => None,
+    });
+    let api = l.api_listener.and_then(|a| a.api_listener);
+    hcms.chain(api)
+        .filter(|any| any.type_url.ends_with("http_connection_manager.v3.HttpConnectionManager"))
+        .filter_map(|any| HttpConnectionManager::decode(any.value.as_slice()).ok())
+        .filter_map(|hcm| match hcm.route_specifier {
+            Some(RouteSpecifier::Rds(rds)) => Some(rds.route_config_name),
+            _ => None,
+        })
+        .collect()
 }
 
 fn filter_refs(f: &Filter) -> Vec<String> {

@@ -116,6 +116,29 @@ struct Excluded {
     names: Vec<String>,
 }
 
+/// The names a held set leads a proxy to ask for, with the set they were read from.
+type NamedBy = std::cell::RefCell<Option<(Arc<ResourceSet>, Arc<Vec<String>>)>>;
+
+/// `names(set)` sorted and deduplicated, computed again only when `set` is not the one `cache` was filled from.
+fn named_by(
+    set: &Arc<ResourceSet>,
+    cache: &NamedBy,
+    names: impl FnOnce(&ResourceSet) -> Vec<String>,
+) -> Arc<Vec<String>> {
+    let mut cache = cache.borrow_mut();
+    if let Some((from, named)) = cache.as_ref()
+        && Arc::ptr_eq(from, set)
+    {
+        return named.clone();
+    }
+    let mut named = names(set);
+    named.sort_unstable();
+    named.dedup();
+    let named = Arc::new(named);
+    *cache = Some((set.clone(), named.clone()));
+    named
+}
+
 /// Whether the proxy holds the assignment of every EDS cluster it holds (see [`Session::follows`]), with what it
 /// was computed from: it depends on the CDS set held and on the key sets of the EDS set held and the view's EDS
 /// set, so an endpoint change (values only) keeps it valid, checked by structural diffs in O(change).
@@ -160,6 +183,10 @@ pub(crate) struct Session {
     /// Per type: the view's names a named subscription leaves out, with what they were computed from.
     excluded: [std::cell::RefCell<Option<Excluded>>; 5],
     follows_eds: std::cell::RefCell<Option<Follows>>,
+    /// The route configurations the held listeners name (RDS), for the listener set they were read from.
+    listener_routes: NamedBy,
+    /// The clusters the held route configurations name, for the route set they were read from.
+    route_clusters: NamedBy,
     nonce: u64,
     guard: StreamGuard,
     /// The earliest config change (published while connected) the proxy does not hold in full yet.
@@ -177,6 +204,8 @@ impl Session {
             dirty: [true; 5],
             excluded: Default::default(),
             follows_eds: Default::default(),
+            listener_routes: Default::default(),
+            route_clusters: Default::default(),
             nonce: 0,
             guard,
             unconverged_since: None,
@@ -495,10 +524,37 @@ impl Session {
         match kind {
             TypeKind::Endpoint => self.follows_eds(view.get(kind)),
             TypeKind::Route if !self.types[TypeKind::Listener.index()].held.is_empty() => {
-                view.get(kind).keys().all(|n| held.contains_key(n))
+                // The route configurations its listeners name and the view has: a proxyless gRPC client asks for
+                // those of the listeners it dials only, not every port's.
+                let named = self.listener_routes();
+                let view = view.get(kind);
+                !sorted::missing(named.iter().map(String::as_str), held.keys().map(String::as_str))
+                    .any(|n| view.contains_key(n))
+            }
+            // A client that asks for clusters by name (proxyless gRPC) holds those its routes name; a wildcard
+            // subscription (Envoy) is checked whole by `holds_target`.
+            TypeKind::Cluster if !self.types[kind.index()].wildcard => {
+                let named = self.route_clusters();
+                let view = view.get(kind);
+                !sorted::missing(named.iter().map(String::as_str), held.keys().map(String::as_str))
+                    .any(|n| view.contains_key(n))
             }
             _ => true,
         }
+    }
+
+    /// The RDS names of the held listeners, ascending; read again only when the held listeners change.
+    fn listener_routes(&self) -> Arc<Vec<String>> {
+        named_by(&self.types[TypeKind::Listener.index()].held, &self.listener_routes, |set| {
+            set.values().flat_map(|l| super::resource::rds_names(&l.body)).collect()
+        })
+    }
+
+    /// The clusters the held route configurations name, ascending; read again only when those change.
+    fn route_clusters(&self) -> Arc<Vec<String>> {
+        named_by(&self.types[TypeKind::Route.index()].held, &self.route_clusters, |set| {
+            sorted::refs_of(set.values()).into_iter().map(String::from).collect()
+        })
     }
 
     /// Every EDS cluster the proxy holds whose assignment exists has its assignment held; cached (see [`Follows`]).

@@ -4,7 +4,7 @@
 //! (route configurations per [`RouteScope`], listeners and extra clusters per proxy shape) lazily, cached so that
 //! proxies of the same shape share one encoded set: memory grows with distinct config, not with proxy count.
 //! A proxy whose [`Visibility`] is limited (mTLS) gets the same sets filtered to its namespaces, cached per
-//! visibility group (see [`super::visible`]); its routes and listeners are translated from the visible model part.
+//! visibility group (see `xds::visible`); its routes and listeners are translated from the visible model part.
 //! Proxies that take part in workload mTLS (`ProxyInfo::mtls`) share a second cluster set with upstream TLS
 //! ([`translate::mesh_clusters`]), built when the first of them asks and then kept up to date with every snapshot.
 

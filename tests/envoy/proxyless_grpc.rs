@@ -10,6 +10,8 @@ use std::time::Duration;
 
 fn echo_model(v1: u16, v3: u16, canary_weight: u32) -> Model {
     let mut m = Model::default();
+    // Another Service on another port: the client dials echo's port only, so it never asks for 9080's routes.
+    m.insert_service(Service::http("default", "reviews", 9080));
     let svc = m.insert_service(Service::grpc("default", "echo", 9090));
     for (version, port) in [("v1", v1), ("v3", v3)] {
         m.push_endpoint(
@@ -35,11 +37,13 @@ async fn proxyless_grpc_calls_follow_the_weights() {
 
     let xds = sluice.xds_addr().to_string();
     let n = 1000;
-    let out = tokio::task::spawn_blocking(move || {
+    let client = tokio::task::spawn_blocking(move || {
         grpc_client(&["--xds", &xds, "--target", "echo.default.svc.cluster.local:9090", "-n", &n.to_string()])
-    })
-    .await
-    .expect("client ran");
+    });
+    // While it calls, it holds the config: ACKed, as a harness awaits it.
+    let acked = sluice.wait_acked("grpc-peer", Duration::from_secs(20)).await;
+    let out = client.await.expect("client ran");
+    acked.expect("the gRPC client ACKed the current config");
     assert_eq!(out["errors"], 0, "every call succeeds: {out}");
     let count = |v: &str| out["counts"][v].as_u64().unwrap_or(0) as usize;
     assert_eq!(count("v1") + count("v3"), n, "{out}");

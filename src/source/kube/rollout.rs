@@ -1,6 +1,6 @@
 //! The pure half of the Deployment work (`spec.deploy`, `spec.finalize`): which Deployment is the stable one, the
 //! canary's copy of it, which version lost, and the `status.rollout` that reports all of it. No IO: the task in
-//! [`super::deploy`] reads the Deployments and performs what these functions decide.
+//! `super::deploy` reads the Deployments and performs what these functions decide.
 
 use crate::model::{Phase, ReleasePolicySpec, TOTAL_WEIGHT, canary_name};
 use crate::release::{Condition, ReleaseView};
