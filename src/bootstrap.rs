@@ -105,6 +105,14 @@ pub struct BootstrapArgs {
     /// With `--gateway`: the address the server ports bind (default `0.0.0.0`).
     #[arg(long, env = "SLUICE_GATEWAY_BIND", requires = "gateway")]
     pub gateway_bind: Option<std::net::IpAddr>,
+    /// Print a proxyless gRPC client's bootstrap (the file `GRPC_XDS_BOOTSTRAP` names) instead of Envoy's: Sluice
+    /// as its xDS server (plaintext), the node id, namespace and labels, and `GENERATOR: grpc`.
+    #[arg(
+        long,
+        env = "SLUICE_GRPC",
+        conflicts_with_all = ["listen", "sds_socket", "gateway", "sotw", "tls_cert", "inbound_ports"]
+    )]
+    pub grpc: bool,
 }
 
 /// `NAMESPACE/NAME` of an Istio Gateway (`--gateway` of `sluice bootstrap` and `sluice proxy`).
@@ -158,6 +166,7 @@ impl Default for BootstrapArgs {
             sds_socket: None,
             gateway: None,
             gateway_bind: None,
+            grpc: false,
         }
     }
 }
@@ -249,6 +258,21 @@ pub fn render(args: &BootstrapArgs) -> Value {
         "stats_sinks": [stats_sink()],
         "stats_flush_interval": STATS_FLUSH_INTERVAL,
         "stats_config": stats_config(args),
+    })
+}
+
+/// A proxyless gRPC client's xDS bootstrap (gRFC A27's format): Sluice over plaintext, `xds_v3`, and the node as
+/// [`render`] writes it plus istiod's `GENERATOR: grpc`, which marks the client proxyless whatever its user agent.
+pub fn render_grpc(args: &BootstrapArgs) -> Value {
+    let mut node = node(args);
+    node["metadata"][crate::xds::node::META_GENERATOR] = "grpc".into();
+    json!({
+        "xds_servers": [{
+            "server_uri": args.xds.to_string(),
+            "channel_creds": [{ "type": "insecure" }],
+            "server_features": ["xds_v3"],
+        }],
+        "node": node,
     })
 }
 
@@ -436,6 +460,28 @@ fn socket_address(address: &str, port: u16) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_grpc_bootstrap_names_sluice_the_node_and_the_grpc_generator() {
+        let args = BootstrapArgs {
+            node_id: "ratings-client-1".into(),
+            namespace: "shop".into(),
+            xds: "[::1]:15010".parse().expect("host:port"),
+            labels: vec![("app".into(), "ratings".into())],
+            grpc: true,
+            ..Default::default()
+        };
+        let b = render_grpc(&args);
+        assert_eq!(
+            b,
+            json!({
+                "xds_servers": [{"server_uri": "[::1]:15010", "channel_creds": [{"type": "insecure"}],
+                                 "server_features": ["xds_v3"]}],
+                "node": {"id": "ratings-client-1", "cluster": "shop",
+                         "metadata": {"NAMESPACE": "shop", "LABELS": {"app": "ratings"}, "GENERATOR": "grpc"}},
+            })
+        );
+    }
     use clap::Parser;
 
     #[derive(Parser)]

@@ -188,6 +188,7 @@ impl ProxyArgs {
             sds_socket: self.mtls.enabled.then(|| self.sds_socket()),
             gateway: self.gateway.clone(),
             gateway_bind: self.gateway_bind,
+            grpc: false,
         }
     }
 

@@ -36,7 +36,7 @@ pub struct Cli {
 pub enum Command {
     /// Serve xDS to Envoy and the admin HTTP port.
     Serve(ServeArgs),
-    /// Print an Envoy bootstrap that takes its config from Sluice.
+    /// Print an Envoy bootstrap that takes its config from Sluice (`--grpc`: a proxyless gRPC client's).
     Bootstrap(crate::bootstrap::BootstrapArgs),
     /// Benchmark: N simulated Envoys against Sluice in another process, beside a floor server.
     Bench(crate::bench::BenchArgs),
@@ -273,7 +273,11 @@ pub fn run() -> ExitCode {
             Err(e) => fail(e),
         },
         Command::ProxyStatus(args) => runtime(proxy_status::run(args)),
-        Command::Bootstrap(args) => match serde_json::to_string_pretty(&crate::bootstrap::render(&args)) {
+        Command::Bootstrap(args) => match serde_json::to_string_pretty(&if args.grpc {
+            crate::bootstrap::render_grpc(&args)
+        } else {
+            crate::bootstrap::render(&args)
+        }) {
             Ok(text) => {
                 println!("{text}");
                 ExitCode::SUCCESS

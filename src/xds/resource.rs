@@ -180,6 +180,24 @@ pub fn route_refs(r: &RouteConfiguration) -> Vec<String> {
     vhost_refs(&r.virtual_hosts)
 }
 
+/// The clusters a gRPC client asks for after taking this route configuration: those its routes send calls to with
+/// a weight above 0 (gRPC skips weight-0 clusters and does not mirror).
+pub fn routed_clusters(route_config: &[u8]) -> Vec<String> {
+    let Ok(r) = RouteConfiguration::decode(route_config) else { return Vec::new() };
+    let mut out = Vec::new();
+    for route in r.virtual_hosts.iter().flat_map(|vh| &vh.routes) {
+        let Some(Action::Route(action)) = &route.action else { continue };
+        match &action.cluster_specifier {
+            Some(ClusterSpecifier::Cluster(c)) => out.push(c.clone()),
+            Some(ClusterSpecifier::WeightedClusters(w)) => out.extend(
+                w.clusters.iter().filter(|c| c.weight.as_ref().is_some_and(|w| w.value > 0)).map(|c| c.name.clone()),
+            ),
+            _ => {}
+        }
+    }
+    out
+}
+
 /// Clusters these virtual hosts send traffic (or mirror) to.
 fn vhost_refs(vhosts: &[VirtualHost]) -> Vec<String> {
     let mut out = Vec::new();

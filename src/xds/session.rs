@@ -550,10 +550,10 @@ impl Session {
         })
     }
 
-    /// The clusters the held route configurations name, ascending; read again only when those change.
+    /// The clusters the held route configurations send calls to, ascending; read again only when those change.
     fn route_clusters(&self) -> Arc<Vec<String>> {
         named_by(&self.types[TypeKind::Route.index()].held, &self.route_clusters, |set| {
-            sorted::refs_of(set.values()).into_iter().map(String::from).collect()
+            set.values().flat_map(|r| super::resource::routed_clusters(&r.body)).collect()
         })
     }
 

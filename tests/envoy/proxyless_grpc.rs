@@ -51,3 +51,40 @@ async fn proxyless_grpc_calls_follow_the_weights() {
 
     sluice.shutdown().await;
 }
+
+/// `sluice bootstrap --grpc` is the file a gRPC client needs: grpcio reads it from `GRPC_XDS_BOOTSTRAP`, connects
+/// and calls through Sluice, and Sluice knows it as proxyless by the `GENERATOR: grpc` it carries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sluice_bootstrap_grpc_connects_a_grpc_client() {
+    let v1 = Peer::grpc_server("v1", 0);
+    let v3 = Peer::grpc_server("v3", 0);
+    let sluice = Sluice::start(Options::local()).await.expect("start");
+    sluice.store().set_model(echo_model(v1.port(), v3.port(), 10_000));
+    sluice.wait_published(Duration::from_secs(5)).await.expect("published");
+
+    let xds = sluice.xds_addr().to_string();
+    let args = ["bootstrap", "--grpc", "--node-id", "boot-grpc", "--xds", &xds, "--labels", "app=ratings"];
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice")).args(args).output().expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("grpc-bootstrap.json");
+    std::fs::write(&file, &out.stdout).expect("write");
+
+    let client = tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(common::venv_python())
+            .arg(common::peer("grpc_peer.py"))
+            .args(["client", "--target", "echo.default.svc.cluster.local:9090", "-n", "300"])
+            .env("GRPC_XDS_BOOTSTRAP", &file)
+            .output()
+            .expect("grpc_peer.py client");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("JSON line")
+    });
+    sluice.wait_acked("boot-grpc", Duration::from_secs(20)).await.expect("the client ACKed");
+    let statuses = sluice.registry().get("boot-grpc");
+    assert_eq!(statuses[0].proxy.mode, InterceptionMode::Proxyless, "known as proxyless");
+    let out = client.await.expect("client ran");
+    assert_eq!(out["errors"], 0, "{out}");
+    assert_eq!(out["counts"]["v3"], 300, "all on v3 at 100%: {out}");
+    sluice.shutdown().await;
+}
