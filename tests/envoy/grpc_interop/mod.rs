@@ -12,5 +12,6 @@ mod cluster_policies;
 mod csds;
 mod fixture;
 mod policies;
+mod release;
 mod routing;
 mod selftest;
