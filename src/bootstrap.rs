@@ -106,11 +106,12 @@ pub struct BootstrapArgs {
     #[arg(long, env = "SLUICE_GATEWAY_BIND", requires = "gateway")]
     pub gateway_bind: Option<std::net::IpAddr>,
     /// Print a proxyless gRPC client's bootstrap (the file `GRPC_XDS_BOOTSTRAP` names) instead of Envoy's: Sluice
-    /// as its xDS server (plaintext), the node id, namespace and labels, and `GENERATOR: grpc`.
+    /// as its xDS server (plaintext, or mTLS with the `--tls-*` files: gRPC checks Sluice's certificate against the
+    /// `--xds` host), the node id, namespace and labels, and `GENERATOR: grpc`.
     #[arg(
         long,
         env = "SLUICE_GRPC",
-        conflicts_with_all = ["listen", "sds_socket", "gateway", "sotw", "tls_cert", "inbound_ports"]
+        conflicts_with_all = ["listen", "sds_socket", "gateway", "sotw", "tls_server_name", "inbound_ports"]
     )]
     pub grpc: bool,
 }
@@ -261,15 +262,23 @@ pub fn render(args: &BootstrapArgs) -> Value {
     })
 }
 
-/// A proxyless gRPC client's xDS bootstrap (gRFC A27's format): Sluice over plaintext, `xds_v3`, and the node as
+/// A proxyless gRPC client's xDS bootstrap (gRFC A27's format): Sluice over plaintext or mTLS, `xds_v3`, and the node as
 /// [`render`] writes it plus istiod's `GENERATOR: grpc`, which marks the client proxyless whatever its user agent.
 pub fn render_grpc(args: &BootstrapArgs) -> Value {
     let mut node = node(args);
     node["metadata"][crate::xds::node::META_GENERATOR] = "grpc".into();
+    let t = &args.tls;
+    let creds = match (&t.tls_cert, &t.tls_key, &t.tls_ca) {
+        // gRFC A65's `tls` credentials: files gRPC reads (and reads again when they change).
+        (Some(cert), Some(key), Some(ca)) => json!({ "type": "tls", "config": {
+            "ca_certificate_file": ca, "certificate_file": cert, "private_key_file": key,
+        }}),
+        _ => json!({ "type": "insecure" }),
+    };
     json!({
         "xds_servers": [{
             "server_uri": args.xds.to_string(),
-            "channel_creds": [{ "type": "insecure" }],
+            "channel_creds": [creds],
             "server_features": ["xds_v3"],
         }],
         "node": node,
@@ -480,6 +489,18 @@ mod tests {
                 "node": {"id": "ratings-client-1", "cluster": "shop",
                          "metadata": {"NAMESPACE": "shop", "LABELS": {"app": "ratings"}, "GENERATOR": "grpc"}},
             })
+        );
+        let tls = BootstrapTls {
+            tls_cert: Some("/etc/certs/cert-chain.pem".into()),
+            tls_key: Some("/etc/certs/key.pem".into()),
+            tls_ca: Some("/etc/certs/root-cert.pem".into()),
+            tls_server_name: None,
+        };
+        let b = render_grpc(&BootstrapArgs { tls, ..args });
+        assert_eq!(
+            b["xds_servers"][0]["channel_creds"],
+            json!([{"type": "tls", "config": {"ca_certificate_file": "/etc/certs/root-cert.pem",
+                "certificate_file": "/etc/certs/cert-chain.pem", "private_key_file": "/etc/certs/key.pem"}}])
         );
     }
     use clap::Parser;
