@@ -229,6 +229,12 @@ pub fn code_count(acc: &LoadBalancerAccumulatedStatsResponse, method: &str, code
     count.copied().map_or(0, i64::from)
 }
 
+/// RPCs of `method` (`EMPTY_CALL` / `UNARY_CALL`) that completed with any status but OK.
+pub fn failed(acc: &LoadBalancerAccumulatedStatsResponse, method: &str) -> i64 {
+    let m = acc.stats_per_method.get(method);
+    m.map_or(0, |m| m.result.iter().filter(|(code, _)| **code != 0).map(|(_, n)| i64::from(*n)).sum())
+}
+
 /// Successful RPCs that `peer` answered in a GetClientStats window.
 pub fn peer_count(stats: &LoadBalancerStatsResponse, peer: &str) -> i32 {
     stats.rpcs_by_peer.get(peer).copied().unwrap_or(0)

@@ -3,6 +3,7 @@
 
 use super::fixture::{self, Backends};
 use crate::common::assert_share;
+use crate::common::interop::failed;
 use std::time::Duration;
 
 /// ping_pong and round_robin: 4 backends of one Service, no policy. istiod's `LEAST_REQUEST` default is
@@ -79,11 +80,7 @@ async fn change_backend_service_moves_every_call() {
     .await;
     assert_eq!(first.num_failures, 0, "{first:?}");
 
-    let failed = |acc: &crate::common::interop::LoadBalancerAccumulatedStatsResponse| {
-        let m = acc.stats_per_method.get("UNARY_CALL");
-        m.map_or(0, |m| m.result.iter().filter(|(code, _)| **code != 0).map(|(_, n)| *n).sum::<i32>())
-    };
-    let before = failed(&client.accumulated().await);
+    let before = failed(&client.accumulated().await, "UNARY_CALL");
     fixture::set(&sluice, &mesh("echo-b")).await;
     let moved = fixture::until(&client, 100, Duration::from_secs(10), "all calls on echo-b", |s| {
         s.rpcs_by_peer.keys().all(|p| p.starts_with('b')) && s.rpcs_by_peer.len() == 2
@@ -91,7 +88,7 @@ async fn change_backend_service_moves_every_call() {
     .await;
     assert_eq!(moved.num_failures, 0, "{moved:?}");
     let acc = client.accumulated().await;
-    assert_eq!(failed(&acc), before, "no call failed during the change: {acc:?}");
+    assert_eq!(failed(&acc, "UNARY_CALL"), before, "no call failed during the change: {acc:?}");
     sluice.shutdown().await;
 }
 

@@ -3,6 +3,7 @@
 
 use super::fixture::{self, Backends};
 use crate::common::assert_share;
+use crate::common::interop::failed;
 use sluice::model::ObjectKey;
 use sluice::release::{ReleaseView, Verb};
 use sluice::server::Sluice;
@@ -41,7 +42,7 @@ async fn a_release_with_a_grpc_client_steps_promotes_and_finalizes() {
     applied(&sluice, "0%").await;
     let at_zero = client.stats(200, 10).await;
     assert_eq!(at_zero.rpcs_by_peer.get("v1").copied(), Some(200), "0%: all on v1: {at_zero:?}");
-    let failed_before = failures(&client).await;
+    let failed_before = failed(&client.accumulated().await, "UNARY_CALL");
 
     sluice.releases().set_weight(&key(), 2000).expect("20%");
     applied(&sluice, "20%").await;
@@ -59,12 +60,6 @@ async fn a_release_with_a_grpc_client_steps_promotes_and_finalizes() {
     assert_eq!(done.status.phase, sluice::model::Phase::Finalized, "{:?}", done.status);
     let finalized = client.stats(200, 10).await;
     assert_eq!(finalized.rpcs_by_peer.get("v3").copied(), Some(200), "finalized: all on v3: {finalized:?}");
-    assert_eq!(failures(&client).await, failed_before, "no call failed from 0% to finalize");
+    assert_eq!(failed(&client.accumulated().await, "UNARY_CALL"), failed_before, "no call failed from 0% to finalize");
     sluice.shutdown().await;
-}
-
-async fn failures(client: &crate::common::interop::Client) -> i32 {
-    let acc = client.accumulated().await;
-    let m = acc.stats_per_method.get("UNARY_CALL");
-    m.map_or(0, |m| m.result.iter().filter(|(code, _)| **code != 0).map(|(_, n)| *n).sum())
 }
