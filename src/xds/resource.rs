@@ -185,8 +185,7 @@ pub fn route_refs(r: &RouteConfiguration) -> Vec<String> {
 pub fn routed_clusters(route_config: &[u8]) -> Vec<String> {
     let Ok(r) = RouteConfiguration::decode(route_config) else { return Vec::new() };
     let mut out = Vec::new();
-    for route in r.virtual_hosts.iter().flat_map(|vh| &vh.routes) {
-        let Some(Action::Route(action)) = &route.action else { continue };
+    for action in route_actions(&r.virtual_hosts) {
         match &action.cluster_specifier {
             Some(ClusterSpecifier::Cluster(c)) => out.push(c.clone()),
             Some(ClusterSpecifier::WeightedClusters(w)) => out.extend(
@@ -198,19 +197,26 @@ pub fn routed_clusters(route_config: &[u8]) -> Vec<String> {
     out
 }
 
+/// The route actions of these virtual hosts (redirects and direct responses have none).
+fn route_actions(
+    vhosts: &[VirtualHost],
+) -> impl Iterator<Item = &envoy_types::pb::envoy::config::route::v3::RouteAction> {
+    vhosts.iter().flat_map(|vh| &vh.routes).filter_map(|route| match &route.action {
+        Some(Action::Route(action)) => Some(action),
+        _ => None,
+    })
+}
+
 /// Clusters these virtual hosts send traffic (or mirror) to.
 fn vhost_refs(vhosts: &[VirtualHost]) -> Vec<String> {
     let mut out = Vec::new();
-    for vh in vhosts {
-        for route in &vh.routes {
-            let Some(Action::Route(action)) = &route.action else { continue };
-            match &action.cluster_specifier {
-                Some(ClusterSpecifier::Cluster(c)) => out.push(c.clone()),
-                Some(ClusterSpecifier::WeightedClusters(w)) => out.extend(w.clusters.iter().map(|c| c.name.clone())),
-                _ => {}
-            }
-            out.extend(action.request_mirror_policies.iter().map(|m| m.cluster.clone()));
+    for action in route_actions(vhosts) {
+        match &action.cluster_specifier {
+            Some(ClusterSpecifier::Cluster(c)) => out.push(c.clone()),
+            Some(ClusterSpecifier::WeightedClusters(w)) => out.extend(w.clusters.iter().map(|c| c.name.clone())),
+            _ => {}
         }
+        out.extend(action.request_mirror_policies.iter().map(|m| m.cluster.clone()));
     }
     out.sort();
     out.dedup();
