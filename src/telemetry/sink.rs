@@ -9,6 +9,10 @@
 //! - the histogram `upstream_rq_time` (ms) as cumulative buckets since the proxy started (`histogram_emit_mode:
 //!   HISTOGRAM`); this task keeps each cluster's previous buckets to difference them, and drops them when the
 //!   stream ends.
+//!
+//! Each metric carries the time Envoy took the snapshot (`timestamp_ms`); a flush's deltas are placed between the
+//! previous snapshot and this one (`span`), not between arrivals, so a flush that reaches a busy Sluice late
+//! still counts in the seconds its requests were made.
 
 use super::stats::{Delta, Histogram, TrafficStats, VersionKey};
 use crate::translate::parse_outbound_subset;
@@ -58,6 +62,30 @@ impl Sink {
     }
 }
 
+/// How late a flush may reach this task after Envoy took its snapshot before the snapshot's time is distrusted
+/// (taken for a proxy clock that differs from this host's rather than a slow delivery).
+const MAX_DELIVERY_MS: u64 = 10_000;
+/// How far ahead of this host's clock a snapshot time may be and still be read (as the arrival time).
+const MAX_AHEAD_MS: u64 = 1_000;
+
+/// The time Envoy took a flush's snapshot: the `timestamp_ms` it sets on every metric.
+fn snapshot_ms(families: &[MetricFamily]) -> Option<u64> {
+    let stamps = families.iter().flat_map(|f| &f.metric).filter_map(|m| m.timestamp_ms);
+    stamps.max().filter(|t| *t > 0).map(|t| t as u64)
+}
+
+/// `(since, at)`: the span a flush's counter deltas cover, from the previous flush's snapshot to this one's, so
+/// counts land in the seconds Envoy counted them even when the flush reaches Sluice late (a busy control plane,
+/// a slow network). Without a plausible snapshot time (none, over [`MAX_AHEAD_MS`] ahead, or over
+/// `MAX_DELIVERY_MS` behind: a proxy clock unlike this host's), the arrival time stands in.
+fn span(snapshot: Option<u64>, arrival: u64, previous: Option<u64>) -> (u64, u64) {
+    let at = snapshot
+        .filter(|t| *t <= arrival + MAX_AHEAD_MS && arrival.saturating_sub(*t) <= MAX_DELIVERY_MS)
+        .map_or(arrival, |t| t.min(arrival));
+    let since = previous.filter(|p| *p <= at).unwrap_or(at.saturating_sub(FLUSH_INTERVAL_MS));
+    (since, at)
+}
+
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
@@ -76,7 +104,7 @@ impl MetricsService for Sink {
         let mut inbound = request.into_inner();
         let mut proxy = ProxyState::default();
         let mut node = String::new();
-        // When this stream's previous flush arrived: a flush's counter deltas cover the time since.
+        // When this stream's previous flush was taken: a flush's counter deltas cover the time since.
         let mut last_ms: Option<u64> = None;
         while let Some(msg) = inbound.message().await? {
             if let Some(id) = msg.identifier.as_ref().and_then(|i| i.node.as_ref()) {
@@ -84,12 +112,11 @@ impl MetricsService for Sink {
                 tracing::debug!(proxy = %node, "stats stream opened");
             }
             let deltas = proxy.read(&msg.envoy_metrics);
-            let now = now_ms();
+            let (since, at) = span(snapshot_ms(&msg.envoy_metrics), now_ms(), last_ms);
             if !deltas.is_empty() {
-                let since = last_ms.unwrap_or(now.saturating_sub(FLUSH_INTERVAL_MS));
-                self.stats.record(now, since, &deltas);
+                self.stats.record(at, since, &deltas);
             }
-            last_ms = Some(now);
+            last_ms = Some(at);
         }
         tracing::debug!(proxy = %node, "stats stream closed");
         Ok(Response::new(StreamMetricsResponse {}))
@@ -216,6 +243,29 @@ mod tests {
         assert_eq!(second[0].1.latency.cumulative, vec![1, 4, 5]);
         let restarted = proxy.read(&flush(1.0, &[0, 1, 1]));
         assert_eq!(restarted[0].1.latency.count, 0, "a shrinking histogram is a new baseline");
+    }
+
+    #[test]
+    fn a_flush_covers_the_time_since_the_previous_snapshot_by_envoys_clock() {
+        let stamped = |t: i64| {
+            let metric = Metric { timestamp_ms: Some(t), ..Default::default() };
+            vec![MetricFamily { metric: vec![metric], ..Default::default() }]
+        };
+        assert_eq!(snapshot_ms(&stamped(5_000)), Some(5_000));
+        assert_eq!(snapshot_ms(&stamped(0)), None, "unset");
+        assert_eq!(snapshot_ms(&[]), None);
+        // Delivered 3 s late (a busy control plane): the counts stay in the second Envoy counted them.
+        assert_eq!(span(Some(20_000), 23_000, Some(19_000)), (19_000, 20_000));
+        // The first flush covers one flush interval.
+        assert_eq!(span(Some(20_000), 20_005, None), (19_000, 20_000));
+        // Slightly ahead (clocks a few ms apart): read as the arrival time.
+        assert_eq!(span(Some(20_400), 20_000, Some(19_000)), (19_000, 20_000));
+        // A proxy clock far off either way, or no stamp: the arrival time, as before.
+        assert_eq!(span(Some(60_000), 20_000, Some(19_000)), (19_000, 20_000));
+        assert_eq!(span(Some(1_000), 20_000, Some(19_000)), (19_000, 20_000));
+        assert_eq!(span(None, 20_000, Some(19_000)), (19_000, 20_000));
+        // A previous snapshot after this one (the clock stepped back): one interval.
+        assert_eq!(span(Some(20_000), 20_000, Some(21_000)), (19_000, 20_000));
     }
 
     #[test]

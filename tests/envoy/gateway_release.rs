@@ -448,12 +448,14 @@ async fn promote_and_finalize_through_the_gateway_fail_no_request() {
     assert_share("ReleasePolicy 20% at the gateway: v2", batch.of("v2"), 2000, 0.2);
 
     // The dashboard's data: each version's requests/s as the gateway's stats sink reported them. Read once the
-    // 10 s it covers hold only the steady load (the batch above ended more than 12 s earlier).
+    // 10 s it covers hold only the steady load: they end 2 s before the read's second, and start a whole second
+    // after the one the batch above ended in, so the batch's last flush (taken ≤ 1 s after it ended, and placed
+    // by Envoy's snapshot time however late Sluice reads it) counts none of its requests in them.
     let quiet_from = now_ms();
     let (list, read_at) = loop {
         let read_at = now_ms();
         let (_, list) = api(&sluice, "GET", "/api/v1/releases", None).await;
-        if read_at >= quiet_from + 13_000 {
+        if read_at >= quiet_from + 14_000 {
             break (list, read_at);
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
