@@ -68,10 +68,11 @@ const MAX_DELIVERY_MS: u64 = 10_000;
 /// How far ahead of this host's clock a snapshot time may be and still be read (as the arrival time).
 const MAX_AHEAD_MS: u64 = 1_000;
 
-/// The time Envoy took a flush's snapshot: the `timestamp_ms` it sets on every metric.
+/// The time Envoy took a flush's snapshot: the `timestamp_ms` it sets, the same, on every metric of the flush
+/// (so the first set one is read, not every metric on this per-flush path).
 fn snapshot_ms(families: &[MetricFamily]) -> Option<u64> {
-    let stamps = families.iter().flat_map(|f| &f.metric).filter_map(|m| m.timestamp_ms);
-    stamps.max().filter(|t| *t > 0).map(|t| t as u64)
+    let mut stamps = families.iter().flat_map(|f| &f.metric);
+    stamps.find_map(|m| m.timestamp_ms.filter(|t| *t > 0)).map(|t| t as u64)
 }
 
 /// `(since, at)`: the span a flush's counter deltas cover, from the previous flush's snapshot to this one's, so

@@ -27,13 +27,19 @@ fn echo_model(v1: u16, v3: u16, canary_weight: u32) -> Model {
     m
 }
 
+/// The echo servers v1 and v3 (kept running while the peers live), and Sluice serving `echo_model` at
+/// `canary_weight`, published.
+async fn start_echo(canary_weight: u32) -> (Sluice, [Peer; 2]) {
+    let (v1, v3) = (Peer::grpc_server("v1", 0), Peer::grpc_server("v3", 0));
+    let sluice = Sluice::start(Options::local()).await.expect("start");
+    sluice.store().set_model(echo_model(v1.port(), v3.port(), canary_weight));
+    sluice.wait_published(Duration::from_secs(5)).await.expect("published");
+    (sluice, [v1, v3])
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxyless_grpc_calls_follow_the_weights() {
-    let v1 = Peer::grpc_server("v1", 0);
-    let v3 = Peer::grpc_server("v3", 0);
-    let sluice = Sluice::start(Options::local()).await.expect("start");
-    sluice.store().set_model(echo_model(v1.port(), v3.port(), 3000));
-    sluice.wait_published(Duration::from_secs(5)).await.expect("published");
+    let (sluice, _peers) = start_echo(3000).await;
 
     let xds = sluice.xds_addr().to_string();
     let n = 1000;
@@ -56,11 +62,7 @@ async fn proxyless_grpc_calls_follow_the_weights() {
 /// and calls through Sluice, and Sluice knows it as proxyless by the `GENERATOR: grpc` it carries.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sluice_bootstrap_grpc_connects_a_grpc_client() {
-    let v1 = Peer::grpc_server("v1", 0);
-    let v3 = Peer::grpc_server("v3", 0);
-    let sluice = Sluice::start(Options::local()).await.expect("start");
-    sluice.store().set_model(echo_model(v1.port(), v3.port(), 10_000));
-    sluice.wait_published(Duration::from_secs(5)).await.expect("published");
+    let (sluice, _peers) = start_echo(10_000).await;
 
     let xds = sluice.xds_addr().to_string();
     let args = ["bootstrap", "--grpc", "--node-id", "boot-grpc", "--xds", &xds, "--labels", "app=ratings"];
